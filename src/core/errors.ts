@@ -1,0 +1,46 @@
+/**
+ * The error vocabulary of the whole control plane. Handlers throw these; the API maps them to
+ * status codes in exactly one place (server/error-interceptor.ts). Anything else is transient.
+ */
+
+/** The thing asked for does not exist. */
+export class NotFoundError extends Error {
+  override name = "NotFoundError";
+}
+
+/** The request is malformed; the message says what to fix and names the field. */
+export class InvalidInputError extends Error {
+  override name = "InvalidInputError";
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The request is valid but the entity is in a state that does not allow it. */
+export class ConflictError extends Error {
+  override name = "ConflictError";
+}
+
+/** Retrying cannot help (missing image, invalid spec): the attempt fails with no retry. */
+export class PermanentError extends Error {
+  override name = "PermanentError";
+}
+
+/** The caller is not who it claims to be (bad OTP token or session). */
+export class UnauthenticatedError extends Error {
+  override name = "UnauthenticatedError";
+}
+
+/** Not ready yet; the caller should retry shortly. */
+export class UnavailableError extends Error {
+  override name = "UnavailableError";
+}
+
+/** Turns anything thrown into an Error, keeping the original as cause. */
+export function toError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  return new Error(String(thrown), { cause: thrown });
+}
