@@ -1,0 +1,151 @@
+/**
+ * Runs the job's command in its own process group, through a shell: a single-element command is
+ * `sh -c <it>`, several elements are run as argv through `sh -c 'exec "$@"'`, and a script is written
+ * to a file in the work directory and run with `sh`. Enforces the timeout and kills the whole process
+ * tree (the group, then anything left) on cancel, timeout, or when the main process exits.
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { StringDecoder } from "node:string_decoder";
+
+export interface CommandSpec {
+  command: string[];
+  script: string;
+  env: Record<string, string>;
+  workDir: string;
+  timeoutSeconds: number;
+}
+
+export interface CommandOutcome {
+  exitCode: number;
+  signal: string;
+  timedOut: boolean;
+  canceled: boolean;
+  error: string;
+  startedAtMs: number;
+  finishedAtMs: number;
+}
+
+export interface RunningCommand {
+  pid: number | undefined;
+  /** Kills the tree: SIGTERM to the group, SIGKILL after graceMs. */
+  cancel(graceMs: number): void;
+  pause(): void;
+  resume(): void;
+  done: Promise<CommandOutcome>;
+}
+
+export function shellArgv(spec: CommandSpec): string[] {
+  if (spec.script) {
+    const file = join(spec.workDir, "hodei-script.sh");
+    writeFileSync(file, spec.script.endsWith("\n") ? spec.script : `${spec.script}\n`, { mode: 0o700 });
+    return ["sh", file];
+  }
+  if (spec.command.length === 1) return ["sh", "-c", spec.command[0]];
+  return ["sh", "-c", 'exec "$@"', "sh", ...spec.command];
+}
+
+export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: string) => void): RunningCommand {
+  const startedAtMs = Date.now();
+  let argv: string[];
+  try {
+    argv = shellArgv(spec);
+  } catch (err) {
+    const error = `could not prepare the command: ${(err as Error).message}`;
+    return {
+      pid: undefined,
+      cancel() {},
+      pause() {},
+      resume() {},
+      done: Promise.resolve({ exitCode: -1, signal: "", timedOut: false, canceled: false, error, startedAtMs, finishedAtMs: Date.now() }),
+    };
+  }
+  const child = spawn(argv[0], argv.slice(1), {
+    cwd: spec.workDir,
+    env: spec.env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let timedOut = false;
+  let canceled = false;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const killGroup = (signal: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // The group is gone.
+    }
+  };
+  const terminate = (graceMs: number) => {
+    killGroup("SIGTERM");
+    if (!killTimer) {
+      killTimer = setTimeout(() => killGroup("SIGKILL"), graceMs);
+      killTimer.unref();
+    }
+  };
+
+  const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
+  child.stdout.on("data", (buf: Buffer) => onOutput("stdout", decoders.stdout.write(buf)));
+  child.stderr.on("data", (buf: Buffer) => onOutput("stderr", decoders.stderr.write(buf)));
+
+  const timeoutTimer =
+    spec.timeoutSeconds > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          terminate(2000);
+        }, spec.timeoutSeconds * 1000)
+      : undefined;
+
+  const done = new Promise<CommandOutcome>((resolve) => {
+    let spawnError = "";
+    child.once("error", (err) => {
+      spawnError = `could not start the command: ${err.message}`;
+    });
+    child.once("exit", (code, signal) => {
+      // Leftover background processes of the job die with it; this also closes their pipes.
+      killGroup("SIGKILL");
+    });
+    child.once("close", (code, signal) => {
+      if (timeoutTimer) clearTimeout(timeoutTimer);
+      if (killTimer) clearTimeout(killTimer);
+      for (const [stream, decoder] of Object.entries(decoders)) {
+        const rest = decoder.end();
+        if (rest) onOutput(stream, rest);
+      }
+      resolve({
+        exitCode: code ?? (signal ? 128 + (signalNumber(signal) ?? 0) : -1),
+        signal: signal ?? "",
+        timedOut,
+        canceled,
+        error: spawnError,
+        startedAtMs,
+        finishedAtMs: Date.now(),
+      });
+    });
+  });
+
+  return {
+    pid: child.pid,
+    cancel(graceMs: number) {
+      canceled = true;
+      terminate(graceMs);
+    },
+    pause() {
+      child.stdout.pause();
+      child.stderr.pause();
+    },
+    resume() {
+      child.stdout.resume();
+      child.stderr.resume();
+    },
+    done,
+  };
+}
+
+function signalNumber(signal: string): number | undefined {
+  const numbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+  return numbers[signal];
+}

@@ -1,0 +1,278 @@
+/**
+ * The worker agent: redeems its OTP token, then holds one bidirectional stream to the control
+ * plane (reconnecting with its session if the stream drops), runs the job it is sent, streams its
+ * output as acknowledged chunks, heartbeats, and reports the result only once every chunk is
+ * acknowledged. It exits when the server has acknowledged the result.
+ */
+import { hostname } from "node:os";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  AgentMessageSchema,
+  type AgentMessage,
+  type RegisterResponse,
+  type RunJob,
+  WorkerService,
+} from "../gen/hodei/v1/worker_pb.js";
+import { AsyncQueue } from "./async-queue.js";
+import { type CommandOutcome, type RunningCommand, startCommand } from "./command.js";
+import { type AgentConfig, readAgentConfig } from "./config.js";
+import { LogBuffer } from "./log-buffer.js";
+
+const AGENT_VERSION = "0.1.0";
+
+function log(message: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), msg: message, ...fields })}\n`);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+class Agent {
+  private readonly client;
+  private session: RegisterResponse | null = null;
+  private outgoing: AsyncQueue<AgentMessage> | null = null;
+  private job: RunningCommand | null = null;
+  private runJob: RunJob | null = null;
+  private logs: LogBuffer | null = null;
+  private outcome: CommandOutcome | null = null;
+  private lastSentSeq = 0;
+  private resultSent = false;
+  private finished = false;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private paused = false;
+
+  constructor(private readonly config: AgentConfig) {
+    const transport = createGrpcTransport({ baseUrl: config.serverUrl });
+    this.client = createClient(WorkerService, transport);
+  }
+
+  async register(): Promise<RegisterResponse> {
+    const deadline = Date.now() + this.config.registerTimeoutMs;
+    let delayMs = 50;
+    for (;;) {
+      try {
+        return await this.client.register({ otpToken: this.config.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
+      } catch (err) {
+        const error = ConnectError.from(err);
+        const retryable = error.code === Code.Unavailable || error.code === Code.Unknown || error.code === Code.Internal;
+        if (!retryable || Date.now() + delayMs > deadline) {
+          throw new Error(`register with ${this.config.serverUrl} failed: ${error.message}`, { cause: err });
+        }
+        await sleep(delayMs);
+        delayMs = Math.min(delayMs * 2, 2000);
+      }
+    }
+  }
+
+  async run(): Promise<void> {
+    this.session = await this.register();
+    log("registered", { workerId: this.session.workerId, jobId: this.session.jobId, attempt: this.session.attempt });
+    let lostSince: number | null = null;
+    let delayMs = 100;
+    while (!this.finished) {
+      try {
+        await this.connectOnce(() => {
+          lostSince = null;
+          delayMs = 100;
+        });
+      } catch (err) {
+        const error = ConnectError.from(err);
+        if (error.code === Code.Unauthenticated || error.code === Code.FailedPrecondition || error.code === Code.NotFound) {
+          log("session refused; giving up", { error: error.message });
+          this.abandon(`the control plane refused this worker's session: ${error.message}`);
+          return;
+        }
+        if (!this.finished) log("stream lost", { error: error.message });
+      }
+      if (this.finished) break;
+      lostSince ??= Date.now();
+      if (Date.now() - lostSince > this.config.reconnectWindowMs) {
+        this.abandon("the control plane could not be reached within the reconnect window");
+        return;
+      }
+      await sleep(delayMs);
+      delayMs = Math.min(delayMs * 2, 2000);
+    }
+  }
+
+  private async connectOnce(onConnected: () => void): Promise<void> {
+    const outgoing = new AsyncQueue<AgentMessage>();
+    this.outgoing = outgoing;
+    this.resultSent = false;
+    // Everything not yet acknowledged is resent on a new stream; the server ignores duplicates.
+    this.lastSentSeq = this.logs ? (this.logs.unacknowledged()[0]?.seq ?? this.logs.lastSeq + 1) - 1 : 0;
+    outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: this.runJob !== null, lastSeq: BigInt(this.logs?.lastSeq ?? 0) } } }));
+    const heartbeatMs = this.session!.heartbeatIntervalMs || 5000;
+    const heartbeat = setInterval(() => {
+      outgoing.push(create(AgentMessageSchema, { kind: { case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } }));
+    }, heartbeatMs);
+    try {
+      const responses = this.client.connect(outgoing, { headers: { authorization: `Bearer ${this.session!.sessionToken}` } });
+      let first = true;
+      for await (const message of responses) {
+        if (first) {
+          first = false;
+          onConnected();
+          this.pump();
+        }
+        switch (message.kind.case) {
+          case "run":
+            this.start(message.kind.value);
+            break;
+          case "cancel":
+            this.cancel(message.kind.value.reason, message.kind.value.graceMs || 5000);
+            break;
+          case "ack":
+            this.logs?.acknowledge(Number(message.kind.value.seq));
+            if (this.paused && this.logs && !this.logs.shouldPause()) {
+              this.paused = false;
+              this.job?.resume();
+            }
+            this.maybeSendResult();
+            break;
+          case "resultAck":
+            this.finished = true;
+            outgoing.close();
+            break;
+        }
+      }
+    } finally {
+      clearInterval(heartbeat);
+      outgoing.close();
+      if (this.outgoing === outgoing) this.outgoing = null;
+    }
+  }
+
+  private start(run: RunJob): void {
+    if (this.runJob) return; // A resend after reconnect: already running.
+    this.runJob = run;
+    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: 64 * 1024, windowBytes: 1024 * 1024 });
+    const env = { ...this.config.baseEnv, ...run.env, ...this.config.markers };
+    log("job started", { jobId: run.jobId, attempt: run.attempt });
+    this.job = startCommand(
+      { command: run.command, script: run.script, env, workDir: run.workingDir || this.config.workDir, timeoutSeconds: run.timeoutSeconds },
+      (stream, data) => this.onOutput(stream, data),
+    );
+    void this.job.done.then((outcome) => {
+      this.outcome = outcome;
+      if (outcome.timedOut) this.logs!.system(`\n[hodei] timed out after ${run.timeoutSeconds}s; the process tree was killed\n`);
+      if (outcome.error) this.logs!.system(`\n[hodei] ${outcome.error}\n`);
+      this.logs!.flush();
+      this.pump();
+      this.maybeSendResult();
+    });
+  }
+
+  private cancel(reason: string, graceMs: number): void {
+    log("cancel received", { reason });
+    if (this.job && !this.outcome) {
+      this.logs!.system(`\n[hodei] canceled: ${reason}\n`);
+      this.job.cancel(graceMs);
+      return;
+    }
+    if (!this.job) {
+      // Canceled before the job reached us: report at once.
+      this.logs ??= new LogBuffer({ limitBytes: 1024, chunkBytes: 1024, windowBytes: 1024 });
+      const now = Date.now();
+      this.outcome = { exitCode: -1, signal: "", timedOut: false, canceled: true, error: "", startedAtMs: now, finishedAtMs: now };
+      this.maybeSendResult();
+    }
+  }
+
+  private onOutput(stream: string, data: string): void {
+    const logs = this.logs!;
+    if (logs.append(stream, data)) this.pump();
+    if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = null;
+        logs.flush();
+        this.pump();
+      }, this.config.flushIntervalMs);
+    }
+    if (!this.paused && logs.shouldPause()) {
+      this.paused = true;
+      this.job?.pause();
+    }
+  }
+
+  /** Sends every chunk not yet sent on the current stream, as one batch. */
+  private pump(): void {
+    if (!this.outgoing || !this.logs) return;
+    const chunks = this.logs.chunksAfter(this.lastSentSeq);
+    if (chunks.length === 0) return;
+    this.lastSentSeq = chunks[chunks.length - 1].seq;
+    this.outgoing.push(
+      create(AgentMessageSchema, {
+        kind: {
+          case: "logs",
+          value: { chunks: chunks.map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) })) },
+        },
+      }),
+    );
+  }
+
+  private maybeSendResult(): void {
+    const outcome = this.outcome;
+    if (!outcome || this.resultSent || !this.outgoing || !this.logs?.isFullyAcknowledged()) return;
+    this.resultSent = true;
+    this.outgoing.push(
+      create(AgentMessageSchema, {
+        kind: {
+          case: "result",
+          value: {
+            exitCode: outcome.exitCode,
+            signal: outcome.signal,
+            timedOut: outcome.timedOut,
+            canceled: outcome.canceled,
+            error: outcome.error,
+            lastSeq: BigInt(this.logs.lastSeq),
+            droppedBytes: BigInt(this.logs.droppedBytes),
+            startedAtMs: BigInt(outcome.startedAtMs),
+            finishedAtMs: BigInt(outcome.finishedAtMs),
+          },
+        },
+      }),
+    );
+  }
+
+  /** Gives up on the attempt: kill the job's tree and leave. */
+  private abandon(reason: string): void {
+    log("abandoning attempt", { reason });
+    this.job?.cancel(1000);
+    this.finished = true;
+  }
+
+  /** SIGTERM from the provider: take the job's tree down with us. */
+  async terminate(): Promise<void> {
+    if (this.job && !this.outcome) {
+      this.job.cancel(1000);
+      await Promise.race([this.job.done, sleep(2000)]);
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  let config: AgentConfig;
+  try {
+    config = readAgentConfig(process.env);
+  } catch (err) {
+    log("agent misconfigured", { error: (err as Error).message });
+    process.exit(2);
+  }
+  const agent = new Agent(config);
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      void agent.terminate().finally(() => process.exit(143));
+    });
+  }
+  try {
+    await agent.run();
+    process.exit(0);
+  } catch (err) {
+    log("agent failed", { error: (err as Error).message });
+    process.exit(1);
+  }
+}
+
+void main();

@@ -1,0 +1,58 @@
+/**
+ * The contract every provider implements: start / inspect / stop / list.
+ * Providers are dumb: no database, no retries, no job rules. The scheduler and the reconcile pass
+ * decide; a provider only does what it is told, idempotently.
+ */
+export type ResourceType = "container_id" | "pod_name" | "process_id";
+
+/** Everything a provider needs to start one worker. */
+export interface WorkerSpec {
+  workerId: string;
+  /** Deterministic: `hodei-worker-<workerId>`. */
+  name: string;
+  jobId: string;
+  attempt: number;
+  /** Secret; goes into the worker's environment only. */
+  otpToken: string;
+  /** The address the agent uses to reach the control plane. */
+  serverUrl: string;
+  image: string;
+  /** Seconds after which the provider may kill the worker on its own (backstop). */
+  deadlineSeconds: number;
+}
+
+export interface ProviderResource {
+  /** provider_resource_id: full container id | pod name | process id. */
+  resourceId: string;
+  resourceType: ResourceType;
+  /** From our label, so a found resource maps back to its worker row. */
+  workerId: string;
+  /** When the resource was created (epoch ms), for the orphan creation grace. */
+  createdAtMs: number;
+}
+
+export type WorkerStatus =
+  | { state: "pending" | "running" }
+  | { state: "exited"; exitCode: number | null; reason: string }
+  | { state: "gone" };
+
+export interface ProviderHealth {
+  healthy: boolean;
+  detail: string;
+}
+
+export interface WorkerProvider {
+  readonly name: string;
+  readonly resourceType: ResourceType;
+  /** Starts one worker named spec.name. Idempotent on the name. Throws PermanentError when retrying cannot help. */
+  start(spec: WorkerSpec): Promise<ProviderResource>;
+  /** A worker that no longer exists is { state: "gone" }, not an error. */
+  inspect(resourceId: string): Promise<WorkerStatus>;
+  /** Terminate, wait graceMs, kill, remove. Idempotent: stopping a gone worker succeeds. */
+  stop(resourceId: string, graceMs: number): Promise<void>;
+  /** Every worker this provider created for this cluster (found by our labels). */
+  list(): Promise<ProviderResource[]>;
+  health(): Promise<ProviderHealth>;
+  /** Releases clients and watchers; does not stop workers. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,41 @@
+/**
+ * Opens the database named by a URL: `sqlite:PATH` (or `sqlite::memory:`) today; the URL scheme
+ * `postgres://` is reserved for the PostgreSQL dialect. Applies migrations before returning.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import SqliteDatabase from "better-sqlite3";
+import { Kysely, SqliteDialect } from "kysely";
+import { InvalidInputError } from "../core/errors.js";
+import { migrateToLatest } from "./migrations.js";
+import type { Database } from "./schema.js";
+
+export type DatabaseKind = "sqlite" | "postgres";
+
+export interface OpenedDatabase {
+  db: Kysely<Database>;
+  kind: DatabaseKind;
+}
+
+export function sqlitePathFromUrl(url: string): string {
+  if (!url.startsWith("sqlite:")) throw new InvalidInputError(`database URL must start with sqlite: (got "${url}")`);
+  const path = url.slice("sqlite:".length).replace(/^\/\//, "");
+  if (path === "") throw new InvalidInputError("database URL sqlite: needs a path, e.g. sqlite:.hodei/hodei.db");
+  return path;
+}
+
+export async function openDatabase(url: string): Promise<OpenedDatabase> {
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+    throw new InvalidInputError("PostgreSQL is not supported by this build yet; use HODEI_DATABASE_URL=sqlite:PATH");
+  }
+  const path = sqlitePathFromUrl(url);
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new SqliteDatabase(path);
+  sqlite.pragma("journal_mode = WAL");
+  sqlite.pragma("synchronous = NORMAL");
+  sqlite.pragma("busy_timeout = 5000");
+  sqlite.pragma("foreign_keys = ON");
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  await migrateToLatest(db, "sqlite");
+  return { db, kind: "sqlite" };
+}

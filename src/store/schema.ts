@@ -1,0 +1,101 @@
+/**
+ * The database schema as Kysely types. One schema serves SQLite and PostgreSQL:
+ * ids are text made by the application, times are epoch milliseconds (integers), JSON is text,
+ * booleans are 0/1 integers.
+ */
+import type { Generated, Selectable } from "kysely";
+import type { JobState } from "../core/job-state.js";
+import type { WorkerState } from "../core/worker-state.js";
+import type { ResourceType } from "../providers/provider.js";
+
+export interface JobsTable {
+  id: string;
+  state: JobState;
+  /** JSON array of strings. */
+  command: string;
+  script: string;
+  provider: string;
+  /** JSON object. */
+  env: string;
+  timeout_seconds: number;
+  /** JSON object. */
+  labels: string;
+  image: string;
+  idempotency_key: string | null;
+  max_attempts: number;
+  /** Attempts started so far; the current attempt's number. */
+  attempts: number;
+  exit_code: number | null;
+  reason: string;
+  logs_truncated: number;
+  logs_incomplete: number;
+  /** A queued job is not provisioned before this time (retry backoff). */
+  not_before_ms: number;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+}
+
+export interface WorkersTable {
+  id: string;
+  name: string;
+  job_id: string;
+  attempt: number;
+  provider: string;
+  provider_resource_id: string | null;
+  resource_type: ResourceType | null;
+  state: WorkerState;
+  session_hash: string | null;
+  /** What the agent said its hostname was: diagnostics only, never used to identify it. */
+  reported_hostname: string | null;
+  created_at: number;
+  provisioned_at: number | null;
+  registered_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  destroyed_at: number | null;
+  registration_deadline_ms: number;
+  last_heartbeat_ms: number | null;
+  /** While the job already ended (cancel), the agent may finish flushing until this time. */
+  stop_deadline_ms: number | null;
+  failure_reason: string;
+  destroy_attempts: number;
+  last_error: string;
+}
+
+export interface OtpTokensTable {
+  id: string;
+  token_hash: string;
+  job_id: string;
+  attempt: number;
+  worker_id: string;
+  provider: string;
+  provider_resource_id: string | null;
+  resource_type: ResourceType | null;
+  created_at: number;
+  expires_at: number;
+  consumed_at: number | null;
+}
+
+export interface JobLogsTable {
+  /** Global cursor for followers: increases with every stored chunk. */
+  id: Generated<number>;
+  job_id: string;
+  attempt: number;
+  seq: number;
+  stream: string;
+  data: string;
+  time_ms: number;
+}
+
+export interface Database {
+  jobs: JobsTable;
+  workers: WorkersTable;
+  otp_tokens: OtpTokensTable;
+  job_logs: JobLogsTable;
+}
+
+export type JobRow = Selectable<JobsTable>;
+export type WorkerRow = Selectable<WorkersTable>;
+export type OtpTokenRow = Selectable<OtpTokensTable>;
+export type LogRow = Selectable<JobLogsTable>;
