@@ -1,1 +1,32 @@
-console.log("build placeholder")
+// Builds what runs without tsx: the agent as one self-contained CommonJS file (it is copied into
+// worker images as is) and the CLI/server as ESM with its dependencies left in node_modules.
+import { build } from "esbuild";
+import { rmSync } from "node:fs";
+
+rmSync("dist", { recursive: true, force: true });
+await Promise.all([
+  build({
+    entryPoints: ["src/agent/main.ts"],
+    outfile: "dist/agent.cjs",
+    bundle: true,
+    platform: "node",
+    format: "cjs",
+    target: "node20",
+    minify: true,
+    sourcemap: false,
+    legalComments: "none",
+    logLevel: "warning",
+  }),
+  build({
+    entryPoints: { cli: "src/cli/main.ts" },
+    outdir: "dist",
+    bundle: true,
+    splitting: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    sourcemap: true,
+    logLevel: "warning",
+  }),
+]);

@@ -15,7 +15,7 @@ import {
   type RunJob,
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
-import { AsyncQueue } from "./async-queue.js";
+import { AsyncQueue } from "../core/async-queue.js";
 import { type CommandOutcome, type RunningCommand, startCommand } from "./command.js";
 import { type AgentConfig, readAgentConfig } from "./config.js";
 import { LogBuffer } from "./log-buffer.js";

@@ -161,55 +161,28 @@ export class Store {
 
   // ---- workers and OTP tokens -----------------------------------------------------------------
 
-  /** The worker row and its OTP token row (hash only), written together before the provider is asked. */
-  async insertWorkerWithToken(worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {
-    return this.db.transaction().execute(async (tx) => {
-      const row = await tx
-        .insertInto("workers")
-        .values({
-          id: worker.id,
-          name: worker.name,
-          job_id: worker.jobId,
-          attempt: worker.attempt,
-          provider: worker.provider,
-          provider_resource_id: null,
-          resource_type: null,
-          state: "provisioning",
-          session_hash: null,
-          reported_hostname: null,
-          created_at: nowMs,
-          provisioned_at: null,
-          registered_at: null,
-          started_at: null,
-          finished_at: null,
-          destroyed_at: null,
-          registration_deadline_ms: worker.registrationDeadlineMs,
-          last_heartbeat_ms: null,
-          stop_deadline_ms: null,
-          failure_reason: "",
-          destroy_attempts: 0,
-          last_error: "",
-        })
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      await tx
-        .insertInto("otp_tokens")
-        .values({
-          id: token.id,
-          token_hash: token.tokenHash,
-          job_id: worker.jobId,
-          attempt: worker.attempt,
-          worker_id: worker.id,
-          provider: worker.provider,
-          provider_resource_id: null,
-          resource_type: null,
-          created_at: nowMs,
-          expires_at: token.expiresAtMs,
-          consumed_at: null,
-        })
-        .execute();
-      return row;
+  /**
+   * Claims the oldest due queued job (as claimQueuedJob) and writes its worker row and OTP token
+   * row (hash only) in the same transaction, so a crash never leaves a claimed job without a worker.
+   */
+  async claimJobForWorker(
+    providers: string[],
+    nowMs: number,
+    prepare: (job: JobRow) => { worker: NewWorker; token: NewToken },
+  ): Promise<{ job: JobRow; worker: WorkerRow } | null> {
+    if (providers.length === 0) return null;
+    return this.db.transaction().execute(async (trx) => {
+      const job = await new Store(trx, this.kind).claimQueuedJob(providers, nowMs);
+      if (!job) return null;
+      const { worker, token } = prepare(job);
+      const row = await insertWorkerRows(trx, worker, token, nowMs);
+      return { job, worker: row };
     });
+  }
+
+  /** The worker row and its OTP token row, written together before the provider is asked. */
+  async insertWorkerWithToken(worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {
+    return this.db.transaction().execute((trx) => insertWorkerRows(trx, worker, token, nowMs));
   }
 
   /** Records the provider_resource_id on the worker and its token: provisioning -> waiting. */
@@ -374,6 +347,14 @@ export class Store {
         .where("id", "=", worker.id)
         .where("state", "in", workerStatesLeadingTo("destroying"))
         .execute();
+      // An attempt that ended revokes its OTP token if it was never redeemed.
+      await tx
+        .updateTable("otp_tokens")
+        .set({ expires_at: nowMs })
+        .where("worker_id", "=", worker.id)
+        .where("consumed_at", "is", null)
+        .where("expires_at", ">", nowMs)
+        .execute();
       return job ?? null;
     });
   }
@@ -431,4 +412,52 @@ export class Store {
       .executeTakeFirstOrThrow();
     return Number(row.n);
   }
+}
+
+async function insertWorkerRows(tx: Kysely<Database>, worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {
+  const row = await tx
+    .insertInto("workers")
+    .values({
+      id: worker.id,
+      name: worker.name,
+      job_id: worker.jobId,
+      attempt: worker.attempt,
+      provider: worker.provider,
+      provider_resource_id: null,
+      resource_type: null,
+      state: "provisioning",
+      session_hash: null,
+      reported_hostname: null,
+      created_at: nowMs,
+      provisioned_at: null,
+      registered_at: null,
+      started_at: null,
+      finished_at: null,
+      destroyed_at: null,
+      registration_deadline_ms: worker.registrationDeadlineMs,
+      last_heartbeat_ms: null,
+      stop_deadline_ms: null,
+      failure_reason: "",
+      destroy_attempts: 0,
+      last_error: "",
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await tx
+    .insertInto("otp_tokens")
+    .values({
+      id: token.id,
+      token_hash: token.tokenHash,
+      job_id: worker.jobId,
+      attempt: worker.attempt,
+      worker_id: worker.id,
+      provider: worker.provider,
+      provider_resource_id: null,
+      resource_type: null,
+      created_at: nowMs,
+      expires_at: token.expiresAtMs,
+      consumed_at: null,
+    })
+    .execute();
+  return row;
 }

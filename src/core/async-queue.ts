@@ -35,6 +35,10 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
         this.close();
         return Promise.resolve({ value: undefined as never, done: true });
       },
+      throw: (err?: unknown) => {
+        this.close();
+        return Promise.reject(err);
+      },
     };
   }
 }

@@ -1,0 +1,42 @@
+/**
+ * The CLI's connection to the control plane: a Connect client of hodei.v1.JobService over HTTP/1.1
+ * (the same protocol plain curl speaks). The server URL comes from the global --server option, else
+ * HODEI_SERVER_URL, else http://127.0.0.1:7070 (resolved by config.ts, the only reader of the env).
+ */
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Command } from "commander";
+import { clientServerUrl } from "../config.js";
+import { JobService } from "../gen/hodei/v1/api_pb.js";
+import { CliError, USAGE_EXIT_CODE } from "./errors.js";
+
+export type ApiClient = Client<typeof JobService>;
+
+export interface CliContext {
+  client: ApiClient;
+  serverUrl: string;
+}
+
+/** The server URL in effect for this command line (global --server, then the environment). */
+export function serverUrlOf(command: Command): string {
+  return clientServerUrl(command.optsWithGlobals<{ server?: string }>().server);
+}
+
+/** A client for the command's server. Creating it opens no connection. */
+export function connect(command: Command): CliContext {
+  const serverUrl = serverUrlOf(command);
+  let url: URL;
+  try {
+    url = new URL(serverUrl);
+  } catch {
+    url = new URL("invalid:");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new CliError(
+      `invalid server URL "${serverUrl}": expected http://HOST:PORT (set --server or HODEI_SERVER_URL)`,
+      USAGE_EXIT_CODE,
+    );
+  }
+  const transport = createConnectTransport({ baseUrl: serverUrl, httpVersion: "1.1" });
+  return { client: createClient(JobService, transport), serverUrl };
+}

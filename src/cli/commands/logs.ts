@@ -1,0 +1,28 @@
+/**
+ * `hodei logs ID`: a job's output so far, or with --follow until the job ends (resuming after the
+ * last line seen if the connection drops). stdout lines go to stdout, stderr and system lines to
+ * stderr; with --json, one LogEntry object per line on stdout.
+ */
+import type { Command } from "commander";
+import { connect } from "../client.js";
+import { describeError, explainJobNotFound } from "../errors.js";
+import { followLogs, readLogs } from "../follow.js";
+import { logWriter, noteRetry } from "../log-output.js";
+
+export function registerLogsCommand(program: Command): void {
+  program
+    .command("logs")
+    .description("print a job's output")
+    .argument("<id>", "job id")
+    .option("-f, --follow", "keep printing new output until the job ends")
+    .option("--json", "one JSON object per log entry per line")
+    .action(async (id: string, options: { follow?: boolean; json?: boolean }, command: Command) => {
+      const { client, serverUrl } = connect(command);
+      const reading = {
+        onEntry: logWriter({ isJson: options.json }),
+        onRetry: noteRetry((err) => describeError(err, serverUrl).message),
+      };
+      if (options.follow) await followLogs(client, id, reading).catch(explainJobNotFound(id));
+      else await readLogs(client, id, reading).catch(explainJobNotFound(id));
+    });
+}

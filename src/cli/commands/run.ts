@@ -1,0 +1,124 @@
+/**
+ * `hodei run`: submit a job, stream its output to this terminal, and exit with its exit code.
+ * The first Ctrl-C asks the server to cancel the job and keeps streaming so its last words are
+ * shown; a second one stops waiting (exit 130) and leaves the job to the server.
+ */
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import pc from "picocolors";
+import { JobSchema, type Job } from "../../gen/hodei/v1/api_pb.js";
+import { type ApiClient, connect } from "../client.js";
+import { CliError, USAGE_EXIT_CODE, describeError, formatUsageError } from "../errors.js";
+import { followLogs } from "../follow.js";
+import { exitCodeOf, reportJobEnd } from "../job-exit.js";
+import { messageJson, printJson } from "../json.js";
+import { logWriter, noteRetry } from "../log-output.js";
+import { collectEnv, parsePositiveInt } from "../options.js";
+
+interface RunOptions {
+  provider?: string;
+  env: Record<string, string>;
+  timeout?: number;
+  image?: string;
+  maxAttempts?: number;
+  script?: string;
+  detach?: boolean;
+  json?: boolean;
+}
+
+const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
+
+export function registerRunCommand(program: Command): void {
+  program
+    .command("run")
+    .description("submit a job, stream its output and exit with its exit code")
+    .argument("[command...]", 'the command to run, after "--" (one argument is run with sh -c)')
+    .option("--provider <name>", "provider to run on (default: the server's default provider)")
+    .option("-e, --env <KEY=VALUE>", "environment variable for the job (repeatable)", collectEnv, {})
+    .option("--timeout <seconds>", "kill the job after this many seconds (default: the server's)", parsePositiveInt)
+    .option("--image <image>", "container image (docker and kubernetes providers)")
+    .option("--max-attempts <n>", "attempts allowed if a worker is lost (default 1)", parsePositiveInt)
+    .option("--script <file>", 'run this shell script instead of a command ("-" reads stdin)')
+    .option("--detach", "print the job id and exit without waiting")
+    .option("--json", "print the finished job (or with --detach, the submitted job) as JSON; output goes to stderr")
+    .configureOutput({
+      outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
+    })
+    .action(async (commandArgs: string[], options: RunOptions, command: Command) => {
+      process.exitCode = await run(commandArgs, options, command);
+    });
+}
+
+async function run(commandArgs: string[], options: RunOptions, command: Command): Promise<number> {
+  if (options.script !== undefined && commandArgs.length > 0) {
+    throw new CliError('give either a command after "--" or --script FILE, not both', USAGE_EXIT_CODE);
+  }
+  if (options.script === undefined && commandArgs.length === 0) {
+    throw new CliError(`nothing to run: ${DASH_HINT}, or use --script FILE`, USAGE_EXIT_CODE);
+  }
+  const script = options.script === undefined ? "" : readScript(options.script);
+  if (options.script !== undefined && script.trim() === "") {
+    throw new CliError(`the script ${options.script} is empty`, USAGE_EXIT_CODE);
+  }
+  const { client, serverUrl } = connect(command);
+  const { job } = await client.submitJob({
+    command: commandArgs,
+    script,
+    provider: options.provider ?? "",
+    env: options.env,
+    timeoutSeconds: options.timeout ?? 0,
+    maxAttempts: options.maxAttempts ?? 0,
+    image: options.image ?? "",
+  });
+  if (!job) throw new CliError("the server accepted the job but returned no job");
+
+  if (options.detach) {
+    if (options.json) printJson(messageJson(JobSchema, job));
+    else process.stdout.write(`${job.id}\n`);
+    return 0;
+  }
+  const isChatty = !options.json && process.stderr.isTTY === true;
+  if (isChatty) process.stderr.write(pc.dim(`job ${job.id} ${job.state} on ${job.provider || "the default provider"}\n`));
+
+  const finished = await followUntilEnd(client, job.id, serverUrl, options.json === true);
+  if (options.json) printJson(messageJson(JobSchema, finished));
+  reportJobEnd(finished, isChatty);
+  return exitCodeOf(finished);
+}
+
+/** Streams the job's logs to its end, cancelling it on the first Ctrl-C and leaving on the second. */
+async function followUntilEnd(client: ApiClient, jobId: string, serverUrl: string, isJson: boolean): Promise<Job> {
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts > 1) {
+      process.stderr.write(`hodei: stopped waiting; job ${jobId} is left to the server\n`);
+      process.exit(130);
+    }
+    process.stderr.write(`hodei: canceling job ${jobId} (Ctrl-C again to stop waiting)\n`);
+    client.cancelJob({ id: jobId }).catch((err: unknown) => {
+      process.stderr.write(`hodei: could not cancel job ${jobId}: ${describeError(err, serverUrl).message}\n`);
+    });
+  };
+  process.on("SIGINT", onSigint);
+  try {
+    return await followLogs(client, jobId, {
+      onEntry: logWriter({ isStdoutReserved: isJson }),
+      onRetry: noteRetry((err) => describeError(err, serverUrl).message),
+    });
+  } catch (err) {
+    const { message } = describeError(err, serverUrl);
+    throw new CliError(`${message}\nhodei: job ${jobId} may still be running; resume with "hodei logs -f ${jobId}"`, 1, { cause: err });
+  } finally {
+    process.off("SIGINT", onSigint);
+  }
+}
+
+function readScript(path: string): string {
+  try {
+    return readFileSync(path === "-" ? 0 : path, "utf8");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
+    throw new CliError(`cannot read script ${path}: ${reason}`, USAGE_EXIT_CODE, { cause: err });
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * How the CLI fails. A CliError is an expected failure (bad input, an unknown job, an unreachable
+ * server) that carries the one line to print and the exit code. describeError turns anything thrown
+ * into that line, `hodei: <message>`; only an unexpected error (a bug) keeps its stack trace.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Exit code for a command line the CLI cannot accept (unknown option, bad value). */
+export const USAGE_EXIT_CODE = 2;
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "CliError";
+  }
+}
+
+/** Node error codes that mean the request never reached a server. */
+const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT"]);
+
+/** True when the cause chain shows the server could not be reached at all. */
+export function isServerUnreachable(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (let cause = err; cause instanceof Error && !seen.has(cause); cause = cause.cause) {
+    seen.add(cause);
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string" && UNREACHABLE_CODES.has(code)) return true;
+  }
+  return false;
+}
+
+export interface ErrorReport {
+  message: string;
+  exitCode: number;
+  /** Only for unexpected errors: what a bug report needs. */
+  stack?: string;
+}
+
+/** The line (without the `hodei: ` prefix) and exit code for any thrown value. */
+export function describeError(err: unknown, serverUrl: string): ErrorReport {
+  if (err instanceof CliError) return { message: err.message, exitCode: err.exitCode };
+  if (err instanceof ConnectError) return { message: describeConnectError(err, serverUrl), exitCode: 1 };
+  if (err instanceof Error) return { message: `unexpected error: ${err.message}`, exitCode: 1, stack: err.stack };
+  return { message: `unexpected error: ${String(err)}`, exitCode: 1 };
+}
+
+function describeConnectError(err: ConnectError, serverUrl: string): string {
+  const detail = err.rawMessage || Code[err.code];
+  if (isServerUnreachable(err)) {
+    return `cannot reach the Hodei server at ${serverUrl} (is "hodei server" running? set --server or HODEI_SERVER_URL)`;
+  }
+  switch (err.code) {
+    case Code.InvalidArgument:
+      return err.rawMessage ? `invalid request: ${err.rawMessage}` : "invalid request";
+    case Code.NotFound:
+      return err.rawMessage || "not found";
+    case Code.FailedPrecondition:
+    case Code.AlreadyExists:
+    case Code.PermissionDenied:
+    case Code.Unauthenticated:
+      return detail;
+    case Code.Unimplemented:
+      return `the server at ${serverUrl} does not serve the Hodei API (${detail}); check --server or HODEI_SERVER_URL`;
+    case Code.Unavailable:
+    case Code.Aborted:
+    case Code.DeadlineExceeded:
+      return `lost contact with the Hodei server at ${serverUrl}: ${detail}`;
+    case Code.Internal:
+    case Code.Unknown:
+      return `server error: ${detail}`;
+    default:
+      return `${detail} (${Code[err.code]})`;
+  }
+}
+
+/** For `.catch()` on a call about one job: a NotFound becomes a message naming the id. */
+export function explainJobNotFound(jobId: string): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof ConnectError && err.code === Code.NotFound) {
+      throw new CliError(`job ${jobId} not found (list jobs with "hodei jobs")`, 1, { cause: err });
+    }
+    throw err;
+  };
+}
+
+/** A commander error ("error: unknown option '-x'\n") in the CLI's voice, with an optional hint. */
+export function formatUsageError(text: string, hint?: string): string {
+  const line = text.replace(/^error: /, "hodei: ").trimEnd();
+  return `${line}${hint ? `\nhodei: ${hint}` : ""}\n`;
+}

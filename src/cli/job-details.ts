@@ -1,0 +1,82 @@
+/**
+ * The human view of one job (`hodei jobs get`): key/value lines, the timeline of its latest attempt
+ * with offsets from when it was queued, and every attempt with the reason it failed, if it did.
+ */
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import pc from "picocolors";
+import type { Attempt, Job, Timeline } from "../gen/hodei/v1/api_pb.js";
+import { NONE, colorState, formatCommand, formatDurationMs, formatJobDuration, formatRelative, formatTime } from "./format.js";
+import { printFields } from "./table.js";
+
+const TIMELINE_STEPS = ["queued", "provisioned", "registered", "started", "finished", "destroyed"] as const;
+
+export function printJobDetails(job: Job, nowMs: number): void {
+  const entries = (record: Record<string, string>) =>
+    Object.keys(record).length === 0 ? undefined : Object.entries(record).map(([k, v]) => `${k}=${v}`).join(" ");
+  printFields([
+    ["id", job.id],
+    ["state", colorState(job.state)],
+    ["exit code", job.exitCode === undefined ? NONE : String(job.exitCode)],
+    ["reason", job.reason || undefined],
+    ["provider", job.provider || NONE],
+    ["command", job.command.length > 0 ? formatCommand(job) : undefined],
+    ["image", job.image || undefined],
+    ["env", entries(job.env)],
+    ["labels", entries(job.labels)],
+    ["timeout", job.timeoutSeconds ? `${job.timeoutSeconds}s` : undefined],
+    ["attempts", `${job.attempts} of ${job.maxAttempts || 1}`],
+    ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],
+    ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
+    ["duration", formatJobDuration(job, nowMs)],
+    ["logs", logsNote(job)],
+  ]);
+  if (job.script) {
+    process.stdout.write(`${pc.bold("script")}\n`);
+    for (const line of job.script.trimEnd().split("\n")) process.stdout.write(`  ${line}\n`);
+  }
+  if (job.timeline) {
+    process.stdout.write(`${pc.bold("timeline")}\n`);
+    printTimeline(job.timeline, job.timeline.queued ?? job.createdAt, "  ");
+  }
+  if (job.attemptHistory.length > 0) {
+    process.stdout.write(`${pc.bold("attempts")}\n`);
+    for (const attempt of job.attemptHistory) printAttempt(attempt, job.createdAt);
+  }
+}
+
+function printAttempt(attempt: Attempt, origin: Timestamp | undefined): void {
+  const resource = attempt.providerResourceId
+    ? `${attempt.providerResourceId}${attempt.resourceType ? ` (${attempt.resourceType})` : ""}`
+    : NONE;
+  process.stdout.write(`  ${pc.bold(`#${attempt.number}`)}\n`);
+  printFields(
+    [
+      ["worker", attempt.workerId ? `${attempt.workerId}${attempt.workerName ? ` (${attempt.workerName})` : ""}` : NONE],
+      ["provider", attempt.provider || NONE],
+      ["resource", resource],
+      ["worker state", attempt.workerState ? colorState(attempt.workerState) : NONE],
+      ["failed", attempt.failureReason ? pc.red(attempt.failureReason) : undefined],
+    ],
+    "    ",
+  );
+  if (attempt.timeline) printTimeline(attempt.timeline, origin, "    ");
+}
+
+/** Each step that happened: its time, and how long after `origin` (the job being queued). */
+function printTimeline(timeline: Timeline, origin: Timestamp | undefined, indent: string): void {
+  const fields: [string, string | undefined][] = TIMELINE_STEPS.map((step) => {
+    const ts = timeline[step];
+    if (!ts) return [step, undefined];
+    const offset = origin && step !== "queued" ? pc.dim(` +${formatDurationMs(timestampMs(ts) - timestampMs(origin))}`) : "";
+    return [step, `${formatTime(ts)}${offset}`];
+  });
+  printFields(fields, indent);
+}
+
+function logsNote(job: Job): string | undefined {
+  const notes = [];
+  if (job.logsTruncated) notes.push("truncated at the server's log limit");
+  if (job.logsIncomplete) notes.push("incomplete: the worker ended before every line reached the server");
+  return notes.length > 0 ? pc.yellow(notes.join("; ")) : undefined;
+}

@@ -1,0 +1,36 @@
+/**
+ * Where a job's log lines go: stdout data to stdout, stderr data to stderr, and "system" lines (from
+ * the agent or server, such as a truncation marker) to stderr, dimmed. Data is written exactly as
+ * received: chunks are not lines, so nothing is added or trimmed.
+ */
+import pc from "picocolors";
+import { LogEntrySchema, type LogEntry } from "../gen/hodei/v1/api_pb.js";
+import { messageJson, printJsonLine } from "./json.js";
+
+export interface LogWriterOptions {
+  /** Send every stream to stderr, keeping stdout for a JSON document (run --json). */
+  isStdoutReserved?: boolean;
+  /** One JSON object per entry on stdout instead of the raw data (logs --json). */
+  isJson?: boolean;
+}
+
+export function logWriter(options: LogWriterOptions = {}): (entry: LogEntry) => void {
+  return (entry) => {
+    if (options.isJson) {
+      printJsonLine(messageJson(LogEntrySchema, entry));
+    } else if (entry.stream === "stdout" && !options.isStdoutReserved) {
+      process.stdout.write(entry.data);
+    } else if (entry.stream === "system") {
+      process.stderr.write(pc.dim(entry.data));
+    } else {
+      process.stderr.write(entry.data);
+    }
+  };
+}
+
+/** A dim note on stderr when a log stream broke and is being resumed. */
+export function noteRetry(describe: (err: unknown) => string) {
+  return (err: unknown, attempt: number, delayMs: number): void => {
+    process.stderr.write(pc.dim(`hodei: log stream interrupted (${describe(err)}); retry ${attempt} in ${delayMs}ms\n`));
+  };
+}

@@ -1,0 +1,68 @@
+/**
+ * The `hodei` command line: global options, the commands, and the one place where failures become
+ * output. Every failure ends as a single `hodei: <message>` line on stderr and an exit code (1 for
+ * a failed request, 2 for a command line that cannot be accepted); `run` exits with its job's code.
+ */
+import { Command, CommanderError } from "commander";
+import pkg from "../../package.json" with { type: "json" };
+import { serverUrlOf } from "./client.js";
+import { registerCancelCommand } from "./commands/cancel.js";
+import { registerJobsCommand } from "./commands/jobs.js";
+import { registerLogsCommand } from "./commands/logs.js";
+import { registerProvidersCommand } from "./commands/providers.js";
+import { registerRunCommand } from "./commands/run.js";
+import { registerServerCommand } from "./commands/server.js";
+import { registerTokensCommand } from "./commands/tokens.js";
+import { registerWorkersCommand } from "./commands/workers.js";
+import { USAGE_EXIT_CODE, describeError, formatUsageError } from "./errors.js";
+
+const EXAMPLES = `
+Examples:
+  hodei server                                  run the control plane
+  hodei run -- echo hello                       run a command, stream its output, exit with its code
+  hodei run -e NAME=world -- sh -c 'echo hi $NAME'
+  hodei run --detach --timeout 600 -- make test
+  hodei jobs --state running,queued
+  hodei logs -f JOB_ID
+  hodei jobs get JOB_ID --json`;
+
+export function buildProgram(): Command {
+  const program = new Command("hodei")
+    .description("Run jobs on ephemeral workers: local processes, Docker or Kubernetes.")
+    .version(pkg.version, "-V, --version")
+    .option("--server <url>", "Hodei server URL (default: $HODEI_SERVER_URL or http://127.0.0.1:7070)")
+    .option("--no-color", "plain output (also: NO_COLOR=1)")
+    .configureHelp({ showGlobalOptions: true })
+    .addHelpText("after", EXAMPLES)
+    // Settings below are inherited by every command registered after them.
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(formatUsageError(text)) });
+
+  registerServerCommand(program);
+  registerRunCommand(program);
+  registerJobsCommand(program);
+  registerLogsCommand(program);
+  registerCancelCommand(program);
+  registerWorkersCommand(program);
+  registerTokensCommand(program);
+  registerProvidersCommand(program);
+  return program;
+}
+
+/** Runs one command line (process.argv form). Never rejects: failures set process.exitCode. */
+export async function runCli(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander has already printed the help or the usage error.
+      process.exitCode = err.exitCode === 0 ? 0 : USAGE_EXIT_CODE;
+      return;
+    }
+    const report = describeError(err, serverUrlOf(program));
+    process.stderr.write(`hodei: ${report.message}\n`);
+    if (report.stack) process.stderr.write(`${report.stack}\n`);
+    process.exitCode = report.exitCode;
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The only reader of process.env for the control plane and the CLI. One zod schema, parsed once
+ * at start-up; a bad value stops the server with a message naming the variable.
+ * Every option states its default and unit.
+ */
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const ServerEnv = z.object({
+  /** Port for everything (gRPC, gRPC-Web, Connect, HTTP). Default 7070; 0 picks a free port. */
+  HODEI_PORT: int(0, 65535).default(7070),
+  /** Address to listen on. Default 127.0.0.1; use 0.0.0.0 to serve other machines. */
+  HODEI_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Directory for the embedded database and worker files. Default ./.hodei */
+  HODEI_DATA_DIR: z.string().min(1).default(".hodei"),
+  /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
+  HODEI_DATABASE_URL: z
+    .string()
+    .refine((v) => /^(sqlite:|postgres(ql)?:\/\/)/.test(v), "must start with sqlite: or postgres://")
+    .optional(),
+  /** Enabled providers, comma-separated. Default local. */
+  HODEI_PROVIDERS: z
+    .string()
+    .default("local")
+    .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(["local"], { message: "known providers: local" })).min(1)),
+  /** Provider used when a job names none. Default: the first enabled one. */
+  HODEI_DEFAULT_PROVIDER: z.string().optional(),
+  /** Scopes the labels of everything this installation creates. Default: derived from the database URL. */
+  HODEI_CLUSTER_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and -").optional(),
+  /** Job timeout when a job names none, seconds. Default 3600. */
+  HODEI_JOB_TIMEOUT_SECONDS: int(1, 7 * 24 * 3600).default(3600),
+  /** A worker must register within this many ms of being provisioned. Default 60000. */
+  HODEI_REGISTRATION_TIMEOUT_MS: int(100, 3_600_000).default(60_000),
+  /** How often agents heartbeat, ms. Default 5000. */
+  HODEI_HEARTBEAT_INTERVAL_MS: int(50, 600_000).default(5000),
+  /** A worker silent for this long is lost, ms. Default 30000. */
+  HODEI_HEARTBEAT_TIMEOUT_MS: int(200, 3_600_000).default(30_000),
+  /** Agents retry a lost stream for this long before giving up on their attempt, ms. Default 120000. */
+  HODEI_RECONNECT_WINDOW_MS: int(1000, 3_600_000).default(120_000),
+  /** Period of the reconcile pass, ms. Default 2000. */
+  HODEI_RECONCILE_INTERVAL_MS: int(20, 600_000).default(2000),
+  /** A labelled resource with no live worker is reaped only once older than this, ms. Default 30000. */
+  HODEI_ORPHAN_GRACE_MS: int(0, 3_600_000).default(30_000),
+  /** Between SIGTERM and SIGKILL when a worker is stopped, ms. Default 5000. */
+  HODEI_STOP_GRACE_MS: int(0, 600_000).default(5000),
+  /** Output a job may log before it is cut with a visible marker, bytes. Default 16 MiB. */
+  HODEI_LOG_LIMIT_BYTES: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
+  /** Workers the local provider runs at once. Default 16. */
+  HODEI_LOCAL_MAX_WORKERS: int(1, 10_000).default(16),
+  /** Address local workers use to reach the control plane. Default http://127.0.0.1:<port>. */
+  HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
+  /** The bundled agent. Default dist/agent.cjs of this package. */
+  HODEI_AGENT_PATH: z.string().optional(),
+  /** trace | debug | info | warn | error | silent. Default info. */
+  HODEI_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "silent"]).default("info"),
+});
+
+export type ServerConfig = ReturnType<typeof parseServerConfig>;
+
+/** The package's root (where package.json is), found from this file whether bundled or not. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, "package.json"))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error("hodei: package.json not found above " + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+  return dir;
+}
+
+/** Variables local workers start from: enough for a normal shell, none of the server's settings. */
+const WORKER_BASE_ENV = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"];
+
+export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
+  const parsed = ServerEnv.safeParse(env);
+  if (!parsed.success) {
+    throw new Error(`invalid configuration:\n${z.prettifyError(parsed.error)}`);
+  }
+  const e = parsed.data;
+  const dataDir = resolve(e.HODEI_DATA_DIR);
+  const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
+  const defaultProvider = e.HODEI_DEFAULT_PROVIDER ?? e.HODEI_PROVIDERS[0];
+  if (!e.HODEI_PROVIDERS.includes(defaultProvider as "local")) {
+    throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not in HODEI_PROVIDERS (${e.HODEI_PROVIDERS.join(",")})`);
+  }
+  const canonicalDb = databaseUrl.startsWith("sqlite:") && !databaseUrl.includes(":memory:") ? `sqlite:${resolve(databaseUrl.slice(7))}` : databaseUrl;
+  const clusterId = e.HODEI_CLUSTER_ID ?? `c${createHash("sha256").update(canonicalDb).digest("hex").slice(0, 12)}`;
+  const baseEnv: Record<string, string> = {};
+  for (const key of WORKER_BASE_ENV) if (env[key] !== undefined) baseEnv[key] = env[key]!;
+  return {
+    port: e.HODEI_PORT,
+    host: e.HODEI_HOST,
+    dataDir,
+    databaseUrl,
+    providers: e.HODEI_PROVIDERS as string[],
+    defaultProvider,
+    clusterId,
+    jobTimeoutSeconds: e.HODEI_JOB_TIMEOUT_SECONDS,
+    registrationTimeoutMs: e.HODEI_REGISTRATION_TIMEOUT_MS,
+    heartbeatIntervalMs: e.HODEI_HEARTBEAT_INTERVAL_MS,
+    heartbeatTimeoutMs: e.HODEI_HEARTBEAT_TIMEOUT_MS,
+    reconnectWindowMs: e.HODEI_RECONNECT_WINDOW_MS,
+    reconcileIntervalMs: e.HODEI_RECONCILE_INTERVAL_MS,
+    orphanGraceMs: e.HODEI_ORPHAN_GRACE_MS,
+    stopGraceMs: e.HODEI_STOP_GRACE_MS,
+    logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
+    logLevel: e.HODEI_LOG_LEVEL,
+    local: {
+      maxWorkers: e.HODEI_LOCAL_MAX_WORKERS,
+      workerServerUrl: e.HODEI_LOCAL_WORKER_SERVER_URL,
+      agentPath: e.HODEI_AGENT_PATH ?? join(packageRoot(), "dist", "agent.cjs"),
+      nodePath: process.execPath,
+      baseEnv,
+    },
+  };
+}
+
+/** The CLI's settings: where the server is. */
+export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.HODEI_SERVER_URL ?? "http://127.0.0.1:7070";
+}

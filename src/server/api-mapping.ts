@@ -1,0 +1,111 @@
+/** Turns stored rows into API messages. The OTP secret never exists here: rows hold only hashes. */
+import { create } from "@bufbuild/protobuf";
+import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  type Attempt,
+  AttemptSchema,
+  type Job,
+  JobSchema,
+  type OtpToken,
+  OtpTokenSchema,
+  TimelineSchema,
+  type Worker,
+  WorkerSchema,
+} from "../gen/hodei/v1/api_pb.js";
+import type { JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
+
+function ts(ms: number | null | undefined): Timestamp | undefined {
+  return ms === null || ms === undefined ? undefined : timestampFromMs(ms);
+}
+
+function timeline(job: JobRow, worker: WorkerRow | undefined) {
+  return create(TimelineSchema, {
+    queued: ts(job.created_at),
+    provisioned: ts(worker?.provisioned_at),
+    registered: ts(worker?.registered_at),
+    started: ts(worker?.started_at),
+    finished: ts(job.finished_at ?? worker?.finished_at),
+    destroyed: ts(worker?.destroyed_at),
+  });
+}
+
+function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
+  return create(AttemptSchema, {
+    number: worker.attempt,
+    workerId: worker.id,
+    workerName: worker.name,
+    provider: worker.provider,
+    providerResourceId: worker.provider_resource_id ?? "",
+    resourceType: worker.resource_type ?? "",
+    workerState: worker.state,
+    failureReason: worker.failure_reason,
+    timeline: create(TimelineSchema, {
+      queued: ts(job.created_at),
+      provisioned: ts(worker.provisioned_at),
+      registered: ts(worker.registered_at),
+      started: ts(worker.started_at),
+      finished: ts(worker.finished_at),
+      destroyed: ts(worker.destroyed_at),
+    }),
+  });
+}
+
+/** `workers` are the job's workers ordered by attempt. */
+export function toJob(job: JobRow, workers: WorkerRow[]): Job {
+  const latest = workers.filter((w) => w.attempt === job.attempts).at(-1) ?? workers.at(-1);
+  return create(JobSchema, {
+    id: job.id,
+    state: job.state,
+    command: JSON.parse(job.command) as string[],
+    script: job.script,
+    provider: job.provider,
+    env: JSON.parse(job.env) as Record<string, string>,
+    timeoutSeconds: job.timeout_seconds,
+    labels: JSON.parse(job.labels) as Record<string, string>,
+    image: job.image,
+    exitCode: job.exit_code ?? undefined,
+    reason: job.reason,
+    attempts: job.attempts,
+    maxAttempts: job.max_attempts,
+    createdAt: ts(job.created_at),
+    finishedAt: ts(job.finished_at),
+    timeline: timeline(job, latest),
+    attemptHistory: workers.map((w) => toAttempt(job, w)),
+    logsTruncated: job.logs_truncated === 1,
+    logsIncomplete: job.logs_incomplete === 1,
+  });
+}
+
+export function toWorker(worker: WorkerRow): Worker {
+  return create(WorkerSchema, {
+    id: worker.id,
+    name: worker.name,
+    provider: worker.provider,
+    providerResourceId: worker.provider_resource_id ?? "",
+    resourceType: worker.resource_type ?? "",
+    state: worker.state,
+    jobId: worker.job_id,
+    attempt: worker.attempt,
+    createdAt: ts(worker.created_at),
+    lastHeartbeatAt: ts(worker.last_heartbeat_ms),
+    destroyedAt: ts(worker.destroyed_at),
+    lastError: worker.last_error,
+  });
+}
+
+export function toOtpToken(token: OtpTokenRow, nowMs: number): OtpToken {
+  return create(OtpTokenSchema, {
+    id: token.id,
+    provider: token.provider,
+    providerResourceId: token.provider_resource_id ?? "",
+    resourceType: token.resource_type ?? "",
+    consumed: token.consumed_at !== null,
+    jobId: token.job_id,
+    workerId: token.worker_id,
+    attempt: token.attempt,
+    createdAt: ts(token.created_at),
+    expiresAt: ts(token.expires_at),
+    consumedAt: ts(token.consumed_at),
+    expired: token.consumed_at === null && token.expires_at <= nowMs,
+  });
+}

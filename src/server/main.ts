@@ -1,0 +1,162 @@
+/**
+ * The control plane's composition root: reads the configuration, opens the store, creates the
+ * providers, the reconcile loop and the services, and serves them on one port. SIGTERM or SIGINT
+ * stops it cleanly; running workers keep running and reconnect when a server is back.
+ */
+import { mkdirSync } from "node:fs";
+import http from "node:http";
+import type http2 from "node:http2";
+import { join } from "node:path";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import pino from "pino";
+import { parseServerConfig, type ServerConfig } from "../config.js";
+import { systemClock } from "../core/clock.js";
+import { JobService } from "../gen/hodei/v1/api_pb.js";
+import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
+import { createMetrics } from "../metrics.js";
+import { LocalProvider } from "../providers/local.js";
+import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
+import { openDatabase } from "../store/database.js";
+import { Store } from "../store/store.js";
+import { errorInterceptor } from "./error-interceptor.js";
+import { createJobService } from "./job-service.js";
+import { listen } from "./listener.js";
+import { LogHub } from "./log-hub.js";
+import { createWorkerService, SessionRegistry } from "./worker-service.js";
+
+export interface RunningServer {
+  port: number;
+  url: string;
+  config: ServerConfig;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: ServerConfig = parseServerConfig()): Promise<RunningServer> {
+  const log = pino({ level: config.logLevel, base: { service: "hodei" } });
+  const clock = systemClock;
+  mkdirSync(config.dataDir, { recursive: true });
+  const { db, kind } = await openDatabase(config.databaseUrl);
+  const store = new Store(db, kind);
+  const metrics = createMetrics();
+  const logHub = new LogHub();
+  const sessions = new SessionRegistry();
+
+  const providers = new Map<string, ProviderSlot>();
+  let local: LocalProvider | undefined;
+  if (config.providers.includes("local")) {
+    local = new LocalProvider({
+      clusterId: config.clusterId,
+      agentPath: config.local.agentPath,
+      nodePath: config.local.nodePath,
+      workRoot: join(config.dataDir, "work"),
+      baseEnv: config.local.baseEnv,
+      agentEnv: {
+        HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
+        HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
+      },
+    });
+    providers.set("local", { provider: local, maxWorkers: config.local.maxWorkers, workerServerUrl: "" });
+  }
+
+  const reconciler = new Reconciler({
+    store,
+    providers,
+    clock,
+    log,
+    metrics,
+    registrationTimeoutMs: config.registrationTimeoutMs,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    reconcileIntervalMs: config.reconcileIntervalMs,
+    orphanGraceMs: config.orphanGraceMs,
+    stopGraceMs: config.stopGraceMs,
+  });
+  if (local) {
+    local.onWorkerExit = (resourceId) => {
+      void store.listWorkers(["waiting", "registered", "running"], 10_000).then((workers) => {
+        const worker = workers.find((w) => w.provider === "local" && w.provider_resource_id === resourceId);
+        if (worker) reconciler.suspect(worker.id);
+      });
+    };
+  }
+
+  let isServing = false;
+  const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
+  const handler = connectNodeAdapter({
+    interceptors: [errorInterceptor(log)],
+    routes(router) {
+      router.service(WorkerService, createWorkerService({ ...common, heartbeatIntervalMs: config.heartbeatIntervalMs, logLimitBytes: config.logLimitBytes }));
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider: config.defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds }));
+    },
+    fallback(req, res) {
+      void serveHttp(req, res as unknown as http.ServerResponse);
+    },
+  });
+
+  async function serveHttp(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) {
+    const path = (req.url ?? "/").split("?")[0];
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { "content-type": type });
+      res.end(body);
+    };
+    if (path === "/healthz") return send(isServing ? 200 : 503, "text/plain", isServing ? "ok\n" : "starting\n");
+    if (path === "/readyz") {
+      try {
+        await store.countRows("jobs");
+        return send(isServing ? 200 : 503, "text/plain", isServing ? "ready\n" : "starting\n");
+      } catch (err) {
+        return send(503, "text/plain", `database unavailable: ${(err as Error).message}\n`);
+      }
+    }
+    if (path === "/metrics") return send(200, metrics.registry.contentType, await metrics.registry.metrics());
+    send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
+  }
+
+  const listener = await listen(handler, config.port, config.host);
+  const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
+  const loopbackUrl = `http://127.0.0.1:${listener.port}`;
+  for (const slot of providers.values()) slot.workerServerUrl = config.local.workerServerUrl ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
+  reconciler.start();
+  isServing = true;
+  log.info(
+    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: config.providers, clusterId: config.clusterId },
+    "server listening",
+  );
+
+  return {
+    port: listener.port,
+    url,
+    config,
+    async stop() {
+      isServing = false;
+      await reconciler.stop();
+      sessions.closeAll();
+      await listener.close();
+      for (const slot of providers.values()) await slot.provider.close();
+      await store.close();
+      log.info("server stopped");
+    },
+  };
+}
+
+/** `hodei server`: runs until SIGTERM or SIGINT. */
+export async function runServer(): Promise<void> {
+  let config: ServerConfig;
+  try {
+    config = parseServerConfig();
+  } catch (err) {
+    process.stderr.write(`hodei: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const server = await startServer(config);
+  let stopping = false;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      void server.stop().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    });
+  }
+}
