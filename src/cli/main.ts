@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * Entry point of the `hodei` CLI: runs the command line and nothing else, so that importing
  * program.ts (in tests, say) has no side effects. A reader that goes away (`hodei logs ID | head`)

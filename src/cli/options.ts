@@ -9,36 +9,36 @@ import { JOB_STATES } from "./format.js";
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new InvalidArgumentError(`must be a positive whole number, got "${value}"`);
+    throw new InvalidArgumentError("expected a positive whole number");
   }
-  if (n > 2_147_483_647) throw new InvalidArgumentError(`must be at most 2147483647, got "${value}"`);
+  if (n > 2_147_483_647) throw new InvalidArgumentError("expected at most 2147483647");
   return n;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** Repeated -e KEY=VALUE into one record; the value may be empty or contain "=". */
-export function collectEnv(pair: string, previous: Record<string, string>): Record<string, string> {
+export function collectEnv(pair: string, previous: Record<string, string> | undefined): Record<string, string> {
   const eq = pair.indexOf("=");
   const key = eq < 0 ? pair : pair.slice(0, eq);
   if (eq < 0 || !ENV_NAME.test(key)) {
     throw new InvalidArgumentError(
-      `"${pair}" is not KEY=VALUE (KEY is letters, digits and _, not starting with a digit; e.g. -e GREETING=hello)`,
+      "expected KEY=VALUE, e.g. -e GREETING=hello (KEY: letters, digits and _, not starting with a digit)",
     );
   }
   return { ...previous, [key]: pair.slice(eq + 1) };
 }
 
 /** Repeated and/or comma-separated job states, each one checked. */
-export function collectStates(value: string, previous: string[]): string[] {
+export function collectStates(value: string, previous: string[] | undefined): string[] {
   const states = value
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean);
   for (const state of states) {
     if (!JOB_STATES.includes(state)) {
-      throw new InvalidArgumentError(`unknown state "${state}" (one of: ${JOB_STATES.join(", ")})`);
+      throw new InvalidArgumentError(`unknown state "${state}"; expected one of: ${JOB_STATES.join(", ")}`);
     }
   }
-  return [...previous, ...states];
+  return [...(previous ?? []), ...states];
 }

@@ -14,7 +14,7 @@ import { collectStates, parsePositiveInt } from "../options.js";
 import { printTable } from "../table.js";
 
 interface ListOptions {
-  state: string[];
+  state?: string[];
   provider?: string;
   limit?: number;
   pageToken?: string;
@@ -27,7 +27,7 @@ export function registerJobsCommand(program: Command): void {
   jobs
     .command("ls", { isDefault: true })
     .description("list jobs, newest first")
-    .option("--state <states>", "only jobs in these states (repeatable or comma-separated)", collectStates, [])
+    .option("--state <states>", "only jobs in these states (repeatable or comma-separated)", collectStates)
     .option("--provider <name>", "only jobs on this provider")
     .option("--limit <n>", "page size (server default 50, at most 500)", parsePositiveInt)
     .option("--page-token <token>", "the next page, as printed by a previous listing")
@@ -35,7 +35,7 @@ export function registerJobsCommand(program: Command): void {
     .action(async (options: ListOptions, command: Command) => {
       const { client } = connect(command);
       const response = await client.listJobs({
-        states: options.state,
+        states: options.state ?? [],
         provider: options.provider ?? "",
         limit: options.limit ?? 0,
         pageToken: options.pageToken ?? "",

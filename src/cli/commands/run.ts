@@ -17,7 +17,7 @@ import { collectEnv, parsePositiveInt } from "../options.js";
 
 interface RunOptions {
   provider?: string;
-  env: Record<string, string>;
+  env?: Record<string, string>;
   timeout?: number;
   image?: string;
   maxAttempts?: number;
@@ -34,13 +34,13 @@ export function registerRunCommand(program: Command): void {
     .description("submit a job, stream its output and exit with its exit code")
     .argument("[command...]", 'the command to run, after "--" (one argument is run with sh -c)')
     .option("--provider <name>", "provider to run on (default: the server's default provider)")
-    .option("-e, --env <KEY=VALUE>", "environment variable for the job (repeatable)", collectEnv, {})
+    .option("-e, --env <KEY=VALUE>", "environment variable for the job (repeatable)", collectEnv)
     .option("--timeout <seconds>", "kill the job after this many seconds (default: the server's)", parsePositiveInt)
     .option("--image <image>", "container image (docker and kubernetes providers)")
     .option("--max-attempts <n>", "attempts allowed if a worker is lost (default 1)", parsePositiveInt)
     .option("--script <file>", 'run this shell script instead of a command ("-" reads stdin)')
     .option("--detach", "print the job id and exit without waiting")
-    .option("--json", "print the finished job (or with --detach, the submitted job) as JSON; output goes to stderr")
+    .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
@@ -65,7 +65,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     command: commandArgs,
     script,
     provider: options.provider ?? "",
-    env: options.env,
+    env: options.env ?? {},
     timeoutSeconds: options.timeout ?? 0,
     maxAttempts: options.maxAttempts ?? 0,
     image: options.image ?? "",
