@@ -53,7 +53,7 @@ export class LogBuffer {
     }
     const room = this.options.limitBytes - this.sentBytes - (this.pending ? Buffer.byteLength(this.pending.data) : 0);
     if (size > room) {
-      const kept = Buffer.from(data).subarray(0, Math.max(0, room)).toString();
+      const kept = utf8Prefix(data, Math.max(0, room));
       if (kept) this.appendPending(stream, kept);
       this.droppedBytes += size - Buffer.byteLength(kept);
       this.flush();
@@ -123,4 +123,14 @@ export class LogBuffer {
     this.unacked.push(chunk);
     this.unackedBytes += Buffer.byteLength(data);
   }
+}
+
+/** The longest prefix of text that fits in maxBytes of UTF-8, never cutting a character in two. */
+function utf8Prefix(text: string, maxBytes: number): string {
+  const buf = Buffer.from(text);
+  if (buf.length <= maxBytes) return text;
+  let end = maxBytes;
+  // A continuation byte (10xxxxxx) at the cut means the character started before it: cut earlier.
+  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end).toString();
 }

@@ -8,6 +8,14 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import pc from "picocolors";
 import type { Job } from "../gen/hodei/v1/api_pb.js";
 
+/**
+ * Colours for text written to stderr. picocolors decides from stdout alone, so a terminal's
+ * stderr next to a piped stdout (or the reverse) needs its own check.
+ */
+export function stderrColors(): ReturnType<typeof pc.createColors> {
+  return pc.createColors(pc.isColorSupported && process.stderr.isTTY === true);
+}
+
 /** Job states after which nothing changes. */
 export const ENDED_JOB_STATES: readonly string[] = ["succeeded", "failed", "canceled", "timed_out"];
 export const JOB_STATES: readonly string[] = ["queued", "provisioning", "running", ...ENDED_JOB_STATES];

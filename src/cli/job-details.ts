@@ -37,7 +37,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
   }
   if (job.timeline) {
     process.stdout.write(`${pc.bold("timeline")}\n`);
-    printTimeline(job.timeline, job.timeline.queued ?? job.createdAt, "  ");
+    printFields(timelineFields(job.timeline, job.timeline.queued ?? job.createdAt), "  ");
   }
   if (job.attemptHistory.length > 0) {
     process.stdout.write(`${pc.bold("attempts")}\n`);
@@ -57,21 +57,20 @@ function printAttempt(attempt: Attempt, origin: Timestamp | undefined): void {
       ["resource", resource],
       ["worker state", attempt.workerState ? colorState(attempt.workerState) : NONE],
       ["failed", attempt.failureReason ? pc.red(attempt.failureReason) : undefined],
+      ...(attempt.timeline ? timelineFields(attempt.timeline, origin) : []),
     ],
     "    ",
   );
-  if (attempt.timeline) printTimeline(attempt.timeline, origin, "    ");
 }
 
 /** Each step that happened: its time, and how long after `origin` (the job being queued). */
-function printTimeline(timeline: Timeline, origin: Timestamp | undefined, indent: string): void {
-  const fields: [string, string | undefined][] = TIMELINE_STEPS.map((step) => {
+function timelineFields(timeline: Timeline, origin: Timestamp | undefined): [string, string | undefined][] {
+  return TIMELINE_STEPS.map((step) => {
     const ts = timeline[step];
     if (!ts) return [step, undefined];
     const offset = origin && step !== "queued" ? pc.dim(` +${formatDurationMs(timestampMs(ts) - timestampMs(origin))}`) : "";
     return [step, `${formatTime(ts)}${offset}`];
   });
-  printFields(fields, indent);
 }
 
 function logsNote(job: Job): string | undefined {

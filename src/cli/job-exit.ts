@@ -3,9 +3,8 @@
  * A job that exited passes its own code on; one that never got to exit maps like a shell would:
  * 124 for timed_out (as timeout(1)), 130 for canceled (as an interrupt), 1 for anything else.
  */
-import pc from "picocolors";
 import type { Job } from "../gen/hodei/v1/api_pb.js";
-import { formatJobDuration } from "./format.js";
+import { formatJobDuration, stderrColors } from "./format.js";
 
 export function exitCodeOf(job: Job): number {
   if (job.exitCode !== undefined) return job.exitCode >= 0 && job.exitCode <= 255 ? job.exitCode : 1;
@@ -20,6 +19,7 @@ export function exitCodeOf(job: Job): number {
  * one-line summary. Warns when logs were cut or are missing lines.
  */
 export function reportJobEnd(job: Job, isChatty: boolean, nowMs = Date.now()): void {
+  const pc = stderrColors();
   const explainsItself = job.state === "succeeded" || (job.state === "failed" && job.exitCode !== undefined);
   if (!explainsItself) {
     process.stderr.write(`hodei: job ${job.id} ${job.state}${job.reason ? `: ${job.reason}` : ""}\n`);

@@ -1,10 +1,11 @@
 /**
  * Where a job's log lines go: stdout data to stdout, stderr data to stderr, and "system" lines (from
- * the agent or server, such as a truncation marker) to stderr, dimmed. Data is written exactly as
+ * the agent or server, such as a truncation marker) to stderr. Data is written exactly as
  * received: chunks are not lines, so nothing is added or trimmed.
  */
-import pc from "picocolors";
 import { LogEntrySchema, type LogEntry } from "../gen/hodei/v1/api_pb.js";
+import { describeError, isServerUnreachable } from "./errors.js";
+import { formatDurationMs, stderrColors } from "./format.js";
 import { messageJson, printJsonLine } from "./json.js";
 
 export interface LogWriterOptions {
@@ -20,8 +21,6 @@ export function logWriter(options: LogWriterOptions = {}): (entry: LogEntry) => 
       printJsonLine(messageJson(LogEntrySchema, entry));
     } else if (entry.stream === "stdout" && !options.isStdoutReserved) {
       process.stdout.write(entry.data);
-    } else if (entry.stream === "system") {
-      process.stderr.write(pc.dim(entry.data));
     } else {
       process.stderr.write(entry.data);
     }
@@ -29,8 +28,9 @@ export function logWriter(options: LogWriterOptions = {}): (entry: LogEntry) => 
 }
 
 /** A dim note on stderr when a log stream broke and is being resumed. */
-export function noteRetry(describe: (err: unknown) => string) {
+export function noteRetry(serverUrl: string) {
   return (err: unknown, attempt: number, delayMs: number): void => {
-    process.stderr.write(pc.dim(`hodei: log stream interrupted (${describe(err)}); retry ${attempt} in ${delayMs}ms\n`));
+    const why = isServerUnreachable(err) ? "server unreachable" : describeError(err, serverUrl).message;
+    process.stderr.write(stderrColors().dim(`hodei: log stream lost (${why}); resuming in ${formatDurationMs(delayMs)} (retry ${attempt})\n`));
   };
 }

@@ -4,6 +4,7 @@
  */
 import Table from "cli-table3";
 import pc from "picocolors";
+import { stderrColors } from "./format.js";
 
 const BORDERLESS = {
   top: "",
@@ -26,7 +27,7 @@ const BORDERLESS = {
 /** Prints the table, or `none` on stderr when there are no rows (so stdout stays empty). */
 export function printTable(head: string[], rows: string[][], none: string): void {
   if (rows.length === 0) {
-    process.stderr.write(`${pc.dim(none)}\n`);
+    process.stderr.write(`${stderrColors().dim(none)}\n`);
     return;
   }
   const table = new Table({

@@ -58,13 +58,14 @@ export class Store {
 
   // ---- jobs -------------------------------------------------------------------------------
 
-  /** Stores a validated spec as a queued job. With an idempotency key already used, returns the first job. */
+  /**
+   * Stores a validated spec as a queued job. With an idempotency key already used, returns the first
+   * job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
+   * submits with one key both get the first job instead of one of them a unique-constraint error.
+   */
   async insertJob(id: string, spec: JobSpec, nowMs: number): Promise<JobRow> {
-    if (spec.idempotencyKey) {
-      const existing = await this.db.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirst();
-      if (existing) return existing;
-    }
-    return this.db
+    const key = spec.idempotencyKey || null;
+    const inserted = await this.db
       .insertInto("jobs")
       .values({
         id,
@@ -76,7 +77,7 @@ export class Store {
         timeout_seconds: spec.timeoutSeconds,
         labels: JSON.stringify(spec.labels),
         image: spec.image,
-        idempotency_key: spec.idempotencyKey || null,
+        idempotency_key: key,
         max_attempts: spec.maxAttempts,
         attempts: 0,
         exit_code: null,
@@ -88,8 +89,12 @@ export class Store {
         updated_at: nowMs,
         finished_at: null,
       })
+      .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    if (inserted) return inserted;
+    // Only a used idempotency key makes the insert yield no row.
+    return this.db.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {

@@ -3,11 +3,10 @@
  * `hodei jobs get ID`: one job in detail.
  */
 import type { Command } from "commander";
-import pc from "picocolors";
 import { JobSchema, type Job } from "../../gen/hodei/v1/api_pb.js";
 import { connect } from "../client.js";
 import { explainJobNotFound } from "../errors.js";
-import { NONE, colorState, formatCommand, formatJobDuration, formatRelative, truncate } from "../format.js";
+import { NONE, colorState, formatCommand, formatJobDuration, formatRelative, stderrColors, truncate } from "../format.js";
 import { printJobDetails } from "../job-details.js";
 import { messageJson, printJson } from "../json.js";
 import { collectStates, parsePositiveInt } from "../options.js";
@@ -43,7 +42,7 @@ export function registerJobsCommand(program: Command): void {
       if (options.json) printJson(response.jobs.map((job) => messageJson(JobSchema, job)));
       else printJobTable(response.jobs, Date.now());
       if (response.nextPageToken) {
-        process.stderr.write(pc.dim(`more jobs: hodei jobs --page-token ${response.nextPageToken}\n`));
+        process.stderr.write(stderrColors().dim(`more jobs: repeat with --page-token ${response.nextPageToken}\n`));
       }
     });
 

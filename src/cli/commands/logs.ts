@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { connect } from "../client.js";
-import { describeError, explainJobNotFound } from "../errors.js";
+import { explainJobNotFound } from "../errors.js";
 import { followLogs, readLogs } from "../follow.js";
 import { logWriter, noteRetry } from "../log-output.js";
 
@@ -20,7 +20,7 @@ export function registerLogsCommand(program: Command): void {
       const { client, serverUrl } = connect(command);
       const reading = {
         onEntry: logWriter({ isJson: options.json }),
-        onRetry: noteRetry((err) => describeError(err, serverUrl).message),
+        onRetry: noteRetry(serverUrl),
       };
       if (options.follow) await followLogs(client, id, reading).catch(explainJobNotFound(id));
       else await readLogs(client, id, reading).catch(explainJobNotFound(id));

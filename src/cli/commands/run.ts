@@ -5,11 +5,11 @@
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import pc from "picocolors";
 import { JobSchema, type Job } from "../../gen/hodei/v1/api_pb.js";
 import { type ApiClient, connect } from "../client.js";
 import { CliError, USAGE_EXIT_CODE, describeError, formatUsageError } from "../errors.js";
 import { followLogs } from "../follow.js";
+import { stderrColors } from "../format.js";
 import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
 import { logWriter, noteRetry } from "../log-output.js";
@@ -78,7 +78,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     return 0;
   }
   const isChatty = !options.json && process.stderr.isTTY === true;
-  if (isChatty) process.stderr.write(pc.dim(`job ${job.id} ${job.state} on ${job.provider || "the default provider"}\n`));
+  if (isChatty) process.stderr.write(stderrColors().dim(`job ${job.id} ${job.state} on ${job.provider || "the default provider"}\n`));
 
   const finished = await followUntilEnd(client, job.id, serverUrl, options.json === true);
   if (options.json) printJson(messageJson(JobSchema, finished));
@@ -104,7 +104,7 @@ async function followUntilEnd(client: ApiClient, jobId: string, serverUrl: strin
   try {
     return await followLogs(client, jobId, {
       onEntry: logWriter({ isStdoutReserved: isJson }),
-      onRetry: noteRetry((err) => describeError(err, serverUrl).message),
+      onRetry: noteRetry(serverUrl),
     });
   } catch (err) {
     const { message } = describeError(err, serverUrl);

@@ -1,0 +1,166 @@
+/**
+ * Whole-system test harness: a real `hodei server` process (on a free port, a temporary data
+ * directory and a cluster id of its own), the real CLI, and a check that no worker process of
+ * that cluster is left behind.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { findMarkedProcesses } from "../../src/providers/process-table.js";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const HODEI_BIN = join(ROOT, "bin", "hodei.js");
+
+export interface ServerProcess {
+  url: string;
+  port: number;
+  clusterId: string;
+  dataDir: string;
+  env: Record<string, string>;
+  process: ChildProcess;
+  /** Lines the server printed (JSON logs). */
+  output: string[];
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit (workers keep running). */
+  kill(): Promise<void>;
+  /** Removes the data directory. */
+  cleanup(): void;
+}
+
+export interface StartOptions {
+  dataDir?: string;
+  clusterId?: string;
+  port?: number;
+}
+
+export async function startServerProcess(env: Record<string, string> = {}, options: StartOptions = {}): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+  const clusterId = options.clusterId ?? `t${randomUUID().slice(0, 8)}`;
+  const fullEnv: Record<string, string> = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    HODEI_PORT: String(options.port ?? 0),
+    HODEI_DATA_DIR: dataDir,
+    HODEI_CLUSTER_ID: clusterId,
+    HODEI_RECONCILE_INTERVAL_MS: "500",
+    HODEI_ORPHAN_GRACE_MS: "2000",
+    HODEI_STOP_GRACE_MS: "2000",
+    ...env,
+  };
+  const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const output: string[] = [];
+  const port = await new Promise<number>((resolvePort, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start within 20s:\n${output.join("\n")}`)), 20_000);
+    for (const stream of [child.stdout!, child.stderr!]) {
+      createInterface({ input: stream }).on("line", (line) => {
+        output.push(line);
+        if (line.includes('"server listening"')) {
+          clearTimeout(timer);
+          resolvePort(JSON.parse(line).port as number);
+        }
+      });
+    }
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${output.join("\n")}`));
+    });
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    clusterId,
+    dataDir,
+    env: fullEnv,
+    process: child,
+    output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill("SIGTERM");
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGKILL");
+      await exited;
+    },
+    cleanup() {
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `hodei ARGS` against the server and waits for it to exit. */
+export function runCli(server: { url: string } | null, args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolveRun, reject) => {
+    const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", ...options.env };
+    if (server) env.HODEI_SERVER_URL = server.url;
+    const child = spawn(process.execPath, [HODEI_BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d));
+    child.stderr.on("data", (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`hodei ${args.join(" ")} did not finish in time\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, options.timeoutMs ?? 60_000);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolveRun({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `hodei ARGS` and returns the process (for cancel and signal tests). */
+export function spawnCli(server: { url: string }, args: string[]): ChildProcess {
+  return spawn(process.execPath, [HODEI_BIN, ...args], {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", HODEI_SERVER_URL: server.url },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+export async function jsonCli<T>(server: { url: string }, args: string[]): Promise<T> {
+  const result = await runCli(server, [...args, "--json"]);
+  if (result.code !== 0) throw new Error(`hodei ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls fn until it returns a truthy value or timeoutMs passes; returns the last value. */
+export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await fn();
+  while (!value && Date.now() < deadline) {
+    await sleep(intervalMs);
+    value = await fn();
+  }
+  return value;
+}
+
+/** Waits for every process of the cluster to be gone; returns those still alive after timeoutMs. */
+export async function leftoverProcesses(clusterId: string, timeoutMs = 15_000) {
+  await eventually(() => findMarkedProcesses(clusterId).length === 0, timeoutMs);
+  return findMarkedProcesses(clusterId);
+}
+
+/** Kills whatever is left of a cluster (cleanup after a failed test, so one failure does not cascade). */
+export function killCluster(clusterId: string): void {
+  for (const p of findMarkedProcesses(clusterId)) {
+    try {
+      process.kill(p.pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
