@@ -99,9 +99,19 @@ export class LocalProvider implements WorkerProvider {
   async inspect(resourceId: string): Promise<WorkerStatus> {
     const pid = Number(resourceId);
     const entry = this.spawned.get(resourceId);
+    if (entry && !entry.exit && !isAlive(pid)) {
+      // Dead but not yet reaped (a zombie): its exit status arrives in a moment.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        entry.child.once("exit", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
     if (entry?.exit) {
       const { code, signal } = entry.exit;
-      return { state: "exited", exitCode: code, reason: signal ? `killed by ${signal}` : `exited with code ${code}` };
+      return { state: "exited", exitCode: code, reason: signal ? `was killed by ${signal}` : `exited with code ${code}` };
     }
     if (entry && isAlive(pid)) return { state: "running" };
     // Not spawned by this process (the control plane restarted): trust the markers only.

@@ -1,0 +1,261 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ManualClock } from "../core/clock.js";
+import { type Chunk, LogBuffer, type LogBufferOptions } from "./log-buffer.js";
+
+function buffer(options: Partial<LogBufferOptions> = {}): LogBuffer {
+  return new LogBuffer({ limitBytes: 1_000_000, chunkBytes: 1_000_000, windowBytes: 1_000_000, now: () => 0, ...options });
+}
+
+const seqs = (chunks: readonly Chunk[]) => chunks.map((c) => c.seq);
+const bytes = (text: string) => Buffer.byteLength(text, "utf8");
+/** Bytes of the job's own output that were cut into chunks (system chunks are the agent's, not the job's). */
+const outputBytes = (chunks: readonly Chunk[]) => chunks.filter((c) => c.stream !== "system").reduce((n, c) => n + bytes(c.data), 0);
+
+describe("LogBuffer", () => {
+  describe("sequence numbers", () => {
+    it("numbers chunks 1..n without gaps, across streams, flushes and system messages", () => {
+      const logs = buffer({ chunkBytes: 4 });
+      logs.append("stdout", "ab");
+      logs.append("stderr", "cd"); // switch: cuts "ab"
+      logs.append("stderr", "efgh"); // reaches chunkBytes: cuts "cdefgh"
+      logs.system("hello from the agent");
+      logs.append("stdout", "x");
+      logs.flush();
+      logs.flush(); // nothing pending: no empty chunk
+      assert.deepEqual(seqs(logs.unacknowledged()), [1, 2, 3, 4]);
+      assert.equal(logs.lastSeq, 4);
+    });
+
+    it("starts at 1 and reports lastSeq 0 before any chunk", () => {
+      const logs = buffer();
+      assert.equal(logs.lastSeq, 0);
+      logs.append("stdout", "a");
+      assert.equal(logs.lastSeq, 0, "pending text is not a chunk yet");
+      logs.flush();
+      assert.equal(logs.unacknowledged()[0].seq, 1);
+    });
+
+    it("keeps numbering after acknowledgements (the seq is per attempt, not per buffer content)", () => {
+      const logs = buffer();
+      logs.append("stdout", "a");
+      logs.flush();
+      logs.acknowledge(1);
+      logs.append("stdout", "b");
+      logs.flush();
+      assert.deepEqual(seqs(logs.unacknowledged()), [2]);
+    });
+
+    it("stamps every chunk with the injected clock", () => {
+      const clock = new ManualClock(5_000);
+      const logs = buffer({ now: () => clock.nowMs() });
+      logs.append("stdout", "a");
+      logs.flush();
+      clock.advance(250);
+      logs.system("b");
+      assert.deepEqual(
+        logs.unacknowledged().map((c) => c.timeMs),
+        [5_000, 5_250],
+      );
+    });
+  });
+
+  describe("chunking", () => {
+    it("cuts a chunk whenever the output switches stream, keeping the order", () => {
+      const logs = buffer();
+      logs.append("stdout", "out1 ");
+      logs.append("stdout", "out2 ");
+      logs.append("stderr", "err1 ");
+      logs.append("stdout", "out3");
+      logs.flush();
+      assert.deepEqual(
+        logs.unacknowledged().map((c) => [c.seq, c.stream, c.data]),
+        [
+          [1, "stdout", "out1 out2 "],
+          [2, "stderr", "err1 "],
+          [3, "stdout", "out3"],
+        ],
+      );
+    });
+
+    it("holds small output back until flush and says when a full chunk is ready", () => {
+      const logs = buffer({ chunkBytes: 10 });
+      assert.equal(logs.append("stdout", "12345"), false);
+      assert.equal(logs.unacknowledged().length, 0);
+      assert.equal(logs.append("stdout", "67890"), true);
+      assert.deepEqual(logs.unacknowledged().map((c) => c.data), ["1234567890"]);
+    });
+
+    it("ignores empty output", () => {
+      const logs = buffer();
+      assert.equal(logs.append("stdout", ""), false);
+      logs.flush();
+      assert.equal(logs.unacknowledged().length, 0);
+      assert.equal(logs.isFullyAcknowledged(), true);
+    });
+  });
+
+  describe("acknowledge and chunksAfter", () => {
+    function threeChunks(): LogBuffer {
+      const logs = buffer();
+      for (const text of ["a", "b", "c"]) {
+        logs.append("stdout", text);
+        logs.flush();
+      }
+      return logs;
+    }
+
+    it("drops every chunk up to and including the acknowledged seq", () => {
+      const logs = threeChunks();
+      logs.acknowledge(2);
+      assert.deepEqual(seqs(logs.unacknowledged()), [3]);
+      logs.acknowledge(3);
+      assert.deepEqual(seqs(logs.unacknowledged()), []);
+    });
+
+    it("treats an old or repeated acknowledgement as a no-op", () => {
+      const logs = threeChunks();
+      logs.acknowledge(2);
+      logs.acknowledge(1);
+      logs.acknowledge(2);
+      logs.acknowledge(0);
+      assert.deepEqual(seqs(logs.unacknowledged()), [3]);
+    });
+
+    it("acknowledging past the last chunk empties the buffer", () => {
+      const logs = threeChunks();
+      logs.acknowledge(99);
+      assert.deepEqual(seqs(logs.unacknowledged()), []);
+    });
+
+    it("chunksAfter returns the unacknowledged chunks with a higher seq, oldest first", () => {
+      const logs = threeChunks();
+      assert.deepEqual(seqs(logs.chunksAfter(0)), [1, 2, 3]);
+      assert.deepEqual(seqs(logs.chunksAfter(1)), [2, 3]);
+      assert.deepEqual(seqs(logs.chunksAfter(3)), []);
+      logs.acknowledge(2);
+      assert.deepEqual(seqs(logs.chunksAfter(0)), [3], "acknowledged chunks are never resent");
+    });
+  });
+
+  describe("log limit", () => {
+    it("keeps output up to the limit, then emits exactly one visible truncation chunk", () => {
+      const logs = buffer({ limitBytes: 100 });
+      logs.append("stdout", "a".repeat(60));
+      assert.equal(logs.append("stdout", "b".repeat(60)), true, "the truncation marker is ready to send");
+      for (let i = 0; i < 10; i++) logs.append(i % 2 ? "stdout" : "stderr", "c".repeat(50));
+      logs.flush();
+      const chunks = logs.unacknowledged();
+      assert.deepEqual(
+        chunks.map((c) => [c.seq, c.stream]),
+        [
+          [1, "stdout"],
+          [2, "system"],
+        ],
+      );
+      assert.equal(chunks[0].data, "a".repeat(60) + "b".repeat(40));
+      assert.match(chunks[1].data, /output truncated/);
+      assert.match(chunks[1].data, /100 bytes/);
+      assert.equal(chunks.filter((c) => /output truncated/.test(c.data)).length, 1);
+      assert.equal(logs.isTruncated, true);
+    });
+
+    it("counts every discarded byte in droppedBytes", () => {
+      const logs = buffer({ limitBytes: 100 });
+      logs.append("stdout", "a".repeat(60));
+      logs.append("stdout", "b".repeat(60)); // 40 kept, 20 dropped
+      logs.append("stderr", "c".repeat(30)); // dropped
+      logs.append("stdout", "d".repeat(7)); // dropped
+      assert.equal(logs.droppedBytes, 20 + 30 + 7);
+      assert.equal(outputBytes(logs.unacknowledged()) + logs.droppedBytes, 60 + 60 + 30 + 7);
+    });
+
+    it("never sends more output bytes than the limit, whatever the pattern of writes", () => {
+      for (const limitBytes of [1, 7, 64, 100, 1000]) {
+        const logs = buffer({ limitBytes, chunkBytes: 16 });
+        let written = 0;
+        for (let i = 0; i < 200; i++) {
+          const text = `${i % 3 === 0 ? "é" : "x"}`.repeat((i % 13) + 1);
+          written += bytes(text);
+          logs.append(i % 4 === 0 ? "stderr" : "stdout", text);
+        }
+        logs.flush();
+        const sent = outputBytes(logs.unacknowledged());
+        assert.ok(sent <= limitBytes, `limit ${limitBytes}: sent ${sent}`);
+        assert.equal(sent + logs.droppedBytes, written, `limit ${limitBytes}: every byte is sent or counted`);
+        assert.equal(logs.isTruncated, true);
+      }
+    });
+
+    it("never cuts a multi-byte character in two at the limit", () => {
+      const logs = buffer({ limitBytes: 5 });
+      logs.append("stdout", "éééé"); // 8 bytes: 2 characters fit in 5 bytes, the third would not
+      const [output, marker] = logs.unacknowledged();
+      assert.equal(output.data, "éé");
+      assert.equal(output.data.includes("\uFFFD"), false, "no replacement character");
+      assert.equal(logs.droppedBytes, 4);
+      assert.equal(marker.stream, "system");
+    });
+
+    it("does not truncate output that exactly reaches the limit", () => {
+      const logs = buffer({ limitBytes: 10 });
+      logs.append("stdout", "0123456789");
+      logs.flush();
+      assert.equal(logs.isTruncated, false);
+      assert.equal(logs.droppedBytes, 0);
+      assert.deepEqual(logs.unacknowledged().map((c) => c.data), ["0123456789"]);
+    });
+
+    it("does not count the agent's own system messages against the limit", () => {
+      const logs = buffer({ limitBytes: 10 });
+      logs.system("x".repeat(100));
+      logs.append("stdout", "0123456789");
+      logs.flush();
+      assert.equal(logs.isTruncated, false);
+      assert.deepEqual(logs.unacknowledged().map((c) => c.stream), ["system", "stdout"]);
+    });
+  });
+
+  describe("backpressure", () => {
+    it("asks to pause when unacknowledged bytes exceed the window, and clears after acknowledgements", () => {
+      const logs = buffer({ windowBytes: 10 });
+      logs.append("stdout", "0123456789");
+      logs.flush();
+      assert.equal(logs.shouldPause(), false, "exactly the window is still fine");
+      logs.append("stdout", "a");
+      logs.flush();
+      assert.equal(logs.shouldPause(), true);
+      logs.acknowledge(1);
+      assert.equal(logs.shouldPause(), false);
+    });
+
+    it("keeps asking to pause until enough is acknowledged", () => {
+      const logs = buffer({ windowBytes: 10 });
+      for (const text of ["0123456789", "0123456789", "0123456789"]) {
+        logs.append("stdout", text);
+        logs.flush();
+      }
+      assert.equal(logs.shouldPause(), true);
+      logs.acknowledge(1);
+      assert.equal(logs.shouldPause(), true, "20 bytes still unacknowledged");
+      logs.acknowledge(2);
+      assert.equal(logs.shouldPause(), false);
+    });
+  });
+
+  describe("isFullyAcknowledged", () => {
+    it("is true only when nothing is pending and every chunk is acknowledged", () => {
+      const logs = buffer();
+      assert.equal(logs.isFullyAcknowledged(), true);
+      logs.append("stdout", "a");
+      assert.equal(logs.isFullyAcknowledged(), false, "pending text is not acknowledged");
+      logs.flush();
+      assert.equal(logs.isFullyAcknowledged(), false);
+      logs.system("done");
+      logs.acknowledge(1);
+      assert.equal(logs.isFullyAcknowledged(), false, "the system chunk is still unacknowledged");
+      logs.acknowledge(2);
+      assert.equal(logs.isFullyAcknowledged(), true);
+    });
+  });
+});

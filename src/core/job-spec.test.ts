@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { InvalidInputError } from "./errors.js";
+import { type JobSpec, SPEC_LIMITS, type SpecDefaults, validateJobSpec } from "./job-spec.js";
+
+const DEFAULTS: SpecDefaults = { provider: "local", timeoutSeconds: 3600, providers: ["local", "docker"] };
+
+/** Asserts that validating `input` throws InvalidInputError naming `field` (in .field and in the message). */
+function assertRejected(input: Partial<JobSpec>, field: string, messagePart?: RegExp): void {
+  assert.throws(
+    () => validateJobSpec(input, DEFAULTS),
+    (err: unknown) => {
+      assert.ok(err instanceof InvalidInputError, `expected InvalidInputError, got ${String(err)}`);
+      assert.equal(err.field, field);
+      assert.match(err.message, new RegExp(`\\b${field}\\b`), "the message names the field");
+      if (messagePart) assert.match(err.message, messagePart);
+      return true;
+    },
+  );
+}
+
+describe("validateJobSpec", () => {
+  describe("accepts", () => {
+    it("a complete good spec and returns it unchanged", () => {
+      const input: JobSpec = {
+        command: ["echo", "hi"],
+        script: "",
+        provider: "docker",
+        env: { GREETING: "hello", _UNDERSCORE: "", lower_case9: "x" },
+        timeoutSeconds: 90,
+        labels: { team: "infra", "app.kubernetes.io/name": "hodei" },
+        maxAttempts: 3,
+        image: "alpine:3.20",
+        idempotencyKey: "submit-42",
+      };
+      assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
+    });
+
+    it("a script alone", () => {
+      const spec = validateJobSpec({ script: "set -e\necho one\necho two\n" }, DEFAULTS);
+      assert.equal(spec.script, "set -e\necho one\necho two\n");
+      assert.deepEqual(spec.command, []);
+    });
+
+    it("a bare command and fills every default", () => {
+      assert.deepEqual(validateJobSpec({ command: ["true"] }, DEFAULTS), {
+        command: ["true"],
+        script: "",
+        provider: "local",
+        env: {},
+        timeoutSeconds: 3600,
+        labels: {},
+        maxAttempts: 1,
+        image: "",
+        idempotencyKey: "",
+      });
+    });
+
+    it("treats zero and empty values as unset (proto3 defaults)", () => {
+      const spec = validateJobSpec({ command: ["true"], provider: "", timeoutSeconds: 0, maxAttempts: 0 }, DEFAULTS);
+      assert.equal(spec.provider, "local");
+      assert.equal(spec.timeoutSeconds, 3600);
+      assert.equal(spec.maxAttempts, 1);
+    });
+
+    it("a timeout of exactly 7 days and the maximum number of attempts", () => {
+      const spec = validateJobSpec(
+        { command: ["true"], timeoutSeconds: SPEC_LIMITS.maxTimeoutSeconds, maxAttempts: SPEC_LIMITS.maxAttempts },
+        DEFAULTS,
+      );
+      assert.equal(spec.timeoutSeconds, 7 * 24 * 3600);
+      assert.equal(spec.maxAttempts, 10);
+    });
+
+    it("exactly the maximum number of env variables", () => {
+      const env = Object.fromEntries(Array.from({ length: SPEC_LIMITS.envVars }, (_, i) => [`V${i}`, "x"]));
+      assert.equal(Object.keys(validateJobSpec({ command: ["true"], env }, DEFAULTS).env).length, 256);
+    });
+  });
+
+  describe("rejects, naming the field", () => {
+    it("an empty command with no script", () => {
+      assertRejected({}, "command", /must not be empty/);
+      assertRejected({ command: [] }, "command");
+      assertRejected({ command: [], script: "  \n\t" }, "command");
+    });
+
+    it("a command whose program is blank", () => {
+      assertRejected({ command: ["", "arg"] }, "command");
+      assertRejected({ command: ["   "] }, "command");
+    });
+
+    it("a command and a script together", () => {
+      assertRejected({ command: ["echo", "hi"], script: "echo hi" }, "script", /either command or script/);
+    });
+
+    it("too many or too large command arguments, and NUL bytes", () => {
+      assertRejected({ command: Array.from({ length: SPEC_LIMITS.commandArgs + 1 }, () => "a") }, "command");
+      assertRejected({ command: ["echo", "x".repeat(SPEC_LIMITS.commandBytes)] }, "command");
+      assertRejected({ command: ["echo", "a\0b"] }, "command");
+    });
+
+    it("a script larger than the limit", () => {
+      assertRejected({ script: "x".repeat(SPEC_LIMITS.scriptBytes + 1) }, "script");
+    });
+
+    it("an unknown provider, listing the enabled ones", () => {
+      assertRejected({ command: ["true"], provider: "kubernetes" }, "provider", /"kubernetes".*local, docker/);
+    });
+
+    it("a default provider that is not enabled", () => {
+      assert.throws(
+        () => validateJobSpec({ command: ["true"] }, { ...DEFAULTS, provider: "nomad" }),
+        (err: unknown) => err instanceof InvalidInputError && err.field === "provider",
+      );
+    });
+
+    it("a negative timeout", () => {
+      assertRejected({ command: ["true"], timeoutSeconds: -1 }, "timeoutSeconds");
+    });
+
+    it("a fractional timeout", () => {
+      assertRejected({ command: ["true"], timeoutSeconds: 1.5 }, "timeoutSeconds");
+    });
+
+    it("an absurd timeout longer than 7 days", () => {
+      assertRejected({ command: ["true"], timeoutSeconds: SPEC_LIMITS.maxTimeoutSeconds + 1 }, "timeoutSeconds", /7 days/);
+      assertRejected({ command: ["true"], timeoutSeconds: 10 ** 12 }, "timeoutSeconds");
+    });
+
+    it("too many env variables", () => {
+      const env = Object.fromEntries(Array.from({ length: SPEC_LIMITS.envVars + 1 }, (_, i) => [`V${i}`, "x"]));
+      assertRejected({ command: ["true"], env }, "env", /at most 256/);
+    });
+
+    it("env larger than the byte limit", () => {
+      assertRejected({ command: ["true"], env: { BIG: "x".repeat(SPEC_LIMITS.envBytes) } }, "env", /too large/);
+      const halves = { A: "x".repeat(SPEC_LIMITS.envBytes / 2), B: "x".repeat(SPEC_LIMITS.envBytes / 2) };
+      assertRejected({ command: ["true"], env: halves }, "env", /too large/);
+    });
+
+    it("invalid env variable names", () => {
+      for (const name of ["", "1ABC", "A-B", "A B", "A=B", "NAME\0", "ÉTÉ"]) {
+        assertRejected({ command: ["true"], env: { [name]: "v" } }, "env", /not a valid variable name/);
+      }
+    });
+
+    it("env names with the reserved HODEI_ prefix", () => {
+      for (const name of ["HODEI_OTP_TOKEN", "HODEI_SERVER_URL", "HODEI_"]) {
+        assertRejected({ command: ["true"], env: { [name]: "v" } }, "env", /reserved/);
+      }
+    });
+
+    it("env values with NUL bytes", () => {
+      assertRejected({ command: ["true"], env: { A: "x\0y" } }, "env");
+    });
+
+    it("a bad maxAttempts", () => {
+      for (const maxAttempts of [-1, SPEC_LIMITS.maxAttempts + 1, 1.5, 1000]) {
+        assertRejected({ command: ["true"], maxAttempts }, "maxAttempts", /between 1 and 10/);
+      }
+    });
+
+    it("invalid label names and oversized label values", () => {
+      assertRejected({ command: ["true"], labels: { "-dash": "v" } }, "labels");
+      assertRejected({ command: ["true"], labels: { "has space": "v" } }, "labels");
+      assertRejected({ command: ["true"], labels: { ok: "v".repeat(SPEC_LIMITS.labelBytes + 1) } }, "labels");
+      const labels = Object.fromEntries(Array.from({ length: SPEC_LIMITS.labels + 1 }, (_, i) => [`l${i}`, "v"]));
+      assertRejected({ command: ["true"], labels }, "labels");
+    });
+
+    it("an idempotency key longer than the limit", () => {
+      assertRejected({ command: ["true"], idempotencyKey: "k".repeat(SPEC_LIMITS.idempotencyKeyBytes + 1) }, "idempotencyKey");
+    });
+  });
+});

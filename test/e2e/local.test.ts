@@ -1,0 +1,269 @@
+/**
+ * The whole system through the CLI on the local provider: a real server process, real agents,
+ * real gRPC streams. Every test ends by proving that no process of its cluster is left.
+ */
+import assert from "node:assert/strict";
+import { after, afterEach, before, describe, it } from "node:test";
+import { findMarkedProcesses } from "../../src/providers/process-table.js";
+import {
+  eventually,
+  jsonCli,
+  killCluster,
+  leftoverProcesses,
+  runCli,
+  type ServerProcess,
+  sleep,
+  spawnCli,
+  startServerProcess,
+} from "./harness.js";
+
+interface JobJson {
+  id: string;
+  state: string;
+  exitCode: number | null;
+  reason: string;
+  provider: string;
+  attempts: number;
+  createdAt: string;
+  timeline: Record<string, string>;
+  logsTruncated?: boolean;
+  logsIncomplete?: boolean;
+}
+interface TokenJson {
+  provider: string;
+  providerResourceId: string;
+  resourceType: string;
+  consumed: boolean;
+  jobId: string;
+  workerId: string;
+}
+interface WorkerJson {
+  id: string;
+  provider: string;
+  providerResourceId: string;
+  state: string;
+  jobId: string;
+}
+
+async function waitForState(server: ServerProcess, id: string, states: string[], timeoutMs = 20_000): Promise<JobJson> {
+  let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  const deadline = Date.now() + timeoutMs;
+  while (!states.includes(job.state) && Date.now() < deadline) {
+    await sleep(100);
+    job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  }
+  return job;
+}
+
+async function waitDestroyed(server: ServerProcess, id: string): Promise<JobJson> {
+  return eventually(async () => {
+    const job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+    return job.timeline.destroyed ? job : null;
+  }) as Promise<JobJson>;
+}
+
+async function assertNothingLeft(server: ServerProcess): Promise<void> {
+  const left = await leftoverProcesses(server.clusterId);
+  assert.deepEqual(left, [], `worker processes left behind: ${JSON.stringify(left)}`);
+  const workers = await jsonCli<WorkerJson[]>(server, ["workers"]);
+  assert.deepEqual(workers, [], "no worker should be live");
+}
+
+describe("hodei on the local provider", () => {
+  let server: ServerProcess;
+
+  before(async () => {
+    server = await startServerProcess();
+  });
+  afterEach(async () => {
+    await assertNothingLeft(server);
+  });
+  after(async () => {
+    killCluster(server.clusterId);
+    await server.stop();
+    server.cleanup();
+  });
+
+  it("runs hello world, prints its output and exits 0", async () => {
+    const result = await runCli(server, ["run", "--", "echo", "hello world"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "hello world\n");
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls"]);
+    assert.equal(job.state, "succeeded");
+    assert.equal(job.exitCode, 0);
+    assert.equal(job.provider, "local");
+    assert.equal(job.attempts, 1);
+    assert.match(job.createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+    const done = await waitDestroyed(server, job.id);
+    for (const step of ["queued", "provisioned", "registered", "started", "finished", "destroyed"]) {
+      assert.ok(done.timeline[step], `timeline has ${step}`);
+    }
+    const order = ["queued", "provisioned", "registered", "started", "finished", "destroyed"].map((k) => Date.parse(done.timeline[k]));
+    assert.deepEqual([...order].sort((a, b) => a - b), order, "timeline is in order");
+  });
+
+  it("records the OTP token with the worker's provider_resource_id and consumes it", async () => {
+    const result = await runCli(server, ["run", "--", "true"]);
+    assert.equal(result.code, 0, result.stderr);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "1"]);
+    const done = await waitDestroyed(server, job.id);
+    const tokens = await jsonCli<TokenJson[]>(server, ["tokens"]);
+    const token = tokens.find((t) => t.jobId === done.id);
+    assert.ok(token, "the job has a token");
+    assert.equal(token.provider, "local");
+    assert.equal(token.resourceType, "process_id");
+    assert.equal(token.consumed, true);
+    assert.match(token.providerResourceId, /^\d+$/);
+    const all = await jsonCli<WorkerJson[]>(server, ["workers", "--all"]);
+    const worker = all.find((w) => w.id === token.workerId);
+    assert.equal(worker?.providerResourceId, token.providerResourceId);
+    assert.equal(worker?.state, "destroyed");
+    const raw = await runCli(server, ["tokens", "--json"]);
+    assert.doesNotMatch(raw.stdout, /hodei_otp_/, "the secret is never listed");
+  });
+
+  it("runs a data-processing pipeline", async () => {
+    const result = await runCli(server, ["run", "--", "seq 1 100000 | awk '{ s += $1 } END { printf \"%d\\n\", s }'"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.trim(), "5000050000");
+  });
+
+  it("runs a CPU-bound loop", async () => {
+    const result = await runCli(server, ["run", "--", "i=0; n=0; while [ $i -lt 200000 ]; do n=$(( (n + i * i) % 1000003 )); i=$((i+1)); done; echo $n"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout.trim(), /^\d+$/);
+  });
+
+  it("fails a job that exits 42 with exit code 42", async () => {
+    const result = await runCli(server, ["run", "--", "echo about to fail; exit 42"]);
+    assert.equal(result.code, 42);
+    assert.equal(result.stdout, "about to fail\n");
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "1"]);
+    assert.equal(job.state, "failed");
+    assert.equal(job.exitCode, 42);
+    assert.match(job.reason, /exited with code 42/);
+  });
+
+  it("runs a multi-line script from a file, with env", async () => {
+    const { writeFileSync, mkdtempSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const file = join(mkdtempSync(join(tmpdir(), "hodei-script-")), "job.sh");
+    writeFileSync(file, 'set -e\necho "greeting: $GREETING"\nfor i in 1 2 3; do\n  echo "line $i"\ndone\necho to-stderr >&2\n');
+    const result = await runCli(server, ["run", "-e", "GREETING=hola", "--script", file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "greeting: hola\nline 1\nline 2\nline 3\n");
+    assert.match(result.stderr, /to-stderr/);
+  });
+
+  it("never shows the OTP token to the job", async () => {
+    const result = await runCli(server, ["run", "--", "env"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stdout, /HODEI_OTP_TOKEN|hodei_otp_/);
+    assert.match(result.stdout, /HODEI_JOB_ID=/);
+  });
+
+  it("cancels a running job and kills its whole process tree", async () => {
+    const marker = `hodei-cancel-${Date.now()}`;
+    const id = (await runCli(server, ["run", "--detach", "--", `sleep 300 & sleep 301 & echo ${marker}; wait`])).stdout.trim();
+    const running = await waitForState(server, id, ["running"]);
+    assert.equal(running.state, "running");
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes(marker));
+    assert.ok(findMarkedProcesses(server.clusterId).length >= 3, "agent, shell and sleeps are running");
+    const canceled = await runCli(server, ["cancel", id]);
+    assert.equal(canceled.code, 0, canceled.stderr);
+    const job = await waitDestroyed(server, id);
+    assert.equal(job.state, "canceled");
+    const logs = await runCli(server, ["logs", id]);
+    assert.match(logs.stdout + logs.stderr, /canceled/);
+  });
+
+  it("cancels through Ctrl-C on hodei run", async () => {
+    const child = spawnCli(server, ["run", "--", "echo ready; sleep 300"]);
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d));
+    await eventually(() => out.includes("ready"));
+    child.kill("SIGINT");
+    const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
+    assert.equal(code, 130);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "1"]);
+    assert.equal((await waitDestroyed(server, job.id)).state, "canceled");
+  });
+
+  it("fails a job whose worker is killed mid-job, with a clear reason", async () => {
+    const id = (await runCli(server, ["run", "--detach", "--", "echo begin; sleep 300"])).stdout.trim();
+    await waitForState(server, id, ["running"]);
+    const workers = await jsonCli<WorkerJson[]>(server, ["workers"]);
+    const worker = workers.find((w) => w.jobId === id);
+    assert.ok(worker);
+    process.kill(Number(worker.providerResourceId), "SIGKILL");
+    const job = await waitForState(server, id, ["failed"]);
+    assert.equal(job.state, "failed");
+    assert.match(job.reason, /killed by SIGKILL|disappeared/);
+    assert.match(job.reason, new RegExp(worker.providerResourceId));
+    await waitDestroyed(server, id);
+  });
+
+  it("runs 20 concurrent jobs, all succeeding", async () => {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => runCli(server, ["run", "--", `echo job-${i}`], { timeoutMs: 120_000 })));
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `job-${i}\n`);
+    });
+    const jobs = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "20"]);
+    assert.equal(jobs.filter((j) => j.state === "succeeded").length, 20);
+  });
+});
+
+describe("bad input", () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServerProcess();
+  });
+  after(async () => {
+    await server.stop();
+    server.cleanup();
+  });
+
+  async function submitRaw(body: unknown) {
+    const res = await fetch(`${server.url}/hodei.v1.JobService/SubmitJob`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as { code?: string; message?: string; job?: JobJson } };
+  }
+
+  it("accepts a plain curl-style JSON submission", async () => {
+    const res = await submitRaw({ command: ["echo", "hi"] });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.job?.state, "queued");
+    await eventually(async () => (await jsonCli<JobJson>(server, ["jobs", "get", res.body.job!.id])).timeline.destroyed);
+  });
+
+  const cases: [string, unknown, RegExp][] = [
+    ["an empty command", { command: [] }, /command/],
+    ["an unknown provider", { command: ["true"], provider: "mars" }, /provider.*mars/],
+    ["a negative timeout", { command: ["true"], timeoutSeconds: -5 }, /timeoutSeconds/],
+    ["an absurd timeout", { command: ["true"], timeoutSeconds: 99_999_999 }, /timeoutSeconds/],
+    ["an oversized env", { command: ["true"], env: { BIG: "x".repeat(200_000) } }, /env/],
+    ["a command of the wrong type", { command: "echo hi" }, /command/],
+    ["a timeout of the wrong type", { command: ["true"], timeoutSeconds: "soon" }, /timeout/i],
+  ];
+  for (const [what, body, field] of cases) {
+    it(`refuses ${what} with a 4xx naming the field, storing nothing`, async () => {
+      const before = (await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"])).length;
+      const res = await submitRaw(body);
+      assert.ok(res.status >= 400 && res.status < 500, `status ${res.status}`);
+      assert.match(res.body.message ?? "", field);
+      const afterCount = (await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"])).length;
+      assert.equal(afterCount, before);
+    });
+  }
+
+  it("explains a bad --env in the CLI", async () => {
+    const res = await runCli(server, ["run", "-e", "NOEQUALS", "--", "true"]);
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /K=V|KEY=VALUE|env/i);
+  });
+});
