@@ -60,7 +60,7 @@ const ms = (t: Job["timeline"], key: "queued" | "provisioned" | "registered" | "
 };
 
 async function main(): Promise<void> {
-  const server = await startServerProcess({ HODEI_LOCAL_MAX_WORKERS: "16", HODEI_LOG_LEVEL: "warn" });
+  const server = await startServerProcess({ HODEI_LOCAL_MAX_WORKERS: "16" });
   const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
   try {
     // Warm up: first spawns pay for cold caches.

@@ -126,7 +126,7 @@ export class Reconciler {
   // ---- 1. provision ---------------------------------------------------------------------------
 
   private async provision(): Promise<void> {
-    const live = await this.o.store.countActiveWorkersByProvider();
+    const live = await this.o.store.countLiveWorkersByProvider();
     const capacity = new Map<string, number>();
     for (const [name, slot] of this.o.providers) capacity.set(name, slot.maxWorkers - (live.get(name) ?? 0));
     for (const [name, slot] of this.o.providers) this.o.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);

@@ -183,7 +183,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     },
 
     async listProviders() {
-      const live = await store.countActiveWorkersByProvider();
+      const live = await store.countLiveWorkersByProvider();
       const providers = await Promise.all(
         [...deps.providers].map(async ([name, slot]) => {
           const health = await slot.provider.health().catch((err: Error) => ({ healthy: false, detail: err.message }));

@@ -129,6 +129,7 @@ export class Store {
           .where("not_before_ms", "<=", nowMs)
           .where("provider", "in", providers)
           .orderBy("created_at")
+          .orderBy("id")
           .limit(1)
           .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
       )
@@ -154,7 +155,7 @@ export class Store {
     return row ?? null;
   }
 
-  async countActiveWorkersByProvider(): Promise<Map<string, number>> {
+  async countLiveWorkersByProvider(): Promise<Map<string, number>> {
     const rows = await this.db
       .selectFrom("workers")
       .select(["provider", (eb) => eb.fn.countAll<number>().as("n")])
@@ -293,7 +294,11 @@ export class Store {
         .where("state", "=", "registered")
         .returning("id")
         .executeTakeFirst();
-      if (!moved) throw new Error(`worker ${worker.id} left registered state during dispatch`);
+      if (!moved) {
+        // Lost a race with the reconciler (the worker is being destroyed): undo the job's move.
+        await tx.updateTable("jobs").set({ state: "provisioning", updated_at: nowMs }).where("id", "=", worker.job_id).where("state", "=", "running").execute();
+        return false;
+      }
       return true;
     });
   }

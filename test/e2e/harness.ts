@@ -54,7 +54,10 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
   const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
   const output: string[] = [];
   const port = await new Promise<number>((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start within 20s:\n${output.join("\n")}`)), 20_000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`server did not start within 20s:\n${output.join("\n")}`));
+    }, 20_000);
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => {
         output.push(line);

@@ -1,0 +1,245 @@
+// LocalProvider: the provider contract on real agent processes, plus what only local does (its
+// workers are process trees found by marker variables). Every test proves it left no process behind.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterEach, before, beforeEach, describe, it } from "node:test";
+import { PermanentError } from "../core/errors.js";
+import { workerName } from "../core/ids.js";
+import { mintOtpToken } from "../core/token.js";
+import { LocalProvider, type LocalProviderOptions } from "./local.js";
+import { findMarkedProcesses, isAlive } from "./process-table.js";
+import type { ProviderResource, WorkerSpec } from "./provider.js";
+import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL } from "./provider.contract.js";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const AGENT_PATH = join(ROOT, "dist", "agent.cjs");
+const CLUSTER_ID = `test-${randomUUID().slice(0, 8)}`;
+const OTHER_CLUSTER_ID = `${CLUSTER_ID}-other`;
+/** Above the largest pid Linux hands out (pid_max is at most 2^22). */
+const NEVER_A_PID = String(2 ** 22 + 1);
+const GRACE_MS = 2000;
+
+function localOptions(workRoot: string, overrides: Partial<LocalProviderOptions> = {}): LocalProviderOptions {
+  return {
+    clusterId: CLUSTER_ID,
+    agentPath: AGENT_PATH,
+    nodePath: process.execPath,
+    workRoot,
+    baseEnv: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    // The agent retries registering with the unreachable server this long, then exits.
+    agentEnv: { HODEI_REGISTER_TIMEOUT_MS: "30000" },
+    ...overrides,
+  };
+}
+
+function newWorkRoot(): string {
+  return mkdtempSync(join(tmpdir(), "hodei-local-test-"));
+}
+
+function workerSpec(): WorkerSpec {
+  const workerId = randomUUID();
+  return {
+    workerId,
+    name: workerName(workerId),
+    jobId: randomUUID(),
+    attempt: 1,
+    otpToken: mintOtpToken(),
+    serverUrl: UNREACHABLE_SERVER_URL,
+    image: "",
+    deadlineSeconds: 600,
+  };
+}
+
+describe("LocalProvider", () => {
+  before(() => {
+    assert.ok(existsSync(AGENT_PATH), `agent bundle missing at ${AGENT_PATH}: run "node scripts/build.mjs" first`);
+  });
+
+  afterEach(() => {
+    assert.deepEqual(findMarkedProcesses(CLUSTER_ID), [], `no process of cluster ${CLUSTER_ID} is left behind`);
+  });
+
+  describeProvider("local", async (): Promise<ProviderHarness> => {
+    const workRoot = newWorkRoot();
+    const provider = new LocalProvider(localOptions(workRoot));
+    return {
+      provider,
+      cleanup: async () => {
+        await provider.close();
+        rmSync(workRoot, { recursive: true, force: true });
+      },
+      killWorker: async (resource) => {
+        process.kill(Number(resource.resourceId), "SIGKILL");
+      },
+      unknownResourceId: NEVER_A_PID,
+    };
+  });
+
+  describe("local worker processes", () => {
+    let workRoot: string;
+    let provider: LocalProvider;
+    let started: ProviderResource[];
+    let helpers: ChildProcess[];
+
+    beforeEach(() => {
+      workRoot = newWorkRoot();
+      provider = new LocalProvider(localOptions(workRoot));
+      started = [];
+      helpers = [];
+    });
+
+    afterEach(async () => {
+      for (const child of helpers) {
+        try {
+          process.kill(child.pid!, "SIGKILL");
+        } catch {
+          // Already gone: the test (or stop) took care of it.
+        }
+      }
+      for (const resource of started) await provider.stop(resource.resourceId, GRACE_MS);
+      rmSync(workRoot, { recursive: true, force: true });
+    });
+
+    async function start(spec = workerSpec()): Promise<ProviderResource> {
+      const resource = await provider.start(spec);
+      started.push(resource);
+      return resource;
+    }
+
+    /**
+     * Starts a detached `sleep 300` carrying the markers a job process of `agentPid` would carry,
+     * and waits until the process table shows them (until exec, a fork still shows our own env).
+     */
+    async function spawnMarked(clusterId: string, workerId: string, agentPid: number): Promise<ChildProcess> {
+      const child = spawn("sleep", ["300"], {
+        detached: true,
+        stdio: "ignore",
+        env: {
+          PATH: process.env.PATH ?? "/usr/bin:/bin",
+          HODEI_MANAGED_BY: "hodei",
+          HODEI_CLUSTER_ID: clusterId,
+          HODEI_WORKER_ID: workerId,
+          HODEI_WORKER_PID: String(agentPid),
+        },
+      });
+      child.unref();
+      helpers.push(child);
+      assert.ok(child.pid, "sleep started");
+      const seen = await eventually(
+        async () => findMarkedProcesses(clusterId).some((p) => p.pid === child.pid),
+        (found) => found,
+        5000,
+      );
+      assert.equal(seen, true, "the simulated job process carries its markers");
+      return child;
+    }
+
+    it("names a worker by its agent's process id, which carries the cluster and worker markers", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      assert.equal(provider.resourceType, "process_id");
+      assert.equal(resource.resourceType, "process_id");
+      assert.match(resource.resourceId, /^[1-9][0-9]*$/);
+      const agent = await eventually(
+        async () => findMarkedProcesses(CLUSTER_ID).find((p) => p.pid === Number(resource.resourceId)),
+        (p) => p !== undefined,
+        5000,
+      );
+      assert.ok(agent, "the agent process carries our markers");
+      assert.equal(agent.workerId, spec.workerId);
+      assert.equal(agent.workerPid, agent.pid, "the agent is its own worker pid");
+      assert.equal(agent.pgid, agent.pid, "the agent leads its own process group");
+    });
+
+    it("hands the OTP token to the agent in its environment, never on its command line", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      await eventually(
+        async () => findMarkedProcesses(CLUSTER_ID).some((p) => p.pid === Number(resource.resourceId)),
+        (found) => found,
+        5000,
+      );
+      const cmdline = readFileSync(`/proc/${resource.resourceId}/cmdline`, "latin1");
+      const environ = readFileSync(`/proc/${resource.resourceId}/environ`, "latin1").split("\0");
+      assert.equal(cmdline.includes(spec.otpToken), false);
+      assert.ok(environ.includes(`HODEI_OTP_TOKEN=${spec.otpToken}`));
+      assert.ok(environ.includes(`HODEI_SERVER_URL=${UNREACHABLE_SERVER_URL}`));
+      assert.ok(environ.includes(`HODEI_CLUSTER_ID=${CLUSTER_ID}`));
+    });
+
+    it("stop also kills the job processes that carry the worker's markers", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      const job = await spawnMarked(CLUSTER_ID, spec.workerId, Number(resource.resourceId));
+      await provider.stop(resource.resourceId, GRACE_MS);
+      assert.equal(isAlive(job.pid!), false, "the job process is gone");
+      assert.equal(isAlive(Number(resource.resourceId)), false, "the agent is gone");
+    });
+
+    it("stop finds and kills the job processes of an agent that already died", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      const agentPid = Number(resource.resourceId);
+      const job = await spawnMarked(CLUSTER_ID, spec.workerId, agentPid);
+      process.kill(agentPid, "SIGKILL");
+      await eventually(async () => isAlive(agentPid), (alive) => !alive, 5000);
+      const listed = await provider.list();
+      assert.deepEqual(
+        listed.map((r) => [r.resourceId, r.workerId]),
+        [[resource.resourceId, spec.workerId]],
+        "the orphaned job process still maps back to its worker",
+      );
+      await provider.stop(resource.resourceId, GRACE_MS);
+      assert.equal(isAlive(job.pid!), false);
+    });
+
+    it("never touches processes of another cluster, even with the same worker markers", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      const foreign = await spawnMarked(OTHER_CLUSTER_ID, spec.workerId, Number(resource.resourceId));
+      assert.equal((await provider.list()).some((r) => r.resourceId === String(foreign.pid)), false, "not listed");
+      await provider.stop(resource.resourceId, GRACE_MS);
+      await provider.stop(String(foreign.pid), GRACE_MS); // even when asked to by its pid
+      assert.equal(isAlive(foreign.pid!), true, "the other cluster's process survived");
+      assert.ok(findMarkedProcesses(OTHER_CLUSTER_ID).some((p) => p.pid === foreign.pid));
+    });
+
+    it("a restarted control plane finds a running worker by its markers and can stop it", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      await eventually(
+        async () => findMarkedProcesses(CLUSTER_ID).some((p) => p.pid === Number(resource.resourceId)),
+        (found) => found,
+        5000,
+      );
+      const restarted = new LocalProvider(localOptions(workRoot));
+      assert.deepEqual(await restarted.inspect(resource.resourceId), { state: "running" });
+      assert.deepEqual(
+        (await restarted.list()).map((r) => [r.resourceId, r.workerId]),
+        [[resource.resourceId, spec.workerId]],
+      );
+      await restarted.stop(resource.resourceId, GRACE_MS);
+      assert.deepEqual(await restarted.inspect(resource.resourceId), { state: "gone" });
+      assert.equal(isAlive(Number(resource.resourceId)), false);
+    });
+
+    it("stop removes the worker's work directory", async () => {
+      const spec = workerSpec();
+      const resource = await start(spec);
+      assert.equal(existsSync(join(workRoot, spec.workerId)), true);
+      await provider.stop(resource.resourceId, GRACE_MS);
+      assert.equal(existsSync(join(workRoot, spec.workerId)), false);
+    });
+
+    it("refuses to start, permanently, when the agent bundle is missing", async () => {
+      const broken = new LocalProvider(localOptions(workRoot, { agentPath: join(workRoot, "no-such-agent.cjs") }));
+      await assert.rejects(broken.start(workerSpec()), (err: unknown) => err instanceof PermanentError && /npm run build/.test(err.message));
+      assert.equal((await broken.health()).healthy, false);
+      assert.deepEqual(await broken.list(), []);
+    });
+  });
+});

@@ -1,0 +1,128 @@
+/**
+ * Faults and limits on the local provider: the control plane killed mid-job and restarted,
+ * a worker lost while the control plane is down, and a job that prints 50 MB.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { findMarkedProcesses } from "../../src/providers/process-table.js";
+import { eventually, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, sleep, startServerProcess } from "./harness.js";
+
+interface JobJson {
+  id: string;
+  state: string;
+  exitCode: number | null;
+  reason: string;
+  timeline: Record<string, string>;
+  logsTruncated?: boolean;
+  logsIncomplete?: boolean;
+}
+
+async function jobWhen(server: ServerProcess, id: string, predicate: (job: JobJson) => boolean, timeoutMs = 30_000): Promise<JobJson> {
+  let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate(job) && Date.now() < deadline) {
+    await sleep(100);
+    job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  }
+  return job;
+}
+
+/** Peak resident memory of a process, in MB. */
+function peakRssMb(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"));
+  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
+}
+
+describe("the control plane killed with SIGKILL mid-job", () => {
+  it("converges after a restart: the job finishes with every log line and no process is left", async () => {
+    const first = await startServerProcess();
+    const { clusterId, dataDir, port } = first;
+    let second: ServerProcess | undefined;
+    try {
+      const id = (await runCli(first, ["run", "--detach", "--", "for i in $(seq 1 8); do echo tick $i; sleep 0.4; done"])).stdout.trim();
+      await eventually(async () => (await runCli(first, ["logs", id])).stdout.includes("tick 2"));
+      await first.kill();
+      assert.ok(findMarkedProcesses(clusterId).length > 0, "the worker outlives the control plane");
+      await sleep(500);
+      second = await startServerProcess({}, { dataDir, clusterId, port });
+      const job = await jobWhen(second, id, (j) => Boolean(j.timeline.destroyed));
+      assert.equal(job.state, "succeeded", job.reason);
+      const logs = await runCli(second, ["logs", id]);
+      assert.equal(logs.stdout, Array.from({ length: 8 }, (_, i) => `tick ${i + 1}\n`).join(""));
+      assert.deepEqual(await leftoverProcesses(clusterId), []);
+    } finally {
+      killCluster(clusterId);
+      await first.kill();
+      await second?.stop();
+      first.cleanup();
+    }
+  });
+
+  it("fails the job clearly when its worker died while the control plane was down", async () => {
+    const first = await startServerProcess({ HODEI_HEARTBEAT_TIMEOUT_MS: "3000" });
+    const { clusterId, dataDir, port } = first;
+    let second: ServerProcess | undefined;
+    try {
+      const id = (await runCli(first, ["run", "--detach", "--", "echo started; sleep 300"])).stdout.trim();
+      await eventually(async () => (await runCli(first, ["logs", id])).stdout.includes("started"));
+      await first.kill();
+      for (const p of findMarkedProcesses(clusterId)) process.kill(p.pid, "SIGKILL");
+      second = await startServerProcess({ HODEI_HEARTBEAT_TIMEOUT_MS: "3000" }, { dataDir, clusterId, port });
+      const job = await jobWhen(second, id, (j) => Boolean(j.timeline.destroyed));
+      assert.equal(job.state, "failed");
+      assert.match(job.reason, /disappeared|killed|heartbeat/);
+      assert.equal(job.logsIncomplete, true, "the logs are marked incomplete");
+      assert.deepEqual(await leftoverProcesses(clusterId), []);
+    } finally {
+      killCluster(clusterId);
+      await first.kill();
+      await second?.stop();
+      first.cleanup();
+    }
+  });
+});
+
+describe("a job that prints 50 MB", () => {
+  const FIFTY_MB = 50 * 1024 * 1024;
+  const PRINT_50MB = `head -c ${FIFTY_MB} /dev/zero | tr '\\0' 'x' | fold -w 1023`;
+
+  it("streams all of it through the server with bounded memory", async () => {
+    const server = await startServerProcess({ HODEI_LOG_LIMIT_BYTES: String(64 * 1024 * 1024) });
+    try {
+      const id = (await runCli(server, ["run", "--detach", "--", PRINT_50MB])).stdout.trim();
+      const job = await jobWhen(server, id, (j) => Boolean(j.timeline.destroyed), 120_000);
+      assert.equal(job.state, "succeeded", job.reason);
+      assert.equal(job.logsTruncated, false);
+      const peak = peakRssMb(server.process.pid!);
+      const logs = await runCli(server, ["logs", id], { timeoutMs: 120_000 });
+      assert.equal(logs.stdout.replaceAll("\n", "").length, FIFTY_MB, "every byte was stored");
+      console.log(`# server peak RSS while streaming 50 MB: ${peak.toFixed(0)} MB`);
+      assert.ok(peak < 300, `server peak RSS ${peak.toFixed(0)} MB should stay bounded`);
+      assert.deepEqual(await leftoverProcesses(server.clusterId), []);
+    } finally {
+      killCluster(server.clusterId);
+      await server.stop();
+      server.cleanup();
+    }
+  });
+
+  it("cuts output past the limit with a visible marker", async () => {
+    const server = await startServerProcess({ HODEI_LOG_LIMIT_BYTES: String(1024 * 1024) });
+    try {
+      const result = await runCli(server, ["run", "--", `${PRINT_50MB}; echo done-after-output`], { timeoutMs: 120_000 });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /output truncated/);
+      assert.ok(result.stdout.length <= 1024 * 1024 + 2048, `printed ${result.stdout.length} bytes`);
+      assert.doesNotMatch(result.stdout, /done-after-output/);
+      const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "1"]);
+      assert.equal(job.logsTruncated, true);
+      assert.equal(job.state, "succeeded");
+      assert.deepEqual(await leftoverProcesses(server.clusterId), []);
+    } finally {
+      killCluster(server.clusterId);
+      await server.stop();
+      server.cleanup();
+    }
+  });
+});
