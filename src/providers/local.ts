@@ -101,13 +101,7 @@ export class LocalProvider implements WorkerProvider {
     const entry = this.spawned.get(resourceId);
     if (entry && !entry.exit && !isAlive(pid)) {
       // Dead but not yet reaped (a zombie): its exit status arrives in a moment.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1000);
-        entry.child.once("exit", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await this.waitForExit(entry, 1000);
     }
     if (entry?.exit) {
       const { code, signal } = entry.exit;
@@ -121,17 +115,20 @@ export class LocalProvider implements WorkerProvider {
 
   async stop(resourceId: string, graceMs: number): Promise<void> {
     const pid = Number(resourceId);
+    const spawned = this.spawned.get(resourceId);
+    // An agent that reported its result exits by itself within moments: let it, rather than signal it.
+    if (spawned && !spawned.exit) await this.waitForExit(spawned, Math.min(graceMs, 100));
     let targets = this.processesOf(pid);
     const workerIds = new Set(targets.map((p) => p.workerId));
-    const known = this.spawned.get(resourceId);
-    if (known) workerIds.add(known.workerId);
+    if (spawned) workerIds.add(spawned.workerId);
     if (targets.length > 0) {
       this.signal(targets, "SIGTERM");
       const deadline = Date.now() + graceMs;
-      while (Date.now() < deadline) {
+      if (spawned && !spawned.exit) await this.waitForExit(spawned, graceMs);
+      targets = this.processesOf(pid);
+      while (targets.length > 0 && Date.now() < deadline) {
         await sleep(POLL_MS);
         targets = this.processesOf(pid);
-        if (targets.length === 0) break;
       }
       if (targets.length > 0) {
         this.signal(targets, "SIGKILL");
@@ -162,6 +159,17 @@ export class LocalProvider implements WorkerProvider {
   }
 
   async close(): Promise<void> {}
+
+  private waitForExit(spawned: Spawned, timeoutMs: number): Promise<void> {
+    if (spawned.exit) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      spawned.child.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
 
   private workDir(workerId: string): string {
     return join(this.options.workRoot, workerId);

@@ -55,7 +55,7 @@ export async function listen(handler: Handler, port: number, host: string): Prom
     session.on("close", () => sessions.delete(session));
   });
 
-  const server = net.createServer((socket) => {
+  const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     let seen = Buffer.alloc(0);
