@@ -53,6 +53,8 @@ const ServerEnv = z.object({
   HODEI_LOG_LIMIT_BYTES: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
   /** Workers the local provider runs at once. Default 16. */
   HODEI_LOCAL_MAX_WORKERS: int(1, 10_000).default(16),
+  /** Idle local agents kept booted for the next jobs (0 turns the warm pool off). Default 2. */
+  HODEI_LOCAL_WARM_WORKERS: int(0, 64).default(2),
   /** Address local workers use to reach the control plane. Default http://127.0.0.1:<port>. */
   HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
   /** The bundled agent. Default dist/agent.cjs of this package. */
@@ -113,6 +115,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     logLevel: e.HODEI_LOG_LEVEL,
     local: {
       maxWorkers: e.HODEI_LOCAL_MAX_WORKERS,
+      warmWorkers: e.HODEI_LOCAL_WARM_WORKERS,
       workerServerUrl: e.HODEI_LOCAL_WORKER_SERVER_URL,
       agentPath: e.HODEI_AGENT_PATH ?? join(packageRoot(), "dist", "agent.cjs"),
       nodePath: process.execPath,

@@ -1,8 +1,13 @@
-/** The agent's only reader of its environment, set by the provider that started the worker. */
+/**
+ * The agent's only reader of its environment and of its assignment.
+ *
+ * An agent starts idle ("warm"): its environment holds the server's worker-facing URL and the
+ * markers of its cluster, never a secret. The provider then hands it an assignment (the OTP token
+ * and the worker's identity) as one JSON line on stdin. Booting Node and loading the agent thus
+ * happen before a job needs the worker, not while it waits.
+ */
 export interface AgentConfig {
   serverUrl: string;
-  otpToken: string;
-  workDir: string;
   /** How long to keep trying to register (connection refused, not yet recorded). */
   registerTimeoutMs: number;
   /** How long to keep trying to reconnect a lost stream before giving up on the attempt. */
@@ -15,28 +20,78 @@ export interface AgentConfig {
   markers: Record<string, string>;
 }
 
-const MARKERS = ["HODEI_MANAGED_BY", "HODEI_CLUSTER_ID", "HODEI_WORKER_ID", "HODEI_WORKER_NAME", "HODEI_JOB_ID", "HODEI_ATTEMPT"];
+export interface Assignment {
+  otpToken: string;
+  workerId: string;
+  workerName: string;
+  jobId: string;
+  attempt: number;
+  workDir: string;
+}
 
 export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   const serverUrl = env.HODEI_SERVER_URL ?? "";
-  const otpToken = env.HODEI_OTP_TOKEN ?? "";
   if (!serverUrl) throw new Error("HODEI_SERVER_URL is not set: the agent needs the control plane's worker-facing address");
-  if (!otpToken) throw new Error("HODEI_OTP_TOKEN is not set: the agent needs the OTP token it was started with");
   const baseEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
     if (value !== undefined && !key.startsWith("HODEI_")) baseEnv[key] = value;
   }
-  const markers: Record<string, string> = {};
-  for (const key of MARKERS) if (env[key]) markers[key] = env[key]!;
-  markers.HODEI_WORKER_PID = String(process.pid);
+  const markers: Record<string, string> = { HODEI_MANAGED_BY: env.HODEI_MANAGED_BY ?? "hodei" };
+  if (env.HODEI_CLUSTER_ID) markers.HODEI_CLUSTER_ID = env.HODEI_CLUSTER_ID;
   return {
     serverUrl,
-    otpToken,
-    workDir: env.HODEI_WORK_DIR || process.cwd(),
     registerTimeoutMs: Number(env.HODEI_REGISTER_TIMEOUT_MS || 60_000),
     reconnectWindowMs: Number(env.HODEI_RECONNECT_WINDOW_MS || 120_000),
     flushIntervalMs: Number(env.HODEI_LOG_FLUSH_INTERVAL_MS || 25),
     baseEnv,
     markers,
   };
+}
+
+/** Parses the assignment line; throws with a message saying what is missing. */
+export function parseAssignment(line: string): Assignment {
+  const value = JSON.parse(line) as Partial<Assignment>;
+  for (const key of ["otpToken", "workerId", "workerName", "jobId", "workDir"] as const) {
+    if (typeof value[key] !== "string" || value[key] === "") throw new Error(`assignment: ${key} is missing`);
+  }
+  return { ...(value as Assignment), attempt: Number(value.attempt ?? 0) };
+}
+
+/** The markers every process of the job carries, so the provider finds the whole tree. */
+export function jobMarkers(config: AgentConfig, assignment: Assignment): Record<string, string> {
+  return {
+    ...config.markers,
+    HODEI_WORKER_ID: assignment.workerId,
+    HODEI_WORKER_NAME: assignment.workerName,
+    HODEI_JOB_ID: assignment.jobId,
+    HODEI_ATTEMPT: String(assignment.attempt),
+    HODEI_WORKER_PID: String(process.pid),
+  };
+}
+
+/** Reads the first line of stdin; null when stdin ends first (the provider let go of this agent). */
+export function readAssignmentLine(input: NodeJS.ReadableStream): Promise<string | null> {
+  return new Promise((resolve) => {
+    let buffer = "";
+    const onData = (chunk: Buffer | string) => {
+      buffer += chunk.toString();
+      const newline = buffer.indexOf("\n");
+      if (newline >= 0) {
+        cleanup();
+        resolve(buffer.slice(0, newline));
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(buffer.trim() ? buffer : null);
+    };
+    const cleanup = () => {
+      input.off("data", onData);
+      input.off("end", onEnd);
+      input.off("error", onEnd);
+    };
+    input.on("data", onData);
+    input.on("end", onEnd);
+    input.on("error", onEnd);
+  });
 }

@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   AgentMessageSchema,
   type AgentMessage,
@@ -17,7 +17,7 @@ import {
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import { type CommandOutcome, type RunningCommand, startCommand } from "./command.js";
-import { type AgentConfig, readAgentConfig } from "./config.js";
+import { type AgentConfig, type Assignment, jobMarkers, parseAssignment, readAgentConfig, readAssignmentLine } from "./config.js";
 import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
@@ -41,10 +41,23 @@ class Agent {
   private finished = false;
   private flushTimer: NodeJS.Timeout | null = null;
   private paused = false;
+  private assignment: Assignment | null = null;
+  private readonly sessionManager: Http2SessionManager;
 
   constructor(private readonly config: AgentConfig) {
-    const transport = createGrpcTransport({ baseUrl: config.serverUrl });
+    this.sessionManager = new Http2SessionManager(config.serverUrl);
+    const transport = createGrpcTransport({ baseUrl: config.serverUrl, sessionManager: this.sessionManager });
     this.client = createClient(WorkerService, transport);
+  }
+
+  /** While idle: open the connection to the control plane ahead of the assignment. */
+  preconnect(): void {
+    void this.sessionManager.connect().catch(() => {});
+  }
+
+  assign(assignment: Assignment): void {
+    this.assignment = assignment;
+    process.chdir(assignment.workDir);
   }
 
   async register(): Promise<RegisterResponse> {
@@ -52,7 +65,7 @@ class Agent {
     let delayMs = 50;
     for (;;) {
       try {
-        return await this.client.register({ otpToken: this.config.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
+        return await this.client.register({ otpToken: this.assignment!.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
       } catch (err) {
         const error = ConnectError.from(err);
         const retryable = error.code === Code.Unavailable || error.code === Code.Unknown || error.code === Code.Internal;
@@ -148,10 +161,10 @@ class Agent {
     if (this.runJob) return; // A resend after reconnect: already running.
     this.runJob = run;
     this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: 64 * 1024, windowBytes: 1024 * 1024 });
-    const env = { ...this.config.baseEnv, ...run.env, ...this.config.markers };
+    const env = { ...this.config.baseEnv, ...run.env, ...jobMarkers(this.config, this.assignment!) };
     log("job started", { jobId: run.jobId, attempt: run.attempt });
     this.job = startCommand(
-      { command: run.command, script: run.script, env, workDir: run.workingDir || this.config.workDir, timeoutSeconds: run.timeoutSeconds },
+      { command: run.command, script: run.script, env, workDir: run.workingDir || this.assignment!.workDir, timeoutSeconds: run.timeoutSeconds },
       (stream, data) => this.onOutput(stream, data),
     );
     void this.job.done.then((outcome) => {
@@ -261,6 +274,16 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const agent = new Agent(config);
+  agent.preconnect();
+  const line = await readAssignmentLine(process.stdin);
+  if (line === null) process.exit(0); // Released while idle.
+  process.stdin.destroy();
+  try {
+    agent.assign(parseAssignment(line));
+  } catch (err) {
+    log("bad assignment", { error: (err as Error).message });
+    process.exit(2);
+  }
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.once(signal, () => {
       void agent.terminate().finally(() => process.exit(143));

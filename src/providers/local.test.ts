@@ -138,7 +138,7 @@ describe("LocalProvider", () => {
       return child;
     }
 
-    it("names a worker by its agent's process id, which carries the cluster and worker markers", async () => {
+    it("names a worker by its agent's process id, which carries the cluster markers and a pid file", async () => {
       const spec = workerSpec();
       const resource = await start(spec);
       assert.equal(provider.resourceType, "process_id");
@@ -150,12 +150,18 @@ describe("LocalProvider", () => {
         5000,
       );
       assert.ok(agent, "the agent process carries our markers");
-      assert.equal(agent.workerId, spec.workerId);
+      assert.notEqual(agent.warmId, "", "an agent is marked by the id it was started under");
       assert.equal(agent.workerPid, agent.pid, "the agent is its own worker pid");
       assert.equal(agent.pgid, agent.pid, "the agent leads its own process group");
+      const pidFile = readFileSync(join(workRoot, spec.workerId, ".agent-pid"), "utf8");
+      assert.equal(pidFile, resource.resourceId, "the worker's directory records its agent");
+      assert.deepEqual(
+        (await provider.list()).map((r) => [r.resourceId, r.workerId]),
+        [[resource.resourceId, spec.workerId]],
+      );
     });
 
-    it("hands the OTP token to the agent in its environment, never on its command line", async () => {
+    it("hands the OTP token to the agent on stdin: never in its environment or on its command line", async () => {
       const spec = workerSpec();
       const resource = await start(spec);
       await eventually(
@@ -166,9 +172,28 @@ describe("LocalProvider", () => {
       const cmdline = readFileSync(`/proc/${resource.resourceId}/cmdline`, "latin1");
       const environ = readFileSync(`/proc/${resource.resourceId}/environ`, "latin1").split("\0");
       assert.equal(cmdline.includes(spec.otpToken), false);
-      assert.ok(environ.includes(`HODEI_OTP_TOKEN=${spec.otpToken}`));
+      assert.equal(environ.some((e) => e.includes(spec.otpToken)), false);
       assert.ok(environ.includes(`HODEI_SERVER_URL=${UNREACHABLE_SERVER_URL}`));
       assert.ok(environ.includes(`HODEI_CLUSTER_ID=${CLUSTER_ID}`));
+    });
+
+    it("keeps warm agents booted, hands the next worker to one, and releases them on close", async () => {
+      provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
+      const first = await start();
+      const idle = await eventually(
+        async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)),
+        (found) => found.length === 1,
+        5000,
+      );
+      assert.equal(idle.length, 1, "one idle agent waits");
+      assert.deepEqual((await provider.list()).map((r) => r.resourceId), [first.resourceId], "an idle agent is not a worker");
+      const second = await start();
+      assert.equal(second.resourceId, String(idle[0].pid), "the next worker is the warm agent");
+      await provider.stop(first.resourceId, GRACE_MS);
+      await provider.stop(second.resourceId, GRACE_MS);
+      await provider.close();
+      const left = await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000);
+      assert.deepEqual(left, [], "released idle agents exit");
     });
 
     it("stop also kills the job processes that carry the worker's markers", async () => {

@@ -2,12 +2,21 @@
  * LocalProvider: each worker is the agent running as a child process in its own process group,
  * with its own work directory. provider_resource_id is the agent's pid (resource_type process_id).
  *
- * The agent and every process of the job carry marker variables (see process-table.ts), so the
- * worker's whole process tree is found and killed by its markers even after the control plane
- * restarted or the agent died. stop() signals the process groups, waits graceMs, then SIGKILLs.
+ * Agents are started ahead of need ("warm", HODEI_LOCAL_WARM_WORKERS of them): booting Node and
+ * loading the agent take most of a short job's time, so that happens before a job arrives. An idle
+ * agent holds no secret and no identity; start() hands one its assignment (OTP token, worker id,
+ * work directory) on stdin. That is the only way an agent gets work, with or without a warm one.
+ * An idle agent exits when its stdin closes, so idle agents die with the control plane.
+ *
+ * Finding workers without memory: agents carry HODEI_CLUSTER_ID and HODEI_WARM_ID in their
+ * environment; job processes carry HODEI_WORKER_ID and HODEI_WORKER_PID (see process-table.ts).
+ * An assigned agent's pid is written to <work dir>/.agent-pid before it gets its assignment, so
+ * after a restart list() maps agents back to workers; an agent with no such file is idle.
+ * stop() signals the worker's process groups, waits graceMs, then SIGKILLs what is left.
  */
+import { randomUUID } from "node:crypto";
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PermanentError } from "../core/errors.js";
 import { findMarkedProcesses, isAlive, type MarkedProcess, readStat } from "./process-table.js";
@@ -25,21 +34,29 @@ export interface LocalProviderOptions {
   baseEnv: Record<string, string>;
   /** Extra environment for the agent (timeouts and the like). */
   agentEnv: Record<string, string>;
+  /** Idle agents kept booted, ready for the next worker. Default 0. */
+  warmWorkers?: number;
 }
 
-interface Spawned {
+interface Agent {
   child: ChildProcess;
-  workerId: string;
+  warmId: string;
+  serverUrl: string;
+  logPath: string;
+  workerId?: string;
   exit?: { code: number | null; signal: NodeJS.Signals | null };
 }
 
 const POLL_MS = 20;
+const AGENT_PID_FILE = ".agent-pid";
 
 export class LocalProvider implements WorkerProvider {
   readonly name = "local";
   readonly resourceType = "process_id" as const;
-  private readonly spawned = new Map<string, Spawned>(); // by pid
-  private readonly byName = new Map<string, string>(); // name -> pid
+  private readonly spawned = new Map<string, Agent>(); // assigned agents, by pid
+  private readonly byName = new Map<string, string>(); // worker name -> pid
+  private idle: Agent[] = [];
+  private isClosed = false;
   /** Called when an agent this process spawned exits, so the reconcile pass can look at once. */
   onWorkerExit: (resourceId: string) => void = () => {};
 
@@ -53,78 +70,56 @@ export class LocalProvider implements WorkerProvider {
     if (!existsSync(this.options.agentPath)) {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
     }
+    const agent = this.takeIdle(spec.serverUrl) ?? this.spawnAgent(spec.serverUrl);
+    this.fillPool(spec.serverUrl);
+    const pid = agent.child.pid!;
     const workDir = this.workDir(spec.workerId);
     mkdirSync(workDir, { recursive: true });
-    const logFd = openSync(join(workDir, ".agent.log"), "a");
-    let child: ChildProcess;
+    // Recorded before the agent learns who it is, so a restart can always map it back.
+    writeFileSync(join(workDir, AGENT_PID_FILE), String(pid));
     try {
-      child = spawn(this.options.nodePath, [this.options.agentPath], {
-        cwd: workDir,
-        detached: true,
-        stdio: ["ignore", logFd, logFd],
-        env: {
-          ...this.options.baseEnv,
-          ...this.options.agentEnv,
-          HODEI_MANAGED_BY: "hodei",
-          HODEI_CLUSTER_ID: this.options.clusterId,
-          HODEI_WORKER_ID: spec.workerId,
-          HODEI_WORKER_NAME: spec.name,
-          HODEI_JOB_ID: spec.jobId,
-          HODEI_ATTEMPT: String(spec.attempt),
-          HODEI_SERVER_URL: spec.serverUrl,
-          HODEI_OTP_TOKEN: spec.otpToken,
-          HODEI_WORK_DIR: workDir,
-        },
-      });
-    } finally {
-      closeSync(logFd);
+      renameSync(agent.logPath, join(workDir, ".agent.log"));
+    } catch {
+      // The log stays where it was; diagnostics only.
     }
-    const pid = child.pid;
-    if (pid === undefined) {
-      const error = await new Promise<Error>((resolve) => child.once("error", resolve));
-      throw new Error(`local: spawn agent for ${spec.name}: ${error.message}`, { cause: error });
-    }
-    const resourceId = String(pid);
-    const entry: Spawned = { child, workerId: spec.workerId };
-    this.spawned.set(resourceId, entry);
-    this.byName.set(spec.name, resourceId);
-    child.once("exit", (code, signal) => {
-      entry.exit = { code, signal };
-      this.onWorkerExit(resourceId);
-    });
-    child.unref();
-    return { resourceId, resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    agent.workerId = spec.workerId;
+    this.spawned.set(String(pid), agent);
+    this.byName.set(spec.name, String(pid));
+    const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir };
+    agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
+    return { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
   }
 
   async inspect(resourceId: string): Promise<WorkerStatus> {
     const pid = Number(resourceId);
-    const entry = this.spawned.get(resourceId);
-    if (entry && !entry.exit && !isAlive(pid)) {
+    const agent = this.spawned.get(resourceId);
+    if (agent && !agent.exit && !isAlive(pid)) {
       // Dead but not yet reaped (a zombie): its exit status arrives in a moment.
-      await this.waitForExit(entry, 1000);
+      await waitForExit(agent, 1000);
     }
-    if (entry?.exit) {
-      const { code, signal } = entry.exit;
+    if (agent?.exit) {
+      const { code, signal } = agent.exit;
       return { state: "exited", exitCode: code, reason: signal ? `was killed by ${signal}` : `exited with code ${code}` };
     }
-    if (entry && isAlive(pid)) return { state: "running" };
+    if (agent && isAlive(pid)) return { state: "running" };
     // Not spawned by this process (the control plane restarted): trust the markers only.
-    const agent = findMarkedProcesses(this.options.clusterId).find((p) => p.pid === pid && p.workerPid === pid);
-    return agent ? { state: "running" } : { state: "gone" };
+    const found = findMarkedProcesses(this.options.clusterId).find((p) => p.pid === pid && p.workerPid === pid);
+    return found ? { state: "running" } : { state: "gone" };
   }
 
   async stop(resourceId: string, graceMs: number): Promise<void> {
     const pid = Number(resourceId);
-    const spawned = this.spawned.get(resourceId);
+    const agent = this.spawned.get(resourceId);
     // An agent that reported its result exits by itself within moments: let it, rather than signal it.
-    if (spawned && !spawned.exit) await this.waitForExit(spawned, Math.min(graceMs, 100));
+    if (agent && !agent.exit) await waitForExit(agent, Math.min(graceMs, 100));
     let targets = this.processesOf(pid);
-    const workerIds = new Set(targets.map((p) => p.workerId));
-    if (spawned) workerIds.add(spawned.workerId);
+    const workerIds = new Set(targets.map((p) => p.workerId).filter(Boolean));
+    if (agent?.workerId) workerIds.add(agent.workerId);
+    for (const [workerId, agentPid] of this.assignedAgentPids()) if (agentPid === pid) workerIds.add(workerId);
     if (targets.length > 0) {
       this.signal(targets, "SIGTERM");
       const deadline = Date.now() + graceMs;
-      if (spawned && !spawned.exit) await this.waitForExit(spawned, graceMs);
+      if (agent && !agent.exit) await waitForExit(agent, graceMs);
       targets = this.processesOf(pid);
       while (targets.length > 0 && Date.now() < deadline) {
         await sleep(POLL_MS);
@@ -144,10 +139,17 @@ export class LocalProvider implements WorkerProvider {
 
   async list(): Promise<ProviderResource[]> {
     const byPid = new Map<number, ProviderResource>();
+    const assigned = new Map([...this.assignedAgentPids()].map(([workerId, pid]) => [pid, workerId]));
     for (const p of findMarkedProcesses(this.options.clusterId)) {
+      let workerId = p.workerId;
+      if (!workerId) {
+        // An agent: assigned ones are mapped by their pid file; one without is idle, not a worker.
+        workerId = this.spawned.get(String(p.pid))?.workerId ?? assigned.get(p.pid) ?? "";
+        if (!workerId) continue;
+      }
       const current = byPid.get(p.workerPid);
       if (!current || p.startedAtMs < current.createdAtMs) {
-        byPid.set(p.workerPid, { resourceId: String(p.workerPid), resourceType: "process_id", workerId: p.workerId, createdAtMs: p.startedAtMs });
+        byPid.set(p.workerPid, { resourceId: String(p.workerPid), resourceType: "process_id", workerId, createdAtMs: p.startedAtMs });
       }
     }
     return [...byPid.values()];
@@ -155,24 +157,95 @@ export class LocalProvider implements WorkerProvider {
 
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
-    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath})` };
+    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}); ${this.idle.length} warm` };
   }
 
-  async close(): Promise<void> {}
+  /** Releases idle agents (they exit); assigned agents keep running. */
+  async close(): Promise<void> {
+    this.isClosed = true;
+    for (const agent of this.idle) agent.child.stdin?.end();
+    this.idle = [];
+  }
 
-  private waitForExit(spawned: Spawned, timeoutMs: number): Promise<void> {
-    if (spawned.exit) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      spawned.child.once("exit", () => {
-        clearTimeout(timer);
-        resolve();
+  // ---- the warm pool ------------------------------------------------------------------------
+
+  private takeIdle(serverUrl: string): Agent | undefined {
+    // Agents for another server URL are of no use: release them.
+    for (const agent of this.idle.filter((a) => a.serverUrl !== serverUrl)) agent.child.stdin?.end();
+    this.idle = this.idle.filter((a) => a.serverUrl === serverUrl && !a.exit && a.child.pid !== undefined);
+    return this.idle.shift();
+  }
+
+  private fillPool(serverUrl: string): void {
+    const wanted = this.options.warmWorkers ?? 0;
+    while (!this.isClosed && this.idle.length < wanted) this.idle.push(this.spawnAgent(serverUrl));
+  }
+
+  private spawnAgent(serverUrl: string): Agent {
+    const warmId = randomUUID();
+    const poolDir = join(this.options.workRoot, ".pool");
+    mkdirSync(poolDir, { recursive: true });
+    const logPath = join(poolDir, `${warmId}.log`);
+    const logFd = openSync(logPath, "a");
+    let child: ChildProcess;
+    try {
+      child = spawn(this.options.nodePath, [this.options.agentPath], {
+        cwd: this.options.workRoot,
+        detached: true,
+        stdio: ["pipe", logFd, logFd],
+        env: {
+          ...this.options.baseEnv,
+          ...this.options.agentEnv,
+          HODEI_MANAGED_BY: "hodei",
+          HODEI_CLUSTER_ID: this.options.clusterId,
+          HODEI_WARM_ID: warmId,
+          HODEI_SERVER_URL: serverUrl,
+        },
       });
+    } finally {
+      closeSync(logFd);
+    }
+    if (child.pid === undefined) throw new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}`);
+    const agent: Agent = { child, warmId, serverUrl, logPath };
+    child.stdin?.on("error", () => {}); // An agent that died while idle: its exit is handled below.
+    child.once("exit", (code, signal) => {
+      agent.exit = { code, signal };
+      if (agent.workerId) {
+        this.onWorkerExit(String(child.pid));
+      } else {
+        this.idle = this.idle.filter((a) => a !== agent);
+        rmSync(logPath, { force: true });
+      }
     });
+    child.unref();
+    (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    return agent;
   }
+
+  // ---- helpers --------------------------------------------------------------------------------
 
   private workDir(workerId: string): string {
     return join(this.options.workRoot, workerId);
+  }
+
+  /** worker id -> agent pid, from the pid files of the work directories. */
+  private assignedAgentPids(): Map<string, number> {
+    const result = new Map<string, number>();
+    let names: string[];
+    try {
+      names = readdirSync(this.options.workRoot);
+    } catch {
+      return result;
+    }
+    for (const name of names) {
+      if (name.startsWith(".")) continue;
+      try {
+        result.set(name, Number(readFileSync(join(this.options.workRoot, name, AGENT_PID_FILE), "utf8")));
+      } catch {
+        // No agent recorded for this directory.
+      }
+    }
+    return result;
   }
 
   /** The agent (pid) and every job process that names it, in this cluster. */
@@ -187,6 +260,17 @@ export class LocalProvider implements WorkerProvider {
     for (const pgid of groups) trySignal(-pgid, signal);
     for (const p of targets) trySignal(p.pid, signal);
   }
+}
+
+function waitForExit(agent: Agent, timeoutMs: number): Promise<void> {
+  if (agent.exit) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    agent.child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {

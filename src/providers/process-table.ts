@@ -1,7 +1,8 @@
 /**
  * Reads the machine's process table (Linux /proc) to find the processes of local workers.
  * Every process of a local worker carries marker variables in its environment:
- *   HODEI_MANAGED_BY=hodei, HODEI_CLUSTER_ID, HODEI_WORKER_ID, and (job processes) HODEI_WORKER_PID.
+ *   agents:        HODEI_MANAGED_BY=hodei, HODEI_CLUSTER_ID, HODEI_WARM_ID
+ *   job processes: HODEI_MANAGED_BY=hodei, HODEI_CLUSTER_ID, HODEI_WORKER_ID, HODEI_WORKER_PID
  * Markers survive the control plane's restart, so workers can be found and reaped without any
  * state kept in memory. Processes of other users or other clusters are never touched.
  */
@@ -11,7 +12,10 @@ export interface MarkedProcess {
   pid: number;
   pgid: number;
   clusterId: string;
+  /** Set on job processes; "" on an agent (its identity arrives after start, on stdin). */
   workerId: string;
+  /** Set on agents: the id it was started under, before it had a worker. */
+  warmId: string;
   /** The agent's pid (the worker's provider_resource_id); for the agent itself, its own pid. */
   workerPid: number;
   /** Start time, epoch ms. */
@@ -78,12 +82,13 @@ export function findMarkedProcesses(clusterId?: string): MarkedProcess[] {
     const env = readEnviron(pid);
     if (!env) continue;
     const cluster = env.get("HODEI_CLUSTER_ID") ?? "";
-    const workerId = env.get("HODEI_WORKER_ID");
-    if (!workerId || (clusterId !== undefined && cluster !== clusterId)) continue;
+    const workerId = env.get("HODEI_WORKER_ID") ?? "";
+    const warmId = env.get("HODEI_WARM_ID") ?? "";
+    if ((!workerId && !warmId) || (clusterId !== undefined && cluster !== clusterId)) continue;
     const stat = readStat(pid);
     if (!stat || stat.state === "Z" || stat.state === "X") continue;
     const workerPid = Number(env.get("HODEI_WORKER_PID") ?? pid);
-    found.push({ pid, pgid: stat.pgid, clusterId: cluster, workerId, workerPid, startedAtMs: stat.startedAtMs });
+    found.push({ pid, pgid: stat.pgid, clusterId: cluster, workerId, warmId, workerPid, startedAtMs: stat.startedAtMs });
   }
   return found;
 }

@@ -49,6 +49,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       agentPath: config.local.agentPath,
       nodePath: config.local.nodePath,
       workRoot: join(config.dataDir, "work"),
+      warmWorkers: config.local.warmWorkers,
       baseEnv: config.local.baseEnv,
       agentEnv: {
         HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -151,8 +151,33 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 15_000
   return value;
 }
 
-/** Waits for every process of the cluster to be gone; returns those still alive after timeoutMs. */
-export async function leftoverProcesses(clusterId: string, timeoutMs = 15_000) {
+/**
+ * Processes of workers of the cluster: job processes, and agents that were given a worker (their
+ * pid is in <data dir>/work/<worker id>/.agent-pid). Idle warm agents are not workers.
+ */
+export function workerProcesses(clusterId: string, dataDir: string) {
+  const assigned = new Set<number>();
+  const workRoot = join(dataDir, "work");
+  if (existsSync(workRoot)) {
+    for (const name of readdirSync(workRoot)) {
+      try {
+        assigned.add(Number(readFileSync(join(workRoot, name, ".agent-pid"), "utf8")));
+      } catch {
+        // not a worker directory
+      }
+    }
+  }
+  return findMarkedProcesses(clusterId).filter((p) => p.workerId !== "" || assigned.has(p.pid));
+}
+
+/** Waits for every worker process of the server's cluster to be gone; returns those still alive after timeoutMs. */
+export async function leftoverProcesses(server: { clusterId: string; dataDir: string }, timeoutMs = 15_000) {
+  await eventually(() => workerProcesses(server.clusterId, server.dataDir).length === 0, timeoutMs);
+  return workerProcesses(server.clusterId, server.dataDir);
+}
+
+/** After the server stopped: every process of the cluster, idle agents included, must be gone. */
+export async function anyClusterProcesses(clusterId: string, timeoutMs = 10_000) {
   await eventually(() => findMarkedProcesses(clusterId).length === 0, timeoutMs);
   return findMarkedProcesses(clusterId);
 }

@@ -5,8 +5,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { findMarkedProcesses } from "../../src/providers/process-table.js";
-import { eventually, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, sleep, startServerProcess } from "./harness.js";
+import { eventually, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, sleep, startServerProcess, workerProcesses } from "./harness.js";
 
 interface JobJson {
   id: string;
@@ -43,14 +42,14 @@ describe("the control plane killed with SIGKILL mid-job", () => {
       const id = (await runCli(first, ["run", "--detach", "--", "for i in $(seq 1 8); do echo tick $i; sleep 0.4; done"])).stdout.trim();
       await eventually(async () => (await runCli(first, ["logs", id])).stdout.includes("tick 2"));
       await first.kill();
-      assert.ok(findMarkedProcesses(clusterId).length > 0, "the worker outlives the control plane");
+      assert.ok(workerProcesses(clusterId, dataDir).length > 0, "the worker outlives the control plane");
       await sleep(500);
       second = await startServerProcess({}, { dataDir, clusterId, port });
       const job = await jobWhen(second, id, (j) => Boolean(j.timeline.destroyed));
       assert.equal(job.state, "succeeded", job.reason);
       const logs = await runCli(second, ["logs", id]);
       assert.equal(logs.stdout, Array.from({ length: 8 }, (_, i) => `tick ${i + 1}\n`).join(""));
-      assert.deepEqual(await leftoverProcesses(clusterId), []);
+      assert.deepEqual(await leftoverProcesses(second!), []);
     } finally {
       killCluster(clusterId);
       await first.kill();
@@ -67,13 +66,13 @@ describe("the control plane killed with SIGKILL mid-job", () => {
       const id = (await runCli(first, ["run", "--detach", "--", "echo started; sleep 300"])).stdout.trim();
       await eventually(async () => (await runCli(first, ["logs", id])).stdout.includes("started"));
       await first.kill();
-      for (const p of findMarkedProcesses(clusterId)) process.kill(p.pid, "SIGKILL");
+      for (const p of workerProcesses(clusterId, dataDir)) process.kill(p.pid, "SIGKILL");
       second = await startServerProcess({ HODEI_HEARTBEAT_TIMEOUT_MS: "3000" }, { dataDir, clusterId, port });
       const job = await jobWhen(second, id, (j) => Boolean(j.timeline.destroyed));
       assert.equal(job.state, "failed");
       assert.match(job.reason, /disappeared|killed|heartbeat/);
       assert.equal(job.logsIncomplete, true, "the logs are marked incomplete");
-      assert.deepEqual(await leftoverProcesses(clusterId), []);
+      assert.deepEqual(await leftoverProcesses(second!), []);
     } finally {
       killCluster(clusterId);
       await first.kill();
@@ -99,7 +98,7 @@ describe("a job that prints 50 MB", () => {
       assert.equal(logs.stdout.replaceAll("\n", "").length, FIFTY_MB, "every byte was stored");
       console.log(`# server peak RSS while streaming 50 MB: ${peak.toFixed(0)} MB`);
       assert.ok(peak < 300, `server peak RSS ${peak.toFixed(0)} MB should stay bounded`);
-      assert.deepEqual(await leftoverProcesses(server.clusterId), []);
+      assert.deepEqual(await leftoverProcesses(server), []);
     } finally {
       killCluster(server.clusterId);
       await server.stop();
@@ -118,7 +117,7 @@ describe("a job that prints 50 MB", () => {
       const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "1"]);
       assert.equal(job.logsTruncated, true);
       assert.equal(job.state, "succeeded");
-      assert.deepEqual(await leftoverProcesses(server.clusterId), []);
+      assert.deepEqual(await leftoverProcesses(server), []);
     } finally {
       killCluster(server.clusterId);
       await server.stop();

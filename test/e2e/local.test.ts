@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
-import { findMarkedProcesses } from "../../src/providers/process-table.js";
 import {
+  anyClusterProcesses,
   eventually,
   jsonCli,
   killCluster,
@@ -15,6 +15,7 @@ import {
   sleep,
   spawnCli,
   startServerProcess,
+  workerProcesses,
 } from "./harness.js";
 
 interface JobJson {
@@ -63,7 +64,7 @@ async function waitDestroyed(server: ServerProcess, id: string): Promise<JobJson
 }
 
 async function assertNothingLeft(server: ServerProcess): Promise<void> {
-  const left = await leftoverProcesses(server.clusterId);
+  const left = await leftoverProcesses(server);
   assert.deepEqual(left, [], `worker processes left behind: ${JSON.stringify(left)}`);
   const workers = await jsonCli<WorkerJson[]>(server, ["workers"]);
   assert.deepEqual(workers, [], "no worker should be live");
@@ -79,9 +80,11 @@ describe("hodei on the local provider", () => {
     await assertNothingLeft(server);
   });
   after(async () => {
-    killCluster(server.clusterId);
     await server.stop();
+    const left = await anyClusterProcesses(server.clusterId);
+    killCluster(server.clusterId);
     server.cleanup();
+    assert.deepEqual(left, [], "stopping the server releases its idle agents");
   });
 
   it("runs hello world, prints its output and exits 0", async () => {
@@ -169,7 +172,7 @@ describe("hodei on the local provider", () => {
     const running = await waitForState(server, id, ["running"]);
     assert.equal(running.state, "running");
     await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes(marker));
-    assert.ok(findMarkedProcesses(server.clusterId).length >= 3, "agent, shell and sleeps are running");
+    assert.ok(workerProcesses(server.clusterId, server.dataDir).length >= 3, "agent, shell and sleeps are running");
     const canceled = await runCli(server, ["cancel", id]);
     assert.equal(canceled.code, 0, canceled.stderr);
     const job = await waitDestroyed(server, id);
