@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   AgentMessageSchema,
   type AgentMessage,
@@ -42,17 +42,15 @@ class Agent {
   private flushTimer: NodeJS.Timeout | null = null;
   private paused = false;
   private assignment: Assignment | null = null;
-  private readonly sessionManager: Http2SessionManager;
 
   constructor(private readonly config: AgentConfig) {
-    this.sessionManager = new Http2SessionManager(config.serverUrl);
-    const transport = createGrpcTransport({ baseUrl: config.serverUrl, sessionManager: this.sessionManager });
+    const transport = createGrpcTransport({ baseUrl: config.serverUrl });
     this.client = createClient(WorkerService, transport);
   }
 
-  /** While idle: open the connection to the control plane ahead of the assignment. */
+  /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
-    void this.sessionManager.connect().catch(() => {});
+    void this.client.ping({}).catch((err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }));
   }
 
   assign(assignment: Assignment): void {
@@ -196,7 +194,10 @@ class Agent {
   private onOutput(stream: string, data: string): void {
     const logs = this.logs!;
     if (logs.append(stream, data)) this.pump();
+    // The first output after a quiet spell goes out at once; output that keeps coming is batched.
     if (!this.flushTimer) {
+      logs.flush();
+      this.pump();
       this.flushTimer = setTimeout(() => {
         this.flushTimer = null;
         logs.flush();
@@ -225,9 +226,16 @@ class Agent {
     );
   }
 
+  /**
+   * The result follows the last log chunk on the same ordered stream: the server stores every chunk
+   * before it reads the result, and checks that chunks 1..lastSeq are all there. After a reconnect,
+   * unacknowledged chunks are resent first, then the result again.
+   */
   private maybeSendResult(): void {
     const outcome = this.outcome;
-    if (!outcome || this.resultSent || !this.outgoing || !this.logs?.isFullyAcknowledged()) return;
+    if (!outcome || this.resultSent || !this.outgoing || !this.logs) return;
+    this.logs.flush();
+    this.pump();
     this.resultSent = true;
     this.outgoing.push(
       create(AgentMessageSchema, {

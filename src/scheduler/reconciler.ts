@@ -5,10 +5,10 @@
  * so a pass may be interrupted at any line and the next one converges.
  *
  * One pass:
- *   1. provision  claim due queued jobs while providers have capacity; start their workers
- *   2. deadlines  registration deadline, heartbeat lapse, timeout backstop, workers of ended jobs
- *   3. vanished   inspect live workers; an exited or missing one loses its attempt
- *   4. destroy    stop and remove every worker in `destroying`, retried until it succeeds
+ *   1. destroy    stop and remove every worker in `destroying`, retried until it succeeds
+ *   2. provision  claim due queued jobs while providers have capacity; start their workers
+ *   3. deadlines  registration deadline, heartbeat lapse, timeout backstop, workers of ended jobs
+ *   4. vanished   inspect live workers; an exited or missing one loses its attempt
  *   5. orphans    labelled resources with no live worker row are reaped after a grace period
  */
 import type { Logger } from "pino";
@@ -111,10 +111,11 @@ export class Reconciler {
     const now = this.o.clock.nowMs();
     const full = now - this.lastFullPassMs >= this.o.reconcileIntervalMs;
     if (full) this.lastFullPassMs = now;
+    // Destroying first: a finished job's worker is what a user waits on.
+    await this.destroyWorkers();
     await this.provision();
     await this.enforceDeadlines();
     await this.inspectWorkers(full);
-    await this.destroyWorkers();
     if (full) await this.reapOrphans();
   }
 
@@ -123,7 +124,7 @@ export class Reconciler {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
   }
 
-  // ---- 1. provision ---------------------------------------------------------------------------
+  // ---- 2. provision ---------------------------------------------------------------------------
 
   private async provision(): Promise<void> {
     const live = await this.o.store.countLiveWorkersByProvider();
@@ -178,7 +179,7 @@ export class Reconciler {
     this.nudge();
   }
 
-  // ---- 2. deadlines ---------------------------------------------------------------------------
+  // ---- 3. deadlines ---------------------------------------------------------------------------
 
   private async enforceDeadlines(): Promise<void> {
     const now = this.o.clock.nowMs();
@@ -215,7 +216,7 @@ export class Reconciler {
     }
   }
 
-  // ---- 3. vanished workers ----------------------------------------------------------------------
+  // ---- 4. vanished workers ----------------------------------------------------------------------
 
   private async inspectWorkers(full: boolean): Promise<void> {
     const candidates = await this.o.store.listWorkers(["waiting", "registered", "running"], 100_000);
@@ -248,7 +249,7 @@ export class Reconciler {
     );
   }
 
-  // ---- 4. destroy -----------------------------------------------------------------------------
+  // ---- 1. destroy -----------------------------------------------------------------------------
 
   private async destroyWorkers(): Promise<void> {
     const doomed = await this.o.store.listWorkers(["destroying"], 100_000);

@@ -19,6 +19,7 @@ import { hashToken, mintSessionToken } from "../core/token.js";
 import {
   type AgentMessage,
   type JobResult,
+  PingResponseSchema,
   RegisterResponseSchema,
   type ServerMessage,
   ServerMessageSchema,
@@ -95,7 +96,6 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       "worker registered; provider_resource_id taken from the OTP token",
     );
     deps.metrics.startupSeconds.observe({ provider: worker.provider }, (now - worker.created_at) / 1000);
-    deps.reconciler.nudge();
     return create(RegisterResponseSchema, {
       sessionToken: session,
       workerId: worker.id,
@@ -133,7 +133,11 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     }
   }
 
-  return { register, connect };
+  async function ping() {
+    return create(PingResponseSchema, { serverTimeMs: BigInt(clock.nowMs()) });
+  }
+
+  return { ping, register, connect };
 }
 
 /** One agent connection: reacts to what the agent sends. */

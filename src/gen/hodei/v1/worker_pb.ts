@@ -21,7 +21,37 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/worker.proto.
  */
 export const file_hodei_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChVob2RlaS92MS93b3JrZXIucHJvdG8SCGhvZGVpLnYxIk0KD1JlZ2lzdGVyUmVxdWVzdBIRCglvdHBfdG9rZW4YASABKAkSEAoIaG9zdG5hbWUYAiABKAkSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCSJ8ChBSZWdpc3RlclJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkSEQoJd29ya2VyX2lkGAIgASgJEg4KBmpvYl9pZBgDIAEoCRIPCgdhdHRlbXB0GAQgASgFEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgFIAEoBSKtAQoMQWdlbnRNZXNzYWdlEiAKBWhlbGxvGAEgASgLMg8uaG9kZWkudjEuSGVsbG9IABIiCgRsb2dzGAIgASgLMhIuaG9kZWkudjEuTG9nQmF0Y2hIABIoCgloZWFydGJlYXQYAyABKAsyEy5ob2RlaS52MS5IZWFydGJlYXRIABIlCgZyZXN1bHQYBCABKAsyEy5ob2RlaS52MS5Kb2JSZXN1bHRIAEIGCgRraW5kIioKBUhlbGxvEg8KB3N0YXJ0ZWQYASABKAgSEAoIbGFzdF9zZXEYAiABKAMiRgoITG9nQ2h1bmsSCwoDc2VxGAEgASgDEg4KBnN0cmVhbRgCIAEoCRIMCgRkYXRhGAMgASgJEg8KB3RpbWVfbXMYBCABKAMiLgoITG9nQmF0Y2gSIgoGY2h1bmtzGAEgAygLMhIuaG9kZWkudjEuTG9nQ2h1bmsiHAoJSGVhcnRiZWF0Eg8KB3RpbWVfbXMYASABKAMiugEKCUpvYlJlc3VsdBIRCglleGl0X2NvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhEKCXRpbWVkX291dBgDIAEoCBIQCghjYW5jZWxlZBgEIAEoCBINCgVlcnJvchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIVCg1kcm9wcGVkX2J5dGVzGAcgASgDEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAMSFgoOZmluaXNoZWRfYXRfbXMYCSABKAMiqwEKDVNlcnZlck1lc3NhZ2USHwoDcnVuGAEgASgLMhAuaG9kZWkudjEuUnVuSm9iSAASJQoGY2FuY2VsGAIgASgLMhMuaG9kZWkudjEuQ2FuY2VsSm9iSAASHwoDYWNrGAMgASgLMhAuaG9kZWkudjEuTG9nQWNrSAASKQoKcmVzdWx0X2FjaxgEIAEoCzITLmhvZGVpLnYxLlJlc3VsdEFja0gAQgYKBGtpbmQihAIKBlJ1bkpvYhIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRImCgNlbnYYBSADKAsyGS5ob2RlaS52MS5SdW5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAYgASgFEhcKD2xvZ19saW1pdF9ieXRlcxgHIAEoAxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYCCABKAUSEwoLd29ya2luZ19kaXIYCSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASItCglDYW5jZWxKb2ISDgoGcmVhc29uGAEgASgJEhAKCGdyYWNlX21zGAIgASgFIhUKBkxvZ0FjaxILCgNzZXEYASABKAMiCwoJUmVzdWx0QWNrMpIBCg1Xb3JrZXJTZXJ2aWNlEkEKCFJlZ2lzdGVyEhkuaG9kZWkudjEuUmVnaXN0ZXJSZXF1ZXN0GhouaG9kZWkudjEuUmVnaXN0ZXJSZXNwb25zZRI+CgdDb25uZWN0EhYuaG9kZWkudjEuQWdlbnRNZXNzYWdlGhcuaG9kZWkudjEuU2VydmVyTWVzc2FnZSgBMAFiBnByb3RvMw");
+  fileDesc("ChVob2RlaS92MS93b3JrZXIucHJvdG8SCGhvZGVpLnYxIg0KC1BpbmdSZXF1ZXN0IiYKDFBpbmdSZXNwb25zZRIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyJNCg9SZWdpc3RlclJlcXVlc3QSEQoJb3RwX3Rva2VuGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDWFnZW50X3ZlcnNpb24YAyABKAkifAoQUmVnaXN0ZXJSZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSDwoHYXR0ZW1wdBgEIAEoBRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKAUirQEKDEFnZW50TWVzc2FnZRIgCgVoZWxsbxgBIAEoCzIPLmhvZGVpLnYxLkhlbGxvSAASIgoEbG9ncxgCIAEoCzISLmhvZGVpLnYxLkxvZ0JhdGNoSAASKAoJaGVhcnRiZWF0GAMgASgLMhMuaG9kZWkudjEuSGVhcnRiZWF0SAASJQoGcmVzdWx0GAQgASgLMhMuaG9kZWkudjEuSm9iUmVzdWx0SABCBgoEa2luZCIqCgVIZWxsbxIPCgdzdGFydGVkGAEgASgIEhAKCGxhc3Rfc2VxGAIgASgDIkYKCExvZ0NodW5rEgsKA3NlcRgBIAEoAxIOCgZzdHJlYW0YAiABKAkSDAoEZGF0YRgDIAEoCRIPCgd0aW1lX21zGAQgASgDIi4KCExvZ0JhdGNoEiIKBmNodW5rcxgBIAMoCzISLmhvZGVpLnYxLkxvZ0NodW5rIhwKCUhlYXJ0YmVhdBIPCgd0aW1lX21zGAEgASgDIroBCglKb2JSZXN1bHQSEQoJZXhpdF9jb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEAoIY2FuY2VsZWQYBCABKAgSDQoFZXJyb3IYBSABKAkSEAoIbGFzdF9zZXEYBiABKAMSFQoNZHJvcHBlZF9ieXRlcxgHIAEoAxIVCg1zdGFydGVkX2F0X21zGAggASgDEhYKDmZpbmlzaGVkX2F0X21zGAkgASgDIqsBCg1TZXJ2ZXJNZXNzYWdlEh8KA3J1bhgBIAEoCzIQLmhvZGVpLnYxLlJ1bkpvYkgAEiUKBmNhbmNlbBgCIAEoCzITLmhvZGVpLnYxLkNhbmNlbEpvYkgAEh8KA2FjaxgDIAEoCzIQLmhvZGVpLnYxLkxvZ0Fja0gAEikKCnJlc3VsdF9hY2sYBCABKAsyEy5ob2RlaS52MS5SZXN1bHRBY2tIAEIGCgRraW5kIoQCCgZSdW5Kb2ISDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDwoHY29tbWFuZBgDIAMoCRIOCgZzY3JpcHQYBCABKAkSJgoDZW52GAUgAygLMhkuaG9kZWkudjEuUnVuSm9iLkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgGIAEoBRIXCg9sb2dfbGltaXRfYnl0ZXMYByABKAMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAggASgFEhMKC3dvcmtpbmdfZGlyGAkgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoJQ2FuY2VsSm9iEg4KBnJlYXNvbhgBIAEoCRIQCghncmFjZV9tcxgCIAEoBSIVCgZMb2dBY2sSCwoDc2VxGAEgASgDIgsKCVJlc3VsdEFjazLJAQoNV29ya2VyU2VydmljZRI1CgRQaW5nEhUuaG9kZWkudjEuUGluZ1JlcXVlc3QaFi5ob2RlaS52MS5QaW5nUmVzcG9uc2USQQoIUmVnaXN0ZXISGS5ob2RlaS52MS5SZWdpc3RlclJlcXVlc3QaGi5ob2RlaS52MS5SZWdpc3RlclJlc3BvbnNlEj4KB0Nvbm5lY3QSFi5ob2RlaS52MS5BZ2VudE1lc3NhZ2UaFy5ob2RlaS52MS5TZXJ2ZXJNZXNzYWdlKAEwAWIGcHJvdG8z");
+
+/**
+ * @generated from message hodei.v1.PingRequest
+ */
+export type PingRequest = Message<"hodei.v1.PingRequest"> & {
+};
+
+/**
+ * Describes the message hodei.v1.PingRequest.
+ * Use `create(PingRequestSchema)` to create a new message.
+ */
+export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_worker, 0);
+
+/**
+ * @generated from message hodei.v1.PingResponse
+ */
+export type PingResponse = Message<"hodei.v1.PingResponse"> & {
+  /**
+   * @generated from field: int64 server_time_ms = 1;
+   */
+  serverTimeMs: bigint;
+};
+
+/**
+ * Describes the message hodei.v1.PingResponse.
+ * Use `create(PingResponseSchema)` to create a new message.
+ */
+export const PingResponseSchema: GenMessage<PingResponse> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_worker, 1);
 
 /**
  * @generated from message hodei.v1.RegisterRequest
@@ -52,7 +82,7 @@ export type RegisterRequest = Message<"hodei.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 0);
+  messageDesc(file_hodei_v1_worker, 2);
 
 /**
  * @generated from message hodei.v1.RegisterResponse
@@ -91,7 +121,7 @@ export type RegisterResponse = Message<"hodei.v1.RegisterResponse"> & {
  * Use `create(RegisterResponseSchema)` to create a new message.
  */
 export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 1);
+  messageDesc(file_hodei_v1_worker, 3);
 
 /**
  * @generated from message hodei.v1.AgentMessage
@@ -132,7 +162,7 @@ export type AgentMessage = Message<"hodei.v1.AgentMessage"> & {
  * Use `create(AgentMessageSchema)` to create a new message.
  */
 export const AgentMessageSchema: GenMessage<AgentMessage> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 2);
+  messageDesc(file_hodei_v1_worker, 4);
 
 /**
  * First message on every Connect stream.
@@ -160,7 +190,7 @@ export type Hello = Message<"hodei.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 3);
+  messageDesc(file_hodei_v1_worker, 5);
 
 /**
  * @generated from message hodei.v1.LogChunk
@@ -196,7 +226,7 @@ export type LogChunk = Message<"hodei.v1.LogChunk"> & {
  * Use `create(LogChunkSchema)` to create a new message.
  */
 export const LogChunkSchema: GenMessage<LogChunk> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 4);
+  messageDesc(file_hodei_v1_worker, 6);
 
 /**
  * @generated from message hodei.v1.LogBatch
@@ -213,7 +243,7 @@ export type LogBatch = Message<"hodei.v1.LogBatch"> & {
  * Use `create(LogBatchSchema)` to create a new message.
  */
 export const LogBatchSchema: GenMessage<LogBatch> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 5);
+  messageDesc(file_hodei_v1_worker, 7);
 
 /**
  * @generated from message hodei.v1.Heartbeat
@@ -230,7 +260,7 @@ export type Heartbeat = Message<"hodei.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 6);
+  messageDesc(file_hodei_v1_worker, 8);
 
 /**
  * @generated from message hodei.v1.JobResult
@@ -295,7 +325,7 @@ export type JobResult = Message<"hodei.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 7);
+  messageDesc(file_hodei_v1_worker, 9);
 
 /**
  * @generated from message hodei.v1.ServerMessage
@@ -336,7 +366,7 @@ export type ServerMessage = Message<"hodei.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 8);
+  messageDesc(file_hodei_v1_worker, 10);
 
 /**
  * @generated from message hodei.v1.RunJob
@@ -397,7 +427,7 @@ export type RunJob = Message<"hodei.v1.RunJob"> & {
  * Use `create(RunJobSchema)` to create a new message.
  */
 export const RunJobSchema: GenMessage<RunJob> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 9);
+  messageDesc(file_hodei_v1_worker, 11);
 
 /**
  * @generated from message hodei.v1.CancelJob
@@ -421,7 +451,7 @@ export type CancelJob = Message<"hodei.v1.CancelJob"> & {
  * Use `create(CancelJobSchema)` to create a new message.
  */
 export const CancelJobSchema: GenMessage<CancelJob> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 10);
+  messageDesc(file_hodei_v1_worker, 12);
 
 /**
  * Every chunk up to and including seq is stored durably.
@@ -440,7 +470,7 @@ export type LogAck = Message<"hodei.v1.LogAck"> & {
  * Use `create(LogAckSchema)` to create a new message.
  */
 export const LogAckSchema: GenMessage<LogAck> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 11);
+  messageDesc(file_hodei_v1_worker, 13);
 
 /**
  * The result is recorded; the agent may exit.
@@ -455,12 +485,23 @@ export type ResultAck = Message<"hodei.v1.ResultAck"> & {
  * Use `create(ResultAckSchema)` to create a new message.
  */
 export const ResultAckSchema: GenMessage<ResultAck> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_worker, 12);
+  messageDesc(file_hodei_v1_worker, 14);
 
 /**
  * @generated from service hodei.v1.WorkerService
  */
 export const WorkerService: GenService<{
+  /**
+   * Answers at once. An idle agent calls it to check the worker-facing URL and to have its
+   * connection and code paths warm before it gets a worker.
+   *
+   * @generated from rpc hodei.v1.WorkerService.Ping
+   */
+  ping: {
+    methodKind: "unary";
+    input: typeof PingRequestSchema;
+    output: typeof PingResponseSchema;
+  },
   /**
    * @generated from rpc hodei.v1.WorkerService.Register
    */
