@@ -89,7 +89,7 @@ async function main(): Promise<void> {
 
     const t0 = performance.now();
     const ids = await Promise.all(Array.from({ length: THROUGHPUT_JOBS }, async (_, i) => (await client.submitJob({ command: ["echo", `job ${i}`] })).job!.id));
-    const finished = await Promise.all(ids.map((id) => waitDestroyedSlow(client, id)));
+    const finished = await waitAllDestroyed(client, new Set(ids));
     const elapsedS = (performance.now() - t0) / 1000;
     const failed = finished.filter((j) => j.state !== "succeeded").length;
 
@@ -112,11 +112,13 @@ async function main(): Promise<void> {
   }
 }
 
-async function waitDestroyedSlow(client: Client, id: string): Promise<Job> {
+/** One ListJobs call every 50 ms, until every job of `ids` has its worker destroyed. */
+async function waitAllDestroyed(client: Client, ids: Set<string>): Promise<Job[]> {
   for (;;) {
-    const job = await client.getJob({ id });
-    if (job.timeline?.destroyed) return job;
-    await new Promise((r) => setTimeout(r, 100));
+    const { jobs } = await client.listJobs({ limit: 500 });
+    const mine = jobs.filter((j) => ids.has(j.id));
+    if (mine.length === ids.size && mine.every((j) => j.timeline?.destroyed)) return mine;
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -143,9 +143,10 @@ class Agent {
             this.maybeSendResult();
             break;
           case "resultAck":
+            // Done: leave at once (returning cancels the stream) rather than wait for it to wind down.
             this.finished = true;
             outgoing.close();
-            break;
+            return;
         }
       }
     } finally {

@@ -71,7 +71,6 @@ export class LocalProvider implements WorkerProvider {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
     }
     const agent = this.takeIdle(spec.serverUrl) ?? this.spawnAgent(spec.serverUrl);
-    this.fillPool(spec.serverUrl);
     const pid = agent.child.pid!;
     const workDir = this.workDir(spec.workerId);
     mkdirSync(workDir, { recursive: true });
@@ -87,6 +86,8 @@ export class LocalProvider implements WorkerProvider {
     this.byName.set(spec.name, String(pid));
     const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir };
     agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
+    // Refill the pool after this worker is on its way, not before.
+    setImmediate(() => this.fillPool(spec.serverUrl));
     return { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
   }
 
