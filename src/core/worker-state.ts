@@ -36,3 +36,6 @@ export function canTransitionWorker(from: WorkerState, to: WorkerState): boolean
 export function workerStatesLeadingTo(to: WorkerState): WorkerState[] {
   return WORKER_STATES.filter((from) => TRANSITIONS[from].includes(to));
 }
+
+/** How a provider names its workers: the type recorded beside every provider_resource_id. */
+export type ResourceType = "container_id" | "pod_name" | "process_id";

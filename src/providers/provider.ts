@@ -3,7 +3,9 @@
  * Providers are dumb: no database, no retries, no job rules. The scheduler and the reconcile pass
  * decide; a provider only does what it is told, idempotently.
  */
-export type ResourceType = "container_id" | "pod_name" | "process_id";
+import type { ResourceType } from "../core/worker-state.js";
+
+export type { ResourceType };
 
 /** Everything a provider needs to start one worker. */
 export interface WorkerSpec {

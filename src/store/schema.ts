@@ -6,7 +6,7 @@
 import type { Generated, Selectable } from "kysely";
 import type { JobState } from "../core/job-state.js";
 import type { WorkerState } from "../core/worker-state.js";
-import type { ResourceType } from "../providers/provider.js";
+import type { ResourceType } from "../core/worker-state.js";
 
 export interface JobsTable {
   id: string;

@@ -7,7 +7,7 @@ import { type Kysely, sql } from "kysely";
 import { jobStatesLeadingTo, type JobState } from "../core/job-state.js";
 import type { JobSpec } from "../core/job-spec.js";
 import { workerStatesLeadingTo, type WorkerState, LIVE_WORKER_STATES } from "../core/worker-state.js";
-import type { ResourceType } from "../providers/provider.js";
+import type { ResourceType } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
 import type { Database, JobRow, JobsTable, LogRow, OtpTokenRow, WorkerRow, WorkersTable } from "./schema.js";
 

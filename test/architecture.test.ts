@@ -1,0 +1,64 @@
+/**
+ * The import rules of docs/architecture.md, checked mechanically:
+ *   core <- store, providers <- scheduler <- server;  agent uses only core and gen;
+ *   cli uses only gen, its own files and config.ts (plus the lazy import that starts a server).
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { describe, it } from "node:test";
+
+const SRC = resolve(import.meta.dirname, "../src");
+
+/** Top-level area of a file under src/ ("core", "store", ..., or the file name for src/*.ts). */
+function areaOf(file: string): string {
+  const rel = relative(SRC, file);
+  return rel.includes("/") ? rel.split("/")[0] : rel.replace(/\.ts$/, "");
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sourceFiles(path);
+    return name.endsWith(".ts") && !name.endsWith(".test.ts") && !name.endsWith(".contract.ts") ? [path] : [];
+  });
+}
+
+/** Relative imports of a file, resolved to areas, with whether each is a dynamic import(). */
+function importsOf(file: string): { area: string; spec: string; isDynamic: boolean }[] {
+  const text = readFileSync(file, "utf8");
+  const found: { area: string; spec: string; isDynamic: boolean }[] = [];
+  for (const match of text.matchAll(/(?:from\s+|import\s*\(\s*)["'](\.[^"']+)["']/g)) {
+    const target = resolve(dirname(file), match[1].replace(/\.js$/, ".ts"));
+    found.push({ area: areaOf(target), spec: match[1], isDynamic: match[0].startsWith("import") });
+  }
+  return found;
+}
+
+const ALLOWED: Record<string, string[]> = {
+  core: ["core"],
+  gen: ["gen"],
+  store: ["core", "store"],
+  providers: ["core", "providers"],
+  metrics: [],
+  config: [],
+  scheduler: ["core", "store", "providers", "scheduler", "metrics"],
+  server: ["core", "store", "providers", "scheduler", "server", "gen", "metrics", "config"],
+  agent: ["core", "gen", "agent"],
+  cli: ["cli", "gen", "config"],
+};
+
+describe("import rules", () => {
+  for (const file of sourceFiles(SRC)) {
+    const area = areaOf(file);
+    it(`${relative(SRC, file)} imports only what ${area} may use`, () => {
+      assert.ok(ALLOWED[area], `no rule for area "${area}": add one to test/architecture.test.ts`);
+      for (const imp of importsOf(file)) {
+        // The CLI starts the server through one lazy import, so client commands never load it.
+        if (area === "cli" && imp.isDynamic && imp.spec.endsWith("server/main.js")) continue;
+        if (imp.spec.endsWith("/package.json")) continue; // the version string
+        assert.ok(ALLOWED[area].includes(imp.area), `${relative(SRC, file)} imports ${imp.spec} (${imp.area})`);
+      }
+    });
+  }
+});
