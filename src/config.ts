@@ -23,12 +23,12 @@ const ServerEnv = z.object({
     .string()
     .refine((v) => /^(sqlite:|postgres(ql)?:\/\/)/.test(v), "must start with sqlite: or postgres://")
     .optional(),
-  /** Enabled providers, comma-separated. Default local. */
+  /** Enabled providers, comma-separated. Default: local, plus docker when a Docker daemon answers. */
   HODEI_PROVIDERS: z
     .string()
-    .default("local")
     .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
-    .pipe(z.array(z.enum(["local"], { message: "known providers: local" })).min(1)),
+    .pipe(z.array(z.enum(["local", "docker"], { message: "known providers: local, docker" })).min(1))
+    .optional(),
   /** Provider used when a job names none. Default: the first enabled one. */
   HODEI_DEFAULT_PROVIDER: z.string().optional(),
   /** Scopes the labels of everything this installation creates. Default: derived from the database URL. */
@@ -57,6 +57,18 @@ const ServerEnv = z.object({
   HODEI_LOCAL_WARM_WORKERS: int(0, 64).default(2),
   /** Address local workers use to reach the control plane. Default http://127.0.0.1:<port>. */
   HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
+  /** Socket of the Docker daemon. Default /var/run/docker.sock. */
+  HODEI_DOCKER_SOCKET: z.string().min(1).default("/var/run/docker.sock"),
+  /** Image of Docker jobs that name none. Default hodei-worker:latest (npx hodei image build). */
+  HODEI_DOCKER_IMAGE: z.string().min(1).default("hodei-worker:latest"),
+  /** Network mode of worker containers. Default host. */
+  HODEI_DOCKER_NETWORK_MODE: z.string().min(1).default("host"),
+  /** Address Docker workers use to reach the control plane. Default http://127.0.0.1:<port> (host network). */
+  HODEI_DOCKER_WORKER_SERVER_URL: z.url().optional(),
+  /** Host directory of the agent runtime mounted into jobs' own images. Default <data dir>/agent-runtime. */
+  HODEI_DOCKER_RUNTIME_DIR: z.string().min(1).optional(),
+  /** Containers the Docker provider runs at once. Default 8. */
+  HODEI_DOCKER_MAX_WORKERS: int(1, 10_000).default(8),
   /** The bundled agent. Default dist/agent.cjs of this package. */
   HODEI_AGENT_PATH: z.string().optional(),
   /** trace | debug | info | warn | error | silent. Default info. */
@@ -87,10 +99,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   const e = parsed.data;
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
-  const defaultProvider = e.HODEI_DEFAULT_PROVIDER ?? e.HODEI_PROVIDERS[0];
-  if (!e.HODEI_PROVIDERS.includes(defaultProvider as "local")) {
-    throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not in HODEI_PROVIDERS (${e.HODEI_PROVIDERS.join(",")})`);
-  }
+
   const canonicalDb = databaseUrl.startsWith("sqlite:") && !databaseUrl.includes(":memory:") ? `sqlite:${resolve(databaseUrl.slice(7))}` : databaseUrl;
   const clusterId = e.HODEI_CLUSTER_ID ?? `c${createHash("sha256").update(canonicalDb).digest("hex").slice(0, 12)}`;
   const baseEnv: Record<string, string> = {};
@@ -100,8 +109,10 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     host: e.HODEI_HOST,
     dataDir,
     databaseUrl,
-    providers: e.HODEI_PROVIDERS as string[],
-    defaultProvider,
+    /** Undefined when not set: the server enables local, and docker if a daemon answers. */
+    providers: e.HODEI_PROVIDERS as string[] | undefined,
+    /** Undefined when not set: the first enabled provider. */
+    defaultProvider: e.HODEI_DEFAULT_PROVIDER,
     clusterId,
     jobTimeoutSeconds: e.HODEI_JOB_TIMEOUT_SECONDS,
     registrationTimeoutMs: e.HODEI_REGISTRATION_TIMEOUT_MS,
@@ -113,6 +124,14 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
     logLevel: e.HODEI_LOG_LEVEL,
+    docker: {
+      socketPath: e.HODEI_DOCKER_SOCKET,
+      image: e.HODEI_DOCKER_IMAGE,
+      networkMode: e.HODEI_DOCKER_NETWORK_MODE,
+      workerServerUrl: e.HODEI_DOCKER_WORKER_SERVER_URL,
+      maxWorkers: e.HODEI_DOCKER_MAX_WORKERS,
+      runtimeDir: resolve(e.HODEI_DOCKER_RUNTIME_DIR ?? join(dataDir, "agent-runtime")),
+    },
     local: {
       maxWorkers: e.HODEI_LOCAL_MAX_WORKERS,
       warmWorkers: e.HODEI_LOCAL_WARM_WORKERS,

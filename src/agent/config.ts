@@ -1,10 +1,11 @@
 /**
  * The agent's only reader of its environment and of its assignment.
  *
- * An agent starts idle ("warm"): its environment holds the server's worker-facing URL and the
- * markers of its cluster, never a secret. The provider then hands it an assignment (the OTP token
- * and the worker's identity) as one JSON line on stdin. Booting Node and loading the agent thus
- * happen before a job needs the worker, not while it waits.
+ * Two ways to get an assignment (the OTP token and the worker's identity):
+ * - from stdin, one JSON line (local provider): the agent starts idle ("warm") with only the
+ *   server's worker-facing URL and its cluster's markers, and is handed a worker later;
+ * - from its environment (containers and pods): HODEI_OTP_TOKEN, HODEI_WORKER_ID, HODEI_WORKER_NAME,
+ *   HODEI_JOB_ID, HODEI_ATTEMPT, HODEI_WORK_DIR.
  */
 export interface AgentConfig {
   serverUrl: string;
@@ -55,6 +56,21 @@ export function parseAssignment(line: string): Assignment {
     if (typeof value[key] !== "string" || value[key] === "") throw new Error(`assignment: ${key} is missing`);
   }
   return { ...(value as Assignment), attempt: Number(value.attempt ?? 0) };
+}
+
+/** The assignment given in the environment, or null when the agent is to wait for one on stdin. */
+export function assignmentFromEnv(env: NodeJS.ProcessEnv): Assignment | null {
+  if (!env.HODEI_OTP_TOKEN) return null;
+  return parseAssignment(
+    JSON.stringify({
+      otpToken: env.HODEI_OTP_TOKEN,
+      workerId: env.HODEI_WORKER_ID,
+      workerName: env.HODEI_WORKER_NAME,
+      jobId: env.HODEI_JOB_ID,
+      attempt: env.HODEI_ATTEMPT,
+      workDir: env.HODEI_WORK_DIR || "/tmp/hodei-work",
+    }),
+  );
 }
 
 /** The markers every process of the job carries, so the provider finds the whole tree. */

@@ -4,6 +4,7 @@
  * output as acknowledged chunks, heartbeats, and reports the result only once every chunk is
  * acknowledged. It exits when the server has acknowledged the result.
  */
+import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -17,7 +18,15 @@ import {
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import { type CommandOutcome, type RunningCommand, startCommand } from "./command.js";
-import { type AgentConfig, type Assignment, jobMarkers, parseAssignment, readAgentConfig, readAssignmentLine } from "./config.js";
+import {
+  type AgentConfig,
+  type Assignment,
+  assignmentFromEnv,
+  jobMarkers,
+  parseAssignment,
+  readAgentConfig,
+  readAssignmentLine,
+} from "./config.js";
 import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
@@ -55,12 +64,14 @@ class Agent {
 
   assign(assignment: Assignment): void {
     this.assignment = assignment;
+    mkdirSync(assignment.workDir, { recursive: true });
     process.chdir(assignment.workDir);
   }
 
   async register(): Promise<RegisterResponse> {
     const deadline = Date.now() + this.config.registerTimeoutMs;
     let delayMs = 50;
+    let lastLogMs = 0;
     for (;;) {
       try {
         return await this.client.register({ otpToken: this.assignment!.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
@@ -69,6 +80,10 @@ class Agent {
         const retryable = error.code === Code.Unavailable || error.code === Code.Unknown || error.code === Code.Internal;
         if (!retryable || Date.now() + delayMs > deadline) {
           throw new Error(`register with ${this.config.serverUrl} failed: ${error.message}`, { cause: err });
+        }
+        if (Date.now() - lastLogMs > 2000) {
+          lastLogMs = Date.now();
+          log("cannot register with the control plane yet; retrying", { serverUrl: this.config.serverUrl, error: error.message });
         }
         await sleep(delayMs);
         delayMs = Math.min(delayMs * 2, 2000);
@@ -283,12 +298,16 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const agent = new Agent(config);
-  agent.preconnect();
-  const line = await readAssignmentLine(process.stdin);
-  if (line === null) process.exit(0); // Released while idle.
-  process.stdin.destroy();
   try {
-    agent.assign(parseAssignment(line));
+    let assignment = assignmentFromEnv(process.env);
+    if (!assignment) {
+      agent.preconnect();
+      const line = await readAssignmentLine(process.stdin);
+      if (line === null) process.exit(0); // Released while idle.
+      process.stdin.destroy();
+      assignment = parseAssignment(line);
+    }
+    agent.assign(assignment);
   } catch (err) {
     log("bad assignment", { error: (err as Error).message });
     process.exit(2);

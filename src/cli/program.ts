@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import pkg from "../../package.json" with { type: "json" };
 import { serverUrlOf } from "./client.js";
 import { registerCancelCommand } from "./commands/cancel.js";
+import { registerImageCommand } from "./commands/image.js";
 import { registerJobsCommand } from "./commands/jobs.js";
 import { registerLogsCommand } from "./commands/logs.js";
 import { registerProvidersCommand } from "./commands/providers.js";
@@ -19,6 +20,7 @@ import { USAGE_EXIT_CODE, describeError, formatUsageError } from "./errors.js";
 const EXAMPLES = `
 Examples:
   hodei server                                  run the control plane
+  hodei image build                             build the Docker worker image (offline, no registry)
   hodei run -- echo hello                       run a command, stream its output, exit with its code
   hodei run -e NAME=world -- sh -c 'echo hi $NAME'
   hodei run --detach --timeout 600 -- make test
@@ -39,6 +41,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (text, write) => write(formatUsageError(text)) });
 
   registerServerCommand(program);
+  registerImageCommand(program);
   registerRunCommand(program);
   registerJobsCommand(program);
   registerLogsCommand(program);

@@ -32,6 +32,8 @@ describe("validateJobSpec", () => {
         maxAttempts: 3,
         image: "alpine:3.20",
         idempotencyKey: "submit-42",
+        cpuMillis: 500,
+        memoryMb: 256,
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });

@@ -15,6 +15,10 @@ export interface JobSpec {
   maxAttempts: number;
   image: string;
   idempotencyKey: string;
+  /** CPU limit in thousandths of a core; 0 means none. */
+  cpuMillis: number;
+  /** Memory limit in MiB; 0 means none. */
+  memoryMb: number;
 }
 
 export const SPEC_LIMITS = {
@@ -28,6 +32,10 @@ export const SPEC_LIMITS = {
   maxTimeoutSeconds: 7 * 24 * 3600,
   maxAttempts: 10,
   idempotencyKeyBytes: 256,
+  maxCpuMillis: 256_000,
+  minMemoryMb: 16,
+  maxMemoryMb: 1024 * 1024,
+  imageBytes: 512,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -99,5 +107,16 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   const idempotencyKey = input.idempotencyKey ?? "";
   if (bytes(idempotencyKey) > SPEC_LIMITS.idempotencyKeyBytes) fail("idempotencyKey", `at most ${SPEC_LIMITS.idempotencyKeyBytes} bytes`);
 
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image: input.image ?? "", idempotencyKey };
+  const cpuMillis = input.cpuMillis ?? 0;
+  if (!Number.isInteger(cpuMillis) || cpuMillis < 0 || cpuMillis > SPEC_LIMITS.maxCpuMillis) {
+    fail("resources.cpuMillis", `between 0 (no limit) and ${SPEC_LIMITS.maxCpuMillis} thousandths of a core`);
+  }
+  const memoryMb = input.memoryMb ?? 0;
+  if (!Number.isInteger(memoryMb) || memoryMb < 0 || (memoryMb > 0 && memoryMb < SPEC_LIMITS.minMemoryMb) || memoryMb > SPEC_LIMITS.maxMemoryMb) {
+    fail("resources.memoryMb", `0 (no limit) or between ${SPEC_LIMITS.minMemoryMb} and ${SPEC_LIMITS.maxMemoryMb} MiB`);
+  }
+  const image = input.image ?? "";
+  if (bytes(image) > SPEC_LIMITS.imageBytes || /\s/.test(image)) fail("image", "not a valid image reference");
+
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb };
 }

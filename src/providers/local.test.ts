@@ -51,6 +51,9 @@ function workerSpec(): WorkerSpec {
     serverUrl: UNREACHABLE_SERVER_URL,
     image: "",
     deadlineSeconds: 600,
+    cpuMillis: 0,
+    memoryMb: 0,
+    onCreated: async () => {},
   };
 }
 

@@ -65,7 +65,9 @@ export class LocalProvider implements WorkerProvider {
   async start(spec: WorkerSpec): Promise<ProviderResource> {
     const existing = this.byName.get(spec.name);
     if (existing && isAlive(Number(existing))) {
-      return { resourceId: existing, resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+      const resource: ProviderResource = { resourceId: existing, resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+      await spec.onCreated(resource);
+      return resource;
     }
     if (!existsSync(this.options.agentPath)) {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
@@ -84,11 +86,13 @@ export class LocalProvider implements WorkerProvider {
     agent.workerId = spec.workerId;
     this.spawned.set(String(pid), agent);
     this.byName.set(spec.name, String(pid));
+    const resource: ProviderResource = { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    await spec.onCreated(resource);
     const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir };
     agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
     // Refill the pool after this worker is on its way, not before.
     setImmediate(() => this.fillPool(spec.serverUrl));
-    return { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    return resource;
   }
 
   async inspect(resourceId: string): Promise<WorkerStatus> {
@@ -154,6 +158,16 @@ export class LocalProvider implements WorkerProvider {
       }
     }
     return [...byPid.values()];
+  }
+
+  async lastOutput(resourceId: string): Promise<string> {
+    const workerId = this.spawned.get(resourceId)?.workerId ?? [...this.assignedAgentPids()].find(([, pid]) => String(pid) === resourceId)?.[0];
+    if (!workerId) return "";
+    try {
+      return tail(readFileSync(join(this.workDir(workerId), ".agent.log"), "utf8"), 20);
+    } catch {
+      return "";
+    }
   }
 
   async health(): Promise<ProviderHealth> {
@@ -272,6 +286,10 @@ function waitForExit(agent: Agent, timeoutMs: number): Promise<void> {
       resolve();
     });
   });
+}
+
+function tail(text: string, lines: number): string {
+  return text.trimEnd().split("\n").slice(-lines).join("\n");
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {

@@ -85,14 +85,23 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
         serverUrl: UNREACHABLE_SERVER_URL,
         image: "",
         deadlineSeconds: 600,
+        cpuMillis: 0,
+        memoryMb: 0,
+        onCreated: async () => {},
         ...h.specDefaults,
       };
     }
 
     /** start(), recording the resource for the cleanup before anything else can fail. */
     async function start(spec: WorkerSpec): Promise<ProviderResource> {
-      const resource = await provider.start(spec);
+      const created: ProviderResource[] = [];
+      const resource = await provider.start({ ...spec, onCreated: async (r) => void created.push(r) });
       started.push(resource);
+      assert.deepEqual(
+        created.map((r) => [r.resourceId, r.resourceType, r.workerId]),
+        [[resource.resourceId, resource.resourceType, resource.workerId]],
+        "onCreated reported the resource once, before start returned",
+      );
       return resource;
     }
 

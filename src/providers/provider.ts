@@ -21,6 +21,15 @@ export interface WorkerSpec {
   image: string;
   /** Seconds after which the provider may kill the worker on its own (backstop). */
   deadlineSeconds: number;
+  /** CPU limit in thousandths of a core; 0 means none. */
+  cpuMillis: number;
+  /** Memory limit in MiB; 0 means none. */
+  memoryMb: number;
+  /**
+   * Called once the resource exists and before its agent can run: the caller records the
+   * provider_resource_id here, so it is known before the agent can register.
+   */
+  onCreated(resource: ProviderResource): Promise<void>;
 }
 
 export interface ProviderResource {
@@ -55,6 +64,8 @@ export interface WorkerProvider {
   /** Every worker this provider created for this cluster (found by our labels). */
   list(): Promise<ProviderResource[]>;
   health(): Promise<ProviderHealth>;
+  /** Optional capability: the worker's last lines of output (agent or container), for failure reasons. */
+  lastOutput?(resourceId: string): Promise<string>;
   /** Releases clients and watchers; does not stop workers. */
   close(): Promise<void>;
 }

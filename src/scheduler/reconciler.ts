@@ -14,7 +14,7 @@
 import type { Logger } from "pino";
 import { nextAfterLoss } from "../core/backoff.js";
 import type { Clock } from "../core/clock.js";
-import { PermanentError, toError } from "../core/errors.js";
+import { PermanentError, toError, UnavailableError } from "../core/errors.js";
 import { newId, workerName } from "../core/ids.js";
 import { isTerminal } from "../core/job-state.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
@@ -47,6 +47,8 @@ export interface ReconcilerOptions {
 const TIMEOUT_BACKSTOP_MS = 10_000;
 /** Time an agent gets to flush and report after a cancel, past the stop grace. */
 const CANCEL_FLUSH_MS = 3_000;
+/** How long a provider found unavailable rests before its health is checked again. */
+const PROVIDER_RETRY_MS = 5_000;
 
 export class Reconciler {
   private readonly provisioning = new Set<string>(); // worker ids whose start() is in flight here
@@ -128,8 +130,9 @@ export class Reconciler {
 
   private async provision(): Promise<void> {
     const live = await this.o.store.countLiveWorkersByProvider();
+    const available = await this.availableProviders();
     const capacity = new Map<string, number>();
-    for (const [name, slot] of this.o.providers) capacity.set(name, slot.maxWorkers - (live.get(name) ?? 0));
+    for (const [name, slot] of this.o.providers) capacity.set(name, available.has(name) ? slot.maxWorkers - (live.get(name) ?? 0) : 0);
     for (const [name, slot] of this.o.providers) this.o.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);
     for (;;) {
       const open = [...capacity].filter(([, n]) => n > 0).map(([name]) => name);
@@ -155,6 +158,11 @@ export class Reconciler {
   private async startWorker(job: JobRow, worker: WorkerRow, otpToken: string): Promise<void> {
     const slot = this.o.providers.get(job.provider)!;
     const log = this.o.log.child({ jobId: job.id, workerId: worker.id, provider: job.provider });
+    let recorded: WorkerRow | null | undefined;
+    const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string) => {
+      recorded = await this.o.store.recordProvisioned(worker.id, resourceId, resourceType, this.o.clock.nowMs());
+      log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
+    };
     try {
       const resource = await slot.provider.start({
         workerId: worker.id,
@@ -164,19 +172,68 @@ export class Reconciler {
         otpToken,
         serverUrl: slot.workerServerUrl,
         image: job.image,
+        cpuMillis: job.cpu_millis,
+        memoryMb: job.memory_mb,
         deadlineSeconds: job.timeout_seconds + Math.ceil((this.o.registrationTimeoutMs + TIMEOUT_BACKSTOP_MS) / 1000) + 60,
+        onCreated: (r) => record(r.resourceId, r.resourceType),
       });
+      if (recorded === undefined) await record(resource.resourceId, resource.resourceType);
       this.o.metrics.workersStarted.inc({ provider: job.provider });
-      const row = await this.o.store.recordProvisioned(worker.id, resource.resourceId, resource.resourceType, this.o.clock.nowMs());
-      log.info({ providerResourceId: resource.resourceId, resourceType: resource.resourceType }, "worker provisioned; provider_resource_id recorded on worker and OTP token");
-      if (!row) log.info("attempt ended while the worker started; it will be destroyed");
+      if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
     } catch (err) {
       const error = toError(err);
       this.o.metrics.workerStartFailures.inc({ provider: job.provider });
       log.warn({ err: error }, "worker start failed");
-      await this.loseAttempt(worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError);
+      if (error instanceof UnavailableError) {
+        // The provider itself is down: the job waits for it; this try does not count as an attempt.
+        this.markUnhealthy(job.provider, error.message);
+        await this.requeueUncounted(worker, `${job.provider} is unavailable: ${error.message}; waiting for it`);
+      } else {
+        await this.loseAttempt(worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError);
+      }
     }
     this.nudge();
+  }
+
+  /** Puts a job back in the queue without spending one of its attempts. */
+  private async requeueUncounted(worker: WorkerRow, reason: string): Promise<void> {
+    const job = await this.o.store.getJob(worker.job_id);
+    if (!job) return;
+    const now = this.o.clock.nowMs();
+    await this.o.store.endAttempt(worker, "queued", now, { not_before_ms: now + PROVIDER_RETRY_MS, reason, max_attempts: job.max_attempts + 1 }, reason);
+  }
+
+  // ---- provider health ------------------------------------------------------------------------
+
+  /** Providers known to be down, until when their health is checked again. */
+  private readonly unhealthyUntil = new Map<string, number>();
+
+  private markUnhealthy(provider: string, detail: string): void {
+    if (!this.unhealthyUntil.has(provider)) this.o.log.warn({ provider, detail }, "provider unavailable; its jobs wait queued");
+    this.unhealthyUntil.set(provider, this.o.clock.nowMs() + PROVIDER_RETRY_MS);
+  }
+
+  /** Providers that may take work now: a down provider is re-checked every PROVIDER_RETRY_MS. */
+  private async availableProviders(): Promise<Set<string>> {
+    const available = new Set<string>();
+    const now = this.o.clock.nowMs();
+    for (const [name, slot] of this.o.providers) {
+      const until = this.unhealthyUntil.get(name);
+      if (until === undefined) {
+        available.add(name);
+        continue;
+      }
+      if (now < until) continue;
+      const health = await slot.provider.health().catch((err: Error) => ({ healthy: false, detail: err.message }));
+      if (health.healthy) {
+        this.unhealthyUntil.delete(name);
+        this.o.log.info({ provider: name }, "provider available again");
+        available.add(name);
+      } else {
+        this.markUnhealthy(name, health.detail);
+      }
+    }
+    return available;
   }
 
   // ---- 3. deadlines ---------------------------------------------------------------------------
@@ -199,7 +256,12 @@ export class Reconciler {
       if ((worker.state === "waiting" || worker.state === "provisioning") && worker.registration_deadline_ms <= now) {
         if (this.provisioning.has(worker.id)) continue; // start() still running here; judged when it returns
         const seconds = Math.round(this.o.registrationTimeoutMs / 1000);
-        await this.loseAttempt(worker, `the worker did not register within ${seconds}s (it could not reach the control plane at its worker-facing URL, or failed to start)`, "registration_deadline");
+        const output = await this.lastOutputOf(worker);
+        await this.loseAttempt(
+          worker,
+          `the worker did not register within ${seconds}s (it could not reach the control plane at its worker-facing URL, or failed to start)${output ? `; its last output: ${output}` : ""}`,
+          "registration_deadline",
+        );
         continue;
       }
       if (worker.state === "registered" || worker.state === "running") {
@@ -320,6 +382,14 @@ export class Reconciler {
   }
 
   // ---- shared -----------------------------------------------------------------------------------
+
+  /** The worker's last output, when its provider can tell (a capability), for failure reasons. */
+  private async lastOutputOf(worker: WorkerRow): Promise<string> {
+    const provider = this.o.providers.get(worker.provider)?.provider;
+    if (!provider?.lastOutput || !worker.provider_resource_id) return "";
+    const text = await provider.lastOutput(worker.provider_resource_id).catch(() => "");
+    return text.length > 600 ? `...${text.slice(-600)}` : text;
+  }
 
   /** An attempt lost to the infrastructure: retry it with a new worker, or fail the job. */
   async loseAttempt(worker: WorkerRow, reason: string, cause: string, permanent = false): Promise<void> {

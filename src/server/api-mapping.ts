@@ -73,6 +73,7 @@ export function toJob(job: JobRow, workers: WorkerRow[]): Job {
     attemptHistory: workers.map((w) => toAttempt(job, w)),
     logsTruncated: job.logs_truncated === 1,
     logsIncomplete: job.logs_incomplete === 1,
+    resources: { cpuMillis: job.cpu_millis, memoryMb: job.memory_mb },
   });
 }
 

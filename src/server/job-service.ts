@@ -85,6 +85,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           maxAttempts: req.maxAttempts,
           image: req.image,
           idempotencyKey: req.idempotencyKey,
+          cpuMillis: req.resources?.cpuMillis ?? 0,
+          memoryMb: req.resources?.memoryMb ?? 0,
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );

@@ -3,7 +3,7 @@
  * providers, the reconcile loop and the services, and serves them on one port. SIGTERM or SIGINT
  * stops it cleanly; running workers keep running and reconnect when a server is back.
  */
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
@@ -41,9 +41,20 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const logHub = new LogHub();
   const sessions = new SessionRegistry();
 
+  const enabled = config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])];
+  const defaultProvider = config.defaultProvider ?? enabled[0];
+  if (!enabled.includes(defaultProvider)) {
+    throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not an enabled provider (${enabled.join(",")})`);
+  }
+  const agentEnv = {
+    HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
+    HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
+  };
   const providers = new Map<string, ProviderSlot>();
+  /** Worker-facing URL per provider, when configured (else derived from the listening address). */
+  const workerUrls = new Map<string, string | undefined>();
   let local: LocalProvider | undefined;
-  if (config.providers.includes("local")) {
+  if (enabled.includes("local")) {
     local = new LocalProvider({
       clusterId: config.clusterId,
       agentPath: config.local.agentPath,
@@ -51,12 +62,26 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       workRoot: join(config.dataDir, "work"),
       warmWorkers: config.local.warmWorkers,
       baseEnv: config.local.baseEnv,
-      agentEnv: {
-        HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
-        HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
-      },
+      agentEnv,
     });
     providers.set("local", { provider: local, maxWorkers: config.local.maxWorkers, workerServerUrl: "" });
+    workerUrls.set("local", config.local.workerServerUrl);
+  }
+  if (enabled.includes("docker")) {
+    const { DockerProvider } = await import("../providers/docker.js");
+    const { assembleAgentRuntime } = await import("../providers/docker-image.js");
+    // Jobs that name their own image get the agent mounted from here.
+    await assembleAgentRuntime({ targetDir: config.docker.runtimeDir, nodePath: config.local.nodePath, agentPath: config.local.agentPath });
+    const docker = new DockerProvider({
+      clusterId: config.clusterId,
+      socketPath: config.docker.socketPath,
+      defaultImage: config.docker.image,
+      networkMode: config.docker.networkMode,
+      runtimeDir: config.docker.runtimeDir,
+      agentEnv,
+    });
+    providers.set("docker", { provider: docker, maxWorkers: config.docker.maxWorkers, workerServerUrl: "" });
+    workerUrls.set("docker", config.docker.workerServerUrl);
   }
 
   const reconciler = new Reconciler({
@@ -86,7 +111,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     interceptors: [errorInterceptor(log)],
     routes(router) {
       router.service(WorkerService, createWorkerService({ ...common, heartbeatIntervalMs: config.heartbeatIntervalMs, logLimitBytes: config.logLimitBytes }));
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider: config.defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds }));
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds }));
     },
     fallback(req, res) {
       void serveHttp(req, res as unknown as http.ServerResponse);
@@ -115,11 +140,11 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const listener = await listen(handler, config.port, config.host);
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
   const loopbackUrl = `http://127.0.0.1:${listener.port}`;
-  for (const slot of providers.values()) slot.workerServerUrl = config.local.workerServerUrl ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
+  for (const [name, slot] of providers) slot.workerServerUrl = workerUrls.get(name) ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
   reconciler.start();
   isServing = true;
   log.info(
-    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: config.providers, clusterId: config.clusterId },
+    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: enabled, clusterId: config.clusterId },
     "server listening",
   );
 
@@ -137,6 +162,19 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       log.info("server stopped");
     },
   };
+}
+
+/** True when a Docker daemon answers on the socket within timeoutMs. */
+function dockerDaemonAnswers(socketPath: string, timeoutMs = 1000): Promise<boolean> {
+  if (!existsSync(socketPath)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const req = http.get({ socketPath, path: "/_ping", timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(false));
+  });
 }
 
 /** `hodei server`: runs until SIGTERM or SIGINT. */

@@ -96,6 +96,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex("job_logs_cursor").on("job_logs").columns(["job_id", "id"]).execute();
       },
     },
+    "0002_job_resources": {
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable("jobs").addColumn("cpu_millis", "integer", (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema.alterTable("jobs").addColumn("memory_mb", "integer", (c) => c.notNull().defaultTo(0)).execute();
+      },
+    },
   };
 }
 

@@ -21,6 +21,10 @@ export interface JobsTable {
   /** JSON object. */
   labels: string;
   image: string;
+  /** Thousandths of a core; 0 means no limit. */
+  cpu_millis: number;
+  /** MiB; 0 means no limit. */
+  memory_mb: number;
   idempotency_key: string | null;
   max_attempts: number;
   /** Attempts started so far; the current attempt's number. */

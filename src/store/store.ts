@@ -41,7 +41,9 @@ export interface JobListQuery {
   before?: { createdAt: number; id: string };
 }
 
-type JobPatch = Partial<Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at">>;
+type JobPatch = Partial<
+  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "max_attempts">
+>;
 type WorkerPatch = Partial<
   Pick<WorkersTable, "failure_reason" | "finished_at" | "stop_deadline_ms" | "last_error" | "destroyed_at" | "started_at">
 >;
@@ -77,6 +79,8 @@ export class Store {
         timeout_seconds: spec.timeoutSeconds,
         labels: JSON.stringify(spec.labels),
         image: spec.image,
+        cpu_millis: spec.cpuMillis,
+        memory_mb: spec.memoryMb,
         idempotency_key: key,
         max_attempts: spec.maxAttempts,
         attempts: 0,

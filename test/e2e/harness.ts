@@ -49,6 +49,7 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
     HODEI_RECONCILE_INTERVAL_MS: "500",
     HODEI_ORPHAN_GRACE_MS: "2000",
     HODEI_STOP_GRACE_MS: "2000",
+    HODEI_PROVIDERS: "local",
     ...env,
   };
   const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });

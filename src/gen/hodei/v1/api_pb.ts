@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/api.proto.
  */
 export const file_hodei_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIuECChBTdWJtaXRKb2JSZXF1ZXN0Eg8KB2NvbW1hbmQYASADKAkSDgoGc2NyaXB0GAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEjAKA2VudhgEIAMoCzIjLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAUgASgFEjYKBmxhYmVscxgGIAMoCzImLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTGFiZWxzRW50cnkSFAoMbWF4X2F0dGVtcHRzGAcgASgFEg0KBWltYWdlGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLwoRU3VibWl0Sm9iUmVzcG9uc2USGgoDam9iGAEgASgLMg0uaG9kZWkudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiVgoPTGlzdEpvYnNSZXF1ZXN0Eg4KBnN0YXRlcxgBIAMoCRIQCghwcm92aWRlchgCIAEoCRINCgVsaW1pdBgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIkgKEExpc3RKb2JzUmVzcG9uc2USGwoEam9icxgBIAMoCzINLmhvZGVpLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJGCg5HZXRMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhQKDGFmdGVyX2N1cnNvchgDIAEoAyKAAQoITG9nRW50cnkSDwoHYXR0ZW1wdBgBIAEoBRILCgNzZXEYAiABKAMSDgoGc3RyZWFtGAMgASgJEgwKBGRhdGEYBCABKAkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAYgASgDIqECCghUaW1lbGluZRIqCgZxdWV1ZWQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Byb3Zpc2lvbmVkGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZWdpc3RlcmVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZGVzdHJveWVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAQoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAUgASgJEhUKDXJlc291cmNlX3R5cGUYBiABKAkSFAoMd29ya2VyX3N0YXRlGAcgASgJEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiQKCHRpbWVsaW5lGAkgASgLMhIuaG9kZWkudjEuVGltZWxpbmUi6AQKA0pvYhIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRIQCghwcm92aWRlchgFIAEoCRIjCgNlbnYYBiADKAsyFi5ob2RlaS52MS5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAcgASgFEikKBmxhYmVscxgIIAMoCzIZLmhvZGVpLnYxLkpvYi5MYWJlbHNFbnRyeRINCgVpbWFnZRgJIAEoCRIWCglleGl0X2NvZGUYCiABKAVIAIgBARIOCgZyZWFzb24YCyABKAkSEAoIYXR0ZW1wdHMYDCABKAUSFAoMbWF4X2F0dGVtcHRzGA0gASgFEi4KCmNyZWF0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgh0aW1lbGluZRgQIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEioKD2F0dGVtcHRfaGlzdG9yeRgRIAMoCzIRLmhvZGVpLnYxLkF0dGVtcHQSFgoObG9nc190cnVuY2F0ZWQYEiABKAgSFwoPbG9nc19pbmNvbXBsZXRlGBMgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfZXhpdF9jb2RlIjAKEkxpc3RXb3JrZXJzUmVxdWVzdBILCgNhbGwYASABKAgSDQoFbGltaXQYAiABKAUixgIKBldvcmtlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAQgASgJEhUKDXJlc291cmNlX3R5cGUYBSABKAkSDQoFc3RhdGUYBiABKAkSDgoGam9iX2lkGAcgASgJEg8KB2F0dGVtcHQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3llZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgMIAEoCSI4ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiEKB3dvcmtlcnMYASADKAsyEC5ob2RlaS52MS5Xb3JrZXIiIgoRTGlzdFRva2Vuc1JlcXVlc3QSDQoFbGltaXQYASABKAUixQIKCE90cFRva2VuEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAMgASgJEhUKDXJlc291cmNlX3R5cGUYBCABKAkSEAoIY29uc3VtZWQYBSABKAgSDgoGam9iX2lkGAYgASgJEhEKCXdvcmtlcl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NvbnN1bWVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdleHBpcmVkGAwgASgIIjgKEkxpc3RUb2tlbnNSZXNwb25zZRIiCgZ0b2tlbnMYASADKAsyEi5ob2RlaS52MS5PdHBUb2tlbiIWChRMaXN0UHJvdmlkZXJzUmVxdWVzdCJ6CghQcm92aWRlchIMCgRuYW1lGAEgASgJEhIKCmlzX2RlZmF1bHQYAiABKAgSDwoHaGVhbHRoeRgDIAEoCBIOCgZkZXRhaWwYBCABKAkSEwoLbWF4X3dvcmtlcnMYBSABKAUSFgoOYWN0aXZlX3dvcmtlcnMYBiABKAUiPgoVTGlzdFByb3ZpZGVyc1Jlc3BvbnNlEiUKCXByb3ZpZGVycxgBIAMoCzISLmhvZGVpLnYxLlByb3ZpZGVyMroECgpKb2JTZXJ2aWNlEkQKCVN1Ym1pdEpvYhIaLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QaGy5ob2RlaS52MS5TdWJtaXRKb2JSZXNwb25zZRI1CgZHZXRKb2ISFy5ob2RlaS52MS5HZXRKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iIgOQAgESRgoITGlzdEpvYnMSGS5ob2RlaS52MS5MaXN0Sm9ic1JlcXVlc3QaGi5ob2RlaS52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESNgoJQ2FuY2VsSm9iEhouaG9kZWkudjEuQ2FuY2VsSm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYhI5CgdHZXRMb2dzEhguaG9kZWkudjEuR2V0TG9nc1JlcXVlc3QaEi5ob2RlaS52MS5Mb2dFbnRyeTABEk8KC0xpc3RXb3JrZXJzEhwuaG9kZWkudjEuTGlzdFdvcmtlcnNSZXF1ZXN0Gh0uaG9kZWkudjEuTGlzdFdvcmtlcnNSZXNwb25zZSIDkAIBEkwKCkxpc3RUb2tlbnMSGy5ob2RlaS52MS5MaXN0VG9rZW5zUmVxdWVzdBocLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXNwb25zZSIDkAIBElUKDUxpc3RQcm92aWRlcnMSHi5ob2RlaS52MS5MaXN0UHJvdmlkZXJzUmVxdWVzdBofLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIokDChBTdWJtaXRKb2JSZXF1ZXN0Eg8KB2NvbW1hbmQYASADKAkSDgoGc2NyaXB0GAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEjAKA2VudhgEIAMoCzIjLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAUgASgFEjYKBmxhYmVscxgGIAMoCzImLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTGFiZWxzRW50cnkSFAoMbWF4X2F0dGVtcHRzGAcgASgFEg0KBWltYWdlGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRImCglyZXNvdXJjZXMYCiABKAsyEy5ob2RlaS52MS5SZXNvdXJjZXMaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKCVJlc291cmNlcxISCgpjcHVfbWlsbGlzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBSIvChFTdWJtaXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5ob2RlaS52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJWCg9MaXN0Sm9ic1JlcXVlc3QSDgoGc3RhdGVzGAEgAygJEhAKCHByb3ZpZGVyGAIgASgJEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiSAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0uaG9kZWkudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIkYKDkdldExvZ3NSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgSFAoMYWZ0ZXJfY3Vyc29yGAMgASgDIoABCghMb2dFbnRyeRIPCgdhdHRlbXB0GAEgASgFEgsKA3NlcRgCIAEoAxIOCgZzdHJlYW0YAyABKAkSDAoEZGF0YRgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBiABKAMioQIKCFRpbWVsaW5lEioKBnF1ZXVlZBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcHJvdmlzaW9uZWQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJlZ2lzdGVyZWQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3N0YXJ0ZWQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGZpbmlzaGVkGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglkZXN0cm95ZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItwBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoBRIRCgl3b3JrZXJfaWQYAiABKAkSEwoLd29ya2VyX25hbWUYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSHAoUcHJvdmlkZXJfcmVzb3VyY2VfaWQYBSABKAkSFQoNcmVzb3VyY2VfdHlwZRgGIAEoCRIUCgx3b3JrZXJfc3RhdGUYByABKAkSFgoOZmFpbHVyZV9yZWFzb24YCCABKAkSJAoIdGltZWxpbmUYCSABKAsyEi5ob2RlaS52MS5UaW1lbGluZSKQBQoDSm9iEgoKAmlkGAEgASgJEg0KBXN0YXRlGAIgASgJEg8KB2NvbW1hbmQYAyADKAkSDgoGc2NyaXB0GAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEiMKA2VudhgGIAMoCzIWLmhvZGVpLnYxLkpvYi5FbnZFbnRyeRIXCg90aW1lb3V0X3NlY29uZHMYByABKAUSKQoGbGFiZWxzGAggAygLMhkuaG9kZWkudjEuSm9iLkxhYmVsc0VudHJ5Eg0KBWltYWdlGAkgASgJEhYKCWV4aXRfY29kZRgKIAEoBUgAiAEBEg4KBnJlYXNvbhgLIAEoCRIQCghhdHRlbXB0cxgMIAEoBRIUCgxtYXhfYXR0ZW1wdHMYDSABKAUSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiQKCHRpbWVsaW5lGBAgASgLMhIuaG9kZWkudjEuVGltZWxpbmUSKgoPYXR0ZW1wdF9oaXN0b3J5GBEgAygLMhEuaG9kZWkudjEuQXR0ZW1wdBIWCg5sb2dzX3RydW5jYXRlZBgSIAEoCBIXCg9sb2dzX2luY29tcGxldGUYEyABKAgSJgoJcmVzb3VyY2VzGBQgASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfZXhpdF9jb2RlIjAKEkxpc3RXb3JrZXJzUmVxdWVzdBILCgNhbGwYASABKAgSDQoFbGltaXQYAiABKAUixgIKBldvcmtlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAQgASgJEhUKDXJlc291cmNlX3R5cGUYBSABKAkSDQoFc3RhdGUYBiABKAkSDgoGam9iX2lkGAcgASgJEg8KB2F0dGVtcHQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3llZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgMIAEoCSI4ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiEKB3dvcmtlcnMYASADKAsyEC5ob2RlaS52MS5Xb3JrZXIiIgoRTGlzdFRva2Vuc1JlcXVlc3QSDQoFbGltaXQYASABKAUixQIKCE90cFRva2VuEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAMgASgJEhUKDXJlc291cmNlX3R5cGUYBCABKAkSEAoIY29uc3VtZWQYBSABKAgSDgoGam9iX2lkGAYgASgJEhEKCXdvcmtlcl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NvbnN1bWVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdleHBpcmVkGAwgASgIIjgKEkxpc3RUb2tlbnNSZXNwb25zZRIiCgZ0b2tlbnMYASADKAsyEi5ob2RlaS52MS5PdHBUb2tlbiIWChRMaXN0UHJvdmlkZXJzUmVxdWVzdCJ6CghQcm92aWRlchIMCgRuYW1lGAEgASgJEhIKCmlzX2RlZmF1bHQYAiABKAgSDwoHaGVhbHRoeRgDIAEoCBIOCgZkZXRhaWwYBCABKAkSEwoLbWF4X3dvcmtlcnMYBSABKAUSFgoOYWN0aXZlX3dvcmtlcnMYBiABKAUiPgoVTGlzdFByb3ZpZGVyc1Jlc3BvbnNlEiUKCXByb3ZpZGVycxgBIAMoCzISLmhvZGVpLnYxLlByb3ZpZGVyMroECgpKb2JTZXJ2aWNlEkQKCVN1Ym1pdEpvYhIaLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QaGy5ob2RlaS52MS5TdWJtaXRKb2JSZXNwb25zZRI1CgZHZXRKb2ISFy5ob2RlaS52MS5HZXRKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iIgOQAgESRgoITGlzdEpvYnMSGS5ob2RlaS52MS5MaXN0Sm9ic1JlcXVlc3QaGi5ob2RlaS52MS5MaXN0Sm9ic1Jlc3BvbnNlIgOQAgESNgoJQ2FuY2VsSm9iEhouaG9kZWkudjEuQ2FuY2VsSm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYhI5CgdHZXRMb2dzEhguaG9kZWkudjEuR2V0TG9nc1JlcXVlc3QaEi5ob2RlaS52MS5Mb2dFbnRyeTABEk8KC0xpc3RXb3JrZXJzEhwuaG9kZWkudjEuTGlzdFdvcmtlcnNSZXF1ZXN0Gh0uaG9kZWkudjEuTGlzdFdvcmtlcnNSZXNwb25zZSIDkAIBEkwKCkxpc3RUb2tlbnMSGy5ob2RlaS52MS5MaXN0VG9rZW5zUmVxdWVzdBocLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXNwb25zZSIDkAIBElUKDUxpc3RQcm92aWRlcnMSHi5ob2RlaS52MS5MaXN0UHJvdmlkZXJzUmVxdWVzdBofLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message hodei.v1.SubmitJobRequest
@@ -83,6 +83,13 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
    * @generated from field: string idempotency_key = 9;
    */
   idempotencyKey: string;
+
+  /**
+   * Limits applied to the worker (docker and kubernetes; the local provider ignores them).
+   *
+   * @generated from field: hodei.v1.Resources resources = 10;
+   */
+  resources?: Resources | undefined;
 };
 
 /**
@@ -91,6 +98,32 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
  */
 export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest> = /*@__PURE__*/
   messageDesc(file_hodei_v1_api, 0);
+
+/**
+ * @generated from message hodei.v1.Resources
+ */
+export type Resources = Message<"hodei.v1.Resources"> & {
+  /**
+   * Thousandths of a CPU core (1000 = one core); 0 means no limit.
+   *
+   * @generated from field: int32 cpu_millis = 1;
+   */
+  cpuMillis: number;
+
+  /**
+   * Memory in MiB; 0 means no limit.
+   *
+   * @generated from field: int32 memory_mb = 2;
+   */
+  memoryMb: number;
+};
+
+/**
+ * Describes the message hodei.v1.Resources.
+ * Use `create(ResourcesSchema)` to create a new message.
+ */
+export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 1);
 
 /**
  * @generated from message hodei.v1.SubmitJobResponse
@@ -107,7 +140,7 @@ export type SubmitJobResponse = Message<"hodei.v1.SubmitJobResponse"> & {
  * Use `create(SubmitJobResponseSchema)` to create a new message.
  */
 export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 1);
+  messageDesc(file_hodei_v1_api, 2);
 
 /**
  * @generated from message hodei.v1.GetJobRequest
@@ -124,7 +157,7 @@ export type GetJobRequest = Message<"hodei.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 2);
+  messageDesc(file_hodei_v1_api, 3);
 
 /**
  * @generated from message hodei.v1.ListJobsRequest
@@ -162,7 +195,7 @@ export type ListJobsRequest = Message<"hodei.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 3);
+  messageDesc(file_hodei_v1_api, 4);
 
 /**
  * @generated from message hodei.v1.ListJobsResponse
@@ -186,7 +219,7 @@ export type ListJobsResponse = Message<"hodei.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 4);
+  messageDesc(file_hodei_v1_api, 5);
 
 /**
  * @generated from message hodei.v1.CancelJobRequest
@@ -203,7 +236,7 @@ export type CancelJobRequest = Message<"hodei.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 5);
+  messageDesc(file_hodei_v1_api, 6);
 
 /**
  * @generated from message hodei.v1.GetLogsRequest
@@ -232,7 +265,7 @@ export type GetLogsRequest = Message<"hodei.v1.GetLogsRequest"> & {
  * Use `create(GetLogsRequestSchema)` to create a new message.
  */
 export const GetLogsRequestSchema: GenMessage<GetLogsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 6);
+  messageDesc(file_hodei_v1_api, 7);
 
 /**
  * @generated from message hodei.v1.LogEntry
@@ -274,7 +307,7 @@ export type LogEntry = Message<"hodei.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 7);
+  messageDesc(file_hodei_v1_api, 8);
 
 /**
  * @generated from message hodei.v1.Timeline
@@ -316,7 +349,7 @@ export type Timeline = Message<"hodei.v1.Timeline"> & {
  * Use `create(TimelineSchema)` to create a new message.
  */
 export const TimelineSchema: GenMessage<Timeline> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 8);
+  messageDesc(file_hodei_v1_api, 9);
 
 /**
  * @generated from message hodei.v1.Attempt
@@ -375,7 +408,7 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 9);
+  messageDesc(file_hodei_v1_api, 10);
 
 /**
  * @generated from message hodei.v1.Job
@@ -485,6 +518,11 @@ export type Job = Message<"hodei.v1.Job"> & {
    * @generated from field: bool logs_incomplete = 19;
    */
   logsIncomplete: boolean;
+
+  /**
+   * @generated from field: hodei.v1.Resources resources = 20;
+   */
+  resources?: Resources | undefined;
 };
 
 /**
@@ -492,7 +530,7 @@ export type Job = Message<"hodei.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 10);
+  messageDesc(file_hodei_v1_api, 11);
 
 /**
  * @generated from message hodei.v1.ListWorkersRequest
@@ -516,7 +554,7 @@ export type ListWorkersRequest = Message<"hodei.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 11);
+  messageDesc(file_hodei_v1_api, 12);
 
 /**
  * @generated from message hodei.v1.Worker
@@ -588,7 +626,7 @@ export type Worker = Message<"hodei.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 12);
+  messageDesc(file_hodei_v1_api, 13);
 
 /**
  * @generated from message hodei.v1.ListWorkersResponse
@@ -605,7 +643,7 @@ export type ListWorkersResponse = Message<"hodei.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 13);
+  messageDesc(file_hodei_v1_api, 14);
 
 /**
  * @generated from message hodei.v1.ListTokensRequest
@@ -622,7 +660,7 @@ export type ListTokensRequest = Message<"hodei.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 14);
+  messageDesc(file_hodei_v1_api, 15);
 
 /**
  * An OTP token as stored: never the secret, only what it was minted for.
@@ -696,7 +734,7 @@ export type OtpToken = Message<"hodei.v1.OtpToken"> & {
  * Use `create(OtpTokenSchema)` to create a new message.
  */
 export const OtpTokenSchema: GenMessage<OtpToken> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 15);
+  messageDesc(file_hodei_v1_api, 16);
 
 /**
  * @generated from message hodei.v1.ListTokensResponse
@@ -715,7 +753,7 @@ export type ListTokensResponse = Message<"hodei.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 16);
+  messageDesc(file_hodei_v1_api, 17);
 
 /**
  * @generated from message hodei.v1.ListProvidersRequest
@@ -728,7 +766,7 @@ export type ListProvidersRequest = Message<"hodei.v1.ListProvidersRequest"> & {
  * Use `create(ListProvidersRequestSchema)` to create a new message.
  */
 export const ListProvidersRequestSchema: GenMessage<ListProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 17);
+  messageDesc(file_hodei_v1_api, 18);
 
 /**
  * @generated from message hodei.v1.Provider
@@ -770,7 +808,7 @@ export type Provider = Message<"hodei.v1.Provider"> & {
  * Use `create(ProviderSchema)` to create a new message.
  */
 export const ProviderSchema: GenMessage<Provider> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 18);
+  messageDesc(file_hodei_v1_api, 19);
 
 /**
  * @generated from message hodei.v1.ListProvidersResponse
@@ -787,7 +825,7 @@ export type ListProvidersResponse = Message<"hodei.v1.ListProvidersResponse"> & 
  * Use `create(ListProvidersResponseSchema)` to create a new message.
  */
 export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 19);
+  messageDesc(file_hodei_v1_api, 20);
 
 /**
  * @generated from service hodei.v1.JobService

@@ -1,0 +1,186 @@
+/**
+ * The agent runtime: a directory that lets the agent run inside any image that has a shell, with
+ * or without glibc or node. It holds the host's node binary, every shared library node links
+ * (found with `ldd`), the dynamic loader and the bundled agent, in the layout every worker uses:
+ *
+ *   bin/node                     the host's node (process.execPath, symlinks resolved)
+ *   lib/<each library ldd lists> copied with symlinks followed, under the name node asks for
+ *   lib/ld-linux-x86-64.so.2     the loader; running node through it needs no glibc in the image
+ *   agent.cjs                    the bundled agent (dist/agent.cjs)
+ *   .hash                        content hash of all the above (written last)
+ *
+ * Inside a worker it sits at AGENT_ROOT, and the worker's command is AGENT_COMMAND.
+ *
+ * Invariants: a directory with a .hash is complete. assembleAgentRuntime does nothing when .hash
+ * matches the inputs, and otherwise builds a temporary sibling and renames it into place, so a
+ * reader never sees a half-built runtime. Gotcha for the agent: run through the loader,
+ * process.execPath is the loader, so child_process.fork breaks; spawn with explicit argv instead.
+ */
+import { execFile } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { basename, join, resolve } from "node:path";
+import { promisify } from "node:util";
+
+export const AGENT_ROOT = "/opt/hodei";
+const LOADER_NAME = "ld-linux-x86-64.so.2";
+
+/**
+ * How every worker starts the agent: node through the runtime's own loader and libraries.
+ * Frozen (mutating it throws), but typed string[] so it can be handed to Docker's Cmd/Entrypoint as is.
+ */
+export const AGENT_COMMAND = Object.freeze([
+  `${AGENT_ROOT}/lib/${LOADER_NAME}`,
+  "--library-path",
+  `${AGENT_ROOT}/lib`,
+  `${AGENT_ROOT}/bin/node`,
+  `${AGENT_ROOT}/agent.cjs`,
+]) as string[];
+
+/** Bump when the layout changes, so existing runtimes are rebuilt. */
+const LAYOUT_VERSION = "hodei-agent-runtime/1";
+const HASH_FILE = ".hash";
+
+export interface AgentRuntimeOptions {
+  /** Where the runtime goes (e.g. <data dir>/agent-runtime); created with its parents. */
+  targetDir: string;
+  /** The node binary to copy, usually process.execPath. */
+  nodePath: string;
+  /** The bundled agent, dist/agent.cjs. */
+  agentPath: string;
+}
+
+/** A shared object to copy: its name inside lib/ and the host file it comes from. */
+interface Library {
+  name: string;
+  path: string;
+}
+
+/** Builds the runtime in targetDir unless it is already up to date. Returns its absolute path and hash. */
+export async function assembleAgentRuntime(options: AgentRuntimeOptions): Promise<{ dir: string; hash: string }> {
+  const dir = resolve(options.targetDir);
+  const nodePath = await realpath(options.nodePath);
+  await requireFile(options.agentPath, "build it with `npm run build`");
+  const libraries = await sharedLibraries(nodePath);
+  const hash = await runtimeHash(nodePath, options.agentPath, libraries);
+  if ((await readRuntimeHash(dir)) === hash) return { dir, hash };
+
+  const staging = `${dir}.tmp-${randomUUID().slice(0, 8)}`;
+  try {
+    await writeRuntime(staging, nodePath, options.agentPath, libraries, hash);
+    await moveIntoPlace(staging, dir, hash);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+  return { dir, hash };
+}
+
+/** The hash of an assembled runtime, or null when dir holds none. */
+export async function readRuntimeHash(dir: string): Promise<string | null> {
+  try {
+    return (await readFile(join(dir, HASH_FILE), "utf8")).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+}
+
+/** The libraries `ldd` resolves for node, the loader last (also under its fixed name). */
+export async function sharedLibraries(nodePath: string): Promise<Library[]> {
+  let stdout: string;
+  try {
+    ({ stdout } = await promisify(execFile)("ldd", [nodePath]));
+  } catch (err) {
+    const detail = (err as { stderr?: string; stdout?: string; message: string }).stdout || (err as Error).message;
+    throw new Error(`agent runtime: \`ldd ${nodePath}\` failed (${detail.trim()}); the runtime needs a dynamically linked glibc node and ldd (package libc-bin)`, { cause: err });
+  }
+  return parseLdd(stdout, nodePath);
+}
+
+/** Parses `ldd` output: "name => /path (0x..)" lines and the "/path/ld-linux-*.so.* (0x..)" loader line. */
+export function parseLdd(output: string, nodePath: string): Library[] {
+  const libraries: Library[] = [];
+  let loader: string | undefined;
+  for (const line of output.split("\n").map((l) => l.trim())) {
+    const linked = /^(\S+) => (.+?)(?: \(0x[0-9a-f]+\))?$/.exec(line);
+    if (linked) {
+      if (linked[2] === "not found") throw new Error(`agent runtime: ${nodePath} needs ${linked[1]}, which is not installed on this host: install it and retry`);
+      if (linked[2].startsWith("/")) libraries.push({ name: linked[1], path: linked[2] });
+    } else if (/^\/\S*\/ld-linux[^/\s]*\.so\.\d+ \(0x/.test(line)) {
+      loader = line.split(" ")[0];
+    }
+  }
+  if (!loader) throw new Error(`agent runtime: ldd found no glibc loader for ${nodePath}; the runtime needs a dynamically linked glibc node`);
+  libraries.push({ name: basename(loader), path: loader });
+  // libc asks for the loader by its own name; the command runs it by the fixed one.
+  if (basename(loader) !== LOADER_NAME) libraries.push({ name: LOADER_NAME, path: loader });
+  return libraries;
+}
+
+/** sha256 over the layout version, node's bytes, the agent's bytes and each library's name, real path and size. */
+async function runtimeHash(nodePath: string, agentPath: string, libraries: Library[]): Promise<string> {
+  const hash = createHash("sha256").update(`${LAYOUT_VERSION}\n`);
+  for (const file of [nodePath, agentPath]) {
+    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+    hash.update("\n");
+  }
+  for (const lib of libraries) {
+    const [real, { size }] = await Promise.all([realpath(lib.path), stat(lib.path)]);
+    hash.update(`${lib.name} ${real} ${size}\n`);
+  }
+  return hash.digest("hex");
+}
+
+async function writeRuntime(dir: string, nodePath: string, agentPath: string, libraries: Library[], hash: string): Promise<void> {
+  await mkdir(join(dir, "bin"), { recursive: true });
+  await mkdir(join(dir, "lib"));
+  await copyFile(nodePath, join(dir, "bin", "node"));
+  await chmod(join(dir, "bin", "node"), 0o755);
+  for (const lib of libraries) {
+    await copyFile(lib.path, join(dir, "lib", lib.name)); // copyFile follows symlinks
+    await chmod(join(dir, "lib", lib.name), 0o755); // the loader is executed; the rest as Debian ships them
+  }
+  await copyFile(agentPath, join(dir, "agent.cjs"));
+  await chmod(join(dir, "agent.cjs"), 0o644);
+  await writeFile(join(dir, HASH_FILE), `${hash}\n`); // last: its presence means complete
+}
+
+/**
+ * Renames the finished staging directory to dir. Danger zone: replacing an older runtime takes two
+ * renames (old aside, new in), so for an instant dir is missing, never half-built; the old one is
+ * then deleted, which containers that mounted it notice only if they start node again.
+ */
+async function moveIntoPlace(staging: string, dir: string, hash: string): Promise<void> {
+  if (await renameIfFree(staging, dir)) return;
+  if ((await readRuntimeHash(dir)) === hash) return; // a concurrent assembly finished first
+  const old = `${dir}.old-${randomUUID().slice(0, 8)}`;
+  await rename(dir, old).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+  });
+  const isPlaced = await renameIfFree(staging, dir);
+  await rm(old, { recursive: true, force: true });
+  if (!isPlaced && (await readRuntimeHash(dir)) !== hash) {
+    throw new Error(`agent runtime: another process replaced ${dir} with a different runtime while this one was assembled; retry`);
+  }
+}
+
+/** rename(), or false when the destination is an existing non-empty directory. */
+async function renameIfFree(from: string, to: string): Promise<boolean> {
+  try {
+    await rename(from, to);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOTEMPTY" || code === "EEXIST") return false;
+    throw err;
+  }
+}
+
+async function requireFile(path: string, hint: string): Promise<void> {
+  try {
+    if (!(await stat(path)).isFile()) throw new Error("not a file");
+  } catch (err) {
+    throw new Error(`agent runtime: ${path} is missing: ${hint}`, { cause: err });
+  }
+}

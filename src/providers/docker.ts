@@ -1,0 +1,228 @@
+/**
+ * DockerProvider: one container per attempt on the Docker Engine API (dockerode, over the daemon's
+ * socket). provider_resource_id is the full 64-hex container id (resource_type container_id),
+ * reported through onCreated between create and start, so it is recorded before the agent can run.
+ *
+ * Every container is named hodei-worker-<uuid> and carries our labels (managed-by, cluster id, job,
+ * attempt, worker); list() finds them by the managed-by and cluster labels only, so two
+ * installations sharing a daemon never see each other's containers. Destroy is stop with a grace
+ * period, then remove, always by container id; a container that is already gone is not an error.
+ *
+ * The agent runs from /opt/hodei in every container: baked into the default worker image, or
+ * bind-mounted read-only from the host's agent runtime when a job names another image, so any image
+ * with a shell can run jobs.
+ */
+import Dockerode from "dockerode";
+import { PermanentError, UnavailableError } from "../core/errors.js";
+import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
+import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
+
+export const LABELS = {
+  managedBy: "io.hodei.managed-by",
+  clusterId: "io.hodei.cluster-id",
+  jobId: "io.hodei.job-id",
+  attempt: "io.hodei.attempt",
+  workerId: "io.hodei.worker-id",
+} as const;
+
+export interface DockerProviderOptions {
+  clusterId: string;
+  /** Socket of the Docker daemon. Default /var/run/docker.sock. */
+  socketPath: string;
+  /** Image of jobs that name none. */
+  defaultImage: string;
+  /** Docker network mode of workers. Default host. */
+  networkMode: string;
+  /** Host directory with the agent runtime, mounted at /opt/hodei for images other than the default. */
+  runtimeDir: string;
+  /** Extra environment for the agent (timeouts and the like). */
+  agentEnv: Record<string, string>;
+  /** Injected for tests; made from socketPath otherwise. */
+  docker?: Dockerode;
+}
+
+const WORK_DIR = "/tmp/hodei-work";
+
+export class DockerProvider implements WorkerProvider {
+  readonly name = "docker";
+  readonly resourceType = "container_id" as const;
+  private readonly docker: Dockerode;
+
+  constructor(private readonly options: DockerProviderOptions) {
+    this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath });
+  }
+
+  async start(spec: WorkerSpec): Promise<ProviderResource> {
+    const image = spec.image || this.options.defaultImage;
+    const mountsAgent = image !== this.options.defaultImage;
+    let id: string;
+    try {
+      const container = await this.docker.createContainer({
+        name: spec.name,
+        Image: image,
+        Entrypoint: AGENT_COMMAND,
+        Cmd: [],
+        WorkingDir: "/",
+        Env: [
+          ...Object.entries(this.options.agentEnv).map(([k, v]) => `${k}=${v}`),
+          "HODEI_MANAGED_BY=hodei",
+          `HODEI_CLUSTER_ID=${this.options.clusterId}`,
+          `HODEI_SERVER_URL=${spec.serverUrl}`,
+          `HODEI_OTP_TOKEN=${spec.otpToken}`,
+          `HODEI_WORKER_ID=${spec.workerId}`,
+          `HODEI_WORKER_NAME=${spec.name}`,
+          `HODEI_JOB_ID=${spec.jobId}`,
+          `HODEI_ATTEMPT=${spec.attempt}`,
+          `HODEI_WORK_DIR=${WORK_DIR}`,
+          "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ],
+        Labels: {
+          [LABELS.managedBy]: "hodei",
+          [LABELS.clusterId]: this.options.clusterId,
+          [LABELS.jobId]: spec.jobId,
+          [LABELS.attempt]: String(spec.attempt),
+          [LABELS.workerId]: spec.workerId,
+        },
+        HostConfig: {
+          NetworkMode: this.options.networkMode,
+          Init: true,
+          Memory: spec.memoryMb > 0 ? spec.memoryMb * 1024 * 1024 : undefined,
+          NanoCpus: spec.cpuMillis > 0 ? spec.cpuMillis * 1_000_000 : undefined,
+          Binds: mountsAgent ? [`${this.options.runtimeDir}:${AGENT_ROOT}:ro`] : undefined,
+        },
+      });
+      id = container.id;
+    } catch (err) {
+      id = await this.adoptOrThrow(spec, image, err);
+    }
+    const resource: ProviderResource = { resourceId: id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    await spec.onCreated(resource);
+    try {
+      await this.docker.getContainer(id).start();
+    } catch (err) {
+      if (statusOf(err) !== 304) throw wrap(`start container ${spec.name}`, err); // 304: already started
+    }
+    return resource;
+  }
+
+  async inspect(resourceId: string): Promise<WorkerStatus> {
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(resourceId).inspect();
+    } catch (err) {
+      if (statusOf(err) === 404) return { state: "gone" };
+      throw wrap(`inspect container ${resourceId}`, err);
+    }
+    const state = info.State;
+    if (state.Running || state.Restarting) return { state: "running" };
+    if (state.Status === "created") return { state: "pending" };
+    const reason = state.OOMKilled
+      ? "was killed for running out of memory (OOMKilled)"
+      : state.ExitCode === 137
+        ? "was killed (SIGKILL, exit code 137)"
+        : `exited with code ${state.ExitCode}`;
+    return { state: "exited", exitCode: state.ExitCode, reason };
+  }
+
+  async stop(resourceId: string, graceMs: number): Promise<void> {
+    const container = this.docker.getContainer(resourceId);
+    try {
+      await container.stop({ t: Math.ceil(graceMs / 1000) });
+    } catch (err) {
+      const status = statusOf(err);
+      if (status !== 304 && status !== 404) throw wrap(`stop container ${resourceId}`, err);
+    }
+    try {
+      await container.remove({ force: true, v: true });
+    } catch (err) {
+      const status = statusOf(err);
+      // 404: gone already; 409: removal already in progress (the next pass confirms it is gone).
+      if (status !== 404 && status !== 409) throw wrap(`remove container ${resourceId}`, err);
+    }
+  }
+
+  async list(): Promise<ProviderResource[]> {
+    let containers: Dockerode.ContainerInfo[];
+    try {
+      containers = await this.docker.listContainers({
+        all: true,
+        filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${this.options.clusterId}`] },
+      });
+    } catch (err) {
+      throw wrap("list containers", err);
+    }
+    return containers.map((c) => ({
+      resourceId: c.Id,
+      resourceType: "container_id" as const,
+      workerId: c.Labels[LABELS.workerId] ?? "",
+      createdAtMs: c.Created * 1000,
+    }));
+  }
+
+  async lastOutput(resourceId: string): Promise<string> {
+    try {
+      const raw = (await this.docker.getContainer(resourceId).logs({ stdout: true, stderr: true, tail: 20, follow: false })) as unknown as Buffer;
+      return demux(raw).trimEnd();
+    } catch {
+      return "";
+    }
+  }
+
+  async health(): Promise<ProviderHealth> {
+    try {
+      await this.docker.ping();
+    } catch (err) {
+      return { healthy: false, detail: `Docker daemon at ${this.options.socketPath} not answering: ${(err as Error).message}` };
+    }
+    try {
+      await this.docker.getImage(this.options.defaultImage).inspect();
+    } catch {
+      return { healthy: true, detail: `daemon up; default image ${this.options.defaultImage} missing: run "npx hodei image build"` };
+    }
+    return { healthy: true, detail: `daemon at ${this.options.socketPath}; image ${this.options.defaultImage}; network ${this.options.networkMode}` };
+  }
+
+  async close(): Promise<void> {}
+
+  /** Create failed: a container of that name from an earlier try is adopted; a missing image is permanent. */
+  private async adoptOrThrow(spec: WorkerSpec, image: string, err: unknown): Promise<string> {
+    const status = statusOf(err);
+    if (status === 409) {
+      const existing = await this.docker.getContainer(spec.name).inspect();
+      if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return existing.Id;
+    }
+    if (status === 404) {
+      const hint = image === this.options.defaultImage ? 'build it with "npx hodei image build"' : "pull or build it on the Docker host";
+      throw new PermanentError(`image ${image} not found; ${hint}`);
+    }
+    if (isConnectionError(err)) throw new UnavailableError(`Docker daemon at ${this.options.socketPath} not answering (${(err as Error).message})`);
+    throw wrap(`create container ${spec.name}`, err);
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { statusCode?: number } | undefined)?.statusCode;
+}
+
+function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === "ECONNREFUSED" || code === "ENOENT" || code === "EACCES" || code === "ECONNRESET";
+}
+
+function wrap(what: string, err: unknown): Error {
+  if (isConnectionError(err)) return new UnavailableError(`docker: ${what}: ${(err as Error).message}`);
+  return new Error(`docker: ${what}: ${(err as Error).message}`, { cause: err });
+}
+
+/** Docker's multiplexed log format: 8-byte frame headers (stream, 0, 0, 0, size as uint32 BE). */
+export function demux(raw: Buffer | string): string {
+  if (typeof raw === "string") return raw;
+  const parts: string[] = [];
+  let offset = 0;
+  while (offset + 8 <= raw.length) {
+    const size = raw.readUInt32BE(offset + 4);
+    parts.push(raw.subarray(offset + 8, offset + 8 + size).toString("utf8"));
+    offset += 8 + size;
+  }
+  return parts.join("");
+}
