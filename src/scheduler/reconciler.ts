@@ -299,10 +299,13 @@ export class Reconciler {
           }
           if (status.state === "pending" || status.state === "running") return;
           const what = `${worker.name} (${worker.resource_type} ${worker.provider_resource_id})`;
-          const reason =
-            status.state === "exited"
-              ? `the worker ${what} ${status.reason} before reporting a result`
-              : `the worker ${what} disappeared before reporting a result`;
+          const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
+          let reason =
+            status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
+          if (worker.state === "waiting") {
+            const output = await this.lastOutputOf(worker);
+            if (output) reason += `; its last output: ${output}`;
+          }
           // Re-read: the result may have been recorded while we looked.
           const fresh = await this.o.store.getWorker(worker.id);
           if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;

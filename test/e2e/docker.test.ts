@@ -1,0 +1,215 @@
+/**
+ * The whole system through the CLI with --provider docker: a real server, a real Docker daemon,
+ * containers from the offline worker image. After every test, each Docker token is consumed and
+ * carries the 64-hex id of a container that really was created, and no container of the cluster
+ * remains. Skips with a visible message when no daemon answers (a laptop); CI always has one.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import Dockerode from "dockerode";
+import { LABELS } from "../../src/providers/docker.js";
+import { busyboxRootfs, importRootfs } from "../../src/providers/docker-image.js";
+import { eventually, jsonCli, runCli, type ServerProcess, sleep, spawnCli, startServerProcess } from "./harness.js";
+
+const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
+const daemon = await docker.ping().then(
+  () => true,
+  () => false,
+);
+if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers");
+const SKIP = daemon ? false : "no Docker daemon answers on /var/run/docker.sock: Docker end-to-end tests skipped";
+if (SKIP) console.log(`# ${SKIP}`);
+
+interface JobJson {
+  id: string;
+  state: string;
+  exitCode: number | null;
+  reason: string;
+  attempts: number;
+  timeline: Record<string, string>;
+}
+interface TokenJson {
+  provider: string;
+  providerResourceId: string;
+  resourceType: string;
+  consumed: boolean;
+  jobId: string;
+}
+
+const BUSYBOX_ONLY = `hodei-test-busybox:${randomUUID().slice(0, 8)}`;
+
+describe("hodei on the docker provider", { skip: SKIP }, () => {
+  let server: ServerProcess;
+  const created = new Set<string>();
+  let events: NodeJS.ReadableStream | undefined;
+
+  async function containersOfCluster(clusterId: string) {
+    return docker.listContainers({ all: true, filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${clusterId}`] } });
+  }
+
+  async function waitDestroyed(srv: ServerProcess, id: string, timeoutMs = 30_000): Promise<JobJson> {
+    return (await eventually(async () => {
+      const job = await jsonCli<JobJson>(srv, ["jobs", "get", id]);
+      return job.timeline.destroyed ? job : null;
+    }, timeoutMs)) as JobJson;
+  }
+
+  /** Every Docker token is consumed and names a container that was really created. */
+  async function assertTokensAndNoContainers(srv: ServerProcess, expectConsumed = true): Promise<void> {
+    const tokens = (await jsonCli<TokenJson[]>(srv, ["tokens", "--limit", "1000"])).filter((t) => t.provider === "docker");
+    for (const token of tokens) {
+      if (token.providerResourceId === "") {
+        // The container was never created (a missing image): its token was never usable.
+        assert.equal(token.consumed, false);
+        continue;
+      }
+      assert.equal(token.resourceType, "container_id");
+      assert.match(token.providerResourceId, /^[0-9a-f]{64}$/);
+      assert.ok(created.has(token.providerResourceId), `token of job ${token.jobId} names container ${token.providerResourceId}, which was created`);
+      if (expectConsumed) assert.equal(token.consumed, true, `token of job ${token.jobId} consumed`);
+    }
+    const left = await eventually(async () => ((await containersOfCluster(srv.clusterId)).length === 0 ? [] : containersOfCluster(srv.clusterId)), 20_000);
+    assert.deepEqual(left, [], "no container of the cluster remains");
+  }
+
+  before(async () => {
+    server = await startServerProcess({ HODEI_PROVIDERS: "local,docker", HODEI_DEFAULT_PROVIDER: "local" });
+    events = (await docker.getEvents({ filters: { type: ["container"], event: ["create"], label: [`${LABELS.clusterId}=${server.clusterId}`] } })) as unknown as NodeJS.ReadableStream;
+    events.on("data", (chunk: Buffer) => {
+      for (const line of chunk.toString().split("\n").filter(Boolean)) created.add(JSON.parse(line).id as string);
+    });
+    await importRootfs(docker, { tag: BUSYBOX_ONLY, entries: await busyboxRootfs("/bin/busybox"), changes: [] });
+  });
+  afterEach(async () => {
+    await assertTokensAndNoContainers(server);
+  });
+  after(async () => {
+    (events as unknown as { destroy?: () => void })?.destroy?.();
+    await server.stop();
+    server.cleanup();
+    for (const c of await containersOfCluster(server.clusterId)) await docker.getContainer(c.Id).remove({ force: true });
+    await docker.getImage(BUSYBOX_ONLY).remove({ force: true }).catch(() => {});
+  });
+
+  it("runs hello world with the same output and exit code as on local", async () => {
+    const onDocker = await runCli(server, ["run", "--provider", "docker", "--", "echo", "hello world"]);
+    const onLocal = await runCli(server, ["run", "--provider", "local", "--", "echo", "hello world"]);
+    assert.equal(onDocker.code, 0, onDocker.stderr);
+    assert.equal(onDocker.stdout, "hello world\n");
+    assert.deepEqual([onDocker.code, onDocker.stdout], [onLocal.code, onLocal.stdout]);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "docker", "--limit", "1"]);
+    const done = await waitDestroyed(server, job.id);
+    assert.equal(done.state, "succeeded");
+  });
+
+  it("runs a data-processing pipeline", async () => {
+    const result = await runCli(server, ["run", "--provider", "docker", "--", "seq 1 100000 | grep 7 | sort -r | uniq | wc -l | tr -d ' '"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.trim(), "40951");
+  });
+
+  it("runs a CPU-bound loop", async () => {
+    const result = await runCli(server, ["run", "--provider", "docker", "--", "i=0; n=0; while [ $i -lt 100000 ]; do n=$(( (n + i * i) % 1000003 )); i=$((i+1)); done; echo $n"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout.trim(), /^\d+$/);
+  });
+
+  it("fails a job that exits 42 with exit code 42", async () => {
+    const result = await runCli(server, ["run", "--provider", "docker", "--", "echo failing; exit 42"]);
+    assert.equal(result.code, 42);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "docker", "--limit", "1"]);
+    assert.equal(job.state, "failed");
+    assert.equal(job.exitCode, 42);
+  });
+
+  it("runs a multi-line script", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "hodei-docker-script-")), "job.sh");
+    writeFileSync(file, 'echo "in $(pwd)"\nfor i in 1 2 3; do\n  echo "line $i"\ndone\n');
+    const result = await runCli(server, ["run", "--provider", "docker", "--script", file]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /line 1\nline 2\nline 3\n$/);
+  });
+
+  it("runs a job in an image with no Node and no glibc, through the mounted agent", async () => {
+    const result = await runCli(server, ["run", "--provider", "docker", "--image", BUSYBOX_ONLY, "--", "ls /usr/bin/node 2>/dev/null || echo no-node-here; echo ran"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, "no-node-here\nran\n");
+  });
+
+  it("cancels a running job and its container is gone", async () => {
+    const id = (await runCli(server, ["run", "--provider", "docker", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);
+    assert.equal((await runCli(server, ["cancel", id])).code, 0);
+    const job = await waitDestroyed(server, id);
+    assert.equal(job.state, "canceled");
+    assert.deepEqual(await containersOfCluster(server.clusterId), []);
+  });
+
+  it("fails a job whose container is killed from outside, with a clear reason", async () => {
+    const id = (await runCli(server, ["run", "--provider", "docker", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);
+    const [container] = await docker.listContainers({ filters: { label: [`${LABELS.jobId}=${id}`] } });
+    assert.ok(container, "the job's container runs");
+    await docker.getContainer(container.Id).kill();
+    const job = await waitDestroyed(server, id);
+    assert.equal(job.state, "failed");
+    assert.match(job.reason, new RegExp(container.Id));
+    assert.match(job.reason, /killed|exited|disappeared/);
+  });
+
+  it("fails fast with a clear reason when the image is missing, without retrying", async () => {
+    const started = Date.now();
+    const result = await runCli(server, ["run", "--provider", "docker", "--max-attempts", "3", "--image", "hodei-no-such-image:1", "--", "true"]);
+    assert.notEqual(result.code, 0);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "docker", "--limit", "1"]);
+    assert.equal(job.state, "failed");
+    assert.match(job.reason, /image hodei-no-such-image:1 not found/);
+    assert.equal(job.attempts, 1, "a missing image is not retried");
+    assert.ok(Date.now() - started < 15_000, "fails within seconds");
+  });
+
+  it("runs 20 concurrent jobs, all succeeding", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => runCli(server, ["run", "--provider", "docker", "--", `echo job-${i}`], { timeoutMs: 180_000 })),
+    );
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `job-${i}\n`);
+    });
+  });
+});
+
+describe("a Docker worker that cannot reach the server", { skip: SKIP }, () => {
+  it("fails at the registration deadline with the container's last output, and the container is removed", async () => {
+    const server = await startServerProcess({
+      HODEI_PROVIDERS: "docker",
+      HODEI_DOCKER_WORKER_SERVER_URL: "http://127.0.0.1:9",
+      HODEI_REGISTRATION_TIMEOUT_MS: "6000",
+    });
+    try {
+      const id = (await runCli(server, ["run", "--detach", "--", "echo never"])).stdout.trim();
+      const job = (await eventually(async () => {
+        const j = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+        return j.timeline.destroyed ? j : null;
+      }, 40_000)) as JobJson;
+      assert.equal(job.state, "failed");
+      assert.match(job.reason, /did not register within 6s|before registering/);
+      assert.match(job.reason, /last output: .*cannot register with the control plane.*127\.0\.0\.1:9/s);
+      const [token] = await jsonCli<TokenJson[]>(server, ["tokens"]);
+      assert.equal(token.consumed, false, "the token was never used");
+      assert.match(token.providerResourceId, /^[0-9a-f]{64}$/);
+      const left = await docker.listContainers({ all: true, filters: { label: [`${LABELS.clusterId}=${server.clusterId}`] } });
+      assert.deepEqual(left, []);
+    } finally {
+      await server.stop();
+      server.cleanup();
+    }
+  });
+});
+
+void sleep;
+void spawnCli;
