@@ -1,24 +1,43 @@
 /**
- * `npm run bench`: latency and throughput of the local provider, beside a baseline measured in the
- * same run. Prints a JSON summary. Not a test: figures only, no pass/fail.
+ * `npm run bench`: latency and throughput of the local provider, and latency of the Docker provider,
+ * each beside a baseline measured in the same run. Prints a JSON summary. Not a test: figures only,
+ * no pass/fail.
  *
+ * local (top level of the JSON):
  *   baseline      spawn the agent's Node binary with a script that exits at once, wait for its exit
  *   hello world   submit `echo hello` -> job succeeded and its worker destroyed (client-observed)
  *   throughput    200 jobs submitted at once -> all succeeded and destroyed
+ * docker (the "docker" key; {"skipped": ...} when no daemon answers):
+ *   baseline      through dockerode: create + start + wait + remove a container of the worker image
+ *                 (network host) whose command exits at once
+ *   hello world   submit `echo hello` with provider docker -> succeeded and its container removed
+ *
+ * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
+ * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
+ * checked empty (and cleaned) at the end.
  */
 import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import Dockerode from "dockerode";
 import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { LABELS } from "../src/providers/docker.js";
 import { startServerProcess } from "../test/e2e/harness.js";
 
 const WORKER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
 const HELLO_RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const THROUGHPUT_JOBS = Number(process.env.BENCH_JOBS ?? 200);
+const DOCKER_SOCKET = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";
+const DOCKER_IMAGE = "hodei-worker:latest";
+/** Marks the bench's own baseline containers, so that they are all found and removed. */
+const BENCH_LABEL = "io.hodei.bench-run";
+const BENCH_RUN_ID = randomUUID();
+const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -49,10 +68,11 @@ async function baseline(runs: number): Promise<number[]> {
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
+/** Until the job has ended and its worker is destroyed (the timeline is the latest try's: a requeued job may show one destroyed). */
 async function waitDestroyed(client: Client, id: string): Promise<Job> {
   for (;;) {
     const job = await client.getJob({ id });
-    if (job.timeline?.destroyed) return job;
+    if (ENDED.has(job.state) && job.timeline?.destroyed) return job;
     await new Promise((r) => setTimeout(r, 5));
   }
 }
@@ -62,8 +82,126 @@ const ms = (t: Job["timeline"], key: "queued" | "provisioned" | "registered" | "
   return value ? timestampMs(value) : NaN;
 };
 
+/** Runs `echo hello` jobs one after the other on a provider: client-observed latency and the timeline's phases. */
+async function helloWorld(client: Client, provider: string, runs: number) {
+  const latencies: number[] = [];
+  const phases: Record<string, number[]> = { provision: [], register: [], dispatch: [], run: [], destroy: [] };
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const { job } = await client.submitJob({ command: ["echo", "hello"], provider });
+    const done = await waitDestroyed(client, job!.id);
+    latencies.push(performance.now() - t0);
+    if (done.state !== "succeeded") throw new Error(`${provider} job ${done.id} ended ${done.state}: ${done.reason}`);
+    const t = done.timeline;
+    phases.provision.push(ms(t, "provisioned") - ms(t, "queued"));
+    phases.register.push(ms(t, "registered") - ms(t, "provisioned"));
+    phases.dispatch.push(ms(t, "started") - ms(t, "registered"));
+    phases.run.push(ms(t, "finished") - ms(t, "started"));
+    phases.destroy.push(ms(t, "destroyed") - ms(t, "finished"));
+  }
+  const phasesP50 = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, round(percentile(v, 50))]));
+  return { latencies, phasesP50 };
+}
+
+// ---- docker ---------------------------------------------------------------------------------------
+
+/** True when a Docker daemon answers on the socket within 2 s. */
+async function dockerAnswers(docker: Dockerode): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 2000)));
+  const ping = docker.ping().then(
+    () => true,
+    () => false,
+  );
+  const answers = await Promise.race([ping, timeout]);
+  clearTimeout(timer);
+  return answers;
+}
+
+/** The Docker baseline: create + start + wait + remove of a container that exits at once, as the daemon allows at best. */
+async function dockerBaseline(docker: Dockerode, runs: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const container = await docker.createContainer({
+      name: `hodei-bench-${randomUUID()}`,
+      Image: DOCKER_IMAGE,
+      Entrypoint: [],
+      Cmd: ["/bin/true"],
+      Labels: { [BENCH_LABEL]: BENCH_RUN_ID },
+      HostConfig: { NetworkMode: "host" },
+    });
+    try {
+      await container.start();
+      const { StatusCode } = (await container.wait()) as { StatusCode: number };
+      if (StatusCode !== 0) throw new Error(`baseline container exited with ${StatusCode}`);
+    } finally {
+      await container.remove({ force: true, v: true });
+    }
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+/** Containers of this bench run and of the server's cluster that still exist. */
+async function leftoverContainers(docker: Dockerode, clusterId: string): Promise<Dockerode.ContainerInfo[]> {
+  const ours = await docker.listContainers({ all: true, filters: { label: [`${BENCH_LABEL}=${BENCH_RUN_ID}`] } });
+  const cluster = await docker.listContainers({ all: true, filters: { label: [`${LABELS.clusterId}=${clusterId}`] } });
+  return [...ours, ...cluster];
+}
+
+async function removeContainers(docker: Dockerode, containers: Dockerode.ContainerInfo[]): Promise<void> {
+  for (const c of containers) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => {});
+}
+
+async function dockerSection(docker: Dockerode | null, client: Client, clusterId: string): Promise<Record<string, unknown>> {
+  if (!docker) return { skipped: "no Docker daemon" };
+  const image = await docker
+    .getImage(DOCKER_IMAGE)
+    .inspect()
+    .catch(() => null);
+  if (!image) return { skipped: `image ${DOCKER_IMAGE} missing: run "npx hodei image build"` };
+
+  // Warm up: the first containers pay for cold caches (image layers, the agent's files).
+  await dockerBaseline(docker, 3);
+  for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"], provider: "docker" })).job!.id);
+
+  const base = await dockerBaseline(docker, HELLO_RUNS);
+  const { latencies, phasesP50 } = await helloWorld(client, "docker", HELLO_RUNS);
+
+  // Every hello job was seen with its container removed; confirm with the daemon itself.
+  let left: Dockerode.ContainerInfo[] = [];
+  for (let i = 0; i < 50; i++) {
+    left = await leftoverContainers(docker, clusterId);
+    if (left.length === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  const hello = summary(latencies);
+  const baselineSummary = summary(base);
+  return {
+    runs: HELLO_RUNS,
+    image: DOCKER_IMAGE,
+    baseline_container_run_ms: baselineSummary,
+    hello_world_ms: hello,
+    ratio_p50: round(hello.p50 / baselineSummary.p50),
+    ratio_p95: round(hello.p95 / baselineSummary.p95),
+    target: "p50 within 2x the baseline",
+    phases_p50_ms: phasesP50,
+    containers_left: left.length,
+  };
+}
+
 async function main(): Promise<void> {
-  const server = await startServerProcess({ HODEI_LOCAL_MAX_WORKERS: "16" });
+  const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
+  const daemon = await dockerAnswers(docker);
+  const server = await startServerProcess({
+    HODEI_LOCAL_MAX_WORKERS: "16",
+    HODEI_PROVIDERS: "local,docker",
+    HODEI_DEFAULT_PROVIDER: "local",
+    HODEI_DOCKER_SOCKET: DOCKER_SOCKET,
+    HODEI_DOCKER_IMAGE: DOCKER_IMAGE,
+  });
   const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
   try {
     // Warm up: first spawns pay for cold caches.
@@ -71,21 +209,7 @@ async function main(): Promise<void> {
     await baseline(3);
 
     const base = await baseline(HELLO_RUNS);
-    const latencies: number[] = [];
-    const phases: Record<string, number[]> = { provision: [], register: [], dispatch: [], run: [], destroy: [] };
-    for (let i = 0; i < HELLO_RUNS; i++) {
-      const t0 = performance.now();
-      const { job } = await client.submitJob({ command: ["echo", "hello"] });
-      const done = await waitDestroyed(client, job!.id);
-      latencies.push(performance.now() - t0);
-      if (done.state !== "succeeded") throw new Error(`job ${done.id} ended ${done.state}: ${done.reason}`);
-      const t = done.timeline;
-      phases.provision.push(ms(t, "provisioned") - ms(t, "queued"));
-      phases.register.push(ms(t, "registered") - ms(t, "provisioned"));
-      phases.dispatch.push(ms(t, "started") - ms(t, "registered"));
-      phases.run.push(ms(t, "finished") - ms(t, "started"));
-      phases.destroy.push(ms(t, "destroyed") - ms(t, "finished"));
-    }
+    const { latencies, phasesP50 } = await helloWorld(client, "local", HELLO_RUNS);
 
     const t0 = performance.now();
     const ids = await Promise.all(Array.from({ length: THROUGHPUT_JOBS }, async (_, i) => (await client.submitJob({ command: ["echo", `job ${i}`] })).job!.id));
@@ -103,12 +227,20 @@ async function main(): Promise<void> {
       ratio_p50: round(hello.p50 / baselineSummary.p50),
       ratio_p95: round(hello.p95 / baselineSummary.p95),
       target: "p50 within 2x the baseline",
-      phases_p50_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, round(percentile(v, 50))])),
+      phases_p50_ms: phasesP50,
       throughput: { jobs: THROUGHPUT_JOBS, seconds: round(elapsedS), jobs_per_second: round(THROUGHPUT_JOBS / elapsedS), failed },
+      docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await server.stop();
+    server.cleanup();
+    if (daemon) {
+      // Whatever an interrupted run left (its jobs' containers, a baseline container) goes too.
+      const left = await leftoverContainers(docker, server.clusterId).catch(() => []);
+      if (left.length > 0) console.error(`bench: removing ${left.length} container(s) left behind`);
+      await removeContainers(docker, left);
+    }
   }
 }
 
@@ -117,7 +249,7 @@ async function waitAllDestroyed(client: Client, ids: Set<string>): Promise<Job[]
   for (;;) {
     const { jobs } = await client.listJobs({ limit: 500 });
     const mine = jobs.filter((j) => ids.has(j.id));
-    if (mine.length === ids.size && mine.every((j) => j.timeline?.destroyed)) return mine;
+    if (mine.length === ids.size && mine.every((j) => ENDED.has(j.state) && j.timeline?.destroyed)) return mine;
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -27,7 +27,7 @@ const ServerEnv = z.object({
   HODEI_PROVIDERS: z
     .string()
     .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
-    .pipe(z.array(z.enum(["local", "docker"], { message: "known providers: local, docker" })).min(1))
+    .pipe(z.array(z.enum(["local", "docker", "kubernetes"], { message: "known providers: local, docker, kubernetes" })).min(1))
     .optional(),
   /** Provider used when a job names none. Default: the first enabled one. */
   HODEI_DEFAULT_PROVIDER: z.string().optional(),
@@ -69,6 +69,48 @@ const ServerEnv = z.object({
   HODEI_DOCKER_RUNTIME_DIR: z.string().min(1).optional(),
   /** Containers the Docker provider runs at once. Default 8. */
   HODEI_DOCKER_MAX_WORKERS: int(1, 10_000).default(8),
+  /** Kubeconfig of the Kubernetes provider. Default: KUBECONFIG, else the in-cluster service account. */
+  HODEI_K8S_KUBECONFIG: z.string().min(1).optional(),
+  KUBECONFIG: z.string().min(1).optional(),
+  /** Namespace of worker pods. Default: the kubeconfig context's namespace, else default. */
+  HODEI_K8S_NAMESPACE: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "a DNS label").optional(),
+  /** Image of worker pods; it must hold the agent at /opt/hodei. Default hodei-worker:latest. */
+  HODEI_K8S_IMAGE: z.string().min(1).default("hodei-worker:latest"),
+  /** Service account of worker pods. Default none (and no token mounted). */
+  HODEI_K8S_SERVICE_ACCOUNT: z.string().min(1).optional(),
+  /** Image pull secrets, comma-separated. */
+  HODEI_K8S_IMAGE_PULL_SECRETS: z.string().default("").transform((v) => v.split(",").map((x) => x.trim()).filter(Boolean)),
+  /** Node selector, k=v,k2=v2. */
+  HODEI_K8S_NODE_SELECTOR: z
+    .string()
+    .default("")
+    .transform((v, ctx) => {
+      const out: Record<string, string> = {};
+      for (const pair of v.split(",").map((x) => x.trim()).filter(Boolean)) {
+        const eq = pair.indexOf("=");
+        if (eq <= 0) ctx.addIssue({ code: "custom", message: `"${pair}" is not key=value` });
+        else out[pair.slice(0, eq)] = pair.slice(eq + 1);
+      }
+      return out;
+    }),
+  /** Tolerations as JSON (an array of Kubernetes toleration objects). */
+  HODEI_K8S_TOLERATIONS: z
+    .string()
+    .default("[]")
+    .transform((v, ctx) => {
+      try {
+        const parsed = JSON.parse(v) as unknown;
+        if (Array.isArray(parsed)) return parsed as Record<string, unknown>[];
+      } catch {
+        // reported below
+      }
+      ctx.addIssue({ code: "custom", message: "a JSON array of tolerations" });
+      return [];
+    }),
+  /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL. */
+  HODEI_K8S_WORKER_SERVER_URL: z.url().optional(),
+  /** Pods the Kubernetes provider runs at once. Default 16. */
+  HODEI_K8S_MAX_WORKERS: int(1, 10_000).default(16),
   /** The bundled agent. Default dist/agent.cjs of this package. */
   HODEI_AGENT_PATH: z.string().optional(),
   /** trace | debug | info | warn | error | silent. Default info. */
@@ -131,6 +173,17 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       workerServerUrl: e.HODEI_DOCKER_WORKER_SERVER_URL,
       maxWorkers: e.HODEI_DOCKER_MAX_WORKERS,
       runtimeDir: resolve(e.HODEI_DOCKER_RUNTIME_DIR ?? join(dataDir, "agent-runtime")),
+    },
+    kubernetes: {
+      kubeconfig: e.HODEI_K8S_KUBECONFIG ?? e.KUBECONFIG,
+      namespace: e.HODEI_K8S_NAMESPACE,
+      image: e.HODEI_K8S_IMAGE,
+      serviceAccount: e.HODEI_K8S_SERVICE_ACCOUNT,
+      imagePullSecrets: e.HODEI_K8S_IMAGE_PULL_SECRETS,
+      nodeSelector: e.HODEI_K8S_NODE_SELECTOR,
+      tolerations: e.HODEI_K8S_TOLERATIONS,
+      workerServerUrl: e.HODEI_K8S_WORKER_SERVER_URL,
+      maxWorkers: e.HODEI_K8S_MAX_WORKERS,
     },
     local: {
       maxWorkers: e.HODEI_LOCAL_MAX_WORKERS,

@@ -39,6 +39,7 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   }
   const markers: Record<string, string> = { HODEI_MANAGED_BY: env.HODEI_MANAGED_BY ?? "hodei" };
   if (env.HODEI_CLUSTER_ID) markers.HODEI_CLUSTER_ID = env.HODEI_CLUSTER_ID;
+  if (env.HODEI_PROVIDER) markers.HODEI_PROVIDER = env.HODEI_PROVIDER;
   return {
     serverUrl,
     registerTimeoutMs: Number(env.HODEI_REGISTER_TIMEOUT_MS || 60_000),

@@ -55,6 +55,8 @@ describe("validateJobSpec", () => {
         maxAttempts: 1,
         image: "",
         idempotencyKey: "",
+        cpuMillis: 0,
+        memoryMb: 0,
       });
     });
 

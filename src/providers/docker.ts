@@ -66,6 +66,7 @@ export class DockerProvider implements WorkerProvider {
         Env: [
           ...Object.entries(this.options.agentEnv).map(([k, v]) => `${k}=${v}`),
           "HODEI_MANAGED_BY=hodei",
+          "HODEI_PROVIDER=docker",
           `HODEI_CLUSTER_ID=${this.options.clusterId}`,
           `HODEI_SERVER_URL=${spec.serverUrl}`,
           `HODEI_OTP_TOKEN=${spec.otpToken}`,

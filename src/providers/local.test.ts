@@ -124,6 +124,7 @@ describe("LocalProvider", () => {
         env: {
           PATH: process.env.PATH ?? "/usr/bin:/bin",
           HODEI_MANAGED_BY: "hodei",
+          HODEI_PROVIDER: "local",
           HODEI_CLUSTER_ID: clusterId,
           HODEI_WORKER_ID: workerId,
           HODEI_WORKER_PID: String(agentPid),

@@ -58,7 +58,7 @@ export class LocalProvider implements WorkerProvider {
   private idle: Agent[] = [];
   private isClosed = false;
   /** Called when an agent this process spawned exits, so the reconcile pass can look at once. */
-  onWorkerExit: (resourceId: string) => void = () => {};
+  onWorkerChange: (resourceId: string) => void = () => {};
 
   constructor(private readonly options: LocalProviderOptions) {}
 
@@ -212,6 +212,7 @@ export class LocalProvider implements WorkerProvider {
           ...this.options.baseEnv,
           ...this.options.agentEnv,
           HODEI_MANAGED_BY: "hodei",
+          HODEI_PROVIDER: "local",
           HODEI_CLUSTER_ID: this.options.clusterId,
           HODEI_WARM_ID: warmId,
           HODEI_SERVER_URL: serverUrl,
@@ -226,7 +227,7 @@ export class LocalProvider implements WorkerProvider {
     child.once("exit", (code, signal) => {
       agent.exit = { code, signal };
       if (agent.workerId) {
-        this.onWorkerExit(String(child.pid));
+        this.onWorkerChange(String(child.pid));
       } else {
         this.idle = this.idle.filter((a) => a !== agent);
         rmSync(logPath, { force: true });

@@ -1,8 +1,10 @@
 /**
  * Reads the machine's process table (Linux /proc) to find the processes of local workers.
  * Every process of a local worker carries marker variables in its environment:
- *   agents:        HODEI_MANAGED_BY=hodei, HODEI_CLUSTER_ID, HODEI_WARM_ID
- *   job processes: HODEI_MANAGED_BY=hodei, HODEI_CLUSTER_ID, HODEI_WORKER_ID, HODEI_WORKER_PID
+ *   agents:        HODEI_MANAGED_BY=hodei, HODEI_PROVIDER=local, HODEI_CLUSTER_ID, HODEI_WARM_ID
+ *   job processes: the same, plus HODEI_WORKER_ID and HODEI_WORKER_PID
+ * Containers on the host network show in the same process table with HODEI_PROVIDER=docker (or
+ * kubernetes): those belong to their own provider and are never reported here.
  * Markers survive the control plane's restart, so workers can be found and reaped without any
  * state kept in memory. Processes of other users or other clusters are never touched.
  */
@@ -39,7 +41,7 @@ function readEnviron(pid: number): Map<string, string> | null {
   } catch {
     return null;
   }
-  if (!raw.includes("HODEI_MANAGED_BY=hodei")) return null;
+  if (!raw.includes("HODEI_MANAGED_BY=hodei") || !raw.includes("HODEI_PROVIDER=local")) return null;
   const env = new Map<string, string>();
   for (const entry of raw.split("\0")) {
     const eq = entry.indexOf("=");
@@ -84,6 +86,7 @@ export function findMarkedProcesses(clusterId?: string): MarkedProcess[] {
     const cluster = env.get("HODEI_CLUSTER_ID") ?? "";
     const workerId = env.get("HODEI_WORKER_ID") ?? "";
     const warmId = env.get("HODEI_WARM_ID") ?? "";
+    if (env.get("HODEI_PROVIDER") !== "local") continue;
     if ((!workerId && !warmId) || (clusterId !== undefined && cluster !== clusterId)) continue;
     const stat = readStat(pid);
     if (!stat || stat.state === "Z" || stat.state === "X") continue;

@@ -44,7 +44,7 @@ export interface ProviderResource {
 
 export type WorkerStatus =
   | { state: "pending" | "running" }
-  | { state: "exited"; exitCode: number | null; reason: string }
+  | { state: "exited"; exitCode: number | null; reason: string; /** Retrying cannot help (bad image, bad config). */ permanent?: boolean }
   | { state: "gone" };
 
 export interface ProviderHealth {
@@ -66,6 +66,8 @@ export interface WorkerProvider {
   health(): Promise<ProviderHealth>;
   /** Optional capability: the worker's last lines of output (agent or container), for failure reasons. */
   lastOutput?(resourceId: string): Promise<string>;
+  /** Optional capability: set by the control plane; the provider calls it when a worker changes. */
+  onWorkerChange?: (resourceId: string) => void;
   /** Releases clients and watchers; does not stop workers. */
   close(): Promise<void>;
 }

@@ -302,14 +302,13 @@ export class Reconciler {
           const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
           let reason =
             status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
-          if (worker.state === "waiting") {
-            const output = await this.lastOutputOf(worker);
-            if (output) reason += `; its last output: ${output}`;
-          }
+          const output = await this.lastOutputOf(worker);
+          if (output && worker.state === "waiting") reason += `; its last output: ${output}`;
           // Re-read: the result may have been recorded while we looked.
           const fresh = await this.o.store.getWorker(worker.id);
           if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
-          await this.loseAttempt(fresh, reason, "vanished");
+          if (output) await this.appendSystemLog(fresh, `[hodei] ${reason}\n[hodei] the worker's last output:\n${output}\n`);
+          await this.loseAttempt(fresh, reason, "vanished", status.state === "exited" && status.permanent === true);
         }),
     );
   }
@@ -385,6 +384,12 @@ export class Reconciler {
   }
 
   // ---- shared -----------------------------------------------------------------------------------
+
+  /** Adds a line of our own to the attempt's log, after whatever the agent sent. */
+  private async appendSystemLog(worker: WorkerRow, text: string): Promise<void> {
+    const seq = (await this.o.store.maxLogSeq(worker.job_id, worker.attempt)) + 1;
+    await this.o.store.appendLogs(worker.job_id, worker.attempt, [{ seq, stream: "system", data: text, timeMs: this.o.clock.nowMs() }]);
+  }
 
   /** The worker's last output, when its provider can tell (a capability), for failure reasons. */
   private async lastOutputOf(worker: WorkerRow): Promise<string> {

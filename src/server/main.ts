@@ -96,10 +96,12 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     orphanGraceMs: config.orphanGraceMs,
     stopGraceMs: config.stopGraceMs,
   });
-  if (local) {
-    local.onWorkerExit = (resourceId) => {
+  // Providers that can tell when a worker changes nudge the reconcile pass to look at it at once.
+  for (const [name, slot] of providers) {
+    if (!("onWorkerChange" in slot.provider)) continue;
+    slot.provider.onWorkerChange = (resourceId) => {
       void store.listWorkers(["waiting", "registered", "running"], 10_000).then((workers) => {
-        const worker = workers.find((w) => w.provider === "local" && w.provider_resource_id === resourceId);
+        const worker = workers.find((w) => w.provider === name && w.provider_resource_id === resourceId);
         if (worker) reconciler.suspect(worker.id);
       });
     };
@@ -140,7 +142,11 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const listener = await listen(handler, config.port, config.host);
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
   const loopbackUrl = `http://127.0.0.1:${listener.port}`;
-  for (const [name, slot] of providers) slot.workerServerUrl = workerUrls.get(name) ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
+  for (const [name, slot] of providers) {
+    slot.workerServerUrl = workerUrls.get(name) ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
+    const warning = workerUrlWarning(name, slot.workerServerUrl);
+    if (warning) log.warn({ provider: name, workerServerUrl: slot.workerServerUrl }, warning);
+  }
   reconciler.start();
   isServing = true;
   log.info(
@@ -162,6 +168,19 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       log.info("server stopped");
     },
   };
+}
+
+/** Why a provider's worker-facing URL will likely not work, or "" when it looks fine. */
+export function workerUrlWarning(provider: string, url: string): string {
+  const host = new URL(url).hostname;
+  if (provider !== "kubernetes") return "";
+  if (host === "host.docker.internal") {
+    return "pods cannot resolve host.docker.internal; set HODEI_K8S_WORKER_SERVER_URL to an address pods can reach (the Service's DNS name, e.g. http://hodei.hodei.svc:7070)";
+  }
+  if (host === "localhost" || host.startsWith("127.") || host === "[::1]" || host === "::1") {
+    return "pods reach the control plane at a loopback address, which works only when pods share this host's network; set HODEI_K8S_WORKER_SERVER_URL to the Service's DNS name";
+  }
+  return "";
 }
 
 /** True when a Docker daemon answers on the socket within timeoutMs. */

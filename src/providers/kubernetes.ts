@@ -1,0 +1,296 @@
+/**
+ * KubernetesProvider: one pod per attempt, through the official client (@kubernetes/client-node 1.4).
+ * provider_resource_id is the pod name, hodei-worker-<uuid> (resource_type pod_name).
+ *
+ * Pods carry our labels and run with restartPolicy Never (a retry is a new pod with a new OTP
+ * token, decided by the control plane), activeDeadlineSeconds as a backstop, and no service account
+ * token unless one is configured. A watch on our pods (with the reconcile pass's polling as the
+ * fallback) reports changes at once, and inspect() classifies the failures users hit: image pull
+ * errors, configuration errors, unschedulable pods, OOMKilled, eviction, deadlines, and a container
+ * that exits before its agent registered. Each is "exited" with its reason, so the attempt fails in
+ * seconds, not at a generic timeout; image and configuration errors are permanent (no retry).
+ */
+import * as k8s from "@kubernetes/client-node";
+import { PermanentError, UnavailableError } from "../core/errors.js";
+import { AGENT_COMMAND } from "./agent-runtime.js";
+import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
+
+export const POD_LABELS = {
+  managedBy: "app.kubernetes.io/managed-by",
+  clusterId: "hodei.io/cluster-id",
+  jobId: "hodei.io/job-id",
+  attempt: "hodei.io/attempt",
+  workerId: "hodei.io/worker-id",
+} as const;
+
+export interface KubernetesProviderOptions {
+  clusterId: string;
+  kubeConfig: k8s.KubeConfig;
+  namespace: string;
+  /** Image of jobs that name none; it must hold the agent at /opt/hodei (the hodei-worker image). */
+  defaultImage: string;
+  serviceAccount?: string;
+  imagePullSecrets: string[];
+  nodeSelector: Record<string, string>;
+  tolerations: k8s.V1Toleration[];
+  /** Extra environment for the agent (timeouts and the like). */
+  agentEnv: Record<string, string>;
+}
+
+/** Waiting reasons after which the pod will never run as it is. */
+const PERMANENT_WAITING = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"]);
+const WORK_DIR = "/tmp/hodei-work";
+const WATCH_RETRY_MS = 2000;
+
+export class KubernetesProvider implements WorkerProvider {
+  readonly name = "kubernetes";
+  readonly resourceType = "pod_name" as const;
+  private readonly core: k8s.CoreV1Api;
+  private watchRequest: { abort(): void } | null = null;
+  private isClosed = false;
+  /** Called when a pod of ours changes, so the reconcile pass can look at once. */
+  onWorkerChange: (resourceId: string) => void = () => {};
+
+  constructor(private readonly options: KubernetesProviderOptions) {
+    this.core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  }
+
+  private get selector(): string {
+    return `${POD_LABELS.managedBy}=hodei,${POD_LABELS.clusterId}=${this.options.clusterId}`;
+  }
+
+  async start(spec: WorkerSpec): Promise<ProviderResource> {
+    const { namespace } = this.options;
+    let pod: k8s.V1Pod;
+    try {
+      pod = await this.core.createNamespacedPod({ namespace, body: this.podFor(spec) });
+    } catch (err) {
+      if (codeOf(err) === 409) {
+        pod = await this.core.readNamespacedPod({ name: spec.name, namespace });
+        if (pod.metadata?.labels?.[POD_LABELS.workerId] !== spec.workerId) throw new Error(`kubernetes: pod ${spec.name} exists and is not this worker's`);
+      } else if (codeOf(err) === 422 || codeOf(err) === 400 || codeOf(err) === 403) {
+        throw new PermanentError(`kubernetes: the pod was refused: ${messageOf(err)}`);
+      } else {
+        throw wrap(`create pod ${spec.name}`, err);
+      }
+    }
+    const resource: ProviderResource = {
+      resourceId: pod.metadata?.name ?? spec.name,
+      resourceType: "pod_name",
+      workerId: spec.workerId,
+      createdAtMs: Date.parse(String(pod.metadata?.creationTimestamp ?? "")) || Date.now(),
+    };
+    await spec.onCreated(resource);
+    this.ensureWatch();
+    return resource;
+  }
+
+  async inspect(resourceId: string): Promise<WorkerStatus> {
+    let pod: k8s.V1Pod;
+    try {
+      pod = await this.core.readNamespacedPod({ name: resourceId, namespace: this.options.namespace });
+    } catch (err) {
+      if (codeOf(err) === 404) return { state: "gone" };
+      throw wrap(`read pod ${resourceId}`, err);
+    }
+    return classifyPod(pod);
+  }
+
+  async stop(resourceId: string, graceMs: number): Promise<void> {
+    const { namespace } = this.options;
+    try {
+      await this.core.deleteNamespacedPod({ name: resourceId, namespace, gracePeriodSeconds: Math.ceil(graceMs / 1000) });
+    } catch (err) {
+      if (codeOf(err) !== 404) throw wrap(`delete pod ${resourceId}`, err);
+    }
+    // Destroyed means gone: wait for the pod to disappear (the kubelet stops it first).
+    const deadline = Date.now() + graceMs + 30_000;
+    while (Date.now() < deadline) {
+      try {
+        await this.core.readNamespacedPod({ name: resourceId, namespace });
+      } catch (err) {
+        if (codeOf(err) === 404) return;
+        throw wrap(`read pod ${resourceId}`, err);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new Error(`kubernetes: pod ${resourceId} still exists ${Math.round((graceMs + 30_000) / 1000)}s after its deletion`);
+  }
+
+  async list(): Promise<ProviderResource[]> {
+    let pods: k8s.V1PodList;
+    try {
+      pods = await this.core.listNamespacedPod({ namespace: this.options.namespace, labelSelector: this.selector });
+    } catch (err) {
+      throw wrap("list pods", err);
+    }
+    return pods.items.map((pod) => ({
+      resourceId: pod.metadata?.name ?? "",
+      resourceType: "pod_name" as const,
+      workerId: pod.metadata?.labels?.[POD_LABELS.workerId] ?? "",
+      createdAtMs: Date.parse(String(pod.metadata?.creationTimestamp ?? "")) || 0,
+    }));
+  }
+
+  /** The pod's last log lines, or its events when it never ran (image pull, scheduling). */
+  async lastOutput(resourceId: string): Promise<string> {
+    const { namespace } = this.options;
+    try {
+      const log = await this.core.readNamespacedPodLog({ name: resourceId, namespace, tailLines: 20 });
+      if (typeof log === "string" && log.trim()) return log.trimEnd();
+    } catch {
+      // Not started: fall back to its events.
+    }
+    try {
+      const events = await this.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${resourceId}` });
+      return events.items
+        .slice(-10)
+        .map((e) => `${e.reason}: ${e.message}`)
+        .join("\n");
+    } catch {
+      return "";
+    }
+  }
+
+  async health(): Promise<ProviderHealth> {
+    const { namespace } = this.options;
+    try {
+      await this.core.readNamespace({ name: namespace });
+      return { healthy: true, detail: `cluster ${this.options.kubeConfig.getCurrentCluster()?.server ?? "?"}, namespace ${namespace}, image ${this.options.defaultImage}` };
+    } catch (err) {
+      return { healthy: false, detail: `Kubernetes API not usable for namespace ${namespace}: ${messageOf(err)}` };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.isClosed = true;
+    this.watchRequest?.abort();
+    this.watchRequest = null;
+  }
+
+  /** One watch on our pods, restarted when it ends; it only nudges (the reconcile pass decides). */
+  private ensureWatch(): void {
+    if (this.watchRequest || this.isClosed) return;
+    const path = `/api/v1/namespaces/${this.options.namespace}/pods`;
+    const restart = () => {
+      this.watchRequest = null;
+      if (!this.isClosed) setTimeout(() => this.ensureWatch(), WATCH_RETRY_MS).unref();
+    };
+    new k8s.Watch(this.options.kubeConfig)
+      .watch(
+        path,
+        { labelSelector: this.selector },
+        (_type: string, pod: k8s.V1Pod) => {
+          if (pod?.metadata?.name) this.onWorkerChange(pod.metadata.name);
+        },
+        () => restart(),
+      )
+      .then(
+        (request) => {
+          if (this.isClosed) request.abort();
+          else this.watchRequest = request;
+        },
+        () => restart(),
+      );
+  }
+
+  private podFor(spec: WorkerSpec): k8s.V1Pod {
+    const o = this.options;
+    const env: Record<string, string> = {
+      ...o.agentEnv,
+      HODEI_MANAGED_BY: "hodei",
+      HODEI_PROVIDER: "kubernetes",
+      HODEI_CLUSTER_ID: o.clusterId,
+      HODEI_SERVER_URL: spec.serverUrl,
+      HODEI_OTP_TOKEN: spec.otpToken,
+      HODEI_WORKER_ID: spec.workerId,
+      HODEI_WORKER_NAME: spec.name,
+      HODEI_JOB_ID: spec.jobId,
+      HODEI_ATTEMPT: String(spec.attempt),
+      HODEI_WORK_DIR: WORK_DIR,
+    };
+    const limits: Record<string, string> = {};
+    if (spec.cpuMillis > 0) limits.cpu = `${spec.cpuMillis}m`;
+    if (spec.memoryMb > 0) limits.memory = `${spec.memoryMb}Mi`;
+    return {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: spec.name,
+        labels: {
+          [POD_LABELS.managedBy]: "hodei",
+          [POD_LABELS.clusterId]: o.clusterId,
+          [POD_LABELS.jobId]: spec.jobId,
+          [POD_LABELS.attempt]: String(spec.attempt),
+          [POD_LABELS.workerId]: spec.workerId,
+        },
+      },
+      spec: {
+        restartPolicy: "Never",
+        activeDeadlineSeconds: Math.max(1, spec.deadlineSeconds),
+        automountServiceAccountToken: o.serviceAccount ? undefined : false,
+        serviceAccountName: o.serviceAccount,
+        imagePullSecrets: o.imagePullSecrets.length > 0 ? o.imagePullSecrets.map((name) => ({ name })) : undefined,
+        nodeSelector: Object.keys(o.nodeSelector).length > 0 ? o.nodeSelector : undefined,
+        tolerations: o.tolerations.length > 0 ? o.tolerations : undefined,
+        containers: [
+          {
+            name: "agent",
+            image: spec.image || o.defaultImage,
+            command: [...AGENT_COMMAND],
+            env: Object.entries(env).map(([name, value]) => ({ name, value })),
+            resources: Object.keys(limits).length > 0 ? { requests: { ...limits }, limits } : undefined,
+          },
+        ],
+      },
+    };
+  }
+}
+
+/** Maps a pod's status to the provider's view, with the reason a user can act on. */
+export function classifyPod(pod: k8s.V1Pod): WorkerStatus {
+  const status = pod.status ?? {};
+  const container = status.containerStatuses?.[0];
+  const waiting = container?.state?.waiting;
+  const terminated = container?.state?.terminated;
+  if (status.reason === "Evicted") return { state: "exited", exitCode: null, reason: `was evicted: ${status.message ?? ""}`.trim() };
+  if (status.reason === "DeadlineExceeded") return { state: "exited", exitCode: null, reason: "ran past its activeDeadlineSeconds (DeadlineExceeded)" };
+  if (status.phase === "Pending") {
+    if (waiting?.reason && PERMANENT_WAITING.has(waiting.reason)) {
+      return { state: "exited", exitCode: null, reason: `could not start: ${waiting.reason}: ${waiting.message ?? ""}`.trim(), permanent: true };
+    }
+    const unschedulable = status.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False" && c.reason === "Unschedulable");
+    if (unschedulable) return { state: "exited", exitCode: null, reason: `is unschedulable: ${unschedulable.message ?? ""}`.trim(), permanent: true };
+    return { state: "pending" };
+  }
+  if (status.phase === "Running") return { state: "running" };
+  if (status.phase === "Succeeded" || status.phase === "Failed") {
+    if (terminated?.reason === "OOMKilled") return { state: "exited", exitCode: terminated.exitCode ?? null, reason: "was killed for running out of memory (OOMKilled)" };
+    const code = terminated?.exitCode ?? null;
+    return { state: "exited", exitCode: code, reason: `exited with code ${code ?? "?"}${terminated?.reason ? ` (${terminated.reason})` : ""}` };
+  }
+  return { state: "pending" };
+}
+
+function codeOf(err: unknown): number | undefined {
+  return (err as { code?: number } | undefined)?.code;
+}
+
+function messageOf(err: unknown): string {
+  const body = (err as { body?: unknown } | undefined)?.body;
+  if (typeof body === "string") {
+    try {
+      return (JSON.parse(body) as { message?: string }).message ?? body;
+    } catch {
+      return body;
+    }
+  }
+  if (body && typeof body === "object" && "message" in body) return String((body as { message: unknown }).message);
+  return (err as Error)?.message ?? String(err);
+}
+
+function wrap(what: string, err: unknown): Error {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "ECONNRESET") return new UnavailableError(`kubernetes: ${what}: ${messageOf(err)}`);
+  return new Error(`kubernetes: ${what}: ${messageOf(err)}`, { cause: err });
+}
