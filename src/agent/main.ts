@@ -30,6 +30,7 @@ import {
 import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
+const DNS_GIVE_UP_MS = 5000;
 
 function log(message: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), msg: message, ...fields })}\n`);
@@ -72,11 +73,20 @@ class Agent {
     const deadline = Date.now() + this.config.registerTimeoutMs;
     let delayMs = 50;
     let lastLogMs = 0;
+    let unresolvedSince: number | undefined;
     for (;;) {
       try {
         return await this.client.register({ otpToken: this.assignment!.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
       } catch (err) {
         const error = ConnectError.from(err);
+        // A name that does not resolve rarely starts resolving: give up after a few seconds, so the
+        // attempt fails with that reason instead of waiting out the whole registration deadline.
+        if (/ENOTFOUND|EAI_AGAIN/.test(error.message)) {
+          unresolvedSince ??= Date.now();
+          if (Date.now() - unresolvedSince > DNS_GIVE_UP_MS) {
+            throw new Error(`cannot resolve the control plane's host in ${this.config.serverUrl}: ${error.message}`, { cause: err });
+          }
+        }
         const retryable = error.code === Code.Unavailable || error.code === Code.Unknown || error.code === Code.Internal;
         if (!retryable || Date.now() + delayMs > deadline) {
           throw new Error(`register with ${this.config.serverUrl} failed: ${error.message}`, { cause: err });

@@ -42,6 +42,7 @@ export interface JobServiceDeps {
   defaultProvider: string;
   defaultTimeoutSeconds: number;
   stopGraceMs: number;
+  workerUrlWarning: (provider: string, url: string) => string;
 }
 
 const LOG_PAGE = 500;
@@ -196,12 +197,26 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
             detail: health.detail,
             maxWorkers: slot.maxWorkers,
             activeWorkers: live.get(name) ?? 0,
+            orphans: health.healthy ? await countOrphans(slot) : 0,
+            workerServerUrl: slot.workerServerUrl,
+            workerServerUrlWarning: deps.workerUrlWarning(name, slot.workerServerUrl),
           });
         }),
       );
       return create(ListProvidersResponseSchema, { providers });
     },
   };
+
+  /** Labelled resources of the provider with no live worker row: what the reaper will remove. */
+  async function countOrphans(slot: ProviderSlot): Promise<number> {
+    const resources = await slot.provider.list().catch(() => []);
+    let orphans = 0;
+    for (const resource of resources) {
+      const worker = await store.getWorker(resource.workerId);
+      if (!worker || worker.state === "destroyed" || (worker.provider_resource_id !== null && worker.provider_resource_id !== resource.resourceId)) orphans++;
+    }
+    return orphans;
+  }
 
   async function cancelRaceResult(id: string) {
     const job = await loadJob(id);

@@ -113,7 +113,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     interceptors: [errorInterceptor(log)],
     routes(router) {
       router.service(WorkerService, createWorkerService({ ...common, heartbeatIntervalMs: config.heartbeatIntervalMs, logLimitBytes: config.logLimitBytes }));
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds }));
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
     },
     fallback(req, res) {
       void serveHttp(req, res as unknown as http.ServerResponse);

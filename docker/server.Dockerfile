@@ -1,0 +1,10 @@
+# The control plane's image, for running Hodei in a cluster (deploy/kubernetes/hodei.yaml).
+#   docker build -f docker/server.Dockerfile -t REGISTRY/hodei:TAG .
+FROM node:20-bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY . .
+RUN npm ci && npm prune --omit=dev
+ENTRYPOINT ["node", "/app/bin/hodei.js"]
+CMD ["server"]
