@@ -1,0 +1,198 @@
+/**
+ * The whole system with the Kubernetes provider, against the API emulator (pods run as real Docker
+ * containers): the seed's jobs, failures reported fast with their reason (a missing image, the seed's
+ * DNS failure), `hodei doctor` catching that failure beforehand, and `hodei verify` on all three
+ * providers. After each test no pod and no pod container is left.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import * as k8s from "@kubernetes/client-node";
+import Dockerode from "dockerode";
+import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
+import { eventually, jsonCli, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+
+const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
+const daemon = await docker.ping().then(
+  () => true,
+  () => false,
+);
+if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers (the emulator runs pods on it)");
+const SKIP = daemon ? false : "no Docker daemon answers: the Kubernetes emulator cannot run pods; Kubernetes end-to-end tests skipped";
+if (SKIP) console.log(`# ${SKIP}`);
+
+interface JobJson {
+  id: string;
+  state: string;
+  exitCode: number | null;
+  reason: string;
+  attempts: number;
+  timeline: Record<string, string>;
+}
+interface TokenJson {
+  provider: string;
+  providerResourceId: string;
+  resourceType: string;
+  consumed: boolean;
+  expired: boolean;
+  jobId: string;
+}
+
+describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
+  const label = `e2e-${randomUUID().slice(0, 8)}`;
+  let emulator: Awaited<ReturnType<typeof startKubeEmulator>>;
+  let kubeconfig: string;
+  let core: k8s.CoreV1Api;
+  let server: ServerProcess;
+
+  async function podsLeft() {
+    return (await core.listNamespacedPod({ namespace: "default" })).items.map((p) => p.metadata?.name);
+  }
+  async function containersLeft() {
+    return docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } });
+  }
+  async function waitDestroyed(srv: ServerProcess, id: string, timeoutMs = 60_000): Promise<JobJson> {
+    return (await eventually(async () => {
+      const job = await jsonCli<JobJson>(srv, ["jobs", "get", id]);
+      return job.timeline.destroyed ? job : null;
+    }, timeoutMs)) as JobJson;
+  }
+
+  before(async () => {
+    emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
+    kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-e2e-")), "kubeconfig");
+    emulator.writeKubeconfig(kubeconfig);
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    core = kc.makeApiClient(k8s.CoreV1Api);
+    server = await startServerProcess({ HODEI_PROVIDERS: "kubernetes,local,docker", HODEI_K8S_KUBECONFIG: kubeconfig });
+  });
+  afterEach(async () => {
+    const pods = await eventually(async () => ((await podsLeft()).length === 0 ? [] : podsLeft()), 30_000);
+    assert.deepEqual(pods, [], "no pod is left");
+    assert.deepEqual(await containersLeft(), [], "no pod container is left");
+  });
+  after(async () => {
+    await server?.stop();
+    server?.cleanup();
+    await emulator?.stop();
+  });
+
+  it("runs hello world, a data pipeline and a CPU-bound loop, with pod-name tokens consumed", async () => {
+    const hello = await runCli(server, ["run", "--provider", "kubernetes", "--", "echo", "hello from a pod"]);
+    assert.equal(hello.code, 0, hello.stderr);
+    assert.equal(hello.stdout, "hello from a pod\n");
+    const data = await runCli(server, ["run", "--provider", "kubernetes", "--", "seq 1 100000 | grep 7 | sort -r | uniq | wc -l | tr -d ' '"]);
+    assert.equal(data.stdout.trim(), "40951");
+    const cpu = await runCli(server, ["run", "--provider", "kubernetes", "--", "i=0; n=0; while [ $i -lt 50000 ]; do n=$(( (n + i * i) % 1000003 )); i=$((i+1)); done; echo $n"]);
+    assert.equal(cpu.code, 0, cpu.stderr);
+    const jobs = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "kubernetes", "--limit", "3"]);
+    for (const job of jobs) await waitDestroyed(server, job.id);
+    const tokens = (await jsonCli<TokenJson[]>(server, ["tokens"])).filter((t) => jobs.some((j) => j.id === t.jobId));
+    assert.equal(tokens.length, 3);
+    for (const token of tokens) {
+      assert.equal(token.resourceType, "pod_name");
+      assert.match(token.providerResourceId, /^hodei-worker-[0-9a-f-]{36}$/);
+      assert.equal(token.consumed, true);
+    }
+  });
+
+  it("fails a job that exits 42 with exit code 42", async () => {
+    const result = await runCli(server, ["run", "--provider", "kubernetes", "--", "exit 42"]);
+    assert.equal(result.code, 42);
+    const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "kubernetes", "--limit", "1"]);
+    assert.equal(job.state, "failed");
+    assert.equal(job.exitCode, 42);
+    await waitDestroyed(server, job.id);
+  });
+
+  it("cancels a running job and deletes its pod", async () => {
+    const id = (await runCli(server, ["run", "--provider", "kubernetes", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);
+    assert.equal((await runCli(server, ["cancel", id])).code, 0);
+    assert.equal((await waitDestroyed(server, id)).state, "canceled");
+  });
+
+  it("fails a missing image within seconds with ImagePullBackOff in the reason, the pod's events in the log", async () => {
+    const started = Date.now();
+    const id = (await runCli(server, ["run", "--provider", "kubernetes", "--max-attempts", "3", "--image", "hodei-no-such-image:7", "--detach", "--", "true"])).stdout.trim();
+    const job = await waitDestroyed(server, id);
+    assert.equal(job.state, "failed");
+    assert.match(job.reason, /ImagePullBackOff|ErrImagePull/);
+    assert.equal(job.attempts, 1, "an image pull failure is not retried");
+    assert.ok(Date.now() - started < 20_000, `failed within seconds (${Date.now() - started} ms)`);
+    const logs = await runCli(server, ["logs", id]);
+    assert.match(logs.stdout + logs.stderr, /Failed|BackOff/, "the pod's events are copied into the job's log");
+  });
+
+  it("runs 10 concurrent jobs", async () => {
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => runCli(server, ["run", "--provider", "kubernetes", "--", `echo pod-${i}`], { timeoutMs: 120_000 })));
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `pod-${i}\n`);
+    });
+  });
+
+  it("passes hodei verify on local, docker and kubernetes at once", async () => {
+    const result = await runCli(server, ["verify", "--json"], { timeoutMs: 180_000 });
+    const report = JSON.parse(result.stdout) as { ok: boolean; jobs: { provider: string; state: string }[]; tokens: TokenJson[]; orphans: Record<string, number> };
+    assert.equal(report.ok, true, result.stdout + result.stderr);
+    assert.equal(result.code, 0);
+    assert.deepEqual([...new Set(report.jobs.map((j) => j.provider))].sort(), ["docker", "kubernetes", "local"]);
+    assert.equal(report.jobs.length, 9);
+    const types: Record<string, string> = { local: "process_id", docker: "container_id", kubernetes: "pod_name" };
+    for (const token of report.tokens) {
+      assert.equal(token.consumed, true);
+      assert.equal(token.resourceType, types[token.provider]);
+    }
+    assert.deepEqual(report.orphans, { local: 0, docker: 0, kubernetes: 0 });
+  });
+});
+
+describe("the seed's DNS failure: pods given host.docker.internal", { skip: SKIP }, () => {
+  it("is caught by hodei doctor beforehand, and fails a job fast with the reason, its token unconsumed, its pod deleted", async () => {
+    const label = `dns-${randomUUID().slice(0, 8)}`;
+    const emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
+    const kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-dns-")), "kubeconfig");
+    emulator.writeKubeconfig(kubeconfig);
+    let server: ServerProcess | undefined;
+    try {
+      server = await startServerProcess({
+        HODEI_PROVIDERS: "kubernetes",
+        HODEI_K8S_KUBECONFIG: kubeconfig,
+        HODEI_HOST: "0.0.0.0",
+        HODEI_K8S_WORKER_SERVER_URL: "http://host.docker.internal:7070",
+      });
+      const doctor = await runCli(server, ["doctor"], { timeoutMs: 90_000 });
+      assert.equal(doctor.code, 1);
+      assert.match(doctor.stdout + doctor.stderr, /pods cannot resolve host\.docker\.internal; set HODEI_K8S_WORKER_SERVER_URL/);
+
+      const started = Date.now();
+      const id = (await runCli(server, ["run", "--detach", "--", "echo never"])).stdout.trim();
+      const job = (await eventually(async () => {
+        const j = await jsonCli<JobJson>(server!, ["jobs", "get", id]);
+        return j.timeline.destroyed ? j : null;
+      }, 60_000)) as JobJson;
+      assert.equal(job.state, "failed");
+      assert.match(job.reason, /ENOTFOUND|resolve/);
+      assert.match(job.reason, /host\.docker\.internal/);
+      assert.ok(Date.now() - started < 30_000, `reported within seconds (${Date.now() - started} ms)`);
+      const token = (await jsonCli<TokenJson[]>(server, ["tokens"])).find((t) => t.jobId === id);
+      assert.equal(token?.consumed, false);
+      assert.equal(token?.expired, true);
+      assert.match(token?.providerResourceId ?? "", /^hodei-worker-/);
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(kubeconfig);
+      const pods = await kc.makeApiClient(k8s.CoreV1Api).listNamespacedPod({ namespace: "default" });
+      assert.deepEqual(pods.items, []);
+    } finally {
+      await server?.stop();
+      server?.cleanup();
+      await emulator.stop();
+    }
+    assert.deepEqual(await docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } }), []);
+  });
+});
