@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import pkg from "../../package.json" with { type: "json" };
 import { serverUrlOf } from "./client.js";
 import { registerCancelCommand } from "./commands/cancel.js";
+import { registerDoctorCommand } from "./commands/doctor.js";
 import { registerImageCommand } from "./commands/image.js";
 import { registerJobsCommand } from "./commands/jobs.js";
 import { registerLogsCommand } from "./commands/logs.js";
@@ -14,6 +15,7 @@ import { registerProvidersCommand } from "./commands/providers.js";
 import { registerRunCommand } from "./commands/run.js";
 import { registerServerCommand } from "./commands/server.js";
 import { registerTokensCommand } from "./commands/tokens.js";
+import { registerVerifyCommand } from "./commands/verify.js";
 import { registerWorkersCommand } from "./commands/workers.js";
 import { USAGE_EXIT_CODE, describeError, formatUsageError } from "./errors.js";
 
@@ -26,7 +28,9 @@ Examples:
   hodei run --detach --timeout 600 -- make test
   hodei jobs --state running,queued
   hodei logs -f JOB_ID
-  hodei jobs get JOB_ID --json`;
+  hodei jobs get JOB_ID --json
+  hodei doctor                                  check every provider with a probe worker
+  hodei verify --providers docker               run the test jobs and check tokens and cleanup`;
 
 export function buildProgram(): Command {
   const program = new Command("hodei")
@@ -49,6 +53,8 @@ export function buildProgram(): Command {
   registerWorkersCommand(program);
   registerTokensCommand(program);
   registerProvidersCommand(program);
+  registerDoctorCommand(program);
+  registerVerifyCommand(program);
   return program;
 }
 

@@ -42,6 +42,8 @@ export interface DockerProviderOptions {
 }
 
 const WORK_DIR = "/tmp/hodei-work";
+/** Per request; above any stop grace period we use (stop waits that long for the container). */
+const REQUEST_TIMEOUT_MS = 120_000;
 
 export class DockerProvider implements WorkerProvider {
   readonly name = "docker";
@@ -49,7 +51,8 @@ export class DockerProvider implements WorkerProvider {
   private readonly docker: Dockerode;
 
   constructor(private readonly options: DockerProviderOptions) {
-    this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath });
+    // A daemon that accepts connections but never answers must not hang its callers forever.
+    this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath, timeout: REQUEST_TIMEOUT_MS });
   }
 
   async start(spec: WorkerSpec): Promise<ProviderResource> {

@@ -14,7 +14,7 @@
 import type { Logger } from "pino";
 import { nextAfterLoss } from "../core/backoff.js";
 import type { Clock } from "../core/clock.js";
-import { PermanentError, toError, UnavailableError } from "../core/errors.js";
+import { PermanentError, toError, UnavailableError, withTimeout } from "../core/errors.js";
 import { newId, workerName } from "../core/ids.js";
 import { isTerminal } from "../core/job-state.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
@@ -49,6 +49,8 @@ const TIMEOUT_BACKSTOP_MS = 10_000;
 const CANCEL_FLUSH_MS = 3_000;
 /** How long a provider found unavailable rests before its health is checked again. */
 const PROVIDER_RETRY_MS = 5_000;
+/** A provider call (health, inspect, list) that takes longer is treated as the provider being down. */
+const PROVIDER_CALL_MS = 10_000;
 
 export class Reconciler {
   private readonly provisioning = new Set<string>(); // worker ids whose start() is in flight here
@@ -224,7 +226,7 @@ export class Reconciler {
         continue;
       }
       if (now < until) continue;
-      const health = await slot.provider.health().catch((err: Error) => ({ healthy: false, detail: err.message }));
+      const health = await withTimeout(slot.provider.health(), PROVIDER_CALL_MS, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
       if (health.healthy) {
         this.unhealthyUntil.delete(name);
         this.o.log.info({ provider: name }, "provider available again");
@@ -292,7 +294,7 @@ export class Reconciler {
           if (!slot || !worker.provider_resource_id) return;
           let status: WorkerStatus;
           try {
-            status = await slot.provider.inspect(worker.provider_resource_id);
+            status = await withTimeout(slot.provider.inspect(worker.provider_resource_id), PROVIDER_CALL_MS, `${worker.provider} inspect`);
           } catch (err) {
             this.o.log.warn({ err: toError(err), workerId: worker.id }, "worker inspect failed");
             return;
@@ -360,7 +362,7 @@ export class Reconciler {
     for (const [name, slot] of this.o.providers) {
       let resources;
       try {
-        resources = await slot.provider.list();
+        resources = await withTimeout(slot.provider.list(), PROVIDER_CALL_MS, `${name} list`);
       } catch (err) {
         this.o.log.warn({ err: toError(err), provider: name }, "provider list failed; orphans not checked");
         continue;
@@ -395,7 +397,7 @@ export class Reconciler {
   private async lastOutputOf(worker: WorkerRow): Promise<string> {
     const provider = this.o.providers.get(worker.provider)?.provider;
     if (!provider?.lastOutput || !worker.provider_resource_id) return "";
-    const text = await provider.lastOutput(worker.provider_resource_id).catch(() => "");
+    const text = await withTimeout(provider.lastOutput(worker.provider_resource_id), PROVIDER_CALL_MS, "last output").catch(() => "");
     return text.length > 600 ? `...${text.slice(-600)}` : text;
   }
 

@@ -52,7 +52,8 @@ function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
 
 /** `workers` are the job's workers ordered by attempt. */
 export function toJob(job: JobRow, workers: WorkerRow[]): Job {
-  const latest = workers.filter((w) => w.attempt === job.attempts).at(-1) ?? workers.at(-1);
+  // A queued job has no current worker (an earlier attempt's worker belongs to the history only).
+  const latest = job.state === "queued" ? undefined : (workers.filter((w) => w.attempt === job.attempts).at(-1) ?? workers.at(-1));
   return create(JobSchema, {
     id: job.id,
     state: job.state,

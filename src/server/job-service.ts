@@ -7,7 +7,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
-import { ConflictError, InvalidInputError, NotFoundError } from "../core/errors.js";
+import { ConflictError, InvalidInputError, NotFoundError, withTimeout } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { validateJobSpec } from "../core/job-spec.js";
@@ -189,7 +189,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const live = await store.countLiveWorkersByProvider();
       const providers = await Promise.all(
         [...deps.providers].map(async ([name, slot]) => {
-          const health = await slot.provider.health().catch((err: Error) => ({ healthy: false, detail: err.message }));
+          const health = await withTimeout(slot.provider.health(), 5000, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
           return create(ProviderSchema, {
             name,
             isDefault: name === deps.defaultProvider,
@@ -209,7 +209,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
 
   /** Labelled resources of the provider with no live worker row: what the reaper will remove. */
   async function countOrphans(slot: ProviderSlot): Promise<number> {
-    const resources = await slot.provider.list().catch(() => []);
+    const resources = await withTimeout(slot.provider.list(), 5000, "list").catch(() => []);
     let orphans = 0;
     for (const resource of resources) {
       const worker = await store.getWorker(resource.workerId);
