@@ -69,9 +69,9 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   }
   if (enabled.includes("docker")) {
     const { DockerProvider } = await import("../providers/docker.js");
-    const { assembleAgentRuntime } = await import("../providers/docker-image.js");
+    const { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } = await import("../providers/docker-image.js");
     // Jobs that name their own image get the agent mounted from here.
-    await assembleAgentRuntime({ targetDir: config.docker.runtimeDir, nodePath: config.local.nodePath, agentPath: config.local.agentPath });
+    const runtime = await assembleAgentRuntime({ targetDir: config.docker.runtimeDir, nodePath: config.local.nodePath, agentPath: config.local.agentPath });
     const docker = new DockerProvider({
       clusterId: config.clusterId,
       socketPath: config.docker.socketPath,
@@ -80,6 +80,17 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       runtimeDir: config.docker.runtimeDir,
       agentEnv,
     });
+    if (config.docker.image === DEFAULT_WORKER_IMAGE) {
+      // The default image is ours and built locally: keep it in step with this agent (fast when it is).
+      const Dockerode = (await import("dockerode")).default;
+      const image = await buildWorkerImage(new Dockerode({ socketPath: config.docker.socketPath }), { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir }).catch(
+        (err: Error) => {
+          log.warn({ err }, "could not build the default worker image; docker jobs need it");
+          return null;
+        },
+      );
+      if (image?.built) log.info({ image: image.tag, seconds: image.seconds }, "default worker image built");
+    }
     providers.set("docker", { provider: docker, maxWorkers: config.docker.maxWorkers, workerServerUrl: "" });
     workerUrls.set("docker", config.docker.workerServerUrl);
   }
@@ -96,6 +107,28 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     orphanGraceMs: config.orphanGraceMs,
     stopGraceMs: config.stopGraceMs,
   });
+  if (enabled.includes("kubernetes")) {
+    const k8s = await import("@kubernetes/client-node");
+    const { KubernetesProvider } = await import("../providers/kubernetes.js");
+    const kubeConfig = new k8s.KubeConfig();
+    if (config.kubernetes.kubeconfig) kubeConfig.loadFromFile(config.kubernetes.kubeconfig);
+    else kubeConfig.loadFromCluster();
+    const namespace = config.kubernetes.namespace ?? kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ?? "default";
+    const kubernetes = new KubernetesProvider({
+      clusterId: config.clusterId,
+      kubeConfig,
+      namespace,
+      defaultImage: config.kubernetes.image,
+      serviceAccount: config.kubernetes.serviceAccount,
+      imagePullSecrets: config.kubernetes.imagePullSecrets,
+      nodeSelector: config.kubernetes.nodeSelector,
+      tolerations: config.kubernetes.tolerations as never,
+      agentEnv,
+    });
+    providers.set("kubernetes", { provider: kubernetes, maxWorkers: config.kubernetes.maxWorkers, workerServerUrl: "" });
+    workerUrls.set("kubernetes", config.kubernetes.workerServerUrl);
+  }
+
   // Providers that can tell when a worker changes nudge the reconcile pass to look at it at once.
   for (const [name, slot] of providers) {
     if (!("onWorkerChange" in slot.provider)) continue;

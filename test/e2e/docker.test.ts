@@ -72,8 +72,8 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
       assert.ok(created.has(token.providerResourceId), `token of job ${token.jobId} names container ${token.providerResourceId}, which was created`);
       if (expectConsumed) assert.equal(token.consumed, true, `token of job ${token.jobId} consumed`);
     }
-    const left = await eventually(async () => ((await containersOfCluster(srv.clusterId)).length === 0 ? [] : containersOfCluster(srv.clusterId)), 20_000);
-    assert.deepEqual(left, [], "no container of the cluster remains");
+    await eventually(async () => (await containersOfCluster(srv.clusterId)).length === 0, 20_000);
+    assert.deepEqual(await containersOfCluster(srv.clusterId), [], "no container of the cluster remains");
   }
 
   before(async () => {

@@ -12,7 +12,9 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import Dockerode from "dockerode";
+import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
+import { ROOT } from "./harness.js";
 import { eventually, jsonCli, runCli, type ServerProcess, startServerProcess } from "./harness.js";
 
 const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
@@ -41,6 +43,12 @@ interface TokenJson {
   jobId: string;
 }
 
+/** Pods run the default worker image: make sure it holds the agent just built. */
+async function ensureWorkerImage(): Promise<void> {
+  const runtime = await assembleAgentRuntime({ targetDir: join(ROOT, ".hodei", "agent-runtime"), nodePath: process.execPath, agentPath: join(ROOT, "dist", "agent.cjs") });
+  await buildWorkerImage(docker, { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir });
+}
+
 describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   const label = `e2e-${randomUUID().slice(0, 8)}`;
   let emulator: Awaited<ReturnType<typeof startKubeEmulator>>;
@@ -62,6 +70,7 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   }
 
   before(async () => {
+    await ensureWorkerImage();
     emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
     kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-e2e-")), "kubeconfig");
     emulator.writeKubeconfig(kubeconfig);
@@ -71,8 +80,8 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
     server = await startServerProcess({ HODEI_PROVIDERS: "kubernetes,local,docker", HODEI_K8S_KUBECONFIG: kubeconfig });
   });
   afterEach(async () => {
-    const pods = await eventually(async () => ((await podsLeft()).length === 0 ? [] : podsLeft()), 30_000);
-    assert.deepEqual(pods, [], "no pod is left");
+    await eventually(async () => (await podsLeft()).length === 0, 30_000);
+    assert.deepEqual(await podsLeft(), [], "no pod is left");
     assert.deepEqual(await containersLeft(), [], "no pod container is left");
   });
   after(async () => {
@@ -155,6 +164,7 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
 describe("the seed's DNS failure: pods given host.docker.internal", { skip: SKIP }, () => {
   it("is caught by hodei doctor beforehand, and fails a job fast with the reason, its token unconsumed, its pod deleted", async () => {
     const label = `dns-${randomUUID().slice(0, 8)}`;
+    await ensureWorkerImage();
     const emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
     const kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-dns-")), "kubeconfig");
     emulator.writeKubeconfig(kubeconfig);
