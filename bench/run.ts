@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: latency and throughput of the local provider, and latency of the Docker provider,
+ * `npm run bench`: latency and throughput of the local provider, and latency of the Docker and
+ * Kubernetes providers,
  * each beside a baseline measured in the same run. Prints a JSON summary. Not a test: figures only,
  * no pass/fail.
  *
@@ -11,24 +12,34 @@
  *   baseline      through dockerode: create + start + wait + remove a container of the worker image
  *                 (network host) whose command exits at once
  *   hello world   submit `echo hello` with provider docker -> succeeded and its container removed
+ * kubernetes (the "kubernetes" key; against the API emulator, whose pods are Docker containers):
+ *   baseline      through the Kubernetes API: create a pod of the worker image that exits at once,
+ *                 wait for Succeeded, delete it, wait until it is gone
+ *   hello world   submit `echo hello` with provider kubernetes -> succeeded and its pod deleted
+ * verify (the "verify" key): `hodei verify --json` wall time for the seed's scenario (3 jobs on docker
+ *   and 3 on kubernetes at once; the original took 18 s) and for all three providers.
  *
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
  */
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+import * as k8s from "@kubernetes/client-node";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import Dockerode from "dockerode";
 import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
-import { startServerProcess } from "../test/e2e/harness.js";
+import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
+import { HODEI_BIN, startServerProcess } from "../test/e2e/harness.js";
 
+const execFileAsync = promisify(execFile);
 const WORKER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
 const HELLO_RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const THROUGHPUT_JOBS = Number(process.env.BENCH_JOBS ?? 200);
@@ -192,15 +203,90 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
   };
 }
 
+// ---- kubernetes (emulated) ---------------------------------------------------------------------------
+
+/** Baseline through the same API: create a pod that exits at once, wait for Succeeded, delete it, wait until gone. */
+async function kubernetesBaseline(core: k8s.CoreV1Api, runs: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const name = `bench-${BENCH_RUN_ID.slice(0, 8)}-${i}`;
+    const t0 = performance.now();
+    await core.createNamespacedPod({
+      namespace: "default",
+      body: { metadata: { name }, spec: { restartPolicy: "Never", containers: [{ name: "c", image: DOCKER_IMAGE, command: ["/bin/true"] }] } },
+    });
+    for (;;) {
+      const pod = await core.readNamespacedPod({ name, namespace: "default" });
+      if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await core.deleteNamespacedPod({ name, namespace: "default", gracePeriodSeconds: 0 });
+    for (;;) {
+      try {
+        await core.readNamespacedPod({ name, namespace: "default" });
+      } catch {
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
+async function kubernetesSection(core: k8s.CoreV1Api | null, client: Client): Promise<Record<string, unknown>> {
+  if (!core) return { skipped: "no Docker daemon (the emulator runs pods on it)" };
+  await kubernetesBaseline(core, 3);
+  for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"], provider: "kubernetes" })).job!.id);
+  const base = await kubernetesBaseline(core, HELLO_RUNS);
+  const { latencies, phasesP50 } = await helloWorld(client, "kubernetes", HELLO_RUNS);
+  const hello = summary(latencies);
+  const baselineSummary = summary(base);
+  const pods = await core.listNamespacedPod({ namespace: "default" });
+  return {
+    runs: HELLO_RUNS,
+    api: "emulated (test/fixtures/kube-emulator: pods run as Docker containers)",
+    baseline_pod_run_ms: baselineSummary,
+    hello_world_ms: hello,
+    ratio_p50: round(hello.p50 / baselineSummary.p50),
+    ratio_p95: round(hello.p95 / baselineSummary.p95),
+    target: "p50 within 2x the baseline",
+    phases_p50_ms: phasesP50,
+    pods_left: pods.items.length,
+  };
+}
+
+/** `hodei verify --json` for the named providers: the seed's scenario (3 jobs per provider at once). */
+async function verifyRun(serverUrl: string, providers: string): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const { stdout } = await execFileAsync(process.execPath, [HODEI_BIN, "verify", "--json", "--providers", providers], {
+    env: { ...WORKER_ENV, HODEI_SERVER_URL: serverUrl },
+    maxBuffer: 64 * 1024 * 1024,
+  }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? "{}" }));
+  const report = JSON.parse(stdout) as { ok?: boolean; totalMs?: number; jobs?: unknown[] };
+  return { providers, ok: report.ok ?? false, jobs: report.jobs?.length ?? 0, total_ms: report.totalMs ?? null, wall_ms: round(performance.now() - t0) };
+}
+
 async function main(): Promise<void> {
   const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
   const daemon = await dockerAnswers(docker);
+  const emulator = daemon ? await startKubeEmulator({ port: 0, docker, clusterLabel: `bench-${BENCH_RUN_ID.slice(0, 8)}` }) : null;
+  let core: k8s.CoreV1Api | null = null;
+  let kubeconfig = "";
+  if (emulator) {
+    kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-bench-kube-")), "kubeconfig");
+    emulator.writeKubeconfig(kubeconfig);
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    core = kc.makeApiClient(k8s.CoreV1Api);
+  }
   const server = await startServerProcess({
     HODEI_LOCAL_MAX_WORKERS: "16",
-    HODEI_PROVIDERS: "local,docker",
+    HODEI_PROVIDERS: daemon ? "local,docker,kubernetes" : "local",
     HODEI_DEFAULT_PROVIDER: "local",
     HODEI_DOCKER_SOCKET: DOCKER_SOCKET,
     HODEI_DOCKER_IMAGE: DOCKER_IMAGE,
+    ...(kubeconfig ? { HODEI_K8S_KUBECONFIG: kubeconfig } : {}),
   });
   const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
   try {
@@ -230,11 +316,16 @@ async function main(): Promise<void> {
       phases_p50_ms: phasesP50,
       throughput: { jobs: THROUGHPUT_JOBS, seconds: round(elapsedS), jobs_per_second: round(THROUGHPUT_JOBS / elapsedS), failed },
       docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
+      kubernetes: await kubernetesSection(core, client),
+      verify: daemon
+        ? { seed_scenario: await verifyRun(server.url, "docker,kubernetes"), all_providers: await verifyRun(server.url, "local,docker,kubernetes"), original_seconds: 18 }
+        : { skipped: "no Docker daemon" },
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await server.stop();
     server.cleanup();
+    await emulator?.stop();
     if (daemon) {
       // Whatever an interrupted run left (its jobs' containers, a baseline container) goes too.
       const left = await leftoverContainers(docker, server.clusterId).catch(() => []);
