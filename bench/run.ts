@@ -269,7 +269,8 @@ async function verifyRun(serverUrl: string, providers: string): Promise<Record<s
 
 async function main(): Promise<void> {
   const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
-  const daemon = await dockerAnswers(docker);
+  // BENCH_LOCAL_ONLY=1 measures the local provider alone (quick iterations).
+  const daemon = process.env.BENCH_LOCAL_ONLY ? false : await dockerAnswers(docker);
   const emulator = daemon ? await startKubeEmulator({ port: 0, docker, clusterLabel: `bench-${BENCH_RUN_ID.slice(0, 8)}` }) : null;
   let core: k8s.CoreV1Api | null = null;
   let kubeconfig = "";
