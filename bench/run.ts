@@ -283,6 +283,7 @@ async function main(): Promise<void> {
   }
   const server = await startServerProcess({
     HODEI_LOCAL_MAX_WORKERS: "16",
+    ...(process.env.HODEI_LOCAL_WARM_WORKERS ? { HODEI_LOCAL_WARM_WORKERS: process.env.HODEI_LOCAL_WARM_WORKERS } : {}),
     HODEI_PROVIDERS: daemon ? "local,docker,kubernetes" : "local",
     HODEI_DEFAULT_PROVIDER: "local",
     HODEI_DOCKER_SOCKET: DOCKER_SOCKET,

@@ -48,6 +48,8 @@ interface Agent {
 }
 
 const POLL_MS = 20;
+/** Delay before a taken warm agent is replaced. */
+const REFILL_DELAY_MS = 150;
 const AGENT_PID_FILE = ".agent-pid";
 
 export class LocalProvider implements WorkerProvider {
@@ -90,8 +92,9 @@ export class LocalProvider implements WorkerProvider {
     await spec.onCreated(resource);
     const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir };
     agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
-    // Refill the pool after this worker is on its way, not before.
-    setImmediate(() => this.fillPool(spec.serverUrl));
+    // Refill the pool once this worker is on its way: spawning blocks this process for a few ms,
+    // which would otherwise land on the new worker's registration.
+    setTimeout(() => this.fillPool(spec.serverUrl), REFILL_DELAY_MS).unref();
     return resource;
   }
 
