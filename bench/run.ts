@@ -57,6 +57,20 @@ function percentile(values: number[], p: number): number {
 const round = (n: number) => Math.round(n * 10) / 10;
 const summary = (values: number[]) => ({ p50: round(percentile(values, 50)), p95: round(percentile(values, 95)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
 
+/** Baseline and hello-world summaries, their ratios and the phase breakdown, under fixed keys. */
+function latencyReport(baselineKey: string, base: number[], latencies: number[], phasesP50: Record<string, number>) {
+  const baselineSummary = summary(base);
+  const hello = summary(latencies);
+  return {
+    [baselineKey]: baselineSummary,
+    hello_world_ms: hello,
+    ratio_p50: round(hello.p50 / baselineSummary.p50),
+    ratio_p95: round(hello.p95 / baselineSummary.p95),
+    target: "p50 within 2x the baseline",
+    phases_p50_ms: phasesP50,
+  };
+}
+
 async function baseline(runs: number): Promise<number[]> {
   const dir = mkdtempSync(join(tmpdir(), "hodei-bench-"));
   const script = join(dir, "exit.cjs");
@@ -188,17 +202,10 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
     await new Promise((r) => setTimeout(r, 100));
   }
 
-  const hello = summary(latencies);
-  const baselineSummary = summary(base);
   return {
     runs: HELLO_RUNS,
     image: DOCKER_IMAGE,
-    baseline_container_run_ms: baselineSummary,
-    hello_world_ms: hello,
-    ratio_p50: round(hello.p50 / baselineSummary.p50),
-    ratio_p95: round(hello.p95 / baselineSummary.p95),
-    target: "p50 within 2x the baseline",
-    phases_p50_ms: phasesP50,
+    ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50),
     containers_left: left.length,
   };
 }
@@ -240,18 +247,11 @@ async function kubernetesSection(core: k8s.CoreV1Api | null, client: Client): Pr
   for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"], provider: "kubernetes" })).job!.id);
   const base = await kubernetesBaseline(core, HELLO_RUNS);
   const { latencies, phasesP50 } = await helloWorld(client, "kubernetes", HELLO_RUNS);
-  const hello = summary(latencies);
-  const baselineSummary = summary(base);
   const pods = await core.listNamespacedPod({ namespace: "default" });
   return {
     runs: HELLO_RUNS,
     api: "emulated (test/fixtures/kube-emulator: pods run as Docker containers)",
-    baseline_pod_run_ms: baselineSummary,
-    hello_world_ms: hello,
-    ratio_p50: round(hello.p50 / baselineSummary.p50),
-    ratio_p95: round(hello.p95 / baselineSummary.p95),
-    target: "p50 within 2x the baseline",
-    phases_p50_ms: phasesP50,
+    ...latencyReport("baseline_pod_run_ms", base, latencies, phasesP50),
     pods_left: pods.items.length,
   };
 }
@@ -305,17 +305,10 @@ async function main(): Promise<void> {
     const elapsedS = (performance.now() - t0) / 1000;
     const failed = finished.filter((j) => j.state !== "succeeded").length;
 
-    const hello = summary(latencies);
-    const baselineSummary = summary(base);
     const result = {
       provider: "local",
       runs: HELLO_RUNS,
-      baseline_node_spawn_ms: baselineSummary,
-      hello_world_ms: hello,
-      ratio_p50: round(hello.p50 / baselineSummary.p50),
-      ratio_p95: round(hello.p95 / baselineSummary.p95),
-      target: "p50 within 2x the baseline",
-      phases_p50_ms: phasesP50,
+      ...latencyReport("baseline_node_spawn_ms", base, latencies, phasesP50),
       throughput: { jobs: THROUGHPUT_JOBS, seconds: round(elapsedS), jobs_per_second: round(THROUGHPUT_JOBS / elapsedS), failed },
       docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
       kubernetes: await kubernetesSection(core, client),

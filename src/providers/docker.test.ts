@@ -7,24 +7,14 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
-import Dockerode from "dockerode";
+import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js";
 import { PermanentError } from "../core/errors.js";
-import { workerName } from "../core/ids.js";
-import { mintOtpToken } from "../core/token.js";
 import { DockerProvider, LABELS } from "./docker.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "./docker-image.js";
-import type { WorkerSpec } from "./provider.js";
-import { describeProvider, UNREACHABLE_SERVER_URL } from "./provider.contract.js";
+import { describeProvider, workerSpec } from "./provider.contract.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-const docker = new Dockerode({ socketPath: process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock" });
-const daemon = await docker.ping().then(
-  () => true,
-  () => false,
-);
-if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers on /var/run/docker.sock");
-const SKIP = daemon ? false : "no Docker daemon answers on /var/run/docker.sock: Docker tests skipped";
-if (SKIP) console.log(`# ${SKIP}`);
+const SKIP = skipWithoutDocker("the Docker provider tests");
 
 const CLUSTER_ID = `test-${randomUUID().slice(0, 8)}`;
 const RUNTIME_DIR = resolve(ROOT, ".hodei", "agent-runtime");
@@ -43,24 +33,6 @@ function makeProvider(clusterId = CLUSTER_ID, defaultImage = DEFAULT_WORKER_IMAG
     agentEnv: { HODEI_REGISTER_TIMEOUT_MS: "60000" },
     docker,
   });
-}
-
-function spec(overrides: Partial<WorkerSpec> = {}): WorkerSpec {
-  const workerId = randomUUID();
-  return {
-    workerId,
-    name: workerName(workerId),
-    jobId: randomUUID(),
-    attempt: 1,
-    otpToken: mintOtpToken(),
-    serverUrl: UNREACHABLE_SERVER_URL,
-    image: "",
-    deadlineSeconds: 600,
-    cpuMillis: 0,
-    memoryMb: 0,
-    onCreated: async () => {},
-    ...overrides,
-  };
 }
 
 describe("DockerProvider", { skip: SKIP }, () => {
@@ -86,7 +58,7 @@ describe("DockerProvider", { skip: SKIP }, () => {
     it("names the worker by its full 64-hex container id, reported before the container starts", async () => {
       const provider = makeProvider();
       let createdState = "";
-      const s = spec({
+      const s = workerSpec({
         cpuMillis: 500,
         memoryMb: 128,
         onCreated: async (r) => {
@@ -116,7 +88,7 @@ describe("DockerProvider", { skip: SKIP }, () => {
     it("fails fast and permanently when the image does not exist", async () => {
       const provider = makeProvider();
       const started = Date.now();
-      await assert.rejects(provider.start(spec({ image: `hodei-no-such-image:${randomUUID().slice(0, 8)}` })), (err: Error) => {
+      await assert.rejects(provider.start(workerSpec({ image: `hodei-no-such-image:${randomUUID().slice(0, 8)}` })), (err: Error) => {
         assert.ok(err instanceof PermanentError, `a PermanentError, got ${err.name}`);
         assert.match(err.message, /not found/);
         return true;
@@ -128,7 +100,7 @@ describe("DockerProvider", { skip: SKIP }, () => {
     it("never lists another cluster's containers", async () => {
       const mine = makeProvider();
       const theirs = makeProvider(`${CLUSTER_ID}-other`);
-      const resource = await theirs.start(spec());
+      const resource = await theirs.start(workerSpec());
       try {
         assert.deepEqual(await mine.list(), []);
         assert.equal((await theirs.list()).length, 1);
@@ -139,7 +111,7 @@ describe("DockerProvider", { skip: SKIP }, () => {
 
     it("reports the container's last output", async () => {
       const provider = makeProvider();
-      const resource = await provider.start(spec());
+      const resource = await provider.start(workerSpec());
       try {
         // The agent logs its failed attempts to reach the unreachable server.
         let output = "";

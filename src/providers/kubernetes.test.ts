@@ -10,43 +10,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import Dockerode from "dockerode";
+import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js";
 import { startKubeEmulator } from "../../test/fixtures/kube-emulator/index.js";
 import { workerName } from "../core/ids.js";
-import { mintOtpToken } from "../core/token.js";
 import { classifyPod, KubernetesProvider, POD_LABELS } from "./kubernetes.js";
-import type { WorkerSpec } from "./provider.js";
-import { describeProvider, UNREACHABLE_SERVER_URL } from "./provider.contract.js";
+import { describeProvider, workerSpec } from "./provider.contract.js";
 
-const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
-const daemon = await docker.ping().then(
-  () => true,
-  () => false,
-);
-if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers (the emulator runs pods on it)");
-const SKIP = daemon ? false : "no Docker daemon answers: the Kubernetes emulator cannot run pods; Kubernetes tests skipped";
-if (SKIP) console.log(`# ${SKIP}`);
+const SKIP = skipWithoutDocker("the Kubernetes tests (the emulator runs pods on Docker)");
 
 const CLUSTER_ID = `test-${randomUUID().slice(0, 8)}`;
 const EMULATOR_LABEL = `provider-test-${randomUUID().slice(0, 8)}`;
-
-function spec(overrides: Partial<WorkerSpec> = {}): WorkerSpec {
-  const workerId = randomUUID();
-  return {
-    workerId,
-    name: workerName(workerId),
-    jobId: randomUUID(),
-    attempt: 1,
-    otpToken: mintOtpToken(),
-    serverUrl: UNREACHABLE_SERVER_URL,
-    image: "",
-    deadlineSeconds: 600,
-    cpuMillis: 0,
-    memoryMb: 0,
-    onCreated: async () => {},
-    ...overrides,
-  };
-}
 
 describe("KubernetesProvider", { skip: SKIP }, () => {
   let emulator: Awaited<ReturnType<typeof startKubeEmulator>>;
@@ -95,7 +68,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
   describe("kubernetes specifics", () => {
     it("creates a labelled pod named after the worker, restartPolicy Never, with a deadline and no token mounted", async () => {
       const provider = makeProvider();
-      const s = spec({ cpuMillis: 250, memoryMb: 64, deadlineSeconds: 321 });
+      const s = workerSpec({ cpuMillis: 250, memoryMb: 64, deadlineSeconds: 321 });
       const resource = await provider.start(s);
       try {
         assert.equal(resource.resourceId, s.name);
@@ -117,7 +90,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
 
     it("reports a missing image within seconds as a permanent ImagePullBackOff", async () => {
       const provider = makeProvider();
-      const resource = await provider.start(spec({ image: `hodei-no-such-image:${randomUUID().slice(0, 6)}` }));
+      const resource = await provider.start(workerSpec({ image: `hodei-no-such-image:${randomUUID().slice(0, 6)}` }));
       try {
         const started = Date.now();
         let status = await provider.inspect(resource.resourceId);
@@ -138,7 +111,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
     it("never lists another cluster's pods", async () => {
       const mine = makeProvider();
       const theirs = makeProvider(`${CLUSTER_ID}-other`);
-      const resource = await theirs.start(spec());
+      const resource = await theirs.start(workerSpec());
       try {
         assert.deepEqual(await mine.list(), []);
         assert.deepEqual((await theirs.list()).map((r) => r.resourceId), [resource.resourceId]);

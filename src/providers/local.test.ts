@@ -8,12 +8,10 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
 import { PermanentError } from "../core/errors.js";
-import { workerName } from "../core/ids.js";
-import { mintOtpToken } from "../core/token.js";
 import { LocalProvider, type LocalProviderOptions } from "./local.js";
 import { findMarkedProcesses, isAlive } from "./process-table.js";
-import type { ProviderResource, WorkerSpec } from "./provider.js";
-import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL } from "./provider.contract.js";
+import type { ProviderResource } from "./provider.js";
+import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL, workerSpec } from "./provider.contract.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const AGENT_PATH = join(ROOT, "dist", "agent.cjs");
@@ -38,23 +36,6 @@ function localOptions(workRoot: string, overrides: Partial<LocalProviderOptions>
 
 function newWorkRoot(): string {
   return mkdtempSync(join(tmpdir(), "hodei-local-test-"));
-}
-
-function workerSpec(): WorkerSpec {
-  const workerId = randomUUID();
-  return {
-    workerId,
-    name: workerName(workerId),
-    jobId: randomUUID(),
-    attempt: 1,
-    otpToken: mintOtpToken(),
-    serverUrl: UNREACHABLE_SERVER_URL,
-    image: "",
-    deadlineSeconds: 600,
-    cpuMillis: 0,
-    memoryMb: 0,
-    onCreated: async () => {},
-  };
 }
 
 describe("LocalProvider", () => {

@@ -29,6 +29,25 @@ export interface ProviderHarness {
 
 /** An address where nothing listens: the agent keeps retrying to register there. */
 export const UNREACHABLE_SERVER_URL = "http://127.0.0.1:9";
+
+/** A spec for a fresh worker, as the scheduler makes one, pointed at UNREACHABLE_SERVER_URL. */
+export function workerSpec(overrides: Partial<WorkerSpec> = {}): WorkerSpec {
+  const workerId = randomUUID();
+  return {
+    workerId,
+    name: workerName(workerId),
+    jobId: randomUUID(),
+    attempt: 1,
+    otpToken: mintOtpToken(),
+    serverUrl: UNREACHABLE_SERVER_URL,
+    image: "",
+    deadlineSeconds: 600,
+    cpuMillis: 0,
+    memoryMb: 0,
+    onCreated: async () => {},
+    ...overrides,
+  };
+}
 const STOP_GRACE_MS = 2000;
 /** How long a real worker may take to reach a state (a pod is slower than a process). */
 const SETTLE_MS = 60_000;
@@ -74,23 +93,7 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
       }
     });
 
-    function workerSpec(): WorkerSpec {
-      const workerId = randomUUID();
-      return {
-        workerId,
-        name: workerName(workerId),
-        jobId: randomUUID(),
-        attempt: 1,
-        otpToken: mintOtpToken(),
-        serverUrl: UNREACHABLE_SERVER_URL,
-        image: "",
-        deadlineSeconds: 600,
-        cpuMillis: 0,
-        memoryMb: 0,
-        onCreated: async () => {},
-        ...h.specDefaults,
-      };
-    }
+    const freshSpec = (): WorkerSpec => workerSpec(h.specDefaults);
 
     /** start(), recording the resource for the cleanup before anything else can fail. */
     async function start(spec: WorkerSpec): Promise<ProviderResource> {
@@ -105,7 +108,7 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
       return resource;
     }
 
-    async function startRunning(spec = workerSpec()): Promise<ProviderResource> {
+    async function startRunning(spec = freshSpec()): Promise<ProviderResource> {
       const resource = await start(spec);
       const status = await eventually(() => provider.inspect(resource.resourceId), (s) => s.state !== "pending");
       assert.deepEqual(status, { state: "running" }, "the worker came up");
@@ -114,7 +117,7 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
 
     describe("start", () => {
       it("returns the worker's provider_resource_id, the provider's resource type and the worker id", async () => {
-        const spec = workerSpec();
+        const spec = freshSpec();
         const resource = await start(spec);
         assert.equal(typeof resource.resourceId, "string");
         assert.notEqual(resource.resourceId, "");
@@ -129,7 +132,7 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
       });
 
       it("is idempotent on the name: a repeat returns the same resource and starts nothing new", async () => {
-        const spec = workerSpec();
+        const spec = freshSpec();
         const first = await startRunning(spec);
         const again = await start(spec);
         assert.equal(again.resourceId, first.resourceId);
@@ -149,7 +152,7 @@ export function describeProvider(name: string, makeProvider: () => Promise<Provi
 
     describe("list", () => {
       it("contains a started worker, mapped back to its worker id", async () => {
-        const spec = workerSpec();
+        const spec = freshSpec();
         const resource = await startRunning(spec);
         const listed = (await provider.list()).find((r) => r.resourceId === resource.resourceId);
         assert.ok(listed, "the worker is listed");

@@ -243,8 +243,9 @@ export class Reconciler {
   private async enforceDeadlines(): Promise<void> {
     const now = this.o.clock.nowMs();
     const active = await this.o.store.listWorkers(["provisioning", "waiting", "registered", "running"], 100_000);
+    const jobs = await this.o.store.getJobs(active.map((w) => w.job_id));
     for (const worker of active) {
-      const job = await this.o.store.getJob(worker.job_id);
+      const job = jobs.get(worker.job_id);
       if (!job) continue;
       // A worker whose job or attempt has ended (cancel, timeout) gets a short time to flush, then goes.
       if (isTerminal(job.state) || job.attempts !== worker.attempt || job.state === "queued") {
@@ -283,9 +284,10 @@ export class Reconciler {
   // ---- 4. vanished workers ----------------------------------------------------------------------
 
   private async inspectWorkers(full: boolean): Promise<void> {
-    const candidates = await this.o.store.listWorkers(["waiting", "registered", "running"], 100_000);
     const suspects = new Set(this.suspects);
     this.suspects.clear();
+    if (!full && suspects.size === 0) return;
+    const candidates = await this.o.store.listWorkers(["waiting", "registered", "running"], 100_000);
     await Promise.all(
       candidates
         .filter((w) => full || suspects.has(w.id))

@@ -18,13 +18,14 @@ function ts(ms: number | null | undefined): Timestamp | undefined {
   return ms === null || ms === undefined ? undefined : timestampFromMs(ms);
 }
 
-function timeline(job: JobRow, worker: WorkerRow | undefined) {
+/** queued is the job's own; `finishedMs` is the job's end for a job, the worker's for an attempt. */
+function timeline(job: JobRow, worker: WorkerRow | undefined, finishedMs: number | null | undefined) {
   return create(TimelineSchema, {
     queued: ts(job.created_at),
     provisioned: ts(worker?.provisioned_at),
     registered: ts(worker?.registered_at),
     started: ts(worker?.started_at),
-    finished: ts(job.finished_at ?? worker?.finished_at),
+    finished: ts(finishedMs),
     destroyed: ts(worker?.destroyed_at),
   });
 }
@@ -39,14 +40,7 @@ function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
     resourceType: worker.resource_type ?? "",
     workerState: worker.state,
     failureReason: worker.failure_reason,
-    timeline: create(TimelineSchema, {
-      queued: ts(job.created_at),
-      provisioned: ts(worker.provisioned_at),
-      registered: ts(worker.registered_at),
-      started: ts(worker.started_at),
-      finished: ts(worker.finished_at),
-      destroyed: ts(worker.destroyed_at),
-    }),
+    timeline: timeline(job, worker, worker.finished_at),
   });
 }
 
@@ -70,7 +64,7 @@ export function toJob(job: JobRow, workers: WorkerRow[]): Job {
     maxAttempts: job.max_attempts,
     createdAt: ts(job.created_at),
     finishedAt: ts(job.finished_at),
-    timeline: timeline(job, latest),
+    timeline: timeline(job, latest, job.finished_at ?? latest?.finished_at),
     attemptHistory: workers.map((w) => toAttempt(job, w)),
     logsTruncated: job.logs_truncated === 1,
     logsIncomplete: job.logs_incomplete === 1,

@@ -5,8 +5,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Logger } from "pino";
-import type { Clock } from "../core/clock.js";
 import { ConflictError, InvalidInputError, NotFoundError, withTimeout } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
@@ -23,25 +21,14 @@ import {
   ProviderSchema,
   SubmitJobResponseSchema,
 } from "../gen/hodei/v1/api_pb.js";
-import type { Metrics } from "../metrics.js";
-import type { ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import type { Store } from "../store/store.js";
+import type { ProviderSlot } from "../scheduler/reconciler.js";
 import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
-import type { LogHub } from "./log-hub.js";
-import type { SessionRegistry } from "./worker-service.js";
+import type { ServiceDeps } from "./service-deps.js";
 
-export interface JobServiceDeps {
-  store: Store;
-  clock: Clock;
-  log: Logger;
-  metrics: Metrics;
-  reconciler: Reconciler;
-  logHub: LogHub;
-  sessions: SessionRegistry;
+export interface JobServiceDeps extends ServiceDeps {
   providers: Map<string, ProviderSlot>;
   defaultProvider: string;
   defaultTimeoutSeconds: number;
-  stopGraceMs: number;
   workerUrlWarning: (provider: string, url: string) => string;
 }
 

@@ -133,8 +133,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   for (const [name, slot] of providers) {
     if (!("onWorkerChange" in slot.provider)) continue;
     slot.provider.onWorkerChange = (resourceId) => {
-      void store.listWorkers(["waiting", "registered", "running"], 10_000).then((workers) => {
-        const worker = workers.find((w) => w.provider === name && w.provider_resource_id === resourceId);
+      void store.findActiveWorkerByResource(name, resourceId).then((worker) => {
         if (worker) reconciler.suspect(worker.id);
       });
     };

@@ -11,8 +11,6 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { Logger } from "pino";
-import type { Clock } from "../core/clock.js";
 import { ConflictError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { hashToken, mintSessionToken } from "../core/token.js";
@@ -26,23 +24,12 @@ import {
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
-import type { Metrics } from "../metrics.js";
-import type { Reconciler } from "../scheduler/reconciler.js";
 import type { WorkerRow } from "../store/schema.js";
-import type { Store } from "../store/store.js";
-import type { LogHub } from "./log-hub.js";
+import type { ServiceDeps } from "./service-deps.js";
 
-export interface WorkerServiceDeps {
-  store: Store;
-  clock: Clock;
-  log: Logger;
-  metrics: Metrics;
-  reconciler: Reconciler;
-  logHub: LogHub;
-  sessions: SessionRegistry;
+export interface WorkerServiceDeps extends ServiceDeps {
   heartbeatIntervalMs: number;
   logLimitBytes: number;
-  stopGraceMs: number;
 }
 
 /** The streams connected to this process, by worker id: how a cancel reaches an agent at once. */

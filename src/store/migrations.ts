@@ -102,6 +102,11 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable("jobs").addColumn("memory_mb", "integer", (c) => c.notNull().defaultTo(0)).execute();
       },
     },
+    "0003_workers_by_resource": {
+      async up(db: Kysely<any>) {
+        await db.schema.createIndex("workers_resource").on("workers").columns(["provider", "provider_resource_id"]).execute();
+      },
+    },
   };
 }
 

@@ -105,6 +105,13 @@ export class Store {
     return this.db.selectFrom("jobs").selectAll().where("id", "=", id).executeTakeFirst();
   }
 
+  /** Jobs by id, in one query. */
+  async getJobs(ids: string[]): Promise<Map<string, JobRow>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom("jobs").selectAll().where("id", "in", [...new Set(ids)]).execute();
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
   async listJobs(query: JobListQuery): Promise<JobRow[]> {
     let q = this.db.selectFrom("jobs").selectAll();
     if (query.states && query.states.length > 0) q = q.where("state", "in", query.states);
@@ -267,6 +274,17 @@ export class Store {
 
   async getWorkerBySession(sessionHash: string): Promise<WorkerRow | undefined> {
     return this.db.selectFrom("workers").selectAll().where("session_hash", "=", sessionHash).executeTakeFirst();
+  }
+
+  /** The worker a provider knows by resourceId, while it still works on its attempt. */
+  async findActiveWorkerByResource(provider: string, resourceId: string): Promise<WorkerRow | undefined> {
+    return this.db
+      .selectFrom("workers")
+      .selectAll()
+      .where("provider", "=", provider)
+      .where("provider_resource_id", "=", resourceId)
+      .where("state", "in", ["waiting", "registered", "running"])
+      .executeTakeFirst();
   }
 
   async listWorkersOfJob(jobId: string): Promise<WorkerRow[]> {

@@ -10,35 +10,13 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
-import Dockerode from "dockerode";
+import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { LABELS } from "../../src/providers/docker.js";
 import { busyboxRootfs, importRootfs } from "../../src/providers/docker-image.js";
-import { eventually, jsonCli, runCli, type ServerProcess, sleep, spawnCli, startServerProcess } from "./harness.js";
+import { eventually, type JobJson, jsonCli, runCli, type ServerProcess, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
 
-const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
-const daemon = await docker.ping().then(
-  () => true,
-  () => false,
-);
-if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers");
-const SKIP = daemon ? false : "no Docker daemon answers on /var/run/docker.sock: Docker end-to-end tests skipped";
-if (SKIP) console.log(`# ${SKIP}`);
+const SKIP = skipWithoutDocker("the Docker end-to-end tests");
 
-interface JobJson {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  reason: string;
-  attempts: number;
-  timeline: Record<string, string>;
-}
-interface TokenJson {
-  provider: string;
-  providerResourceId: string;
-  resourceType: string;
-  consumed: boolean;
-  jobId: string;
-}
 
 const BUSYBOX_ONLY = `hodei-test-busybox:${randomUUID().slice(0, 8)}`;
 
@@ -49,13 +27,6 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
 
   async function containersOfCluster(clusterId: string) {
     return docker.listContainers({ all: true, filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${clusterId}`] } });
-  }
-
-  async function waitDestroyed(srv: ServerProcess, id: string, timeoutMs = 30_000): Promise<JobJson> {
-    return (await eventually(async () => {
-      const job = await jsonCli<JobJson>(srv, ["jobs", "get", id]);
-      return job.timeline.destroyed ? job : null;
-    }, timeoutMs)) as JobJson;
   }
 
   /** Every Docker token is consumed and names a container that was really created. */
@@ -211,5 +182,3 @@ describe("a Docker worker that cannot reach the server", { skip: SKIP }, () => {
   });
 });
 
-void sleep;
-void spawnCli;

@@ -193,3 +193,54 @@ export function killCluster(clusterId: string): void {
     }
   }
 }
+
+/** A job as `hodei jobs get --json` prints it (the fields the tests read). */
+export interface JobJson {
+  id: string;
+  state: string;
+  exitCode: number | null;
+  reason: string;
+  provider: string;
+  attempts: number;
+  maxAttempts: number;
+  createdAt: string;
+  timeline: Record<string, string>;
+  logsTruncated?: boolean;
+  logsIncomplete?: boolean;
+}
+
+/** An OTP token as `hodei tokens --json` prints it. */
+export interface TokenJson {
+  provider: string;
+  providerResourceId: string;
+  resourceType: string;
+  consumed: boolean;
+  expired: boolean;
+  jobId: string;
+  workerId: string;
+}
+
+/** A worker as `hodei workers --json` prints it. */
+export interface WorkerJson {
+  id: string;
+  provider: string;
+  providerResourceId: string;
+  state: string;
+  jobId: string;
+}
+
+/** Polls the job until `predicate` holds or timeoutMs passes; returns the last job read. */
+export async function jobWhen(server: { url: string }, id: string, predicate: (job: JobJson) => boolean, timeoutMs = 30_000): Promise<JobJson> {
+  let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate(job) && Date.now() < deadline) {
+    await sleep(100);
+    job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
+  }
+  return job;
+}
+
+/** The job once its (latest) worker is destroyed. */
+export function waitDestroyed(server: { url: string }, id: string, timeoutMs = 30_000): Promise<JobJson> {
+  return jobWhen(server, id, (job) => Boolean(job.timeline.destroyed), timeoutMs);
+}

@@ -11,37 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import Dockerode from "dockerode";
+import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
-import { ROOT } from "./harness.js";
-import { eventually, jsonCli, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+import { eventually, type JobJson, jsonCli, ROOT, runCli, type ServerProcess, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
 
-const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
-const daemon = await docker.ping().then(
-  () => true,
-  () => false,
-);
-if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers (the emulator runs pods on it)");
-const SKIP = daemon ? false : "no Docker daemon answers: the Kubernetes emulator cannot run pods; Kubernetes end-to-end tests skipped";
-if (SKIP) console.log(`# ${SKIP}`);
+const SKIP = skipWithoutDocker("the Kubernetes end-to-end tests (the emulator runs pods on Docker)");
 
-interface JobJson {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  reason: string;
-  attempts: number;
-  timeline: Record<string, string>;
-}
-interface TokenJson {
-  provider: string;
-  providerResourceId: string;
-  resourceType: string;
-  consumed: boolean;
-  expired: boolean;
-  jobId: string;
-}
 
 /** Pods run the default worker image: make sure it holds the agent just built. */
 async function ensureWorkerImage(): Promise<void> {
@@ -62,13 +38,6 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   async function containersLeft() {
     return docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } });
   }
-  async function waitDestroyed(srv: ServerProcess, id: string, timeoutMs = 60_000): Promise<JobJson> {
-    return (await eventually(async () => {
-      const job = await jsonCli<JobJson>(srv, ["jobs", "get", id]);
-      return job.timeline.destroyed ? job : null;
-    }, timeoutMs)) as JobJson;
-  }
-
   before(async () => {
     await ensureWorkerImage();
     emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });

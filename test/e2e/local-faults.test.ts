@@ -5,27 +5,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { eventually, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, sleep, startServerProcess, workerProcesses } from "./harness.js";
+import { eventually, type JobJson, jobWhen, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, sleep, startServerProcess, workerProcesses } from "./harness.js";
 
-interface JobJson {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  reason: string;
-  timeline: Record<string, string>;
-  logsTruncated?: boolean;
-  logsIncomplete?: boolean;
-}
-
-async function jobWhen(server: ServerProcess, id: string, predicate: (job: JobJson) => boolean, timeoutMs = 30_000): Promise<JobJson> {
-  let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate(job) && Date.now() < deadline) {
-    await sleep(100);
-    job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
-  }
-  return job;
-}
 
 /** Peak resident memory of a process, in MB. */
 function peakRssMb(pid: number): number {

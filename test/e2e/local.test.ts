@@ -7,6 +7,8 @@ import { after, afterEach, before, describe, it } from "node:test";
 import {
   anyClusterProcesses,
   eventually,
+  type JobJson,
+  jobWhen,
   jsonCli,
   killCluster,
   leftoverProcesses,
@@ -15,53 +17,12 @@ import {
   sleep,
   spawnCli,
   startServerProcess,
+  type TokenJson,
+  waitDestroyed,
+  type WorkerJson,
   workerProcesses,
 } from "./harness.js";
 
-interface JobJson {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  reason: string;
-  provider: string;
-  attempts: number;
-  createdAt: string;
-  timeline: Record<string, string>;
-  logsTruncated?: boolean;
-  logsIncomplete?: boolean;
-}
-interface TokenJson {
-  provider: string;
-  providerResourceId: string;
-  resourceType: string;
-  consumed: boolean;
-  jobId: string;
-  workerId: string;
-}
-interface WorkerJson {
-  id: string;
-  provider: string;
-  providerResourceId: string;
-  state: string;
-  jobId: string;
-}
-
-async function waitForState(server: ServerProcess, id: string, states: string[], timeoutMs = 20_000): Promise<JobJson> {
-  let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
-  const deadline = Date.now() + timeoutMs;
-  while (!states.includes(job.state) && Date.now() < deadline) {
-    await sleep(100);
-    job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
-  }
-  return job;
-}
-
-async function waitDestroyed(server: ServerProcess, id: string): Promise<JobJson> {
-  return eventually(async () => {
-    const job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
-    return job.timeline.destroyed ? job : null;
-  }) as Promise<JobJson>;
-}
 
 async function assertNothingLeft(server: ServerProcess): Promise<void> {
   const left = await leftoverProcesses(server);
@@ -169,7 +130,7 @@ describe("hodei on the local provider", () => {
   it("cancels a running job and kills its whole process tree", async () => {
     const marker = `hodei-cancel-${Date.now()}`;
     const id = (await runCli(server, ["run", "--detach", "--", `sleep 300 & sleep 301 & echo ${marker}; wait`])).stdout.trim();
-    const running = await waitForState(server, id, ["running"]);
+    const running = await jobWhen(server, id, (j) => ["running"].includes(j.state), 20_000);
     assert.equal(running.state, "running");
     await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes(marker));
     assert.ok(workerProcesses(server.clusterId, server.dataDir).length >= 3, "agent, shell and sleeps are running");
@@ -195,12 +156,12 @@ describe("hodei on the local provider", () => {
 
   it("fails a job whose worker is killed mid-job, with a clear reason", async () => {
     const id = (await runCli(server, ["run", "--detach", "--", "echo begin; sleep 300"])).stdout.trim();
-    await waitForState(server, id, ["running"]);
+    await jobWhen(server, id, (j) => ["running"].includes(j.state), 20_000);
     const workers = await jsonCli<WorkerJson[]>(server, ["workers"]);
     const worker = workers.find((w) => w.jobId === id);
     assert.ok(worker);
     process.kill(Number(worker.providerResourceId), "SIGKILL");
-    const job = await waitForState(server, id, ["failed"]);
+    const job = await jobWhen(server, id, (j) => ["failed"].includes(j.state), 20_000);
     assert.equal(job.state, "failed");
     assert.match(job.reason, /killed by SIGKILL|disappeared/);
     assert.match(job.reason, new RegExp(worker.providerResourceId));

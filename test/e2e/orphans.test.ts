@@ -7,17 +7,12 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import Dockerode from "dockerode";
+import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { LABELS } from "../../src/providers/docker.js";
 import { isAlive } from "../../src/providers/process-table.js";
 import { eventually, jsonCli, type ServerProcess, sleep, startServerProcess } from "./harness.js";
 
-const docker = new Dockerode({ socketPath: "/var/run/docker.sock" });
-const daemon = await docker.ping().then(
-  () => true,
-  () => false,
-);
-if (!daemon && process.env.HODEI_REQUIRE_DOCKER) throw new Error("HODEI_REQUIRE_DOCKER is set but no Docker daemon answers");
+const DOCKER_SKIP = skipWithoutDocker("the Docker orphan test");
 
 /** A detached `sleep 300` carrying a local worker's markers for `clusterId`, as an orphaned job process would. */
 function markedSleep(clusterId: string): number {
@@ -35,7 +30,7 @@ describe("orphans", () => {
   const strangers: number[] = [];
 
   before(async () => {
-    server = await startServerProcess({ HODEI_PROVIDERS: daemon ? "local,docker" : "local", HODEI_ORPHAN_GRACE_MS: "1500" });
+    server = await startServerProcess({ HODEI_PROVIDERS: DOCKER_SKIP ? "local" : "local,docker", HODEI_ORPHAN_GRACE_MS: "1500" });
   });
   after(async () => {
     for (const pid of strangers) {
@@ -62,7 +57,7 @@ describe("orphans", () => {
     assert.equal(local.orphans, 0);
   });
 
-  it("reaps a labelled container with no worker after the grace, and spares another cluster's", { skip: daemon ? false : "no Docker daemon" }, async () => {
+  it("reaps a labelled container with no worker after the grace, and spares another cluster's", { skip: DOCKER_SKIP }, async () => {
     const make = async (clusterId: string) => {
       const container = await docker.createContainer({
         Image: "hodei-worker:latest",
