@@ -55,9 +55,9 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
 
   async function loadJob(id: string) {
     if (!id) throw new InvalidInputError("id: required", "id");
-    const job = await store.getJob(id);
+    const job = await store.jobs.get(id);
     if (!job) throw new NotFoundError(`job ${id} not found`);
-    return toJob(job, await store.listWorkersOfJob(id));
+    return toJob(job, await store.workers.listOfJob(id));
   }
 
   return {
@@ -78,7 +78,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );
-      const row = await store.insertJob(newId(), spec, clock.nowMs());
+      const row = await store.jobs.insert(newId(), spec, clock.nowMs());
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
       deps.log.info({ jobId: row.id, provider: row.provider }, "job submitted");
       deps.reconciler.nudge();
@@ -99,14 +99,14 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       }
       if (req.limit < 0 || req.limit > 500) throw new InvalidInputError("limit: between 1 and 500", "limit");
       const limit = req.limit || 50;
-      const rows = await store.listJobs({
+      const rows = await store.jobs.list({
         states,
         provider: req.provider || undefined,
         limit: limit + 1,
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,
       });
       const page = rows.slice(0, limit);
-      const jobs = await Promise.all(page.map(async (row) => toJob(row, await store.listWorkersOfJob(row.id))));
+      const jobs = await Promise.all(page.map(async (row) => toJob(row, await store.workers.listOfJob(row.id))));
       const last = page.at(-1);
       return create(ListJobsResponseSchema, {
         jobs,
@@ -119,14 +119,14 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       if (current.state === "canceled") return current;
       if (isTerminal(current.state as JobState)) throw new ConflictError(`job ${req.id} already ${current.state}; nothing to cancel`);
       const now = clock.nowMs();
-      const row = await store.transitionJob(req.id, "canceled", now, { reason: "canceled by user", finished_at: now });
+      const row = await store.jobs.transition(req.id, "canceled", now, { reason: "canceled by user", finished_at: now });
       if (!row) return cancelRaceResult(req.id);
-      for (const worker of await store.listWorkersOfJob(req.id)) {
+      for (const worker of await store.workers.listOfJob(req.id)) {
         if (worker.state === "registered" || worker.state === "running") {
           deps.sessions.cancel(worker.id, "canceled by user", deps.stopGraceMs);
-          await store.setWorkerFields(worker.id, { stop_deadline_ms: now + deps.stopGraceMs + 3000 });
+          await store.workers.setFields(worker.id, { stop_deadline_ms: now + deps.stopGraceMs + 3000 });
         } else if (worker.state === "provisioning" || worker.state === "waiting") {
-          await store.transitionWorker(worker.id, "destroying", { finished_at: now, failure_reason: "canceled by user" });
+          await store.workers.transition(worker.id, "destroying", { finished_at: now, failure_reason: "canceled by user" });
         }
       }
       deps.metrics.jobsFinished.inc({ provider: row.provider, state: "canceled" });
@@ -138,10 +138,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
 
     async *getLogs(req, ctx: HandlerContext) {
       if (!req.jobId) throw new InvalidInputError("jobId: required", "jobId");
-      if (!(await store.getJob(req.jobId))) throw new NotFoundError(`job ${req.jobId} not found`);
+      if (!(await store.jobs.get(req.jobId))) throw new NotFoundError(`job ${req.jobId} not found`);
       let cursor = Number(req.afterCursor);
       for (;;) {
-        const rows = await store.readLogs(req.jobId, cursor, LOG_PAGE);
+        const rows = await store.logs.read(req.jobId, cursor, LOG_PAGE);
         for (const row of rows) {
           cursor = row.id;
           yield toLogEntry(row);
@@ -149,11 +149,11 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         if (rows.length === LOG_PAGE) continue;
         if (!req.follow) return;
         // Finished when the job is final and no worker of it can still send output.
-        const job = await store.getJob(req.jobId);
-        const workers = await store.listWorkersOfJob(req.jobId);
+        const job = await store.jobs.get(req.jobId);
+        const workers = await store.workers.listOfJob(req.jobId);
         const isDone = job && isTerminal(job.state) && workers.every((w) => w.state === "destroying" || w.state === "destroyed");
         if (isDone) {
-          for (const row of await store.readLogs(req.jobId, cursor, 1_000_000)) yield toLogEntry(row);
+          for (const row of await store.logs.read(req.jobId, cursor, 1_000_000)) yield toLogEntry(row);
           return;
         }
         if (ctx.signal.aborted) return;
@@ -162,18 +162,18 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     },
 
     async listWorkers(req) {
-      const rows = await store.listWorkers(req.all ? null : LIVE_WORKER_STATES, req.limit > 0 ? Math.min(req.limit, 1000) : 200);
+      const rows = await store.workers.list(req.all ? null : LIVE_WORKER_STATES, req.limit > 0 ? Math.min(req.limit, 1000) : 200);
       return create(ListWorkersResponseSchema, { workers: rows.map(toWorker) });
     },
 
     async listTokens(req) {
-      const rows = await store.listTokens(req.limit > 0 ? Math.min(req.limit, 1000) : 50);
+      const rows = await store.tokens.list(req.limit > 0 ? Math.min(req.limit, 1000) : 50);
       const now = clock.nowMs();
       return create(ListTokensResponseSchema, { tokens: rows.map((t) => toOtpToken(t, now)) });
     },
 
     async listProviders() {
-      const live = await store.countLiveWorkersByProvider();
+      const live = await store.workers.countLiveByProvider();
       const providers = await Promise.all(
         [...deps.providers].map(async ([name, slot]) => {
           const health = await withTimeout(slot.provider.health(), 5000, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
@@ -199,7 +199,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     const resources = await withTimeout(slot.provider.list(), 5000, "list").catch(() => []);
     let orphans = 0;
     for (const resource of resources) {
-      const worker = await store.getWorker(resource.workerId);
+      const worker = await store.workers.get(resource.workerId);
       if (!worker || worker.state === "destroyed" || (worker.provider_resource_id !== null && worker.provider_resource_id !== resource.resourceId)) orphans++;
     }
     return orphans;

@@ -133,9 +133,13 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   for (const [name, slot] of providers) {
     if (!("onWorkerChange" in slot.provider)) continue;
     slot.provider.onWorkerChange = (resourceId) => {
-      void store.findActiveWorkerByResource(name, resourceId).then((worker) => {
-        if (worker) reconciler.suspect(worker.id);
-      });
+      store.workers.findActiveByResource(name, resourceId).then(
+        (worker) => {
+          if (worker) reconciler.suspect(worker.id);
+        },
+        // A hint only: the next full pass inspects every worker anyway.
+        (err: unknown) => log.warn({ err, provider: name, providerResourceId: resourceId }, "could not look up a changed worker"),
+      );
     };
   }
 

@@ -79,9 +79,9 @@ describe("worker protocol", () => {
   /** Submits a job and provisions a worker for it as the scheduler does; returns the OTP secret. */
   async function provision(options: { recordResource?: boolean; command?: string[] } = {}) {
     const spec = validateJobSpec({ command: options.command ?? ["echo", "hi"] }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
-    await store.insertJob(newId(), spec, clock.nowMs());
+    await store.jobs.insert(newId(), spec, clock.nowMs());
     const otp = mintOtpToken();
-    const claimed = await store.claimJobForWorker(["local"], clock.nowMs(), (job) => {
+    const claimed = await store.attempts.claim(["local"], clock.nowMs(), (job) => {
       const id = newId();
       return {
         worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + REGISTRATION_MS },
@@ -90,7 +90,7 @@ describe("worker protocol", () => {
     });
     assert.ok(claimed);
     const resourceId = String(100_000 + Math.floor(Math.random() * 100_000));
-    if (options.recordResource !== false) await store.recordProvisioned(claimed.worker.id, resourceId, "process_id", clock.nowMs());
+    if (options.recordResource !== false) await store.attempts.recordProvisioned(claimed.worker.id, resourceId, "process_id", clock.nowMs());
     return { otp, worker: claimed.worker, job: claimed.job, resourceId };
   }
 
@@ -113,21 +113,21 @@ describe("worker protocol", () => {
       assert.equal(res.jobId, job.id);
       assert.equal(res.attempt, 1);
       assert.match(res.sessionToken, /^hodei_ses_/);
-      const row = await store.getWorker(worker.id);
+      const row = await store.workers.get(worker.id);
       assert.equal(row?.state, "registered");
       assert.equal(row?.session_hash, hashToken(res.sessionToken), "only the session's hash is stored");
-      const token = await store.getTokenByHash(hashToken(otp));
+      const token = await store.tokens.getByHash(hashToken(otp));
       assert.ok(token?.consumed_at);
     });
 
     it("refuses a replayed token and changes nothing", async () => {
       const { otp, worker } = await provision();
       await client.register({ otpToken: otp, hostname: "first", agentVersion: "test" });
-      const before = await store.getWorker(worker.id);
+      const before = await store.workers.get(worker.id);
       const error = await registerError(otp, "second");
       assert.equal(error.code, Code.Unauthenticated);
       assert.match(error.rawMessage, /already used/);
-      assert.deepEqual(await store.getWorker(worker.id), before);
+      assert.deepEqual(await store.workers.get(worker.id), before);
     });
 
     it("refuses an expired token and leaves it unconsumed", async () => {
@@ -136,8 +136,8 @@ describe("worker protocol", () => {
       const error = await registerError(otp);
       assert.equal(error.code, Code.Unauthenticated);
       assert.match(error.rawMessage, /expired/);
-      assert.equal((await store.getTokenByHash(hashToken(otp)))?.consumed_at, null);
-      assert.equal((await store.getWorker(worker.id))?.state, "waiting");
+      assert.equal((await store.tokens.getByHash(hashToken(otp)))?.consumed_at, null);
+      assert.equal((await store.workers.get(worker.id))?.state, "waiting");
     });
 
     it("refuses an unknown token", async () => {
@@ -150,18 +150,18 @@ describe("worker protocol", () => {
       const { otp, worker } = await provision({ recordResource: false });
       const error = await registerError(otp);
       assert.equal(error.code, Code.Unavailable);
-      assert.equal((await store.getTokenByHash(hashToken(otp)))?.consumed_at, null);
-      await store.recordProvisioned(worker.id, "4242", "process_id", clock.nowMs());
+      assert.equal((await store.tokens.getByHash(hashToken(otp)))?.consumed_at, null);
+      await store.attempts.recordProvisioned(worker.id, "4242", "process_id", clock.nowMs());
       const res = await client.register({ otpToken: otp, hostname: "h", agentVersion: "test" });
       assert.equal(res.workerId, worker.id);
     });
 
     it("refuses the token of an attempt that has ended; the next attempt's token registers only its own worker", async () => {
       const spec = validateJobSpec({ command: ["true"], maxAttempts: 2 }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
-      const jobRow = await store.insertJob(newId(), spec, clock.nowMs());
+      const jobRow = await store.jobs.insert(newId(), spec, clock.nowMs());
       const mint = async () => {
         const otp = mintOtpToken();
-        const claimed = await store.claimJobForWorker(["local"], clock.nowMs(), (job) => {
+        const claimed = await store.attempts.claim(["local"], clock.nowMs(), (job) => {
           const id = newId();
           return {
             worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + REGISTRATION_MS },
@@ -169,12 +169,12 @@ describe("worker protocol", () => {
           };
         });
         assert.equal(claimed?.job.id, jobRow.id);
-        await store.recordProvisioned(claimed!.worker.id, newId(), "process_id", clock.nowMs());
+        await store.attempts.recordProvisioned(claimed!.worker.id, newId(), "process_id", clock.nowMs());
         return { otp, worker: claimed!.worker };
       };
       const first = await mint();
       // Attempt 1 is lost before its agent registers; the job is requeued for attempt 2.
-      await store.endAttempt(first.worker, "queued", clock.nowMs(), { not_before_ms: clock.nowMs() }, "lost");
+      await store.attempts.end(first.worker, "queued", clock.nowMs(), { not_before_ms: clock.nowMs() }, "lost");
       clock.advance(1);
       const second = await mint();
       assert.equal(second.worker.attempt, 2);
@@ -183,7 +183,7 @@ describe("worker protocol", () => {
       const res = await client.register({ otpToken: second.otp, hostname: first.worker.name, agentVersion: "test" });
       assert.equal(res.workerId, second.worker.id);
       assert.equal(res.attempt, 2);
-      assert.equal((await store.getWorker(first.worker.id))?.state, "destroying");
+      assert.equal((await store.workers.get(first.worker.id))?.state, "destroying");
     });
 
     it("ignores what the agent says about itself: a lying hostname changes nothing", async () => {
@@ -191,10 +191,10 @@ describe("worker protocol", () => {
       const liar = await provision();
       const res = await client.register({ otpToken: liar.otp, hostname: victim.worker.name, agentVersion: "test" });
       assert.equal(res.workerId, liar.worker.id);
-      const liarRow = await store.getWorker(liar.worker.id);
+      const liarRow = await store.workers.get(liar.worker.id);
       assert.equal(liarRow?.provider_resource_id, liar.resourceId, "provider_resource_id comes from the token row");
       assert.equal(liarRow?.reported_hostname, victim.worker.name, "the claim is only recorded");
-      const victimRow = await store.getWorker(victim.worker.id);
+      const victimRow = await store.workers.get(victim.worker.id);
       assert.equal(victimRow?.state, "waiting");
       assert.equal(victimRow?.provider_resource_id, victim.resourceId);
     });
@@ -223,8 +223,8 @@ describe("worker protocol", () => {
       const run = await next();
       assert.equal(run.kind.case, "run");
       assert.deepEqual(run.kind.case === "run" && run.kind.value.command, ["echo", "from the stream"]);
-      assert.equal((await store.getJob(job.id))?.state, "running");
-      assert.equal((await store.getWorker(worker.id))?.state, "running");
+      assert.equal((await store.jobs.get(job.id))?.state, "running");
+      assert.equal((await store.workers.get(worker.id))?.state, "running");
 
       const chunk = (seq: number, data: string) => ({ seq: BigInt(seq), stream: "stdout", data, timeMs: BigInt(clock.nowMs()) });
       outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [chunk(1, "a\n"), chunk(2, "b\n")] } } }));
@@ -233,16 +233,16 @@ describe("worker protocol", () => {
       // A resend after a reconnect is stored once.
       outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [chunk(2, "b\n")] } } }));
       await next();
-      assert.equal(await store.countLogChunks(job.id, 1, 10), 2);
+      assert.equal(await store.logs.count(job.id, 1, 10), 2);
 
       outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 2n } } }));
       assert.equal((await next()).kind.case, "resultAck");
       outgoing.close();
-      const done = await store.getJob(job.id);
+      const done = await store.jobs.get(job.id);
       assert.equal(done?.state, "succeeded");
       assert.equal(done?.exit_code, 0);
       assert.equal(done?.logs_incomplete, 0);
-      assert.equal((await store.getWorker(worker.id))?.state, "destroying");
+      assert.equal((await store.workers.get(worker.id))?.state, "destroying");
     });
 
     it("marks the logs incomplete when the result claims chunks that never arrived", async () => {
@@ -255,7 +255,7 @@ describe("worker protocol", () => {
       outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 3, lastSeq: 5n } } }));
       assert.equal((await next()).kind.case, "resultAck");
       outgoing.close();
-      const done = await store.getJob(job.id);
+      const done = await store.jobs.get(job.id);
       assert.equal(done?.state, "failed");
       assert.equal(done?.exit_code, 3);
       assert.equal(done?.logs_incomplete, 1);
@@ -264,8 +264,8 @@ describe("worker protocol", () => {
     it("refuses the session of a worker whose attempt has ended", async () => {
       const { otp, worker } = await provision();
       const reg = await client.register({ otpToken: otp, hostname: "h", agentVersion: "test" });
-      const row = await store.getWorker(worker.id);
-      await store.endAttempt(row!, "failed", clock.nowMs(), { reason: "lost" }, "lost");
+      const row = await store.workers.get(worker.id);
+      await store.attempts.end(row!, "failed", clock.nowMs(), { reason: "lost" }, "lost");
       const { outgoing, next } = await openStream(reg.sessionToken);
       outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: false, lastSeq: 0n } } }));
       await assert.rejects(next(), (err: unknown) => ConnectError.from(err).code === Code.FailedPrecondition);

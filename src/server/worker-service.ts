@@ -66,9 +66,9 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
   async function register(req: { otpToken: string; hostname: string; agentVersion: string }) {
     const hash = hashToken(req.otpToken);
     const now = clock.nowMs();
-    const token = await store.consumeToken(hash, now);
+    const token = await store.tokens.consume(hash, now);
     if (!token) {
-      const known = await store.getTokenByHash(hash);
+      const known = await store.tokens.getByHash(hash);
       if (!known) throw new UnauthenticatedError("unknown OTP token");
       if (known.consumed_at !== null) throw new UnauthenticatedError("OTP token already used: a worker registers once");
       if (known.expires_at <= now) throw new UnauthenticatedError("OTP token expired: the worker did not register before its deadline");
@@ -76,7 +76,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     }
     const session = mintSessionToken();
     // Identity comes from the token row; the reported hostname is kept for diagnostics only.
-    const worker = await store.registerWorker(token.worker_id, hashToken(session), req.hostname.slice(0, 255), now);
+    const worker = await store.attempts.register(token.worker_id, hashToken(session), req.hostname.slice(0, 255), now);
     if (!worker) throw new UnauthenticatedError("this worker's attempt has already ended");
     log.info(
       { workerId: worker.id, jobId: worker.job_id, attempt: worker.attempt, providerResourceId: token.provider_resource_id, reportedHostname: req.hostname },
@@ -96,7 +96,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     const header = ctx.requestHeader.get("authorization") ?? "";
     const session = header.startsWith("Bearer ") ? header.slice(7) : "";
     if (!session) throw new UnauthenticatedError("missing session: send authorization: Bearer <session token>");
-    const worker = await store.getWorkerBySession(hashToken(session));
+    const worker = await store.workers.getBySession(hashToken(session));
     if (!worker) throw new UnauthenticatedError("unknown session");
     if (worker.state !== "registered" && worker.state !== "running") {
       throw new ConflictError(`this worker's attempt has ended (worker ${worker.state})`);
@@ -164,21 +164,21 @@ class AgentStream {
   private async onHello(started: boolean): Promise<void> {
     const { store, clock } = this.deps;
     const w = this.worker;
-    const maxSeq = await store.maxLogSeq(w.job_id, w.attempt);
+    const maxSeq = await store.logs.maxSeq(w.job_id, w.attempt);
     this.out.push(msg({ case: "ack", value: { seq: BigInt(maxSeq) } }));
     if (started) return;
     if (w.provider_resource_id === null) throw new Error(`worker ${w.id} has no provider_resource_id; refusing to dispatch`);
     if (w.state === "registered") {
-      const dispatched = await store.markDispatched(w, clock.nowMs());
+      const dispatched = await store.attempts.dispatch(w, clock.nowMs());
       if (!dispatched) {
         this.sendCancel("the job ended before it could start");
         return;
       }
-      this.worker = (await store.getWorker(w.id)) ?? w;
+      this.worker = (await store.workers.get(w.id)) ?? w;
       this.deps.logHub.notify(w.job_id);
       this.deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
     }
-    const job = await store.getJob(w.job_id);
+    const job = await store.jobs.get(w.job_id);
     if (!job || job.attempts !== w.attempt || isTerminal(job.state)) {
       this.sendCancel("the job ended before it could start");
       return;
@@ -203,7 +203,7 @@ class AgentStream {
   private async onLogs(chunks: { seq: bigint; stream: string; data: string; timeMs: bigint }[]): Promise<void> {
     if (chunks.length === 0) return;
     const w = this.worker;
-    await this.deps.store.appendLogs(
+    await this.deps.store.logs.append(
       w.job_id,
       w.attempt,
       chunks.map((c) => ({ seq: Number(c.seq), stream: c.stream.slice(0, 16), data: c.data, timeMs: Number(c.timeMs) })),
@@ -214,9 +214,9 @@ class AgentStream {
 
   private async onHeartbeat(): Promise<void> {
     const { store, clock } = this.deps;
-    await store.recordHeartbeat(this.worker.id, clock.nowMs());
+    await store.workers.recordHeartbeat(this.worker.id, clock.nowMs());
     // The database is the truth: a cancel made on another replica reaches the agent here.
-    const job = await store.getJob(this.worker.job_id);
+    const job = await store.jobs.get(this.worker.job_id);
     if (job && (isTerminal(job.state) || job.attempts !== this.worker.attempt)) this.sendCancel(job.reason || `job ${job.state}`);
   }
 
@@ -225,7 +225,7 @@ class AgentStream {
     const w = this.worker;
     const now = clock.nowMs();
     const lastSeq = Number(result.lastSeq);
-    const stored = await store.countLogChunks(w.job_id, w.attempt, lastSeq);
+    const stored = await store.logs.count(w.job_id, w.attempt, lastSeq);
     const logsComplete = stored === lastSeq;
     let to: JobState;
     let reason: string;
@@ -233,7 +233,7 @@ class AgentStream {
       to = "canceled";
       reason = "canceled";
     } else if (result.timedOut) {
-      const job = await store.getJob(w.job_id);
+      const job = await store.jobs.get(w.job_id);
       to = "timed_out";
       reason = `timed out after ${job?.timeout_seconds ?? "?"}s; the process tree was killed`;
     } else if (result.error) {
@@ -247,7 +247,7 @@ class AgentStream {
       reason = result.signal ? `the command was killed by ${result.signal}` : `the command exited with code ${result.exitCode}`;
     }
     const exitCode = to === "succeeded" || (to === "failed" && !result.error) ? result.exitCode : null;
-    const job = await store.endAttempt(
+    const job = await store.attempts.end(
       w,
       to,
       now,

@@ -40,14 +40,14 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     });
 
     async function submit(overrides: Partial<JobSpec> = {}, id = nextId("job")): Promise<JobRow> {
-      return store.insertJob(id, spec(overrides), clock.nowMs());
+      return store.jobs.insert(id, spec(overrides), clock.nowMs());
     }
 
     /** Submits a job, claims it and writes its worker and token rows, as the scheduler does. */
     async function provision(overrides: Partial<JobSpec> = {}): Promise<{ job: JobRow; worker: WorkerRow; otp: string; tokenHash: string }> {
       const submitted = await submit(overrides);
       const otp = mintOtpToken();
-      const claimed = await store.claimJobForWorker([submitted.provider], clock.nowMs(), (job) => prepareFor(job, hashToken(otp)));
+      const claimed = await store.attempts.claim([submitted.provider], clock.nowMs(), (job) => prepareFor(job, hashToken(otp)));
       assert.ok(claimed, "the job was claimed");
       assert.equal(claimed.job.id, submitted.id);
       return { job: claimed.job, worker: claimed.worker, otp, tokenHash: hashToken(otp) };
@@ -71,7 +71,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     /** provision + recordProvisioned: the worker is waiting for its agent. */
     async function provisioned(overrides: Partial<JobSpec> = {}) {
       const p = await provision(overrides);
-      const worker = await store.recordProvisioned(p.worker.id, "12345", "process_id", clock.nowMs());
+      const worker = await store.attempts.recordProvisioned(p.worker.id, "12345", "process_id", clock.nowMs());
       assert.ok(worker);
       return { ...p, worker };
     }
@@ -79,26 +79,26 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     /** provisioned + consumeToken + registerWorker: the agent holds a session. */
     async function registered(overrides: Partial<JobSpec> = {}) {
       const p = await provisioned(overrides);
-      assert.ok(await store.consumeToken(p.tokenHash, clock.nowMs()));
-      const worker = await store.registerWorker(p.worker.id, hashToken("session"), "host-a", clock.nowMs());
+      assert.ok(await store.tokens.consume(p.tokenHash, clock.nowMs()));
+      const worker = await store.attempts.register(p.worker.id, hashToken("session"), "host-a", clock.nowMs());
       assert.ok(worker);
       return { ...p, worker };
     }
 
     async function job(id: string): Promise<JobRow> {
-      const row = await store.getJob(id);
+      const row = await store.jobs.get(id);
       assert.ok(row, `job ${id} exists`);
       return row;
     }
 
     async function worker(id: string): Promise<WorkerRow> {
-      const row = await store.getWorker(id);
+      const row = await store.workers.get(id);
       assert.ok(row, `worker ${id} exists`);
       return row;
     }
 
     async function token(tokenHash: string) {
-      const row = await store.getTokenByHash(tokenHash);
+      const row = await store.tokens.getByHash(tokenHash);
       assert.ok(row, "token exists");
       return row;
     }
@@ -114,7 +114,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
           maxAttempts: 3,
           image: "alpine:3.20",
         });
-        const inserted = await store.insertJob("job-1", given, clock.nowMs());
+        const inserted = await store.jobs.insert("job-1", given, clock.nowMs());
         const read = await job("job-1");
         assert.deepEqual(read, inserted);
         assert.equal(read.state, "queued");
@@ -135,29 +135,29 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it("returns undefined for an unknown job", async () => {
-        assert.equal(await store.getJob("no-such-job"), undefined);
+        assert.equal(await store.jobs.get("no-such-job"), undefined);
       });
 
       it("returns the first job for a reused idempotency key and stores no second one", async () => {
-        const first = await store.insertJob("job-1", spec({ idempotencyKey: "submit-1" }), clock.nowMs());
+        const first = await store.jobs.insert("job-1", spec({ idempotencyKey: "submit-1" }), clock.nowMs());
         clock.advance(1000);
-        const again = await store.insertJob("job-2", spec({ idempotencyKey: "submit-1", command: ["other"] }), clock.nowMs());
+        const again = await store.jobs.insert("job-2", spec({ idempotencyKey: "submit-1", command: ["other"] }), clock.nowMs());
         assert.deepEqual(again, first);
-        assert.equal(await store.getJob("job-2"), undefined);
+        assert.equal(await store.jobs.get("job-2"), undefined);
         assert.equal(await store.countRows("jobs"), 1);
       });
 
       it("gives concurrent submits with one idempotency key the same job, without an error", async () => {
         const rows = await Promise.all(
-          Array.from({ length: 5 }, (_, i) => store.insertJob(`job-${i}`, spec({ idempotencyKey: "retry-me" }), clock.nowMs())),
+          Array.from({ length: 5 }, (_, i) => store.jobs.insert(`job-${i}`, spec({ idempotencyKey: "retry-me" }), clock.nowMs())),
         );
         assert.equal(new Set(rows.map((r) => r.id)).size, 1);
         assert.equal(await store.countRows("jobs"), 1);
       });
 
       it("stores every job that has no idempotency key", async () => {
-        await store.insertJob("job-1", spec(), clock.nowMs());
-        await store.insertJob("job-2", spec(), clock.nowMs());
+        await store.jobs.insert("job-1", spec(), clock.nowMs());
+        await store.jobs.insert("job-2", spec(), clock.nowMs());
         assert.equal(await store.countRows("jobs"), 2);
       });
     });
@@ -168,34 +168,34 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
           await submit({}, id);
           clock.advance(1000);
         }
-        assert.deepEqual((await store.listJobs({ limit: 10 })).map((j) => j.id), ["c", "b", "a"]);
+        assert.deepEqual((await store.jobs.list({ limit: 10 })).map((j) => j.id), ["c", "b", "a"]);
       });
 
       it("orders jobs created in the same millisecond by id, newest-id first", async () => {
         for (const id of ["b", "c", "a"]) await submit({}, id);
-        assert.deepEqual((await store.listJobs({ limit: 10 })).map((j) => j.id), ["c", "b", "a"]);
+        assert.deepEqual((await store.jobs.list({ limit: 10 })).map((j) => j.id), ["c", "b", "a"]);
       });
 
       it("filters by state", async () => {
         await submit({}, "queued-1");
         await submit({}, "canceled-1");
         await submit({}, "failed-1");
-        assert.ok(await store.transitionJob("canceled-1", "canceled", clock.nowMs()));
-        assert.ok(await store.transitionJob("failed-1", "failed", clock.nowMs()));
-        assert.deepEqual((await store.listJobs({ states: ["canceled"], limit: 10 })).map((j) => j.id), ["canceled-1"]);
+        assert.ok(await store.jobs.transition("canceled-1", "canceled", clock.nowMs()));
+        assert.ok(await store.jobs.transition("failed-1", "failed", clock.nowMs()));
+        assert.deepEqual((await store.jobs.list({ states: ["canceled"], limit: 10 })).map((j) => j.id), ["canceled-1"]);
         assert.deepEqual(
-          (await store.listJobs({ states: ["canceled", "failed"], limit: 10 })).map((j) => j.id).sort(),
+          (await store.jobs.list({ states: ["canceled", "failed"], limit: 10 })).map((j) => j.id).sort(),
           ["canceled-1", "failed-1"],
         );
-        assert.equal((await store.listJobs({ states: [], limit: 10 })).length, 3, "an empty filter is no filter");
+        assert.equal((await store.jobs.list({ states: [], limit: 10 })).length, 3, "an empty filter is no filter");
       });
 
       it("filters by provider", async () => {
         await submit({ provider: "local" }, "l1");
         await submit({ provider: "docker" }, "d1");
         await submit({ provider: "docker" }, "d2");
-        assert.deepEqual((await store.listJobs({ provider: "docker", limit: 10 })).map((j) => j.id).sort(), ["d1", "d2"]);
-        assert.equal((await store.listJobs({ provider: "kubernetes", limit: 10 })).length, 0);
+        assert.deepEqual((await store.jobs.list({ provider: "docker", limit: 10 })).map((j) => j.id).sort(), ["d1", "d2"]);
+        assert.equal((await store.jobs.list({ provider: "kubernetes", limit: 10 })).length, 0);
       });
 
       it("pages with `before` through every job exactly once, also across equal creation times", async () => {
@@ -208,7 +208,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const seen: string[] = [];
         let before: { createdAt: number; id: string } | undefined;
         for (;;) {
-          const page = await store.listJobs({ limit: 2, before });
+          const page = await store.jobs.list({ limit: 2, before });
           if (page.length === 0) break;
           assert.ok(page.length <= 2);
           seen.push(...page.map((j) => j.id));
@@ -220,7 +220,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("respects the limit", async () => {
         for (let i = 0; i < 5; i++) await submit();
-        assert.equal((await store.listJobs({ limit: 3 })).length, 3);
+        assert.equal((await store.jobs.list({ limit: 3 })).length, 3);
       });
     });
 
@@ -229,7 +229,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         await submit({}, "old");
         clock.advance(10);
         await submit({}, "new");
-        const claimed = await store.claimQueuedJob(["local"], clock.nowMs());
+        const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
         assert.ok(claimed);
         assert.equal(claimed.id, "old");
         assert.equal(claimed.state, "provisioning");
@@ -240,25 +240,25 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it("returns null when nothing is queued", async () => {
-        assert.equal(await store.claimQueuedJob(["local"], clock.nowMs()), null);
+        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null);
         await submit();
-        assert.ok(await store.claimQueuedJob(["local"], clock.nowMs()));
-        assert.equal(await store.claimQueuedJob(["local"], clock.nowMs()), null, "the only job was taken");
+        assert.ok(await store.jobs.claimQueued(["local"], clock.nowMs()));
+        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null, "the only job was taken");
       });
 
       it("leaves a job alone until its not_before_ms (retry backoff)", async () => {
         await submit({}, "backing-off");
-        const first = await store.claimQueuedJob(["local"], clock.nowMs());
+        const first = await store.jobs.claimQueued(["local"], clock.nowMs());
         assert.ok(first);
         const retryAtMs = clock.nowMs() + 5000;
-        assert.ok(await store.transitionJob("backing-off", "queued", clock.nowMs(), { not_before_ms: retryAtMs }));
+        assert.ok(await store.jobs.transition("backing-off", "queued", clock.nowMs(), { not_before_ms: retryAtMs }));
         clock.advance(10);
         await submit({}, "due");
 
-        const claimed = await store.claimQueuedJob(["local"], clock.nowMs());
+        const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
         assert.equal(claimed?.id, "due", "the older job is not due yet; the newer one is");
-        assert.equal(await store.claimQueuedJob(["local"], retryAtMs - 1), null);
-        const retried = await store.claimQueuedJob(["local"], retryAtMs);
+        assert.equal(await store.jobs.claimQueued(["local"], retryAtMs - 1), null);
+        const retried = await store.jobs.claimQueued(["local"], retryAtMs);
         assert.equal(retried?.id, "backing-off");
         assert.equal(retried?.attempts, 2, "the retry is the second attempt");
       });
@@ -267,17 +267,17 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         await submit({ provider: "docker" }, "docker-job");
         clock.advance(10);
         await submit({ provider: "local" }, "local-job");
-        assert.equal((await store.claimQueuedJob(["local"], clock.nowMs()))?.id, "local-job");
-        assert.equal(await store.claimQueuedJob(["local", "kubernetes"], clock.nowMs()), null);
-        assert.equal(await store.claimQueuedJob([], clock.nowMs()), null);
+        assert.equal((await store.jobs.claimQueued(["local"], clock.nowMs()))?.id, "local-job");
+        assert.equal(await store.jobs.claimQueued(["local", "kubernetes"], clock.nowMs()), null);
+        assert.equal(await store.jobs.claimQueued([], clock.nowMs()), null);
         assert.equal((await job("docker-job")).state, "queued");
-        assert.equal((await store.claimQueuedJob(["kubernetes", "docker"], clock.nowMs()))?.id, "docker-job");
+        assert.equal((await store.jobs.claimQueued(["kubernetes", "docker"], clock.nowMs()))?.id, "docker-job");
       });
 
       it("never claims a job that is not queued", async () => {
         await submit({}, "canceled");
-        assert.ok(await store.transitionJob("canceled", "canceled", clock.nowMs()));
-        assert.equal(await store.claimQueuedJob(["local"], clock.nowMs()), null);
+        assert.ok(await store.jobs.transition("canceled", "canceled", clock.nowMs()));
+        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null);
         assert.equal((await job("canceled")).attempts, 0);
       });
 
@@ -290,7 +290,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const claimer = async (): Promise<string[]> => {
           const mine: string[] = [];
           for (;;) {
-            const claimed = await store.claimQueuedJob(["local"], clock.nowMs());
+            const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
             if (!claimed) return mine;
             mine.push(claimed.id);
           }
@@ -299,7 +299,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const all = results.flat();
         assert.equal(all.length, 50, "every claim returned a distinct job");
         assert.deepEqual([...new Set(all)].sort(), jobIds.sort());
-        for (const row of await store.listJobs({ limit: 100 })) {
+        for (const row of await store.jobs.list({ limit: 100 })) {
           assert.equal(row.state, "provisioning");
           assert.equal(row.attempts, 1, `job ${row.id} was claimed once`);
         }
@@ -310,7 +310,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("writes the worker row (provisioning) and the token row (hash only, no provider_resource_id)", async () => {
         const submitted = await submit({ provider: "docker" });
         const otp = mintOtpToken();
-        const claimed = await store.claimJobForWorker(["docker"], clock.nowMs(), (j) => prepareFor(j, hashToken(otp)));
+        const claimed = await store.attempts.claim(["docker"], clock.nowMs(), (j) => prepareFor(j, hashToken(otp)));
         assert.ok(claimed);
         assert.equal(claimed.job.id, submitted.id);
         assert.equal(claimed.job.state, "provisioning");
@@ -342,7 +342,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("hands the claimed job (with its new attempt number) to prepare", async () => {
         await submit({}, "j");
         const seen: JobRow[] = [];
-        await store.claimJobForWorker(["local"], clock.nowMs(), (j) => {
+        await store.attempts.claim(["local"], clock.nowMs(), (j) => {
           seen.push(j);
           return prepareFor(j, hashToken(mintOtpToken()));
         });
@@ -354,7 +354,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("returns null without calling prepare when nothing is due", async () => {
         let called = false;
-        const result = await store.claimJobForWorker(["local"], clock.nowMs(), (j) => {
+        const result = await store.attempts.claim(["local"], clock.nowMs(), (j) => {
           called = true;
           return prepareFor(j, "x");
         });
@@ -365,7 +365,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("leaves the job queued and writes nothing when prepare throws (one transaction)", async () => {
         await submit({}, "j");
         await assert.rejects(
-          store.claimJobForWorker(["local"], clock.nowMs(), () => {
+          store.attempts.claim(["local"], clock.nowMs(), () => {
             throw new Error("boom");
           }),
           /boom/,
@@ -381,7 +381,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { tokenHash } = await provision();
         await submit({}, "second");
         // Reusing a token hash violates its uniqueness: the token insert fails after the worker insert.
-        await assert.rejects(store.claimJobForWorker(["local"], clock.nowMs(), (j) => prepareFor(j, tokenHash)));
+        await assert.rejects(store.attempts.claim(["local"], clock.nowMs(), (j) => prepareFor(j, tokenHash)));
         const j = await job("second");
         assert.equal(j.state, "queued");
         assert.equal(j.attempts, 0);
@@ -397,7 +397,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const claimer = async (): Promise<string[]> => {
           const mine: string[] = [];
           for (;;) {
-            const claimed = await store.claimJobForWorker(["local"], clock.nowMs(), (j) => prepareFor(j, hashToken(mintOtpToken())));
+            const claimed = await store.attempts.claim(["local"], clock.nowMs(), (j) => prepareFor(j, hashToken(mintOtpToken())));
             if (!claimed) return mine;
             mine.push(claimed.job.id);
           }
@@ -414,7 +414,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("applies a legal transition with its patch", async () => {
         await submit({}, "j");
         clock.advance(500);
-        const row = await store.transitionJob("j", "failed", clock.nowMs(), { reason: "no capacity", finished_at: clock.nowMs() });
+        const row = await store.jobs.transition("j", "failed", clock.nowMs(), { reason: "no capacity", finished_at: clock.nowMs() });
         assert.ok(row);
         assert.equal(row.state, "failed");
         assert.equal(row.reason, "no capacity");
@@ -426,43 +426,43 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("refuses an illegal transition: returns null and changes nothing", async () => {
         const before = await submit({}, "j");
         clock.advance(500);
-        assert.equal(await store.transitionJob("j", "succeeded", clock.nowMs(), { exit_code: 0, reason: "x" }), null);
-        assert.equal(await store.transitionJob("j", "running", clock.nowMs()), null);
+        assert.equal(await store.jobs.transition("j", "succeeded", clock.nowMs(), { exit_code: 0, reason: "x" }), null);
+        assert.equal(await store.jobs.transition("j", "running", clock.nowMs()), null);
         assert.deepEqual(await job("j"), before);
       });
 
       it("never rewrites a finished job", async () => {
         await submit({}, "j");
-        const canceled = await store.transitionJob("j", "canceled", clock.nowMs(), { reason: "user" });
+        const canceled = await store.jobs.transition("j", "canceled", clock.nowMs(), { reason: "user" });
         assert.ok(canceled);
         clock.advance(500);
         for (const to of ["queued", "provisioning", "running", "succeeded", "failed", "canceled", "timed_out"] as const) {
-          assert.equal(await store.transitionJob("j", to, clock.nowMs(), { reason: "late" }), null, `canceled -> ${to}`);
+          assert.equal(await store.jobs.transition("j", to, clock.nowMs(), { reason: "late" }), null, `canceled -> ${to}`);
         }
         assert.deepEqual(await job("j"), canceled);
       });
 
       it("returns null for an unknown job", async () => {
-        assert.equal(await store.transitionJob("nope", "canceled", clock.nowMs()), null);
+        assert.equal(await store.jobs.transition("nope", "canceled", clock.nowMs()), null);
       });
 
       it("with an attempt, only applies while that attempt is the current one", async () => {
         await submit({}, "j");
-        await store.claimQueuedJob(["local"], clock.nowMs()); // attempt 1
+        await store.jobs.claimQueued(["local"], clock.nowMs()); // attempt 1
         const before = await job("j");
-        assert.equal(await store.transitionJob("j", "failed", clock.nowMs(), {}, 2), null, "attempt 2 never started");
+        assert.equal(await store.jobs.transition("j", "failed", clock.nowMs(), {}, 2), null, "attempt 2 never started");
         assert.deepEqual(await job("j"), before);
-        assert.ok(await store.transitionJob("j", "queued", clock.nowMs(), {}, 1));
-        await store.claimQueuedJob(["local"], clock.nowMs()); // attempt 2
-        assert.equal(await store.transitionJob("j", "failed", clock.nowMs(), {}, 1), null, "attempt 1 is over");
-        assert.equal((await store.transitionJob("j", "failed", clock.nowMs(), {}, 2))?.state, "failed");
+        assert.ok(await store.jobs.transition("j", "queued", clock.nowMs(), {}, 1));
+        await store.jobs.claimQueued(["local"], clock.nowMs()); // attempt 2
+        assert.equal(await store.jobs.transition("j", "failed", clock.nowMs(), {}, 1), null, "attempt 1 is over");
+        assert.equal((await store.jobs.transition("j", "failed", clock.nowMs(), {}, 2))?.state, "failed");
       });
 
       it("lets exactly one of two racing transitions win", async () => {
         await submit({}, "j");
         const [a, b] = await Promise.all([
-          store.transitionJob("j", "canceled", clock.nowMs(), { reason: "a" }),
-          store.transitionJob("j", "canceled", clock.nowMs(), { reason: "b" }),
+          store.jobs.transition("j", "canceled", clock.nowMs(), { reason: "a" }),
+          store.jobs.transition("j", "canceled", clock.nowMs(), { reason: "b" }),
         ]);
         assert.equal([a, b].filter((r) => r !== null).length, 1);
       });
@@ -472,7 +472,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("records provider_resource_id and resource_type on both the worker and the token, and the worker waits", async () => {
         const { worker: w, tokenHash } = await provision();
         clock.advance(200);
-        const row = await store.recordProvisioned(w.id, "a".repeat(64), "container_id", clock.nowMs());
+        const row = await store.attempts.recordProvisioned(w.id, "a".repeat(64), "container_id", clock.nowMs());
         assert.ok(row);
         assert.equal(row.state, "waiting");
         assert.equal(row.provider_resource_id, "a".repeat(64));
@@ -487,8 +487,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("on a worker already sent to destroying, returns null but still records what was created", async () => {
         const { worker: w, tokenHash } = await provision();
-        assert.ok(await store.transitionWorker(w.id, "destroying"));
-        const row = await store.recordProvisioned(w.id, "hodei-worker-x", "pod_name", clock.nowMs());
+        assert.ok(await store.workers.transition(w.id, "destroying"));
+        const row = await store.attempts.recordProvisioned(w.id, "hodei-worker-x", "pod_name", clock.nowMs());
         assert.equal(row, null);
         const after = await worker(w.id);
         assert.equal(after.state, "destroying", "the worker is not resurrected");
@@ -499,7 +499,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("returns null for a worker that is already waiting, keeping its provider_resource_id", async () => {
         const { worker: w } = await provisioned();
-        assert.equal(await store.recordProvisioned(w.id, "999", "process_id", clock.nowMs()), null);
+        assert.equal(await store.attempts.recordProvisioned(w.id, "999", "process_id", clock.nowMs()), null);
         assert.equal((await worker(w.id)).provider_resource_id, "12345");
       });
     });
@@ -508,7 +508,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("succeeds once and resolves the worker, job, attempt and provider_resource_id; a replay gets null", async () => {
         const { job: j, worker: w, tokenHash } = await provisioned();
         clock.advance(100);
-        const consumed = await store.consumeToken(tokenHash, clock.nowMs());
+        const consumed = await store.tokens.consume(tokenHash, clock.nowMs());
         assert.ok(consumed);
         assert.equal(consumed.worker_id, w.id);
         assert.equal(consumed.job_id, j.id);
@@ -516,59 +516,59 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(consumed.provider_resource_id, "12345");
         assert.equal(consumed.consumed_at, clock.nowMs());
         clock.advance(100);
-        assert.equal(await store.consumeToken(tokenHash, clock.nowMs()), null);
+        assert.equal(await store.tokens.consume(tokenHash, clock.nowMs()), null);
         assert.equal((await token(tokenHash)).consumed_at, clock.nowMs() - 100, "the replay changed nothing");
       });
 
       it("lets exactly one of several concurrent redemptions succeed", async () => {
         const { tokenHash } = await provisioned();
-        const results = await Promise.all(Array.from({ length: 6 }, () => store.consumeToken(tokenHash, clock.nowMs())));
+        const results = await Promise.all(Array.from({ length: 6 }, () => store.tokens.consume(tokenHash, clock.nowMs())));
         assert.equal(results.filter((r) => r !== null).length, 1);
       });
 
       it("refuses an expired token and leaves it unconsumed", async () => {
         const { tokenHash } = await provisioned();
         const expiresAt = (await token(tokenHash)).expires_at;
-        assert.equal(await store.consumeToken(tokenHash, expiresAt), null, "expired at exactly its expiry");
-        assert.equal(await store.consumeToken(tokenHash, expiresAt + 1), null);
+        assert.equal(await store.tokens.consume(tokenHash, expiresAt), null, "expired at exactly its expiry");
+        assert.equal(await store.tokens.consume(tokenHash, expiresAt + 1), null);
         assert.equal((await token(tokenHash)).consumed_at, null);
-        assert.ok(await store.consumeToken(tokenHash, expiresAt - 1), "one millisecond earlier it was valid");
+        assert.ok(await store.tokens.consume(tokenHash, expiresAt - 1), "one millisecond earlier it was valid");
       });
 
       it("refuses an unknown hash and changes nothing", async () => {
         const { tokenHash } = await provisioned();
-        assert.equal(await store.consumeToken(hashToken(mintOtpToken()), clock.nowMs()), null);
-        assert.equal(await store.consumeToken("", clock.nowMs()), null);
+        assert.equal(await store.tokens.consume(hashToken(mintOtpToken()), clock.nowMs()), null);
+        assert.equal(await store.tokens.consume("", clock.nowMs()), null);
         assert.equal((await token(tokenHash)).consumed_at, null);
       });
 
       it("refuses a token whose provider_resource_id is not recorded yet, and leaves it usable", async () => {
         const { worker: w, tokenHash } = await provision();
-        assert.equal(await store.consumeToken(tokenHash, clock.nowMs()), null);
+        assert.equal(await store.tokens.consume(tokenHash, clock.nowMs()), null);
         assert.equal((await token(tokenHash)).consumed_at, null);
-        await store.recordProvisioned(w.id, "12345", "process_id", clock.nowMs());
-        assert.ok(await store.consumeToken(tokenHash, clock.nowMs()));
+        await store.attempts.recordProvisioned(w.id, "12345", "process_id", clock.nowMs());
+        assert.ok(await store.tokens.consume(tokenHash, clock.nowMs()));
       });
     });
 
     describe("registerWorker", () => {
       it("moves a waiting worker to registered with its session hash", async () => {
         const { worker: w, tokenHash } = await provisioned();
-        assert.ok(await store.consumeToken(tokenHash, clock.nowMs()));
+        assert.ok(await store.tokens.consume(tokenHash, clock.nowMs()));
         clock.advance(50);
-        const row = await store.registerWorker(w.id, hashToken("session-1"), "box-1", clock.nowMs());
+        const row = await store.attempts.register(w.id, hashToken("session-1"), "box-1", clock.nowMs());
         assert.ok(row);
         assert.equal(row.state, "registered");
         assert.equal(row.session_hash, hashToken("session-1"));
         assert.equal(row.reported_hostname, "box-1");
         assert.equal(row.registered_at, clock.nowMs());
         assert.equal(row.last_heartbeat_ms, clock.nowMs());
-        assert.deepEqual(await store.getWorkerBySession(hashToken("session-1")), row);
+        assert.deepEqual(await store.workers.getBySession(hashToken("session-1")), row);
       });
 
       it("refuses a worker that is not waiting yet (no provider_resource_id)", async () => {
         const { worker: w } = await provision();
-        assert.equal(await store.registerWorker(w.id, hashToken("s"), "h", clock.nowMs()), null);
+        assert.equal(await store.attempts.register(w.id, hashToken("s"), "h", clock.nowMs()), null);
         const after = await worker(w.id);
         assert.equal(after.state, "provisioning");
         assert.equal(after.session_hash, null);
@@ -576,7 +576,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("refuses a second registration and keeps the first session", async () => {
         const { worker: w } = await registered();
-        assert.equal(await store.registerWorker(w.id, hashToken("other"), "h2", clock.nowMs()), null);
+        assert.equal(await store.attempts.register(w.id, hashToken("other"), "h2", clock.nowMs()), null);
         const after = await worker(w.id);
         assert.equal(after.session_hash, hashToken("session"));
         assert.equal(after.reported_hostname, "host-a");
@@ -584,8 +584,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("refuses a worker that is being destroyed", async () => {
         const { worker: w } = await provisioned();
-        assert.ok(await store.transitionWorker(w.id, "destroying"));
-        assert.equal(await store.registerWorker(w.id, hashToken("s"), "h", clock.nowMs()), null);
+        assert.ok(await store.workers.transition(w.id, "destroying"));
+        assert.equal(await store.attempts.register(w.id, hashToken("s"), "h", clock.nowMs()), null);
         assert.equal((await worker(w.id)).state, "destroying");
       });
     });
@@ -594,7 +594,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("moves the job provisioning -> running and the worker registered -> running together", async () => {
         const { job: j, worker: w } = await registered();
         clock.advance(10);
-        assert.equal(await store.markDispatched(w, clock.nowMs()), true);
+        assert.equal(await store.attempts.dispatch(w, clock.nowMs()), true);
         const jobAfter = await job(j.id);
         const workerAfter = await worker(w.id);
         assert.equal(jobAfter.state, "running");
@@ -605,8 +605,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("does nothing if the job was canceled meanwhile", async () => {
         const { job: j, worker: w } = await registered();
-        assert.ok(await store.transitionJob(j.id, "canceled", clock.nowMs(), { reason: "user" }));
-        assert.equal(await store.markDispatched(w, clock.nowMs()), false);
+        assert.ok(await store.jobs.transition(j.id, "canceled", clock.nowMs(), { reason: "user" }));
+        assert.equal(await store.attempts.dispatch(w, clock.nowMs()), false);
         assert.equal((await job(j.id)).state, "canceled");
         const workerAfter = await worker(w.id);
         assert.equal(workerAfter.state, "registered");
@@ -615,14 +615,14 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("does nothing twice: a second dispatch returns false", async () => {
         const { worker: w } = await registered();
-        assert.equal(await store.markDispatched(w, clock.nowMs()), true);
-        assert.equal(await store.markDispatched(w, clock.nowMs()), false);
+        assert.equal(await store.attempts.dispatch(w, clock.nowMs()), true);
+        assert.equal(await store.attempts.dispatch(w, clock.nowMs()), false);
       });
 
       it("changes neither row when the worker already left registered", async () => {
         const { job: j, worker: w } = await registered();
-        assert.ok(await store.transitionWorker(w.id, "destroying"));
-        assert.equal(await store.markDispatched(w, clock.nowMs()), false, "losing the race is a value");
+        assert.ok(await store.workers.transition(w.id, "destroying"));
+        assert.equal(await store.attempts.dispatch(w, clock.nowMs()), false, "losing the race is a value");
         assert.equal((await job(j.id)).state, "provisioning", "the job move was rolled back");
         assert.equal((await worker(w.id)).state, "destroying");
       });
@@ -631,9 +631,9 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describe("endAttempt", () => {
       it("ends the job, moves the worker to destroying and returns the job", async () => {
         const { job: j, worker: w } = await registered();
-        await store.markDispatched(w, clock.nowMs());
+        await store.attempts.dispatch(w, clock.nowMs());
         clock.advance(1000);
-        const ended = await store.endAttempt(w, "succeeded", clock.nowMs(), { exit_code: 0, finished_at: clock.nowMs() }, "");
+        const ended = await store.attempts.end(w, "succeeded", clock.nowMs(), { exit_code: 0, finished_at: clock.nowMs() }, "");
         assert.ok(ended);
         assert.equal(ended.state, "succeeded");
         assert.equal(ended.exit_code, 0);
@@ -646,15 +646,15 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("records why the worker's attempt ended", async () => {
         const { worker: w } = await provisioned();
-        await store.endAttempt(w, "failed", clock.nowMs(), { reason: "never registered" }, "registration deadline passed");
+        await store.attempts.end(w, "failed", clock.nowMs(), { reason: "never registered" }, "registration deadline passed");
         assert.equal((await worker(w.id)).failure_reason, "registration deadline passed");
       });
 
       it("returns null the second time and leaves the first result", async () => {
         const { job: j, worker: w } = await registered();
-        await store.markDispatched(w, clock.nowMs());
-        assert.ok(await store.endAttempt(w, "succeeded", clock.nowMs(), { exit_code: 0 }, ""));
-        assert.equal(await store.endAttempt(w, "failed", clock.nowMs(), { exit_code: 1 }, "late"), null);
+        await store.attempts.dispatch(w, clock.nowMs());
+        assert.ok(await store.attempts.end(w, "succeeded", clock.nowMs(), { exit_code: 0 }, ""));
+        assert.equal(await store.attempts.end(w, "failed", clock.nowMs(), { exit_code: 1 }, "late"), null);
         const after = await job(j.id);
         assert.equal(after.state, "succeeded");
         assert.equal(after.exit_code, 0);
@@ -663,11 +663,11 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("is guarded by the attempt: a worker of an earlier attempt cannot end the current one", async () => {
         const { job: j, worker: first } = await provisioned();
         // The first attempt is lost and retried: the job is queued again and claimed for attempt 2.
-        assert.ok(await store.endAttempt(first, "queued", clock.nowMs(), {}, "worker lost"));
-        const second = await store.claimJobForWorker(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        assert.ok(await store.attempts.end(first, "queued", clock.nowMs(), {}, "worker lost"));
+        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
         assert.equal(second?.job.attempts, 2);
         const before = await job(j.id);
-        assert.equal(await store.endAttempt(first, "failed", clock.nowMs(), { exit_code: 1 }, "late result"), null);
+        assert.equal(await store.attempts.end(first, "failed", clock.nowMs(), { exit_code: 1 }, "late result"), null);
         assert.deepEqual(await job(j.id), before);
         assert.equal((await worker(second!.worker.id)).state, "provisioning", "the new worker is untouched");
       });
@@ -675,18 +675,18 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("expires an unconsumed token so that it can never be redeemed", async () => {
         const { worker: w, tokenHash } = await provisioned();
         clock.advance(100);
-        await store.endAttempt(w, "canceled", clock.nowMs(), { reason: "user" }, "canceled");
+        await store.attempts.end(w, "canceled", clock.nowMs(), { reason: "user" }, "canceled");
         const t = await token(tokenHash);
         assert.equal(t.expires_at, clock.nowMs());
         assert.equal(t.consumed_at, null);
-        assert.equal(await store.consumeToken(tokenHash, clock.nowMs()), null);
+        assert.equal(await store.tokens.consume(tokenHash, clock.nowMs()), null);
       });
 
       it("leaves a consumed token's record as it was", async () => {
         const { worker: w, tokenHash } = await registered();
         const before = await token(tokenHash);
         clock.advance(100);
-        await store.endAttempt(w, "failed", clock.nowMs(), {}, "lost");
+        await store.attempts.end(w, "failed", clock.nowMs(), {}, "lost");
         assert.deepEqual(await token(tokenHash), before);
       });
     });
@@ -696,9 +696,9 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("stores chunks and ignores a resent seq, keeping the first copy", async () => {
         const j = await submit();
-        await store.appendLogs(j.id, 1, [chunk(1), chunk(2), chunk(3)]);
-        await store.appendLogs(j.id, 1, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)]);
-        const rows = await store.readLogs(j.id, 0, 100);
+        await store.logs.append(j.id, 1, [chunk(1), chunk(2), chunk(3)]);
+        await store.logs.append(j.id, 1, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)]);
+        const rows = await store.logs.read(j.id, 0, 100);
         assert.deepEqual(
           rows.map((r) => [r.seq, r.data]),
           [
@@ -715,54 +715,54 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("accepts an empty batch", async () => {
         const j = await submit();
-        await store.appendLogs(j.id, 1, []);
+        await store.logs.append(j.id, 1, []);
         assert.equal(await store.countRows("job_logs"), 0);
       });
 
       it("keeps the seqs of different attempts apart", async () => {
         const j = await submit();
-        await store.appendLogs(j.id, 1, [chunk(1), chunk(2)]);
-        await store.appendLogs(j.id, 2, [chunk(1, "attempt two\n")]);
+        await store.logs.append(j.id, 1, [chunk(1), chunk(2)]);
+        await store.logs.append(j.id, 2, [chunk(1, "attempt two\n")]);
         assert.equal(await store.countRows("job_logs"), 3);
-        assert.equal(await store.maxLogSeq(j.id, 1), 2);
-        assert.equal(await store.maxLogSeq(j.id, 2), 1);
+        assert.equal(await store.logs.maxSeq(j.id, 1), 2);
+        assert.equal(await store.logs.maxSeq(j.id, 2), 1);
       });
 
       it("countLogChunks counts the chunks of one attempt up to a seq (complete when it equals it)", async () => {
         const j = await submit();
-        await store.appendLogs(j.id, 1, [chunk(1), chunk(2), chunk(4)]);
-        await store.appendLogs(j.id, 2, [chunk(3)]);
-        assert.equal(await store.countLogChunks(j.id, 1, 2), 2, "complete up to 2");
-        assert.equal(await store.countLogChunks(j.id, 1, 4), 3, "seq 3 is missing");
-        assert.equal(await store.countLogChunks(j.id, 1, 0), 0);
-        assert.equal(await store.countLogChunks(j.id, 3, 10), 0);
+        await store.logs.append(j.id, 1, [chunk(1), chunk(2), chunk(4)]);
+        await store.logs.append(j.id, 2, [chunk(3)]);
+        assert.equal(await store.logs.count(j.id, 1, 2), 2, "complete up to 2");
+        assert.equal(await store.logs.count(j.id, 1, 4), 3, "seq 3 is missing");
+        assert.equal(await store.logs.count(j.id, 1, 0), 0);
+        assert.equal(await store.logs.count(j.id, 3, 10), 0);
       });
 
       it("maxLogSeq is 0 when nothing is stored", async () => {
         const j = await submit();
-        assert.equal(await store.maxLogSeq(j.id, 1), 0);
-        await store.appendLogs(j.id, 1, [chunk(7), chunk(3)]);
-        assert.equal(await store.maxLogSeq(j.id, 1), 7);
+        assert.equal(await store.logs.maxSeq(j.id, 1), 0);
+        await store.logs.append(j.id, 1, [chunk(7), chunk(3)]);
+        assert.equal(await store.logs.maxSeq(j.id, 1), 7);
       });
 
       it("readLogs returns one job's chunks in storage order after a cursor, a page at a time", async () => {
         const a = await submit();
         const b = await submit();
-        await store.appendLogs(a.id, 1, [chunk(1, "a1"), chunk(2, "a2")]);
-        await store.appendLogs(b.id, 1, [chunk(1, "b1")]);
-        await store.appendLogs(a.id, 2, [chunk(1, "a-retry-1")]);
-        await store.appendLogs(a.id, 1, [chunk(3, "a3")]);
+        await store.logs.append(a.id, 1, [chunk(1, "a1"), chunk(2, "a2")]);
+        await store.logs.append(b.id, 1, [chunk(1, "b1")]);
+        await store.logs.append(a.id, 2, [chunk(1, "a-retry-1")]);
+        await store.logs.append(a.id, 1, [chunk(3, "a3")]);
 
-        const all = await store.readLogs(a.id, 0, 100);
+        const all = await store.logs.read(a.id, 0, 100);
         assert.deepEqual(all.map((r) => r.data), ["a1", "a2", "a-retry-1", "a3"]);
         for (let i = 1; i < all.length; i++) assert.ok(all[i].id > all[i - 1].id, "cursors increase");
 
-        const firstPage = await store.readLogs(a.id, 0, 2);
+        const firstPage = await store.logs.read(a.id, 0, 2);
         assert.deepEqual(firstPage.map((r) => r.data), ["a1", "a2"]);
-        const secondPage = await store.readLogs(a.id, firstPage[1].id, 2);
+        const secondPage = await store.logs.read(a.id, firstPage[1].id, 2);
         assert.deepEqual(secondPage.map((r) => r.data), ["a-retry-1", "a3"]);
-        assert.deepEqual(await store.readLogs(a.id, secondPage[1].id, 2), []);
-        assert.deepEqual((await store.readLogs(b.id, 0, 100)).map((r) => r.data), ["b1"]);
+        assert.deepEqual(await store.logs.read(a.id, secondPage[1].id, 2), []);
+        assert.deepEqual((await store.logs.read(b.id, 0, 100)).map((r) => r.data), ["b1"]);
       });
     });
   });

@@ -1,0 +1,52 @@
+/**
+ * Step 1 of a pass: stop and remove every worker in `destroying`, off the pass, by its
+ * provider_resource_id (or, when it was never learned, by our labels). A failed destroy is
+ * recorded and retried on every pass until it succeeds; only then is the worker `destroyed`.
+ */
+import { toError } from "../core/errors.js";
+import type { WorkerRow } from "../store/schema.js";
+import type { ReconcileContext } from "./context.js";
+
+export async function destroyWorkers(ctx: ReconcileContext): Promise<void> {
+  const doomed = await ctx.store.workers.list(["destroying"], 100_000);
+  for (const worker of doomed) {
+    if (ctx.destroying.has(worker.id) || ctx.provisioning.has(worker.id)) continue;
+    ctx.destroying.add(worker.id);
+    ctx.inBackground("worker destroy", async () => {
+      try {
+        await destroyWorker(ctx, worker);
+      } finally {
+        ctx.destroying.delete(worker.id);
+      }
+    });
+  }
+}
+
+async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<void> {
+  const slot = ctx.providers.get(worker.provider);
+  const log = ctx.log.child({ workerId: worker.id, jobId: worker.job_id, provider: worker.provider });
+  if (!slot) {
+    log.warn("worker of a provider that is not enabled; cannot destroy it");
+    return;
+  }
+  try {
+    if (worker.provider_resource_id) {
+      await slot.provider.stop(worker.provider_resource_id, ctx.stopGraceMs);
+    } else {
+      // Never learned its id (the start call failed or we crashed): find it by its labels.
+      for (const resource of await slot.provider.list()) {
+        if (resource.workerId === worker.id) await slot.provider.stop(resource.resourceId, ctx.stopGraceMs);
+      }
+    }
+    const row = await ctx.store.workers.transition(worker.id, "destroyed", { destroyed_at: ctx.clock.nowMs() });
+    if (row) {
+      ctx.metrics.workersDestroyed.inc({ provider: worker.provider });
+      log.info({ providerResourceId: worker.provider_resource_id }, "worker destroyed");
+    }
+  } catch (err) {
+    const error = toError(err);
+    ctx.metrics.destroyFailures.inc({ provider: worker.provider });
+    await ctx.store.workers.recordDestroyFailure(worker.id, error.message);
+    log.warn({ err: error }, "worker destroy failed; the next pass retries");
+  }
+}

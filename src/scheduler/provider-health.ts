@@ -1,0 +1,51 @@
+/**
+ * Which providers may take work now. A provider found unavailable (its daemon or API did not
+ * answer) rests for PROVIDER_RETRY_MS, then its health is checked again before it gets work.
+ */
+import type { Logger } from "pino";
+import type { Clock } from "../core/clock.js";
+import { withTimeout } from "../core/errors.js";
+import type { ProviderSlot } from "./context.js";
+
+/** How long a provider found unavailable rests before its health is checked again. */
+export const PROVIDER_RETRY_MS = 5_000;
+const HEALTH_CALL_MS = 10_000;
+
+export class ProviderHealth {
+  /** Providers known to be down, until when their health is checked again. */
+  private readonly unhealthyUntil = new Map<string, number>();
+
+  constructor(
+    private readonly providers: Map<string, ProviderSlot>,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  markUnhealthy(provider: string, detail: string): void {
+    if (!this.unhealthyUntil.has(provider)) this.log.warn({ provider, detail }, "provider unavailable; its jobs wait queued");
+    this.unhealthyUntil.set(provider, this.clock.nowMs() + PROVIDER_RETRY_MS);
+  }
+
+  /** Providers that may take work now: a down provider is re-checked every PROVIDER_RETRY_MS. */
+  async available(): Promise<Set<string>> {
+    const available = new Set<string>();
+    const now = this.clock.nowMs();
+    for (const [name, slot] of this.providers) {
+      const until = this.unhealthyUntil.get(name);
+      if (until === undefined) {
+        available.add(name);
+        continue;
+      }
+      if (now < until) continue;
+      const health = await withTimeout(slot.provider.health(), HEALTH_CALL_MS, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
+      if (health.healthy) {
+        this.unhealthyUntil.delete(name);
+        this.log.info({ provider: name }, "provider available again");
+        available.add(name);
+      } else {
+        this.markUnhealthy(name, health.detail);
+      }
+    }
+    return available;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The operations on one attempt that write several tables together, each in one transaction:
+ * claim (job + worker + OTP token), provisioned (worker + token learn the provider_resource_id),
+ * register (worker gets a session), dispatch (job and worker to running), end (job to its next
+ * state, worker to destroying, the unused token revoked). A crash between two of these leaves a
+ * state the reconcile pass knows how to finish; a crash inside one leaves nothing half-written.
+ */
+import type { Kysely } from "kysely";
+import type { JobState } from "../core/job-state.js";
+import { jobStatesLeadingTo } from "../core/job-state.js";
+import { workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
+import type { DatabaseKind } from "./database.js";
+import { type JobPatch, JobQueries } from "./jobs.js";
+import type { Database, JobRow, WorkerRow } from "./schema.js";
+
+export interface NewWorker {
+  id: string;
+  name: string;
+  jobId: string;
+  attempt: number;
+  provider: string;
+  registrationDeadlineMs: number;
+}
+
+export interface NewToken {
+  id: string;
+  tokenHash: string;
+  expiresAtMs: number;
+}
+
+export class AttemptQueries {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly kind: DatabaseKind,
+  ) {}
+
+  /**
+   * Claims the oldest due queued job of one of `providers` and writes its worker row and OTP token
+   * row (hash only) in the same transaction, so a crash never leaves a claimed job without a worker.
+   */
+  async claim(
+    providers: string[],
+    nowMs: number,
+    prepare: (job: JobRow) => { worker: NewWorker; token: NewToken },
+  ): Promise<{ job: JobRow; worker: WorkerRow } | null> {
+    if (providers.length === 0) return null;
+    return this.db.transaction().execute(async (trx) => {
+      const job = await new JobQueries(trx, this.kind).claimQueued(providers, nowMs);
+      if (!job) return null;
+      const { worker, token } = prepare(job);
+      const row = await insertWorkerRows(trx, worker, token, nowMs);
+      return { job, worker: row };
+    });
+  }
+
+  /** Records the provider_resource_id on the worker and its token: provisioning -> waiting. */
+  async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number): Promise<WorkerRow | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable("workers")
+        .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs })
+        .where("id", "=", workerId)
+        .where("state", "in", workerStatesLeadingTo("waiting"))
+        .returningAll()
+        .executeTakeFirst();
+      // The token learns the resource id even if the worker was meanwhile marked for destruction,
+      // so the record of what was created stays complete.
+      await tx
+        .updateTable("otp_tokens")
+        .set({ provider_resource_id: resourceId, resource_type: resourceType })
+        .where("worker_id", "=", workerId)
+        .execute();
+      if (!row) {
+        await tx
+          .updateTable("workers")
+          .set({ provider_resource_id: resourceId, resource_type: resourceType })
+          .where("id", "=", workerId)
+          .where("provider_resource_id", "is", null)
+          .execute();
+      }
+      return row ?? null;
+    });
+  }
+
+  /** waiting -> registered, storing the session's hash. */
+  async register(workerId: string, sessionHash: string, hostname: string, nowMs: number): Promise<WorkerRow | null> {
+    const row = await this.db
+      .updateTable("workers")
+      .set({ state: "registered", session_hash: sessionHash, reported_hostname: hostname, registered_at: nowMs, last_heartbeat_ms: nowMs })
+      .where("id", "=", workerId)
+      .where("state", "in", workerStatesLeadingTo("registered"))
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  /** Dispatch: worker registered -> running and job provisioning -> running, together or not at all. */
+  async dispatch(worker: WorkerRow, nowMs: number): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      const job = await tx
+        .updateTable("jobs")
+        .set({ state: "running", updated_at: nowMs })
+        .where("id", "=", worker.job_id)
+        .where("attempts", "=", worker.attempt)
+        .where("state", "=", "provisioning")
+        .returning("id")
+        .executeTakeFirst();
+      if (!job) return false;
+      const moved = await tx
+        .updateTable("workers")
+        .set({ state: "running", started_at: nowMs })
+        .where("id", "=", worker.id)
+        .where("state", "=", "registered")
+        .returning("id")
+        .executeTakeFirst();
+      if (!moved) {
+        // Lost a race with the reconciler (the worker is being destroyed): undo the job's move.
+        await tx.updateTable("jobs").set({ state: "provisioning", updated_at: nowMs }).where("id", "=", worker.job_id).where("state", "=", "running").execute();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /**
+   * Ends an attempt: the job moves to `to` (guarded by state and attempt number) and its worker
+   * to destroying, in one transaction. Returns the job row, or null if the attempt had already ended.
+   */
+  async end(worker: WorkerRow, to: JobState, nowMs: number, jobPatch: JobPatch, failureReason: string): Promise<JobRow | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const job = await tx
+        .updateTable("jobs")
+        .set({ ...jobPatch, state: to, updated_at: nowMs })
+        .where("id", "=", worker.job_id)
+        .where("attempts", "=", worker.attempt)
+        .where("state", "in", jobStatesLeadingTo(to))
+        .returningAll()
+        .executeTakeFirst();
+      await tx
+        .updateTable("workers")
+        .set({ state: "destroying", finished_at: nowMs, failure_reason: failureReason })
+        .where("id", "=", worker.id)
+        .where("state", "in", workerStatesLeadingTo("destroying"))
+        .execute();
+      // An attempt that ended revokes its OTP token if it was never redeemed.
+      await tx
+        .updateTable("otp_tokens")
+        .set({ expires_at: nowMs })
+        .where("worker_id", "=", worker.id)
+        .where("consumed_at", "is", null)
+        .where("expires_at", ">", nowMs)
+        .execute();
+      return job ?? null;
+    });
+  }
+}
+
+async function insertWorkerRows(tx: Kysely<Database>, worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {
+  const row = await tx
+    .insertInto("workers")
+    .values({
+      id: worker.id,
+      name: worker.name,
+      job_id: worker.jobId,
+      attempt: worker.attempt,
+      provider: worker.provider,
+      provider_resource_id: null,
+      resource_type: null,
+      state: "provisioning",
+      session_hash: null,
+      reported_hostname: null,
+      created_at: nowMs,
+      provisioned_at: null,
+      registered_at: null,
+      started_at: null,
+      finished_at: null,
+      destroyed_at: null,
+      registration_deadline_ms: worker.registrationDeadlineMs,
+      last_heartbeat_ms: null,
+      stop_deadline_ms: null,
+      failure_reason: "",
+      destroy_attempts: 0,
+      last_error: "",
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  await tx
+    .insertInto("otp_tokens")
+    .values({
+      id: token.id,
+      token_hash: token.tokenHash,
+      job_id: worker.jobId,
+      attempt: worker.attempt,
+      worker_id: worker.id,
+      provider: worker.provider,
+      provider_resource_id: null,
+      resource_type: null,
+      created_at: nowMs,
+      expires_at: token.expiresAtMs,
+      consumed_at: null,
+    })
+    .execute();
+  return row;
+}

@@ -1,0 +1,134 @@
+/**
+ * Queries on the jobs table. Every state change is one statement guarded by the job state machine
+ * (`where state in jobStatesLeadingTo(to)`): the loser of a race gets null and moves on.
+ */
+import type { Kysely } from "kysely";
+import { jobStatesLeadingTo, type JobState } from "../core/job-state.js";
+import type { JobSpec } from "../core/job-spec.js";
+import type { DatabaseKind } from "./database.js";
+import type { Database, JobRow, JobsTable } from "./schema.js";
+
+export interface JobListQuery {
+  states?: JobState[];
+  provider?: string;
+  limit: number;
+  /** Only jobs strictly older than this (created_at, id) position. */
+  before?: { createdAt: number; id: string };
+}
+
+export type JobPatch = Partial<
+  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "max_attempts">
+>;
+
+export class JobQueries {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly kind: DatabaseKind,
+  ) {}
+
+  /**
+   * Stores a validated spec as a queued job. With an idempotency key already used, returns the first
+   * job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
+   * submits with one key both get the first job instead of one of them a unique-constraint error.
+   */
+  async insert(id: string, spec: JobSpec, nowMs: number): Promise<JobRow> {
+    const key = spec.idempotencyKey || null;
+    const inserted = await this.db
+      .insertInto("jobs")
+      .values({
+        id,
+        state: "queued",
+        command: JSON.stringify(spec.command),
+        script: spec.script,
+        provider: spec.provider,
+        env: JSON.stringify(spec.env),
+        timeout_seconds: spec.timeoutSeconds,
+        labels: JSON.stringify(spec.labels),
+        image: spec.image,
+        cpu_millis: spec.cpuMillis,
+        memory_mb: spec.memoryMb,
+        idempotency_key: key,
+        max_attempts: spec.maxAttempts,
+        attempts: 0,
+        exit_code: null,
+        reason: "",
+        logs_truncated: 0,
+        logs_incomplete: 0,
+        not_before_ms: nowMs,
+        created_at: nowMs,
+        updated_at: nowMs,
+        finished_at: null,
+      })
+      .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
+      .returningAll()
+      .executeTakeFirst();
+    if (inserted) return inserted;
+    // Only a used idempotency key makes the insert yield no row.
+    return this.db.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
+  }
+
+  async get(id: string): Promise<JobRow | undefined> {
+    return this.db.selectFrom("jobs").selectAll().where("id", "=", id).executeTakeFirst();
+  }
+
+  /** Jobs by id, in one query. */
+  async getMany(ids: string[]): Promise<Map<string, JobRow>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom("jobs").selectAll().where("id", "in", [...new Set(ids)]).execute();
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
+  async list(query: JobListQuery): Promise<JobRow[]> {
+    let q = this.db.selectFrom("jobs").selectAll();
+    if (query.states && query.states.length > 0) q = q.where("state", "in", query.states);
+    if (query.provider) q = q.where("provider", "=", query.provider);
+    if (query.before) {
+      const { createdAt, id } = query.before;
+      q = q.where((eb) => eb.or([eb("created_at", "<", createdAt), eb.and([eb("created_at", "=", createdAt), eb("id", "<", id)])]));
+    }
+    return q.orderBy("created_at", "desc").orderBy("id", "desc").limit(query.limit).execute();
+  }
+
+  /**
+   * Claims the oldest due queued job of one of `providers` for provisioning and counts the
+   * attempt. One statement; with several schedulers each job goes to exactly one.
+   */
+  async claimQueued(providers: string[], nowMs: number): Promise<JobRow | null> {
+    if (providers.length === 0) return null;
+    const row = await this.db
+      .updateTable("jobs")
+      .set((eb) => ({ state: "provisioning", attempts: eb("attempts", "+", 1), updated_at: nowMs }))
+      .where("id", "=", (eb) =>
+        eb
+          .selectFrom("jobs")
+          .select("id")
+          .where("state", "=", "queued")
+          .where("not_before_ms", "<=", nowMs)
+          .where("provider", "in", providers)
+          .orderBy("created_at")
+          .orderBy("id")
+          .limit(1)
+          .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
+      )
+      .where("state", "=", "queued")
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  /**
+   * Moves a job to `to` if the transition is legal from its current state (and, when given, only
+   * while `attempt` is its current attempt). Null when the job was not in such a state.
+   */
+  async transition(id: string, to: JobState, nowMs: number, patch: JobPatch = {}, attempt?: number): Promise<JobRow | null> {
+    const row = await this.db
+      .updateTable("jobs")
+      .set({ ...patch, state: to, updated_at: nowMs })
+      .where("id", "=", id)
+      .where("state", "in", jobStatesLeadingTo(to))
+      .$if(attempt !== undefined, (qb) => qb.where("attempts", "=", attempt!))
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+}

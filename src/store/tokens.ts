@@ -1,0 +1,35 @@
+/**
+ * Queries on the otp_tokens table. Only a token's SHA-256 hash is stored; consuming it is one
+ * guarded statement, so a token registers one worker, once.
+ */
+import type { Kysely } from "kysely";
+import type { Database, OtpTokenRow } from "./schema.js";
+
+export class TokenQueries {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /**
+   * Consumes an OTP token: hash matches, not consumed, not expired, and its worker's
+   * provider_resource_id already recorded. Null when any of these fails; nothing changes then.
+   */
+  async consume(tokenHash: string, nowMs: number): Promise<OtpTokenRow | null> {
+    const row = await this.db
+      .updateTable("otp_tokens")
+      .set({ consumed_at: nowMs })
+      .where("token_hash", "=", tokenHash)
+      .where("consumed_at", "is", null)
+      .where("expires_at", ">", nowMs)
+      .where("provider_resource_id", "is not", null)
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  async getByHash(tokenHash: string): Promise<OtpTokenRow | undefined> {
+    return this.db.selectFrom("otp_tokens").selectAll().where("token_hash", "=", tokenHash).executeTakeFirst();
+  }
+
+  async list(limit: number): Promise<OtpTokenRow[]> {
+    return this.db.selectFrom("otp_tokens").selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Queries on the workers table. A worker runs one attempt of one job; its state changes are
+ * guarded by the worker state machine (`where state in workerStatesLeadingTo(to)`).
+ */
+import type { Kysely } from "kysely";
+import { LIVE_WORKER_STATES, workerStatesLeadingTo, type WorkerState } from "../core/worker-state.js";
+import type { Database, WorkerRow, WorkersTable } from "./schema.js";
+
+export type WorkerPatch = Partial<
+  Pick<WorkersTable, "failure_reason" | "finished_at" | "stop_deadline_ms" | "last_error" | "destroyed_at" | "started_at">
+>;
+
+export class WorkerQueries {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async get(id: string): Promise<WorkerRow | undefined> {
+    return this.db.selectFrom("workers").selectAll().where("id", "=", id).executeTakeFirst();
+  }
+
+  async getBySession(sessionHash: string): Promise<WorkerRow | undefined> {
+    return this.db.selectFrom("workers").selectAll().where("session_hash", "=", sessionHash).executeTakeFirst();
+  }
+
+  /** The worker a provider knows by resourceId, while it still works on its attempt. */
+  async findActiveByResource(provider: string, resourceId: string): Promise<WorkerRow | undefined> {
+    return this.db
+      .selectFrom("workers")
+      .selectAll()
+      .where("provider", "=", provider)
+      .where("provider_resource_id", "=", resourceId)
+      .where("state", "in", ["waiting", "registered", "running"])
+      .executeTakeFirst();
+  }
+
+  async listOfJob(jobId: string): Promise<WorkerRow[]> {
+    return this.db.selectFrom("workers").selectAll().where("job_id", "=", jobId).orderBy("attempt").execute();
+  }
+
+  async list(states: readonly WorkerState[] | null, limit: number): Promise<WorkerRow[]> {
+    let q = this.db.selectFrom("workers").selectAll();
+    if (states) q = q.where("state", "in", states);
+    return q.orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
+  }
+
+  async countLiveByProvider(): Promise<Map<string, number>> {
+    const rows = await this.db
+      .selectFrom("workers")
+      .select(["provider", (eb) => eb.fn.countAll<number>().as("n")])
+      .where("state", "in", LIVE_WORKER_STATES)
+      .groupBy("provider")
+      .execute();
+    return new Map(rows.map((r) => [r.provider, Number(r.n)]));
+  }
+
+  async recordHeartbeat(workerId: string, nowMs: number): Promise<void> {
+    await this.db.updateTable("workers").set({ last_heartbeat_ms: nowMs }).where("id", "=", workerId).execute();
+  }
+
+  /** Moves a worker to `to` if legal from its current state. */
+  async transition(workerId: string, to: WorkerState, patch: WorkerPatch = {}): Promise<WorkerRow | null> {
+    const row = await this.db
+      .updateTable("workers")
+      .set({ ...patch, state: to })
+      .where("id", "=", workerId)
+      .where("state", "in", workerStatesLeadingTo(to))
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  async setFields(workerId: string, patch: WorkerPatch): Promise<void> {
+    await this.db.updateTable("workers").set(patch).where("id", "=", workerId).execute();
+  }
+
+  async recordDestroyFailure(workerId: string, error: string): Promise<void> {
+    await this.db
+      .updateTable("workers")
+      .set((eb) => ({ destroy_attempts: eb("destroy_attempts", "+", 1), last_error: error }))
+      .where("id", "=", workerId)
+      .execute();
+  }
+}
