@@ -9,8 +9,18 @@ import { withTimeout } from "../core/errors.js";
 import type { WorkerRow } from "../store/schema.js";
 import { PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
+/**
+ * Who lost an attempt, which decides whether it counts against the job's maxAttempts:
+ * - `infrastructure`: the worker failed (start error, silent, vanished); counted, retried if allowed;
+ * - `permanent`: retrying cannot help (missing image, invalid pod); the job fails at once;
+ * - `provider`: the provider itself took the worker away (its daemon stopped, the worker was
+ *   stopped or evicted from outside); the job's own command did not fail, so it is not counted.
+ */
+export type LossKind = "infrastructure" | "permanent" | "provider";
+
 /** An attempt lost to the infrastructure: retry it with a new worker, or fail the job. */
-export async function loseAttempt(ctx: ReconcileContext, worker: WorkerRow, reason: string, cause: string, permanent = false): Promise<void> {
+export async function loseAttempt(ctx: ReconcileContext, worker: WorkerRow, reason: string, cause: string, kind: LossKind = "infrastructure"): Promise<void> {
+  const permanent = kind === "permanent";
   const job = await ctx.store.jobs.get(worker.job_id);
   if (!job) return;
   const now = ctx.clock.nowMs();

@@ -36,7 +36,7 @@ export async function inspectWorkers(ctx: ReconcileContext, full: boolean): Prom
         const fresh = await ctx.store.workers.get(worker.id);
         if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
         if (output) await appendSystemLog(ctx, fresh, `[hodei] ${reason}\n[hodei] the worker's last output:\n${output}\n`);
-        await loseAttempt(ctx, fresh, reason, "vanished", status.state === "exited" && status.permanent === true);
+        await loseAttempt(ctx, fresh, reason, "vanished", status.state === "exited" && status.permanent === true ? "permanent" : "infrastructure");
       }),
   );
 }

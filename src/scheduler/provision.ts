@@ -80,7 +80,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       ctx.health.markUnhealthy(job.provider, error.message);
       await requeueUncounted(ctx, worker, `${job.provider} is unavailable: ${error.message}; waiting for it`);
     } else {
-      await loseAttempt(ctx, worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError);
+      await loseAttempt(ctx, worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError ? "permanent" : "infrastructure");
     }
   }
   ctx.nudge();

@@ -15,6 +15,8 @@
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
  */
 import { toError } from "../core/errors.js";
+import type { WorkerRow } from "../store/schema.js";
+import { type LossKind, loseAttempt } from "./attempt-loss.js";
 import type { ReconcileContext, ReconcilerOptions } from "./context.js";
 import { enforceDeadlines } from "./deadlines.js";
 import { destroyWorkers } from "./destroy.js";
@@ -24,6 +26,7 @@ import { provision } from "./provision.js";
 import { reapOrphans } from "./reap.js";
 
 export type { ProviderSlot, ReconcilerOptions } from "./context.js";
+export type { LossKind } from "./attempt-loss.js";
 
 export class Reconciler {
   private readonly ctx: ReconcileContext;
@@ -105,6 +108,11 @@ export class Reconciler {
   /** Resolves when every background provider call started so far has settled (tests). */
   async settle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** An attempt lost outside the reconcile pass (the worker service hears of it): retry or fail. */
+  async loseAttempt(worker: WorkerRow, reason: string, cause: string, kind: LossKind): Promise<void> {
+    await loseAttempt(this.ctx, worker, reason, cause, kind);
   }
 
   private async step(name: string, run: () => Promise<void>): Promise<void> {
