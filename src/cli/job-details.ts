@@ -25,7 +25,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["env", entries(job.env)],
     ["labels", entries(job.labels)],
     ["timeout", job.timeoutSeconds ? `${job.timeoutSeconds}s` : undefined],
-    ["attempts", `${job.attempts} of ${job.maxAttempts || 1}`],
+    ["attempts", formatAttempts(job)],
     ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],
     ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
     ["duration", formatJobDuration(job, nowMs)],
@@ -78,4 +78,10 @@ function logsNote(job: Job): string | undefined {
   if (job.logsTruncated) notes.push("truncated at the server's log limit");
   if (job.logsIncomplete) notes.push("incomplete: the worker ended before every line reached the server");
   return notes.length > 0 ? pc.yellow(notes.join("; ")) : undefined;
+}
+
+/** "2 of 3", or "3 of 1 (2 not counted: lost by the provider)" when some were not the job's fault. */
+export function formatAttempts(job: Job): string {
+  const counted = `${job.attempts - job.uncountedAttempts} of ${job.maxAttempts || 1}`;
+  return job.uncountedAttempts > 0 ? `${counted} (+${job.uncountedAttempts} not counted: lost by the provider)` : counted;
 }

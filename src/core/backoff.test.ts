@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { backoffMs, nextAfterLoss } from "./backoff.js";
+import { backoffMs, decideAfterLoss, MAX_UNCOUNTED_ATTEMPTS, nextAfterLoss, PROVIDER_LOSS_DELAY_MS } from "./backoff.js";
 
 const NOW = 1_700_000_000_000;
 
@@ -54,5 +54,32 @@ describe("backoffMs", () => {
   it("treats attempt 0 (or less) as the first", () => {
     assert.equal(backoffMs(0), 1000);
     assert.equal(backoffMs(-3), 1000);
+  });
+});
+
+describe("decideAfterLoss", () => {
+  const base = { attempts: 1, uncountedAttempts: 0, maxAttempts: 1, nowMs: NOW };
+
+  it("fails a job whose only attempt was lost by its worker", () => {
+    assert.deepEqual(decideAfterLoss({ ...base, kind: "infrastructure" }), { retry: false, notBeforeMs: NOW, isUncounted: false });
+  });
+
+  it("retries a provider's loss without counting it, even on the last attempt", () => {
+    assert.deepEqual(decideAfterLoss({ ...base, kind: "provider" }), { retry: true, notBeforeMs: NOW + PROVIDER_LOSS_DELAY_MS, isUncounted: true });
+  });
+
+  it("counts only the job's own attempts: attempt 3 after two provider losses is the first counted one", () => {
+    const decision = decideAfterLoss({ attempts: 3, uncountedAttempts: 2, maxAttempts: 2, kind: "infrastructure", nowMs: NOW });
+    assert.deepEqual(decision, { retry: true, notBeforeMs: NOW + 1000, isUncounted: false });
+    assert.equal(decideAfterLoss({ attempts: 4, uncountedAttempts: 2, maxAttempts: 2, kind: "infrastructure", nowMs: NOW }).retry, false);
+  });
+
+  it("counts a provider's losses once a job has had MAX_UNCOUNTED_ATTEMPTS of them", () => {
+    const decision = decideAfterLoss({ attempts: MAX_UNCOUNTED_ATTEMPTS + 1, uncountedAttempts: MAX_UNCOUNTED_ATTEMPTS, maxAttempts: 1, kind: "provider", nowMs: NOW });
+    assert.deepEqual(decision, { retry: false, notBeforeMs: NOW, isUncounted: false });
+  });
+
+  it("never retries a permanent failure", () => {
+    assert.equal(decideAfterLoss({ ...base, maxAttempts: 5, kind: "permanent" }).retry, false);
   });
 });

@@ -2,6 +2,7 @@
  * The error vocabulary of the whole control plane. Handlers throw these; the API maps them to
  * status codes in exactly one place (server/error-interceptor.ts). Anything else is transient.
  */
+import type { Clock } from "./clock.js";
 
 /** The thing asked for does not exist. */
 export class NotFoundError extends Error {
@@ -43,6 +44,28 @@ export class UnavailableError extends Error {
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
   return new Error(String(thrown), { cause: thrown });
+}
+
+/**
+ * Runs `call` with an AbortSignal that fires after timeoutMs on `clock`; then rejects with
+ * UnavailableError. Unlike a plain race, the call itself is told to stop, so timed-out calls do
+ * not pile up in flight.
+ */
+export async function withDeadline<T>(clock: Clock, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let cancelTimer = () => {};
+  const timeout = new Promise<never>((_, reject) => {
+    cancelTimer = clock.setTimer(timeoutMs, () => {
+      const error = new UnavailableError(`${what}: no answer within ${timeoutMs} ms`);
+      controller.abort(error);
+      reject(error);
+    });
+  });
+  try {
+    return await Promise.race([call(controller.signal), timeout]);
+  } finally {
+    cancelTimer();
+  }
 }
 
 /** Rejects with UnavailableError when `promise` has not settled within timeoutMs. */

@@ -55,12 +55,13 @@ export class DockerProvider implements WorkerProvider {
     this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath, timeout: REQUEST_TIMEOUT_MS });
   }
 
-  async start(spec: WorkerSpec): Promise<ProviderResource> {
+  async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const image = spec.image || this.options.defaultImage;
     const mountsAgent = image !== this.options.defaultImage;
     let id: string;
     try {
       const container = await this.docker.createContainer({
+        abortSignal: signal,
         name: spec.name,
         Image: image,
         Entrypoint: AGENT_COMMAND,
@@ -97,22 +98,22 @@ export class DockerProvider implements WorkerProvider {
       });
       id = container.id;
     } catch (err) {
-      id = await this.adoptOrThrow(spec, image, err);
+      id = await this.adoptOrThrow(spec, image, err, signal);
     }
     const resource: ProviderResource = { resourceId: id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now() };
     await spec.onCreated(resource);
     try {
-      await this.docker.getContainer(id).start();
+      await this.docker.getContainer(id).start({ abortSignal: signal });
     } catch (err) {
       if (statusOf(err) !== 304) throw wrap(`start container ${spec.name}`, err); // 304: already started
     }
     return resource;
   }
 
-  async inspect(resourceId: string): Promise<WorkerStatus> {
+  async inspect(resourceId: string, signal?: AbortSignal): Promise<WorkerStatus> {
     let info: Dockerode.ContainerInspectInfo;
     try {
-      info = await this.docker.getContainer(resourceId).inspect();
+      info = await this.docker.getContainer(resourceId).inspect({ abortSignal: signal });
     } catch (err) {
       if (statusOf(err) === 404) return { state: "gone" };
       throw wrap(`inspect container ${resourceId}`, err);
@@ -128,16 +129,16 @@ export class DockerProvider implements WorkerProvider {
     return { state: "exited", exitCode: state.ExitCode, reason };
   }
 
-  async stop(resourceId: string, graceMs: number): Promise<void> {
+  async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     const container = this.docker.getContainer(resourceId);
     try {
-      await container.stop({ t: Math.ceil(graceMs / 1000) });
+      await container.stop({ t: Math.ceil(graceMs / 1000), abortSignal: signal });
     } catch (err) {
       const status = statusOf(err);
       if (status !== 304 && status !== 404) throw wrap(`stop container ${resourceId}`, err);
     }
     try {
-      await container.remove({ force: true, v: true });
+      await container.remove({ force: true, v: true, abortSignal: signal });
     } catch (err) {
       const status = statusOf(err);
       // 404: gone already; 409: removal already in progress (the next pass confirms it is gone).
@@ -145,10 +146,11 @@ export class DockerProvider implements WorkerProvider {
     }
   }
 
-  async list(): Promise<ProviderResource[]> {
+  async list(signal?: AbortSignal): Promise<ProviderResource[]> {
     let containers: Dockerode.ContainerInfo[];
     try {
       containers = await this.docker.listContainers({
+        abortSignal: signal,
         all: true,
         filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${this.options.clusterId}`] },
       });
@@ -163,23 +165,24 @@ export class DockerProvider implements WorkerProvider {
     }));
   }
 
-  async lastOutput(resourceId: string): Promise<string> {
+  async lastOutput(resourceId: string, signal?: AbortSignal): Promise<string> {
     try {
-      const raw = (await this.docker.getContainer(resourceId).logs({ stdout: true, stderr: true, tail: 20, follow: false })) as unknown as Buffer;
+      const raw = (await this.docker.getContainer(resourceId).logs({ stdout: true, stderr: true, tail: 20, follow: false, abortSignal: signal })) as unknown as Buffer;
       return demux(raw).trimEnd();
     } catch {
       return "";
     }
   }
 
-  async health(): Promise<ProviderHealth> {
+  async health(signal?: AbortSignal): Promise<ProviderHealth> {
     try {
-      await this.docker.ping();
+      // dockerode supports abortSignal on ping; its types do not say so.
+      await (this.docker.ping as (opts: { abortSignal?: AbortSignal }) => Promise<unknown>)({ abortSignal: signal });
     } catch (err) {
       return { healthy: false, detail: `Docker daemon at ${this.options.socketPath} not answering: ${(err as Error).message}` };
     }
     try {
-      await this.docker.getImage(this.options.defaultImage).inspect();
+      await this.docker.getImage(this.options.defaultImage).inspect(); // no abortSignal in dockerode for images
     } catch {
       return { healthy: true, detail: `daemon up; default image ${this.options.defaultImage} missing: run "npx hodei image build"` };
     }
@@ -189,10 +192,10 @@ export class DockerProvider implements WorkerProvider {
   async close(): Promise<void> {}
 
   /** Create failed: a container of that name from an earlier try is adopted; a missing image is permanent. */
-  private async adoptOrThrow(spec: WorkerSpec, image: string, err: unknown): Promise<string> {
+  private async adoptOrThrow(spec: WorkerSpec, image: string, err: unknown, signal?: AbortSignal): Promise<string> {
     const status = statusOf(err);
     if (status === 409) {
-      const existing = await this.docker.getContainer(spec.name).inspect();
+      const existing = await this.docker.getContainer(spec.name).inspect({ abortSignal: signal });
       if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return existing.Id;
     }
     if (status === 404) {

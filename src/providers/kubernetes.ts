@@ -59,14 +59,14 @@ export class KubernetesProvider implements WorkerProvider {
     return `${POD_LABELS.managedBy}=hodei,${POD_LABELS.clusterId}=${this.options.clusterId}`;
   }
 
-  async start(spec: WorkerSpec): Promise<ProviderResource> {
+  async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const { namespace } = this.options;
     let pod: k8s.V1Pod;
     try {
-      pod = await this.core.createNamespacedPod({ namespace, body: this.podFor(spec) });
+      pod = await this.core.createNamespacedPod({ namespace, body: this.podFor(spec) }, withSignal(signal));
     } catch (err) {
       if (codeOf(err) === 409) {
-        pod = await this.core.readNamespacedPod({ name: spec.name, namespace });
+        pod = await this.core.readNamespacedPod({ name: spec.name, namespace }, withSignal(signal));
         if (pod.metadata?.labels?.[POD_LABELS.workerId] !== spec.workerId) throw new Error(`kubernetes: pod ${spec.name} exists and is not this worker's`);
       } else if (codeOf(err) === 422 || codeOf(err) === 400 || codeOf(err) === 403) {
         throw new PermanentError(`kubernetes: the pod was refused: ${messageOf(err)}`);
@@ -85,10 +85,10 @@ export class KubernetesProvider implements WorkerProvider {
     return resource;
   }
 
-  async inspect(resourceId: string): Promise<WorkerStatus> {
+  async inspect(resourceId: string, signal?: AbortSignal): Promise<WorkerStatus> {
     let pod: k8s.V1Pod;
     try {
-      pod = await this.core.readNamespacedPod({ name: resourceId, namespace: this.options.namespace });
+      pod = await this.core.readNamespacedPod({ name: resourceId, namespace: this.options.namespace }, withSignal(signal));
     } catch (err) {
       if (codeOf(err) === 404) return { state: "gone" };
       throw wrap(`read pod ${resourceId}`, err);
@@ -96,18 +96,19 @@ export class KubernetesProvider implements WorkerProvider {
     return classifyPod(pod);
   }
 
-  async stop(resourceId: string, graceMs: number): Promise<void> {
+  async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     const { namespace } = this.options;
     try {
-      await this.core.deleteNamespacedPod({ name: resourceId, namespace, gracePeriodSeconds: Math.ceil(graceMs / 1000) });
+      await this.core.deleteNamespacedPod({ name: resourceId, namespace, gracePeriodSeconds: Math.ceil(graceMs / 1000) }, withSignal(signal));
     } catch (err) {
       if (codeOf(err) !== 404) throw wrap(`delete pod ${resourceId}`, err);
     }
     // Destroyed means gone: wait for the pod to disappear (the kubelet stops it first).
     const deadline = Date.now() + graceMs + 30_000;
     while (Date.now() < deadline) {
+      signal?.throwIfAborted();
       try {
-        await this.core.readNamespacedPod({ name: resourceId, namespace });
+        await this.core.readNamespacedPod({ name: resourceId, namespace }, withSignal(signal));
       } catch (err) {
         if (codeOf(err) === 404) return;
         throw wrap(`read pod ${resourceId}`, err);
@@ -117,10 +118,10 @@ export class KubernetesProvider implements WorkerProvider {
     throw new Error(`kubernetes: pod ${resourceId} still exists ${Math.round((graceMs + 30_000) / 1000)}s after its deletion`);
   }
 
-  async list(): Promise<ProviderResource[]> {
+  async list(signal?: AbortSignal): Promise<ProviderResource[]> {
     let pods: k8s.V1PodList;
     try {
-      pods = await this.core.listNamespacedPod({ namespace: this.options.namespace, labelSelector: this.selector });
+      pods = await this.core.listNamespacedPod({ namespace: this.options.namespace, labelSelector: this.selector }, withSignal(signal));
     } catch (err) {
       throw wrap("list pods", err);
     }
@@ -133,16 +134,16 @@ export class KubernetesProvider implements WorkerProvider {
   }
 
   /** The pod's last log lines, or its events when it never ran (image pull, scheduling). */
-  async lastOutput(resourceId: string): Promise<string> {
+  async lastOutput(resourceId: string, signal?: AbortSignal): Promise<string> {
     const { namespace } = this.options;
     try {
-      const log = await this.core.readNamespacedPodLog({ name: resourceId, namespace, tailLines: 20 });
+      const log = await this.core.readNamespacedPodLog({ name: resourceId, namespace, tailLines: 20 }, withSignal(signal));
       if (typeof log === "string" && log.trim()) return log.trimEnd();
     } catch {
       // Not started: fall back to its events.
     }
     try {
-      const events = await this.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${resourceId}` });
+      const events = await this.core.listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${resourceId}` }, withSignal(signal));
       return events.items
         .slice(-10)
         .map((e) => `${e.reason}: ${e.message}`)
@@ -152,10 +153,10 @@ export class KubernetesProvider implements WorkerProvider {
     }
   }
 
-  async health(): Promise<ProviderHealth> {
+  async health(signal?: AbortSignal): Promise<ProviderHealth> {
     const { namespace } = this.options;
     try {
-      await this.core.readNamespace({ name: namespace });
+      await this.core.readNamespace({ name: namespace }, withSignal(signal));
       return { healthy: true, detail: `cluster ${this.options.kubeConfig.getCurrentCluster()?.server ?? "?"}, namespace ${namespace}, image ${this.options.defaultImage}` };
     } catch (err) {
       return { healthy: false, detail: `Kubernetes API not usable for namespace ${namespace}: ${messageOf(err)}` };
@@ -270,6 +271,19 @@ export function classifyPod(pod: k8s.V1Pod): WorkerStatus {
     return { state: "exited", exitCode: code, reason: `exited with code ${code ?? "?"}${terminated?.reason ? ` (${terminated.reason})` : ""}` };
   }
   return { state: "pending" };
+}
+
+/** Request options that abort the call with `signal` (client-node takes it through a middleware). */
+function withSignal(signal: AbortSignal | undefined): k8s.ConfigurationOptions | undefined {
+  if (!signal) return undefined;
+  const middleware: k8s.ObservableMiddleware = {
+    pre(context) {
+      context.setSignal(signal);
+      return new k8s.Observable(Promise.resolve(context));
+    },
+    post: (response) => new k8s.Observable(Promise.resolve(response)),
+  };
+  return { middleware: [middleware], middlewareMergeStrategy: "append" };
 }
 
 function codeOf(err: unknown): number | undefined {

@@ -52,20 +52,25 @@ export interface ProviderHealth {
   detail: string;
 }
 
+/**
+ * Every call may be given an AbortSignal: the control plane gives up on a call that takes too long
+ * (a hung daemon or API server) and aborts it, so calls never pile up in flight. A provider passes
+ * the signal to its client; an aborted call rejects.
+ */
 export interface WorkerProvider {
   readonly name: string;
   readonly resourceType: ResourceType;
   /** Starts one worker named spec.name. Idempotent on the name. Throws PermanentError when retrying cannot help. */
-  start(spec: WorkerSpec): Promise<ProviderResource>;
+  start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource>;
   /** A worker that no longer exists is { state: "gone" }, not an error. */
-  inspect(resourceId: string): Promise<WorkerStatus>;
+  inspect(resourceId: string, signal?: AbortSignal): Promise<WorkerStatus>;
   /** Terminate, wait graceMs, kill, remove. Idempotent: stopping a gone worker succeeds. */
-  stop(resourceId: string, graceMs: number): Promise<void>;
+  stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void>;
   /** Every worker this provider created for this cluster (found by our labels). */
-  list(): Promise<ProviderResource[]>;
-  health(): Promise<ProviderHealth>;
+  list(signal?: AbortSignal): Promise<ProviderResource[]>;
+  health(signal?: AbortSignal): Promise<ProviderHealth>;
   /** Optional capability: the worker's last lines of output (agent or container), for failure reasons. */
-  lastOutput?(resourceId: string): Promise<string>;
+  lastOutput?(resourceId: string, signal?: AbortSignal): Promise<string>;
   /** Optional capability: set by the control plane; the provider calls it when a worker changes. */
   onWorkerChange?: (resourceId: string) => void;
   /** Releases clients and watchers; does not stop workers. */

@@ -7,7 +7,11 @@ import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
 import type { Metrics } from "../metrics.js";
 import type { WorkerProvider } from "../providers/provider.js";
+import type { WorkerState } from "../core/worker-state.js";
+import type { WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
+import type { Liveness } from "./liveness.js";
+import type { ProviderCalls } from "./provider-calls.js";
 import type { ProviderHealth } from "./provider-health.js";
 
 export interface ProviderSlot {
@@ -15,6 +19,12 @@ export interface ProviderSlot {
   maxWorkers: number;
   /** The address this provider's workers use to reach the control plane. */
   workerServerUrl: string;
+}
+
+/** How the control plane reaches agents connected to this process (the worker service's streams). */
+export interface AgentChannel {
+  /** Asks a connected agent to stop its job; false when the agent is not connected here. */
+  cancel(workerId: string, reason: string, graceMs: number): boolean;
 }
 
 export interface ReconcilerOptions {
@@ -28,6 +38,7 @@ export interface ReconcilerOptions {
   reconcileIntervalMs: number;
   orphanGraceMs: number;
   stopGraceMs: number;
+  agents: AgentChannel;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {
@@ -38,8 +49,10 @@ export interface ReconcileContext extends ReconcilerOptions {
   /** Worker ids to inspect on the next pass (their stream closed, their process exited). */
   readonly suspects: Set<string>;
   readonly health: ProviderHealth;
-  /** When this control plane started: heartbeat deadlines count from here after a restart. */
-  readonly startedAtMs: number;
+  /** Every provider call goes through here: bounded concurrency, time limits that abort. */
+  readonly calls: ProviderCalls;
+  /** The control plane's own absences (before it started, frozen): never held against workers. */
+  readonly liveness: Liveness;
   /** Runs a task off the pass; its failure is logged, never thrown. */
   inBackground(what: string, task: () => Promise<void>): void;
   /** Asks for another pass soon. */
@@ -50,5 +63,33 @@ export interface ReconcileContext extends ReconcilerOptions {
 export const TIMEOUT_BACKSTOP_MS = 10_000;
 /** Time an agent gets to flush and report after a cancel, past the stop grace. */
 export const CANCEL_FLUSH_MS = 3_000;
+
+/** How long a worker whose job ended may still flush its logs and report, before it is destroyed. */
+export function flushWindowMs(ctx: { stopGraceMs: number }): number {
+  return ctx.stopGraceMs + CANCEL_FLUSH_MS;
+}
+
+/** The stop deadline of a worker whose job ends at nowMs. */
+export function stopDeadlineMs(ctx: { stopGraceMs: number }, nowMs: number): number {
+  return nowMs + flushWindowMs(ctx);
+}
 /** A provider call (health, inspect, list) that takes longer is treated as the provider being down. */
 export const PROVIDER_CALL_MS = 10_000;
+/** Rows read per page when a step walks every worker of some states: memory stays bounded. */
+export const PAGE_SIZE = 500;
+
+/** Time limit of a stop: the grace the worker gets, plus the provider's own work (a pod's deletion). */
+export function stopCallMs(ctx: { stopGraceMs: number }): number {
+  return ctx.stopGraceMs + 45_000;
+}
+
+/** Every worker in `states`, read a page at a time. */
+export async function* eachWorker(ctx: { store: Store }, states: readonly WorkerState[]): AsyncGenerator<WorkerRow> {
+  let afterId = "";
+  for (;;) {
+    const page = await ctx.store.workers.listPage(states, afterId, PAGE_SIZE);
+    yield* page;
+    if (page.length < PAGE_SIZE) return;
+    afterId = page[page.length - 1].id;
+  }
+}

@@ -2,29 +2,48 @@
  * Step 3 of a pass: every deadline of an active worker. A worker whose job or attempt has ended
  * (cancel, timeout) gets a short time to flush, then goes; one that did not register in time,
  * whose heartbeat lapsed, or that ran past its job's timeout (the agent enforces it first; this is
- * the backstop) loses its attempt.
+ * the backstop) loses its attempt. Deadlines count present time only (liveness.ts): a control
+ * plane that was stopped or frozen never blames its workers for its own absence.
  */
 import { isTerminal } from "../core/job-state.js";
 import { lastOutputOf, loseAttempt } from "./attempt-loss.js";
-import { CANCEL_FLUSH_MS, type ReconcileContext, TIMEOUT_BACKSTOP_MS } from "./context.js";
+import { ACTIVE_WORKER_STATES } from "../core/worker-state.js";
+import type { WorkerRow } from "../store/schema.js";
+import { eachWorker, flushWindowMs, PAGE_SIZE, type ReconcileContext, stopDeadlineMs, TIMEOUT_BACKSTOP_MS } from "./context.js";
 
 export async function enforceDeadlines(ctx: ReconcileContext): Promise<void> {
+  let page: WorkerRow[] = [];
+  for await (const worker of eachWorker(ctx, ACTIVE_WORKER_STATES)) {
+    page.push(worker);
+    if (page.length === PAGE_SIZE) {
+      await enforcePage(ctx, page);
+      page = [];
+    }
+  }
+  await enforcePage(ctx, page);
+}
+
+/** The deadlines of one page of active workers, with their jobs read in one query. */
+async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<void> {
+  const { liveness } = ctx;
   const now = ctx.clock.nowMs();
-  const active = await ctx.store.workers.list(["provisioning", "waiting", "registered", "running"], 100_000);
   const jobs = await ctx.store.jobs.getMany(active.map((w) => w.job_id));
   for (const worker of active) {
     const job = jobs.get(worker.job_id);
     if (!job) continue;
     // A worker whose job or attempt has ended (cancel, timeout) gets a short time to flush, then goes.
     if (isTerminal(job.state) || job.attempts !== worker.attempt || job.state === "queued") {
-      if (worker.state === "provisioning" || worker.state === "waiting" || (worker.stop_deadline_ms !== null && worker.stop_deadline_ms <= now)) {
+      const isFlushOver = worker.stop_deadline_ms !== null && liveness.isOverdue(worker.stop_deadline_ms - flushWindowMs(ctx), flushWindowMs(ctx));
+      if (worker.state === "provisioning" || worker.state === "waiting" || isFlushOver) {
         await ctx.store.workers.transition(worker.id, "destroying", { finished_at: now, failure_reason: worker.failure_reason || `job ${job.state}` });
       } else if (worker.stop_deadline_ms === null) {
-        await ctx.store.workers.setFields(worker.id, { stop_deadline_ms: now + ctx.stopGraceMs + CANCEL_FLUSH_MS });
+        // Its job ended elsewhere (another replica, a race with dispatch): tell its agent if it is ours.
+        await ctx.store.workers.setFields(worker.id, { stop_deadline_ms: stopDeadlineMs(ctx, now) });
+        ctx.agents.cancel(worker.id, job.reason || `job ${job.state}`, ctx.stopGraceMs);
       }
       continue;
     }
-    if ((worker.state === "waiting" || worker.state === "provisioning") && worker.registration_deadline_ms <= now) {
+    if ((worker.state === "waiting" || worker.state === "provisioning") && liveness.isOverdue(worker.created_at, ctx.registrationTimeoutMs)) {
       if (ctx.provisioning.has(worker.id)) continue; // start() still running here; judged when it returns
       const seconds = Math.round(ctx.registrationTimeoutMs / 1000);
       const output = await lastOutputOf(ctx, worker);
@@ -37,13 +56,14 @@ export async function enforceDeadlines(ctx: ReconcileContext): Promise<void> {
       continue;
     }
     if (worker.state === "registered" || worker.state === "running") {
-      const lastSign = Math.max(worker.last_heartbeat_ms ?? 0, worker.registered_at ?? 0, ctx.startedAtMs);
-      if (now - lastSign > ctx.heartbeatTimeoutMs) {
-        await loseAttempt(ctx, worker, `no heartbeat from the worker for ${Math.round((now - lastSign) / 1000)}s; it is considered lost`, "heartbeat_lapsed");
+      const lastSign = Math.max(worker.last_heartbeat_ms ?? 0, worker.registered_at ?? 0);
+      const silentMs = liveness.presentMsSince(lastSign);
+      if (silentMs > ctx.heartbeatTimeoutMs) {
+        await loseAttempt(ctx, worker, `no heartbeat from the worker for ${Math.round(silentMs / 1000)}s; it is considered lost`, "heartbeat_lapsed");
         continue;
       }
     }
-    if (worker.state === "running" && worker.started_at !== null && now > worker.started_at + job.timeout_seconds * 1000 + TIMEOUT_BACKSTOP_MS) {
+    if (worker.state === "running" && worker.started_at !== null && liveness.isOverdue(worker.started_at, job.timeout_seconds * 1000 + TIMEOUT_BACKSTOP_MS)) {
       const ended = await ctx.store.attempts.end(
         worker,
         "timed_out",

@@ -5,11 +5,10 @@
  */
 import { toError } from "../core/errors.js";
 import type { WorkerRow } from "../store/schema.js";
-import type { ReconcileContext } from "./context.js";
+import { eachWorker, PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
 
 export async function destroyWorkers(ctx: ReconcileContext): Promise<void> {
-  const doomed = await ctx.store.workers.list(["destroying"], 100_000);
-  for (const worker of doomed) {
+  for await (const worker of eachWorker(ctx, ["destroying"])) {
     if (ctx.destroying.has(worker.id) || ctx.provisioning.has(worker.id)) continue;
     ctx.destroying.add(worker.id);
     ctx.inBackground("worker destroy", async () => {
@@ -29,14 +28,14 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
     log.warn("worker of a provider that is not enabled; cannot destroy it");
     return;
   }
+  const stop = (resourceId: string) => ctx.calls.run(worker.provider, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resourceId, ctx.stopGraceMs, signal));
   try {
     if (worker.provider_resource_id) {
-      await slot.provider.stop(worker.provider_resource_id, ctx.stopGraceMs);
+      await stop(worker.provider_resource_id);
     } else {
       // Never learned its id (the start call failed or we crashed): find it by its labels.
-      for (const resource of await slot.provider.list()) {
-        if (resource.workerId === worker.id) await slot.provider.stop(resource.resourceId, ctx.stopGraceMs);
-      }
+      const resources = await ctx.calls.run(worker.provider, "list", PROVIDER_CALL_MS, (signal) => slot.provider.list(signal));
+      for (const resource of resources) if (resource.workerId === worker.id) await stop(resource.resourceId);
     }
     const row = await ctx.store.workers.transition(worker.id, "destroyed", { destroyed_at: ctx.clock.nowMs() });
     if (row) {

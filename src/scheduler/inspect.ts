@@ -2,41 +2,55 @@
  * Step 4 of a pass: asks the providers about live workers (all of them on a full pass, only the
  * suspects otherwise: a stream that closed, a process that exited). A worker that exited or
  * vanished before reporting its result loses its attempt, with its last output as the reason.
+ * Workers of a provider marked unavailable are not judged now: their provider cannot tell.
  */
-import { toError, withTimeout } from "../core/errors.js";
+import { toError } from "../core/errors.js";
 import type { WorkerStatus } from "../providers/provider.js";
+import type { WorkerRow } from "../store/schema.js";
 import { appendSystemLog, lastOutputOf, loseAttempt } from "./attempt-loss.js";
-import { PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
+import { eachWorker, PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
 export async function inspectWorkers(ctx: ReconcileContext, full: boolean): Promise<void> {
   const suspects = new Set(ctx.suspects);
   ctx.suspects.clear();
   if (!full && suspects.size === 0) return;
-  const candidates = await ctx.store.workers.list(["waiting", "registered", "running"], 100_000);
-  await Promise.all(
-    candidates
-      .filter((w) => full || suspects.has(w.id))
-      .map(async (worker) => {
-        const slot = ctx.providers.get(worker.provider);
-        if (!slot || !worker.provider_resource_id) return;
-        let status: WorkerStatus;
-        try {
-          status = await withTimeout(slot.provider.inspect(worker.provider_resource_id), PROVIDER_CALL_MS, `${worker.provider} inspect`);
-        } catch (err) {
-          ctx.log.warn({ err: toError(err), workerId: worker.id }, "worker inspect failed");
-          return;
-        }
-        if (status.state === "pending" || status.state === "running") return;
-        const what = `${worker.name} (${worker.resource_type} ${worker.provider_resource_id})`;
-        const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
-        let reason = status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
-        const output = await lastOutputOf(ctx, worker);
-        if (output && worker.state === "waiting") reason += `; its last output: ${output}`;
-        // Re-read: the result may have been recorded while we looked.
-        const fresh = await ctx.store.workers.get(worker.id);
-        if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
-        if (output) await appendSystemLog(ctx, fresh, `[hodei] ${reason}\n[hodei] the worker's last output:\n${output}\n`);
-        await loseAttempt(ctx, fresh, reason, "vanished", status.state === "exited" && status.permanent === true ? "permanent" : "infrastructure");
-      }),
-  );
+  const checks: Promise<void>[] = [];
+  if (full) {
+    for await (const worker of eachWorker(ctx, ["waiting", "registered", "running"])) checks.push(inspectOne(ctx, worker));
+  } else {
+    for (const id of suspects) {
+      const worker = await ctx.store.workers.get(id);
+      if (worker && (worker.state === "waiting" || worker.state === "registered" || worker.state === "running")) checks.push(inspectOne(ctx, worker));
+    }
+  }
+  await Promise.all(checks); // ProviderCalls bounds how many run at once
+}
+
+async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<void> {
+  const slot = ctx.providers.get(worker.provider);
+  if (!slot || !worker.provider_resource_id || ctx.health.isMarkedUnavailable(worker.provider)) return;
+  const resourceId = worker.provider_resource_id;
+  let status: WorkerStatus;
+  try {
+    status = await ctx.calls.run(worker.provider, "inspect", PROVIDER_CALL_MS, (signal) => slot.provider.inspect(resourceId, signal));
+  } catch (err) {
+    ctx.log.warn({ err: toError(err), workerId: worker.id }, "worker inspect failed");
+    return;
+  }
+  if (status.state === "pending" || status.state === "running") return;
+  const what = `${worker.name} (${worker.resource_type} ${resourceId})`;
+  const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
+  const happened = status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
+  // A provider that was unavailable while the worker lived took it down with it: the loss is the provider's.
+  const isProviderLoss = ctx.health.wasUnavailableSince(worker.provider, worker.created_at);
+  const output = await lastOutputOf(ctx, worker);
+  const because = isProviderLoss ? `; ${worker.provider} was unavailable meanwhile, so the loss is the provider's, not the job's` : "";
+  // A worker that never registered left nothing else to go by: its output joins the reason.
+  const reason = `${happened}${because}${output && worker.state === "waiting" ? `; its last output: ${output}` : ""}`;
+  // Re-read: the result may have been recorded while we looked.
+  const fresh = await ctx.store.workers.get(worker.id);
+  if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
+  if (output) await appendSystemLog(ctx, fresh, `[hodei] ${happened}\n[hodei] the worker's last output:\n${output}\n`);
+  const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss ? "provider" : "infrastructure";
+  await loseAttempt(ctx, fresh, reason, "vanished", kind);
 }

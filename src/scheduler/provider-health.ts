@@ -4,7 +4,7 @@
  */
 import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
-import { withTimeout } from "../core/errors.js";
+import { withDeadline } from "../core/errors.js";
 import type { ProviderSlot } from "./context.js";
 
 /** How long a provider found unavailable rests before its health is checked again. */
@@ -14,6 +14,10 @@ const HEALTH_CALL_MS = 10_000;
 export class ProviderHealth {
   /** Providers known to be down, until when their health is checked again. */
   private readonly unhealthyUntil = new Map<string, number>();
+  /** When each provider was last seen unavailable. */
+  private readonly lastUnavailableMs = new Map<string, number>();
+  /** Why each unavailable provider is so, in words. */
+  private readonly details = new Map<string, string>();
 
   constructor(
     private readonly providers: Map<string, ProviderSlot>,
@@ -23,7 +27,25 @@ export class ProviderHealth {
 
   markUnhealthy(provider: string, detail: string): void {
     if (!this.unhealthyUntil.has(provider)) this.log.warn({ provider, detail }, "provider unavailable; its jobs wait queued");
-    this.unhealthyUntil.set(provider, this.clock.nowMs() + PROVIDER_RETRY_MS);
+    const now = this.clock.nowMs();
+    this.unhealthyUntil.set(provider, now + PROVIDER_RETRY_MS);
+    this.lastUnavailableMs.set(provider, now);
+    this.details.set(provider, detail);
+  }
+
+  /** Why the provider is unavailable ("" when it is not known to be). */
+  detailOf(provider: string): string {
+    return this.unhealthyUntil.has(provider) ? (this.details.get(provider) ?? "") : "";
+  }
+
+  /** True when the provider was seen unavailable at or after sinceMs (or is now). */
+  wasUnavailableSince(provider: string, sinceMs: number): boolean {
+    return this.unhealthyUntil.has(provider) || (this.lastUnavailableMs.get(provider) ?? -Infinity) >= sinceMs;
+  }
+
+  /** True while the provider is marked unavailable (until its health is found good again). */
+  isMarkedUnavailable(provider: string): boolean {
+    return this.unhealthyUntil.has(provider);
   }
 
   /** Providers that may take work now: a down provider is re-checked every PROVIDER_RETRY_MS. */
@@ -37,7 +59,10 @@ export class ProviderHealth {
         continue;
       }
       if (now < until) continue;
-      const health = await withTimeout(slot.provider.health(), HEALTH_CALL_MS, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
+      const health = await withDeadline(this.clock, `${name} health`, HEALTH_CALL_MS, (signal) => slot.provider.health(signal)).catch((err: Error) => ({
+        healthy: false,
+        detail: err.message,
+      }));
       if (health.healthy) {
         this.unhealthyUntil.delete(name);
         this.log.info({ provider: name }, "provider available again");

@@ -10,7 +10,6 @@ import { hashToken, mintOtpToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { loseAttempt } from "./attempt-loss.js";
 import { type ReconcileContext, TIMEOUT_BACKSTOP_MS } from "./context.js";
-import { PROVIDER_RETRY_MS } from "./provider-health.js";
 
 export async function provision(ctx: ReconcileContext): Promise<void> {
   const live = await ctx.store.workers.countLiveByProvider();
@@ -18,6 +17,10 @@ export async function provision(ctx: ReconcileContext): Promise<void> {
   const capacity = new Map<string, number>();
   for (const [name, slot] of ctx.providers) capacity.set(name, available.has(name) ? slot.maxWorkers - (live.get(name) ?? 0) : 0);
   for (const name of ctx.providers.keys()) ctx.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);
+  // Jobs waiting for a provider that is down say so (one statement per such provider and pass).
+  for (const name of ctx.providers.keys()) {
+    if (!available.has(name)) await ctx.store.jobs.noteWaiting(name, `waiting: ${name} is unavailable (${ctx.health.detailOf(name) || "its health check failed"})`);
+  }
   for (;;) {
     const open = [...capacity].filter(([, n]) => n > 0).map(([name]) => name);
     const now = ctx.clock.nowMs();
@@ -55,7 +58,8 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
   };
   try {
-    const resource = await slot.provider.start({
+    // A start that outlasts the registration deadline is as good as lost: abort it then.
+    const resource = await ctx.calls.run(job.provider, "start", ctx.registrationTimeoutMs, (signal) => slot.provider.start({
       workerId: worker.id,
       name: worker.name,
       jobId: job.id,
@@ -67,7 +71,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       memoryMb: job.memory_mb,
       deadlineSeconds: job.timeout_seconds + Math.ceil((ctx.registrationTimeoutMs + TIMEOUT_BACKSTOP_MS) / 1000) + 60,
       onCreated: (r) => record(r.resourceId, r.resourceType),
-    });
+    }, signal));
     if (recorded === undefined) await record(resource.resourceId, resource.resourceType);
     ctx.metrics.workersStarted.inc({ provider: job.provider });
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
@@ -78,18 +82,10 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     if (error instanceof UnavailableError) {
       // The provider itself is down: the job waits for it; this try does not count as an attempt.
       ctx.health.markUnhealthy(job.provider, error.message);
-      await requeueUncounted(ctx, worker, `${job.provider} is unavailable: ${error.message}; waiting for it`);
+      await loseAttempt(ctx, worker, `${job.provider} is unavailable: ${error.message}`, "provider_unavailable", "provider");
     } else {
       await loseAttempt(ctx, worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError ? "permanent" : "infrastructure");
     }
   }
   ctx.nudge();
-}
-
-/** Puts a job back in the queue without spending one of its attempts. */
-async function requeueUncounted(ctx: ReconcileContext, worker: WorkerRow, reason: string): Promise<void> {
-  const job = await ctx.store.jobs.get(worker.job_id);
-  if (!job) return;
-  const now = ctx.clock.nowMs();
-  await ctx.store.attempts.end(worker, "queued", now, { not_before_ms: now + PROVIDER_RETRY_MS, reason, max_attempts: job.max_attempts + 1 }, reason);
 }

@@ -15,18 +15,21 @@
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
  */
 import { toError } from "../core/errors.js";
-import type { WorkerRow } from "../store/schema.js";
+import type { JobRow, WorkerRow } from "../store/schema.js";
 import { type LossKind, loseAttempt } from "./attempt-loss.js";
+import { cancelJob } from "./cancel.js";
 import type { ReconcileContext, ReconcilerOptions } from "./context.js";
 import { enforceDeadlines } from "./deadlines.js";
 import { destroyWorkers } from "./destroy.js";
 import { inspectWorkers } from "./inspect.js";
+import { Liveness } from "./liveness.js";
+import { ProviderCalls } from "./provider-calls.js";
 import { ProviderHealth } from "./provider-health.js";
 import { provision } from "./provision.js";
 import { reapOrphans } from "./reap.js";
 
-export type { ProviderSlot, ReconcilerOptions } from "./context.js";
-export type { LossKind } from "./attempt-loss.js";
+export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
+export type { LossKind } from "../core/backoff.js";
 
 export class Reconciler {
   private readonly ctx: ReconcileContext;
@@ -34,17 +37,19 @@ export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private again = false;
-  private stopped = false;
+  private stopped = true; // until start(): a reconciler that was never started (tests) runs passes only when told
   private lastFullPassMs = 0;
 
   constructor(private readonly o: ReconcilerOptions) {
+    const health = new ProviderHealth(o.providers, o.clock, o.log);
     this.ctx = {
       ...o,
       provisioning: new Set(),
       destroying: new Set(),
       suspects: new Set(),
-      health: new ProviderHealth(o.providers, o.clock, o.log),
-      startedAtMs: o.clock.nowMs(),
+      health,
+      calls: new ProviderCalls(health, o.clock),
+      liveness: new Liveness(o.clock, o.log),
       inBackground: (what, task) => this.inBackground(what, task),
       nudge: () => this.nudge(),
     };
@@ -52,6 +57,7 @@ export class Reconciler {
 
   start(): void {
     this.stopped = false;
+    this.ctx.liveness.start();
     this.nudge();
     this.timer = setInterval(() => this.nudge(), this.o.reconcileIntervalMs);
     this.timer.unref();
@@ -60,6 +66,7 @@ export class Reconciler {
   /** Waits for the current pass and in-flight provider calls; no new pass starts. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.ctx.liveness.stop();
     if (this.timer) clearInterval(this.timer);
     await this.running;
     await Promise.allSettled([...this.background]);
@@ -94,6 +101,8 @@ export class Reconciler {
 
   /** One whole pass. Tests call it directly. */
   async runOnce(): Promise<void> {
+    // After a freeze this pass may run before the liveness timer: see the absence first.
+    this.ctx.liveness.beat();
     const now = this.o.clock.nowMs();
     const full = now - this.lastFullPassMs >= this.o.reconcileIntervalMs;
     if (full) this.lastFullPassMs = now;
@@ -108,6 +117,16 @@ export class Reconciler {
   /** Resolves when every background provider call started so far has settled (tests). */
   async settle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** The control plane's own absences; the worker service judges token expiry with it too. */
+  get liveness(): Liveness {
+    return this.ctx.liveness;
+  }
+
+  /** Cancels a job in any state before its end; null when it had already ended. */
+  async cancelJob(jobId: string, reason: string): Promise<JobRow | null> {
+    return cancelJob(this.ctx, jobId, reason);
   }
 
   /** An attempt lost outside the reconcile pass (the worker service hears of it): retry or fail. */

@@ -61,6 +61,7 @@ export function toJob(job: JobRow, workers: WorkerRow[]): Job {
     exitCode: job.exit_code ?? undefined,
     reason: job.reason,
     attempts: job.attempts,
+    uncountedAttempts: job.uncounted_attempts,
     maxAttempts: job.max_attempts,
     createdAt: ts(job.created_at),
     finishedAt: ts(job.finished_at),

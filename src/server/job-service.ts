@@ -118,21 +118,9 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const current = await loadJob(req.id);
       if (current.state === "canceled") return current;
       if (isTerminal(current.state as JobState)) throw new ConflictError(`job ${req.id} already ${current.state}; nothing to cancel`);
-      const now = clock.nowMs();
-      const row = await store.jobs.transition(req.id, "canceled", now, { reason: "canceled by user", finished_at: now });
-      if (!row) return cancelRaceResult(req.id);
-      for (const worker of await store.workers.listOfJob(req.id)) {
-        if (worker.state === "registered" || worker.state === "running") {
-          deps.sessions.cancel(worker.id, "canceled by user", deps.stopGraceMs);
-          await store.workers.setFields(worker.id, { stop_deadline_ms: now + deps.stopGraceMs + 3000 });
-        } else if (worker.state === "provisioning" || worker.state === "waiting") {
-          await store.workers.transition(worker.id, "destroying", { finished_at: now, failure_reason: "canceled by user" });
-        }
-      }
-      deps.metrics.jobsFinished.inc({ provider: row.provider, state: "canceled" });
-      deps.log.info({ jobId: req.id }, "job canceled");
+      const canceled = await deps.reconciler.cancelJob(req.id, "canceled by user");
+      if (!canceled) return cancelRaceResult(req.id);
       deps.logHub.notify(req.id);
-      deps.reconciler.nudge();
       return loadJob(req.id);
     },
 

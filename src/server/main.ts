@@ -8,7 +8,7 @@ import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
@@ -26,6 +26,7 @@ import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
 export interface RunningServer {
   port: number;
+  log: Logger;
   url: string;
   config: ServerConfig;
   stop(): Promise<void>;
@@ -106,6 +107,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     reconcileIntervalMs: config.reconcileIntervalMs,
     orphanGraceMs: config.orphanGraceMs,
     stopGraceMs: config.stopGraceMs,
+    agents: sessions,
   });
   if (enabled.includes("kubernetes")) {
     const k8s = await import("@kubernetes/client-node");
@@ -192,6 +194,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   return {
     port: listener.port,
+    log,
     url,
     config,
     async stop() {
@@ -242,6 +245,11 @@ export async function runServer(): Promise<void> {
     process.exit(2);
   }
   const server = await startServer(config);
+  // Every background task handles its own failure; should one still slip through, it is logged and
+  // the server goes on: one failed step never ends the control plane.
+  process.on("unhandledRejection", (reason) => {
+    server.log.error({ err: reason }, "unhandled rejection (a bug: please report it); the server goes on");
+  });
   let stopping = false;
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {

@@ -50,6 +50,7 @@ describe("worker protocol", () => {
       reconcileIntervalMs: 1000,
       orphanGraceMs: 1000,
       stopGraceMs: 1000,
+      agents: new SessionRegistry(),
     });
     const service = createWorkerService({
       store,

@@ -7,10 +7,10 @@
  */
 import type { Kysely } from "kysely";
 import type { JobState } from "../core/job-state.js";
-import { jobStatesLeadingTo } from "../core/job-state.js";
 import { workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
+import { WorkerQueries } from "./workers.js";
 import type { Database, JobRow, WorkerRow } from "./schema.js";
 
 export interface NewWorker {
@@ -94,65 +94,82 @@ export class AttemptQueries {
     return row ?? null;
   }
 
-  /** Dispatch: worker registered -> running and job provisioning -> running, together or not at all. */
+  /**
+   * Dispatch: job provisioning -> running and worker registered -> running, together or not at
+   * all. False when either lost a race (the job ended, the worker is being destroyed).
+   */
   async dispatch(worker: WorkerRow, nowMs: number): Promise<boolean> {
-    return this.db.transaction().execute(async (tx) => {
-      const job = await tx
-        .updateTable("jobs")
-        .set({ state: "running", updated_at: nowMs })
-        .where("id", "=", worker.job_id)
-        .where("attempts", "=", worker.attempt)
-        .where("state", "=", "provisioning")
-        .returning("id")
-        .executeTakeFirst();
+    return this.inTransaction(async (tx) => {
+      const job = await new JobQueries(tx, this.kind).transition(worker.job_id, "running", nowMs, {}, worker.attempt);
       if (!job) return false;
-      const moved = await tx
-        .updateTable("workers")
-        .set({ state: "running", started_at: nowMs })
-        .where("id", "=", worker.id)
-        .where("state", "=", "registered")
-        .returning("id")
-        .executeTakeFirst();
-      if (!moved) {
-        // Lost a race with the reconciler (the worker is being destroyed): undo the job's move.
-        await tx.updateTable("jobs").set({ state: "provisioning", updated_at: nowMs }).where("id", "=", worker.job_id).where("state", "=", "running").execute();
-        return false;
-      }
+      const moved = await new WorkerQueries(tx).transition(worker.id, "running", { started_at: nowMs });
+      if (!moved) throw ROLLBACK; // the job's move is undone with the transaction
       return true;
     });
   }
 
   /**
-   * Ends an attempt: the job moves to `to` (guarded by state and attempt number) and its worker
-   * to destroying, in one transaction. Returns the job row, or null if the attempt had already ended.
+   * Ends an attempt: the job moves to `to` (guarded by the state machine and the attempt number),
+   * its worker to destroying, and its OTP token is revoked if it was never redeemed, in one
+   * transaction. Returns the job row, or null if the attempt had already ended. `isUncounted`: the
+   * attempt was lost through no fault of the job and does not count against max_attempts.
    */
-  async end(worker: WorkerRow, to: JobState, nowMs: number, jobPatch: JobPatch, failureReason: string): Promise<JobRow | null> {
+  async end(worker: WorkerRow, to: JobState, nowMs: number, jobPatch: JobPatch, failureReason: string, isUncounted = false): Promise<JobRow | null> {
     return this.db.transaction().execute(async (tx) => {
-      const job = await tx
-        .updateTable("jobs")
-        .set({ ...jobPatch, state: to, updated_at: nowMs })
-        .where("id", "=", worker.job_id)
-        .where("attempts", "=", worker.attempt)
-        .where("state", "in", jobStatesLeadingTo(to))
-        .returningAll()
-        .executeTakeFirst();
-      await tx
-        .updateTable("workers")
-        .set({ state: "destroying", finished_at: nowMs, failure_reason: failureReason })
-        .where("id", "=", worker.id)
-        .where("state", "in", workerStatesLeadingTo("destroying"))
-        .execute();
-      // An attempt that ended revokes its OTP token if it was never redeemed.
-      await tx
-        .updateTable("otp_tokens")
-        .set({ expires_at: nowMs })
-        .where("worker_id", "=", worker.id)
-        .where("consumed_at", "is", null)
-        .where("expires_at", ">", nowMs)
-        .execute();
-      return job ?? null;
+      const job = await new JobQueries(tx, this.kind).transition(worker.job_id, to, nowMs, jobPatch, worker.attempt, isUncounted);
+      await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason });
+      await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
+      return job;
     });
   }
+
+  /**
+   * Cancels a job in any state before its end, in one transaction: the job -> canceled, workers
+   * that have no agent yet -> destroying, the job's unused OTP tokens revoked. Workers whose agent
+   * is connected keep running until the agent has flushed and reported (or their stop deadline,
+   * which is set here, passes). Returns the canceled job and its workers, or null if it had ended.
+   */
+  async cancel(jobId: string, reason: string, nowMs: number, stopDeadlineMs: number): Promise<{ job: JobRow; workers: WorkerRow[] } | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const job = await new JobQueries(tx, this.kind).transition(jobId, "canceled", nowMs, { reason, finished_at: nowMs });
+      if (!job) return null;
+      const workers = new WorkerQueries(tx);
+      for (const worker of await workers.listOfJob(jobId)) {
+        if (worker.state === "provisioning" || worker.state === "waiting") {
+          await workers.transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: reason });
+        } else if (worker.state === "registered" || worker.state === "running") {
+          await workers.setFields(worker.id, { stop_deadline_ms: stopDeadlineMs });
+        }
+      }
+      await revokeUnusedTokens(tx, { jobId }, nowMs);
+      return { job, workers: await workers.listOfJob(jobId) };
+    });
+  }
+
+  /** Runs fn in a transaction; throwing ROLLBACK undoes it and yields false. */
+  private async inTransaction(fn: (tx: Kysely<Database>) => Promise<boolean>): Promise<boolean> {
+    try {
+      return await this.db.transaction().execute(fn);
+    } catch (err) {
+      if (err === ROLLBACK) return false;
+      throw err;
+    }
+  }
+}
+
+/** Thrown inside a transaction to undo it when a later step of a multi-row change lost its race. */
+const ROLLBACK = Symbol("rollback");
+
+/** An attempt that ended (or a job canceled) revokes its OTP tokens that were never redeemed. */
+async function revokeUnusedTokens(tx: Kysely<Database>, of: { workerId: string } | { jobId: string }, nowMs: number): Promise<void> {
+  await tx
+    .updateTable("otp_tokens")
+    .set({ expires_at: nowMs })
+    .$if("workerId" in of, (qb) => qb.where("worker_id", "=", (of as { workerId: string }).workerId))
+    .$if("jobId" in of, (qb) => qb.where("job_id", "=", (of as { jobId: string }).jobId))
+    .where("consumed_at", "is", null)
+    .where("expires_at", ">", nowMs)
+    .execute();
 }
 
 async function insertWorkerRows(tx: Kysely<Database>, worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {

@@ -12,6 +12,9 @@ import type { Database } from "./schema.js";
 
 export type DatabaseKind = "sqlite" | "postgres";
 
+/** How long a write waits for another process's lock before it fails with SQLITE_BUSY, ms. */
+export const SQLITE_BUSY_TIMEOUT_MS = 250;
+
 export interface OpenedDatabase {
   db: Kysely<Database>;
   kind: DatabaseKind;
@@ -33,7 +36,10 @@ export async function openDatabase(url: string): Promise<OpenedDatabase> {
   const sqlite = new SqliteDatabase(path);
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = NORMAL");
-  sqlite.pragma("busy_timeout = 5000");
+  // better-sqlite3 waits for a lock synchronously, blocking the whole event loop: wait only briefly
+  // and let the caller retry (a reconcile step on its next pass, an agent on its next try, an API
+  // client on 503). Another process holding the write lock then slows writes down, never the server.
+  sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   sqlite.pragma("foreign_keys = ON");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
   await migrateToLatest(db, "sqlite");

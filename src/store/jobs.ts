@@ -17,7 +17,7 @@ export interface JobListQuery {
 }
 
 export type JobPatch = Partial<
-  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "max_attempts">
+  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at">
 >;
 
 export class JobQueries {
@@ -50,6 +50,7 @@ export class JobQueries {
         idempotency_key: key,
         max_attempts: spec.maxAttempts,
         attempts: 0,
+        uncounted_attempts: 0,
         exit_code: null,
         reason: "",
         logs_truncated: 0,
@@ -119,16 +120,23 @@ export class JobQueries {
   /**
    * Moves a job to `to` if the transition is legal from its current state (and, when given, only
    * while `attempt` is its current attempt). Null when the job was not in such a state.
+   * `isUncounted` records that the attempt ending here is not counted against max_attempts.
    */
-  async transition(id: string, to: JobState, nowMs: number, patch: JobPatch = {}, attempt?: number): Promise<JobRow | null> {
+  async transition(id: string, to: JobState, nowMs: number, patch: JobPatch = {}, attempt?: number, isUncounted = false): Promise<JobRow | null> {
     const row = await this.db
       .updateTable("jobs")
       .set({ ...patch, state: to, updated_at: nowMs })
+      .$if(isUncounted, (qb) => qb.set((eb) => ({ uncounted_attempts: eb("uncounted_attempts", "+", 1) })))
       .where("id", "=", id)
       .where("state", "in", jobStatesLeadingTo(to))
       .$if(attempt !== undefined, (qb) => qb.where("attempts", "=", attempt!))
       .returningAll()
       .executeTakeFirst();
     return row ?? null;
+  }
+
+  /** Says why queued jobs of a provider wait (its reason until they start or end). */
+  async noteWaiting(provider: string, reason: string): Promise<void> {
+    await this.db.updateTable("jobs").set({ reason }).where("state", "=", "queued").where("provider", "=", provider).where("reason", "!=", reason).execute();
   }
 }

@@ -29,6 +29,8 @@ export interface JobsTable {
   max_attempts: number;
   /** Attempts started so far; the current attempt's number. */
   attempts: number;
+  /** Of those, attempts lost through no fault of the job (provider unavailable or disrupted): not counted against max_attempts. */
+  uncounted_attempts: number;
   exit_code: number | null;
   reason: string;
   logs_truncated: number;

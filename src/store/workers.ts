@@ -79,4 +79,9 @@ export class WorkerQueries {
       .where("id", "=", workerId)
       .execute();
   }
+
+  /** One page of workers in `states`, in id order after `afterId`: passes walk all of them in bounded reads. */
+  async listPage(states: readonly WorkerState[], afterId: string, limit: number): Promise<WorkerRow[]> {
+    return this.db.selectFrom("workers").selectAll().where("state", "in", states).where("id", ">", afterId).orderBy("id").limit(limit).execute();
+  }
 }

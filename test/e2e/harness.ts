@@ -202,6 +202,8 @@ export interface JobJson {
   reason: string;
   provider: string;
   attempts: number;
+  /** Absent from JSON when 0. */
+  uncountedAttempts?: number;
   maxAttempts: number;
   createdAt: string;
   timeline: Record<string, string>;

@@ -67,7 +67,7 @@ function printJobTable(jobs: Job[], nowMs: number): void {
       colorState(job.state),
       job.provider || NONE,
       job.exitCode === undefined ? NONE : String(job.exitCode),
-      job.maxAttempts > 1 ? `${job.attempts}/${job.maxAttempts}` : String(job.attempts),
+      job.maxAttempts > 1 ? `${job.attempts - job.uncountedAttempts}/${job.maxAttempts}` : String(job.attempts - job.uncountedAttempts),
       formatRelative(job.createdAt, nowMs),
       formatJobDuration(job, nowMs),
       truncate(formatCommand(job), 60),

@@ -8,6 +8,7 @@ import type { DatabaseKind } from "../database.js";
 import * as m0001 from "./0001_initial.js";
 import * as m0002 from "./0002_job_resources.js";
 import * as m0003 from "./0003_workers_by_resource.js";
+import * as m0020 from "./0020_uncounted_attempts.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -15,6 +16,7 @@ const STEPS: Record<string, Step> = {
   "0001_initial": m0001,
   "0002_job_resources": m0002,
   "0003_workers_by_resource": m0003,
+  "0020_uncounted_attempts": m0020,
 };
 
 function migrations(kind: DatabaseKind): Record<string, Migration> {

@@ -1,0 +1,66 @@
+/**
+ * Every call the control plane makes to a provider goes through here, so that a hung Docker daemon
+ * or Kubernetes API cannot pile calls up or freeze a pass:
+ * - at most `concurrency` calls per provider are in flight (a full pass inspects every live worker);
+ * - a call that takes longer than its time limit is aborted (its AbortSignal fires) and rejects with
+ *   UnavailableError, which marks the provider unavailable;
+ * - while a provider is marked unavailable, further calls fail at once instead of queueing behind
+ *   the hung ones (the provider's health is checked again by the provision step).
+ */
+import { toError, UnavailableError, withDeadline } from "../core/errors.js";
+import type { Clock } from "../core/clock.js";
+import type { ProviderHealth } from "./provider-health.js";
+
+/** Calls in flight per provider. */
+export const PROVIDER_CONCURRENCY = 8;
+
+export class ProviderCalls {
+  private readonly inFlight = new Map<string, number>();
+  private readonly waiting = new Map<string, (() => void)[]>();
+
+  constructor(
+    private readonly health: ProviderHealth,
+    private readonly clock: Clock,
+    private readonly concurrency = PROVIDER_CONCURRENCY,
+  ) {}
+
+  /** Runs `call` against `provider` within timeoutMs; `what` names it in errors ("inspect"). */
+  async run<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    await this.acquire(provider);
+    try {
+      if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
+      return await this.withDeadline(provider, what, timeoutMs, call);
+    } finally {
+      this.release(provider);
+    }
+  }
+
+  private async withDeadline<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    try {
+      return await withDeadline(this.clock, `${provider} ${what}`, timeoutMs, call);
+    } catch (err) {
+      const error = toError(err);
+      if (error instanceof UnavailableError) this.health.markUnhealthy(provider, error.message);
+      throw error;
+    }
+  }
+
+  private async acquire(provider: string): Promise<void> {
+    const n = this.inFlight.get(provider) ?? 0;
+    if (n < this.concurrency) {
+      this.inFlight.set(provider, n + 1);
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const queue = this.waiting.get(provider) ?? [];
+      queue.push(resolve);
+      this.waiting.set(provider, queue);
+    });
+  }
+
+  private release(provider: string): void {
+    const next = this.waiting.get(provider)?.shift();
+    if (next) next(); // the slot passes to the next waiter
+    else this.inFlight.set(provider, (this.inFlight.get(provider) ?? 1) - 1);
+  }
+}
