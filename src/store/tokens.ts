@@ -1,6 +1,8 @@
 /**
  * Queries on the otp_tokens table. Only a token's SHA-256 hash is stored; consuming it is one
- * guarded statement, so a token registers one worker, once.
+ * guarded statement, so a token registers one worker, once. The consuming agent's instance key
+ * is kept (as a hash) with it: only that same agent process may repeat its Register (see
+ * AttemptQueries.reRegister).
  */
 import type { Kysely } from "kysely";
 import type { Database, OtpTokenRow } from "./schema.js";
@@ -11,11 +13,12 @@ export class TokenQueries {
   /**
    * Consumes an OTP token: hash matches, not consumed, not expired, and its worker's
    * provider_resource_id already recorded. Null when any of these fails; nothing changes then.
+   * instanceKeyHash: the hash of the consuming agent's instance key, or null when it sent none.
    */
-  async consume(tokenHash: string, nowMs: number): Promise<OtpTokenRow | null> {
+  async consume(tokenHash: string, nowMs: number, instanceKeyHash: string | null = null): Promise<OtpTokenRow | null> {
     const row = await this.db
       .updateTable("otp_tokens")
-      .set({ consumed_at: nowMs })
+      .set({ consumed_at: nowMs, instance_key_hash: instanceKeyHash })
       .where("token_hash", "=", tokenHash)
       .where("consumed_at", "is", null)
       .where("expires_at", ">", nowMs)
