@@ -77,7 +77,7 @@ export class AgentStream {
         }
       }
     } catch (err) {
-      if (!this.stop.signal.aborted) this.fail(toError(err));
+      if (!this.stop.signal.aborted) this.fail(err);
     } finally {
       this.out.close();
     }
@@ -108,12 +108,18 @@ export class AgentStream {
     this.out.push(msg({ case: "cancel", value: { reason, graceMs: this.deps.stopGraceMs } }));
   }
 
-  private fail(err: Error): void {
-    this.failure ??= err;
+  /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
+  private fail(thrown: unknown): void {
+    const isPeerGone = thrown instanceof PeerGone;
+    const err = isPeerGone ? thrown.cause : toError(thrown);
     const fields = { err, workerId: this.worker.id, jobId: this.worker.job_id, attempt: this.worker.attempt };
-    // The agent leaves at once after its result is acknowledged, cutting the stream: not a fault.
-    if (this.hasResult && !(err instanceof InvalidInputError) && !(err instanceof ConflictError)) this.deps.log.debug(fields, "agent stream ended after its result");
-    else this.deps.log.warn(fields, "agent stream ended with an error");
+    if (isPeerGone && this.hasResult) {
+      // The agent leaves at once after its result is acknowledged, cutting the stream: not a fault.
+      this.deps.log.debug(fields, "agent left after its result");
+      return;
+    }
+    if (!isPeerGone) this.failure ??= err;
+    this.deps.log.warn(fields, isPeerGone ? "agent stream broke" : "agent stream ended with an error");
   }
 
   private async onHello(started: boolean): Promise<void> {
@@ -281,6 +287,13 @@ function checkBatch(chunks: LogChunk[]): void {
   }
 }
 
+/** Reading the agent's messages failed: the connection broke (the agent died or cut the stream). */
+class PeerGone extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+  }
+}
+
 /** The messages of `source` until `signal` aborts (then it stops waiting for the next one). */
 async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
   const it = source[Symbol.asyncIterator]();
@@ -288,7 +301,8 @@ async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): 
   aborted.catch(() => {});
   try {
     while (!signal.aborted) {
-      const next = await Promise.race([it.next(), aborted]);
+      const read = it.next().catch((err: unknown) => Promise.reject(new PeerGone(toError(err))));
+      const next = await Promise.race([read, aborted]);
       if (next.done) return;
       yield next.value;
     }

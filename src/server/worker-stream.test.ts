@@ -105,6 +105,9 @@ describe("worker protocol: the Connect stream", () => {
         assert.match(error.rawMessage, message);
         assert.deepEqual(await stored(job.id), [[1, "stdout", "line 1\n"]]);
         assert.equal((await p.store.workers.get(worker.id))?.log_seq, 1);
+        const warned = p.lines.find((l) => l.msg === "agent stream ended with an error" && l.workerId === worker.id);
+        assert.equal(warned?.level, 40, "logged at warn");
+        assert.equal(warned?.jobId, job.id);
       });
     }
 
