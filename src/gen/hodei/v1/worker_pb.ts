@@ -104,7 +104,8 @@ export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
  */
 export type RegisterResponse = Message<"hodei.v1.RegisterResponse"> & {
   /**
-   * Job-scoped credential for Connect; valid until the attempt ends.
+   * Job-scoped credential for Connect; valid until the attempt ends (or a repeated Register
+   * replaces it).
    *
    * @generated from field: string session_token = 1;
    */
@@ -319,7 +320,8 @@ export type JobResult = Message<"hodei.v1.JobResult"> & {
   error: string;
 
   /**
-   * Sequence number of the last log chunk; the server checks it holds every chunk up to it.
+   * Sequence number of the last log chunk; the server checks it has received every chunk up to it
+   * (else the job's logs are marked incomplete).
    *
    * @generated from field: int64 last_seq = 6;
    */
