@@ -3,11 +3,11 @@
  * `sh -c <it>`, several elements are run as argv through `sh -c 'exec "$@"'`, and a script is written
  * to a file in the work directory and run with `sh`. Enforces the timeout and kills the whole process
  * tree (the group, then anything left) on cancel, timeout, or when the main process exits.
+ * Output is passed on as the bytes the job wrote: it is not necessarily text, and nothing decodes it.
  */
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { StringDecoder } from "node:string_decoder";
 
 export interface CommandSpec {
   command: string[];
@@ -46,7 +46,7 @@ export function shellArgv(spec: CommandSpec): string[] {
   return ["sh", "-c", 'exec "$@"', "sh", ...spec.command];
 }
 
-export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: string) => void): RunningCommand {
+export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: Buffer) => void): RunningCommand {
   const startedAtMs = Date.now();
   let argv: string[];
   try {
@@ -87,9 +87,8 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
     }
   };
 
-  const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
-  child.stdout.on("data", (buf: Buffer) => onOutput("stdout", decoders.stdout.write(buf)));
-  child.stderr.on("data", (buf: Buffer) => onOutput("stderr", decoders.stderr.write(buf)));
+  child.stdout.on("data", (buf: Buffer) => onOutput("stdout", buf));
+  child.stderr.on("data", (buf: Buffer) => onOutput("stderr", buf));
 
   const timeoutTimer =
     spec.timeoutSeconds > 0
@@ -111,10 +110,6 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
     child.once("close", (code, signal) => {
       if (timeoutTimer) clearTimeout(timeoutTimer);
       if (killTimer) clearTimeout(killTimer);
-      for (const [stream, decoder] of Object.entries(decoders)) {
-        const rest = decoder.end();
-        if (rest) onOutput(stream, rest);
-      }
       resolve({
         exitCode: code ?? (signal ? 128 + (signalNumber(signal) ?? 0) : -1),
         signal: signal ?? "",

@@ -3,14 +3,22 @@ import { describe, it } from "node:test";
 import { ManualClock } from "../core/clock.js";
 import { type Chunk, LogBuffer, type LogBufferOptions } from "./log-buffer.js";
 
-function buffer(options: Partial<LogBufferOptions> = {}): LogBuffer {
-  return new LogBuffer({ limitBytes: 1_000_000, chunkBytes: 1_000_000, windowBytes: 1_000_000, now: () => 0, ...options });
+/** A LogBuffer the tests feed text as well as bytes (the agent feeds it the job's bytes). */
+class TestLogBuffer extends LogBuffer {
+  override append(stream: string, data: string | Buffer): boolean {
+    return super.append(stream, typeof data === "string" ? Buffer.from(data) : data);
+  }
+}
+
+function buffer(options: Partial<LogBufferOptions> = {}): TestLogBuffer {
+  return new TestLogBuffer({ limitBytes: 1_000_000, chunkBytes: 1_000_000, windowBytes: 1_000_000, now: () => 0, ...options });
 }
 
 const seqs = (chunks: readonly Chunk[]) => chunks.map((c) => c.seq);
 const bytes = (text: string) => Buffer.byteLength(text, "utf8");
+const texts = (chunks: readonly Chunk[]) => chunks.map((c) => c.data.toString());
 /** Bytes of the job's own output that were cut into chunks (system chunks are the agent's, not the job's). */
-const outputBytes = (chunks: readonly Chunk[]) => chunks.filter((c) => c.stream !== "system").reduce((n, c) => n + bytes(c.data), 0);
+const outputBytes = (chunks: readonly Chunk[]) => chunks.filter((c) => c.stream !== "system").reduce((n, c) => n + c.data.length, 0);
 
 describe("LogBuffer", () => {
   describe("sequence numbers", () => {
@@ -18,13 +26,14 @@ describe("LogBuffer", () => {
       const logs = buffer({ chunkBytes: 4 });
       logs.append("stdout", "ab");
       logs.append("stderr", "cd"); // switch: cuts "ab"
-      logs.append("stderr", "efgh"); // reaches chunkBytes: cuts "cdefgh"
-      logs.system("hello from the agent");
+      logs.append("stderr", "efgh"); // reaches chunkBytes: cuts "cdef", "gh" stays pending
+      logs.system("hello from the agent"); // cuts "gh" first
       logs.append("stdout", "x");
       logs.flush();
       logs.flush(); // nothing pending: no empty chunk
-      assert.deepEqual(seqs(logs.unacknowledged()), [1, 2, 3, 4]);
-      assert.equal(logs.lastSeq, 4);
+      assert.deepEqual(seqs(logs.unacknowledged()), [1, 2, 3, 4, 5]);
+      assert.deepEqual(texts(logs.unacknowledged()), ["ab", "cdef", "gh", "hello from the agent", "x"]);
+      assert.equal(logs.lastSeq, 5);
     });
 
     it("starts at 1 and reports lastSeq 0 before any chunk", () => {
@@ -69,7 +78,7 @@ describe("LogBuffer", () => {
       logs.append("stdout", "out3");
       logs.flush();
       assert.deepEqual(
-        logs.unacknowledged().map((c) => [c.seq, c.stream, c.data]),
+        logs.unacknowledged().map((c) => [c.seq, c.stream, c.data.toString()]),
         [
           [1, "stdout", "out1 out2 "],
           [2, "stderr", "err1 "],
@@ -78,12 +87,23 @@ describe("LogBuffer", () => {
       );
     });
 
+    it("cuts chunks of exactly chunkBytes, keeping every byte in order", () => {
+      const logs = buffer({ chunkBytes: 4 });
+      const written = Buffer.from([0x00, 0xff, 0x01, 0xfe, 0x02, 0xfd, 0x03, 0xfc, 0x04, 0xfb]);
+      assert.equal(logs.append("stdout", written.subarray(0, 3)), false);
+      assert.equal(logs.append("stdout", written.subarray(3)), true, "two full chunks are ready");
+      assert.deepEqual(logs.unacknowledged().map((c) => c.data.length), [4, 4]);
+      logs.flush();
+      assert.deepEqual(logs.unacknowledged().map((c) => c.data.length), [4, 4, 2]);
+      assert.deepEqual(Buffer.concat(logs.unacknowledged().map((c) => c.data)), written);
+    });
+
     it("holds small output back until flush and says when a full chunk is ready", () => {
       const logs = buffer({ chunkBytes: 10 });
       assert.equal(logs.append("stdout", "12345"), false);
       assert.equal(logs.unacknowledged().length, 0);
       assert.equal(logs.append("stdout", "67890"), true);
-      assert.deepEqual(logs.unacknowledged().map((c) => c.data), ["1234567890"]);
+      assert.deepEqual(texts(logs.unacknowledged()), ["1234567890"]);
     });
 
     it("ignores empty output", () => {
@@ -153,10 +173,10 @@ describe("LogBuffer", () => {
           [2, "system"],
         ],
       );
-      assert.equal(chunks[0].data, "a".repeat(60) + "b".repeat(40));
-      assert.match(chunks[1].data, /output truncated/);
-      assert.match(chunks[1].data, /100 bytes/);
-      assert.equal(chunks.filter((c) => /output truncated/.test(c.data)).length, 1);
+      assert.equal(chunks[0].data.toString(), "a".repeat(60) + "b".repeat(40));
+      assert.match(chunks[1].data.toString(), /output truncated/);
+      assert.match(chunks[1].data.toString(), /100 bytes/);
+      assert.equal(chunks.filter((c) => /output truncated/.test(c.data.toString())).length, 1);
       assert.equal(logs.isTruncated, true);
     });
 
@@ -187,13 +207,12 @@ describe("LogBuffer", () => {
       }
     });
 
-    it("never cuts a multi-byte character in two at the limit", () => {
+    it("cuts at exactly the limit in bytes, whatever the bytes are", () => {
       const logs = buffer({ limitBytes: 5 });
-      logs.append("stdout", "éééé"); // 8 bytes: 2 characters fit in 5 bytes, the third would not
+      logs.append("stdout", Buffer.from([0x41, 0xff, 0xfe, 0xc3, 0xa9, 0xc3, 0xa9, 0x42])); // not UTF-8 as a whole
       const [output, marker] = logs.unacknowledged();
-      assert.equal(output.data, "éé");
-      assert.equal(output.data.includes("\uFFFD"), false, "no replacement character");
-      assert.equal(logs.droppedBytes, 4);
+      assert.deepEqual([...output.data], [0x41, 0xff, 0xfe, 0xc3, 0xa9]);
+      assert.equal(logs.droppedBytes, 3);
       assert.equal(marker.stream, "system");
     });
 
@@ -203,7 +222,7 @@ describe("LogBuffer", () => {
       logs.flush();
       assert.equal(logs.isTruncated, false);
       assert.equal(logs.droppedBytes, 0);
-      assert.deepEqual(logs.unacknowledged().map((c) => c.data), ["0123456789"]);
+      assert.deepEqual(texts(logs.unacknowledged()), ["0123456789"]);
     });
 
     it("does not count the agent's own system messages against the limit", () => {

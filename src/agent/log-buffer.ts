@@ -1,20 +1,21 @@
 /**
- * The agent's side of lossless log delivery. Output is cut into sequence-numbered chunks
- * (1, 2, 3, ... per attempt) that stay buffered until the server acknowledges them, so a
- * reconnect resends exactly what is missing. Past the log limit, output is discarded and counted,
- * and one visible marker chunk says so. When too much is unacknowledged, the producer is told to
- * pause (backpressure) so the agent's memory stays bounded however much the job prints.
+ * The agent's side of lossless log delivery. Output is bytes (not necessarily text) and is cut into
+ * sequence-numbered chunks (1, 2, 3, ... per attempt) of at most chunkBytes that stay buffered
+ * until the server acknowledges them, so a reconnect resends exactly what is missing. Past the log
+ * limit, output is discarded and counted, and one visible marker chunk says so. When too much is
+ * unacknowledged, the producer is told to pause (backpressure) so the agent's memory stays bounded
+ * however much the job prints.
  */
 export interface Chunk {
   seq: number;
   stream: string;
-  data: string;
+  data: Buffer;
   timeMs: number;
 }
 
 export interface LogBufferOptions {
   limitBytes: number;
-  /** Pending text of one stream is cut into a chunk at this size. */
+  /** Pending output of one stream is cut into chunks of exactly this size (the last one may be smaller). */
   chunkBytes: number;
   /** Above this many unacknowledged bytes, shouldPause() is true. */
   windowBytes: number;
@@ -23,7 +24,7 @@ export interface LogBufferOptions {
 
 export class LogBuffer {
   private nextSeq = 1;
-  private pending: { stream: string; data: string } | null = null;
+  private pending: { stream: string; parts: Buffer[]; bytes: number } | null = null;
   private readonly unacked: Chunk[] = [];
   private unackedBytes = 0;
   private sentBytes = 0;
@@ -44,46 +45,43 @@ export class LogBuffer {
   }
 
   /** Adds output of a stream; returns true if a chunk became ready to send. */
-  append(stream: string, data: string): boolean {
+  append(stream: string, data: Buffer): boolean {
     if (data.length === 0) return false;
-    const size = Buffer.byteLength(data);
     if (this.truncated) {
-      this.droppedBytes += size;
+      this.droppedBytes += data.length;
       return false;
     }
-    const room = this.options.limitBytes - this.sentBytes - (this.pending ? Buffer.byteLength(this.pending.data) : 0);
-    if (size > room) {
-      const kept = utf8Prefix(data, Math.max(0, room));
-      if (kept) this.appendPending(stream, kept);
-      this.droppedBytes += size - Buffer.byteLength(kept);
+    const room = this.options.limitBytes - this.sentBytes - (this.pending?.bytes ?? 0);
+    if (data.length > room) {
+      const kept = data.subarray(0, Math.max(0, room));
+      if (kept.length > 0) this.appendPending(stream, kept);
+      this.droppedBytes += data.length - kept.length;
       this.flush();
       this.truncated = true;
       this.emit(
         "system",
-        `\n[hodei] output truncated: the log limit of ${this.options.limitBytes} bytes was reached; further output is discarded\n`,
+        Buffer.from(`\n[hodei] output truncated: the log limit of ${this.options.limitBytes} bytes was reached; further output is discarded\n`),
       );
       return true;
     }
     this.appendPending(stream, data);
-    if (this.pending && Buffer.byteLength(this.pending.data) >= this.options.chunkBytes) {
-      this.flush();
-      return true;
-    }
-    return false;
+    return this.cutFullChunks();
   }
 
   /** A message from the agent itself (not the job's output); not counted against the limit. */
   system(text: string): void {
     this.flush();
-    this.emit("system", text);
+    this.emit("system", Buffer.from(text));
   }
 
-  /** Cuts the pending text into a chunk. */
+  /** Cuts the pending output into chunks. */
   flush(): void {
+    this.cutFullChunks();
     if (!this.pending) return;
-    const { stream, data } = this.pending;
+    const { stream, parts } = this.pending;
     this.pending = null;
-    this.sentBytes += Buffer.byteLength(data);
+    const data = Buffer.concat(parts);
+    this.sentBytes += data.length;
     this.emit(stream, data);
   }
 
@@ -100,7 +98,7 @@ export class LogBuffer {
   acknowledge(seq: number): void {
     while (this.unacked.length > 0 && this.unacked[0].seq <= seq) {
       const chunk = this.unacked.shift()!;
-      this.unackedBytes -= Buffer.byteLength(chunk.data);
+      this.unackedBytes -= chunk.data.length;
     }
   }
 
@@ -112,25 +110,35 @@ export class LogBuffer {
     return this.pending === null && this.unacked.length === 0;
   }
 
-  private appendPending(stream: string, data: string): void {
+  private appendPending(stream: string, data: Buffer): void {
     if (this.pending && this.pending.stream !== stream) this.flush();
-    if (this.pending) this.pending.data += data;
-    else this.pending = { stream, data };
+    // Kept by reference: a stream's 'data' buffers are never reused by Node.
+    if (this.pending) {
+      this.pending.parts.push(data);
+      this.pending.bytes += data.length;
+    } else {
+      this.pending = { stream, parts: [data], bytes: data.length };
+    }
   }
 
-  private emit(stream: string, data: string): void {
+  /** Emits every full chunkBytes of the pending output; true if any was emitted. */
+  private cutFullChunks(): boolean {
+    const size = this.options.chunkBytes;
+    if (!this.pending || this.pending.bytes < size) return false;
+    const { stream } = this.pending;
+    let rest = Buffer.concat(this.pending.parts);
+    while (rest.length >= size) {
+      this.sentBytes += size;
+      this.emit(stream, rest.subarray(0, size));
+      rest = rest.subarray(size);
+    }
+    this.pending = rest.length > 0 ? { stream, parts: [rest], bytes: rest.length } : null;
+    return true;
+  }
+
+  private emit(stream: string, data: Buffer): void {
     const chunk = { seq: this.nextSeq++, stream, data, timeMs: this.now() };
     this.unacked.push(chunk);
-    this.unackedBytes += Buffer.byteLength(data);
+    this.unackedBytes += data.length;
   }
-}
-
-/** The longest prefix of text that fits in maxBytes of UTF-8, never cutting a character in two. */
-function utf8Prefix(text: string, maxBytes: number): string {
-  const buf = Buffer.from(text);
-  if (buf.length <= maxBytes) return text;
-  let end = maxBytes;
-  // A continuation byte (10xxxxxx) at the cut means the character started before it: cut earlier.
-  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
-  return buf.subarray(0, end).toString();
 }

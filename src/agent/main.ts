@@ -3,7 +3,12 @@
  * plane (reconnecting with its session if the stream drops), runs the job it is sent, streams its
  * output as acknowledged chunks, heartbeats, and reports the result only once every chunk is
  * acknowledged. It exits when the server has acknowledged the result.
+ *
+ * Stopped from outside (SIGTERM: its provider stopping it, an eviction) it kills the job's tree,
+ * flushes the logs, reports an interrupted result so the job is not blamed, waits briefly for its
+ * acknowledgement and exits 143.
  */
+import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
@@ -31,6 +36,16 @@ import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
 const DNS_GIVE_UP_MS = 5000;
+/** The job's output is cut into chunks of this size (the server accepts up to 256 KiB). */
+const CHUNK_BYTES = 64 * 1024;
+/** One log batch holds at most this many chunks and about this many bytes (the server accepts 512 chunks). */
+const BATCH_CHUNKS = 128;
+const BATCH_BYTES = 1024 * 1024;
+/** After SIGTERM: time the job's tree gets before SIGKILL, and time to wait for the result's ack. */
+const TERMINATE_GRACE_MS = 1000;
+const TERMINATE_ACK_WAIT_MS = 2000;
+/** Answers to Register that say the token itself is refused: retrying cannot help. */
+const REGISTER_REFUSALS = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.FailedPrecondition]);
 
 function log(message: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), msg: message, ...fields })}\n`);
@@ -52,6 +67,14 @@ class Agent {
   private flushTimer: NodeJS.Timeout | null = null;
   private paused = false;
   private assignment: Assignment | null = null;
+  private interrupted = false;
+  private onResultAck: () => void = () => {};
+  private readonly resultAcked = new Promise<void>((resolve) => (this.onResultAck = resolve));
+  /**
+   * Proves to the server that a repeated Register (its first answer lost to a server failure) comes
+   * from this same process. Kept in memory only: never in the environment, argv or a log line.
+   */
+  private readonly instanceKey = randomBytes(32).toString("base64url");
 
   constructor(private readonly config: AgentConfig) {
     const transport = createGrpcTransport({ baseUrl: config.serverUrl });
@@ -76,7 +99,12 @@ class Agent {
     let unresolvedSince: number | undefined;
     for (;;) {
       try {
-        return await this.client.register({ otpToken: this.assignment!.otpToken, hostname: hostname(), agentVersion: AGENT_VERSION });
+        return await this.client.register({
+          otpToken: this.assignment!.otpToken,
+          hostname: hostname(),
+          agentVersion: AGENT_VERSION,
+          instanceKey: this.instanceKey,
+        });
       } catch (err) {
         const error = ConnectError.from(err);
         // A name that does not resolve rarely starts resolving: give up after a few seconds, so the
@@ -87,8 +115,10 @@ class Agent {
             throw new Error(`cannot resolve the control plane's host in ${this.config.serverUrl}: ${error.message}`, { cause: err });
           }
         }
-        const retryable = error.code === Code.Unavailable || error.code === Code.Unknown || error.code === Code.Internal;
-        if (!retryable || Date.now() + delayMs > deadline) {
+        // Anything but a refusal of the token is the transport or a server in trouble (also a call
+        // cut off by a server that died: aborted, canceled): retry until the register timeout.
+        // A server that consumed the token before dying honours the retry by our instance key.
+        if (REGISTER_REFUSALS.has(error.code) || Date.now() + delayMs > deadline) {
           throw new Error(`register with ${this.config.serverUrl} failed: ${error.message}`, { cause: err });
         }
         if (Date.now() - lastLogMs > 2000) {
@@ -114,7 +144,8 @@ class Agent {
         });
       } catch (err) {
         const error = ConnectError.from(err);
-        if (error.code === Code.Unauthenticated || error.code === Code.FailedPrecondition || error.code === Code.NotFound) {
+        // Refused (session unknown, attempt ended) or told we broke the protocol: reconnecting cannot help.
+        if ([Code.Unauthenticated, Code.FailedPrecondition, Code.NotFound, Code.InvalidArgument].includes(error.code)) {
           log("session refused; giving up", { error: error.message });
           this.abandon(`the control plane refused this worker's session: ${error.message}`);
           return;
@@ -170,6 +201,7 @@ class Agent {
           case "resultAck":
             // Done: leave at once (returning cancels the stream) rather than wait for it to wind down.
             this.finished = true;
+            this.onResultAck();
             outgoing.close();
             return;
         }
@@ -184,7 +216,7 @@ class Agent {
   private start(run: RunJob): void {
     if (this.runJob) return; // A resend after reconnect: already running.
     this.runJob = run;
-    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: 64 * 1024, windowBytes: 1024 * 1024 });
+    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: 1024 * 1024 });
     const env = { ...this.config.baseEnv, ...run.env, ...jobMarkers(this.config, this.assignment!) };
     log("job started", { jobId: run.jobId, attempt: run.attempt });
     this.job = startCommand(
@@ -217,7 +249,7 @@ class Agent {
     }
   }
 
-  private onOutput(stream: string, data: string): void {
+  private onOutput(stream: string, data: Buffer): void {
     const logs = this.logs!;
     if (logs.append(stream, data)) this.pump();
     // The first output after a quiet spell goes out at once; output that keeps coming is batched.
@@ -236,20 +268,29 @@ class Agent {
     }
   }
 
-  /** Sends every chunk not yet sent on the current stream, as one batch. */
+  /** Sends every chunk not yet sent on the current stream, in batches within the server's bounds. */
   private pump(): void {
     if (!this.outgoing || !this.logs) return;
     const chunks = this.logs.chunksAfter(this.lastSentSeq);
-    if (chunks.length === 0) return;
-    this.lastSentSeq = chunks[chunks.length - 1].seq;
-    this.outgoing.push(
-      create(AgentMessageSchema, {
-        kind: {
-          case: "logs",
-          value: { chunks: chunks.map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) })) },
-        },
-      }),
-    );
+    for (let start = 0; start < chunks.length; ) {
+      let end = start;
+      let bytes = 0;
+      while (end < chunks.length && end - start < BATCH_CHUNKS && (end === start || bytes + chunks[end].data.length <= BATCH_BYTES)) {
+        bytes += chunks[end].data.length;
+        end++;
+      }
+      const batch = chunks.slice(start, end);
+      this.lastSentSeq = batch[batch.length - 1].seq;
+      this.outgoing.push(
+        create(AgentMessageSchema, {
+          kind: {
+            case: "logs",
+            value: { chunks: batch.map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) })) },
+          },
+        }),
+      );
+      start = end;
+    }
   }
 
   /**
@@ -277,6 +318,7 @@ class Agent {
             droppedBytes: BigInt(this.logs.droppedBytes),
             startedAtMs: BigInt(outcome.startedAtMs),
             finishedAtMs: BigInt(outcome.finishedAtMs),
+            interrupted: this.interrupted,
           },
         },
       }),
@@ -290,12 +332,32 @@ class Agent {
     this.finished = true;
   }
 
-  /** SIGTERM from the provider: take the job's tree down with us. */
+  get isInterrupted(): boolean {
+    return this.interrupted;
+  }
+
+  /**
+   * SIGTERM from outside (the provider stopping this worker, an eviction): take the job's tree down
+   * with us, flush its logs and report an interrupted result (the command did not fail on its own),
+   * then give the server a moment to acknowledge it. The caller exits 143 after.
+   */
   async terminate(): Promise<void> {
+    this.interrupted = true;
+    log("stopped from outside; killing the job's process tree and reporting");
+    if (!this.session) return; // Not registered: there is no one to report to.
     if (this.job && !this.outcome) {
-      this.job.cancel(1000);
-      await Promise.race([this.job.done, sleep(2000)]);
+      this.logs!.system("\n[hodei] the worker was stopped from outside (SIGTERM); the job's process tree was killed\n");
+      this.job.cancel(TERMINATE_GRACE_MS);
+      // The job's end flushes the logs and sends the result (see start()).
+      await Promise.race([this.job.done, sleep(TERMINATE_GRACE_MS + 1000)]);
+    } else if (!this.outcome) {
+      // Stopped before the job reached us: report that at once.
+      this.logs ??= new LogBuffer({ limitBytes: 1024, chunkBytes: 1024, windowBytes: 1024 });
+      const now = Date.now();
+      this.outcome = { exitCode: -1, signal: "", timedOut: false, canceled: false, error: "", startedAtMs: now, finishedAtMs: now };
+      this.maybeSendResult();
     }
+    await Promise.race([this.resultAcked, sleep(TERMINATE_ACK_WAIT_MS)]);
   }
 }
 
@@ -329,7 +391,7 @@ async function main(): Promise<void> {
   }
   try {
     await agent.run();
-    process.exit(0);
+    process.exit(agent.isInterrupted ? 143 : 0);
   } catch (err) {
     log("agent failed", { error: (err as Error).message });
     process.exit(1);

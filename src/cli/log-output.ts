@@ -1,7 +1,8 @@
 /**
  * Where a job's log lines go: stdout data to stdout, stderr data to stderr, and "system" lines (from
  * the agent or server, such as a truncation marker) to stderr. Data is written exactly as
- * received: chunks are not lines, so nothing is added or trimmed.
+ * received, as bytes (a job's output need not be UTF-8): chunks are not lines, so nothing is
+ * added, trimmed or decoded. With --json each entry's data is base64, as proto3 JSON has it.
  */
 import { LogEntrySchema, type LogEntry } from "../gen/hodei/v1/api_pb.js";
 import { describeError, isServerUnreachable } from "./errors.js";

@@ -32,10 +32,12 @@ export async function loseAttempt(ctx: ReconcileContext, worker: WorkerRow, reas
   ctx.nudge();
 }
 
-/** Adds a line of our own to the attempt's log, after whatever the agent sent. */
+/**
+ * Adds a line of our own to the attempt's log, after whatever the agent sent: numbered through the
+ * same guarded path as the agent's chunks, so the attempt's seqs stay 1, 2, 3, ... without gaps.
+ */
 export async function appendSystemLog(ctx: ReconcileContext, worker: WorkerRow, text: string): Promise<void> {
-  const seq = (await ctx.store.logs.maxSeq(worker.job_id, worker.attempt)) + 1;
-  await ctx.store.logs.append(worker.job_id, worker.attempt, [{ seq, stream: "system", data: text, timeMs: ctx.clock.nowMs() }]);
+  await ctx.store.logs.appendSystemLine(worker.id, text, ctx.clock.nowMs());
 }
 
 /** The worker's last output, when its provider can tell (a capability), for failure reasons. */

@@ -126,22 +126,30 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
 
     async *getLogs(req, ctx: HandlerContext) {
       if (!req.jobId) throw new InvalidInputError("jobId: required", "jobId");
+      if (req.afterCursor < 0n) throw new InvalidInputError("afterCursor: a cursor from a LogEntry, or 0 for all", "afterCursor");
       if (!(await store.jobs.get(req.jobId))) throw new NotFoundError(`job ${req.jobId} not found`);
-      let cursor = Number(req.afterCursor);
-      for (;;) {
-        const rows = await store.logs.read(req.jobId, cursor, LOG_PAGE);
-        for (const row of rows) {
-          cursor = row.id;
-          yield toLogEntry(row);
+      let position = positionOf(req.afterCursor);
+      /** Reads and yields every page stored after `position`. */
+      const drain = async function* () {
+        for (;;) {
+          const rows = await store.logs.read(req.jobId, position, LOG_PAGE);
+          for (const row of rows) {
+            position = { attempt: row.attempt, seq: Number(row.seq) };
+            yield toLogEntry(row);
+          }
+          if (rows.length < LOG_PAGE) return;
         }
-        if (rows.length === LOG_PAGE) continue;
+      };
+      for (;;) {
+        yield* drain();
         if (!req.follow) return;
         // Finished when the job is final and no worker of it can still send output.
         const job = await store.jobs.get(req.jobId);
         const workers = await store.workers.listOfJob(req.jobId);
         const isDone = job && isTerminal(job.state) && workers.every((w) => w.state === "destroying" || w.state === "destroyed");
         if (isDone) {
-          for (const row of await store.logs.read(req.jobId, cursor, 1_000_000)) yield toLogEntry(row);
+          // Whatever was stored between the last read and that check.
+          yield* drain();
           return;
         }
         if (ctx.signal.aborted) return;
@@ -200,13 +208,24 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   }
 }
 
-function toLogEntry(row: { id: number; attempt: number; seq: number; stream: string; data: string; time_ms: number }): LogEntry {
+/**
+ * LogEntry.cursor: attempt * 2^32 + seq, so cursors order entries as (attempt, seq) do. A seq is
+ * below 2^31 (the worker service refuses more) and attempts are at most a few (a job allows 10),
+ * so a cursor is exact in an int64 and in a JavaScript number alike.
+ */
+const CURSOR_SEQ_BITS = 32n;
+
+function positionOf(cursor: bigint): { attempt: number; seq: number } {
+  return { attempt: Number(cursor >> CURSOR_SEQ_BITS), seq: Number(cursor & ((1n << CURSOR_SEQ_BITS) - 1n)) };
+}
+
+function toLogEntry(row: { attempt: number; seq: number; stream: string; data: Uint8Array; time_ms: number }): LogEntry {
   return create(LogEntrySchema, {
     attempt: row.attempt,
     seq: BigInt(row.seq),
     stream: row.stream,
     data: row.data,
     time: timestampFromMs(Number(row.time_ms)),
-    cursor: BigInt(row.id),
+    cursor: (BigInt(row.attempt) << CURSOR_SEQ_BITS) | BigInt(row.seq),
   });
 }

@@ -150,7 +150,12 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const handler = connectNodeAdapter({
     interceptors: [errorInterceptor(log)],
     routes(router) {
-      router.service(WorkerService, createWorkerService({ ...common, heartbeatIntervalMs: config.heartbeatIntervalMs, logLimitBytes: config.logLimitBytes }));
+      router.service(WorkerService, createWorkerService({
+        ...common,
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+        logLimitBytes: config.logLimitBytes,
+      }));
       router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
     },
     fallback(req, res) {

@@ -95,6 +95,50 @@ export class AttemptQueries {
   }
 
   /**
+   * A repeated Register (its first answer was lost): a fresh session replaces the earlier one, so
+   * that one stops working. Only while the worker's stream has never connected and its
+   * registration deadline has not passed (waiting covers a server that died between consuming the
+   * token and registering). The caller has checked the agent's instance key against the token.
+   * `deadlineCheckMs` is the time the deadline is compared with (the caller's present time, which
+   * leaves out the control plane's own absences); by default nowMs.
+   */
+  async reRegister(workerId: string, sessionHash: string, hostname: string, nowMs: number, deadlineCheckMs = nowMs): Promise<WorkerRow | null> {
+    const row = await this.db
+      .updateTable("workers")
+      .set((eb) => ({
+        state: "registered",
+        session_hash: sessionHash,
+        reported_hostname: hostname,
+        registered_at: eb.fn.coalesce("registered_at", eb.val(nowMs)),
+        last_heartbeat_ms: nowMs,
+      }))
+      .where("id", "=", workerId)
+      .where("state", "in", ["waiting", "registered"])
+      .where("stream_connected_at", "is", null)
+      .where("registration_deadline_ms", ">", deadlineCheckMs)
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  /**
+   * A Connect stream opens with this session: records when the worker's stream first connected
+   * (from then on no repeated Register is honoured) and returns the worker, or null when the
+   * session is unknown, replaced, or its attempt has ended. One statement, so a stream and a
+   * repeated Register cannot both win.
+   */
+  async connectStream(sessionHash: string, nowMs: number): Promise<WorkerRow | null> {
+    const row = await this.db
+      .updateTable("workers")
+      .set((eb) => ({ stream_connected_at: eb.fn.coalesce("stream_connected_at", eb.val(nowMs)) }))
+      .where("session_hash", "=", sessionHash)
+      .where("state", "in", ["registered", "running"])
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
+
+  /**
    * Dispatch: job provisioning -> running and worker registered -> running, together or not at
    * all. False when either lost a race (the job ended, the worker is being destroyed).
    */

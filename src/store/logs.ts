@@ -1,60 +1,161 @@
 /**
- * Queries on the job_logs table: chunks numbered 1, 2, 3, ... per attempt, stored before they are
- * acknowledged; a chunk already stored (a resend after a reconnect) is ignored.
+ * Queries on the job_logs table. Chunks are numbered 1, 2, 3, ... per attempt. The attempt's
+ * worker row keeps how far the numbering has got (log_seq: 1..log_seq are all received) and how
+ * many bytes are stored (log_bytes); every append checks the numbering, inserts and moves log_seq
+ * in one transaction whose update is guarded by the log_seq it started from and by the worker's
+ * state, so two writers can never both extend one attempt's log and an ended attempt gets nothing.
+ * Data is bytes, stored exactly as received.
  */
 import type { Kysely } from "kysely";
+import type { WorkerState } from "../core/worker-state.js";
 import type { Database, LogRow } from "./schema.js";
 
 export interface LogChunkInput {
   seq: number;
   stream: string;
-  data: string;
+  data: Uint8Array;
   timeMs: number;
 }
+
+/**
+ * How much of an attempt's log is stored: at most limitBytes + systemAllowanceBytes, marker
+ * included. An agent that keeps its output within the limit (as it is told to) and adds only its
+ * short system lines never reaches that, so only an agent that ignores the limit is ever cut.
+ */
+export interface LogBudget {
+  /** The job's log limit (HODEI_LOG_LIMIT_BYTES), per attempt. */
+  limitBytes: number;
+  /** Extra room for the agent's short system chunks (its own truncation marker and the like). */
+  systemAllowanceBytes: number;
+  /** Written once, as a "system" chunk in place of the first chunk that does not fit. */
+  marker: string;
+}
+
+export type AppendOutcome =
+  /** logSeq: 1..logSeq are received (the acknowledgement); truncatedNow: this call wrote the marker. */
+  | { kind: "stored"; logSeq: number; truncatedNow: boolean }
+  /** The first new chunk does not follow logSeq; nothing was written. */
+  | { kind: "gap"; logSeq: number; seq: number }
+  /** The worker is not in one of the states allowed to log (its attempt ended); nothing was written. */
+  | { kind: "ended"; state: WorkerState | "missing" };
+
+/** Where followers resume: after this (attempt, seq). */
+export interface LogPosition {
+  attempt: number;
+  seq: number;
+}
+
+/** Workers whose agent may send log chunks. */
+export const AGENT_LOG_STATES: readonly WorkerState[] = ["registered", "running"];
+/** Workers the control plane may still add a system line for (it is about to end their attempt). */
+const SYSTEM_LOG_STATES: readonly WorkerState[] = ["waiting", "registered", "running"];
+/** Attempts to extend a log whose guarded update lost a race with another writer. */
+const RACE_RETRIES = 3;
+
+class LostRace extends Error {}
 
 export class LogQueries {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Stores chunks; a chunk already stored (a resend after reconnect) is ignored. */
-  async append(jobId: string, attempt: number, chunks: LogChunkInput[]): Promise<void> {
-    if (chunks.length === 0) return;
-    await this.db
-      .insertInto("job_logs")
-      .values(chunks.map((c) => ({ job_id: jobId, attempt, seq: c.seq, stream: c.stream, data: c.data, time_ms: c.timeMs })))
-      .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
-      .execute();
+  /**
+   * Appends chunks (in seq order) to the log of a worker's attempt. A chunk already received
+   * (seq <= log_seq) is ignored; the first new one must be log_seq + 1 and the rest follow without
+   * gaps. With a budget, data past the limit is not stored: the first chunk that does not fit is
+   * replaced by the marker, and later ones only move log_seq (they are acknowledged, not stored).
+   */
+  async append(workerId: string, chunks: LogChunkInput[], budget: LogBudget | null, states: readonly WorkerState[] = AGENT_LOG_STATES): Promise<AppendOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.db.transaction().execute((tx) => appendOnce(tx, workerId, chunks, budget, states));
+      } catch (err) {
+        if (!(err instanceof LostRace) || attempt >= RACE_RETRIES) throw err;
+      }
+    }
   }
 
-  /** How many chunks of an attempt are stored with seq <= upTo (complete when it equals upTo). */
-  async count(jobId: string, attempt: number, upTo: number): Promise<number> {
-    const row = await this.db
-      .selectFrom("job_logs")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
-      .where("job_id", "=", jobId)
-      .where("attempt", "=", attempt)
-      .where("seq", "<=", upTo)
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
+  /** A line of the control plane's own ("system") after whatever the attempt has received, numbered log_seq + 1. */
+  async appendSystemLine(workerId: string, text: string, timeMs: number): Promise<AppendOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      const worker = await this.db.selectFrom("workers").select("log_seq").where("id", "=", workerId).executeTakeFirst();
+      const chunk = { seq: Number(worker?.log_seq ?? 0) + 1, stream: "system", data: Buffer.from(text), timeMs };
+      const outcome = await this.append(workerId, [chunk], null, SYSTEM_LOG_STATES);
+      // A gap here means an agent's chunk landed between the read and the append: number after it.
+      if (outcome.kind !== "gap" || attempt >= RACE_RETRIES) return outcome;
+    }
   }
 
-  async maxSeq(jobId: string, attempt: number): Promise<number> {
-    const row = await this.db
-      .selectFrom("job_logs")
-      .select((eb) => eb.fn.max("seq").as("m"))
-      .where("job_id", "=", jobId)
-      .where("attempt", "=", attempt)
-      .executeTakeFirst();
-    return Number(row?.m ?? 0);
-  }
-
-  async read(jobId: string, afterCursor: number, limit: number): Promise<LogRow[]> {
+  /** One job's chunks after `after`, ordered by (attempt, seq), at most `limit` of them. */
+  async read(jobId: string, after: LogPosition, limit: number): Promise<LogRow[]> {
     return this.db
       .selectFrom("job_logs")
       .selectAll()
       .where("job_id", "=", jobId)
-      .where("id", ">", afterCursor)
-      .orderBy("id")
+      .where((eb) => eb.or([eb("attempt", ">", after.attempt), eb.and([eb("attempt", "=", after.attempt), eb("seq", ">", after.seq)])]))
+      .orderBy("attempt")
+      .orderBy("seq")
       .limit(limit)
       .execute();
   }
+}
+
+async function appendOnce(
+  tx: Kysely<Database>,
+  workerId: string,
+  chunks: LogChunkInput[],
+  budget: LogBudget | null,
+  states: readonly WorkerState[],
+): Promise<AppendOutcome> {
+  const worker = await tx
+    .selectFrom("workers")
+    .select(["job_id", "attempt", "state", "log_seq", "log_bytes", "log_truncated"])
+    .where("id", "=", workerId)
+    .executeTakeFirst();
+  if (!worker || !states.includes(worker.state)) return { kind: "ended", state: worker?.state ?? "missing" };
+  const startSeq = Number(worker.log_seq);
+  let seq = startSeq;
+  let bytes = Number(worker.log_bytes);
+  let isTruncated = worker.log_truncated === 1;
+  let truncatedNow = false;
+  const rows: { seq: number; stream: string; data: Buffer; timeMs: number }[] = [];
+  for (const chunk of chunks) {
+    if (chunk.seq <= seq) continue; // received before: a resend after a reconnect
+    if (chunk.seq !== seq + 1) return { kind: "gap", logSeq: seq, seq: chunk.seq };
+    seq = chunk.seq;
+    if (isTruncated) continue; // past the limit: acknowledged, not stored
+    const data = Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
+    if (budget && bytes + data.length > capacity(budget)) {
+      const marker = Buffer.from(budget.marker);
+      rows.push({ seq, stream: "system", data: marker, timeMs: chunk.timeMs });
+      bytes += marker.length;
+      isTruncated = truncatedNow = true;
+      continue;
+    }
+    rows.push({ seq, stream: chunk.stream, data, timeMs: chunk.timeMs });
+    bytes += data.length;
+  }
+  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false };
+  if (rows.length > 0) {
+    await tx
+      .insertInto("job_logs")
+      .values(rows.map((r) => ({ job_id: worker.job_id, attempt: worker.attempt, seq: r.seq, stream: r.stream, data: r.data, time_ms: r.timeMs })))
+      .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
+      .execute();
+  }
+  const moved = await tx
+    .updateTable("workers")
+    .set({ log_seq: seq, log_bytes: bytes, log_truncated: isTruncated ? 1 : 0 })
+    .where("id", "=", workerId)
+    .where("log_seq", "=", startSeq)
+    .where("state", "in", states)
+    .executeTakeFirst();
+  if (Number(moved.numUpdatedRows) !== 1) throw new LostRace("another writer extended this log first");
+  if (truncatedNow) {
+    await tx.updateTable("jobs").set({ logs_truncated: 1 }).where("id", "=", worker.job_id).where("attempts", "=", worker.attempt).execute();
+  }
+  return { kind: "stored", logSeq: seq, truncatedNow };
+}
+
+/** Bytes an attempt may have stored before the marker; the marker always fits after them. */
+function capacity(budget: LogBudget): number {
+  return budget.limitBytes + budget.systemAllowanceBytes - Buffer.byteLength(budget.marker);
 }

@@ -1,7 +1,7 @@
 /**
  * The database schema as Kysely types. One schema serves SQLite and PostgreSQL:
  * ids are text made by the application, times are epoch milliseconds (integers), JSON is text,
- * booleans are 0/1 integers.
+ * booleans are 0/1 integers, log data is bytes (BLOB / bytea).
  */
 import type { Generated, Selectable } from "kysely";
 import type { JobState } from "../core/job-state.js";
@@ -67,6 +67,14 @@ export interface WorkersTable {
   failure_reason: string;
   destroy_attempts: number;
   last_error: string;
+  /** Highest log seq of this attempt such that 1..log_seq are all received (0: none). */
+  log_seq: Generated<number>;
+  /** Bytes of log data stored for this attempt (what the log limit is checked against). */
+  log_bytes: Generated<number>;
+  /** 1 once the control plane cut this attempt's log at the limit and wrote its marker. */
+  log_truncated: Generated<number>;
+  /** When a Connect stream of this worker was first opened; a repeated Register is refused after it. */
+  stream_connected_at: number | null;
 }
 
 export interface OtpTokensTable {
@@ -81,16 +89,19 @@ export interface OtpTokensTable {
   created_at: number;
   expires_at: number;
   consumed_at: number | null;
+  /** SHA-256 of the instance key of the agent that consumed the token (null: none was sent). */
+  instance_key_hash: string | null;
 }
 
 export interface JobLogsTable {
-  /** Global cursor for followers: increases with every stored chunk. */
+  /** Row id only: followers page by (attempt, seq), which is gap-free and ordered per attempt. */
   id: Generated<number>;
   job_id: string;
   attempt: number;
   seq: number;
   stream: string;
-  data: string;
+  /** The output's bytes exactly as received. */
+  data: Buffer;
   time_ms: number;
 }
 

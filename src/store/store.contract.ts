@@ -77,10 +77,10 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     }
 
     /** provisioned + consumeToken + registerWorker: the agent holds a session. */
-    async function registered(overrides: Partial<JobSpec> = {}) {
+    async function registered(overrides: Partial<JobSpec> = {}, session = "session") {
       const p = await provisioned(overrides);
       assert.ok(await store.tokens.consume(p.tokenHash, clock.nowMs()));
-      const worker = await store.attempts.register(p.worker.id, hashToken("session"), "host-a", clock.nowMs());
+      const worker = await store.attempts.register(p.worker.id, hashToken(session), "host-a", clock.nowMs());
       assert.ok(worker);
       return { ...p, worker };
     }
@@ -590,6 +590,52 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
     });
 
+    describe("reRegister and connectStream", () => {
+      it("consume keeps the hash of the consuming agent's instance key", async () => {
+        const { tokenHash } = await provisioned();
+        assert.ok(await store.tokens.consume(tokenHash, clock.nowMs(), hashToken("instance-1")));
+        assert.equal((await token(tokenHash)).instance_key_hash, hashToken("instance-1"));
+      });
+
+      it("replaces the session while the stream never connected and the deadline has not passed", async () => {
+        const { worker: w } = await registered();
+        clock.advance(10);
+        const row = await store.attempts.reRegister(w.id, hashToken("session-2"), "host-b", clock.nowMs());
+        assert.ok(row);
+        assert.equal(row.state, "registered");
+        assert.equal(row.session_hash, hashToken("session-2"));
+        assert.equal(row.registered_at, w.registered_at, "registered_at keeps the first registration");
+        assert.equal(await store.attempts.connectStream(hashToken("session"), clock.nowMs()), null, "the old session no longer opens a stream");
+      });
+
+      it("registers a worker still waiting (the server died between consuming the token and registering)", async () => {
+        const { worker: w, tokenHash } = await provisioned();
+        assert.ok(await store.tokens.consume(tokenHash, clock.nowMs(), hashToken("k")));
+        const row = await store.attempts.reRegister(w.id, hashToken("s"), "h", clock.nowMs());
+        assert.equal(row?.state, "registered");
+        assert.equal(row?.registered_at, clock.nowMs());
+      });
+
+      it("refuses once the stream has connected, after the deadline, and after the attempt ended", async () => {
+        const connected = await registered({}, "s-connected");
+        clock.advance(5);
+        const opened = await store.attempts.connectStream(hashToken("s-connected"), clock.nowMs());
+        assert.equal(opened?.stream_connected_at, clock.nowMs());
+        clock.advance(5);
+        assert.equal((await store.attempts.connectStream(hashToken("s-connected"), clock.nowMs()))?.stream_connected_at, clock.nowMs() - 5, "the first connection is kept");
+        assert.equal(await store.attempts.reRegister(connected.worker.id, hashToken("x1"), "h", clock.nowMs()), null);
+
+        const late = await registered({}, "s-late");
+        assert.equal(await store.attempts.reRegister(late.worker.id, hashToken("x2"), "h", late.worker.registration_deadline_ms), null);
+
+        const ended = await registered({}, "s-ended");
+        await store.attempts.end(ended.worker, "failed", clock.nowMs(), {}, "lost");
+        assert.equal(await store.attempts.reRegister(ended.worker.id, hashToken("x3"), "h", clock.nowMs()), null);
+        assert.equal(await store.attempts.connectStream(hashToken("s-ended"), clock.nowMs()), null);
+        assert.equal((await worker(ended.worker.id)).session_hash, hashToken("s-ended"), "a refused repeat changes nothing");
+      });
+    });
+
     describe("markDispatched", () => {
       it("moves the job provisioning -> running and the worker registered -> running together", async () => {
         const { job: j, worker: w } = await registered();
@@ -692,77 +738,131 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     });
 
     describe("logs", () => {
-      const chunk = (seq: number, data = `line ${seq}\n`, stream = "stdout") => ({ seq, stream, data, timeMs: 1000 + seq });
+      const chunk = (seq: number, data: string | Buffer = `line ${seq}\n`, stream = "stdout") => ({
+        seq,
+        stream,
+        data: typeof data === "string" ? Buffer.from(data) : data,
+        timeMs: 1000 + seq,
+      });
+      const budget = (limitBytes: number) => ({ limitBytes, systemAllowanceBytes: 10, marker: "[cut]" });
+      const texts = (rows: { data: Buffer }[]) => rows.map((r) => r.data.toString());
+      const all = { attempt: 0, seq: 0 };
 
-      it("stores chunks and ignores a resent seq, keeping the first copy", async () => {
-        const j = await submit();
-        await store.logs.append(j.id, 1, [chunk(1), chunk(2), chunk(3)]);
-        await store.logs.append(j.id, 1, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)]);
-        const rows = await store.logs.read(j.id, 0, 100);
-        assert.deepEqual(
-          rows.map((r) => [r.seq, r.data]),
-          [
-            [1, "line 1\n"],
-            [2, "line 2\n"],
-            [3, "line 3\n"],
-            [4, "line 4\n"],
-          ],
-        );
+      it("stores chunks 1, 2, 3 and ignores a resent seq, keeping the first copy", async () => {
+        const { job: j, worker: w } = await registered();
+        assert.deepEqual(await store.logs.append(w.id, [chunk(1), chunk(2), chunk(3)], null), { kind: "stored", logSeq: 3, truncatedNow: false });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)], null), {
+          kind: "stored",
+          logSeq: 4,
+          truncatedNow: false,
+        });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(4, "again\n")], null), { kind: "stored", logSeq: 4, truncatedNow: false });
+        const rows = await store.logs.read(j.id, all, 100);
+        assert.deepEqual(texts(rows), ["line 1\n", "line 2\n", "line 3\n", "line 4\n"]);
         assert.equal(rows[0].stream, "stdout");
         assert.equal(rows[0].time_ms, 1001);
         assert.equal(rows[0].attempt, 1);
+        const after = await worker(w.id);
+        assert.equal(after.log_seq, 4);
+        assert.equal(after.log_bytes, 4 * "line 1\n".length);
       });
 
-      it("accepts an empty batch", async () => {
-        const j = await submit();
-        await store.logs.append(j.id, 1, []);
+      it("stores the bytes exactly as given, also bytes that are not UTF-8", async () => {
+        const { job: j, worker: w } = await registered();
+        const raw = Buffer.from([0x41, 0xff, 0xfe, 0x42, 0x00, 0xc3]);
+        await store.logs.append(w.id, [chunk(1, raw)], null);
+        const [row] = await store.logs.read(j.id, all, 10);
+        assert.ok(Buffer.isBuffer(row.data));
+        assert.deepEqual([...row.data], [...raw]);
+      });
+
+      it("refuses a batch whose first new chunk skips a seq, writing nothing", async () => {
+        const { job: j, worker: w } = await registered();
+        await store.logs.append(w.id, [chunk(1)], null);
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3)], null), { kind: "gap", logSeq: 1, seq: 3 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(2), chunk(4)], null), { kind: "gap", logSeq: 2, seq: 4 });
+        assert.deepEqual(texts(await store.logs.read(j.id, all, 10)), ["line 1\n"], "the batch with a gap stored nothing, not even its first chunk");
+        assert.equal((await worker(w.id)).log_seq, 1);
+      });
+
+      it("accepts nothing for a worker whose attempt has ended, or that never registered", async () => {
+        const { job: j, worker: w } = await registered();
+        await store.attempts.end(w, "failed", clock.nowMs(), {}, "lost");
+        assert.deepEqual(await store.logs.append(w.id, [chunk(1)], null), { kind: "ended", state: "destroying" });
+        const waiting = await provisioned();
+        assert.deepEqual(await store.logs.append(waiting.worker.id, [chunk(1)], null), { kind: "ended", state: "waiting" });
         assert.equal(await store.countRows("job_logs"), 0);
+        assert.equal((await worker(w.id)).log_seq, 0);
+        assert.equal((await job(j.id)).logs_truncated, 0);
       });
 
-      it("keeps the seqs of different attempts apart", async () => {
-        const j = await submit();
-        await store.logs.append(j.id, 1, [chunk(1), chunk(2)]);
-        await store.logs.append(j.id, 2, [chunk(1, "attempt two\n")]);
-        assert.equal(await store.countRows("job_logs"), 3);
-        assert.equal(await store.logs.maxSeq(j.id, 1), 2);
-        assert.equal(await store.logs.maxSeq(j.id, 2), 1);
+      it("lets exactly one of two concurrent appends of the same seq store it", async () => {
+        const { job: j, worker: w } = await registered();
+        const results = await Promise.all([store.logs.append(w.id, [chunk(1, "a")], null), store.logs.append(w.id, [chunk(1, "b")], null)]);
+        assert.deepEqual(results.map((r) => r.kind), ["stored", "stored"], "the second sees a resend and is acknowledged");
+        assert.equal((await store.logs.read(j.id, all, 10)).length, 1);
+        assert.equal((await worker(w.id)).log_seq, 1);
       });
 
-      it("countLogChunks counts the chunks of one attempt up to a seq (complete when it equals it)", async () => {
-        const j = await submit();
-        await store.logs.append(j.id, 1, [chunk(1), chunk(2), chunk(4)]);
-        await store.logs.append(j.id, 2, [chunk(3)]);
-        assert.equal(await store.logs.count(j.id, 1, 2), 2, "complete up to 2");
-        assert.equal(await store.logs.count(j.id, 1, 4), 3, "seq 3 is missing");
-        assert.equal(await store.logs.count(j.id, 1, 0), 0);
-        assert.equal(await store.logs.count(j.id, 3, 10), 0);
+      it("stores at most limit + allowance bytes, the marker in place of the first chunk that does not fit, then only acknowledges", async () => {
+        const { job: j, worker: w } = await registered();
+        // limit 20 + allowance 10 = 30 bytes at most; 25 before the 5-byte marker
+        const outcome = await store.logs.append(w.id, [chunk(1, "x".repeat(20)), chunk(2, "yyyyy"), chunk(3, "z"), chunk(4, "zz")], budget(20));
+        assert.deepEqual(outcome, { kind: "stored", logSeq: 4, truncatedNow: true });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(5, "w".repeat(1000))], budget(20)), { kind: "stored", logSeq: 5, truncatedNow: false });
+        const rows = await store.logs.read(j.id, all, 10);
+        assert.deepEqual(
+          rows.map((r) => [r.seq, r.stream, r.data.toString()]),
+          [
+            [1, "stdout", "x".repeat(20)],
+            [2, "stdout", "yyyyy"],
+            [3, "system", "[cut]"],
+          ],
+        );
+        const after = await worker(w.id);
+        assert.equal(after.log_seq, 5);
+        assert.equal(after.log_bytes, 30);
+        assert.equal(after.log_truncated, 1);
+        assert.equal((await job(j.id)).logs_truncated, 1, "the job shows it at once");
       });
 
-      it("maxLogSeq is 0 when nothing is stored", async () => {
-        const j = await submit();
-        assert.equal(await store.logs.maxSeq(j.id, 1), 0);
-        await store.logs.append(j.id, 1, [chunk(7), chunk(3)]);
-        assert.equal(await store.logs.maxSeq(j.id, 1), 7);
+      it("numbers the control plane's system line after the agent's chunks", async () => {
+        const { job: j, worker: w } = await registered();
+        await store.logs.append(w.id, [chunk(1), chunk(2)], null);
+        assert.deepEqual(await store.logs.appendSystemLine(w.id, "[hodei] lost\n", 5000), { kind: "stored", logSeq: 3, truncatedNow: false });
+        const rows = await store.logs.read(j.id, all, 10);
+        assert.deepEqual(
+          rows.map((r) => [r.seq, r.stream, r.data.toString()]),
+          [
+            [1, "stdout", "line 1\n"],
+            [2, "stdout", "line 2\n"],
+            [3, "system", "[hodei] lost\n"],
+          ],
+        );
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3, "late")], null), { kind: "stored", logSeq: 3, truncatedNow: false }, "the agent's late seq 3 is a duplicate now");
       });
 
-      it("readLogs returns one job's chunks in storage order after a cursor, a page at a time", async () => {
-        const a = await submit();
-        const b = await submit();
-        await store.logs.append(a.id, 1, [chunk(1, "a1"), chunk(2, "a2")]);
-        await store.logs.append(b.id, 1, [chunk(1, "b1")]);
-        await store.logs.append(a.id, 2, [chunk(1, "a-retry-1")]);
-        await store.logs.append(a.id, 1, [chunk(3, "a3")]);
+      it("reads one job's chunks ordered by (attempt, seq) after a position, a page at a time", async () => {
+        const a = await registered({}, "session-a");
+        const b = await registered({}, "session-b");
+        await store.logs.append(a.worker.id, [chunk(1, "a1"), chunk(2, "a2")], null);
+        await store.logs.append(b.worker.id, [chunk(1, "b1")], null);
+        // Attempt 1 of job a is lost and retried; its worker for attempt 2 logs too.
+        assert.ok(await store.attempts.end(await worker(a.worker.id), "queued", clock.nowMs(), {}, "lost"));
+        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        assert.equal(second?.job.id, a.job.id);
+        assert.ok(await store.attempts.recordProvisioned(second.worker.id, "777", "process_id", clock.nowMs()));
+        assert.ok(await store.attempts.register(second.worker.id, hashToken("second"), "h", clock.nowMs()));
+        await store.logs.append(second.worker.id, [chunk(1, "a-retry-1"), chunk(2, "a-retry-2")], null);
 
-        const all = await store.logs.read(a.id, 0, 100);
-        assert.deepEqual(all.map((r) => r.data), ["a1", "a2", "a-retry-1", "a3"]);
-        for (let i = 1; i < all.length; i++) assert.ok(all[i].id > all[i - 1].id, "cursors increase");
-
-        const firstPage = await store.logs.read(a.id, 0, 2);
-        assert.deepEqual(firstPage.map((r) => r.data), ["a1", "a2"]);
-        const secondPage = await store.logs.read(a.id, firstPage[1].id, 2);
-        assert.deepEqual(secondPage.map((r) => r.data), ["a-retry-1", "a3"]);
-        assert.deepEqual(await store.logs.read(a.id, secondPage[1].id, 2), []);
-        assert.deepEqual((await store.logs.read(b.id, 0, 100)).map((r) => r.data), ["b1"]);
+        assert.deepEqual(texts(await store.logs.read(a.job.id, all, 100)), ["a1", "a2", "a-retry-1", "a-retry-2"]);
+        const firstPage = await store.logs.read(a.job.id, all, 3);
+        assert.deepEqual(texts(firstPage), ["a1", "a2", "a-retry-1"]);
+        const last = firstPage[2];
+        assert.deepEqual(texts(await store.logs.read(a.job.id, { attempt: last.attempt, seq: last.seq }, 3)), ["a-retry-2"]);
+        assert.deepEqual(texts(await store.logs.read(a.job.id, { attempt: 1, seq: 1 }, 10)), ["a2", "a-retry-1", "a-retry-2"]);
+        assert.deepEqual(await store.logs.read(a.job.id, { attempt: 2, seq: 2 }, 10), []);
+        assert.deepEqual(texts(await store.logs.read(b.job.id, all, 100)), ["b1"]);
       });
     });
   });

@@ -1,6 +1,8 @@
 /**
  * Queries on the otp_tokens table. Only a token's SHA-256 hash is stored; consuming it is one
- * guarded statement, so a token registers one worker, once.
+ * guarded statement, so a token registers one worker, once. The consuming agent's instance key
+ * is kept (as a hash) with it: only that same agent process may repeat its Register (see
+ * AttemptQueries.reRegister).
  */
 import type { Kysely } from "kysely";
 import type { Database, OtpTokenRow } from "./schema.js";
@@ -11,14 +13,17 @@ export class TokenQueries {
   /**
    * Consumes an OTP token: hash matches, not consumed, not expired, and its worker's
    * provider_resource_id already recorded. Null when any of these fails; nothing changes then.
+   * instanceKeyHash: the hash of the consuming agent's instance key, or null when it sent none.
+   * expiryCheckMs: the time the expiry is compared with (by default nowMs; the caller passes its
+   * present time when the control plane was absent for a while, see scheduler/liveness.ts).
    */
-  async consume(tokenHash: string, nowMs: number): Promise<OtpTokenRow | null> {
+  async consume(tokenHash: string, nowMs: number, instanceKeyHash: string | null = null, expiryCheckMs = nowMs): Promise<OtpTokenRow | null> {
     const row = await this.db
       .updateTable("otp_tokens")
-      .set({ consumed_at: nowMs })
+      .set({ consumed_at: nowMs, instance_key_hash: instanceKeyHash })
       .where("token_hash", "=", tokenHash)
       .where("consumed_at", "is", null)
-      .where("expires_at", ">", nowMs)
+      .where("expires_at", ">", expiryCheckMs)
       .where("provider_resource_id", "is not", null)
       .returningAll()
       .executeTakeFirst();

@@ -1,7 +1,8 @@
 /**
  * `hodei logs ID`: a job's output so far, or with --follow until the job ends (resuming after the
  * last line seen if the connection drops). stdout lines go to stdout, stderr and system lines to
- * stderr; with --json, one LogEntry object per line on stdout.
+ * stderr, as the raw bytes the job wrote; with --json, one LogEntry object per line on stdout
+ * (its data base64-encoded).
  */
 import type { Command } from "commander";
 import { connect } from "../client.js";

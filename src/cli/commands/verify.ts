@@ -155,13 +155,14 @@ async function readOutputs(client: ApiClient, jobs: VerifiedJob[]): Promise<Reco
   const outputs: Record<string, string> = {};
   await Promise.all(
     jobs.map(async (job) => {
-      let text = "";
+      const parts: Uint8Array[] = [];
       await readLogs(client, job.id, {
         onEntry: (entry) => {
-          if (entry.stream === "stdout") text += entry.data;
+          if (entry.stream === "stdout") parts.push(entry.data);
         },
       });
-      outputs[job.id] = text;
+      // Decoded once: a chunk may end in the middle of a character.
+      outputs[job.id] = Buffer.concat(parts).toString("utf8");
     }),
   );
   return outputs;

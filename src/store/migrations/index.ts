@@ -8,6 +8,9 @@ import type { DatabaseKind } from "../database.js";
 import * as m0001 from "./0001_initial.js";
 import * as m0002 from "./0002_job_resources.js";
 import * as m0003 from "./0003_workers_by_resource.js";
+import * as m0004 from "./0004_log_data_bytes.js";
+import * as m0005 from "./0005_worker_log_progress.js";
+import * as m0006 from "./0006_register_retry.js";
 import * as m0020 from "./0020_uncounted_attempts.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
@@ -16,6 +19,9 @@ const STEPS: Record<string, Step> = {
   "0001_initial": m0001,
   "0002_job_resources": m0002,
   "0003_workers_by_resource": m0003,
+  "0004_log_data_bytes": m0004,
+  "0005_worker_log_progress": m0005,
+  "0006_register_retry": m0006,
   "0020_uncounted_attempts": m0020,
 };
 

@@ -1,0 +1,316 @@
+/**
+ * One agent connection (a Connect stream) and what it may send.
+ *
+ * Invariants kept here:
+ * - log chunks are numbered 1, 2, 3, ... per attempt: a resend is acknowledged and ignored; a gap,
+ *   a seq out of range, an oversized chunk or batch is refused with InvalidArgument (the stream ends);
+ * - checking the numbering and storing are one guarded transaction (store/logs.ts), which also
+ *   refuses every chunk once the attempt has ended; after the result on this stream nothing more
+ *   is accepted;
+ * - at most the log limit (plus a small allowance for the agent's own system lines) is stored,
+ *   whatever the agent sends; past it one marker is written and later chunks are only acknowledged;
+ * - a stream on which the agent has been silent longer than the heartbeat timeout is ended.
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { ConflictError, InvalidInputError, toError, UnavailableError } from "../core/errors.js";
+import { isTerminal, type JobState } from "../core/job-state.js";
+import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
+import { AsyncQueue } from "../core/async-queue.js";
+import type { LogBudget } from "../store/logs.js";
+import type { WorkerRow } from "../store/schema.js";
+import type { WorkerServiceDeps } from "./worker-service.js";
+
+/**
+ * Highest seq accepted. Followers order entries by a cursor of attempt * 2^32 + seq, so a seq must
+ * stay below 2^32; 2^31 - 1 also fits every int32. The agent numbers chunks of up to 64 KiB and
+ * stops producing them at the log limit (at most 1 GiB), so a real attempt stays far below it.
+ */
+export const MAX_SEQ = 2 ** 31 - 1;
+/** Bytes of one chunk's data at most: 4 times the agent's 64 KiB chunks. */
+export const MAX_CHUNK_BYTES = 256 * 1024;
+/** Chunks in one batch at most (the agent sends at most 128). */
+export const MAX_BATCH_CHUNKS = 512;
+/** Room past the log limit for the agent's own short system lines (its truncation marker, a cancel or timeout note). */
+export const SYSTEM_ALLOWANCE_BYTES = 64 * 1024;
+const STREAMS = new Set(["stdout", "stderr", "system"]);
+
+const msg = (kind: MessageInitShape<typeof ServerMessageSchema>["kind"]) => create(ServerMessageSchema, { kind });
+
+export class AgentStream {
+  hasResult = false;
+  /** Why the stream ended, if not because the agent closed it: rethrown to the agent. */
+  failure: Error | null = null;
+  readonly out = new AsyncQueue<ServerMessage>();
+  private lastMessageMs: number;
+  private cancelSent = false;
+  private readonly stop = new AbortController();
+
+  constructor(
+    private worker: WorkerRow,
+    private readonly deps: WorkerServiceDeps,
+  ) {
+    this.lastMessageMs = deps.clock.nowMs();
+  }
+
+  get workerId(): string {
+    return this.worker.id;
+  }
+
+  /** Reads the agent's messages until it closes the stream, an error ends it, or end() is called. Never throws. */
+  async consume(requests: AsyncIterable<AgentMessage>): Promise<void> {
+    try {
+      for await (const message of untilAborted(requests, this.stop.signal)) {
+        this.lastMessageMs = this.deps.clock.nowMs();
+        switch (message.kind.case) {
+          case "hello":
+            await this.onHello(message.kind.value.started);
+            break;
+          case "logs":
+            await this.onLogs(message.kind.value.chunks);
+            break;
+          case "heartbeat":
+            await this.onHeartbeat();
+            break;
+          case "result":
+            await this.onResult(message.kind.value);
+            break;
+        }
+      }
+    } catch (err) {
+      if (!this.stop.signal.aborted) this.fail(err);
+    } finally {
+      this.out.close();
+    }
+  }
+
+  /**
+   * Ends the stream if the agent has sent nothing for longer than the heartbeat timeout of present
+   * time (the control plane's own absences, when it could not read, do not count); true if it did.
+   */
+  endIfSilent(): boolean {
+    const silentMs = this.deps.reconciler.liveness.presentMsSince(this.lastMessageMs);
+    if (silentMs <= this.deps.heartbeatTimeoutMs || this.stop.signal.aborted) return false;
+    this.fail(new UnavailableError(`no message from the agent for ${silentMs} ms (heartbeat timeout ${this.deps.heartbeatTimeoutMs} ms); stream closed`));
+    this.end();
+    return true;
+  }
+
+  /** Stops reading the agent's messages and closes the way down. */
+  end(): void {
+    this.stop.abort();
+    this.out.close();
+  }
+
+  push(message: ServerMessage): void {
+    this.out.push(message);
+  }
+
+  sendCancel(reason: string): void {
+    if (this.cancelSent) return;
+    this.cancelSent = true;
+    this.out.push(msg({ case: "cancel", value: { reason, graceMs: this.deps.stopGraceMs } }));
+  }
+
+  /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
+  private fail(thrown: unknown): void {
+    const isPeerGone = thrown instanceof PeerGone;
+    const err = isPeerGone ? thrown.cause : toError(thrown);
+    const fields = { err, workerId: this.worker.id, jobId: this.worker.job_id, attempt: this.worker.attempt };
+    if (isPeerGone && this.hasResult) {
+      // The agent leaves at once after its result is acknowledged, cutting the stream: not a fault.
+      this.deps.log.debug(fields, "agent left after its result");
+      return;
+    }
+    if (!isPeerGone) this.failure ??= err;
+    this.deps.log.warn(fields, isPeerGone ? "agent stream broke" : "agent stream ended with an error");
+  }
+
+  private async onHello(started: boolean): Promise<void> {
+    const { store, clock } = this.deps;
+    const w = this.worker;
+    this.out.push(msg({ case: "ack", value: { seq: BigInt(w.log_seq) } }));
+    if (started) return;
+    if (w.provider_resource_id === null) throw new Error(`worker ${w.id} has no provider_resource_id; refusing to dispatch`);
+    if (w.state === "registered") {
+      const dispatched = await store.attempts.dispatch(w, clock.nowMs());
+      if (!dispatched) {
+        this.sendCancel("the job ended before it could start");
+        return;
+      }
+      this.worker = (await store.workers.get(w.id)) ?? w;
+      this.deps.logHub.notify(w.job_id);
+      this.deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
+    }
+    const job = await store.jobs.get(w.job_id);
+    if (!job || job.attempts !== w.attempt || isTerminal(job.state)) {
+      this.sendCancel("the job ended before it could start");
+      return;
+    }
+    this.out.push(
+      msg({
+        case: "run",
+        value: {
+          jobId: job.id,
+          attempt: w.attempt,
+          command: JSON.parse(job.command) as string[],
+          script: job.script,
+          env: JSON.parse(job.env) as Record<string, string>,
+          timeoutSeconds: job.timeout_seconds,
+          logLimitBytes: BigInt(this.deps.logLimitBytes),
+          heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
+        },
+      }),
+    );
+  }
+
+  private async onLogs(chunks: LogChunk[]): Promise<void> {
+    const w = this.worker;
+    if (this.hasResult) throw new ConflictError("the result of this attempt is recorded: no more log chunks are accepted on this stream");
+    checkBatch(chunks);
+    if (chunks.length === 0) return;
+    const budget: LogBudget = {
+      limitBytes: this.deps.logLimitBytes,
+      systemAllowanceBytes: SYSTEM_ALLOWANCE_BYTES,
+      marker: `\n[hodei] output truncated by the control plane: the log limit of ${this.deps.logLimitBytes} bytes was reached; further output is discarded\n`,
+    };
+    const outcome = await this.deps.store.logs.append(
+      w.id,
+      chunks.map((c) => ({ seq: Number(c.seq), stream: c.stream, data: c.data, timeMs: Number(c.timeMs) })),
+      budget,
+    );
+    if (outcome.kind === "ended") throw new ConflictError(`this worker's attempt has ended (worker ${outcome.state}): log chunks are no longer accepted`);
+    if (outcome.kind === "gap") {
+      throw new InvalidInputError(`logs: chunk seq ${outcome.seq} does not follow seq ${outcome.logSeq}; chunks are numbered 1, 2, 3, ... without gaps`, "seq");
+    }
+    if (outcome.truncatedNow) this.deps.log.warn({ jobId: w.job_id, workerId: w.id, limitBytes: this.deps.logLimitBytes }, "agent sent more than the log limit; the log was cut");
+    this.out.push(msg({ case: "ack", value: { seq: BigInt(outcome.logSeq) } }));
+    this.deps.logHub.notify(w.job_id);
+  }
+
+  private async onHeartbeat(): Promise<void> {
+    const { store, clock } = this.deps;
+    await store.workers.recordHeartbeat(this.worker.id, clock.nowMs());
+    // The database is the truth: a cancel made on another replica reaches the agent here.
+    const job = await store.jobs.get(this.worker.job_id);
+    if (job && (isTerminal(job.state) || job.attempts !== this.worker.attempt)) this.sendCancel(job.reason || `job ${job.state}`);
+  }
+
+  private async onResult(result: JobResult): Promise<void> {
+    const w = this.worker;
+    if (result.lastSeq < 0n || result.lastSeq > BigInt(MAX_SEQ)) throw new InvalidInputError(`result: lastSeq must be between 0 and ${MAX_SEQ}`, "lastSeq");
+    try {
+      if (result.interrupted) await this.recordInterrupted();
+      else await this.recordResult(result);
+    } catch (err) {
+      this.deps.log.error({ err: toError(err), workerId: w.id, jobId: w.job_id, attempt: w.attempt }, "could not record the result; the agent sends it again");
+      throw err;
+    }
+    this.hasResult = true;
+    this.out.push(msg({ case: "resultAck", value: {} }));
+    this.deps.logHub.notify(w.job_id);
+    this.deps.reconciler.nudge();
+  }
+
+  private async recordResult(result: JobResult): Promise<void> {
+    const { store, clock, log } = this.deps;
+    const w = this.worker;
+    const now = clock.nowMs();
+    const lastSeq = Number(result.lastSeq);
+    const fresh = (await store.workers.get(w.id)) ?? w;
+    const logsComplete = fresh.log_seq >= lastSeq;
+    let to: JobState;
+    let reason: string;
+    if (result.canceled) {
+      to = "canceled";
+      reason = "canceled";
+    } else if (result.timedOut) {
+      const job = await store.jobs.get(w.job_id);
+      to = "timed_out";
+      reason = `timed out after ${job?.timeout_seconds ?? "?"}s; the process tree was killed`;
+    } else if (result.error) {
+      to = "failed";
+      reason = result.error;
+    } else if (result.exitCode === 0) {
+      to = "succeeded";
+      reason = "";
+    } else {
+      to = "failed";
+      reason = result.signal ? `the command was killed by ${result.signal}` : `the command exited with code ${result.exitCode}`;
+    }
+    const exitCode = to === "succeeded" || (to === "failed" && !result.error) ? result.exitCode : null;
+    const job = await store.attempts.end(
+      w,
+      to,
+      now,
+      {
+        exit_code: exitCode,
+        reason,
+        finished_at: now,
+        logs_truncated: result.droppedBytes > 0n || fresh.log_truncated === 1 ? 1 : 0,
+        logs_incomplete: logsComplete ? 0 : 1,
+      },
+      "",
+    );
+    if (job) {
+      this.deps.metrics.jobsFinished.inc({ provider: w.provider, state: to });
+      log.info({ jobId: w.job_id, workerId: w.id, state: to, exitCode, logsComplete }, "job finished");
+    }
+    if (!logsComplete) log.warn({ jobId: w.job_id, workerId: w.id, lastSeq, received: fresh.log_seq }, "result arrived with log chunks missing; logs marked incomplete");
+  }
+
+  /**
+   * The agent was stopped from outside (its provider: a daemon stopping, an eviction) and killed
+   * the job: the attempt is the provider's loss, not the command's failure. An attempt that has
+   * already ended (a cancel, our own destroy) is only acknowledged.
+   */
+  private async recordInterrupted(): Promise<void> {
+    const { store } = this.deps;
+    const w = this.worker;
+    const fresh = await store.workers.get(w.id);
+    const job = await store.jobs.get(w.job_id);
+    const isWorking = fresh?.state === "registered" || fresh?.state === "running";
+    const isInProgress = isWorking && job !== undefined && !isTerminal(job.state) && job.attempts === w.attempt;
+    this.deps.log.warn({ jobId: w.job_id, workerId: w.id, isInProgress }, "agent reports it was stopped from outside");
+    if (!fresh || !isInProgress) return;
+    const reason = `the worker ${w.name} was stopped by its provider (${w.provider}) while the job ran; the command itself did not fail`;
+    await this.deps.reconciler.loseAttempt(fresh, reason, "interrupted", "provider");
+  }
+}
+
+/** Refuses what no agent may send, naming the bound. */
+function checkBatch(chunks: LogChunk[]): void {
+  if (chunks.length > MAX_BATCH_CHUNKS) throw new InvalidInputError(`logs: ${chunks.length} chunks in one batch; at most ${MAX_BATCH_CHUNKS}`, "chunks");
+  let previous = 0n;
+  for (const c of chunks) {
+    if (c.seq <= 0n || c.seq > BigInt(MAX_SEQ)) throw new InvalidInputError(`logs: chunk seq ${c.seq} is out of range; seqs run from 1 to ${MAX_SEQ}`, "seq");
+    if (previous !== 0n && c.seq !== previous + 1n) throw new InvalidInputError(`logs: chunk seq ${c.seq} follows ${previous} in one batch; a batch holds consecutive seqs`, "seq");
+    if (c.data.byteLength > MAX_CHUNK_BYTES) throw new InvalidInputError(`logs: chunk ${c.seq} holds ${c.data.byteLength} bytes; at most ${MAX_CHUNK_BYTES} per chunk`, "data");
+    if (!STREAMS.has(c.stream)) throw new InvalidInputError(`logs: chunk ${c.seq} has stream "${c.stream.slice(0, 32)}"; use stdout, stderr or system`, "stream");
+    previous = c.seq;
+  }
+}
+
+/** Reading the agent's messages failed: the connection broke (the agent died or cut the stream). */
+class PeerGone extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+  }
+}
+
+/** The messages of `source` until `signal` aborts (then it stops waiting for the next one). */
+async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  const aborted = new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+  aborted.catch(() => {});
+  try {
+    while (!signal.aborted) {
+      const read = it.next().catch((err: unknown) => Promise.reject(new PeerGone(toError(err))));
+      const next = await Promise.race([read, aborted]);
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    // Not awaited: a read still pending on a dead peer must not hold this stream open.
+    void it.return?.()?.catch(() => {});
+  }
+}
