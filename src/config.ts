@@ -113,6 +113,18 @@ const ServerEnv = z.object({
   HODEI_K8S_MAX_WORKERS: int(1, 10_000).default(16),
   /** The bundled agent. Default dist/agent.cjs of this package. */
   HODEI_AGENT_PATH: z.string().optional(),
+  /**
+   * Largest request message, bytes, both as received and after decompression (a gzip or brotli body
+   * that inflates past it is refused without inflating the rest). Default 4 MiB: SubmitJob's own
+   * spec limits add up to about 1.5 MiB and agents' log batches stay under about 1.1 MiB.
+   */
+  HODEI_MAX_MESSAGE_BYTES: int(64 * 1024, 1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  /**
+   * Largest response message, bytes; a larger one fails the call with resource_exhausted (ask for a
+   * smaller page). Default 64 MiB: a job at SubmitJob's largest spec is about 1.2 MiB, so only a
+   * page of many huge jobs reaches it.
+   */
+  HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(64 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   /** trace | debug | info | warn | error | silent. Default info. */
   HODEI_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "silent"]).default("info"),
 });
@@ -166,6 +178,11 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
     logLevel: e.HODEI_LOG_LEVEL,
+    /** Limits of the network edge: message sizes. */
+    edge: {
+      maxMessageBytes: e.HODEI_MAX_MESSAGE_BYTES,
+      maxResponseMessageBytes: e.HODEI_MAX_RESPONSE_MESSAGE_BYTES,
+    },
     docker: {
       socketPath: e.HODEI_DOCKER_SOCKET,
       image: e.HODEI_DOCKER_IMAGE,

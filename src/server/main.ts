@@ -7,7 +7,6 @@ import { existsSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
@@ -22,6 +21,7 @@ import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
+import { createRpcHandler } from "./rpc-adapter.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
 export interface RunningServer {
@@ -141,8 +141,11 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   let isServing = false;
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
-  const handler = connectNodeAdapter({
+  const handler = createRpcHandler({
+    maxMessageBytes: config.edge.maxMessageBytes,
+    maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
     interceptors: [errorInterceptor(log)],
+    log,
     routes(router) {
       router.service(WorkerService, createWorkerService({ ...common, heartbeatIntervalMs: config.heartbeatIntervalMs, logLimitBytes: config.logLimitBytes }));
       router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
