@@ -21,7 +21,7 @@ import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
-import { createRpcHandler } from "./rpc-adapter.js";
+import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
 export interface RunningServer {
@@ -174,7 +174,12 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
   }
 
-  const listener = await listen(handler, config.port, config.host);
+  const listener = await listen(handler, {
+    port: config.port,
+    host: config.host,
+    limits: { ...config.edge, longLivedPaths: bidiStreamingPaths([WorkerService, JobService]) },
+    log,
+  });
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
   const loopbackUrl = `http://127.0.0.1:${listener.port}`;
   for (const [name, slot] of providers) {

@@ -11,6 +11,7 @@
  * Binary protobuf strings are already checked as UTF-8 by @bufbuild/protobuf 2.17 (proto3 fields
  * verify UTF-8), so nothing global needs configuring for them.
  */
+import type { DescService } from "@bufbuild/protobuf";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouter, createConnectRouter, type Interceptor } from "@connectrpc/connect";
@@ -71,4 +72,9 @@ export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest,
         options.log.warn({ err: reason, procedure: handler.method.name }, "rpc handler failed");
       });
   };
+}
+
+/** Request paths of the bidi streaming methods of `services`: long-lived by design. */
+export function bidiStreamingPaths(services: DescService[]): string[] {
+  return services.flatMap((service) => service.methods.filter((m) => m.methodKind === "bidi_streaming").map((m) => `/${service.typeName}/${m.name}`));
 }

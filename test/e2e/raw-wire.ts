@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { Readable } from "node:stream";
 import zlib from "node:zlib";
 
 export interface RawResponse {
@@ -131,10 +132,13 @@ export function openSocket(port: number): Promise<net.Socket> {
 
 /**
  * Resolves with the ms from now until `closable` emits "close". Rejects after failAfterMs: that is a
- * bound for a failing test to end, not the check itself.
+ * bound for a failing test to end, not the check itself. A stream is read (and what it reads
+ * dropped, unless the caller listens to "data" too), since a socket whose peer's data is never read
+ * never gets to its "end" and "close".
  */
 export function msUntilClosed(closable: NodeJS.EventEmitter, failAfterMs: number, what: string): Promise<number> {
   const started = Date.now();
+  if (closable instanceof Readable) closable.resume();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what}: still open after ${failAfterMs} ms`)), failAfterMs);
     closable.once("close", () => {
