@@ -116,15 +116,17 @@ const ServerEnv = z.object({
   /**
    * Largest request message, bytes, both as received and after decompression (a gzip or brotli body
    * that inflates past it is refused without inflating the rest). Default 4 MiB: SubmitJob's own
-   * spec limits add up to about 1.5 MiB and agents' log batches stay under about 1.1 MiB.
+   * spec limits add up to about 1.5 MiB and agents' log batches stay under about 1.1 MiB, hence
+   * the minimum of 2 MiB (below it, valid jobs and log batches would be refused).
    */
-  HODEI_MAX_MESSAGE_BYTES: int(64 * 1024, 1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  HODEI_MAX_MESSAGE_BYTES: int(2 * 1024 * 1024, 1024 * 1024 * 1024).default(4 * 1024 * 1024),
   /**
    * Largest response message, bytes; a larger one fails the call with resource_exhausted (ask for a
-   * smaller page). Default 64 MiB: a job at SubmitJob's largest spec is about 1.2 MiB, so only a
-   * page of many huge jobs reaches it.
+   * smaller page). Default 64 MiB. At least 16 MiB: one job at SubmitJob's largest spec is about
+   * 1.2 MiB in binary and up to about 8 MiB in JSON (control characters escape to 6 bytes), and a
+   * SubmitJob or GetJob answer must never fail on its own job.
    */
-  HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(64 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(16 * 1024 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   /**
    * A new connection must send enough bytes to tell HTTP/1.1 from the HTTP/2 preface within this
    * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it).
