@@ -1,3 +1,4 @@
+/** The network edge settings: their defaults keep the 30 s contract, and inconsistent values are refused. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseServerConfig } from "./config.js";

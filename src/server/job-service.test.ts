@@ -1,3 +1,4 @@
+/** ListJobs' states filter: split, deduplicated, bounded, and never echoing a huge entry back. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidInputError } from "../core/errors.js";

@@ -1,3 +1,4 @@
+/** wholeEnvelopes: one chunk per envelope however the body is cut, and linear cost for tiny chunks. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { transformSplitEnvelope } from "@connectrpc/connect/protocol";
