@@ -49,7 +49,12 @@ async function rewriteConnectError(res: UniversalServerResponse, reclassify: (er
   const chunks: Uint8Array[] = [];
   for await (const chunk of res.body) chunks.push(chunk);
   const bytes = Buffer.concat(chunks);
-  const original = errorFromJsonBytes(bytes, undefined, new ConnectError("", Code.Internal));
+  let original: ConnectError;
+  try {
+    original = errorFromJsonBytes(bytes, undefined, new ConnectError("", Code.Internal));
+  } catch {
+    return { ...res, body: oneChunk(bytes) }; // not a Connect error body: pass it on as it was
+  }
   const err = reclassify(original);
   if (err === original) return { ...res, body: oneChunk(bytes) };
   return connectErrorResponse(err, res.header);
