@@ -124,7 +124,8 @@ const ServerEnv = z.object({
    * Largest response message, bytes; a larger one fails the call with resource_exhausted (ask for a
    * smaller page). Default 64 MiB. At least 16 MiB: one job at SubmitJob's largest spec is about
    * 1.2 MiB in binary and up to about 8 MiB in JSON (control characters escape to 6 bytes), and a
-   * SubmitJob or GetJob answer must never fail on its own job.
+   * SubmitJob or GetJob answer must never fail on its own job. connect-es checks it once the
+   * message is serialized: it bounds what is sent, not what a handler builds.
    */
   HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(16 * 1024 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   /**
