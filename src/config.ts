@@ -113,6 +113,50 @@ const ServerEnv = z.object({
   HODEI_K8S_MAX_WORKERS: int(1, 10_000).default(16),
   /** The bundled agent. Default dist/agent.cjs of this package. */
   HODEI_AGENT_PATH: z.string().optional(),
+  /**
+   * Largest request message, bytes, both as received and after decompression (a gzip or brotli body
+   * that inflates past it is refused without inflating the rest). Default 4 MiB: SubmitJob's own
+   * spec limits add up to about 1.5 MiB and agents' log batches stay under about 1.1 MiB, hence
+   * the minimum of 2 MiB (below it, valid jobs and log batches would be refused).
+   */
+  HODEI_MAX_MESSAGE_BYTES: int(2 * 1024 * 1024, 1024 * 1024 * 1024).default(4 * 1024 * 1024),
+  /**
+   * Largest response message, bytes; a larger one fails the call with resource_exhausted (ask for a
+   * smaller page). Default 64 MiB. At least 16 MiB: one job at SubmitJob's largest spec is about
+   * 1.2 MiB in binary and up to about 8 MiB in JSON (control characters escape to 6 bytes), and a
+   * SubmitJob or GetJob answer must never fail on its own job. connect-es checks it once the
+   * message is serialized: it bounds what is sent, not what a handler builds.
+   */
+  HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(16 * 1024 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  /**
+   * A new connection must send enough bytes to tell HTTP/1.1 from the HTTP/2 preface within this
+   * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it).
+   * Default 10000: clients send their first bytes at once.
+   */
+  HODEI_SNIFF_TIMEOUT_MS: int(50, 600_000).default(10_000),
+  /** HTTP/1.1: a request's headers must arrive within this many ms. Default 10000. */
+  HODEI_HEADERS_TIMEOUT_MS: int(50, 600_000).default(10_000),
+  /**
+   * A whole request (headers and body) must arrive within this many ms: on HTTP/1.1 Node's
+   * requestTimeout, on HTTP/2 each stream's request body, except long-lived bidi streams (the
+   * worker stream). A response that streams after the request ended (logs -f) is never cut.
+   * Default 15000: with the sniff deadline, half a request is closed within 30 s.
+   */
+  HODEI_REQUEST_TIMEOUT_MS: int(50, 3_600_000).default(15_000),
+  /** HTTP/1.1: an idle keep-alive connection is closed after this many ms. Default 15000. */
+  HODEI_KEEP_ALIVE_TIMEOUT_MS: int(50, 600_000).default(15_000),
+  /**
+   * HTTP/2: a connection with no open stream is closed (GOAWAY) after this many ms. Streams are
+   * counted, not frames, so a quiet log follower keeps its connection. Default 15000.
+   */
+  HODEI_HTTP2_IDLE_TIMEOUT_MS: int(50, 3_600_000).default(15_000),
+  /** HTTP/2: streams one connection may have open at once. Default 100 (what gRPC servers commonly allow). */
+  HODEI_HTTP2_MAX_CONCURRENT_STREAMS: int(1, 10_000).default(100),
+  /**
+   * Connections open at once; further ones are closed on accept. Default 4096: keep it below the
+   * process's open-file limit (ulimit -n) minus what the database and providers need.
+   */
+  HODEI_MAX_CONNECTIONS: int(1, 1_000_000).default(4096),
   /** trace | debug | info | warn | error | silent. Default info. */
   HODEI_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "silent"]).default("info"),
 });
@@ -139,6 +183,9 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new Error(`invalid configuration:\n${z.prettifyError(parsed.error)}`);
   }
   const e = parsed.data;
+  if (e.HODEI_HEADERS_TIMEOUT_MS > e.HODEI_REQUEST_TIMEOUT_MS) {
+    throw new Error("invalid configuration: HODEI_HEADERS_TIMEOUT_MS must not exceed HODEI_REQUEST_TIMEOUT_MS (the headers are part of the request)");
+  }
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
 
@@ -166,6 +213,18 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
     logLevel: e.HODEI_LOG_LEVEL,
+    /** Limits of the network edge: message sizes, connection timeouts, HTTP/2 settings. */
+    edge: {
+      maxMessageBytes: e.HODEI_MAX_MESSAGE_BYTES,
+      maxResponseMessageBytes: e.HODEI_MAX_RESPONSE_MESSAGE_BYTES,
+      sniffTimeoutMs: e.HODEI_SNIFF_TIMEOUT_MS,
+      headersTimeoutMs: e.HODEI_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HODEI_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HODEI_KEEP_ALIVE_TIMEOUT_MS,
+      http2IdleTimeoutMs: e.HODEI_HTTP2_IDLE_TIMEOUT_MS,
+      http2MaxConcurrentStreams: e.HODEI_HTTP2_MAX_CONCURRENT_STREAMS,
+      maxConnections: e.HODEI_MAX_CONNECTIONS,
+    },
     docker: {
       socketPath: e.HODEI_DOCKER_SOCKET,
       image: e.HODEI_DOCKER_IMAGE,

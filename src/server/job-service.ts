@@ -33,6 +33,8 @@ export interface JobServiceDeps extends ServiceDeps {
 }
 
 const LOG_PAGE = 500;
+/** Entries of ListJobs' states filter, counted after splitting on commas. */
+const MAX_STATE_FILTERS = 32;
 /** Followers re-read the database at least this often, notification or not. */
 const FOLLOW_POLL_MS = 1000;
 
@@ -90,13 +92,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     },
 
     async listJobs(req) {
-      const states: JobState[] = [];
-      for (const entry of req.states.flatMap((s) => s.split(","))) {
-        const state = entry.trim();
-        if (!state) continue;
-        if (!isJobState(state)) throw new InvalidInputError(`states: unknown state "${state}"; use queued, provisioning, running, succeeded, failed, canceled or timed_out`, "states");
-        states.push(state);
-      }
+      const states = parseStateFilter(req.states);
       if (req.limit < 0 || req.limit > 500) throw new InvalidInputError("limit: between 1 and 500", "limit");
       const limit = req.limit || 50;
       const rows = await store.jobs.list({
@@ -206,6 +202,29 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     if (job.state === "canceled") return job;
     throw new ConflictError(`job ${id} already ${job.state}; nothing to cancel`);
   }
+}
+
+/**
+ * The states filter: entries may be repeated or comma-separated ("running,queued"). At most
+ * MAX_STATE_FILTERS entries are read (each becomes a query parameter), duplicates are dropped.
+ */
+export function parseStateFilter(entries: string[]): JobState[] {
+  const tooMany = () => new InvalidInputError(`states: at most ${MAX_STATE_FILTERS} entries; there are only 7 states`, "states");
+  // Checked before splitting too, so that a million entries cost no more than a comparison.
+  if (entries.length > MAX_STATE_FILTERS) throw tooMany();
+  const split = entries.flatMap((s) => s.split(",", MAX_STATE_FILTERS + 1));
+  if (split.length > MAX_STATE_FILTERS) throw tooMany();
+  const states = new Set<JobState>();
+  for (const entry of split) {
+    const state = entry.trim();
+    if (!state) continue;
+    if (!isJobState(state)) {
+      const shown = state.length > 40 ? `${state.slice(0, 40)}...` : state;
+      throw new InvalidInputError(`states: unknown state "${shown}"; use queued, provisioning, running, succeeded, failed, canceled or timed_out`, "states");
+    }
+    states.add(state);
+  }
+  return [...states];
 }
 
 /**

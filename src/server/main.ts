@@ -7,7 +7,6 @@ import { existsSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import pino, { type Logger } from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
@@ -22,6 +21,7 @@ import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
+import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
 export interface RunningServer {
@@ -147,8 +147,11 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   let isServing = false;
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
-  const handler = connectNodeAdapter({
+  const handler = createRpcHandler({
+    maxMessageBytes: config.edge.maxMessageBytes,
+    maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
     interceptors: [errorInterceptor(log)],
+    log,
     routes(router) {
       router.service(WorkerService, createWorkerService({
         ...common,
@@ -182,7 +185,12 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
   }
 
-  const listener = await listen(handler, config.port, config.host);
+  const listener = await listen(handler, {
+    port: config.port,
+    host: config.host,
+    limits: { ...config.edge, longLivedPaths: bidiStreamingPaths([WorkerService, JobService]) },
+    log,
+  });
   const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
   const loopbackUrl = `http://127.0.0.1:${listener.port}`;
   for (const [name, slot] of providers) {

@@ -1,0 +1,80 @@
+/**
+ * The Connect request handler for Node's http and http2 servers. It does what connectNodeAdapter
+ * does (route by path to the services' handlers, anything else to `fallback`) plus what the network
+ * edge needs, which that adapter has no hook for:
+ * - a bound on every request message, as received and after decompression (readMaxBytes; zlib's
+ *   maxOutputLength stops inflating there), and on every response message (writeMaxBytes);
+ * - strict JSON: unknown fields and invalid UTF-8 are refused, not ignored or replaced;
+ * - unary decode failures answered InvalidArgument (unary-decode-errors.ts);
+ * - enveloped bodies handed over one whole envelope per chunk (whole-envelopes.ts), which keeps
+ *   connect-es's envelope decoder linear in the number of chunks a client sends.
+ * Binary protobuf strings are already checked as UTF-8 by @bufbuild/protobuf 2.17 (proto3 fields
+ * verify UTF-8), so nothing global needs configuring for them.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import type http from "node:http";
+import type http2 from "node:http2";
+import { Code, ConnectError, type ConnectRouter, createConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import type { Logger } from "pino";
+import { withUnaryDecodeErrors } from "./unary-decode-errors.js";
+import { isEnveloped, wholeEnvelopes } from "./whole-envelopes.js";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface RpcHandlerOptions {
+  /** Largest request message, bytes, compressed or not. */
+  maxMessageBytes: number;
+  /** Largest response message, bytes. */
+  maxResponseMessageBytes: number;
+  interceptors: Interceptor[];
+  log: Logger;
+  routes(router: ConnectRouter): void;
+  /** Requests that are no RPC (health, metrics). */
+  fallback(req: NodeRequest, res: NodeResponse): void;
+}
+
+export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest, res: NodeResponse) => void {
+  const jsonOptions = {
+    // connect-es ignores unknown JSON fields by default; a misspelt field must not pass silently.
+    ignoreUnknownFields: false,
+    // Read by connect-es's JSON serialization (protocol/serialization.js); fatal refuses invalid UTF-8.
+    textDecoder: new TextDecoder("utf-8", { fatal: true }),
+  };
+  const router = createConnectRouter({
+    readMaxBytes: options.maxMessageBytes,
+    writeMaxBytes: options.maxResponseMessageBytes,
+    acceptCompression: [compressionGzip, compressionBrotli],
+    jsonOptions,
+    interceptors: options.interceptors,
+  });
+  options.routes(router);
+  const paths = new Map<string, UniversalHandler>();
+  for (const handler of router.handlers) {
+    paths.set(handler.requestPath, handler.method.methodKind === "unary" ? withUnaryDecodeErrors(handler) : handler);
+  }
+
+  return (req, res) => {
+    const handler = paths.get((req.url ?? "").split("?", 1)[0]);
+    if (!handler) {
+      options.fallback(req, res);
+      return;
+    }
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    if (isEnveloped(uReq.header.get("content-type"))) uReq.body = wholeEnvelopes(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes);
+    handler(uReq)
+      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .catch((reason: unknown) => {
+        // Aborted: the client went away or a timeout closed the stream; nothing left to answer.
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        options.log.warn({ err: reason, procedure: handler.method.name }, "rpc handler failed");
+      });
+  };
+}
+
+/** Request paths of the bidi streaming methods of `services`: long-lived by design. */
+export function bidiStreamingPaths(services: DescService[]): string[] {
+  return services.flatMap((service) => service.methods.filter((m) => m.methodKind === "bidi_streaming").map((m) => `/${service.typeName}/${m.name}`));
+}
