@@ -5,9 +5,9 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, SqliteDialect } from "kysely";
+import { Kysely, type LogConfig, SqliteDialect } from "kysely";
 import { InvalidInputError } from "../core/errors.js";
-import { migrateToLatest } from "./migrations/index.js";
+import { migrateTo, migrateToLatest } from "./migrations/index.js";
 import type { Database } from "./schema.js";
 
 export type DatabaseKind = "sqlite" | "postgres";
@@ -15,6 +15,15 @@ export type DatabaseKind = "sqlite" | "postgres";
 export interface OpenedDatabase {
   db: Kysely<Database>;
   kind: DatabaseKind;
+  /** True when this call created the database (its first migration ran now). */
+  isNew: boolean;
+}
+
+export interface OpenOptions {
+  /** Kysely's log option: tests record every statement the store executes (the query-plan audit). */
+  log?: LogConfig;
+  /** Stop after this migration (tests: a database as an older release left it). Default: all. */
+  migrateUpTo?: string;
 }
 
 export function sqlitePathFromUrl(url: string): string {
@@ -24,7 +33,7 @@ export function sqlitePathFromUrl(url: string): string {
   return path;
 }
 
-export async function openDatabase(url: string): Promise<OpenedDatabase> {
+export async function openDatabase(url: string, options: OpenOptions = {}): Promise<OpenedDatabase> {
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
     throw new InvalidInputError("PostgreSQL is not supported by this build yet; use HODEI_DATABASE_URL=sqlite:PATH");
   }
@@ -35,7 +44,7 @@ export async function openDatabase(url: string): Promise<OpenedDatabase> {
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("busy_timeout = 5000");
   sqlite.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  await migrateToLatest(db, "sqlite");
-  return { db, kind: "sqlite" };
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: options.log });
+  const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
+  return { db, kind: "sqlite", isNew };
 }
