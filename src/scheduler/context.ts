@@ -28,6 +28,8 @@ export interface ReconcilerOptions {
   reconcileIntervalMs: number;
   orphanGraceMs: number;
   stopGraceMs: number;
+  /** Finished jobs are removed this long after they finished (retention.ts). Default 0: kept forever. */
+  retentionMs?: number;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {
