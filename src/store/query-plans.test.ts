@@ -32,6 +32,39 @@ import { Store } from "./store.js";
  */
 const ALLOWED_SCANS: { sql: RegExp; why: string }[] = [];
 
+/**
+ * Statements on the path of every job (or of every pass) for which SQLite has more than one usable
+ * index and, without statistics, may pick one that walks history: each must use the index named.
+ * A SEARCH on the wrong index is not a SCAN, so the rule above would not see it; this list does.
+ */
+const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
+  {
+    sql: /^update "jobs" set .* where "id" = \(select "id" from "jobs" where "state" = \?/,
+    index: "jobs_state_created_id",
+    why: "the claim reads the queue in order; any other index of jobs walks finished jobs too",
+  },
+  {
+    sql: /^select "id", "finished_at" from "jobs" where "finished_at" </,
+    index: "jobs_finished",
+    why: "retention reads the oldest finished jobs; by state it would read and sort every finished job",
+  },
+  {
+    sql: /^delete from "workers" where "job_id" in/,
+    index: "workers_job",
+    why: "retention deletes a batch's workers; by state it would walk every destroyed worker",
+  },
+  {
+    sql: /^update "otp_tokens" set .* where "worker_id" = \?/,
+    index: "otp_tokens_worker",
+    why: "provisioning and the end of every attempt update the worker's token",
+  },
+  {
+    sql: /^select \* from "jobs" where "state" = \? order by "created_at" desc, "id" desc limit \?$/,
+    index: "jobs_state_created_id",
+    why: "ListJobs by state: the newest page of one state is one index range, no sort",
+  },
+];
+
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
@@ -159,5 +192,20 @@ describe("query plans", () => {
     assert.deepEqual(offenders, [], `full table scans:\n${offenders.join("\n")}`);
     const stale = ALLOWED_SCANS.filter((_, i) => !allowUsed.has(i)).map((e) => e.sql.source);
     assert.deepEqual(stale, [], "allow-list entries that no statement needs any more: remove them");
+  });
+
+  it("the statements SQLite could plan on the wrong index use the one they need", async () => {
+    audited ??= await storeWithRows();
+    const wrong: string[] = [];
+    for (const expected of EXPECTED_INDEXES) {
+      const matching = [...statements].filter(([text]) => expected.sql.test(text));
+      if (matching.length === 0) wrong.push(`no statement matches ${expected.sql.source}: update the list`);
+      for (const [text, parameters] of matching) {
+        const plan = await explain(audited.db, text, parameters);
+        const uses = plan.some((row) => new RegExp(`USING (COVERING )?INDEX ${expected.index}\\b`).test(row.detail));
+        if (!uses) wrong.push(`${expected.index} not used (${expected.why}):\n    ${plan.map((r) => r.detail).join("; ")}\n    in: ${text}`);
+      }
+    }
+    assert.deepEqual(wrong, []);
   });
 });

@@ -8,9 +8,11 @@
  *    newest first with id as the tie-break, read in index order without a sort.
  *  - jobs_state_created_id (state, created_at, id) replaces jobs_state_created: the claim (oldest
  *    due queued job) and ListJobs by state read in index order with the id tie-break, no sort.
- *  - jobs_provider_created_id (provider, created_at, id): ListJobs filtered by provider, newest first.
  *  - jobs_finished (finished_at): retention finds the jobs that finished before its cutoff.
  *  - workers_created_id (created_at, id): `hodei workers --all`, newest first.
+ * Not added: jobs (provider, created_at, id) for ListJobs by provider. With it SQLite planned the
+ * claim of a single provider on that index, walking every job the provider ever had, oldest first,
+ * to find the first queued one (17 ms per claim at 20,000 finished jobs instead of 0.35 ms).
  */
 import type { Kysely } from "kysely";
 
@@ -21,7 +23,6 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.dropIndex("otp_tokens_created").execute();
   await db.schema.createIndex("jobs_state_created_id").on("jobs").columns(["state", "created_at", "id"]).execute();
   await db.schema.dropIndex("jobs_state_created").execute();
-  await db.schema.createIndex("jobs_provider_created_id").on("jobs").columns(["provider", "created_at", "id"]).execute();
   await db.schema.createIndex("jobs_finished").on("jobs").columns(["finished_at"]).execute();
   await db.schema.createIndex("workers_created_id").on("workers").columns(["created_at", "id"]).execute();
 }
