@@ -18,7 +18,10 @@
  *   hello world   submit `echo hello` with provider kubernetes -> succeeded and its pod deleted
  * verify (the "verify" key): `hodei verify --json` wall time for the seed's scenario (3 jobs on docker
  *   and 3 on kubernetes at once; the original took 18 s) and for all three providers.
+ * history (the "history" key, bench/history.ts): the store's per-job statement cost and the
+ *   submit-to-succeeded latency, with an empty database and with 200,000 finished jobs, and their ratios.
  *
+ * BENCH_ONLY=history runs the history section alone (it needs no Docker daemon).
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
@@ -38,6 +41,7 @@ import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, startServerProcess } from "../test/e2e/harness.js";
+import { historySection } from "./history.js";
 
 const execFileAsync = promisify(execFile);
 const WORKER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
@@ -268,6 +272,13 @@ async function verifyRun(serverUrl: string, providers: string): Promise<Record<s
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY) {
+    if (process.env.BENCH_ONLY !== "history") throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY}: only "history" can run alone`);
+    console.log(JSON.stringify({ history: await historySection() }, null, 2));
+    return;
+  }
+  // First, while nothing else runs: its own servers and databases.
+  const history = await historySection();
   const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
   // BENCH_LOCAL_ONLY=1 measures the local provider alone (quick iterations).
   const daemon = process.env.BENCH_LOCAL_ONLY ? false : await dockerAnswers(docker);
@@ -315,6 +326,7 @@ async function main(): Promise<void> {
       verify: daemon
         ? { seed_scenario: await verifyRun(server.url, "docker,kubernetes"), all_providers: await verifyRun(server.url, "local,docker,kubernetes"), original_seconds: 18 }
         : { skipped: "no Docker daemon" },
+      history,
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {

@@ -3,13 +3,28 @@
  * at start-up; a bad value stops the server with a message naming the variable.
  * Every option states its default and unit.
  */
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const DURATION_UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration written `<n><unit>` (s, m, h or d: `30m`, `12h`, `7d`), or `0`; in ms. */
+const duration = (maxMs: number) =>
+  z
+    .string()
+    .trim()
+    .transform((v, ctx) => {
+      if (v === "0") return 0;
+      const match = /^(\d+)(s|m|h|d)$/.exec(v);
+      const ms = match ? Number(match[1]) * DURATION_UNIT_MS[match[2] as keyof typeof DURATION_UNIT_MS] : NaN;
+      if (Number.isSafeInteger(ms) && ms <= maxMs) return ms;
+      ctx.addIssue({ code: "custom", message: `"${v}" is not a duration: use a number and a unit (s, m, h or d), e.g. 7d, 12h or 30m, up to 3650d; 0 keeps everything` });
+      return z.NEVER;
+    });
 
 const ServerEnv = z.object({
   /** Port for everything (gRPC, gRPC-Web, Connect, HTTP). Default 7070; 0 picks a free port. */
@@ -31,8 +46,17 @@ const ServerEnv = z.object({
     .optional(),
   /** Provider used when a job names none. Default: the first enabled one. */
   HODEI_DEFAULT_PROVIDER: z.string().optional(),
-  /** Scopes the labels of everything this installation creates. Default: derived from the database URL. */
+  /**
+   * Scopes the labels of everything this installation creates. Default: the id stored in the
+   * database on first start (store/cluster-id.ts). When set and different from the stored id, this
+   * value wins, replaces the stored one and the change is logged as a warning.
+   */
   HODEI_CLUSTER_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and -").optional(),
+  /**
+   * How long a finished job (with its workers, tokens and log) is kept after it finished, as
+   * `<n><unit>` with unit s, m, h or d. Default 7d; 0 keeps everything.
+   */
+  HODEI_RETENTION: duration(3650 * DURATION_UNIT_MS.d).default(7 * DURATION_UNIT_MS.d),
   /** Job timeout when a job names none, seconds. Default 3600. */
   HODEI_JOB_TIMEOUT_SECONDS: int(1, 7 * 24 * 3600).default(3600),
   /** A worker must register within this many ms of being provisioned. Default 60000. */
@@ -189,8 +213,6 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
 
-  const canonicalDb = databaseUrl.startsWith("sqlite:") && !databaseUrl.includes(":memory:") ? `sqlite:${resolve(databaseUrl.slice(7))}` : databaseUrl;
-  const clusterId = e.HODEI_CLUSTER_ID ?? `c${createHash("sha256").update(canonicalDb).digest("hex").slice(0, 12)}`;
   const baseEnv: Record<string, string> = {};
   for (const key of WORKER_BASE_ENV) if (env[key] !== undefined) baseEnv[key] = env[key]!;
   return {
@@ -202,7 +224,10 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     providers: e.HODEI_PROVIDERS as string[] | undefined,
     /** Undefined when not set: the first enabled provider. */
     defaultProvider: e.HODEI_DEFAULT_PROVIDER,
-    clusterId,
+    /** HODEI_CLUSTER_ID when set; the id itself is decided once the database is open (store/cluster-id.ts). */
+    clusterIdOverride: e.HODEI_CLUSTER_ID,
+    /** 0 keeps every finished job. */
+    retentionMs: e.HODEI_RETENTION,
     jobTimeoutSeconds: e.HODEI_JOB_TIMEOUT_SECONDS,
     registrationTimeoutMs: e.HODEI_REGISTRATION_TIMEOUT_MS,
     heartbeatIntervalMs: e.HODEI_HEARTBEAT_INTERVAL_MS,

@@ -77,10 +77,14 @@ function describeConnectError(err: ConnectError, serverUrl: string): string {
   }
 }
 
-/** For `.catch()` on a call about one job: a NotFound becomes a message naming the id. */
+/**
+ * For `.catch()` on a call about one job: a NotFound becomes a message naming the id, or the
+ * server's own words when it knows the job was removed by retention (when and why).
+ */
 export function explainJobNotFound(jobId: string): (err: unknown) => never {
   return (err) => {
     if (err instanceof ConnectError && err.code === Code.NotFound) {
+      if (err.rawMessage.includes("removed by retention")) throw new CliError(err.rawMessage, 1, { cause: err });
       throw new CliError(`job ${jobId} not found (list jobs with "hodei jobs")`, 1, { cause: err });
     }
     throw err;

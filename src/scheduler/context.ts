@@ -39,6 +39,8 @@ export interface ReconcilerOptions {
   orphanGraceMs: number;
   stopGraceMs: number;
   agents: AgentChannel;
+  /** Finished jobs are removed this long after they finished (retention.ts). Default 0: kept forever. */
+  retentionMs?: number;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {

@@ -10,6 +10,7 @@
  *   3. deadlines  registration deadline, heartbeat lapse, timeout backstop, workers of ended jobs
  *   4. inspect    ask providers about live workers; an exited or missing one loses its attempt
  *   5. reap       labelled resources with no live worker row are destroyed after a grace period
+ *   6. retention  finished jobs older than the retention are removed with their rows (full passes)
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
@@ -27,6 +28,7 @@ import { ProviderCalls } from "./provider-calls.js";
 import { ProviderHealth } from "./provider-health.js";
 import { provision } from "./provision.js";
 import { reapOrphans } from "./reap.js";
+import { removeExpiredJobs } from "./retention.js";
 
 export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
 export type { LossKind } from "../core/backoff.js";
@@ -112,6 +114,7 @@ export class Reconciler {
     await this.step("deadlines", () => enforceDeadlines(this.ctx));
     await this.step("inspect", () => inspectWorkers(this.ctx, full));
     if (full) await this.step("reap", () => reapOrphans(this.ctx));
+    if (full) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
   }
 
   /** Resolves when every background provider call started so far has settled (tests). */

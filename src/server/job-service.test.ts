@@ -1,8 +1,118 @@
-/** ListJobs' states filter: split, deduplicated, bounded, and never echoing a huge entry back. */
+/**
+ * The client API's reads whose cost must not grow with the page or the provider: ListJobs reads
+ * a page's workers in one query, ListProviders reads one provider's workers in one query and never
+ * reports an unknown orphan count as 0; GetJob of a job removed by retention says so. Served by an
+ * in-process Connect transport over a real store, with every statement recorded. And ListJobs'
+ * states filter: split, deduplicated, bounded, and never echoing a huge entry back.
+ */
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import pino from "pino";
+import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
-import { parseStateFilter } from "./job-service.js";
+import { JobService } from "../gen/hodei/v1/api_pb.js";
+import { createMetrics } from "../metrics.js";
+import type { ProviderResource, WorkerProvider } from "../providers/provider.js";
+import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
+import { openDatabase } from "../store/database.js";
+import { driveJob } from "../store/lifecycle.contract.js";
+import { Store } from "../store/store.js";
+import { errorInterceptor } from "./error-interceptor.js";
+import { createJobService, parseStateFilter } from "./job-service.js";
+import { LogHub } from "./log-hub.js";
+import { SessionRegistry } from "./worker-service.js";
+
+/** A provider that only answers health and list, as the test sets them. */
+function fakeProvider(name: string, list: () => Promise<ProviderResource[]>, healthy = true): WorkerProvider {
+  return {
+    name,
+    resourceType: "process_id",
+    start: () => Promise.reject(new Error("not in this test")),
+    inspect: () => Promise.resolve({ state: "gone" }),
+    stop: () => Promise.resolve(),
+    list,
+    health: () => Promise.resolve({ healthy, detail: healthy ? "" : "daemon down" }),
+    close: () => Promise.resolve(),
+  };
+}
+
+const resource = (workerId: string, resourceId = `pid-${workerId}`): ProviderResource => ({ resourceId, resourceType: "process_id", workerId, createdAtMs: 0 });
+
+describe("job service reads", () => {
+  let store: Store;
+  let clock: ManualClock;
+  const statements: string[] = [];
+  const providers = new Map<string, ProviderSlot>();
+  let client: ReturnType<typeof createClient<typeof JobService>>;
+
+  beforeEach(async () => {
+    const log = pino({ level: "silent" });
+    const { db, kind } = await openDatabase("sqlite::memory:", { log: (event) => void statements.push(event.query.sql) });
+    store = new Store(db, kind);
+    clock = new ManualClock();
+    providers.clear();
+    const metrics = createMetrics();
+    const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000 };
+    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
+    const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
+    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors: [errorInterceptor(log)] } }));
+  });
+  afterEach(async () => {
+    await store.close();
+  });
+
+  /** Statements that read the workers table, issued while `run` ran. */
+  async function workerReads(run: () => Promise<unknown>): Promise<number> {
+    statements.length = 0;
+    await run();
+    return statements.filter((sql) => /^select .* from "workers"/.test(sql)).length;
+  }
+
+  it("ListJobs returns each job with its attempts, reading the page's workers in one query", async () => {
+    await driveJob(store, clock, "retried", "destroyed", { attempts: 2 });
+    await driveJob(store, clock, "once", "running");
+    await driveJob(store, clock, "waiting", "queued");
+    let jobs: Awaited<ReturnType<typeof client.listJobs>>["jobs"] = [];
+    const reads = await workerReads(async () => ({ jobs } = await client.listJobs({ limit: 10 })));
+    assert.equal(reads, 1);
+    const attempts = Object.fromEntries(jobs.map((j) => [j.id, j.attemptHistory.map((a) => a.workerId)]));
+    assert.deepEqual(attempts, { retried: ["retried-w1", "retried-w2"], once: ["once-w1"], waiting: [] });
+  });
+
+  it("ListProviders counts orphans with one worker query per provider", async () => {
+    const live = await driveJob(store, clock, "live", "running");
+    const done = await driveJob(store, clock, "done", "destroyed");
+    const found = [resource(live.workers[0].id, live.workers[0].provider_resource_id!), resource(done.workers[0].id), resource("never-recorded")];
+    providers.set("local", { provider: fakeProvider("local", async () => found), maxWorkers: 4, workerServerUrl: "http://127.0.0.1:1" });
+    let listed: Awaited<ReturnType<typeof client.listProviders>>["providers"] = [];
+    const reads = await workerReads(async () => ({ providers: listed } = await client.listProviders({})));
+    assert.equal(listed[0].orphans, 2, "the destroyed worker's resource and the unrecorded one");
+    assert.equal(listed[0].orphansError, "");
+    assert.equal(reads, 2, "one to count live workers, one for the provider's resources");
+  });
+
+  it("ListProviders reports an unknown orphan count as an error, never as 0 orphans", async () => {
+    providers.set("local", { provider: fakeProvider("local", () => Promise.reject(new Error("permission denied"))), maxWorkers: 4, workerServerUrl: "" });
+    providers.set("docker", { provider: fakeProvider("docker", async () => [resource("x")], false), maxWorkers: 4, workerServerUrl: "" });
+    const byName = Object.fromEntries((await client.listProviders({})).providers.map((p) => [p.name, p]));
+    assert.match(byName.local.orphansError, /listing its resources failed: permission denied/);
+    assert.match(byName.docker.orphansError, /unhealthy/);
+  });
+
+  it("GetJob of a job removed by retention says when, instead of not found", async () => {
+    await driveJob(store, clock, "old", "destroyed");
+    clock.advance(10_000);
+    assert.equal(await store.retention.removeFinished(clock.nowMs(), clock.nowMs(), 10), 1);
+    const removed = await client.getJob({ id: "old" }).catch((err: unknown) => ConnectError.from(err));
+    assert.ok(removed instanceof ConnectError);
+    assert.equal(removed.code, Code.NotFound);
+    assert.match(removed.rawMessage, /^job old was removed by retention at \d{4}-\d\d-\d\dT.*HODEI_RETENTION/);
+    const unknown = await client.getJob({ id: "never" }).catch((err: unknown) => ConnectError.from(err));
+    assert.ok(unknown instanceof ConnectError);
+    assert.equal(unknown.rawMessage, "job never not found");
+  });
+});
 
 describe("parseStateFilter", () => {
   it("splits on commas, trims and drops duplicates", () => {

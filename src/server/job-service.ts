@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ConflictError, InvalidInputError, NotFoundError, withTimeout } from "../core/errors.js";
+import { ConflictError, InvalidInputError, NotFoundError, toError, withTimeout } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { validateJobSpec } from "../core/job-spec.js";
@@ -21,6 +21,7 @@ import {
   ProviderSchema,
   SubmitJobResponseSchema,
 } from "../gen/hodei/v1/api_pb.js";
+import { isOrphan } from "../scheduler/reap.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
 import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
 import type { ServiceDeps } from "./service-deps.js";
@@ -58,8 +59,18 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   async function loadJob(id: string) {
     if (!id) throw new InvalidInputError("id: required", "id");
     const job = await store.jobs.get(id);
-    if (!job) throw new NotFoundError(`job ${id} not found`);
+    if (!job) throw await jobNotFound(id);
     return toJob(job, await store.workers.listOfJob(id));
+  }
+
+  /** "Not found", or for a job removed by retention (while its record is kept) exactly that. */
+  async function jobNotFound(id: string): Promise<NotFoundError> {
+    const removed = await store.retention.getRemoved(id);
+    if (!removed) return new NotFoundError(`job ${id} not found`);
+    const at = (ms: number) => new Date(ms).toISOString();
+    return new NotFoundError(
+      `job ${id} was removed by retention at ${at(removed.removed_at)} (it finished at ${at(removed.finished_at)}; finished jobs are kept for HODEI_RETENTION)`,
+    );
   }
 
   return {
@@ -102,7 +113,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,
       });
       const page = rows.slice(0, limit);
-      const jobs = await Promise.all(page.map(async (row) => toJob(row, await store.workers.listOfJob(row.id))));
+      const workers = await store.workers.listOfJobs(page.map((row) => row.id));
+      const jobs = page.map((row) => toJob(row, workers.get(row.id) ?? []));
       const last = page.at(-1);
       return create(ListJobsResponseSchema, {
         jobs,
@@ -169,6 +181,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const providers = await Promise.all(
         [...deps.providers].map(async ([name, slot]) => {
           const health = await withTimeout(slot.provider.health(), 5000, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
+          const orphans = health.healthy ? await countOrphans(slot) : { count: 0, error: "not counted: the provider is unhealthy" };
           return create(ProviderSchema, {
             name,
             isDefault: name === deps.defaultProvider,
@@ -176,7 +189,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
             detail: health.detail,
             maxWorkers: slot.maxWorkers,
             activeWorkers: live.get(name) ?? 0,
-            orphans: health.healthy ? await countOrphans(slot) : 0,
+            orphans: orphans.count,
+            orphansError: orphans.error,
             workerServerUrl: slot.workerServerUrl,
             workerServerUrlWarning: deps.workerUrlWarning(name, slot.workerServerUrl),
           });
@@ -186,15 +200,19 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     },
   };
 
-  /** Labelled resources of the provider with no live worker row: what the reaper will remove. */
-  async function countOrphans(slot: ProviderSlot): Promise<number> {
-    const resources = await withTimeout(slot.provider.list(), 5000, "list").catch(() => []);
-    let orphans = 0;
-    for (const resource of resources) {
-      const worker = await store.workers.get(resource.workerId);
-      if (!worker || worker.state === "destroyed" || (worker.provider_resource_id !== null && worker.provider_resource_id !== resource.resourceId)) orphans++;
+  /**
+   * Labelled resources of the provider with no live worker row: what the reaper will remove. A
+   * list that fails is reported as an error, never as 0 orphans.
+   */
+  async function countOrphans(slot: ProviderSlot): Promise<{ count: number; error: string }> {
+    let resources;
+    try {
+      resources = await withTimeout(slot.provider.list(), 5000, "list");
+    } catch (err) {
+      return { count: 0, error: `not counted: listing its resources failed: ${toError(err).message}` };
     }
-    return orphans;
+    const workers = await store.workers.getMany(resources.map((r) => r.workerId));
+    return { count: resources.filter((resource) => isOrphan(resource, workers.get(resource.workerId))).length, error: "" };
   }
 
   async function cancelRaceResult(id: string) {

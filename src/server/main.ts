@@ -15,6 +15,7 @@ import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
+import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { errorInterceptor } from "./error-interceptor.js";
@@ -29,6 +30,8 @@ export interface RunningServer {
   log: Logger;
   url: string;
   config: ServerConfig;
+  /** Decided once the database is open (store/cluster-id.ts). */
+  clusterId: string;
   stop(): Promise<void>;
 }
 
@@ -36,8 +39,16 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const log = pino({ level: config.logLevel, base: { service: "hodei" } });
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
-  const { db, kind } = await openDatabase(config.databaseUrl);
+  const { db, kind, isNew } = await openDatabase(config.databaseUrl);
   const store = new Store(db, kind);
+  const cluster = await resolveClusterId(store.meta, { override: config.clusterIdOverride, databaseUrl: config.databaseUrl, isNewDatabase: isNew });
+  const clusterId = cluster.id;
+  if (cluster.replaced) {
+    log.warn(
+      { clusterId, replacedClusterId: cluster.replaced },
+      "HODEI_CLUSTER_ID replaces the cluster id stored in the database; workers labelled with the old id are no longer listed or reaped by this server",
+    );
+  }
   const metrics = createMetrics();
   const logHub = new LogHub();
   const sessions = new SessionRegistry();
@@ -57,7 +68,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   let local: LocalProvider | undefined;
   if (enabled.includes("local")) {
     local = new LocalProvider({
-      clusterId: config.clusterId,
+      clusterId,
       agentPath: config.local.agentPath,
       nodePath: config.local.nodePath,
       workRoot: join(config.dataDir, "work"),
@@ -74,7 +85,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     // Jobs that name their own image get the agent mounted from here.
     const runtime = await assembleAgentRuntime({ targetDir: config.docker.runtimeDir, nodePath: config.local.nodePath, agentPath: config.local.agentPath });
     const docker = new DockerProvider({
-      clusterId: config.clusterId,
+      clusterId,
       socketPath: config.docker.socketPath,
       defaultImage: config.docker.image,
       networkMode: config.docker.networkMode,
@@ -108,6 +119,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     orphanGraceMs: config.orphanGraceMs,
     stopGraceMs: config.stopGraceMs,
     agents: sessions,
+    retentionMs: config.retentionMs,
   });
   if (enabled.includes("kubernetes")) {
     const k8s = await import("@kubernetes/client-node");
@@ -117,7 +129,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     else kubeConfig.loadFromCluster();
     const namespace = config.kubernetes.namespace ?? kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ?? "default";
     const kubernetes = new KubernetesProvider({
-      clusterId: config.clusterId,
+      clusterId,
       kubeConfig,
       namespace,
       defaultImage: config.kubernetes.image,
@@ -201,7 +213,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   reconciler.start();
   isServing = true;
   log.info(
-    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: enabled, clusterId: config.clusterId },
+    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: enabled, clusterId, clusterIdSource: cluster.source },
     "server listening",
   );
 
@@ -210,6 +222,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     log,
     url,
     config,
+    clusterId,
     async stop() {
       isServing = false;
       await reconciler.stop();

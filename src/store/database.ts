@@ -5,9 +5,9 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, SqliteDialect } from "kysely";
+import { Kysely, type LogConfig, SqliteDialect } from "kysely";
 import { InvalidInputError } from "../core/errors.js";
-import { migrateToLatest } from "./migrations/index.js";
+import { migrateTo, migrateToLatest } from "./migrations/index.js";
 import type { Database } from "./schema.js";
 
 export type DatabaseKind = "sqlite" | "postgres";
@@ -18,6 +18,15 @@ export const SQLITE_BUSY_TIMEOUT_MS = 250;
 export interface OpenedDatabase {
   db: Kysely<Database>;
   kind: DatabaseKind;
+  /** True when this call created the database (its first migration ran now). */
+  isNew: boolean;
+}
+
+export interface OpenOptions {
+  /** Kysely's log option: tests record every statement the store executes (the query-plan audit). */
+  log?: LogConfig;
+  /** Stop after this migration (tests: a database as an older release left it). Default: all. */
+  migrateUpTo?: string;
 }
 
 export function sqlitePathFromUrl(url: string): string {
@@ -27,7 +36,7 @@ export function sqlitePathFromUrl(url: string): string {
   return path;
 }
 
-export async function openDatabase(url: string): Promise<OpenedDatabase> {
+export async function openDatabase(url: string, options: OpenOptions = {}): Promise<OpenedDatabase> {
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
     throw new InvalidInputError("PostgreSQL is not supported by this build yet; use HODEI_DATABASE_URL=sqlite:PATH");
   }
@@ -41,7 +50,7 @@ export async function openDatabase(url: string): Promise<OpenedDatabase> {
   // client on 503). Another process holding the write lock then slows writes down, never the server.
   sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   sqlite.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  await migrateToLatest(db, "sqlite");
-  return { db, kind: "sqlite" };
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: options.log });
+  const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
+  return { db, kind: "sqlite", isNew };
 }

@@ -105,14 +105,30 @@ export interface JobLogsTable {
   time_ms: number;
 }
 
+/** A job removed by retention: enough to say so, exactly, for a while (see store/retention.ts). */
+export interface RemovedJobsTable {
+  id: string;
+  finished_at: number;
+  removed_at: number;
+}
+
+/** Facts about the installation, by key (e.g. "cluster_id"). */
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
   otp_tokens: OtpTokensTable;
   job_logs: JobLogsTable;
+  removed_jobs: RemovedJobsTable;
+  meta: MetaTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
 export type WorkerRow = Selectable<WorkersTable>;
 export type OtpTokenRow = Selectable<OtpTokensTable>;
 export type LogRow = Selectable<JobLogsTable>;
+export type RemovedJobRow = Selectable<RemovedJobsTable>;

@@ -3,6 +3,12 @@
  * change, each transaction that must write several rows or none, and the claim race. A store is
  * correct for Hodei when `describeStore(name, makeStore)` passes; the tests know nothing of the
  * dialect. `makeStore` must return a fresh, empty, migrated store on every call (one per test).
+ *
+ * Issued back to back: the tests that start several claims, submits, redemptions or transitions
+ * with Promise.all prove that the guards let exactly one win when the statements arrive one after
+ * another. On SQLite they run on one synchronous connection and cannot interleave, so they prove
+ * nothing about concurrency there; they become real concurrency tests when the PostgreSQL store
+ * (a pool of connections, FOR UPDATE SKIP LOCKED) runs this suite.
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -10,8 +16,10 @@ import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
+import { describeRetentionQueries } from "./retention.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { NewToken, NewWorker, Store } from "./store.js";
+import { describeWorkerQueries } from "./workers.contract.js";
 
 const PROVIDERS = ["local", "docker", "kubernetes"];
 const TOKEN_TTL_MS = 60_000;
@@ -23,6 +31,9 @@ function spec(overrides: Partial<JobSpec> = {}): JobSpec {
 
 export function describeStore(name: string, makeStore: () => Promise<Store>): void {
   describe(`Store contract: ${name}`, () => {
+    describeWorkerQueries(makeStore);
+    describeRetentionQueries(makeStore);
+
     let store: Store;
     let clock: ManualClock;
     let ids: number;
@@ -147,7 +158,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(await store.countRows("jobs"), 1);
       });
 
-      it("gives concurrent submits with one idempotency key the same job, without an error", async () => {
+      it("gives submits with one idempotency key issued back to back the same job, without an error", async () => {
+        // Back to back, not concurrent: see "Issued back to back" in the header.
         const rows = await Promise.all(
           Array.from({ length: 5 }, (_, i) => store.jobs.insert(`job-${i}`, spec({ idempotencyKey: "retry-me" }), clock.nowMs())),
         );
@@ -281,7 +293,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal((await job("canceled")).attempts, 0);
       });
 
-      it("never hands one job to two claimers (8 concurrent claimers, 50 jobs)", async () => {
+      it("claims each job once when claims are issued back to back (8 claimers, 50 jobs)", async () => {
+        // Back to back, not concurrent: see "Issued back to back" in the header.
         const jobIds: string[] = [];
         for (let i = 0; i < 50; i++) {
           jobIds.push((await submit()).id);
@@ -389,7 +402,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(await store.countRows("otp_tokens"), 1);
       });
 
-      it("never hands one job to two claimers when they also write workers", async () => {
+      it("claims each job once, with one worker each, when claims are issued back to back", async () => {
+        // Back to back, not concurrent: see "Issued back to back" in the header.
         for (let i = 0; i < 20; i++) {
           await submit();
           clock.advance(1);
@@ -458,7 +472,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal((await store.jobs.transition("j", "failed", clock.nowMs(), {}, 2))?.state, "failed");
       });
 
-      it("lets exactly one of two racing transitions win", async () => {
+      it("lets exactly one of two transitions issued back to back win", async () => {
+        // Back to back, not concurrent: see "Issued back to back" in the header.
         await submit({}, "j");
         const [a, b] = await Promise.all([
           store.jobs.transition("j", "canceled", clock.nowMs(), { reason: "a" }),
@@ -520,7 +535,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal((await token(tokenHash)).consumed_at, clock.nowMs() - 100, "the replay changed nothing");
       });
 
-      it("lets exactly one of several concurrent redemptions succeed", async () => {
+      it("lets exactly one of several redemptions issued back to back succeed", async () => {
+        // Back to back, not concurrent: see "Issued back to back" in the header.
         const { tokenHash } = await provisioned();
         const results = await Promise.all(Array.from({ length: 6 }, () => store.tokens.consume(tokenHash, clock.nowMs())));
         assert.equal(results.filter((r) => r !== null).length, 1);
@@ -734,6 +750,72 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         clock.advance(100);
         await store.attempts.end(w, "failed", clock.nowMs(), {}, "lost");
         assert.deepEqual(await token(tokenHash), before);
+      });
+    });
+
+    describe("end of an attempt not counted (its provider's loss)", () => {
+      it("counts it in uncounted_attempts and leaves max_attempts as the user set it", async () => {
+        const { job: j, worker: w } = await provisioned({ maxAttempts: 2 });
+        const ended = await store.attempts.end(w, "queued", clock.nowMs(), { reason: "docker unavailable" }, "docker unavailable", true);
+        assert.equal(ended?.uncounted_attempts, 1);
+        assert.equal(ended?.max_attempts, 2);
+        assert.equal(ended?.attempts, 1);
+        assert.equal((await job(j.id)).state, "queued");
+      });
+    });
+
+    describe("cancel", () => {
+      it("cancels the job, destroys workers without an agent, revokes unused tokens, and gives connected ones a stop deadline", async () => {
+        const waiting = await provisioned();
+        clock.advance(10);
+        const canceled = await store.attempts.cancel(waiting.job.id, "canceled by user", clock.nowMs(), clock.nowMs() + 5000);
+        assert.equal(canceled?.job.state, "canceled");
+        assert.equal(canceled?.job.reason, "canceled by user");
+        assert.equal(canceled?.job.finished_at, clock.nowMs());
+        assert.deepEqual(canceled?.workers.map((w) => w.state), ["destroying"]);
+        assert.equal((await token(waiting.tokenHash)).expires_at, clock.nowMs(), "the unused token is revoked");
+
+        const connected = await registered();
+        await store.attempts.dispatch(connected.worker, clock.nowMs());
+        const stopAt = clock.nowMs() + 5000;
+        const second = await store.attempts.cancel(connected.job.id, "canceled by user", clock.nowMs(), stopAt);
+        const w = second?.workers[0];
+        assert.equal(w?.state, "running", "its agent may flush and report first");
+        assert.equal(w?.stop_deadline_ms, stopAt);
+      });
+
+      it("answers null for a job that already ended and changes nothing", async () => {
+        const { job: j, worker: w } = await registered();
+        await store.attempts.dispatch(w, clock.nowMs());
+        await store.attempts.end(w, "succeeded", clock.nowMs(), { exit_code: 0 }, "");
+        const before = await job(j.id);
+        assert.equal(await store.attempts.cancel(j.id, "late", clock.nowMs(), clock.nowMs()), null);
+        assert.deepEqual(await job(j.id), before);
+      });
+    });
+
+    describe("workers.listPage and jobs.noteWaiting", () => {
+      it("walks every worker of some states in id order, a page at a time", async () => {
+        const ids: string[] = [];
+        for (let i = 0; i < 5; i++) ids.push((await provisioned()).worker.id);
+        const seen: string[] = [];
+        let after = "";
+        for (;;) {
+          const page = await store.workers.listPage(["waiting"], after, 2);
+          seen.push(...page.map((w) => w.id));
+          if (page.length < 2) break;
+          after = page[page.length - 1].id;
+        }
+        assert.deepEqual(seen, [...ids].sort());
+        assert.deepEqual(await store.workers.listPage(["running"], "", 10), []);
+      });
+
+      it("notes why queued jobs of one provider wait, and only theirs", async () => {
+        const docker = await submit({ provider: "docker" });
+        const local = await submit({ provider: "local" });
+        await store.jobs.noteWaiting("docker", "waiting: docker is unavailable");
+        assert.equal((await job(docker.id)).reason, "waiting: docker is unavailable");
+        assert.equal((await job(local.id)).reason, "");
       });
     });
 

@@ -5,6 +5,8 @@
  *   tokens    the otp_tokens table (consume, list)
  *   attempts  operations on one attempt that write several tables in one transaction
  *   logs      the job_logs table
+ *   retention removal of finished jobs with their rows, and the records of removed jobs
+ *   meta      facts about the installation (the cluster id)
  * Times are epoch ms from the caller; the store reads no clock.
  */
 import { type Kysely, sql } from "kysely";
@@ -12,6 +14,8 @@ import { AttemptQueries } from "./attempts.js";
 import type { DatabaseKind } from "./database.js";
 import { JobQueries } from "./jobs.js";
 import { LogQueries } from "./logs.js";
+import { MetaQueries } from "./meta.js";
+import { RetentionQueries } from "./retention.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -27,6 +31,8 @@ export class Store {
   readonly tokens: TokenQueries;
   readonly attempts: AttemptQueries;
   readonly logs: LogQueries;
+  readonly retention: RetentionQueries;
+  readonly meta: MetaQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -37,6 +43,8 @@ export class Store {
     this.tokens = new TokenQueries(db);
     this.attempts = new AttemptQueries(db, kind);
     this.logs = new LogQueries(db);
+    this.retention = new RetentionQueries(db, kind);
+    this.meta = new MetaQueries(db);
   }
 
   async close(): Promise<void> {

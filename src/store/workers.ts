@@ -17,6 +17,13 @@ export class WorkerQueries {
     return this.db.selectFrom("workers").selectAll().where("id", "=", id).executeTakeFirst();
   }
 
+  /** Workers by id, in one query (the reaper and the orphan count look up every labelled resource). */
+  async getMany(ids: string[]): Promise<Map<string, WorkerRow>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom("workers").selectAll().where("id", "in", [...new Set(ids)]).execute();
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
   async getBySession(sessionHash: string): Promise<WorkerRow | undefined> {
     return this.db.selectFrom("workers").selectAll().where("session_hash", "=", sessionHash).executeTakeFirst();
   }
@@ -34,6 +41,25 @@ export class WorkerQueries {
 
   async listOfJob(jobId: string): Promise<WorkerRow[]> {
     return this.db.selectFrom("workers").selectAll().where("job_id", "=", jobId).orderBy("attempt").execute();
+  }
+
+  /** The workers of each job, by attempt, in one query (a page of ListJobs). Jobs with none are absent. */
+  async listOfJobs(jobIds: string[]): Promise<Map<string, WorkerRow[]>> {
+    const byJob = new Map<string, WorkerRow[]>();
+    if (jobIds.length === 0) return byJob;
+    const rows = await this.db
+      .selectFrom("workers")
+      .selectAll()
+      .where("job_id", "in", [...new Set(jobIds)])
+      .orderBy("job_id")
+      .orderBy("attempt")
+      .execute();
+    for (const row of rows) {
+      const list = byJob.get(row.job_id);
+      if (list) list.push(row);
+      else byJob.set(row.job_id, [row]);
+    }
+    return byJob;
   }
 
   async list(states: readonly WorkerState[] | null, limit: number): Promise<WorkerRow[]> {

@@ -163,9 +163,9 @@ describe("quiet log followers, with short configured timeouts", () => {
     const overHttp1 = runCli(server, ["logs", "-f", id]);
     const overHttp2 = (async () => {
       const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url }));
-      let data = "";
-      for await (const entry of client.getLogs({ jobId: id, follow: true })) data += entry.data;
-      return data;
+      const data: Uint8Array[] = [];
+      for await (const entry of client.getLogs({ jobId: id, follow: true })) data.push(entry.data);
+      return Buffer.concat(data).toString();
     })();
     const [cli, grpc] = await Promise.all([overHttp1, overHttp2]);
     assert.equal(cli.code, 0, cli.stderr);

@@ -1,4 +1,7 @@
-/** `hodei providers`: the providers the server has enabled, their health and worker capacity. */
+/**
+ * `hodei providers`: the providers the server has enabled, their health, worker capacity and
+ * orphans (labelled resources with no live worker), or why the orphans could not be counted.
+ */
 import type { Command } from "commander";
 import pc from "picocolors";
 import { ProviderSchema } from "../../gen/hodei/v1/api_pb.js";
@@ -20,15 +23,18 @@ export function registerProvidersCommand(program: Command): void {
         return;
       }
       printTable(
-        ["NAME", "DEFAULT", "HEALTHY", "DETAIL", "WORKERS"],
+        ["NAME", "DEFAULT", "HEALTHY", "DETAIL", "WORKERS", "ORPHANS"],
         providers.map((p) => [
           p.name,
           p.isDefault ? "yes" : "",
           p.healthy ? pc.green("yes") : pc.red("no"),
           p.detail || NONE,
           `${p.activeWorkers}/${p.maxWorkers || "∞"}`,
+          // An unknown count is never shown as 0: "?" here, the reason below the table.
+          p.orphansError ? pc.yellow("?") : String(p.orphans),
         ]),
         "no providers",
       );
+      for (const p of providers.filter((p) => p.orphansError)) process.stdout.write(`${pc.yellow("?")} ${p.name} orphans ${p.orphansError}\n`);
     });
 }

@@ -3,7 +3,7 @@
  * Migrator (bundle-friendly: no filesystem scan). DDL differences between SQLite and PostgreSQL go
  * through `kind`; queries never differ. A step, once released, is never edited: add a new one.
  */
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
+import { type Kysely, type Migration, type MigrationProvider, type MigrationResultSet, Migrator } from "kysely";
 import type { DatabaseKind } from "../database.js";
 import * as m0001 from "./0001_initial.js";
 import * as m0002 from "./0002_job_resources.js";
@@ -11,7 +11,10 @@ import * as m0003 from "./0003_workers_by_resource.js";
 import * as m0004 from "./0004_log_data_bytes.js";
 import * as m0005 from "./0005_worker_log_progress.js";
 import * as m0006 from "./0006_register_retry.js";
-import * as m0020 from "./0020_uncounted_attempts.js";
+import * as m0007 from "./0007_query_indexes.js";
+import * as m0008 from "./0008_removed_jobs.js";
+import * as m0009 from "./0009_meta.js";
+import * as m0010 from "./0010_uncounted_attempts.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -22,20 +25,42 @@ const STEPS: Record<string, Step> = {
   "0004_log_data_bytes": m0004,
   "0005_worker_log_progress": m0005,
   "0006_register_retry": m0006,
-  "0020_uncounted_attempts": m0020,
+  "0007_query_indexes": m0007,
+  "0008_removed_jobs": m0008,
+  "0009_meta": m0009,
+  "0010_uncounted_attempts": m0010,
 };
+
+/** The first step: applying it means the database was created by this run. */
+const FIRST_STEP = "0001_initial";
 
 function migrations(kind: DatabaseKind): Record<string, Migration> {
   return Object.fromEntries(Object.entries(STEPS).map(([name, step]) => [name, { up: (db: Kysely<any>) => step.up(db, kind) }]));
 }
 
-export async function migrateToLatest(db: Kysely<any>, kind: DatabaseKind): Promise<void> {
+function migrator(db: Kysely<any>, kind: DatabaseKind): Migrator {
   const provider: MigrationProvider = { getMigrations: async () => migrations(kind) };
-  const migrator = new Migrator({ db, provider });
-  const { error, results } = await migrator.migrateToLatest();
+  return new Migrator({ db, provider });
+}
+
+function check({ error, results }: MigrationResultSet): NonNullable<MigrationResultSet["results"]> {
   const failed = results?.find((r) => r.status === "Error");
   if (error || failed) {
     const cause = error instanceof Error ? error : new Error(String(error));
     throw new Error(`database migration ${failed?.migrationName ?? ""} failed: ${cause.message}`, { cause });
   }
+  return results ?? [];
+}
+
+/** Applies every pending step. True when the database was new (its first step ran now). */
+export async function migrateToLatest(db: Kysely<any>, kind: DatabaseKind): Promise<{ isNew: boolean }> {
+  const results = check(await migrator(db, kind).migrateToLatest());
+  return { isNew: results.some((r) => r.migrationName === FIRST_STEP && r.status === "Success") };
+}
+
+/** Applies the steps up to and including `name` only: tests build a database as an older release left it. */
+export async function migrateTo(db: Kysely<any>, kind: DatabaseKind, name: string): Promise<{ isNew: boolean }> {
+  if (!(name in STEPS)) throw new Error(`no migration named ${name}`);
+  const results = check(await migrator(db, kind).migrateTo(name));
+  return { isNew: results.some((r) => r.migrationName === FIRST_STEP && r.status === "Success") };
 }
