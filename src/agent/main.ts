@@ -36,6 +36,8 @@ import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
 const DNS_GIVE_UP_MS = 5000;
+/** An idle (warm) agent pings this often to keep its connection to the control plane open. */
+const WARM_PING_MS = 5000;
 /** The job's output is cut into chunks of this size (the server accepts up to 256 KiB). */
 const CHUNK_BYTES = 64 * 1024;
 /** One log batch holds at most this many chunks and about this many bytes (the server accepts 512 chunks). */
@@ -84,9 +86,16 @@ class Agent {
   /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
     void this.client.ping({}).catch((err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }));
+    // The server closes HTTP/2 connections idle for a while (HODEI_HTTP2_IDLE_TIMEOUT_MS, 15 s by
+    // default): a ping now and then keeps a warm agent's connection open until its assignment.
+    this.keepWarm = setInterval(() => void this.client.ping({}).catch(() => {}), WARM_PING_MS);
+    this.keepWarm.unref();
   }
 
+  private keepWarm: NodeJS.Timeout | null = null;
+
   assign(assignment: Assignment): void {
+    if (this.keepWarm) clearInterval(this.keepWarm);
     this.assignment = assignment;
     mkdirSync(assignment.workDir, { recursive: true });
     process.chdir(assignment.workDir);

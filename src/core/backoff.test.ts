@@ -64,8 +64,8 @@ describe("decideAfterLoss", () => {
     assert.deepEqual(decideAfterLoss({ ...base, kind: "infrastructure" }), { retry: false, notBeforeMs: NOW, isUncounted: false });
   });
 
-  it("retries a provider's loss without counting it, even on the last attempt", () => {
-    assert.deepEqual(decideAfterLoss({ ...base, kind: "provider" }), { retry: true, notBeforeMs: NOW + PROVIDER_LOSS_DELAY_MS, isUncounted: true });
+  it("retries a disruption without counting it, even on the last attempt", () => {
+    assert.deepEqual(decideAfterLoss({ ...base, kind: "disruption" }), { retry: true, notBeforeMs: NOW + PROVIDER_LOSS_DELAY_MS, isUncounted: true });
   });
 
   it("counts only the job's own attempts: attempt 3 after two provider losses is the first counted one", () => {
@@ -74,8 +74,8 @@ describe("decideAfterLoss", () => {
     assert.equal(decideAfterLoss({ attempts: 4, uncountedAttempts: 2, maxAttempts: 2, kind: "infrastructure", nowMs: NOW }).retry, false);
   });
 
-  it("counts a provider's losses once a job has had MAX_UNCOUNTED_ATTEMPTS of them", () => {
-    const decision = decideAfterLoss({ attempts: MAX_UNCOUNTED_ATTEMPTS + 1, uncountedAttempts: MAX_UNCOUNTED_ATTEMPTS, maxAttempts: 1, kind: "provider", nowMs: NOW });
+  it("counts disruptions once a job has had MAX_UNCOUNTED_ATTEMPTS of them", () => {
+    const decision = decideAfterLoss({ attempts: MAX_UNCOUNTED_ATTEMPTS + 1, uncountedAttempts: MAX_UNCOUNTED_ATTEMPTS, maxAttempts: 1, kind: "disruption", nowMs: NOW });
     assert.deepEqual(decision, { retry: false, notBeforeMs: NOW, isUncounted: false });
   });
 

@@ -13,15 +13,16 @@ export interface RetryDecision {
  * Who lost an attempt, which decides whether it counts against the job's maxAttempts:
  * - `infrastructure`: the worker failed (start error, silent, vanished); counted, retried if allowed;
  * - `permanent`: retrying cannot help (missing image, invalid pod); the job fails at once;
- * - `provider`: the provider itself took the worker away (unavailable at start, its daemon stopped,
- *   the worker stopped or evicted from outside); the job did not fail, so the attempt is not counted
- *   (as Kubernetes' podFailurePolicy Ignore does for disruptions), up to MAX_UNCOUNTED_ATTEMPTS.
+ * - `disruption`: something other than the job took the worker away: its provider (unavailable at
+ *   start, its daemon stopped, the worker stopped or evicted from outside) or the control plane
+ *   itself (it restarted while the worker was starting). The job did not fail, so the attempt is not
+ *   counted (as Kubernetes' podFailurePolicy Ignore does for disruptions), up to MAX_UNCOUNTED_ATTEMPTS.
  */
-export type LossKind = "infrastructure" | "permanent" | "provider";
+export type LossKind = "infrastructure" | "permanent" | "disruption";
 
-/** Uncounted losses allowed per job; past this a provider's losses count like any other. */
+/** Uncounted losses allowed per job; past this disruptions count like any other loss. */
 export const MAX_UNCOUNTED_ATTEMPTS = 5;
-/** Delay before retrying after a provider's loss: the provider needs a moment, not a backoff. */
+/** Delay before retrying after a disruption: the provider needs a moment, not a backoff. */
 export const PROVIDER_LOSS_DELAY_MS = 5_000;
 
 export function backoffMs(attempt: number): number {
@@ -51,7 +52,7 @@ export interface LossDecision extends RetryDecision {
 
 /** What to do after a lost attempt, counting only the attempts the job is answerable for. */
 export function decideAfterLoss(input: LossInput): LossDecision {
-  const isUncounted = input.kind === "provider" && input.uncountedAttempts < MAX_UNCOUNTED_ATTEMPTS;
+  const isUncounted = input.kind === "disruption" && input.uncountedAttempts < MAX_UNCOUNTED_ATTEMPTS;
   if (isUncounted) return { retry: true, notBeforeMs: input.nowMs + PROVIDER_LOSS_DELAY_MS, isUncounted };
   const counted = input.attempts - input.uncountedAttempts;
   return { ...nextAfterLoss(counted, input.maxAttempts, input.kind === "permanent", input.nowMs), isUncounted };

@@ -67,12 +67,3 @@ export async function withDeadline<T>(clock: Clock, what: string, timeoutMs: num
     cancelTimer();
   }
 }
-
-/** Rejects with UnavailableError when `promise` has not settled within timeoutMs. */
-export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new UnavailableError(`${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}

@@ -41,16 +41,23 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
   const what = `${worker.name} (${worker.resource_type} ${resourceId})`;
   const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
   const happened = status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
-  // A provider that was unavailable while the worker lived took it down with it: the loss is the provider's.
+  // Not the job's doing: its provider was unavailable while the worker lived (and took it down), or
+  // the worker was started by an earlier run of the control plane and never registered (that run
+  // died while it started it: a local agent, say, never got its assignment).
   const isProviderLoss = ctx.health.wasUnavailableSince(worker.provider, worker.created_at);
+  const isRestartLoss = worker.state === "waiting" && worker.created_at < ctx.liveness.startedAtMs;
   const output = await lastOutputOf(ctx, worker);
-  const because = isProviderLoss ? `; ${worker.provider} was unavailable meanwhile, so the loss is the provider's, not the job's` : "";
+  const because = isProviderLoss
+    ? `; ${worker.provider} was unavailable meanwhile, so the loss is the provider's, not the job's`
+    : isRestartLoss
+      ? "; the control plane restarted while the worker was starting, so the loss is not the job's"
+      : "";
   // A worker that never registered left nothing else to go by: its output joins the reason.
   const reason = `${happened}${because}${output && worker.state === "waiting" ? `; its last output: ${output}` : ""}`;
   // Re-read: the result may have been recorded while we looked.
   const fresh = await ctx.store.workers.get(worker.id);
   if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
   if (output) await appendSystemLog(ctx, fresh, `[hodei] ${happened}\n[hodei] the worker's last output:\n${output}\n`);
-  const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss ? "provider" : "infrastructure";
+  const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss || isRestartLoss ? "disruption" : "infrastructure";
   await loseAttempt(ctx, fresh, reason, "vanished", kind);
 }

@@ -28,6 +28,8 @@ interface Absence {
 export class Liveness {
   private readonly absences: Absence[];
   private lastBeatMs: number;
+  /** When this control plane started (everything before is one absence). */
+  readonly startedAtMs: number;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -35,6 +37,7 @@ export class Liveness {
     private readonly log: Logger,
   ) {
     const now = clock.nowMs();
+    this.startedAtMs = now;
     this.absences = [{ fromMs: 0, toMs: now }];
     this.lastBeatMs = now;
   }

@@ -82,7 +82,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     if (error instanceof UnavailableError) {
       // The provider itself is down: the job waits for it; this try does not count as an attempt.
       ctx.health.markUnhealthy(job.provider, error.message);
-      await loseAttempt(ctx, worker, `${job.provider} is unavailable: ${error.message}`, "provider_unavailable", "provider");
+      await loseAttempt(ctx, worker, `${job.provider} is unavailable: ${error.message}`, "provider_unavailable", "disruption");
     } else {
       await loseAttempt(ctx, worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError ? "permanent" : "infrastructure");
     }

@@ -315,6 +315,21 @@ describe("Reconciler", () => {
       assert.equal(row.uncounted_attempts, 1);
     });
 
+    it("does not count a worker that an earlier run of the control plane started and that never registered", async () => {
+      const j = await submit();
+      await pass();
+      const worker = await workerOf(j.id);
+      provider.workerOf(worker.id)!.status = { state: "gone" }; // e.g. a local agent that never got its assignment
+      clock.advance(5000); // the control plane died and was restarted
+      reconciler = makeReconciler();
+      tick(INTERVAL_MS);
+      await pass();
+      const row = await job(j.id);
+      assert.equal(row.state, "queued", row.reason);
+      assert.match(row.reason, /disappeared before registering; the control plane restarted while the worker was starting/);
+      assert.equal(row.uncounted_attempts, 1);
+    });
+
     it("fails a job whose worker vanished while its provider was healthy", async () => {
       const j = await submit();
       await pass();

@@ -273,7 +273,7 @@ export class AgentStream {
     this.deps.log.warn({ jobId: w.job_id, workerId: w.id, isInProgress }, "agent reports it was stopped from outside");
     if (!fresh || !isInProgress) return;
     const reason = `the worker ${w.name} was stopped by its provider (${w.provider}) while the job ran; the command itself did not fail`;
-    await this.deps.reconciler.loseAttempt(fresh, reason, "interrupted", "provider");
+    await this.deps.reconciler.loseAttempt(fresh, reason, "interrupted", "disruption");
   }
 }
 

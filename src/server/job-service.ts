@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ConflictError, InvalidInputError, NotFoundError, toError, withTimeout } from "../core/errors.js";
+import { ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { validateJobSpec } from "../core/job-spec.js";
@@ -33,6 +33,8 @@ export interface JobServiceDeps extends ServiceDeps {
   workerUrlWarning: (provider: string, url: string) => string;
 }
 
+/** ListProviders asks each provider for its health and resources; a call that takes longer is aborted, ms. */
+const PROVIDER_QUERY_MS = 5000;
 const LOG_PAGE = 500;
 /** Entries of ListJobs' states filter, counted after splitting on commas. */
 const MAX_STATE_FILTERS = 32;
@@ -180,7 +182,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const live = await store.workers.countLiveByProvider();
       const providers = await Promise.all(
         [...deps.providers].map(async ([name, slot]) => {
-          const health = await withTimeout(slot.provider.health(), 5000, `${name} health`).catch((err: Error) => ({ healthy: false, detail: err.message }));
+          const health = await withDeadline(clock, `${name} health`, PROVIDER_QUERY_MS, (signal) => slot.provider.health(signal)).catch((err: Error) => ({
+            healthy: false,
+            detail: err.message,
+          }));
           const orphans = health.healthy ? await countOrphans(slot) : { count: 0, error: "not counted: the provider is unhealthy" };
           return create(ProviderSchema, {
             name,
@@ -207,7 +212,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   async function countOrphans(slot: ProviderSlot): Promise<{ count: number; error: string }> {
     let resources;
     try {
-      resources = await withTimeout(slot.provider.list(), 5000, "list");
+      resources = await withDeadline(clock, `${slot.provider.name} list`, PROVIDER_QUERY_MS, (signal) => slot.provider.list(signal));
     } catch (err) {
       return { count: 0, error: `not counted: listing its resources failed: ${toError(err).message}` };
     }

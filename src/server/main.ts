@@ -187,7 +187,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     if (path === "/healthz") return send(isServing ? 200 : 503, "text/plain", isServing ? "ok\n" : "starting\n");
     if (path === "/readyz") {
       try {
-        await store.countRows("jobs");
+        await store.ping();
         return send(isServing ? 200 : 503, "text/plain", isServing ? "ready\n" : "starting\n");
       } catch (err) {
         return send(503, "text/plain", `database unavailable: ${(err as Error).message}\n`);

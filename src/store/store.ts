@@ -51,6 +51,11 @@ export class Store {
     await this.db.destroy();
   }
 
+  /** One trivial statement: is the database there and answering (readiness)? Costs the same at any size. */
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
+  }
+
   /** Raw access for tests and diagnostics. */
   async countRows(table: keyof Database): Promise<number> {
     const row = await this.db

@@ -132,6 +132,25 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
     assert.match(job.reason, /killed|exited|disappeared/);
   });
 
+  it("does not blame a job whose container is stopped from outside (docker stop, a daemon shutting down): retried without spending an attempt", async () => {
+    const command = 'echo "attempt $HODEI_ATTEMPT"; if [ "$HODEI_ATTEMPT" = 2 ]; then exit 0; fi; sleep 300';
+    const id = (await runCli(server, ["run", "--provider", "docker", "--detach", "--", command])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("attempt 1"), 30_000);
+    const [container] = await docker.listContainers({ filters: { label: [`${LABELS.jobId}=${id}`] } });
+    assert.ok(container, "the job's container runs");
+    await docker.getContainer(container.Id).stop({ t: 10 }); // SIGTERM, as dockerd sends its containers when it stops
+    const job = (await eventually(async () => {
+      const j = await jsonCli<JobJson & { attemptHistory: { failureReason: string }[] }>(server, ["jobs", "get", id]);
+      return j.state === "succeeded" && j.timeline.destroyed ? j : null;
+    }, 60_000))!;
+    assert.ok(job, `job ${id} succeeded on its next attempt`);
+    assert.equal(job.attempts, 2);
+    assert.equal(job.uncountedAttempts, 1);
+    assert.equal(job.maxAttempts, 1, "the user's limit was one attempt, and it was not spent");
+    assert.match(job.attemptHistory[0].failureReason, /stopped by its provider \(docker\) while the job ran; the command itself did not fail/);
+    assert.equal((await runCli(server, ["logs", id])).stdout, "attempt 1\nattempt 2\n");
+  });
+
   it("fails fast with a clear reason when the image is missing, without retrying", async () => {
     const started = Date.now();
     const result = await runCli(server, ["run", "--provider", "docker", "--max-attempts", "3", "--image", "hodei-no-such-image:1", "--", "true"]);
