@@ -37,6 +37,12 @@ export interface StartOptions {
   port?: number;
 }
 
+/** Servers started by this test process: killed when it exits, whatever happened to the test. */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 export async function startServerProcess(env: Record<string, string> = {}, options: StartOptions = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "hodei-e2e-"));
   const clusterId = options.clusterId ?? `t${randomUUID().slice(0, 8)}`;
@@ -53,6 +59,8 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
     ...env,
   };
   const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   const output: string[] = [];
   const port = await new Promise<number>((resolvePort, reject) => {
     const timer = setTimeout(() => {
