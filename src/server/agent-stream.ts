@@ -12,12 +12,14 @@
  * - a stream on which the agent has been silent longer than the heartbeat timeout is ended.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ConflictError, InvalidInputError, toError, UnavailableError } from "../core/errors.js";
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
 import type { WorkerRow } from "../store/schema.js";
+import { reclassifyDecodeError } from "./error-interceptor.js";
 import type { WorkerServiceDeps } from "./worker-service.js";
 
 /**
@@ -113,8 +115,10 @@ export class AgentStream {
 
   /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
   private fail(thrown: unknown): void {
-    const isPeerGone = thrown instanceof PeerGone;
-    const err = isPeerGone ? thrown.cause : toError(thrown);
+    // A message the agent sent that does not decode is bad input, not a broken connection.
+    const decodeError = thrown instanceof PeerGone && thrown.cause instanceof ConnectError ? reclassifyDecodeError(thrown.cause, "hodei.v1.AgentMessage") : null;
+    const isPeerGone = thrown instanceof PeerGone && decodeError?.code !== Code.InvalidArgument;
+    const err = decodeError?.code === Code.InvalidArgument ? decodeError : thrown instanceof PeerGone ? thrown.cause : toError(thrown);
     const fields = { err, workerId: this.worker.id, jobId: this.worker.job_id, attempt: this.worker.attempt };
     if (isPeerGone && this.hasResult) {
       // The agent leaves at once after its result is acknowledged, cutting the stream: not a fault.

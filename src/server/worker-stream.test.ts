@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { chunk, HEARTBEAT_TIMEOUT_MS, startWorkerProtocol, type WorkerProtocol } from "../../test/fixtures/worker-protocol.js";
+import { envelope, http2Request } from "../../test/e2e/raw-wire.js";
 import { MAX_BATCH_CHUNKS, MAX_CHUNK_BYTES, SYSTEM_ALLOWANCE_BYTES } from "./agent-stream.js";
 
 const LIMIT = 64 * 1024;
@@ -61,6 +62,20 @@ describe("worker protocol: the Connect stream", () => {
     stream.outgoing.close();
     const [row] = await p.store.logs.read(job.id, all, 10);
     assert.deepEqual([...row.data], [0x41, 0xff, 0xfe, 0x42]);
+  });
+
+  it("answers a message that does not decode with InvalidArgument (bad input, not a broken connection)", async () => {
+    const { reg, stream } = await p.running();
+    stream.outgoing.close(); // the agent's own stream is done; a second one sends garbage
+    await stream.end();
+    const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]); // field 1, a length far past the end
+    const answer = await http2Request(p.url, {
+      path: "/hodei.v1.WorkerService/Connect",
+      headers: { "content-type": "application/grpc", authorization: `Bearer ${reg.sessionToken}` },
+      body: envelope(0, garbage),
+    });
+    assert.equal(answer.trailers["grpc-status"] ?? answer.headers["grpc-status"], String(Code.InvalidArgument), JSON.stringify(answer.trailers));
+    assert.match(String(answer.trailers["grpc-message"] ?? ""), /decode/);
   });
 
   describe("sequence numbers", () => {
