@@ -30,9 +30,14 @@ export class PermanentError extends Error {
   override name = "PermanentError";
 }
 
-/** The caller is not who it claims to be (bad OTP token or session). */
+/** The caller is not who it claims to be (bad OTP token or session, missing or unknown API key). */
 export class UnauthenticatedError extends Error {
   override name = "UnauthenticatedError";
+}
+
+/** The caller is known but may not do this (its API key lacks a scope); the message names what is missing. */
+export class PermissionDeniedError extends Error {
+  override name = "PermissionDeniedError";
 }
 
 /** Not ready yet; the caller should retry shortly. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { hashToken, mintOtpToken, mintSessionToken } from "./token.js";
+import { hashToken, isApiKeyShaped, mintApiKey, mintOtpToken, mintSessionToken } from "./token.js";
 
 describe("OTP and session tokens", () => {
   it("are prefixed so that a leaked secret is recognisable, and carry 256 random bits", () => {
@@ -19,6 +19,23 @@ describe("OTP and session tokens", () => {
       tokens.add(mintSessionToken());
     }
     assert.equal(tokens.size, 2000);
+  });
+});
+
+describe("API keys", () => {
+  it("are prefixed hodei_key_ and carry 256 random bits, like OTP tokens", () => {
+    const key = mintApiKey();
+    assert.match(key, /^hodei_key_[A-Za-z0-9_-]{43}$/);
+    assert.equal(Buffer.from(key.slice("hodei_key_".length), "base64url").length, 32);
+    assert.notEqual(mintApiKey(), key);
+  });
+
+  it("are recognised by shape; OTP tokens, sessions and truncated keys are not keys", () => {
+    assert.equal(isApiKeyShaped(mintApiKey()), true);
+    assert.equal(isApiKeyShaped(mintOtpToken()), false);
+    assert.equal(isApiKeyShaped(mintSessionToken()), false);
+    assert.equal(isApiKeyShaped(mintApiKey().slice(0, -1)), false);
+    assert.equal(isApiKeyShaped(`${mintApiKey()}\n`), false);
   });
 });
 

@@ -30,8 +30,9 @@ export class JobQueries {
    * Stores a validated spec as a queued job. With an idempotency key already used, returns the first
    * job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
    * submits with one key both get the first job instead of one of them a unique-constraint error.
+   * submittedBy: the name of the API key that submits it (null: none, auth off).
    */
-  async insert(id: string, spec: JobSpec, nowMs: number): Promise<JobRow> {
+  async insert(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null = null): Promise<JobRow> {
     const key = spec.idempotencyKey || null;
     const inserted = await this.db
       .insertInto("jobs")
@@ -59,6 +60,7 @@ export class JobQueries {
         created_at: nowMs,
         updated_at: nowMs,
         finished_at: null,
+        submitted_by: submittedBy,
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

@@ -70,7 +70,7 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();
@@ -141,6 +141,11 @@ async function storeWithRows(): Promise<Store> {
   }
   await store.retention.removeFinished(clock.nowMs() - 250_000, clock.nowMs(), 20);
   await store.meta.set("cluster_id", "c0123456789ab");
+  for (let i = 0; i < 30; i++) {
+    clock.advance(1000);
+    await store.keys.insert({ name: `key-${i}`, keyHash: hashToken(`key-${i}`), scopes: ["read"] }, clock.nowMs());
+    if (i % 3 === 0) await store.keys.revoke(`key-${i}`, clock.nowMs());
+  }
   return store;
 }
 

@@ -40,6 +40,8 @@ export interface JobsTable {
   created_at: number;
   updated_at: number;
   finished_at: number | null;
+  /** Name of the API key that submitted the job; null when none did (before keys, or HODEI_AUTH=off). */
+  submitted_by: string | null;
 }
 
 export interface WorkersTable {
@@ -118,6 +120,19 @@ export interface MetaTable {
   value: string;
 }
 
+/** An API key: its hash, never the key itself (see migrations/0011_api_keys.ts). */
+export interface ApiKeysTable {
+  /** The key's identity, never reused (a revoked key keeps its row). */
+  name: string;
+  key_hash: string;
+  /** JSON array of scope names (core/scopes.ts). */
+  scopes: string;
+  created_at: number;
+  /** Updated at most once a minute (see KeyQueries.touch). */
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -125,6 +140,7 @@ export interface Database {
   job_logs: JobLogsTable;
   removed_jobs: RemovedJobsTable;
   meta: MetaTable;
+  api_keys: ApiKeysTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -132,3 +148,4 @@ export type WorkerRow = Selectable<WorkersTable>;
 export type OtpTokenRow = Selectable<OtpTokensTable>;
 export type LogRow = Selectable<JobLogsTable>;
 export type RemovedJobRow = Selectable<RemovedJobsTable>;
+export type ApiKeyRow = Selectable<ApiKeysTable>;

@@ -16,6 +16,7 @@ import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
+import { describeKeyQueries } from "./keys.contract.js";
 import { describeRetentionQueries } from "./retention.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { NewToken, NewWorker, Store } from "./store.js";
@@ -33,6 +34,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
   describe(`Store contract: ${name}`, () => {
     describeWorkerQueries(makeStore);
     describeRetentionQueries(makeStore);
+    describeKeyQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;
@@ -143,6 +145,13 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(read.idempotency_key, null);
         assert.equal(read.created_at, clock.nowMs());
         assert.equal(read.not_before_ms, clock.nowMs(), "a new job is due at once");
+        assert.equal(read.submitted_by, null, "no key submitted it");
+      });
+
+      it("records the name of the API key that submitted the job", async () => {
+        const inserted = await store.jobs.insert("job-1", spec(), clock.nowMs(), "ci");
+        assert.equal(inserted.submitted_by, "ci");
+        assert.equal((await job("job-1")).submitted_by, "ci");
       });
 
       it("returns undefined for an unknown job", async () => {

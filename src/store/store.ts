@@ -7,12 +7,14 @@
  *   logs      the job_logs table
  *   retention removal of finished jobs with their rows, and the records of removed jobs
  *   meta      facts about the installation (the cluster id)
+ *   keys      the api_keys table (authenticate a call, create, list, revoke)
  * Times are epoch ms from the caller; the store reads no clock.
  */
 import { type Kysely, sql } from "kysely";
 import { AttemptQueries } from "./attempts.js";
 import type { DatabaseKind } from "./database.js";
 import { JobQueries } from "./jobs.js";
+import { KeyQueries } from "./keys.js";
 import { LogQueries } from "./logs.js";
 import { MetaQueries } from "./meta.js";
 import { RetentionQueries } from "./retention.js";
@@ -24,6 +26,7 @@ export type { JobListQuery, JobPatch } from "./jobs.js";
 export type { WorkerPatch } from "./workers.js";
 export type { NewToken, NewWorker } from "./attempts.js";
 export type { LogChunkInput } from "./logs.js";
+export type { NewApiKey } from "./keys.js";
 
 export class Store {
   readonly jobs: JobQueries;
@@ -33,6 +36,7 @@ export class Store {
   readonly logs: LogQueries;
   readonly retention: RetentionQueries;
   readonly meta: MetaQueries;
+  readonly keys: KeyQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -45,6 +49,7 @@ export class Store {
     this.logs = new LogQueries(db);
     this.retention = new RetentionQueries(db, kind);
     this.meta = new MetaQueries(db);
+    this.keys = new KeyQueries(db);
   }
 
   async close(): Promise<void> {

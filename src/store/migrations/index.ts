@@ -15,6 +15,8 @@ import * as m0007 from "./0007_query_indexes.js";
 import * as m0008 from "./0008_removed_jobs.js";
 import * as m0009 from "./0009_meta.js";
 import * as m0010 from "./0010_uncounted_attempts.js";
+import * as m0011 from "./0011_api_keys.js";
+import * as m0012 from "./0012_job_submitted_by.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -29,6 +31,8 @@ const STEPS: Record<string, Step> = {
   "0008_removed_jobs": m0008,
   "0009_meta": m0009,
   "0010_uncounted_attempts": m0010,
+  "0011_api_keys": m0011,
+  "0012_job_submitted_by": m0012,
 };
 
 /** The first step: applying it means the database was created by this run. */

@@ -1,5 +1,12 @@
 // The client API: what the CLI, the dashboard and plain curl speak with the control plane.
-// One service, served as gRPC, gRPC-Web and Connect (JSON over HTTP/1.1) from the same handlers.
+// Two services (jobs, and the API keys that may call them), served as gRPC, gRPC-Web and Connect
+// (JSON over HTTP/1.1) from the same handlers.
+//
+// Every call carries an API key, `Authorization: Bearer hodei_key_...` (unless the server runs with
+// HODEI_AUTH=off). Without a valid key a call answers unauthenticated (HTTP 401); with a key that
+// lacks the scope it needs, permission_denied (HTTP 403) naming the scope. Scopes: read, submit,
+// admin (implies all), provider:local, provider:docker, provider:kubernetes; each method below says
+// what it needs.
 //
 // States are strings so that JSON clients read them as they are documented:
 //   job:    queued | provisioning | running | succeeded | failed | canceled | timed_out
@@ -19,7 +26,156 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/api.proto.
  */
 export const file_hodei_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIokDChBTdWJtaXRKb2JSZXF1ZXN0Eg8KB2NvbW1hbmQYASADKAkSDgoGc2NyaXB0GAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEjAKA2VudhgEIAMoCzIjLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAUgASgFEjYKBmxhYmVscxgGIAMoCzImLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTGFiZWxzRW50cnkSFAoMbWF4X2F0dGVtcHRzGAcgASgFEg0KBWltYWdlGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRImCglyZXNvdXJjZXMYCiABKAsyEy5ob2RlaS52MS5SZXNvdXJjZXMaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKCVJlc291cmNlcxISCgpjcHVfbWlsbGlzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBSIvChFTdWJtaXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5ob2RlaS52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJWCg9MaXN0Sm9ic1JlcXVlc3QSDgoGc3RhdGVzGAEgAygJEhAKCHByb3ZpZGVyGAIgASgJEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiSAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0uaG9kZWkudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIkYKDkdldExvZ3NSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgSFAoMYWZ0ZXJfY3Vyc29yGAMgASgDIoABCghMb2dFbnRyeRIPCgdhdHRlbXB0GAEgASgFEgsKA3NlcRgCIAEoAxIOCgZzdHJlYW0YAyABKAkSDAoEZGF0YRgEIAEoDBIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjdXJzb3IYBiABKAMioQIKCFRpbWVsaW5lEioKBnF1ZXVlZBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcHJvdmlzaW9uZWQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJlZ2lzdGVyZWQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3N0YXJ0ZWQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGZpbmlzaGVkGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglkZXN0cm95ZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItwBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoBRIRCgl3b3JrZXJfaWQYAiABKAkSEwoLd29ya2VyX25hbWUYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSHAoUcHJvdmlkZXJfcmVzb3VyY2VfaWQYBSABKAkSFQoNcmVzb3VyY2VfdHlwZRgGIAEoCRIUCgx3b3JrZXJfc3RhdGUYByABKAkSFgoOZmFpbHVyZV9yZWFzb24YCCABKAkSJAoIdGltZWxpbmUYCSABKAsyEi5ob2RlaS52MS5UaW1lbGluZSKsBQoDSm9iEgoKAmlkGAEgASgJEg0KBXN0YXRlGAIgASgJEg8KB2NvbW1hbmQYAyADKAkSDgoGc2NyaXB0GAQgASgJEhAKCHByb3ZpZGVyGAUgASgJEiMKA2VudhgGIAMoCzIWLmhvZGVpLnYxLkpvYi5FbnZFbnRyeRIXCg90aW1lb3V0X3NlY29uZHMYByABKAUSKQoGbGFiZWxzGAggAygLMhkuaG9kZWkudjEuSm9iLkxhYmVsc0VudHJ5Eg0KBWltYWdlGAkgASgJEhYKCWV4aXRfY29kZRgKIAEoBUgAiAEBEg4KBnJlYXNvbhgLIAEoCRIQCghhdHRlbXB0cxgMIAEoBRIUCgxtYXhfYXR0ZW1wdHMYDSABKAUSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiQKCHRpbWVsaW5lGBAgASgLMhIuaG9kZWkudjEuVGltZWxpbmUSKgoPYXR0ZW1wdF9oaXN0b3J5GBEgAygLMhEuaG9kZWkudjEuQXR0ZW1wdBIWCg5sb2dzX3RydW5jYXRlZBgSIAEoCBIXCg9sb2dzX2luY29tcGxldGUYEyABKAgSJgoJcmVzb3VyY2VzGBQgASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhoKEnVuY291bnRlZF9hdHRlbXB0cxgVIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZSIwChJMaXN0V29ya2Vyc1JlcXVlc3QSCwoDYWxsGAEgASgIEg0KBWxpbWl0GAIgASgFIsYCCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgEIAEoCRIVCg1yZXNvdXJjZV90eXBlGAUgASgJEg0KBXN0YXRlGAYgASgJEg4KBmpvYl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZXN0cm95ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDCABKAkiOAoTTGlzdFdvcmtlcnNSZXNwb25zZRIhCgd3b3JrZXJzGAEgAygLMhAuaG9kZWkudjEuV29ya2VyIiIKEUxpc3RUb2tlbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFIsUCCghPdHBUb2tlbhIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgDIAEoCRIVCg1yZXNvdXJjZV90eXBlGAQgASgJEhAKCGNvbnN1bWVkGAUgASgIEg4KBmpvYl9pZBgGIAEoCRIRCgl3b3JrZXJfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjb25zdW1lZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgMIAEoCCI4ChJMaXN0VG9rZW5zUmVzcG9uc2USIgoGdG9rZW5zGAEgAygLMhIuaG9kZWkudjEuT3RwVG9rZW4iFgoUTGlzdFByb3ZpZGVyc1JlcXVlc3Qi4AEKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSEgoKaXNfZGVmYXVsdBgCIAEoCBIPCgdoZWFsdGh5GAMgASgIEg4KBmRldGFpbBgEIAEoCRITCgttYXhfd29ya2VycxgFIAEoBRIWCg5hY3RpdmVfd29ya2VycxgGIAEoBRIPCgdvcnBoYW5zGAcgASgFEhkKEXdvcmtlcl9zZXJ2ZXJfdXJsGAggASgJEiEKGXdvcmtlcl9zZXJ2ZXJfdXJsX3dhcm5pbmcYCSABKAkSFQoNb3JwaGFuc19lcnJvchgKIAEoCSI+ChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJQoJcHJvdmlkZXJzGAEgAygLMhIuaG9kZWkudjEuUHJvdmlkZXIyugQKCkpvYlNlcnZpY2USRAoJU3VibWl0Sm9iEhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBobLmhvZGVpLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjUKBkdldEpvYhIXLmhvZGVpLnYxLkdldEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2IiA5ACARJGCghMaXN0Sm9icxIZLmhvZGVpLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmhvZGVpLnYxLkxpc3RKb2JzUmVzcG9uc2UiA5ACARI2CglDYW5jZWxKb2ISGi5ob2RlaS52MS5DYW5jZWxKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iEjkKB0dldExvZ3MSGC5ob2RlaS52MS5HZXRMb2dzUmVxdWVzdBoSLmhvZGVpLnYxLkxvZ0VudHJ5MAESTwoLTGlzdFdvcmtlcnMSHC5ob2RlaS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHS5ob2RlaS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIgOQAgESTAoKTGlzdFRva2VucxIbLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhwuaG9kZWkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIgOQAgESVQoNTGlzdFByb3ZpZGVycxIeLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0Gh8uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKJAwoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIyCglSZXNvdXJjZXMSEgoKY3B1X21pbGxpcxgBIAEoBRIRCgltZW1vcnlfbWIYAiABKAUiLwoRU3VibWl0Sm9iUmVzcG9uc2USGgoDam9iGAEgASgLMg0uaG9kZWkudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiVgoPTGlzdEpvYnNSZXF1ZXN0Eg4KBnN0YXRlcxgBIAMoCRIQCghwcm92aWRlchgCIAEoCRINCgVsaW1pdBgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIkgKEExpc3RKb2JzUmVzcG9uc2USGwoEam9icxgBIAMoCzINLmhvZGVpLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJGCg5HZXRMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhQKDGFmdGVyX2N1cnNvchgDIAEoAyKAAQoITG9nRW50cnkSDwoHYXR0ZW1wdBgBIAEoBRILCgNzZXEYAiABKAMSDgoGc3RyZWFtGAMgASgJEgwKBGRhdGEYBCABKAwSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAYgASgDIqECCghUaW1lbGluZRIqCgZxdWV1ZWQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Byb3Zpc2lvbmVkGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZWdpc3RlcmVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZGVzdHJveWVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAQoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAUgASgJEhUKDXJlc291cmNlX3R5cGUYBiABKAkSFAoMd29ya2VyX3N0YXRlGAcgASgJEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiQKCHRpbWVsaW5lGAkgASgLMhIuaG9kZWkudjEuVGltZWxpbmUi2AUKA0pvYhIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRIQCghwcm92aWRlchgFIAEoCRIjCgNlbnYYBiADKAsyFi5ob2RlaS52MS5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAcgASgFEikKBmxhYmVscxgIIAMoCzIZLmhvZGVpLnYxLkpvYi5MYWJlbHNFbnRyeRINCgVpbWFnZRgJIAEoCRIWCglleGl0X2NvZGUYCiABKAVIAIgBARIOCgZyZWFzb24YCyABKAkSEAoIYXR0ZW1wdHMYDCABKAUSFAoMbWF4X2F0dGVtcHRzGA0gASgFEi4KCmNyZWF0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgh0aW1lbGluZRgQIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEioKD2F0dGVtcHRfaGlzdG9yeRgRIAMoCzIRLmhvZGVpLnYxLkF0dGVtcHQSFgoObG9nc190cnVuY2F0ZWQYEiABKAgSFwoPbG9nc19pbmNvbXBsZXRlGBMgASgIEiYKCXJlc291cmNlcxgUIAEoCzITLmhvZGVpLnYxLlJlc291cmNlcxIaChJ1bmNvdW50ZWRfYXR0ZW1wdHMYFSABKAUSFAoMc3VibWl0dGVkX2J5GBYgASgJEhQKDGVudl9yZWRhY3RlZBgXIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZSIwChJMaXN0V29ya2Vyc1JlcXVlc3QSCwoDYWxsGAEgASgIEg0KBWxpbWl0GAIgASgFIsYCCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgEIAEoCRIVCg1yZXNvdXJjZV90eXBlGAUgASgJEg0KBXN0YXRlGAYgASgJEg4KBmpvYl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZXN0cm95ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDCABKAkiOAoTTGlzdFdvcmtlcnNSZXNwb25zZRIhCgd3b3JrZXJzGAEgAygLMhAuaG9kZWkudjEuV29ya2VyIiIKEUxpc3RUb2tlbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFIsUCCghPdHBUb2tlbhIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgDIAEoCRIVCg1yZXNvdXJjZV90eXBlGAQgASgJEhAKCGNvbnN1bWVkGAUgASgIEg4KBmpvYl9pZBgGIAEoCRIRCgl3b3JrZXJfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjb25zdW1lZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgMIAEoCCI4ChJMaXN0VG9rZW5zUmVzcG9uc2USIgoGdG9rZW5zGAEgAygLMhIuaG9kZWkudjEuT3RwVG9rZW4iFgoUTGlzdFByb3ZpZGVyc1JlcXVlc3Qi4AEKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSEgoKaXNfZGVmYXVsdBgCIAEoCBIPCgdoZWFsdGh5GAMgASgIEg4KBmRldGFpbBgEIAEoCRITCgttYXhfd29ya2VycxgFIAEoBRIWCg5hY3RpdmVfd29ya2VycxgGIAEoBRIPCgdvcnBoYW5zGAcgASgFEhkKEXdvcmtlcl9zZXJ2ZXJfdXJsGAggASgJEiEKGXdvcmtlcl9zZXJ2ZXJfdXJsX3dhcm5pbmcYCSABKAkSFQoNb3JwaGFuc19lcnJvchgKIAEoCSI+ChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJQoJcHJvdmlkZXJzGAEgAygLMhIuaG9kZWkudjEuUHJvdmlkZXIyugQKCkpvYlNlcnZpY2USRAoJU3VibWl0Sm9iEhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBobLmhvZGVpLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjUKBkdldEpvYhIXLmhvZGVpLnYxLkdldEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2IiA5ACARJGCghMaXN0Sm9icxIZLmhvZGVpLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmhvZGVpLnYxLkxpc3RKb2JzUmVzcG9uc2UiA5ACARI2CglDYW5jZWxKb2ISGi5ob2RlaS52MS5DYW5jZWxKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iEjkKB0dldExvZ3MSGC5ob2RlaS52MS5HZXRMb2dzUmVxdWVzdBoSLmhvZGVpLnYxLkxvZ0VudHJ5MAESTwoLTGlzdFdvcmtlcnMSHC5ob2RlaS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHS5ob2RlaS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIgOQAgESTAoKTGlzdFRva2VucxIbLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhwuaG9kZWkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIgOQAgESVQoNTGlzdFByb3ZpZGVycxIeLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0Gh8uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlIgOQAgEy1QEKCktleVNlcnZpY2USRAoJQ3JlYXRlS2V5EhouaG9kZWkudjEuQ3JlYXRlS2V5UmVxdWVzdBobLmhvZGVpLnYxLkNyZWF0ZUtleVJlc3BvbnNlEkYKCExpc3RLZXlzEhkuaG9kZWkudjEuTGlzdEtleXNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEtleXNSZXNwb25zZSIDkAIBEjkKCVJldm9rZUtleRIaLmhvZGVpLnYxLlJldm9rZUtleVJlcXVlc3QaEC5ob2RlaS52MS5BcGlLZXliBnByb3RvMw", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message hodei.v1.CreateKeyRequest
+ */
+export type CreateKeyRequest = Message<"hodei.v1.CreateKeyRequest"> & {
+  /**
+   * Letters, digits, ".", "_" and "-", at most 64, starting with a letter or digit. Unique for
+   * ever: a revoked key keeps its name, so that jobs' submitted_by keeps naming one key.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * At least one; entries may be comma-separated ("submit,provider:local").
+   *
+   * @generated from field: repeated string scopes = 2;
+   */
+  scopes: string[];
+};
+
+/**
+ * Describes the message hodei.v1.CreateKeyRequest.
+ * Use `create(CreateKeyRequestSchema)` to create a new message.
+ */
+export const CreateKeyRequestSchema: GenMessage<CreateKeyRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 0);
+
+/**
+ * @generated from message hodei.v1.CreateKeyResponse
+ */
+export type CreateKeyResponse = Message<"hodei.v1.CreateKeyResponse"> & {
+  /**
+   * @generated from field: hodei.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * The secret ("hodei_key_" and 43 base64url characters). Shown only here.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message hodei.v1.CreateKeyResponse.
+ * Use `create(CreateKeyResponseSchema)` to create a new message.
+ */
+export const CreateKeyResponseSchema: GenMessage<CreateKeyResponse> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 1);
+
+/**
+ * @generated from message hodei.v1.ListKeysRequest
+ */
+export type ListKeysRequest = Message<"hodei.v1.ListKeysRequest"> & {
+  /**
+   * Include revoked keys (default: only keys that work).
+   *
+   * @generated from field: bool all = 1;
+   */
+  all: boolean;
+};
+
+/**
+ * Describes the message hodei.v1.ListKeysRequest.
+ * Use `create(ListKeysRequestSchema)` to create a new message.
+ */
+export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 2);
+
+/**
+ * @generated from message hodei.v1.ListKeysResponse
+ */
+export type ListKeysResponse = Message<"hodei.v1.ListKeysResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated hodei.v1.ApiKey keys = 1;
+   */
+  keys: ApiKey[];
+};
+
+/**
+ * Describes the message hodei.v1.ListKeysResponse.
+ * Use `create(ListKeysResponseSchema)` to create a new message.
+ */
+export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 3);
+
+/**
+ * @generated from message hodei.v1.RevokeKeyRequest
+ */
+export type RevokeKeyRequest = Message<"hodei.v1.RevokeKeyRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hodei.v1.RevokeKeyRequest.
+ * Use `create(RevokeKeyRequestSchema)` to create a new message.
+ */
+export const RevokeKeyRequestSchema: GenMessage<RevokeKeyRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 4);
+
+/**
+ * An API key as stored: never the secret, which is not stored.
+ *
+ * @generated from message hodei.v1.ApiKey
+ */
+export type ApiKey = Message<"hodei.v1.ApiKey"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated string scopes = 2;
+   */
+  scopes: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * When it was last used, to the minute; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 4;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * Unset while the key works.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 5;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message hodei.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 5);
 
 /**
  * @generated from message hodei.v1.SubmitJobRequest
@@ -97,7 +253,7 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
  * Use `create(SubmitJobRequestSchema)` to create a new message.
  */
 export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 0);
+  messageDesc(file_hodei_v1_api, 6);
 
 /**
  * @generated from message hodei.v1.Resources
@@ -123,7 +279,7 @@ export type Resources = Message<"hodei.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 1);
+  messageDesc(file_hodei_v1_api, 7);
 
 /**
  * @generated from message hodei.v1.SubmitJobResponse
@@ -140,7 +296,7 @@ export type SubmitJobResponse = Message<"hodei.v1.SubmitJobResponse"> & {
  * Use `create(SubmitJobResponseSchema)` to create a new message.
  */
 export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 2);
+  messageDesc(file_hodei_v1_api, 8);
 
 /**
  * @generated from message hodei.v1.GetJobRequest
@@ -157,7 +313,7 @@ export type GetJobRequest = Message<"hodei.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 3);
+  messageDesc(file_hodei_v1_api, 9);
 
 /**
  * @generated from message hodei.v1.ListJobsRequest
@@ -195,7 +351,7 @@ export type ListJobsRequest = Message<"hodei.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 4);
+  messageDesc(file_hodei_v1_api, 10);
 
 /**
  * @generated from message hodei.v1.ListJobsResponse
@@ -219,7 +375,7 @@ export type ListJobsResponse = Message<"hodei.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 5);
+  messageDesc(file_hodei_v1_api, 11);
 
 /**
  * @generated from message hodei.v1.CancelJobRequest
@@ -236,7 +392,7 @@ export type CancelJobRequest = Message<"hodei.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 6);
+  messageDesc(file_hodei_v1_api, 12);
 
 /**
  * @generated from message hodei.v1.GetLogsRequest
@@ -265,7 +421,7 @@ export type GetLogsRequest = Message<"hodei.v1.GetLogsRequest"> & {
  * Use `create(GetLogsRequestSchema)` to create a new message.
  */
 export const GetLogsRequestSchema: GenMessage<GetLogsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 7);
+  messageDesc(file_hodei_v1_api, 13);
 
 /**
  * @generated from message hodei.v1.LogEntry
@@ -314,7 +470,7 @@ export type LogEntry = Message<"hodei.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 8);
+  messageDesc(file_hodei_v1_api, 14);
 
 /**
  * @generated from message hodei.v1.Timeline
@@ -356,7 +512,7 @@ export type Timeline = Message<"hodei.v1.Timeline"> & {
  * Use `create(TimelineSchema)` to create a new message.
  */
 export const TimelineSchema: GenMessage<Timeline> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 9);
+  messageDesc(file_hodei_v1_api, 15);
 
 /**
  * @generated from message hodei.v1.Attempt
@@ -415,7 +571,7 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 10);
+  messageDesc(file_hodei_v1_api, 16);
 
 /**
  * @generated from message hodei.v1.Job
@@ -538,6 +694,21 @@ export type Job = Message<"hodei.v1.Job"> & {
    * @generated from field: int32 uncounted_attempts = 21;
    */
   uncountedAttempts: number;
+
+  /**
+   * The name of the API key that submitted the job; empty when none did (submitted before keys
+   * existed, or to a server running with HODEI_AUTH=off).
+   *
+   * @generated from field: string submitted_by = 22;
+   */
+  submittedBy: string;
+
+  /**
+   * True when the caller's key lacks the read scope: env then holds the names with empty values.
+   *
+   * @generated from field: bool env_redacted = 23;
+   */
+  envRedacted: boolean;
 };
 
 /**
@@ -545,7 +716,7 @@ export type Job = Message<"hodei.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 11);
+  messageDesc(file_hodei_v1_api, 17);
 
 /**
  * @generated from message hodei.v1.ListWorkersRequest
@@ -569,7 +740,7 @@ export type ListWorkersRequest = Message<"hodei.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 12);
+  messageDesc(file_hodei_v1_api, 18);
 
 /**
  * @generated from message hodei.v1.Worker
@@ -641,7 +812,7 @@ export type Worker = Message<"hodei.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 13);
+  messageDesc(file_hodei_v1_api, 19);
 
 /**
  * @generated from message hodei.v1.ListWorkersResponse
@@ -658,7 +829,7 @@ export type ListWorkersResponse = Message<"hodei.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 14);
+  messageDesc(file_hodei_v1_api, 20);
 
 /**
  * @generated from message hodei.v1.ListTokensRequest
@@ -675,7 +846,7 @@ export type ListTokensRequest = Message<"hodei.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 15);
+  messageDesc(file_hodei_v1_api, 21);
 
 /**
  * An OTP token as stored: never the secret, only what it was minted for.
@@ -749,7 +920,7 @@ export type OtpToken = Message<"hodei.v1.OtpToken"> & {
  * Use `create(OtpTokenSchema)` to create a new message.
  */
 export const OtpTokenSchema: GenMessage<OtpToken> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 16);
+  messageDesc(file_hodei_v1_api, 22);
 
 /**
  * @generated from message hodei.v1.ListTokensResponse
@@ -768,7 +939,7 @@ export type ListTokensResponse = Message<"hodei.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 17);
+  messageDesc(file_hodei_v1_api, 23);
 
 /**
  * @generated from message hodei.v1.ListProvidersRequest
@@ -781,7 +952,7 @@ export type ListProvidersRequest = Message<"hodei.v1.ListProvidersRequest"> & {
  * Use `create(ListProvidersRequestSchema)` to create a new message.
  */
 export const ListProvidersRequestSchema: GenMessage<ListProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 18);
+  messageDesc(file_hodei_v1_api, 24);
 
 /**
  * @generated from message hodei.v1.Provider
@@ -852,7 +1023,7 @@ export type Provider = Message<"hodei.v1.Provider"> & {
  * Use `create(ProviderSchema)` to create a new message.
  */
 export const ProviderSchema: GenMessage<Provider> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 19);
+  messageDesc(file_hodei_v1_api, 25);
 
 /**
  * @generated from message hodei.v1.ListProvidersResponse
@@ -869,13 +1040,15 @@ export type ListProvidersResponse = Message<"hodei.v1.ListProvidersResponse"> & 
  * Use `create(ListProvidersResponseSchema)` to create a new message.
  */
 export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 20);
+  messageDesc(file_hodei_v1_api, 26);
 
 /**
  * @generated from service hodei.v1.JobService
  */
 export const JobService: GenService<{
   /**
+   * submit, and provider:P for the job's provider P.
+   *
    * @generated from rpc hodei.v1.JobService.SubmitJob
    */
   submitJob: {
@@ -884,6 +1057,8 @@ export const JobService: GenService<{
     output: typeof SubmitJobResponseSchema;
   },
   /**
+   * read; or submit, for a job this key submitted (env values withheld without read).
+   *
    * @generated from rpc hodei.v1.JobService.GetJob
    */
   getJob: {
@@ -892,6 +1067,8 @@ export const JobService: GenService<{
     output: typeof JobSchema;
   },
   /**
+   * read.
+   *
    * @generated from rpc hodei.v1.JobService.ListJobs
    */
   listJobs: {
@@ -900,6 +1077,8 @@ export const JobService: GenService<{
     output: typeof ListJobsResponseSchema;
   },
   /**
+   * submit, for a job this key submitted; admin, for any job.
+   *
    * @generated from rpc hodei.v1.JobService.CancelJob
    */
   cancelJob: {
@@ -909,7 +1088,8 @@ export const JobService: GenService<{
   },
   /**
    * Log history, then (with follow) new lines as they arrive, until the job has ended and
-   * every line of it has been sent.
+   * every line of it has been sent. read; or submit, for a job this key submitted. A follower
+   * whose key is revoked is ended (unauthenticated) within a second.
    *
    * @generated from rpc hodei.v1.JobService.GetLogs
    */
@@ -919,6 +1099,8 @@ export const JobService: GenService<{
     output: typeof LogEntrySchema;
   },
   /**
+   * read.
+   *
    * @generated from rpc hodei.v1.JobService.ListWorkers
    */
   listWorkers: {
@@ -927,6 +1109,8 @@ export const JobService: GenService<{
     output: typeof ListWorkersResponseSchema;
   },
   /**
+   * read.
+   *
    * @generated from rpc hodei.v1.JobService.ListTokens
    */
   listTokens: {
@@ -935,6 +1119,8 @@ export const JobService: GenService<{
     output: typeof ListTokensResponseSchema;
   },
   /**
+   * read.
+   *
    * @generated from rpc hodei.v1.JobService.ListProviders
    */
   listProviders: {
@@ -944,4 +1130,41 @@ export const JobService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hodei_v1_api, 0);
+
+/**
+ * API keys. Every method needs admin.
+ *
+ * @generated from service hodei.v1.KeyService
+ */
+export const KeyService: GenService<{
+  /**
+   * Makes a key and returns it, this once: the server keeps only its hash.
+   *
+   * @generated from rpc hodei.v1.KeyService.CreateKey
+   */
+  createKey: {
+    methodKind: "unary";
+    input: typeof CreateKeyRequestSchema;
+    output: typeof CreateKeyResponseSchema;
+  },
+  /**
+   * @generated from rpc hodei.v1.KeyService.ListKeys
+   */
+  listKeys: {
+    methodKind: "unary";
+    input: typeof ListKeysRequestSchema;
+    output: typeof ListKeysResponseSchema;
+  },
+  /**
+   * The key stops working at once. Revoking a revoked key again answers it unchanged.
+   *
+   * @generated from rpc hodei.v1.KeyService.RevokeKey
+   */
+  revokeKey: {
+    methodKind: "unary";
+    input: typeof RevokeKeyRequestSchema;
+    output: typeof ApiKeySchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_hodei_v1_api, 1);
 
