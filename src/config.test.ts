@@ -1,10 +1,12 @@
 /**
  * Settings with rules of their own: the network edge (defaults keep the 30 s contract; inconsistent
- * values are refused), retention (HODEI_RETENTION) and the cluster id override.
+ * values are refused), retention (HODEI_RETENTION), the cluster id override, auth (HODEI_AUTH, and
+ * where the admin key may not go) and the CLI's API key.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseServerConfig } from "./config.js";
+import { resolve } from "node:path";
+import { clientAdminKeyPath, clientToken, isLoopbackHost, parseServerConfig } from "./config.js";
 
 describe("parseServerConfig: network edge", () => {
   it("defaults to limits that close a connection doing nothing within 30 s", () => {
@@ -64,5 +66,61 @@ describe("HODEI_CLUSTER_ID", () => {
   it("is only an override: unset, the id is decided from the database once it is open", () => {
     assert.equal(parseServerConfig({}).clusterIdOverride, undefined);
     assert.equal(parseServerConfig({ HODEI_CLUSTER_ID: "prod-1" }).clusterIdOverride, "prod-1");
+  });
+});
+
+describe("HODEI_AUTH", () => {
+  it("is required by default", () => {
+    assert.equal(parseServerConfig({}).isAuthRequired, true);
+  });
+
+  it("may be turned off on a loopback address", () => {
+    for (const host of ["127.0.0.1", "localhost", "::1", "127.0.0.2"]) {
+      assert.equal(parseServerConfig({ HODEI_AUTH: "off", HODEI_HOST: host }).isAuthRequired, false, host);
+    }
+  });
+
+  it("is not turned off on another address without HODEI_AUTH_INSECURE=1, saying what to do", () => {
+    for (const host of ["0.0.0.0", "::", "10.1.2.3", "hodei.example.com"]) {
+      assert.throws(
+        () => parseServerConfig({ HODEI_AUTH: "off", HODEI_HOST: host }),
+        (err: Error) => err.message.includes(`HODEI_HOST=${host}`) && /HODEI_AUTH_INSECURE=1/.test(err.message),
+        host,
+      );
+    }
+    assert.equal(parseServerConfig({ HODEI_AUTH: "off", HODEI_HOST: "0.0.0.0", HODEI_AUTH_INSECURE: "1" }).isAuthRequired, false);
+  });
+
+  it("refuses values other than required and off", () => {
+    assert.throws(() => parseServerConfig({ HODEI_AUTH: "none" }), /HODEI_AUTH/);
+    assert.throws(() => parseServerConfig({ HODEI_AUTH_INSECURE: "yes" }), /HODEI_AUTH_INSECURE/);
+  });
+});
+
+describe("HODEI_DOCKER_RUNTIME_DIR", () => {
+  it("may not hold the admin key (it is mounted into containers and copied into the worker image)", () => {
+    assert.throws(() => parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv/hodei" }), /admin\.key/);
+    assert.throws(() => parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv" }), /admin\.key/);
+    assert.equal(parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei" }).docker.runtimeDir, "/srv/hodei/agent-runtime");
+    assert.equal(parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv/hodei-runtime" }).docker.runtimeDir, "/srv/hodei-runtime");
+  });
+});
+
+describe("the CLI's API key settings", () => {
+  it("takes --token, else HODEI_TOKEN", () => {
+    assert.equal(clientToken("flag", { HODEI_TOKEN: "env" }), "flag");
+    assert.equal(clientToken(undefined, { HODEI_TOKEN: "env" }), "env");
+    assert.equal(clientToken(undefined, { HODEI_TOKEN: "" }), undefined);
+    assert.equal(clientToken(undefined, {}), undefined);
+  });
+
+  it("looks for admin.key in HODEI_DATA_DIR, as the server writes it, else in ./.hodei", () => {
+    assert.equal(clientAdminKeyPath({ HODEI_DATA_DIR: "/srv/hodei" }), "/srv/hodei/admin.key");
+    assert.equal(clientAdminKeyPath({}), resolve(".hodei", "admin.key"));
+  });
+
+  it("knows loopback hosts, bracketed or not", () => {
+    for (const host of ["127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]"]) assert.equal(isLoopbackHost(host), true, host);
+    for (const host of ["0.0.0.0", "10.0.0.1", "[::]", "example.com", "127.0.0.1.example.com", "localhost.example.com", ""]) assert.equal(isLoopbackHost(host), false, host);
   });
 });

@@ -4,7 +4,7 @@
  * Every option states its default and unit.
  */
 import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
@@ -31,8 +31,20 @@ const ServerEnv = z.object({
   HODEI_PORT: int(0, 65535).default(7070),
   /** Address to listen on. Default 127.0.0.1; use 0.0.0.0 to serve other machines. */
   HODEI_HOST: z.string().min(1).default("127.0.0.1"),
-  /** Directory for the embedded database and worker files. Default ./.hodei */
+  /**
+   * Directory for the embedded database, worker files and admin.key (the first admin API key,
+   * mode 0600). Default ./.hodei. The CLI reads the same variable to find admin.key.
+   */
   HODEI_DATA_DIR: z.string().min(1).default(".hodei"),
+  /**
+   * API keys on the client API (JobService, KeyService). Default required: every call needs
+   * `Authorization: Bearer <key>`; the first start writes an admin key to <data dir>/admin.key.
+   * off: anyone who reaches the port may do anything; refused on an address other than loopback
+   * unless HODEI_AUTH_INSECURE=1. Agents authenticate with their OTP token either way.
+   */
+  HODEI_AUTH: z.enum(["required", "off"]).default("required"),
+  /** 1 lets HODEI_AUTH=off serve a non-loopback HODEI_HOST (everyone on the network is admin). Default 0. */
+  HODEI_AUTH_INSECURE: z.enum(["0", "1"]).default("0"),
   /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
   HODEI_DATABASE_URL: z
     .string()
@@ -212,6 +224,16 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   }
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
+  if (e.HODEI_AUTH === "off" && !isLoopbackHost(e.HODEI_HOST) && e.HODEI_AUTH_INSECURE !== "1") {
+    throw new Error(
+      `invalid configuration: HODEI_AUTH=off with HODEI_HOST=${e.HODEI_HOST} would let anyone who reaches this address run anything: keep auth on (the default), listen on 127.0.0.1, or set HODEI_AUTH_INSECURE=1 if that is really what you want`,
+    );
+  }
+  const runtimeDir = resolve(e.HODEI_DOCKER_RUNTIME_DIR ?? join(dataDir, "agent-runtime"));
+  if (isWithin(join(dataDir, "admin.key"), runtimeDir)) {
+    // The runtime directory is mounted into containers and copied into the worker image.
+    throw new Error(`invalid configuration: HODEI_DOCKER_RUNTIME_DIR=${runtimeDir} would hold ${join(dataDir, "admin.key")} and show it to every container: use a directory of its own`);
+  }
 
   const baseEnv: Record<string, string> = {};
   for (const key of WORKER_BASE_ENV) if (env[key] !== undefined) baseEnv[key] = env[key]!;
@@ -219,6 +241,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     port: e.HODEI_PORT,
     host: e.HODEI_HOST,
     dataDir,
+    /** False with HODEI_AUTH=off. */
+    isAuthRequired: e.HODEI_AUTH === "required",
     databaseUrl,
     /** Undefined when not set: the server enables local, and docker if a daemon answers. */
     providers: e.HODEI_PROVIDERS as string[] | undefined,
@@ -256,7 +280,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       networkMode: e.HODEI_DOCKER_NETWORK_MODE,
       workerServerUrl: e.HODEI_DOCKER_WORKER_SERVER_URL,
       maxWorkers: e.HODEI_DOCKER_MAX_WORKERS,
-      runtimeDir: resolve(e.HODEI_DOCKER_RUNTIME_DIR ?? join(dataDir, "agent-runtime")),
+      runtimeDir,
     },
     kubernetes: {
       kubeconfig: e.HODEI_K8S_KUBECONFIG ?? e.KUBECONFIG,
@@ -280,7 +304,32 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   };
 }
 
+/** Whether `path` is `dir` or inside it. */
+function isWithin(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+}
+
+/**
+ * Whether a host name or address is this machine's loopback (127.0.0.0/8, ::1, localhost), as in
+ * HODEI_HOST or a URL's hostname ("[::1]").
+ */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
 /** The CLI's settings: where the server is. */
 export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   return flag ?? env.HODEI_SERVER_URL ?? "http://127.0.0.1:7070";
+}
+
+/** The CLI's API key, when given: --token, else HODEI_TOKEN (else the CLI may read admin.key). */
+export function clientToken(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return flag ?? (env.HODEI_TOKEN || undefined);
+}
+
+/** Where the CLI looks for admin.key when it talks to a server on this machine: HODEI_DATA_DIR, as the server does. */
+export function clientAdminKeyPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(resolve(env.HODEI_DATA_DIR || ".hodei"), "admin.key");
 }

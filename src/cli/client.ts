@@ -1,19 +1,23 @@
 /**
- * The CLI's connection to the control plane: a Connect client of hodei.v1.JobService over HTTP/1.1
- * (the same protocol plain curl speaks). The server URL comes from the global --server option, else
- * HODEI_SERVER_URL, else http://127.0.0.1:7070 (resolved by config.ts, the only reader of the env).
+ * The CLI's connection to the control plane: Connect clients of hodei.v1.JobService and KeyService
+ * over HTTP/1.1 (the same protocol plain curl speaks). The server URL comes from the global --server
+ * option, else HODEI_SERVER_URL, else http://127.0.0.1:7070 (resolved by config.ts, the only reader
+ * of the env); the API key from credentials.ts.
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Command } from "commander";
 import { clientServerUrl } from "../config.js";
-import { JobService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
+import { apiKeyOf, sendApiKey } from "./credentials.js";
 import { CliError, USAGE_EXIT_CODE } from "./errors.js";
 
 export type ApiClient = Client<typeof JobService>;
+export type KeyClient = Client<typeof KeyService>;
 
 export interface CliContext {
   client: ApiClient;
+  keys: KeyClient;
   serverUrl: string;
 }
 
@@ -37,6 +41,10 @@ export function connect(command: Command): CliContext {
       USAGE_EXIT_CODE,
     );
   }
-  const transport = createConnectTransport({ baseUrl: serverUrl, httpVersion: "1.1" });
-  return { client: createClient(JobService, transport), serverUrl };
+  const transport = createConnectTransport({
+    baseUrl: serverUrl,
+    httpVersion: "1.1",
+    interceptors: [sendApiKey(apiKeyOf(command, serverUrl))],
+  });
+  return { client: createClient(JobService, transport), keys: createClient(KeyService, transport), serverUrl };
 }

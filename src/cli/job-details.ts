@@ -22,10 +22,11 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["provider", job.provider || NONE],
     ["command", job.command.length > 0 ? formatCommand(job) : undefined],
     ["image", job.image || undefined],
-    ["env", entries(job.env)],
+    ["env", job.envRedacted ? redactedEnv(job.env) : entries(job.env)],
     ["labels", entries(job.labels)],
     ["timeout", job.timeoutSeconds ? `${job.timeoutSeconds}s` : undefined],
     ["attempts", formatAttempts(job)],
+    ["submitted by", job.submittedBy || undefined],
     ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],
     ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
     ["duration", formatJobDuration(job, nowMs)],
@@ -71,6 +72,12 @@ function timelineFields(timeline: Timeline, origin: Timestamp | undefined): [str
     const offset = origin && step !== "queued" ? pc.dim(` +${formatDurationMs(timestampMs(ts) - timestampMs(origin))}`) : "";
     return [step, `${formatTime(ts)}${offset}`];
   });
+}
+
+/** Names only: the server withholds the values from a key without the read scope. */
+function redactedEnv(env: Record<string, string>): string | undefined {
+  const names = Object.keys(env);
+  return names.length === 0 ? undefined : `${names.join(" ")} ${pc.dim("(values hidden: this key lacks the read scope)")}`;
 }
 
 function logsNote(job: Job): string | undefined {

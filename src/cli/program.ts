@@ -10,6 +10,7 @@ import { registerCancelCommand } from "./commands/cancel.js";
 import { registerDoctorCommand } from "./commands/doctor.js";
 import { registerImageCommand } from "./commands/image.js";
 import { registerJobsCommand } from "./commands/jobs.js";
+import { registerKeysCommand } from "./commands/keys.js";
 import { registerLogsCommand } from "./commands/logs.js";
 import { registerProvidersCommand } from "./commands/providers.js";
 import { registerRunCommand } from "./commands/run.js";
@@ -30,13 +31,18 @@ Examples:
   hodei logs -f JOB_ID
   hodei jobs get JOB_ID --json
   hodei doctor                                  check every provider with a probe worker
-  hodei verify --providers docker               run the test jobs and check tokens and cleanup`;
+  hodei verify --providers docker               run the test jobs and check tokens and cleanup
+  hodei keys create --name ci --scope submit,provider:local    an API key (printed once)`;
 
 export function buildProgram(): Command {
   const program = new Command("hodei")
     .description("Run jobs on ephemeral workers: local processes, Docker or Kubernetes.")
     .version(pkg.version, "-V, --version")
     .option("--server <url>", "Hodei server URL (default: $HODEI_SERVER_URL or http://127.0.0.1:7070)")
+    .option(
+      "--token <key>",
+      "API key (default: $HODEI_TOKEN; for a server on this machine, <data dir>/admin.key). Prefer HODEI_TOKEN: other users can see a command line",
+    )
     .option("--no-color", "plain output (also: NO_COLOR=1)")
     .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", EXAMPLES)
@@ -53,6 +59,7 @@ export function buildProgram(): Command {
   registerWorkersCommand(program);
   registerTokensCommand(program);
   registerProvidersCommand(program);
+  registerKeysCommand(program);
   registerDoctorCommand(program);
   registerVerifyCommand(program);
   return program;

@@ -1,7 +1,12 @@
-/** Turns stored rows into API messages. The OTP secret never exists here: rows hold only hashes. */
+/**
+ * Turns stored rows into API messages. OTP tokens and API keys never exist here: rows hold only
+ * hashes. Job env values are left out when the caller may not see them (access.ts).
+ */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  type ApiKey,
+  ApiKeySchema,
   type Attempt,
   AttemptSchema,
   type Job,
@@ -12,7 +17,8 @@ import {
   type Worker,
   WorkerSchema,
 } from "../gen/hodei/v1/api_pb.js";
-import type { JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
+import { scopesOf } from "../store/keys.js";
+import type { ApiKeyRow, JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
 
 function ts(ms: number | null | undefined): Timestamp | undefined {
   return ms === null || ms === undefined ? undefined : timestampFromMs(ms);
@@ -44,8 +50,13 @@ function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
   });
 }
 
-/** `workers` are the job's workers ordered by attempt. */
-export function toJob(job: JobRow, workers: WorkerRow[]): Job {
+/** Each value replaced by "": what a caller without the read scope sees of a job's env. */
+function redacted(env: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.keys(env).map((name) => [name, ""]));
+}
+
+/** `workers` are the job's workers ordered by attempt; isEnvShown: may the caller see env values. */
+export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): Job {
   // A queued job has no current worker (an earlier attempt's worker belongs to the history only).
   const latest = job.state === "queued" ? undefined : (workers.filter((w) => w.attempt === job.attempts).at(-1) ?? workers.at(-1));
   return create(JobSchema, {
@@ -54,7 +65,8 @@ export function toJob(job: JobRow, workers: WorkerRow[]): Job {
     command: JSON.parse(job.command) as string[],
     script: job.script,
     provider: job.provider,
-    env: JSON.parse(job.env) as Record<string, string>,
+    env: isEnvShown ? (JSON.parse(job.env) as Record<string, string>) : redacted(JSON.parse(job.env) as Record<string, string>),
+    envRedacted: !isEnvShown,
     timeoutSeconds: job.timeout_seconds,
     labels: JSON.parse(job.labels) as Record<string, string>,
     image: job.image,
@@ -70,6 +82,7 @@ export function toJob(job: JobRow, workers: WorkerRow[]): Job {
     logsTruncated: job.logs_truncated === 1,
     logsIncomplete: job.logs_incomplete === 1,
     resources: { cpuMillis: job.cpu_millis, memoryMb: job.memory_mb },
+    submittedBy: job.submitted_by ?? "",
   });
 }
 
@@ -104,5 +117,15 @@ export function toOtpToken(token: OtpTokenRow, nowMs: number): OtpToken {
     expiresAt: ts(token.expires_at),
     consumedAt: ts(token.consumed_at),
     expired: token.consumed_at === null && token.expires_at <= nowMs,
+  });
+}
+
+export function toApiKey(key: ApiKeyRow): ApiKey {
+  return create(ApiKeySchema, {
+    name: key.name,
+    scopes: scopesOf(key),
+    createdAt: ts(key.created_at),
+    lastUsedAt: ts(key.last_used_at),
+    revokedAt: ts(key.revoked_at),
   });
 }

@@ -15,6 +15,7 @@ import {
   InvalidInputError,
   NotFoundError,
   PermanentError,
+  PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
 } from "../core/errors.js";
@@ -64,6 +65,7 @@ export function toConnectError(err: unknown, log: Logger, procedure: string, inp
   if (err instanceof NotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof ConflictError) return new ConnectError(err.message, Code.FailedPrecondition);
   if (err instanceof UnauthenticatedError) return new ConnectError(err.message, Code.Unauthenticated);
+  if (err instanceof PermissionDeniedError) return new ConnectError(err.message, Code.PermissionDenied);
   if (isDatabaseBusy(err)) {
     log.warn({ err, procedure }, "database busy");
     return new ConnectError("the database is busy (another process holds its write lock); retry shortly", Code.Unavailable);

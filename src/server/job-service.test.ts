@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { hashToken, mintApiKey } from "../core/token.js";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
@@ -18,6 +19,7 @@ import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { openDatabase } from "../store/database.js";
 import { driveJob } from "../store/lifecycle.contract.js";
 import { Store } from "../store/store.js";
+import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService, parseStateFilter } from "./job-service.js";
 import { LogHub } from "./log-hub.js";
@@ -56,7 +58,15 @@ describe("job service reads", () => {
     const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000 };
     const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors: [errorInterceptor(log)] } }));
+    const key = mintApiKey();
+    await store.keys.insert({ name: "reader", keyHash: hashToken(key), scopes: ["read"] }, clock.nowMs());
+    // The reads need the read scope, as in production.
+    const sendKey: Interceptor = (next) => (req) => {
+      req.header.set("authorization", `Bearer ${key}`);
+      return next(req);
+    };
+    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
+    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [sendKey] } }));
   });
   afterEach(async () => {
     await store.close();

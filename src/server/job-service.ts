@@ -1,6 +1,8 @@
 /**
  * The client API (hodei.v1.JobService): submit, get, list, cancel, logs, workers, tokens, providers.
- * Served as gRPC, gRPC-Web and Connect JSON from these same handlers.
+ * Served as gRPC, gRPC-Web and Connect JSON from these same handlers. The auth interceptor has
+ * checked each call's method rule before it gets here; the rules that need the job (its owner, its
+ * provider, who sees env values) are applied here, from access.ts.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -23,6 +25,8 @@ import {
 } from "../gen/hodei/v1/api_pb.js";
 import { isOrphan } from "../scheduler/reap.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
+import type { JobRow } from "../store/schema.js";
+import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
 import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
 import type { ServiceDeps } from "./service-deps.js";
 
@@ -58,11 +62,18 @@ function decodePageToken(token: string): { createdAt: number; id: string } {
 export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobService> {
   const { store, clock } = deps;
 
-  async function loadJob(id: string) {
+  async function readJob(id: string): Promise<JobRow> {
     if (!id) throw new InvalidInputError("id: required", "id");
     const job = await store.jobs.get(id);
     if (!job) throw await jobNotFound(id);
-    return toJob(job, await store.workers.listOfJob(id));
+    return job;
+  }
+
+  /** The job as `caller` may see it; refused when it may not read it. */
+  async function loadJob(id: string, caller: Caller) {
+    const job = await readJob(id);
+    requireJobRead(caller, owner(job));
+    return toJob(job, await store.workers.listOfJob(id), maySeeEnvValues(caller));
   }
 
   /** "Not found", or for a job removed by retention (while its record is kept) exactly that. */
@@ -76,7 +87,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   }
 
   return {
-    async submitJob(req) {
+    async submitJob(req, ctx) {
+      const caller = ctx.values.get(CALLER);
       const spec = validateJobSpec(
         {
           command: req.command,
@@ -93,18 +105,25 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );
-      const row = await store.jobs.insert(newId(), spec, clock.nowMs());
+      requireProvider(caller, spec.provider);
+      const id = newId();
+      const row = await store.jobs.insert(id, spec, clock.nowMs(), caller.keyName);
+      const isNew = row.id === id;
+      if (!isNew && row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
+        // The first job of that key is another key's, which this one may not read.
+        throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
+      }
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
-      deps.log.info({ jobId: row.id, provider: row.provider }, "job submitted");
+      deps.log.info({ jobId: row.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
       deps.reconciler.nudge();
-      return create(SubmitJobResponseSchema, { job: toJob(row, []) });
+      return create(SubmitJobResponseSchema, { job: toJob(row, isNew ? [] : await store.workers.listOfJob(row.id), maySeeEnvValues(caller)) });
     },
 
-    async getJob(req) {
-      return loadJob(req.id);
+    async getJob(req, ctx) {
+      return loadJob(req.id, ctx.values.get(CALLER));
     },
 
-    async listJobs(req) {
+    async listJobs(req, ctx) {
       const states = parseStateFilter(req.states);
       if (req.limit < 0 || req.limit > 500) throw new InvalidInputError("limit: between 1 and 500", "limit");
       const limit = req.limit || 50;
@@ -116,7 +135,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       });
       const page = rows.slice(0, limit);
       const workers = await store.workers.listOfJobs(page.map((row) => row.id));
-      const jobs = page.map((row) => toJob(row, workers.get(row.id) ?? []));
+      const isEnvShown = maySeeEnvValues(ctx.values.get(CALLER));
+      const jobs = page.map((row) => toJob(row, workers.get(row.id) ?? [], isEnvShown));
       const last = page.at(-1);
       return create(ListJobsResponseSchema, {
         jobs,
@@ -124,20 +144,25 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       });
     },
 
-    async cancelJob(req) {
-      const current = await loadJob(req.id);
-      if (current.state === "canceled") return current;
-      if (isTerminal(current.state as JobState)) throw new ConflictError(`job ${req.id} already ${current.state}; nothing to cancel`);
-      const canceled = await deps.reconciler.cancelJob(req.id, "canceled by user");
-      if (!canceled) return cancelRaceResult(req.id);
+    async cancelJob(req, ctx) {
+      const caller = ctx.values.get(CALLER);
+      const current = await readJob(req.id);
+      requireJobCancel(caller, owner(current));
+      if (current.state === "canceled") return loadJob(req.id, caller);
+      if (isTerminal(current.state)) throw new ConflictError(`job ${req.id} already ${current.state}; nothing to cancel`);
+      const canceled = await deps.reconciler.cancelJob(req.id, caller.keyName ? `canceled by user (API key "${caller.keyName}")` : "canceled by user");
+      if (!canceled) return cancelRaceResult(req.id, caller);
       deps.logHub.notify(req.id);
-      return loadJob(req.id);
+      return loadJob(req.id, caller);
     },
 
     async *getLogs(req, ctx: HandlerContext) {
       if (!req.jobId) throw new InvalidInputError("jobId: required", "jobId");
       if (req.afterCursor < 0n) throw new InvalidInputError("afterCursor: a cursor from a LogEntry, or 0 for all", "afterCursor");
-      if (!(await store.jobs.get(req.jobId))) throw new NotFoundError(`job ${req.jobId} not found`);
+      const caller = ctx.values.get(CALLER);
+      const found = await store.jobs.get(req.jobId);
+      if (!found) throw new NotFoundError(`job ${req.jobId} not found`);
+      requireJobRead(caller, owner(found));
       let position = positionOf(req.afterCursor);
       /** Reads and yields every page stored after `position`. */
       const drain = async function* () {
@@ -164,6 +189,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         }
         if (ctx.signal.aborted) return;
         await deps.logHub.wait(req.jobId, FOLLOW_POLL_MS, ctx.signal);
+        // A follower may outlive its key: it ends within a poll of the key's revocation.
+        await caller.assertActive();
       }
     },
 
@@ -220,11 +247,15 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     return { count: resources.filter((resource) => isOrphan(resource, workers.get(resource.workerId))).length, error: "" };
   }
 
-  async function cancelRaceResult(id: string) {
-    const job = await loadJob(id);
+  async function cancelRaceResult(id: string, caller: Caller) {
+    const job = await loadJob(id, caller);
     if (job.state === "canceled") return job;
     throw new ConflictError(`job ${id} already ${job.state}; nothing to cancel`);
   }
+}
+
+function owner(job: JobRow): { id: string; submittedBy: string | null } {
+  return { id: job.id, submittedBy: job.submitted_by };
 }
 
 /**

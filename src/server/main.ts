@@ -10,7 +10,7 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
-import { JobService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
@@ -18,8 +18,11 @@ import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
+import { ensureAdminKey } from "./admin-key.js";
+import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
+import { createKeyService } from "./key-service.js";
 import { listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
@@ -48,6 +51,11 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       { clusterId, replacedClusterId: cluster.replaced },
       "HODEI_CLUSTER_ID replaces the cluster id stored in the database; workers labelled with the old id are no longer listed or reaped by this server",
     );
+  }
+  if (config.isAuthRequired) {
+    await ensureAdminKey({ store, clock, log, dataDir: config.dataDir });
+  } else {
+    log.warn({ host: config.host }, "HODEI_AUTH=off: the client API asks for no key; whoever reaches this address may do anything");
   }
   const metrics = createMetrics();
   const logHub = new LogHub();
@@ -162,7 +170,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const handler = createRpcHandler({
     maxMessageBytes: config.edge.maxMessageBytes,
     maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
-    interceptors: [errorInterceptor(log)],
+    // In this order: the error interceptor maps what authentication throws too.
+    interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: config.isAuthRequired })],
     log,
     routes(router) {
       router.service(WorkerService, createWorkerService({
@@ -172,6 +181,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
         logLimitBytes: config.logLimitBytes,
       }));
       router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
+      router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {
       void serveHttp(req, res as unknown as http.ServerResponse);
@@ -193,6 +203,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
         return send(503, "text/plain", `database unavailable: ${(err as Error).message}\n`);
       }
     }
+    // Open like the probes, for scrapers that hold no API key: counts by provider and state only,
+    // never an id, a command, an env value or a key name.
     if (path === "/metrics") return send(200, metrics.registry.contentType, await metrics.registry.metrics());
     send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
   }
@@ -213,7 +225,15 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   reconciler.start();
   isServing = true;
   log.info(
-    { port: listener.port, url, database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"), providers: enabled, clusterId, clusterIdSource: cluster.source },
+    {
+      port: listener.port,
+      url,
+      database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"),
+      providers: enabled,
+      clusterId,
+      clusterIdSource: cluster.source,
+      auth: config.isAuthRequired ? "required" : "off",
+    },
     "server listening",
   );
 

@@ -4,12 +4,19 @@
  * that authenticate a call go to the database every time, so a revoked key stops working at once.
  */
 import type { Kysely } from "kysely";
+import { isScope, type Scope } from "../core/scopes.js";
 import type { ApiKeyRow, Database } from "./schema.js";
+
+/** The scopes of a stored key. Names this release does not know (a newer one stored them) grant nothing. */
+export function scopesOf(row: Pick<ApiKeyRow, "scopes">): Scope[] {
+  const stored = JSON.parse(row.scopes) as unknown;
+  return Array.isArray(stored) ? stored.filter((s): s is Scope => typeof s === "string" && isScope(s)) : [];
+}
 
 export interface NewApiKey {
   name: string;
   keyHash: string;
-  scopes: string[];
+  scopes: readonly Scope[];
 }
 
 export class KeyQueries {
@@ -59,15 +66,15 @@ export class KeyQueries {
   }
 
   /**
-   * Records a use of the key, unless one at or after `unlessSinceMs` is already recorded: a write
+   * Records a use of the key at nowMs, unless the use recorded is later than `staleAtMs`: a write
    * at most once per interval per key, not one per call. False when nothing was written.
    */
-  async touch(name: string, nowMs: number, unlessSinceMs: number): Promise<boolean> {
+  async touch(name: string, nowMs: number, staleAtMs: number): Promise<boolean> {
     const result = await this.db
       .updateTable("api_keys")
       .set({ last_used_at: nowMs })
       .where("name", "=", name)
-      .where((eb) => eb.or([eb("last_used_at", "is", null), eb("last_used_at", "<", unlessSinceMs)]))
+      .where((eb) => eb.or([eb("last_used_at", "is", null), eb("last_used_at", "<=", staleAtMs)]))
       .executeTakeFirst();
     return Number(result.numUpdatedRows) > 0;
   }

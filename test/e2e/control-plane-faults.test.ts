@@ -11,7 +11,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
-import { eventually, jobWhen, killCluster, leftoverProcesses, ROOT, runCli, sleep, startServerProcess } from "./harness.js";
+import { bearer, eventually, jobWhen, killCluster, leftoverProcesses, ROOT, runCli, sleep, startServerProcess } from "./harness.js";
 
 const HEARTBEAT_TIMEOUT_MS = 3000;
 
@@ -91,7 +91,11 @@ describe("the SQLite database write-locked by another process for 15 s", () => {
       while (Date.now() - lockedAt < 12_000) {
         const health = await fetch(`${server.url}/healthz`);
         assert.equal(health.status, 200);
-        const read = await fetch(`${server.url}/hodei.v1.JobService/GetJob`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id: ids[0] }) });
+        const read = await fetch(`${server.url}/hodei.v1.JobService/GetJob`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...bearer(server) },
+          body: JSON.stringify({ id: ids[0] }),
+        });
         const body = await read.text();
         assert.equal(read.status, 200, body);
         assert.equal((JSON.parse(body) as { id: string }).id, ids[0]);

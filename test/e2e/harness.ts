@@ -1,7 +1,9 @@
 /**
  * Whole-system test harness: a real `hodei server` process (on a free port, a temporary data
  * directory and a cluster id of its own), the real CLI, and a check that no worker process of
- * that cluster is left behind.
+ * that cluster is left behind. Auth is on, as by default: the CLI is given the server's data
+ * directory (HODEI_DATA_DIR) and finds the admin key there as it would on the server's machine;
+ * raw requests send `bearer(server)`.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -9,6 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import type { Interceptor } from "@connectrpc/connect";
 import { findMarkedProcesses } from "../../src/providers/process-table.js";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
@@ -19,6 +22,8 @@ export interface ServerProcess {
   port: number;
   clusterId: string;
   dataDir: string;
+  /** The admin key the server wrote to <data dir>/admin.key ("" when it wrote none: HODEI_AUTH=off). */
+  adminKey: string;
   env: Record<string, string>;
   process: ChildProcess;
   /** Lines the server printed (JSON logs). */
@@ -35,6 +40,8 @@ export interface StartOptions {
   dataDir?: string;
   clusterId?: string;
   port?: number;
+  /** Run the server in this directory without HODEI_DATA_DIR: its data directory is then the default, <cwd>/.hodei. */
+  cwd?: string;
 }
 
 /** Servers started by this test process: killed when it exits, whatever happened to the test. */
@@ -44,13 +51,13 @@ process.once("exit", () => {
 });
 
 export async function startServerProcess(env: Record<string, string> = {}, options: StartOptions = {}): Promise<ServerProcess> {
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+  const dataDir = options.cwd ? join(options.cwd, ".hodei") : (options.dataDir ?? mkdtempSync(join(tmpdir(), "hodei-e2e-")));
   const clusterId = options.clusterId ?? `t${randomUUID().slice(0, 8)}`;
   const fullEnv: Record<string, string> = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: process.env.HOME ?? "/root",
     HODEI_PORT: String(options.port ?? 0),
-    HODEI_DATA_DIR: dataDir,
+    ...(options.cwd ? {} : { HODEI_DATA_DIR: dataDir }),
     HODEI_CLUSTER_ID: clusterId,
     HODEI_RECONCILE_INTERVAL_MS: "500",
     HODEI_ORPHAN_GRACE_MS: "2000",
@@ -58,7 +65,7 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
     HODEI_PROVIDERS: "local",
     ...env,
   };
-  const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   child.once("exit", () => running.delete(child));
   const output: string[] = [];
@@ -82,11 +89,13 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
     });
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const keyFile = join(dataDir, "admin.key");
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     clusterId,
     dataDir,
+    adminKey: existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "",
     env: fullEnv,
     process: child,
     output,
@@ -112,12 +121,39 @@ export interface CliResult {
   stderr: string;
 }
 
+/** A server as the CLI needs it: its URL, and its data directory when the CLI should find its admin key. */
+export type ServerRef = { url: string; dataDir?: string };
+
+/** The Authorization header with the server's admin key, for raw requests. */
+export function bearer(server: { adminKey: string }): Record<string, string> {
+  return { authorization: `Bearer ${server.adminKey}` };
+}
+
+/** Sends the server's admin key on every call of a Connect client. */
+export function sendKey(server: { adminKey: string }): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${server.adminKey}`);
+    return next(req);
+  };
+}
+
+/** The environment of a CLI process: the server's URL and data directory (where it finds admin.key), then `extra`. */
+function cliEnv(server: ServerRef | null, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    NO_COLOR: "1",
+    ...(server ? { HODEI_SERVER_URL: server.url } : {}),
+    ...(server?.dataDir ? { HODEI_DATA_DIR: server.dataDir } : {}),
+    ...extra,
+  };
+}
+
 /** Runs `hodei ARGS` against the server and waits for it to exit. */
-export function runCli(server: { url: string } | null, args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(server: ServerRef | null, args: string[], options: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolveRun, reject) => {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", ...options.env };
-    if (server) env.HODEI_SERVER_URL = server.url;
-    const child = spawn(process.execPath, [HODEI_BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const env = cliEnv(server, options.env);
+    const child = spawn(process.execPath, [HODEI_BIN, ...args], { env, cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d));
@@ -134,15 +170,12 @@ export function runCli(server: { url: string } | null, args: string[], options: 
 }
 
 /** Starts `hodei ARGS` and returns the process (for cancel and signal tests). */
-export function spawnCli(server: { url: string }, args: string[]): ChildProcess {
-  return spawn(process.execPath, [HODEI_BIN, ...args], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", HODEI_SERVER_URL: server.url },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+export function spawnCli(server: ServerRef, args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [HODEI_BIN, ...args], { env: cliEnv(server, env), stdio: ["ignore", "pipe", "pipe"] });
 }
 
-export async function jsonCli<T>(server: { url: string }, args: string[]): Promise<T> {
-  const result = await runCli(server, [...args, "--json"]);
+export async function jsonCli<T>(server: ServerRef, args: string[], env: Record<string, string> = {}): Promise<T> {
+  const result = await runCli(server, [...args, "--json"], { env });
   if (result.code !== 0) throw new Error(`hodei ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
   return JSON.parse(result.stdout) as T;
 }
@@ -217,6 +250,10 @@ export interface JobJson {
   timeline: Record<string, string>;
   logsTruncated?: boolean;
   logsIncomplete?: boolean;
+  /** The name of the API key that submitted the job. */
+  submittedBy: string;
+  env: Record<string, string>;
+  envRedacted: boolean;
 }
 
 /** An OTP token as `hodei tokens --json` prints it. */
@@ -240,7 +277,7 @@ export interface WorkerJson {
 }
 
 /** Polls the job until `predicate` holds or timeoutMs passes; returns the last job read. */
-export async function jobWhen(server: { url: string }, id: string, predicate: (job: JobJson) => boolean, timeoutMs = 30_000): Promise<JobJson> {
+export async function jobWhen(server: ServerRef, id: string, predicate: (job: JobJson) => boolean, timeoutMs = 30_000): Promise<JobJson> {
   let job = await jsonCli<JobJson>(server, ["jobs", "get", id]);
   const deadline = Date.now() + timeoutMs;
   while (!predicate(job) && Date.now() < deadline) {
@@ -251,6 +288,6 @@ export async function jobWhen(server: { url: string }, id: string, predicate: (j
 }
 
 /** The job once its (latest) worker is destroyed. */
-export function waitDestroyed(server: { url: string }, id: string, timeoutMs = 30_000): Promise<JobJson> {
+export function waitDestroyed(server: ServerRef, id: string, timeoutMs = 30_000): Promise<JobJson> {
   return jobWhen(server, id, (job) => Boolean(job.timeline.destroyed), timeoutMs);
 }

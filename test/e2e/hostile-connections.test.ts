@@ -11,7 +11,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, afterEach, before, describe, it } from "node:test";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
-import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess } from "./harness.js";
 import { http1Request, msUntilClosed, openSocket } from "./raw-wire.js";
 
 const SHORT = {
@@ -162,7 +162,7 @@ describe("quiet log followers, with short configured timeouts", () => {
     assert.match(id, /\S/);
     const overHttp1 = runCli(server, ["logs", "-f", id]);
     const overHttp2 = (async () => {
-      const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url }));
+      const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url, interceptors: [sendKey(server)] }));
       const data: Uint8Array[] = [];
       for await (const entry of client.getLogs({ jobId: id, follow: true })) data.push(entry.data);
       return Buffer.concat(data).toString();

@@ -10,8 +10,8 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, before, describe, it } from "node:test";
 import { GetJobRequestSchema, JobService, ListJobsRequestSchema, SubmitJobRequestSchema } from "../../src/gen/hodei/v1/api_pb.js";
-import { anyClusterProcesses, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess } from "./harness.js";
-import { envelope, gzipBomb, http1Request, http2Request, procCpuSeconds, procMemoryBytes, type RawResponse, resetPeakMemory, sendChunked } from "./raw-wire.js";
+import { anyClusterProcesses, bearer, killCluster, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess } from "./harness.js";
+import { envelope, gzipBomb, http1Request as http1Raw, http2Request as http2Raw, procCpuSeconds, procMemoryBytes, type RawResponse, resetPeakMemory, sendChunked } from "./raw-wire.js";
 
 const SUBMIT = "/hodei.v1.JobService/SubmitJob";
 const LIST = "/hodei.v1.JobService/ListJobs";
@@ -62,6 +62,10 @@ function submitWithRawCommand(bytes: Buffer): Buffer {
 
 describe("hostile messages", () => {
   let server: ServerProcess;
+  // Each attack carries the admin key, so that it reaches the check it is about: a streaming call
+  // without a key is refused before its message is read (auth.test.ts covers calls without one).
+  const http1Request: typeof http1Raw = (url, options) => http1Raw(url, { ...options, headers: { ...bearer(server), ...options.headers } });
+  const http2Request: typeof http2Raw = (url, options) => http2Raw(url, { ...options, headers: { ...bearer(server), ...options.headers } });
 
   before(async () => {
     server = await startServerProcess();
@@ -146,7 +150,8 @@ describe("hostile messages", () => {
       const message = Buffer.from(toBinary(ListJobsRequestSchema, create(ListJobsRequestSchema, { provider: "p".repeat(49_990), limit: 1 })));
       const pid = server.process.pid!;
       const cpuBefore = procCpuSeconds(pid);
-      const answer = await sendChunked(server.port, `POST ${LIST} HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\n`, envelope(0, message), 1);
+      const head = `POST ${LIST} HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\nAuthorization: ${bearer(server).authorization}\r\n`;
+      const answer = await sendChunked(server.port, head, envelope(0, message), 1);
       const cpu = procCpuSeconds(pid) - cpuBefore;
       console.log(`50,000 one-byte chunks: server CPU ${cpu.toFixed(2)} s`);
       assert.match(answer.toString("latin1"), /^HTTP\/1\.1 200/);
@@ -292,7 +297,7 @@ describe("hostile messages", () => {
       const run = await runCli(server, ["run", "--", "printf 'a\\377b\\n'"]);
       assert.equal(run.code, 0, run.stderr);
       const jobs = JSON.parse((await http1Request(server.url, { path: LIST, headers: { "content-type": "application/json" }, body: '{"limit":1}' })).body.toString()) as { jobs: { id: string }[] };
-      const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url }));
+      const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url, interceptors: [sendKey(server)] }));
       const data: Uint8Array[] = [];
       for await (const entry of client.getLogs({ jobId: jobs.jobs[0].id })) data.push(entry.data);
       assert.deepEqual(Buffer.concat(data), Buffer.from([0x61, 0xff, 0x62, 0x0a]));

@@ -24,10 +24,10 @@ import {
 } from "./harness.js";
 
 /** Runs `hodei ARGS` and keeps its stdout as bytes. */
-function runCliBytes(server: { url: string }, args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+function runCliBytes(server: { url: string; dataDir: string }, args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [HODEI_BIN, ...args], {
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", HODEI_SERVER_URL: server.url },
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", NO_COLOR: "1", HODEI_SERVER_URL: server.url, HODEI_DATA_DIR: server.dataDir },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const out: Buffer[] = [];

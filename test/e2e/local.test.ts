@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
   anyClusterProcesses,
+  bearer,
   eventually,
   type JobJson,
   jobWhen,
@@ -192,7 +193,7 @@ describe("bad input", () => {
   async function submitRaw(body: unknown) {
     const res = await fetch(`${server.url}/hodei.v1.JobService/SubmitJob`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...bearer(server) },
       body: JSON.stringify(body),
     });
     return { status: res.status, body: (await res.json()) as { code?: string; message?: string; job?: JobJson } };

@@ -1,0 +1,66 @@
+/**
+ * Which API key the CLI sends, as `Authorization: Bearer <key>`: the global --token, else
+ * HODEI_TOKEN, else, only for a server on a loopback address, the admin key the server wrote to
+ * admin.key in its data directory (HODEI_DATA_DIR, default ./.hodei, as for the server). So the
+ * one-command start needs no setup, and a key file is never sent to another machine.
+ */
+import { readFileSync } from "node:fs";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Command } from "commander";
+import { clientAdminKeyPath, clientToken, isLoopbackHost } from "../config.js";
+import { CliError } from "./errors.js";
+
+export interface ApiKeyChoice {
+  /** Undefined: none found; the request goes without one (and a server with auth on refuses it). */
+  key?: string;
+  /** Where the key came from, or where none was found: what an "unauthenticated" answer names. */
+  source: string;
+}
+
+export function apiKeyOf(command: Command, serverUrl: string): ApiKeyChoice {
+  const flag = command.optsWithGlobals<{ token?: string }>().token;
+  const given = clientToken(flag);
+  if (given !== undefined) return { key: given.trim(), source: flag !== undefined ? "--token" : "HODEI_TOKEN" };
+  const path = clientAdminKeyPath();
+  let hostname = "";
+  try {
+    hostname = new URL(serverUrl).hostname;
+  } catch {
+    // An invalid URL is reported by connect().
+  }
+  if (!isLoopbackHost(hostname)) return { source: "no --token or HODEI_TOKEN" };
+  try {
+    return { key: readFileSync(path, "utf8").trim(), source: path };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { source: `no --token, HODEI_TOKEN or ${path}` };
+    throw new CliError(`cannot read the admin key ${path}: ${(err as Error).message} (give --token or HODEI_TOKEN instead)`, 1, { cause: err });
+  }
+}
+
+/** Adds the key to every request of a transport; a refusal (unauthenticated) says which key was sent. */
+export function sendApiKey(choice: ApiKeyChoice): Interceptor {
+  const explain = (err: unknown) =>
+    err instanceof ConnectError && err.code === Code.Unauthenticated
+      ? new ConnectError(`${err.rawMessage} (API key used: ${choice.source})`, err.code, err.metadata, undefined, err)
+      : err;
+  return (next) => async (req) => {
+    if (choice.key) req.header.set("authorization", `Bearer ${choice.key}`);
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* messages;
+          } catch (err) {
+            throw explain(err);
+          }
+        })(),
+      };
+    } catch (err) {
+      throw explain(err);
+    }
+  };
+}
