@@ -31,7 +31,7 @@ import { workerName } from "../src/core/ids.js";
 import { JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { openDatabase } from "../src/store/database.js";
 import { Store } from "../src/store/store.js";
-import { startServerProcess } from "../test/e2e/harness.js";
+import { sendKey, startServerProcess } from "../test/e2e/harness.js";
 
 const HISTORY_JOBS = Number(process.env.BENCH_HISTORY_JOBS ?? 200_000);
 const STORE_JOBS = Number(process.env.BENCH_HISTORY_STORE_JOBS ?? 2000);
@@ -191,7 +191,7 @@ async function helloUntilSucceeded(client: Client): Promise<number> {
 async function serverLatency(emptyDir: string, fullDir: string): Promise<{ empty: number[]; full: number[] }> {
   const servers = [await startServerProcess({}, { dataDir: emptyDir }), await startServerProcess({}, { dataDir: fullDir })];
   try {
-    const [empty, full] = servers.map((server) => createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" })));
+    const [empty, full] = servers.map((server) => createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] })));
     for (let i = 0; i < 3; i++) {
       await helloUntilSucceeded(empty);
       await helloUntilSucceeded(full);

@@ -40,7 +40,7 @@ import Dockerode from "dockerode";
 import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
-import { HODEI_BIN, startServerProcess } from "../test/e2e/harness.js";
+import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
 import { historySection } from "./history.js";
 
 const execFileAsync = promisify(execFile);
@@ -261,10 +261,11 @@ async function kubernetesSection(core: k8s.CoreV1Api | null, client: Client): Pr
 }
 
 /** `hodei verify --json` for the named providers: the seed's scenario (3 jobs per provider at once). */
-async function verifyRun(serverUrl: string, providers: string): Promise<Record<string, unknown>> {
+async function verifyRun(server: { url: string; dataDir: string }, providers: string): Promise<Record<string, unknown>> {
   const t0 = performance.now();
   const { stdout } = await execFileAsync(process.execPath, [HODEI_BIN, "verify", "--json", "--providers", providers], {
-    env: { ...WORKER_ENV, HODEI_SERVER_URL: serverUrl },
+    // HODEI_DATA_DIR: the CLI finds the server's admin key there.
+    env: { ...WORKER_ENV, HODEI_SERVER_URL: server.url, HODEI_DATA_DIR: server.dataDir },
     maxBuffer: 64 * 1024 * 1024,
   }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? "{}" }));
   const report = JSON.parse(stdout) as { ok?: boolean; totalMs?: number; jobs?: unknown[] };
@@ -301,7 +302,7 @@ async function main(): Promise<void> {
     HODEI_DOCKER_IMAGE: DOCKER_IMAGE,
     ...(kubeconfig ? { HODEI_K8S_KUBECONFIG: kubeconfig } : {}),
   });
-  const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
+  const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] }));
   try {
     // Warm up: first spawns pay for cold caches.
     for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"] })).job!.id);
@@ -324,7 +325,7 @@ async function main(): Promise<void> {
       docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
       kubernetes: await kubernetesSection(core, client),
       verify: daemon
-        ? { seed_scenario: await verifyRun(server.url, "docker,kubernetes"), all_providers: await verifyRun(server.url, "local,docker,kubernetes"), original_seconds: 18 }
+        ? { seed_scenario: await verifyRun(server, "docker,kubernetes"), all_providers: await verifyRun(server, "local,docker,kubernetes"), original_seconds: 18 }
         : { skipped: "no Docker daemon" },
       history,
     };
