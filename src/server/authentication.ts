@@ -38,9 +38,14 @@ const HOW_TO_GET_A_KEY =
   'An admin creates keys with "hodei keys create"; the first admin key is in admin.key in the server\'s data directory, which the hodei CLI reads by itself on the server\'s machine';
 
 export function authInterceptor(options: AuthOptions): Interceptor {
+  /**
+   * When this process last tried to record each key's use, ms: a write that failed (the database
+   * is locked; SQLite then blocks the event loop for its busy timeout) is not tried on every call.
+   */
+  const touchTriedAtMs = new Map<string, number>();
   return (next) => async (req) => {
     if (SELF_AUTHENTICATED.has(req.service.typeName)) return next(req);
-    const caller = options.isRequired ? await authenticate(options, req.header.get("authorization")) : UNRESTRICTED;
+    const caller = options.isRequired ? await authenticate(options, touchTriedAtMs, req.header.get("authorization")) : UNRESTRICTED;
     try {
       requireMethod(caller, req.service.typeName, req.method.name);
     } catch (err) {
@@ -52,7 +57,7 @@ export function authInterceptor(options: AuthOptions): Interceptor {
   };
 }
 
-async function authenticate({ store, clock, log }: AuthOptions, header: string | null): Promise<Caller> {
+async function authenticate({ store, clock, log }: AuthOptions, touchTriedAtMs: Map<string, number>, header: string | null): Promise<Caller> {
   if (!header) {
     throw new UnauthenticatedError(`missing API key: send the header "Authorization: Bearer <key>" (the hodei CLI: --token or HODEI_TOKEN). ${HOW_TO_GET_A_KEY}`);
   }
@@ -66,9 +71,11 @@ async function authenticate({ store, clock, log }: AuthOptions, header: string |
     throw new UnauthenticatedError(`API key refused: unknown or revoked. ${HOW_TO_GET_A_KEY}`);
   }
   const nowMs = clock.nowMs();
-  if (row.last_used_at === null || row.last_used_at <= nowMs - LAST_USED_RESOLUTION_MS) {
+  const staleAtMs = nowMs - LAST_USED_RESOLUTION_MS;
+  if ((row.last_used_at ?? -Infinity) <= staleAtMs && (touchTriedAtMs.get(row.name) ?? -Infinity) <= staleAtMs) {
+    touchTriedAtMs.set(row.name, nowMs);
     // Informational only: a write that fails (the database is locked) must not fail the call.
-    store.keys.touch(row.name, nowMs, nowMs - LAST_USED_RESOLUTION_MS).catch((err: unknown) => log.debug({ err, keyName: row.name }, "could not record an API key's use"));
+    store.keys.touch(row.name, nowMs, staleAtMs).catch((err: unknown) => log.debug({ err, keyName: row.name }, "could not record an API key's use"));
   }
   return {
     keyName: row.name,
