@@ -110,7 +110,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const row = await store.jobs.insert(id, spec, clock.nowMs(), caller.keyName);
       const isNew = row.id === id;
       if (!isNew && row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
-        // The first job of that key is another key's, which this one may not read.
+        // That idempotency key's job was submitted by another API key, which this one may not read.
         throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
       }
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
