@@ -31,6 +31,33 @@ const ServerEnv = z.object({
   HODEI_PORT: int(0, 65535).default(7070),
   /** Address to listen on. Default 127.0.0.1; use 0.0.0.0 to serve other machines. */
   HODEI_HOST: z.string().min(1).default("127.0.0.1"),
+  /**
+   * A second port that serves only the worker API (hodei.v1.WorkerService), so that a cluster can
+   * keep worker pods away from the client API with a NetworkPolicy (policies select ports, not
+   * paths). When set, HODEI_PORT refuses WorkerService, this port refuses everything else (the
+   * client API, /healthz, /metrics), and workers are given URLs with this port. Same address, limits,
+   * timeouts and TLS as HODEI_PORT; HODEI_MAX_CONNECTIONS applies to each port on its own, so that
+   * a flood of clients cannot lock workers out. 0 picks a free port.
+   * Default: unset, and HODEI_PORT serves everything.
+   */
+  HODEI_WORKER_PORT: int(0, 65535).optional(),
+  /**
+   * TLS: PEM files of the server's certificate (leaf first, then any intermediates) and its private
+   * key; both or neither. When set, every port serves HTTPS and gRPC over TLS only (ALPN h2 and
+   * http/1.1), plain-text connections are refused, and the server's URLs (logged, and given to
+   * workers) start with https://. The certificate must name the addresses clients and workers use
+   * (by default workers use 127.0.0.1). Default: unset, plain HTTP.
+   */
+  HODEI_TLS_CERT: z.string().min(1).optional(),
+  HODEI_TLS_KEY: z.string().min(1).optional(),
+  /**
+   * PEM file of the CA that issued HODEI_TLS_CERT. It is public, not a secret: every worker on every
+   * provider gets it in its environment (HODEI_TLS_CA_PEM) to verify the server, hence its limit of
+   * 64 KiB (one CA or a short chain, not a whole system bundle). The CLI reads the same variable.
+   * Default: unset, and workers verify the server with the system's roots (a certificate from a
+   * public CA).
+   */
+  HODEI_TLS_CA: z.string().min(1).optional(),
   /** Directory for the embedded database and worker files. Default ./.hodei */
   HODEI_DATA_DIR: z.string().min(1).default(".hodei"),
   /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
@@ -210,6 +237,12 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   if (e.HODEI_HEADERS_TIMEOUT_MS > e.HODEI_REQUEST_TIMEOUT_MS) {
     throw new Error("invalid configuration: HODEI_HEADERS_TIMEOUT_MS must not exceed HODEI_REQUEST_TIMEOUT_MS (the headers are part of the request)");
   }
+  if ((e.HODEI_TLS_CERT === undefined) !== (e.HODEI_TLS_KEY === undefined)) {
+    throw new Error("invalid configuration: set both HODEI_TLS_CERT and HODEI_TLS_KEY (PEM files of the certificate and its key), or neither");
+  }
+  if (e.HODEI_WORKER_PORT !== undefined && e.HODEI_WORKER_PORT !== 0 && e.HODEI_WORKER_PORT === e.HODEI_PORT) {
+    throw new Error("invalid configuration: HODEI_WORKER_PORT must differ from HODEI_PORT (leave it unset to serve workers on HODEI_PORT)");
+  }
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
 
@@ -218,6 +251,12 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     port: e.HODEI_PORT,
     host: e.HODEI_HOST,
+    /** Undefined when not set: HODEI_PORT serves workers too. */
+    workerPort: e.HODEI_WORKER_PORT,
+    /** Paths of the PEM files; undefined when TLS is off. caPath may be unset with TLS on. */
+    tls: e.HODEI_TLS_CERT && e.HODEI_TLS_KEY ? { certPath: resolve(e.HODEI_TLS_CERT), keyPath: resolve(e.HODEI_TLS_KEY), caPath: e.HODEI_TLS_CA && resolve(e.HODEI_TLS_CA) } : undefined,
+    /** HODEI_TLS_CA when TLS is off: not used, and said so at start-up. */
+    unusedTlsCaPath: e.HODEI_TLS_CERT ? undefined : e.HODEI_TLS_CA,
     dataDir,
     databaseUrl,
     /** Undefined when not set: the server enables local, and docker if a daemon answers. */
@@ -283,4 +322,12 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
 /** The CLI's settings: where the server is. */
 export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   return flag ?? env.HODEI_SERVER_URL ?? "http://127.0.0.1:7070";
+}
+
+/**
+ * The CLI's CA certificate file (PEM) for an https:// server: --ca-cert, else HODEI_TLS_CA.
+ * Undefined: the system's roots verify the server.
+ */
+export function clientCaCertPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return flag ?? (env.HODEI_TLS_CA || undefined);
 }
