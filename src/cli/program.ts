@@ -37,6 +37,7 @@ export function buildProgram(): Command {
     .description("Run jobs on ephemeral workers: local processes, Docker or Kubernetes.")
     .version(pkg.version, "-V, --version")
     .option("--server <url>", "Hodei server URL (default: $HODEI_SERVER_URL or http://127.0.0.1:7070)")
+    .option("--ca-cert <file>", "CA certificate (PEM) that verifies an https:// server (default: $HODEI_TLS_CA, else the system's roots)")
     .option("--no-color", "plain output (also: NO_COLOR=1)")
     .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", EXAMPLES)
