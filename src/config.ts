@@ -27,7 +27,7 @@ const duration = (maxMs: number) =>
     });
 
 const ServerEnv = z.object({
-  /** Port for everything (gRPC, gRPC-Web, Connect, HTTP). Default 7070; 0 picks a free port. */
+  /** Port for everything (gRPC, gRPC-Web, Connect, HTTP; but see HODEI_WORKER_PORT). Default 7070; 0 picks a free port. */
   HODEI_PORT: int(0, 65535).default(7070),
   /** Address to listen on. Default 127.0.0.1; use 0.0.0.0 to serve other machines. */
   HODEI_HOST: z.string().min(1).default("127.0.0.1"),
@@ -181,8 +181,9 @@ const ServerEnv = z.object({
   HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(16 * 1024 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   /**
    * A new connection must send enough bytes to tell HTTP/1.1 from the HTTP/2 preface within this
-   * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it).
-   * Default 10000: clients send their first bytes at once.
+   * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it); with
+   * TLS, it must finish its TLS handshake within it. Default 10000: clients send their first bytes
+   * at once, and a handshake takes one or two round trips.
    */
   HODEI_SNIFF_TIMEOUT_MS: int(50, 600_000).default(10_000),
   /** HTTP/1.1: a request's headers must arrive within this many ms. Default 10000. */
@@ -204,8 +205,9 @@ const ServerEnv = z.object({
   /** HTTP/2: streams one connection may have open at once. Default 100 (what gRPC servers commonly allow). */
   HODEI_HTTP2_MAX_CONCURRENT_STREAMS: int(1, 10_000).default(100),
   /**
-   * Connections open at once; further ones are closed on accept. Default 4096: keep it below the
-   * process's open-file limit (ulimit -n) minus what the database and providers need.
+   * Connections open at once, per port (HODEI_PORT and HODEI_WORKER_PORT each); further ones are
+   * closed on accept. Default 4096: keep it (twice it with a worker port) below the process's
+   * open-file limit (ulimit -n) minus what the database and providers need.
    */
   HODEI_MAX_CONNECTIONS: int(1, 1_000_000).default(4096),
   /** trace | debug | info | warn | error | silent. Default info. */
