@@ -106,7 +106,7 @@ const ServerEnv = z.object({
   HODEI_LOCAL_MAX_WORKERS: int(1, 10_000).default(16),
   /** Idle local agents kept booted for the next jobs (0 turns the warm pool off). Default 2. */
   HODEI_LOCAL_WARM_WORKERS: int(0, 64).default(2),
-  /** Address local workers use to reach the control plane. Default http://127.0.0.1:<port>. */
+  /** Address local workers use to reach the control plane. Default http(s)://127.0.0.1:<worker port, else port>. */
   HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
   /** Socket of the Docker daemon. Default /var/run/docker.sock. */
   HODEI_DOCKER_SOCKET: z.string().min(1).default("/var/run/docker.sock"),
@@ -114,7 +114,7 @@ const ServerEnv = z.object({
   HODEI_DOCKER_IMAGE: z.string().min(1).default("hodei-worker:latest"),
   /** Network mode of worker containers. Default host. */
   HODEI_DOCKER_NETWORK_MODE: z.string().min(1).default("host"),
-  /** Address Docker workers use to reach the control plane. Default http://127.0.0.1:<port> (host network). */
+  /** Address Docker workers use to reach the control plane. Default http(s)://127.0.0.1:<worker port, else port> (host network). */
   HODEI_DOCKER_WORKER_SERVER_URL: z.url().optional(),
   /** Host directory of the agent runtime mounted into jobs' own images. Default <data dir>/agent-runtime. */
   HODEI_DOCKER_RUNTIME_DIR: z.string().min(1).optional(),
@@ -158,7 +158,7 @@ const ServerEnv = z.object({
       ctx.addIssue({ code: "custom", message: "a JSON array of tolerations" });
       return [];
     }),
-  /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL. */
+  /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL, with the worker port if set. */
   HODEI_K8S_WORKER_SERVER_URL: z.url().optional(),
   /** Pods the Kubernetes provider runs at once. Default 16. */
   HODEI_K8S_MAX_WORKERS: int(1, 10_000).default(16),

@@ -178,6 +178,35 @@ describe("listener with TLS", () => {
   });
 });
 
+describe("listener with TLS and a connection cap of 2", () => {
+  let material: TestTls;
+  let listener: Listener;
+
+  before(async () => {
+    material = makeTestTls();
+    const limits = { ...LIMITS, maxConnections: 2 };
+    listener = await listen(versionHandler, { port: 0, host: "127.0.0.1", limits, log, tls: { cert: material.serverCertPem, key: material.serverKeyPem } });
+  });
+  after(async () => {
+    await listener.close();
+    material.cleanup();
+  });
+
+  it("counts a TLS connection until it closes, then admits new ones (ten in a row, over both protocols)", async () => {
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await http1Get({ isTls: true, host: "127.0.0.1", port: listener.port, ca: material.caPem })).body, "1.1 tls");
+      assert.equal((await http2Get(`https://localhost:${listener.port}`, { ca: material.caPem })).body, "2.0 tls");
+    }
+    const held = [await tlsConnect(listener.port, material.caPem, ["http/1.1"]), await tlsConnect(listener.port, material.caPem, ["http/1.1"])];
+    try {
+      const third = await openSocket(listener.port);
+      await msUntilClosed(third, FAIL_AFTER_MS, "a connection over the cap");
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+  });
+});
+
 describe("listener without TLS", () => {
   let listener: Listener;
 
