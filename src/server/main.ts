@@ -43,6 +43,10 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig = parseServerConfig()): Promise<RunningServer> {
   const log = pino({ level: config.logLevel, base: { service: "hodei" } });
+  // Read before anything starts: a bad certificate stops the server with the reason.
+  const serverTls = config.tls ? loadServerTls(config.tls) : undefined;
+  for (const warning of serverTls?.warnings ?? []) log.warn(warning);
+  if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
   const { db, kind, isNew } = await openDatabase(config.databaseUrl);
@@ -55,10 +59,6 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       "HODEI_CLUSTER_ID replaces the cluster id stored in the database; workers labelled with the old id are no longer listed or reaped by this server",
     );
   }
-  // Read before anything starts: a bad certificate stops the server with the reason.
-  const serverTls = config.tls ? loadServerTls(config.tls) : undefined;
-  for (const warning of serverTls?.warnings ?? []) log.warn(warning);
-  if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const metrics = createMetrics();
   const logHub = new LogHub();
   const sessions = new SessionRegistry();
@@ -331,7 +331,15 @@ export async function runServer(): Promise<void> {
     process.stderr.write(`hodei: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  const server = await startServer(config);
+  let server: RunningServer;
+  try {
+    server = await startServer(config);
+  } catch (err) {
+    // A setting that proves wrong only once used (a TLS file, the default provider): said like a parse error.
+    if (!(err as Error).message?.startsWith("invalid configuration")) throw err;
+    process.stderr.write(`hodei: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   // Every background task handles its own failure; should one still slip through, it is logged and
   // the server goes on: one failed step never ends the control plane.
   process.on("unhandledRejection", (reason) => {

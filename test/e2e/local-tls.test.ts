@@ -6,8 +6,11 @@
  * Every test proves no worker process is left; stopping the server proves its idle agents went too.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import https from "node:https";
 import http2 from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type tls from "node:tls";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -188,5 +191,24 @@ describe("TLS without HODEI_TLS_CA on the server", () => {
     assert.equal(job.state, "failed");
     assert.match(job.reason, /unable to verify the first certificate/);
     assert.deepEqual(await leftoverProcesses(server), []);
+  });
+});
+
+describe("TLS settings that cannot work", () => {
+  it("stop the server at start-up with exit code 2 and the variable's name", async () => {
+    const material = makeTestTls();
+    const dataDir = mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+    try {
+      const missing = join(material.dir, "missing.crt");
+      await assert.rejects(startServerProcess({ HODEI_TLS_CERT: missing, HODEI_TLS_KEY: material.serverKeyPath }, { dataDir }), (err: Error) => {
+        assert.match(err.message, /server exited with 2 before listening/);
+        assert.match(err.message, /hodei: invalid configuration: HODEI_TLS_CERT: cannot read .*missing\.crt/);
+        return true;
+      });
+      await assert.rejects(startServerProcess({ HODEI_TLS_CERT: material.serverCertPath, HODEI_TLS_KEY: join(material.dir, "hodei-other-ca.key") }, { dataDir }), /exited with 2[\s\S]*do not make a TLS identity/);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      material.cleanup();
+    }
   });
 });
