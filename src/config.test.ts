@@ -124,3 +124,34 @@ describe("the CLI's API key settings", () => {
     for (const host of ["0.0.0.0", "10.0.0.1", "[::]", "example.com", "127.0.0.1.example.com", "localhost.example.com", ""]) assert.equal(isLoopbackHost(host), false, host);
   });
 });
+
+describe("TLS and the worker port", () => {
+  it("are off by default: plain HTTP, everything on HODEI_PORT", () => {
+    const config = parseServerConfig({});
+    assert.equal(config.tls, undefined);
+    assert.equal(config.workerPort, undefined);
+  });
+
+  it("reads the certificate, key and CA paths, and the worker port", () => {
+    const config = parseServerConfig({ HODEI_TLS_CERT: "/etc/hodei/tls.crt", HODEI_TLS_KEY: "/etc/hodei/tls.key", HODEI_TLS_CA: "/etc/hodei/ca.crt", HODEI_WORKER_PORT: "7071" });
+    assert.deepEqual(config.tls, { certPath: "/etc/hodei/tls.crt", keyPath: "/etc/hodei/tls.key", caPath: "/etc/hodei/ca.crt" });
+    assert.equal(config.workerPort, 7071);
+    assert.equal(config.unusedTlsCaPath, undefined);
+  });
+
+  it("refuses a certificate without its key, or a key without its certificate, naming both", () => {
+    for (const env of [{ HODEI_TLS_CERT: "/c" }, { HODEI_TLS_KEY: "/k" }]) {
+      assert.throws(() => parseServerConfig(env), /HODEI_TLS_CERT and HODEI_TLS_KEY/);
+    }
+  });
+
+  it("notes a CA given while TLS is off, so that start-up can say it is unused", () => {
+    assert.equal(parseServerConfig({ HODEI_TLS_CA: "/ca.crt" }).unusedTlsCaPath, "/ca.crt");
+  });
+
+  it("refuses a worker port equal to HODEI_PORT, but lets both pick free ports", () => {
+    assert.throws(() => parseServerConfig({ HODEI_PORT: "7070", HODEI_WORKER_PORT: "7070" }), /HODEI_WORKER_PORT must differ from HODEI_PORT/);
+    assert.throws(() => parseServerConfig({ HODEI_WORKER_PORT: "7070" }), /HODEI_WORKER_PORT must differ/);
+    assert.equal(parseServerConfig({ HODEI_PORT: "0", HODEI_WORKER_PORT: "0" }).workerPort, 0);
+  });
+});

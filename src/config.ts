@@ -27,10 +27,37 @@ const duration = (maxMs: number) =>
     });
 
 const ServerEnv = z.object({
-  /** Port for everything (gRPC, gRPC-Web, Connect, HTTP). Default 7070; 0 picks a free port. */
+  /** Port for everything (gRPC, gRPC-Web, Connect, HTTP; but see HODEI_WORKER_PORT). Default 7070; 0 picks a free port. */
   HODEI_PORT: int(0, 65535).default(7070),
   /** Address to listen on. Default 127.0.0.1; use 0.0.0.0 to serve other machines. */
   HODEI_HOST: z.string().min(1).default("127.0.0.1"),
+  /**
+   * A second port that serves only the worker API (hodei.v1.WorkerService), so that a cluster can
+   * keep worker pods away from the client API with a NetworkPolicy (policies select ports, not
+   * paths). When set, HODEI_PORT refuses WorkerService, this port refuses everything else (the
+   * client API, /healthz, /metrics), and workers are given URLs with this port. Same address, limits,
+   * timeouts and TLS as HODEI_PORT; HODEI_MAX_CONNECTIONS applies to each port on its own, so that
+   * a flood of clients cannot lock workers out. 0 picks a free port.
+   * Default: unset, and HODEI_PORT serves everything.
+   */
+  HODEI_WORKER_PORT: int(0, 65535).optional(),
+  /**
+   * TLS: PEM files of the server's certificate (leaf first, then any intermediates) and its private
+   * key; both or neither. When set, every port serves HTTPS and gRPC over TLS only (ALPN h2 and
+   * http/1.1), plain-text connections are refused, and the server's URLs (logged, and given to
+   * workers) start with https://. The certificate must name the addresses clients and workers use
+   * (by default workers use 127.0.0.1). Default: unset, plain HTTP.
+   */
+  HODEI_TLS_CERT: z.string().min(1).optional(),
+  HODEI_TLS_KEY: z.string().min(1).optional(),
+  /**
+   * PEM file of the CA that issued HODEI_TLS_CERT. It is public, not a secret: every worker on every
+   * provider gets it in its environment (HODEI_TLS_CA_PEM) to verify the server, hence its limit of
+   * 64 KiB (one CA or a short chain, not a whole system bundle). The CLI reads the same variable.
+   * Default: unset, and workers verify the server with the system's roots (a certificate from a
+   * public CA).
+   */
+  HODEI_TLS_CA: z.string().min(1).optional(),
   /**
    * Directory for the embedded database, worker files and admin.key (the first admin API key,
    * mode 0600). Default ./.hodei. The CLI reads the same variable to find admin.key.
@@ -91,7 +118,7 @@ const ServerEnv = z.object({
   HODEI_LOCAL_MAX_WORKERS: int(1, 10_000).default(16),
   /** Idle local agents kept booted for the next jobs (0 turns the warm pool off). Default 2. */
   HODEI_LOCAL_WARM_WORKERS: int(0, 64).default(2),
-  /** Address local workers use to reach the control plane. Default http://127.0.0.1:<port>. */
+  /** Address local workers use to reach the control plane. Default http(s)://127.0.0.1:<worker port, else port>. */
   HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
   /** Socket of the Docker daemon. Default /var/run/docker.sock. */
   HODEI_DOCKER_SOCKET: z.string().min(1).default("/var/run/docker.sock"),
@@ -99,7 +126,7 @@ const ServerEnv = z.object({
   HODEI_DOCKER_IMAGE: z.string().min(1).default("hodei-worker:latest"),
   /** Network mode of worker containers. Default host. */
   HODEI_DOCKER_NETWORK_MODE: z.string().min(1).default("host"),
-  /** Address Docker workers use to reach the control plane. Default http://127.0.0.1:<port> (host network). */
+  /** Address Docker workers use to reach the control plane. Default http(s)://127.0.0.1:<worker port, else port> (host network). */
   HODEI_DOCKER_WORKER_SERVER_URL: z.url().optional(),
   /** Host directory of the agent runtime mounted into jobs' own images. Default <data dir>/agent-runtime. */
   HODEI_DOCKER_RUNTIME_DIR: z.string().min(1).optional(),
@@ -143,7 +170,7 @@ const ServerEnv = z.object({
       ctx.addIssue({ code: "custom", message: "a JSON array of tolerations" });
       return [];
     }),
-  /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL. */
+  /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL, with the worker port if set. */
   HODEI_K8S_WORKER_SERVER_URL: z.url().optional(),
   /** Pods the Kubernetes provider runs at once. Default 16. */
   HODEI_K8S_MAX_WORKERS: int(1, 10_000).default(16),
@@ -166,8 +193,9 @@ const ServerEnv = z.object({
   HODEI_MAX_RESPONSE_MESSAGE_BYTES: int(16 * 1024 * 1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   /**
    * A new connection must send enough bytes to tell HTTP/1.1 from the HTTP/2 preface within this
-   * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it).
-   * Default 10000: clients send their first bytes at once.
+   * many ms, counted from accept (an absolute deadline, so trickling bytes does not extend it); with
+   * TLS, it must finish its TLS handshake within it. Default 10000: clients send their first bytes
+   * at once, and a handshake takes one or two round trips.
    */
   HODEI_SNIFF_TIMEOUT_MS: int(50, 600_000).default(10_000),
   /** HTTP/1.1: a request's headers must arrive within this many ms. Default 10000. */
@@ -189,8 +217,9 @@ const ServerEnv = z.object({
   /** HTTP/2: streams one connection may have open at once. Default 100 (what gRPC servers commonly allow). */
   HODEI_HTTP2_MAX_CONCURRENT_STREAMS: int(1, 10_000).default(100),
   /**
-   * Connections open at once; further ones are closed on accept. Default 4096: keep it below the
-   * process's open-file limit (ulimit -n) minus what the database and providers need.
+   * Connections open at once, per port (HODEI_PORT and HODEI_WORKER_PORT each); further ones are
+   * closed on accept. Default 4096: keep it (twice it with a worker port) below the process's
+   * open-file limit (ulimit -n) minus what the database and providers need.
    */
   HODEI_MAX_CONNECTIONS: int(1, 1_000_000).default(4096),
   /** trace | debug | info | warn | error | silent. Default info. */
@@ -222,6 +251,12 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   if (e.HODEI_HEADERS_TIMEOUT_MS > e.HODEI_REQUEST_TIMEOUT_MS) {
     throw new Error("invalid configuration: HODEI_HEADERS_TIMEOUT_MS must not exceed HODEI_REQUEST_TIMEOUT_MS (the headers are part of the request)");
   }
+  if ((e.HODEI_TLS_CERT === undefined) !== (e.HODEI_TLS_KEY === undefined)) {
+    throw new Error("invalid configuration: set both HODEI_TLS_CERT and HODEI_TLS_KEY (PEM files of the certificate and its key), or neither");
+  }
+  if (e.HODEI_WORKER_PORT !== undefined && e.HODEI_WORKER_PORT !== 0 && e.HODEI_WORKER_PORT === e.HODEI_PORT) {
+    throw new Error("invalid configuration: HODEI_WORKER_PORT must differ from HODEI_PORT (leave it unset to serve workers on HODEI_PORT)");
+  }
   const dataDir = resolve(e.HODEI_DATA_DIR);
   const databaseUrl = e.HODEI_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
   if (e.HODEI_AUTH === "off" && !isLoopbackHost(e.HODEI_HOST) && e.HODEI_AUTH_INSECURE !== "1") {
@@ -240,6 +275,12 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     port: e.HODEI_PORT,
     host: e.HODEI_HOST,
+    /** Undefined when not set: HODEI_PORT serves workers too. */
+    workerPort: e.HODEI_WORKER_PORT,
+    /** Paths of the PEM files; undefined when TLS is off. caPath may be unset with TLS on. */
+    tls: e.HODEI_TLS_CERT && e.HODEI_TLS_KEY ? { certPath: resolve(e.HODEI_TLS_CERT), keyPath: resolve(e.HODEI_TLS_KEY), caPath: e.HODEI_TLS_CA && resolve(e.HODEI_TLS_CA) } : undefined,
+    /** HODEI_TLS_CA when TLS is off: not used, and said so at start-up. */
+    unusedTlsCaPath: e.HODEI_TLS_CERT ? undefined : e.HODEI_TLS_CA,
     dataDir,
     /** False with HODEI_AUTH=off. */
     isAuthRequired: e.HODEI_AUTH === "required",
@@ -332,4 +373,12 @@ export function clientToken(flag: string | undefined, env: NodeJS.ProcessEnv = p
 /** Where the CLI looks for admin.key when it talks to a server on this machine: HODEI_DATA_DIR, as the server does. */
 export function clientAdminKeyPath(env: NodeJS.ProcessEnv = process.env): string {
   return join(resolve(env.HODEI_DATA_DIR || ".hodei"), "admin.key");
+}
+
+/**
+ * The CLI's CA certificate file (PEM) for an https:// server: --ca-cert, else HODEI_TLS_CA.
+ * Undefined: the system's roots verify the server.
+ */
+export function clientCaCertPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return flag ?? (env.HODEI_TLS_CA || undefined);
 }

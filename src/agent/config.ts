@@ -7,6 +7,8 @@
  * - from its environment (containers and pods): HODEI_OTP_TOKEN, HODEI_WORKER_ID, HODEI_WORKER_NAME,
  *   HODEI_JOB_ID, HODEI_ATTEMPT, HODEI_WORK_DIR.
  */
+import { readTlsCa } from "./tls-ca.js";
+
 export interface AgentConfig {
   serverUrl: string;
   /** How long to keep trying to register (connection refused, not yet recorded). */
@@ -19,6 +21,8 @@ export interface AgentConfig {
   baseEnv: Record<string, string>;
   /** Non-secret markers passed on to every process of the job. */
   markers: Record<string, string>;
+  /** PEM CA certificates that verify an https:// server; undefined: the system's roots. */
+  tlsCa?: string[];
 }
 
 export interface Assignment {
@@ -47,6 +51,7 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     flushIntervalMs: Number(env.HODEI_LOG_FLUSH_INTERVAL_MS || 25),
     baseEnv,
     markers,
+    tlsCa: readTlsCa(env),
   };
 }
 

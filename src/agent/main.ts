@@ -79,7 +79,8 @@ class Agent {
   private readonly instanceKey = randomBytes(32).toString("base64url");
 
   constructor(private readonly config: AgentConfig) {
-    const transport = createGrpcTransport({ baseUrl: config.serverUrl });
+    // An https:// server is verified with the configured CA, else the system's roots (Node's default).
+    const transport = createGrpcTransport({ baseUrl: config.serverUrl, nodeOptions: config.tlsCa ? { ca: config.tlsCa } : undefined });
     this.client = createClient(WorkerService, transport);
   }
 

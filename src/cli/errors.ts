@@ -4,6 +4,7 @@
  * into that line, `hodei: <message>`; only an unexpected error (a bug) keeps its stack trace.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { describeTlsFailure } from "./tls-errors.js";
 
 /** Exit code for a command line the CLI cannot accept (unknown option, bad value). */
 export const USAGE_EXIT_CODE = 2;
@@ -50,6 +51,8 @@ export function describeError(err: unknown, serverUrl: string): ErrorReport {
 
 function describeConnectError(err: ConnectError, serverUrl: string): string {
   const detail = err.rawMessage || Code[err.code];
+  const tlsFailure = describeTlsFailure(err, serverUrl);
+  if (tlsFailure) return tlsFailure;
   if (isServerUnreachable(err)) {
     return `cannot reach the Hodei server at ${serverUrl} (is "hodei server" running? set --server or HODEI_SERVER_URL)`;
   }

@@ -43,6 +43,7 @@ export function buildProgram(): Command {
       "--token <key>",
       "API key (default: $HODEI_TOKEN; for a server on this machine, <data dir>/admin.key). Prefer HODEI_TOKEN: other users can see a command line",
     )
+    .option("--ca-cert <file>", "CA certificate (PEM) that verifies an https:// server (default: $HODEI_TLS_CA, else the system's roots)")
     .option("--no-color", "plain output (also: NO_COLOR=1)")
     .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", EXAMPLES)

@@ -3,15 +3,23 @@
  * HTTP/2 preface ("PRI * HTTP/2.0", gRPC with prior knowledge) goes to the HTTP/2 server, anything
  * else to the HTTP/1.1 server. Both run the same request handler (Connect routes + plain HTTP).
  *
+ * With TLS (options.tls), a connection must open with a TLS handshake; ALPN then decides: "h2" goes
+ * to the HTTP/2 server, "http/1.1" or no ALPN to the HTTP/1.1 server (HTTP/2 over TLS requires
+ * ALPN, RFC 9113 section 3.2). A connection that does not start a handshake is refused: see
+ * refusePlainText for how its user finds out.
+ *
  * Invariant: no connection stays open doing nothing. A socket must decide its protocol within
- * sniffTimeoutMs; HTTP/1.1 requests must arrive within headersTimeoutMs / requestTimeoutMs and idle
- * keep-alive connections close after keepAliveTimeoutMs; HTTP/2 sessions and streams have the
- * deadlines of http2-deadlines.ts. None of them limits a response, so a quiet `logs -f` is never cut.
+ * sniffTimeoutMs of accept (with TLS: finish its handshake within it, so a peer that stops halfway
+ * through the handshake is closed too); HTTP/1.1 requests must arrive within headersTimeoutMs /
+ * requestTimeoutMs and idle keep-alive connections close after keepAliveTimeoutMs; HTTP/2 sessions
+ * and streams have the deadlines of http2-deadlines.ts. None of them limits a response, so a quiet
+ * `logs -f` is never cut. TLS changes none of these bounds.
  */
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
+import tls from "node:tls";
 import type { Logger } from "pino";
 import { enforceHttp2Deadlines } from "./http2-deadlines.js";
 
@@ -40,9 +48,26 @@ export interface ListenOptions {
   host: string;
   limits: ListenerLimits;
   log: Logger;
+  /** Serve TLS only, with this certificate (chain) and key, PEM; undefined: plain HTTP/1.1 and h2c. */
+  tls?: { cert: string; key: string };
+  /** Which port this is, in log lines ("main", "worker"). */
+  name?: string;
 }
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0");
+/** The first byte of every TLS connection: a handshake record (ContentType 22). */
+const TLS_HANDSHAKE_RECORD = 0x16;
+/** ALPN protocols offered with TLS, preferred first. */
+const ALPN_PROTOCOLS = ["h2", "http/1.1"];
+/**
+ * What a plain-text HTTP/1.1 request gets from a TLS port: a Connect error, so that both curl and the
+ * CLI print the reason instead of a bare "connection reset". Fixed bytes, sent once, before reading
+ * the request: cheap, and it tells a stranger nothing the port's existence does not.
+ */
+const PLAIN_TEXT_ANSWER = (() => {
+  const body = `${JSON.stringify({ code: "failed_precondition", message: "this server speaks HTTPS (TLS) only: use an https:// URL" })}\n`;
+  return `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+})();
 /** Header block limit on both protocols, bytes: Node's HTTP/1.1 default, applied to HTTP/2 too. */
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Memory one HTTP/2 session may hold (header tables, queued frames), MB: Node's default, stated. */
@@ -75,6 +100,32 @@ function replaying(socket: net.Socket, head: Buffer): Duplex {
   socket.on("close", () => duplex.destroy());
   socket.on("error", (err) => duplex.destroy(err));
   return Object.assign(duplex, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, setNoDelay: () => socket.setNoDelay(true) });
+}
+
+/** The connection's addresses, which tell its TCP and TLS sockets apart from every other connection's. */
+function connectionKey(socket: net.Socket): string {
+  return `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
+}
+
+/**
+ * A connection to a TLS port that did not open with a handshake. How its user finds out: an
+ * HTTP/1.1 request (curl, the CLI, a browser with an http:// URL) is answered 400 with a Connect
+ * error saying "this server speaks HTTPS (TLS) only"; the server logs a warning (at most once a
+ * minute). A cleartext HTTP/2 client (gRPC with prior knowledge) is simply closed: it could not read
+ * an HTTP/1.1 answer, and agents are given https:// URLs by the server anyway.
+ * The sniff deadline still bounds the socket: a peer that never reads our answer is cut by it.
+ */
+function refusePlainText(socket: net.Socket, firstBytes: Buffer): void {
+  const n = Math.min(firstBytes.length, PREFACE.length);
+  if (firstBytes.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+    socket.destroy();
+    return;
+  }
+  // Keep reading (and dropping) what the client still sends: closing a socket with unread bytes
+  // resets it, and the reset could reach the client before our answer does.
+  socket.on("data", () => {});
+  socket.resume();
+  socket.end(PLAIN_TEXT_ANSWER);
 }
 
 export async function listen(handler: Handler, options: ListenOptions): Promise<Listener> {
@@ -117,15 +168,74 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
     });
   });
 
+  /** Hands a socket whose protocol is known to its server. */
+  const route = (socket: net.Socket, isH2: boolean, seen: Buffer) => {
+    if (isH2 && seen.length > 0) {
+      // The HTTP/2 server reads the socket's native handle, which would miss the bytes already
+      // read; a JS duplex in front of the socket replays them.
+      h2.emit("connection", replaying(socket, seen));
+    } else if (isH2) {
+      h2.emit("connection", socket);
+    } else {
+      socket.pause();
+      if (seen.length > 0) socket.unshift(seen);
+      h1.emit("connection", socket);
+      socket.resume();
+    }
+  };
+  let lastPlainLogMs = 0;
+
+  // TLS goes through a tls.Server (never listening itself, like h1), the path Node's own HTTPS and
+  // HTTP/2 servers take; it adds ALPN, reports failed handshakes, and bounds them once more with
+  // handshakeTimeout. Our absolute deadline is the sniff timer of the TCP socket, cleared here once
+  // the handshake is done (the TLS socket is matched to its TCP socket by the connection's addresses).
+  const handshakes = new Map<string, () => void>();
+  const tlsServer = options.tls
+    ? tls.createServer({ cert: options.tls.cert, key: options.tls.key, ALPNProtocols: ALPN_PROTOCOLS, handshakeTimeout: limits.sniffTimeoutMs })
+    : undefined;
+  tlsServer?.on("secureConnection", (secure: tls.TLSSocket) => {
+    handshakes.get(connectionKey(secure))?.();
+    sockets.add(secure);
+    secure.on("close", () => sockets.delete(secure));
+    route(secure, secure.alpnProtocol === "h2", Buffer.alloc(0));
+  });
+  tlsServer?.on("tlsClientError", (err: Error, secure: tls.TLSSocket) => {
+    log.debug({ port: options.name, remoteAddress: secure.remoteAddress, err: err.message }, "tls handshake failed; closing");
+    secure.destroy();
+  });
+
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    // An absolute deadline: a peer trickling preface bytes does not extend it.
+    // An absolute deadline: a peer trickling preface bytes, or handshake bytes, does not extend it.
     const sniffTimer = setTimeout(() => {
-      log.debug({ remoteAddress: socket.remoteAddress }, "connection sent no request in time; closing");
+      log.debug({ port: options.name, remoteAddress: socket.remoteAddress }, "connection sent no request in time; closing");
       socket.destroy();
     }, limits.sniffTimeoutMs);
     socket.on("close", () => clearTimeout(sniffTimer));
+    socket.on("error", () => socket.destroy());
+    if (tlsServer) {
+      const onFirstBytes = (chunk: Buffer) => {
+        socket.off("data", onFirstBytes);
+        socket.pause();
+        if (chunk[0] !== TLS_HANDSHAKE_RECORD) {
+          if (Date.now() - lastPlainLogMs >= DROP_LOG_INTERVAL_MS) {
+            lastPlainLogMs = Date.now();
+            log.warn({ port: options.name, remoteAddress: socket.remoteAddress }, "plain-text connection refused: this port speaks TLS only (clients need an https:// URL)");
+          }
+          refusePlainText(socket, chunk);
+          return;
+        }
+        const key = connectionKey(socket);
+        handshakes.set(key, () => clearTimeout(sniffTimer));
+        socket.on("close", () => handshakes.delete(key));
+        // The TLS socket takes over the native handle and first replays what was already read.
+        socket.unshift(chunk);
+        tlsServer.emit("connection", socket);
+      };
+      socket.on("data", onFirstBytes);
+      return;
+    }
     let seen = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       seen = Buffer.concat([seen, chunk]);
@@ -134,26 +244,16 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
       if (isH2 && seen.length < PREFACE.length) return; // undecided: wait for more bytes
       clearTimeout(sniffTimer);
       socket.off("data", onData);
-      if (isH2) {
-        // The HTTP/2 server reads the socket's native handle, which would miss the bytes already
-        // read; a JS duplex in front of the socket replays them.
-        h2.emit("connection", replaying(socket, seen));
-      } else {
-        socket.pause();
-        socket.unshift(seen);
-        h1.emit("connection", socket);
-        socket.resume();
-      }
+      route(socket, isH2, seen);
     };
     socket.on("data", onData);
-    socket.on("error", () => socket.destroy());
   });
   server.maxConnections = limits.maxConnections;
   let lastDropLogMs = 0;
   server.on("drop", () => {
     if (Date.now() - lastDropLogMs < DROP_LOG_INTERVAL_MS) return;
     lastDropLogMs = Date.now();
-    log.warn({ maxConnections: limits.maxConnections }, "connection refused: HODEI_MAX_CONNECTIONS connections are open");
+    log.warn({ port: options.name, maxConnections: limits.maxConnections }, "connection refused: HODEI_MAX_CONNECTIONS connections are open");
   });
 
   await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,8 @@
 /**
  * The control plane's composition root: reads the configuration, opens the store, creates the
- * providers, the reconcile loop and the services, and serves them on one port. SIGTERM or SIGINT
- * stops it cleanly; running workers keep running and reconnect when a server is back.
+ * providers, the reconcile loop and the services, and serves them on one port (or two, with
+ * HODEI_WORKER_PORT: the worker API on its own port), over TLS when HODEI_TLS_CERT is set. SIGTERM or
+ * SIGINT stops it cleanly; running workers keep running and reconnect when a server is back.
  */
 import { existsSync, mkdirSync } from "node:fs";
 import http from "node:http";
@@ -23,14 +24,19 @@ import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { createKeyService } from "./key-service.js";
-import { listen } from "./listener.js";
+import { type Listener, listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
+import { refuseService } from "./refused-services.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
+import { loadServerTls, tlsUrlWarning } from "./tls-files.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
 export interface RunningServer {
   port: number;
+  /** The worker API's port: HODEI_WORKER_PORT's, else the same as port. */
+  workerPort: number;
   log: Logger;
+  /** http:// or, with TLS, https:// */
   url: string;
   config: ServerConfig;
   /** Decided once the database is open (store/cluster-id.ts). */
@@ -40,6 +46,10 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig = parseServerConfig()): Promise<RunningServer> {
   const log = pino({ level: config.logLevel, base: { service: "hodei" } });
+  // Read before anything starts: a bad certificate stops the server with the reason.
+  const serverTls = config.tls ? loadServerTls(config.tls) : undefined;
+  for (const warning of serverTls?.warnings ?? []) log.warn(warning);
+  if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
   const { db, kind, isNew } = await openDatabase(config.databaseUrl);
@@ -66,10 +76,13 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   if (!enabled.includes(defaultProvider)) {
     throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not an enabled provider (${enabled.join(",")})`);
   }
-  const agentEnv = {
+  const agentEnv: Record<string, string> = {
     HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
     HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
   };
+  // The CA that verifies the server reaches every worker on every provider this way: each provider
+  // puts agentEnv in its workers' environment. A public certificate, not a secret.
+  if (serverTls?.caPem) agentEnv.HODEI_TLS_CA_PEM = serverTls.caPem;
   const providers = new Map<string, ProviderSlot>();
   /** Worker-facing URL per provider, when configured (else derived from the listening address). */
   const workerUrls = new Map<string, string | undefined>();
@@ -167,26 +180,53 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   let isServing = false;
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
+  const urlWarning = (provider: string, url: string) => workerUrlWarning(provider, url) || tlsUrlWarning(serverTls, url);
+  const workerService = createWorkerService({
+    ...common,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    logLimitBytes: config.logLimitBytes,
+  });
+  const hasWorkerPort = config.workerPort !== undefined;
+  let workerListener: Listener | undefined;
+  // In this order: the error interceptor maps what authentication throws too. Authentication applies
+  // to the client API only; agents authenticate with their OTP token and session.
+  const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: config.isAuthRequired })];
   const handler = createRpcHandler({
     maxMessageBytes: config.edge.maxMessageBytes,
     maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
-    // In this order: the error interceptor maps what authentication throws too.
-    interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: config.isAuthRequired })],
+    interceptors,
     log,
     routes(router) {
-      router.service(WorkerService, createWorkerService({
-        ...common,
-        heartbeatIntervalMs: config.heartbeatIntervalMs,
-        heartbeatTimeoutMs: config.heartbeatTimeoutMs,
-        logLimitBytes: config.logLimitBytes,
-      }));
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
+      if (hasWorkerPort) {
+        refuseService(router, WorkerService, () => `${WorkerService.typeName} is served on the worker port (HODEI_WORKER_PORT, ${workerListener?.port}), not on this one`);
+      } else {
+        router.service(WorkerService, workerService);
+      }
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning }));
       router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {
       void serveHttp(req, res as unknown as http.ServerResponse);
     },
   });
+  /** With HODEI_WORKER_PORT: the worker API alone; the client API and plain HTTP are refused there. */
+  const workerHandler = !hasWorkerPort
+    ? undefined
+    : createRpcHandler({
+        maxMessageBytes: config.edge.maxMessageBytes,
+        maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
+        interceptors,
+        log,
+        routes(router) {
+          router.service(WorkerService, workerService);
+          refuseService(router, JobService, () => `this is the worker port (HODEI_WORKER_PORT): ${JobService.typeName} is served on HODEI_PORT (${listener.port})`);
+        },
+        fallback(_req, res) {
+          res.writeHead(404, { "content-type": "application/json" });
+          res.end(JSON.stringify({ code: "not_found", message: `this is the worker port (HODEI_WORKER_PORT): it serves ${WorkerService.typeName} only; the API, /healthz, /readyz and /metrics are on HODEI_PORT (${listener.port})` }));
+        },
+      });
 
   async function serveHttp(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) {
     const path = (req.url ?? "/").split("?")[0];
@@ -209,17 +249,29 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
   }
 
-  const listener = await listen(handler, {
-    port: config.port,
+  // Both ports get the same limits, timeouts and TLS.
+  const listenOptions = {
     host: config.host,
     limits: { ...config.edge, longLivedPaths: bidiStreamingPaths([WorkerService, JobService]) },
     log,
-  });
-  const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listener.port}`;
-  const loopbackUrl = `http://127.0.0.1:${listener.port}`;
+    tls: serverTls && { cert: serverTls.cert, key: serverTls.key },
+  };
+  const listener = await listen(handler, { ...listenOptions, port: config.port, name: "main" });
+  if (workerHandler) {
+    workerListener = await listen(workerHandler, { ...listenOptions, port: config.workerPort!, name: "worker" }).catch(async (err: unknown) => {
+      await listener.close();
+      throw err;
+    });
+  }
+  const workerPort = workerListener?.port ?? listener.port;
+  const scheme = serverTls ? "https" : "http";
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `${scheme}://${host}:${listener.port}`;
+  // The default worker-facing URL: the worker port when there is one; loopback when listening on every address.
+  const workerUrl = `${scheme}://${config.host === "0.0.0.0" ? "127.0.0.1" : host}:${workerPort}`;
   for (const [name, slot] of providers) {
-    slot.workerServerUrl = workerUrls.get(name) ?? (config.host === "0.0.0.0" ? loopbackUrl : url);
-    const warning = workerUrlWarning(name, slot.workerServerUrl);
+    slot.workerServerUrl = workerUrls.get(name) ?? workerUrl;
+    const warning = urlWarning(name, slot.workerServerUrl);
     if (warning) log.warn({ provider: name, workerServerUrl: slot.workerServerUrl }, warning);
   }
   reconciler.start();
@@ -227,7 +279,10 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   log.info(
     {
       port: listener.port,
+      workerPort,
       url,
+      tls: serverTls ? { workersVerifyWith: serverTls.caPem ? "HODEI_TLS_CA" : "system roots" } : false,
+      auth: config.isAuthRequired ? "required" : "off",
       database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"),
       providers: enabled,
       clusterId,
@@ -239,6 +294,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   return {
     port: listener.port,
+    workerPort,
     log,
     url,
     config,
@@ -247,7 +303,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       isServing = false;
       await reconciler.stop();
       sessions.closeAll();
-      await listener.close();
+      await Promise.all([listener.close(), workerListener?.close()]);
       for (const slot of providers.values()) await slot.provider.close();
       await store.close();
       log.info("server stopped");
@@ -290,7 +346,15 @@ export async function runServer(): Promise<void> {
     process.stderr.write(`hodei: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  const server = await startServer(config);
+  let server: RunningServer;
+  try {
+    server = await startServer(config);
+  } catch (err) {
+    // A setting that proves wrong only once used (a TLS file, the default provider): said like a parse error.
+    if (!(err as Error).message?.startsWith("invalid configuration")) throw err;
+    process.stderr.write(`hodei: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   // Every background task handles its own failure; should one still slip through, it is logged and
   // the server goes on: one failed step never ends the control plane.
   process.on("unhandledRejection", (reason) => {

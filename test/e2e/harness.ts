@@ -18,8 +18,11 @@ export const ROOT = resolve(import.meta.dirname, "../..");
 export const HODEI_BIN = join(ROOT, "bin", "hodei.js");
 
 export interface ServerProcess {
+  /** http://127.0.0.1:PORT, or https:// when the server serves TLS. */
   url: string;
   port: number;
+  /** HODEI_WORKER_PORT's port when set, else port. */
+  workerPort: number;
   clusterId: string;
   dataDir: string;
   /** The admin key the server wrote to <data dir>/admin.key ("" when it wrote none: HODEI_AUTH=off). */
@@ -69,7 +72,7 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
   running.add(child);
   child.once("exit", () => running.delete(child));
   const output: string[] = [];
-  const port = await new Promise<number>((resolvePort, reject) => {
+  const listening = await new Promise<{ port: number; workerPort: number; url: string }>((resolvePort, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`server did not start within 20s:\n${output.join("\n")}`));
@@ -79,7 +82,7 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
         output.push(line);
         if (line.includes('"server listening"')) {
           clearTimeout(timer);
-          resolvePort(JSON.parse(line).port as number);
+          resolvePort(JSON.parse(line) as { port: number; workerPort: number; url: string });
         }
       });
     }
@@ -90,9 +93,11 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const keyFile = join(dataDir, "admin.key");
+  const { port } = listening;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${new URL(listening.url).protocol}//127.0.0.1:${port}`,
     port,
+    workerPort: listening.workerPort,
     clusterId,
     dataDir,
     adminKey: existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "",
