@@ -22,6 +22,7 @@ import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
+import { RegisterLimiter } from "./register-limiter.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
@@ -158,6 +159,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   }
 
   let isServing = false;
+  const registerLimiter = new RegisterLimiter(config.registerLimits, clock, log);
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
   const handler = createRpcHandler({
     maxMessageBytes: config.edge.maxMessageBytes,
@@ -170,6 +172,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         heartbeatTimeoutMs: config.heartbeatTimeoutMs,
         logLimitBytes: config.logLimitBytes,
+        registerLimiter,
       }));
       router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning }));
     },
@@ -227,6 +230,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       isServing = false;
       await reconciler.stop();
       sessions.closeAll();
+      registerLimiter.close();
       await listener.close();
       for (const slot of providers.values()) await slot.provider.close();
       await store.close();
