@@ -155,3 +155,33 @@ describe("TLS and the worker port", () => {
     assert.equal(parseServerConfig({ HODEI_PORT: "0", HODEI_WORKER_PORT: "0" }).workerPort, 0);
   });
 });
+
+describe("HODEI_REGISTER_*: refused Register calls", () => {
+  it("defaults to 10 free failures per minute, then 250 ms doubling to 10 s, 8 waiting per address, 10,000 addresses", () => {
+    assert.deepEqual(parseServerConfig({}).registerLimits, {
+      freeFailures: 10,
+      baseDelayMs: 250,
+      maxDelayMs: 10_000,
+      windowMs: 60_000,
+      maxPendingPerAddress: 8,
+      maxAddresses: 10_000,
+    });
+  });
+
+  it("reads each variable", () => {
+    const limits = parseServerConfig({
+      HODEI_REGISTER_FREE_FAILURES: "0",
+      HODEI_REGISTER_FAILURE_DELAY_MS: "100",
+      HODEI_REGISTER_MAX_FAILURE_DELAY_MS: "2000",
+      HODEI_REGISTER_FAILURE_WINDOW_MS: "30000",
+      HODEI_REGISTER_MAX_PENDING_REFUSALS: "2",
+      HODEI_REGISTER_MAX_ADDRESSES: "50",
+    }).registerLimits;
+    assert.deepEqual(limits, { freeFailures: 0, baseDelayMs: 100, maxDelayMs: 2000, windowMs: 30_000, maxPendingPerAddress: 2, maxAddresses: 50 });
+  });
+
+  it("refuses a first delay longer than the longest, and a pending bound of 0, naming the variables", () => {
+    assert.throws(() => parseServerConfig({ HODEI_REGISTER_FAILURE_DELAY_MS: "20000" }), /HODEI_REGISTER_FAILURE_DELAY_MS.*HODEI_REGISTER_MAX_FAILURE_DELAY_MS/);
+    assert.throws(() => parseServerConfig({ HODEI_REGISTER_MAX_PENDING_REFUSALS: "0" }), /HODEI_REGISTER_MAX_PENDING_REFUSALS/);
+  });
+});

@@ -72,6 +72,13 @@ const ServerEnv = z.object({
   HODEI_AUTH: z.enum(["required", "off"]).default("required"),
   /** 1 lets HODEI_AUTH=off serve a non-loopback HODEI_HOST (everyone on the network is admin). Default 0. */
   HODEI_AUTH_INSECURE: z.enum(["0", "1"]).default("0"),
+  /**
+   * A file holding the bootstrap admin API key (a Kubernetes Secret mounted in the pod, say): the
+   * server stores that key as an admin key at start-up and writes no <data dir>/admin.key. The key
+   * has the shape of the keys Hodei makes: hodei_key_ and 43 base64url characters. Default: unset,
+   * and the first start writes <data dir>/admin.key.
+   */
+  HODEI_ADMIN_KEY_FILE: z.string().min(1).optional(),
   /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
   HODEI_DATABASE_URL: z
     .string()
@@ -222,6 +229,25 @@ const ServerEnv = z.object({
    * open-file limit (ulimit -n) minus what the database and providers need.
    */
   HODEI_MAX_CONNECTIONS: int(1, 1_000_000).default(4096),
+  /**
+   * Register calls refused for their OTP token (unknown, used, expired) that one client address may
+   * have per window and get answered at once; further ones wait (below). Legitimate agents rarely
+   * fail at all, and a valid token is never delayed, whatever its address did. Default 10.
+   */
+  HODEI_REGISTER_FREE_FAILURES: int(0, 1_000_000).default(10),
+  /** Delay of an address's first refusal past HODEI_REGISTER_FREE_FAILURES, ms; it doubles with each further one. Default 250. */
+  HODEI_REGISTER_FAILURE_DELAY_MS: int(1, 600_000).default(250),
+  /** The longest delay before a refused Register is answered, ms. Default 10000. */
+  HODEI_REGISTER_MAX_FAILURE_DELAY_MS: int(1, 600_000).default(10_000),
+  /** Refused Registers are counted per address over windows this long, and logged once per address per window, ms. Default 60000. */
+  HODEI_REGISTER_FAILURE_WINDOW_MS: int(1000, 86_400_000).default(60_000),
+  /**
+   * Delayed refusals of one address waiting at once; beyond that a refusal is answered at once with
+   * resource_exhausted, so that no address makes the server hold an unbounded number of calls. Default 8.
+   */
+  HODEI_REGISTER_MAX_PENDING_REFUSALS: int(1, 10_000).default(8),
+  /** Client addresses whose refused Registers are tracked at once (about 200 bytes each). Default 10000. */
+  HODEI_REGISTER_MAX_ADDRESSES: int(1, 1_000_000).default(10_000),
   /** trace | debug | info | warn | error | silent. Default info. */
   HODEI_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "silent"]).default("info"),
 });
@@ -248,6 +274,9 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new Error(`invalid configuration:\n${z.prettifyError(parsed.error)}`);
   }
   const e = parsed.data;
+  if (e.HODEI_REGISTER_FAILURE_DELAY_MS > e.HODEI_REGISTER_MAX_FAILURE_DELAY_MS) {
+    throw new Error("invalid configuration: HODEI_REGISTER_FAILURE_DELAY_MS must not exceed HODEI_REGISTER_MAX_FAILURE_DELAY_MS");
+  }
   if (e.HODEI_HEADERS_TIMEOUT_MS > e.HODEI_REQUEST_TIMEOUT_MS) {
     throw new Error("invalid configuration: HODEI_HEADERS_TIMEOUT_MS must not exceed HODEI_REQUEST_TIMEOUT_MS (the headers are part of the request)");
   }
@@ -284,6 +313,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     dataDir,
     /** False with HODEI_AUTH=off. */
     isAuthRequired: e.HODEI_AUTH === "required",
+    adminKeyFile: e.HODEI_ADMIN_KEY_FILE,
     databaseUrl,
     /** Undefined when not set: the server enables local, and docker if a daemon answers. */
     providers: e.HODEI_PROVIDERS as string[] | undefined,
@@ -303,6 +333,15 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
     logLevel: e.HODEI_LOG_LEVEL,
+    /** Refused Register calls, per client address (server/register-limiter.ts). */
+    registerLimits: {
+      freeFailures: e.HODEI_REGISTER_FREE_FAILURES,
+      baseDelayMs: e.HODEI_REGISTER_FAILURE_DELAY_MS,
+      maxDelayMs: e.HODEI_REGISTER_MAX_FAILURE_DELAY_MS,
+      windowMs: e.HODEI_REGISTER_FAILURE_WINDOW_MS,
+      maxPendingPerAddress: e.HODEI_REGISTER_MAX_PENDING_REFUSALS,
+      maxAddresses: e.HODEI_REGISTER_MAX_ADDRESSES,
+    },
     /** Limits of the network edge: message sizes, connection timeouts, HTTP/2 settings. */
     edge: {
       maxMessageBytes: e.HODEI_MAX_MESSAGE_BYTES,

@@ -27,6 +27,7 @@ import { createKeyService } from "./key-service.js";
 import { type Listener, listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
 import { refuseService } from "./refused-services.js";
+import { RegisterLimiter } from "./register-limiter.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
 import { loadServerTls, tlsUrlWarning } from "./tls-files.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
@@ -63,7 +64,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     );
   }
   if (config.isAuthRequired) {
-    await ensureAdminKey({ store, clock, log, dataDir: config.dataDir });
+    await ensureAdminKey({ store, clock, log, dataDir: config.dataDir, adminKeyFile: config.adminKeyFile });
   } else {
     log.warn({ host: config.host }, "HODEI_AUTH=off: the client API asks for no key; whoever reaches this address may do anything");
   }
@@ -179,6 +180,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   }
 
   let isServing = false;
+  const registerLimiter = new RegisterLimiter(config.registerLimits, clock, log);
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
   const urlWarning = (provider: string, url: string) => workerUrlWarning(provider, url) || tlsUrlWarning(serverTls, url);
   const workerService = createWorkerService({
@@ -186,6 +188,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     logLimitBytes: config.logLimitBytes,
+    registerLimiter,
   });
   const hasWorkerPort = config.workerPort !== undefined;
   let workerListener: Listener | undefined;
@@ -287,7 +290,6 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       providers: enabled,
       clusterId,
       clusterIdSource: cluster.source,
-      auth: config.isAuthRequired ? "required" : "off",
     },
     "server listening",
   );
@@ -303,6 +305,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       isServing = false;
       await reconciler.stop();
       sessions.closeAll();
+      registerLimiter.close();
       await Promise.all([listener.close(), workerListener?.close()]);
       for (const slot of providers.values()) await slot.provider.close();
       await store.close();

@@ -7,7 +7,8 @@
  * - strict JSON: unknown fields and invalid UTF-8 are refused, not ignored or replaced;
  * - unary decode failures answered InvalidArgument (unary-decode-errors.ts);
  * - enveloped bodies handed over one whole envelope per chunk (whole-envelopes.ts), which keeps
- *   connect-es's envelope decoder linear in the number of chunks a client sends.
+ *   connect-es's envelope decoder linear in the number of chunks a client sends;
+ * - the client's address, which handlers read from their context values (client-address.ts).
  * Binary protobuf strings are already checked as UTF-8 by @bufbuild/protobuf 2.17 (proto3 fields
  * verify UTF-8), so nothing global needs configuring for them.
  */
@@ -18,6 +19,7 @@ import { Code, ConnectError, type ConnectRouter, createConnectRouter, type Inter
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
+import { clientContextValues } from "./client-address.js";
 import { withUnaryDecodeErrors } from "./unary-decode-errors.js";
 import { isEnveloped, wholeEnvelopes } from "./whole-envelopes.js";
 
@@ -62,7 +64,8 @@ export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest,
       options.fallback(req, res);
       return;
     }
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    // The client's address travels to the handlers as a context value (client-address.ts).
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, clientContextValues(req));
     if (isEnveloped(uReq.header.get("content-type"))) uReq.body = wholeEnvelopes(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

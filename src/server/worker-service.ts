@@ -6,7 +6,8 @@
  * answer was lost (the server died mid-call) may be repeated by the same agent process, proven by
  * its instance key, while the worker's stream has never connected and its registration deadline
  * has not passed: it gets a fresh session and the earlier one stops working. For anyone else the
- * token stays single-use.
+ * token stays single-use. A refused Register costs its sender's address a growing delay
+ * (register-limiter.ts); a valid token never waits.
  *
  * Connect: one stream per agent connection, authenticated by the session (agent-stream.ts reacts
  * to what the agent sends). The job is dispatched here (never to a worker whose
@@ -22,6 +23,8 @@ import { hashToken, mintSessionToken } from "../core/token.js";
 import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, ServerMessageSchema, WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
 import { AgentStream } from "./agent-stream.js";
+import { clientAddressKey } from "./client-address.js";
+import type { RegisterLimiter } from "./register-limiter.js";
 import type { ServiceDeps } from "./service-deps.js";
 
 export interface WorkerServiceDeps extends ServiceDeps {
@@ -29,6 +32,8 @@ export interface WorkerServiceDeps extends ServiceDeps {
   /** A stream on which the agent sends nothing (not even a heartbeat) for longer is ended, ms. */
   heartbeatTimeoutMs: number;
   logLimitBytes: number;
+  /** Slows down refused Registers, per client address. */
+  registerLimiter: RegisterLimiter;
 }
 
 /** The streams connected to this process, by worker id: how a cancel reaches an agent at once. */
@@ -69,7 +74,19 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
   // Silence is checked this often on each stream (a comparison, no I/O).
   const silenceCheckMs = Math.max(250, Math.min(deps.heartbeatIntervalMs, deps.heartbeatTimeoutMs / 4));
 
-  async function register(req: { otpToken: string; hostname: string; agentVersion: string; instanceKey: string }) {
+  type RegisterRequest = { otpToken: string; hostname: string; agentVersion: string; instanceKey: string };
+
+  async function register(req: RegisterRequest, ctx: HandlerContext) {
+    try {
+      return await registerWithToken(req);
+    } catch (err) {
+      // Checked first, limited after: only a refused token makes its address wait.
+      if (err instanceof UnauthenticatedError) await deps.registerLimiter.refuse(ctx.values.get(clientAddressKey));
+      throw err;
+    }
+  }
+
+  async function registerWithToken(req: RegisterRequest) {
     const hash = hashToken(req.otpToken);
     const instanceKeyHash = req.instanceKey ? hashToken(req.instanceKey) : null;
     const now = clock.nowMs();

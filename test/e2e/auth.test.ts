@@ -5,7 +5,7 @@
  * and the commands that use every scope (verify, doctor). Every test proves no process is left.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -328,6 +328,33 @@ describe("the admin key file", () => {
     } finally {
       await stopServer(server);
     }
+  });
+});
+
+describe("HODEI_ADMIN_KEY_FILE (the operator's key, a mounted Secret in a cluster)", () => {
+  it("makes the given key an admin key and writes no admin.key; a restart keeps it; a key of the wrong shape stops the server", async () => {
+    const secrets = mkdtempSync(join(tmpdir(), "hodei-secret-"));
+    const keyFile = join(secrets, "key");
+    const given = `hodei_key_${"G".repeat(20)}${"h".repeat(23)}`;
+    writeFileSync(keyFile, `${given}\n`, { mode: 0o400 });
+    const dataDir = mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+    let server = await startServerProcess({ HODEI_ADMIN_KEY_FILE: keyFile }, { dataDir });
+    try {
+      assert.equal(existsSync(join(dataDir, "admin.key")), false, "no admin.key is written");
+      assert.equal((await call(server, "ListJobs", {}, given)).status, 200, "the given key is an admin key");
+      assert.equal((await runCli(server, ["keys", "ls", "--json"], { env: { HODEI_TOKEN: given } })).code, 0);
+      assert.ok(!server.output.some((line) => line.includes(given)), "the key is never logged");
+      const { port, clusterId } = server;
+      await server.stop();
+      server = await startServerProcess({ HODEI_ADMIN_KEY_FILE: keyFile }, { dataDir, port, clusterId });
+      const keys = JSON.parse((await runCli(server, ["keys", "ls", "--json"], { env: { HODEI_TOKEN: given } })).stdout) as { name: string }[];
+      assert.deepEqual(keys.map((k) => k.name), ["admin"], "stored once, not again at every start");
+    } finally {
+      await stopServer(server);
+    }
+    writeFileSync(keyFile, "not-a-key\n");
+    await assert.rejects(startServerProcess({ HODEI_ADMIN_KEY_FILE: keyFile }), /HODEI_ADMIN_KEY_FILE=.*does not hold an API key: it must be hodei_key_ and 43 base64url characters/);
+    rmSync(secrets, { recursive: true, force: true });
   });
 });
 
