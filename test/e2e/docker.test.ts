@@ -151,6 +151,29 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
     assert.equal((await runCli(server, ["logs", id])).stdout, "attempt 1\nattempt 2\n");
   });
 
+  it("gives a job in a container no way to use the API: it gets 401, finds no key file, and cannot start a local job", async () => {
+    const api = `${server.url}/hodei.v1.JobService`;
+    const post = (method: string, body: string) =>
+      `wget -q -O- --header 'content-type: application/json' --post-data '${body}' ${api}/${method} 2>&1; echo " exit=$?"`;
+    const script = [
+      `echo "list: $(${post("ListJobs", "{}")})"`,
+      `echo "submit: $(${post("SubmitJob", '{"command":["touch","/tmp/escaped"],"provider":"local"}')})"`,
+      `echo "key files: $(find / -name admin.key 2>/dev/null | wc -l)"`,
+    ].join("\n");
+    const file = join(mkdtempSync(join(tmpdir(), "hodei-escape-")), "escape.sh");
+    writeFileSync(file, script);
+    const before = (await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"])).length;
+    const run = await runCli(server, ["run", "--provider", "docker", "--script", file]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /list: .*401 Unauthorized.* exit=1/);
+    assert.match(run.stdout, /submit: .*401 Unauthorized.* exit=1/);
+    assert.match(run.stdout, /key files: 0/);
+    const after = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"]);
+    assert.equal(after.length, before + 1, "only the Docker job itself was created");
+    const escaped = after.filter((j) => JSON.stringify((j as unknown as { command: string[] }).command) === JSON.stringify(["touch", "/tmp/escaped"]));
+    assert.deepEqual(escaped, [], "no job was submitted from inside the container");
+  });
+
   it("fails fast with a clear reason when the image is missing, without retrying", async () => {
     const started = Date.now();
     const result = await runCli(server, ["run", "--provider", "docker", "--max-attempts", "3", "--image", "hodei-no-such-image:1", "--", "true"]);
