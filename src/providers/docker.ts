@@ -131,6 +131,8 @@ export class DockerProvider implements WorkerProvider {
     } catch (err) {
       throw wrap(`attach to the stdin of container ${spec.name}`, err);
     }
+    // A socket error must never go unhandled (it would end the process); deliverAssignment reports its own.
+    stdin.on("error", () => {});
     try {
       try {
         await container.start({ abortSignal: signal });
@@ -262,7 +264,8 @@ function deliverAssignment(stdin: Duplex, line: string, signal?: AbortSignal): P
     stdin.on("error", fail);
     stdin.on("close", onClose);
     signal?.addEventListener("abort", onAbort, { once: true });
-    stdin.end(line, () => {
+    stdin.end(line, (err?: Error | null) => {
+      if (err) return fail(err);
       cleanup();
       resolve();
     });
