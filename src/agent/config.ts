@@ -54,9 +54,15 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   };
 }
 
-/** Parses the assignment line; throws with a message saying what is missing. */
+/** Parses the assignment line; throws with a message saying what is missing (never echoing the line: it holds the token). */
 export function parseAssignment(line: string): Assignment {
-  const value = JSON.parse(line) as Partial<Assignment>;
+  let value: Partial<Assignment>;
+  try {
+    value = JSON.parse(line) as Partial<Assignment>;
+  } catch {
+    throw new Error(`assignment: not a JSON object (${line.length} bytes)`);
+  }
+  if (typeof value !== "object" || value === null) throw new Error("assignment: not a JSON object");
   for (const key of ["otpToken", "workerId", "workerName", "jobId", "workDir"] as const) {
     if (typeof value[key] !== "string" || value[key] === "") throw new Error(`assignment: ${key} is missing`);
   }
