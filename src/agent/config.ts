@@ -2,10 +2,14 @@
  * The agent's only reader of its environment and of its assignment.
  *
  * Two ways to get an assignment (the OTP token and the worker's identity):
- * - from stdin, one JSON line (local provider): the agent starts idle ("warm") with only the
- *   server's worker-facing URL and its cluster's markers, and is handed a worker later;
- * - from its environment (containers and pods): HODEI_OTP_TOKEN, HODEI_WORKER_ID, HODEI_WORKER_NAME,
- *   HODEI_JOB_ID, HODEI_ATTEMPT, HODEI_WORK_DIR.
+ * - from stdin, one JSON line (local and Docker providers): the agent starts with only the server's
+ *   worker-facing URL and its cluster's markers, and is handed a worker later (a warm local agent),
+ *   or at once (a container, whose stdin the provider writes once and closes);
+ * - from its environment (Kubernetes pods): HODEI_OTP_TOKEN, which the kubelet resolves from the
+ *   pod's own Secret (secretKeyRef: the pod spec holds no token), and HODEI_WORKER_ID,
+ *   HODEI_WORKER_NAME, HODEI_JOB_ID, HODEI_ATTEMPT, HODEI_WORK_DIR.
+ * The token is taken out of the agent's environment as soon as it is read, so nothing the agent
+ * starts can inherit it (the job's processes never got HODEI_* variables anyway).
  */
 import { readTlsCa } from "./tls-ca.js";
 
@@ -55,21 +59,32 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   };
 }
 
-/** Parses the assignment line; throws with a message saying what is missing. */
+/** Parses the assignment line; throws with a message saying what is missing (never echoing the line: it holds the token). */
 export function parseAssignment(line: string): Assignment {
-  const value = JSON.parse(line) as Partial<Assignment>;
+  let value: Partial<Assignment>;
+  try {
+    value = JSON.parse(line) as Partial<Assignment>;
+  } catch {
+    throw new Error(`assignment: not a JSON object (${line.length} bytes)`);
+  }
+  if (typeof value !== "object" || value === null) throw new Error("assignment: not a JSON object");
   for (const key of ["otpToken", "workerId", "workerName", "jobId", "workDir"] as const) {
     if (typeof value[key] !== "string" || value[key] === "") throw new Error(`assignment: ${key} is missing`);
   }
   return { ...(value as Assignment), attempt: Number(value.attempt ?? 0) };
 }
 
-/** The assignment given in the environment, or null when the agent is to wait for one on stdin. */
-export function assignmentFromEnv(env: NodeJS.ProcessEnv): Assignment | null {
+/**
+ * The assignment given in the environment, or null when the agent is to wait for one on stdin.
+ * Removes HODEI_OTP_TOKEN from `env` (process.env in the agent) once read.
+ */
+export function takeAssignmentFromEnv(env: NodeJS.ProcessEnv): Assignment | null {
   if (!env.HODEI_OTP_TOKEN) return null;
+  const otpToken = env.HODEI_OTP_TOKEN;
+  delete env.HODEI_OTP_TOKEN;
   return parseAssignment(
     JSON.stringify({
-      otpToken: env.HODEI_OTP_TOKEN,
+      otpToken,
       workerId: env.HODEI_WORKER_ID,
       workerName: env.HODEI_WORKER_NAME,
       jobId: env.HODEI_JOB_ID,

@@ -26,11 +26,11 @@ import { type CommandOutcome, type RunningCommand, startCommand } from "./comman
 import {
   type AgentConfig,
   type Assignment,
-  assignmentFromEnv,
   jobMarkers,
   parseAssignment,
   readAgentConfig,
   readAssignmentLine,
+  takeAssignmentFromEnv,
 } from "./config.js";
 import { LogBuffer } from "./log-buffer.js";
 
@@ -381,11 +381,15 @@ async function main(): Promise<void> {
   }
   const agent = new Agent(config);
   try {
-    let assignment = assignmentFromEnv(process.env);
+    let assignment = takeAssignmentFromEnv(process.env);
     if (!assignment) {
       agent.preconnect();
       const line = await readAssignmentLine(process.stdin);
-      if (line === null) process.exit(0); // Released while idle.
+      if (line === null) {
+        // Released while idle (a warm local agent), or a container whose one delivery was cut off.
+        log("stdin closed before an assignment arrived; exiting");
+        process.exit(0);
+      }
       process.stdin.destroy();
       assignment = parseAssignment(line);
     }

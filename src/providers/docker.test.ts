@@ -1,17 +1,21 @@
 /**
  * The provider contract on a real Docker daemon, plus Docker specifics: the full container id as
- * provider_resource_id, labels, limits, a missing image, and scoping by cluster id.
+ * provider_resource_id, labels, limits, a missing image, scoping by cluster id, and the OTP token
+ * handed on stdin only (docker inspect of a worker running a real job shows it nowhere; an adopted
+ * container that never started gets its assignment; one whose stdin was spent exits by itself).
  * Skips, with a visible reason, when no daemon answers (a laptop); CI always has one.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
+import type { Duplex } from "node:stream";
 import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js";
+import { startWorkerProtocol } from "../../test/fixtures/worker-protocol.js";
 import { PermanentError } from "../core/errors.js";
 import { DockerProvider, LABELS } from "./docker.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "./docker-image.js";
-import { describeProvider, workerSpec } from "./provider.contract.js";
+import { describeProvider, eventually, workerSpec } from "./provider.contract.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const SKIP = skipWithoutDocker("the Docker provider tests");
@@ -107,6 +111,83 @@ describe("DockerProvider", { skip: SKIP }, () => {
       } finally {
         await theirs.stop(resource.resourceId, 1000);
       }
+    });
+
+    it("hands the OTP token on stdin only: docker inspect of a worker running a real job shows it nowhere (Env, Cmd, Labels, the whole JSON)", async () => {
+      const provider = makeProvider();
+      const protocol = await startWorkerProtocol();
+      let resourceId = "";
+      try {
+        const p = await protocol.provision({ recordResource: false, command: ["sh", "-c", "echo ready; env; sleep 60"] });
+        const resource = await provider.start({
+          ...workerSpec(),
+          workerId: p.worker.id,
+          name: p.worker.name,
+          jobId: p.job.id,
+          attempt: p.worker.attempt,
+          otpToken: p.otp,
+          serverUrl: protocol.url,
+          onCreated: async (r) => void (await protocol.store.attempts.recordProvisioned(p.worker.id, r.resourceId, r.resourceType, protocol.clock.nowMs())),
+        });
+        resourceId = resource.resourceId;
+        const output = async () =>
+          (await protocol.store.logs.read(p.job.id, { attempt: 0, seq: 0 }, 1000)).map((row) => Buffer.from(row.data).toString()).join("");
+        const logs = await eventually(output, (text) => text.includes("ready") && text.includes("PATH="));
+        assert.match(logs, /^ready$/m, "the agent registered with the token from stdin and runs the job");
+        assert.equal((await protocol.store.workers.get(p.worker.id))?.state, "running");
+
+        const info = await docker.getContainer(resource.resourceId).inspect();
+        assert.equal(info.State.Running, true);
+        const json = JSON.stringify(info);
+        for (const needle of [p.otp, "HODEI_OTP_TOKEN", "hodei_otp_"]) {
+          assert.equal(json.includes(needle), false, `docker inspect shows no ${needle === p.otp ? "token value" : needle}`);
+        }
+        for (const [what, value] of [["Env", info.Config.Env], ["Cmd", info.Config.Cmd], ["Entrypoint", info.Config.Entrypoint], ["Labels", info.Config.Labels], ["Args", info.Args]] as const) {
+          assert.equal(JSON.stringify(value ?? null).includes(p.otp), false, `${what} holds no token`);
+        }
+        assert.ok(info.Config.Env.some((e) => e === `HODEI_SERVER_URL=${protocol.url}`), "non-secret settings stay in Env");
+        assert.deepEqual([info.Config.OpenStdin, info.Config.StdinOnce], [true, true]);
+        assert.equal(logs.includes(p.otp), false, "the job's environment holds no token either");
+        assert.equal((await provider.lastOutput(resource.resourceId)).includes(p.otp), false, "nor the container's output");
+      } finally {
+        if (resourceId) await provider.stop(resourceId, 1000);
+        await protocol.close();
+      }
+      assert.deepEqual(await ourContainers(), []);
+    });
+
+    it("gives an adopted container that never started its assignment, and the agent of one whose stdin was spent exits by itself", async () => {
+      const provider = makeProvider();
+      /** A start that dies between create and start, as a control plane killed at that line would. */
+      const createOnly = async (spec: ReturnType<typeof workerSpec>) => {
+        await assert.rejects(provider.start({ ...spec, onCreated: async () => Promise.reject(new Error("died after create")) }), /died after create/);
+        const info = await docker.getContainer(spec.name).inspect();
+        assert.equal(info.State.Status, "created");
+        return info.Id;
+      };
+      const fresh = workerSpec();
+      const spent = workerSpec();
+      const ids: string[] = [];
+      try {
+        ids.push(await createOnly(fresh));
+        const adopted = await provider.start(fresh);
+        assert.equal(adopted.resourceId, ids[0], "the earlier try's container is adopted");
+        const output = await eventually(() => provider.lastOutput(adopted.resourceId), (text) => /cannot register with the control plane/.test(text));
+        assert.match(output, /cannot register with the control plane/, "its agent got the assignment and tries to register");
+
+        // An earlier try that attached to stdin and then went away: Docker closed the container's stdin for good.
+        ids.push(await createOnly(spent));
+        const earlier = (await docker.getContainer(ids[1]).attach({ stream: true, stdin: true, hijack: true })) as Duplex;
+        await new Promise<void>((resolve) => earlier.end(() => resolve()));
+        earlier.destroy();
+        await provider.start(spent);
+        const status = await eventually(() => provider.inspect(ids[1]), (s) => s.state === "exited");
+        assert.deepEqual(status, { state: "exited", exitCode: 0, reason: "exited with code 0" }, "the agent does not wait forever for an assignment");
+        assert.match(await provider.lastOutput(ids[1]), /stdin closed before an assignment arrived/);
+      } finally {
+        for (const id of ids) await provider.stop(id, 1000);
+      }
+      assert.deepEqual(await ourContainers(), []);
     });
 
     it("reports the container's last output", async () => {

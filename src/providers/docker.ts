@@ -8,10 +8,19 @@
  * installations sharing a daemon never see each other's containers. Destroy is stop with a grace
  * period, then remove, always by container id; a container that is already gone is not an error.
  *
+ * The OTP token never enters the container's configuration (Env, Cmd, Labels: what `docker inspect`
+ * shows anyone allowed to read the daemon's state). The container is created with an open stdin that
+ * closes after its first attached client (OpenStdin, StdinOnce); start() attaches to that stdin
+ * before starting it, writes the assignment (token and worker identity, the JSON line the local
+ * provider hands its agents too) once it runs, and closes it. A container can therefore be given one
+ * assignment, once: when that client goes away for any reason, the container's stdin is closed for
+ * good, and an agent that saw it close without an assignment exits before registering.
+ *
  * The agent runs from /opt/hodei in every container: baked into the default worker image, or
  * bind-mounted read-only from the host's agent runtime when a job names another image, so any image
  * with a shell can run jobs.
  */
+import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
@@ -59,6 +68,7 @@ export class DockerProvider implements WorkerProvider {
     const image = spec.image || this.options.defaultImage;
     const mountsAgent = image !== this.options.defaultImage;
     let id: string;
+    let isFresh = true;
     try {
       const container = await this.docker.createContainer({
         abortSignal: signal,
@@ -73,14 +83,12 @@ export class DockerProvider implements WorkerProvider {
           "HODEI_PROVIDER=docker",
           `HODEI_CLUSTER_ID=${this.options.clusterId}`,
           `HODEI_SERVER_URL=${spec.serverUrl}`,
-          `HODEI_OTP_TOKEN=${spec.otpToken}`,
-          `HODEI_WORKER_ID=${spec.workerId}`,
-          `HODEI_WORKER_NAME=${spec.name}`,
-          `HODEI_JOB_ID=${spec.jobId}`,
-          `HODEI_ATTEMPT=${spec.attempt}`,
-          `HODEI_WORK_DIR=${WORK_DIR}`,
           "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ],
+        // The assignment (OTP token included) arrives on stdin, once: see deliverAssignment.
+        AttachStdin: true,
+        OpenStdin: true,
+        StdinOnce: true,
         Labels: {
           [LABELS.managedBy]: "hodei",
           [LABELS.clusterId]: this.options.clusterId,
@@ -98,16 +106,44 @@ export class DockerProvider implements WorkerProvider {
       });
       id = container.id;
     } catch (err) {
-      id = await this.adoptOrThrow(spec, image, err, signal);
+      const adopted = await this.adoptOrThrow(spec, image, err, signal);
+      id = adopted.id;
+      isFresh = adopted.status === "created";
     }
     const resource: ProviderResource = { resourceId: id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now() };
     await spec.onCreated(resource);
-    try {
-      await this.docker.getContainer(id).start({ abortSignal: signal });
-    } catch (err) {
-      if (statusOf(err) !== 304) throw wrap(`start container ${spec.name}`, err); // 304: already started
-    }
+    // An adopted container that already started got its one chance at an assignment from the earlier
+    // try (StdinOnce): it has it, or saw its stdin close and exits before registering, and the
+    // reconcile pass retries the job with a new worker and token. Nothing can be written to it again.
+    if (isFresh) await this.startWithAssignment(id, spec, signal);
     return resource;
+  }
+
+  /**
+   * Attach to stdin before start (so nothing written is lost), start, write the assignment line,
+   * close stdin. Any failure closes the attachment too, so the agent never waits for it forever.
+   */
+  private async startWithAssignment(id: string, spec: WorkerSpec, signal?: AbortSignal): Promise<void> {
+    const container = this.docker.getContainer(id);
+    let stdin: Duplex;
+    try {
+      stdin = (await container.attach({ stream: true, stdin: true, hijack: true, abortSignal: signal })) as Duplex;
+    } catch (err) {
+      throw wrap(`attach to the stdin of container ${spec.name}`, err);
+    }
+    // A socket error must never go unhandled (it would end the process); deliverAssignment reports its own.
+    stdin.on("error", () => {});
+    try {
+      try {
+        await container.start({ abortSignal: signal });
+      } catch (err) {
+        if (statusOf(err) !== 304) throw wrap(`start container ${spec.name}`, err); // 304: already started
+      }
+      const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir: WORK_DIR };
+      await deliverAssignment(stdin, `${JSON.stringify(assignment)}\n`, signal);
+    } finally {
+      stdin.destroy();
+    }
   }
 
   async inspect(resourceId: string, signal?: AbortSignal): Promise<WorkerStatus> {
@@ -191,12 +227,15 @@ export class DockerProvider implements WorkerProvider {
 
   async close(): Promise<void> {}
 
-  /** Create failed: a container of that name from an earlier try is adopted; a missing image is permanent. */
-  private async adoptOrThrow(spec: WorkerSpec, image: string, err: unknown, signal?: AbortSignal): Promise<string> {
+  /**
+   * Create failed: a container of that name from an earlier try is adopted (with its state: only one
+   * that never started still needs its assignment); a missing image is permanent.
+   */
+  private async adoptOrThrow(spec: WorkerSpec, image: string, err: unknown, signal?: AbortSignal): Promise<{ id: string; status: string }> {
     const status = statusOf(err);
     if (status === 409) {
       const existing = await this.docker.getContainer(spec.name).inspect({ abortSignal: signal });
-      if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return existing.Id;
+      if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return { id: existing.Id, status: existing.State.Status };
     }
     if (status === 404) {
       const hint = image === this.options.defaultImage ? 'build it with "npx hodei image build"' : "pull or build it on the Docker host";
@@ -205,6 +244,32 @@ export class DockerProvider implements WorkerProvider {
     if (isConnectionError(err)) throw new UnavailableError(`Docker daemon at ${this.options.socketPath} not answering (${(err as Error).message})`);
     throw wrap(`create container ${spec.name}`, err);
   }
+}
+
+/** Writes `line` and half-closes the attachment: Docker then closes the container's stdin (StdinOnce). */
+function deliverAssignment(stdin: Duplex, line: string, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (err: Error) => {
+      cleanup();
+      reject(new Error(`docker: write the assignment to the container's stdin: ${err.message}`, { cause: err }));
+    };
+    const onClose = () => fail(new Error("the attachment closed before the assignment was written"));
+    const onAbort = () => fail(signal?.reason instanceof Error ? signal.reason : new Error("aborted"));
+    const cleanup = () => {
+      stdin.off("error", fail);
+      stdin.off("close", onClose);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    if (signal?.aborted) return onAbort();
+    stdin.on("error", fail);
+    stdin.on("close", onClose);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    stdin.end(line, (err?: Error | null) => {
+      if (err) return fail(err);
+      cleanup();
+      resolve();
+    });
+  });
 }
 
 function statusOf(err: unknown): number | undefined {

@@ -1,7 +1,9 @@
 /**
  * The provider contract on Kubernetes, against the API emulator (test/fixtures/kube-emulator), which
  * runs each pod as a real Docker container; plus Kubernetes specifics: the pod's shape, fast
- * classified failures, and scoping by cluster id. Skips visibly when no Docker daemon answers.
+ * classified failures, scoping by cluster id, and the OTP token kept in a Secret of the pod's own
+ * (never in the pod spec, gone with the pod). After every contract test no token Secret is left.
+ * Skips visibly when no Docker daemon answers.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -14,7 +16,8 @@ import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js"
 import { startKubeEmulator } from "../../test/fixtures/kube-emulator/index.js";
 import { workerName } from "../core/ids.js";
 import { classifyPod, KubernetesProvider, POD_LABELS } from "./kubernetes.js";
-import { describeProvider, workerSpec } from "./provider.contract.js";
+import { TOKEN_SECRET_KEY, tokenSecretName } from "./kubernetes-token-secret.js";
+import { describeProvider, eventually, workerSpec } from "./provider.contract.js";
 
 const SKIP = skipWithoutDocker("the Kubernetes tests (the emulator runs pods on Docker)");
 
@@ -52,11 +55,19 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
     assert.deepEqual(left, [], "no pod container is left");
   });
 
+  /** Our token Secrets of `clusterId`, once the garbage collector has caught up with deleted pods. */
+  async function tokenSecretsLeft(provider: KubernetesProvider) {
+    return eventually(() => provider.listTokenSecrets(), (secrets) => secrets.length === 0, 10_000);
+  }
+
   describeProvider("kubernetes (emulated)", async () => {
     const provider = makeProvider();
     return {
       provider,
-      cleanup: () => provider.close(),
+      cleanup: async () => {
+        assert.deepEqual(await tokenSecretsLeft(provider), [], "no token Secret is left");
+        await provider.close();
+      },
       killWorker: async (resource) => {
         const [container] = await docker.listContainers({ filters: { label: [`io.hodei.kube-pod=default/${resource.resourceId}`] } });
         if (container) await docker.getContainer(container.Id).kill();
@@ -86,6 +97,84 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
         await provider.stop(resource.resourceId, 1000);
         await provider.close();
       }
+    });
+
+    it("keeps the OTP token out of the pod: its env names the pod's own Secret, owned by the pod, which holds the token while the agent waits to register and goes with the pod", async () => {
+      const provider = makeProvider();
+      const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
+      const s = workerSpec(); // an unreachable server: the agent keeps trying to register
+      const resource = await provider.start(s);
+      const secretName = tokenSecretName(s.name);
+      try {
+        const pod = await core.readNamespacedPod({ name: s.name, namespace: "default" });
+        const json = JSON.stringify(pod);
+        for (const needle of [s.otpToken, Buffer.from(s.otpToken).toString("base64"), "hodei_otp_"]) assert.equal(json.includes(needle), false, "the pod holds no token");
+        const tokenVar = pod.spec?.containers[0].env?.find((e) => e.name === "HODEI_OTP_TOKEN");
+        assert.deepEqual(JSON.parse(JSON.stringify(tokenVar)), { name: "HODEI_OTP_TOKEN", valueFrom: { secretKeyRef: { name: secretName, key: TOKEN_SECRET_KEY, optional: false } } });
+
+        const secret = await core.readNamespacedSecret({ name: secretName, namespace: "default" });
+        assert.equal(Buffer.from(secret.data?.[TOKEN_SECRET_KEY] ?? "", "base64").toString(), s.otpToken);
+        assert.deepEqual(
+          secret.metadata?.ownerReferences?.map((r) => [r.apiVersion, r.kind, r.name, r.uid]),
+          [["v1", "Pod", s.name, pod.metadata?.uid]],
+          "owned by its pod",
+        );
+        assert.equal(secret.immutable, true);
+        assert.equal(secret.metadata?.labels?.[POD_LABELS.workerId], s.workerId);
+        assert.equal(secret.metadata?.labels?.[POD_LABELS.clusterId], CLUSTER_ID);
+        assert.deepEqual(await provider.listTokenSecrets(), [{ name: secretName, workerId: s.workerId, resourceId: s.name, createdAtMs: Date.parse(secret.metadata!.creationTimestamp as unknown as string) }]);
+
+        const output = await eventually(() => provider.lastOutput(resource.resourceId), (text) => /cannot register with the control plane/.test(text));
+        assert.match(output, /cannot register with the control plane/, "the agent read its token from the Secret and tries to register");
+        assert.equal(output.includes(s.otpToken), false);
+        assert.deepEqual(await provider.inspect(resource.resourceId), { state: "running" });
+        assert.ok(await core.readNamespacedSecret({ name: secretName, namespace: "default" }), "the Secret is there while the agent waits to register");
+      } finally {
+        await provider.stop(resource.resourceId, 1000);
+        await provider.close();
+      }
+      assert.deepEqual(await tokenSecretsLeft(provider), [], "the Secret went with its pod");
+      const gone = await core.readNamespacedSecret({ name: secretName, namespace: "default" }).catch((err) => err);
+      assert.equal(gone.code, 404);
+    });
+
+    it("reads a pod the kubelet reached before its token Secret as pending while the Secret exists, and as lost (not permanently) once it is gone", async () => {
+      // An emulator whose kubelet retries slowly, so the pod keeps showing CreateContainerConfigError after its Secret appeared.
+      const slow = await startKubeEmulator({ port: 0, docker, clusterLabel: `${EMULATOR_LABEL}-slow`, configRetryMs: 60_000 });
+      const file = join(mkdtempSync(join(tmpdir(), "hodei-kube-")), "kubeconfig");
+      slow.writeKubeconfig(file);
+      const config = new k8s.KubeConfig();
+      config.loadFromFile(file);
+      const core = config.makeApiClient(k8s.CoreV1Api);
+      const provider = new KubernetesProvider({ clusterId: CLUSTER_ID, kubeConfig: config, namespace: "default", defaultImage: "hodei-worker:latest", imagePullSecrets: [], nodeSelector: {}, tolerations: [], agentEnv: {} });
+      const name = workerName(randomUUID());
+      const secretName = tokenSecretName(name);
+      try {
+        await core.createNamespacedPod({
+          namespace: "default",
+          body: {
+            metadata: { name },
+            spec: { restartPolicy: "Never", containers: [{ name: "agent", image: "hodei-worker:latest", command: ["sleep", "60"], env: [{ name: "HODEI_OTP_TOKEN", valueFrom: { secretKeyRef: { name: secretName, key: TOKEN_SECRET_KEY } } }] }] },
+          },
+        });
+        const waiting = await eventually(
+          () => core.readNamespacedPod({ name, namespace: "default" }),
+          (p) => p.status?.containerStatuses?.[0]?.state?.waiting?.reason === "CreateContainerConfigError",
+        );
+        assert.equal(waiting.status?.containerStatuses?.[0]?.state?.waiting?.reason, "CreateContainerConfigError");
+        assert.equal(classifyPod(waiting).state, "exited", "without the provider's knowledge it would read as a configuration error");
+        const missing = await provider.inspect(name);
+        assert.equal(missing.state, "exited");
+        assert.ok(missing.state === "exited" && !missing.permanent, "a new attempt gets a new Secret: not permanent");
+        assert.match(missing.state === "exited" ? missing.reason : "", new RegExp(`OTP token Secret ${secretName} is missing`));
+
+        await core.createNamespacedSecret({ namespace: "default", body: { metadata: { name: secretName }, stringData: { [TOKEN_SECRET_KEY]: "x" } } });
+        assert.deepEqual(await provider.inspect(name), { state: "pending" }, "the kubelet will retry: pending");
+      } finally {
+        await provider.close();
+        await slow.stop();
+      }
+      assert.deepEqual(await docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${EMULATOR_LABEL}-slow`] } }), []);
     });
 
     it("reports a missing image within seconds as a permanent ImagePullBackOff", async () => {

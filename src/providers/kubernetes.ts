@@ -9,11 +9,16 @@
  * errors, configuration errors, unschedulable pods, OOMKilled, eviction, deadlines, and a container
  * that exits before its agent registered. Each is "exited" with its reason, so the attempt fails in
  * seconds, not at a generic timeout; image and configuration errors are permanent (no retry).
+ *
+ * The OTP token is not in the pod spec: each pod reads it from a Secret of its own, created right
+ * after the pod and owned by it (kubernetes-token-secret.ts says why in that order).
  */
 import * as k8s from "@kubernetes/client-node";
-import { PermanentError, UnavailableError } from "../core/errors.js";
+import { PermanentError } from "../core/errors.js";
 import { AGENT_COMMAND } from "./agent-runtime.js";
-import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
+import { codeOf, messageOf, withSignal, wrap } from "./kubernetes-api.js";
+import { isWaitingForTokenSecret, tokenEnvVar, tokenSecretName, TokenSecrets } from "./kubernetes-token-secret.js";
+import type { ProviderHealth, ProviderResource, TokenSecret, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
 export const POD_LABELS = {
   managedBy: "app.kubernetes.io/managed-by",
@@ -46,6 +51,7 @@ export class KubernetesProvider implements WorkerProvider {
   readonly name = "kubernetes";
   readonly resourceType = "pod_name" as const;
   private readonly core: k8s.CoreV1Api;
+  private readonly secrets: TokenSecrets;
   private watchRequest: { abort(): void } | null = null;
   private isClosed = false;
   /** Called when a pod of ours changes, so the reconcile pass can look at once. */
@@ -53,6 +59,7 @@ export class KubernetesProvider implements WorkerProvider {
 
   constructor(private readonly options: KubernetesProviderOptions) {
     this.core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
+    this.secrets = new TokenSecrets(this.core, options.namespace, POD_LABELS.workerId);
   }
 
   private get selector(): string {
@@ -74,6 +81,8 @@ export class KubernetesProvider implements WorkerProvider {
         throw wrap(`create pod ${spec.name}`, err);
       }
     }
+    // The pod waits for this Secret (its token); recorded only once the pod can start.
+    await this.secrets.create(pod, spec.otpToken, this.labelsFor(spec), signal);
     const resource: ProviderResource = {
       resourceId: pod.metadata?.name ?? spec.name,
       resourceType: "pod_name",
@@ -92,6 +101,12 @@ export class KubernetesProvider implements WorkerProvider {
     } catch (err) {
       if (codeOf(err) === 404) return { state: "gone" };
       throw wrap(`read pod ${resourceId}`, err);
+    }
+    if (isWaitingForTokenSecret(pod)) {
+      // The kubelet got to the pod before its Secret existed and retries; a Secret that is gone will not come back.
+      const name = tokenSecretName(resourceId);
+      if (await this.secrets.exists(name, signal)) return { state: "pending" };
+      return { state: "exited", exitCode: null, reason: `could not start: its OTP token Secret ${name} is missing` };
     }
     return classifyPod(pod);
   }
@@ -131,6 +146,14 @@ export class KubernetesProvider implements WorkerProvider {
       workerId: pod.metadata?.labels?.[POD_LABELS.workerId] ?? "",
       createdAtMs: Date.parse(String(pod.metadata?.creationTimestamp ?? "")) || 0,
     }));
+  }
+
+  listTokenSecrets(signal?: AbortSignal): Promise<TokenSecret[]> {
+    return this.secrets.list(this.selector, signal);
+  }
+
+  deleteTokenSecret(name: string, signal?: AbortSignal): Promise<void> {
+    return this.secrets.delete(name, signal);
   }
 
   /** The pod's last log lines, or its events when it never ran (image pull, scheduling). */
@@ -195,6 +218,17 @@ export class KubernetesProvider implements WorkerProvider {
       );
   }
 
+  /** The labels of everything we create for a worker: its pod and its token Secret. */
+  private labelsFor(spec: WorkerSpec): Record<string, string> {
+    return {
+      [POD_LABELS.managedBy]: "hodei",
+      [POD_LABELS.clusterId]: this.options.clusterId,
+      [POD_LABELS.jobId]: spec.jobId,
+      [POD_LABELS.attempt]: String(spec.attempt),
+      [POD_LABELS.workerId]: spec.workerId,
+    };
+  }
+
   private podFor(spec: WorkerSpec): k8s.V1Pod {
     const o = this.options;
     const env: Record<string, string> = {
@@ -203,7 +237,6 @@ export class KubernetesProvider implements WorkerProvider {
       HODEI_PROVIDER: "kubernetes",
       HODEI_CLUSTER_ID: o.clusterId,
       HODEI_SERVER_URL: spec.serverUrl,
-      HODEI_OTP_TOKEN: spec.otpToken,
       HODEI_WORKER_ID: spec.workerId,
       HODEI_WORKER_NAME: spec.name,
       HODEI_JOB_ID: spec.jobId,
@@ -218,13 +251,7 @@ export class KubernetesProvider implements WorkerProvider {
       kind: "Pod",
       metadata: {
         name: spec.name,
-        labels: {
-          [POD_LABELS.managedBy]: "hodei",
-          [POD_LABELS.clusterId]: o.clusterId,
-          [POD_LABELS.jobId]: spec.jobId,
-          [POD_LABELS.attempt]: String(spec.attempt),
-          [POD_LABELS.workerId]: spec.workerId,
-        },
+        labels: this.labelsFor(spec),
       },
       spec: {
         restartPolicy: "Never",
@@ -239,7 +266,7 @@ export class KubernetesProvider implements WorkerProvider {
             name: "agent",
             image: spec.image || o.defaultImage,
             command: [...AGENT_COMMAND],
-            env: Object.entries(env).map(([name, value]) => ({ name, value })),
+            env: [...Object.entries(env).map(([name, value]) => ({ name, value })), tokenEnvVar(spec.name)],
             resources: Object.keys(limits).length > 0 ? { requests: { ...limits }, limits } : undefined,
           },
         ],
@@ -271,40 +298,4 @@ export function classifyPod(pod: k8s.V1Pod): WorkerStatus {
     return { state: "exited", exitCode: code, reason: `exited with code ${code ?? "?"}${terminated?.reason ? ` (${terminated.reason})` : ""}` };
   }
   return { state: "pending" };
-}
-
-/** Request options that abort the call with `signal` (client-node takes it through a middleware). */
-function withSignal(signal: AbortSignal | undefined): k8s.ConfigurationOptions | undefined {
-  if (!signal) return undefined;
-  const middleware: k8s.ObservableMiddleware = {
-    pre(context) {
-      context.setSignal(signal);
-      return new k8s.Observable(Promise.resolve(context));
-    },
-    post: (response) => new k8s.Observable(Promise.resolve(response)),
-  };
-  return { middleware: [middleware], middlewareMergeStrategy: "append" };
-}
-
-function codeOf(err: unknown): number | undefined {
-  return (err as { code?: number } | undefined)?.code;
-}
-
-function messageOf(err: unknown): string {
-  const body = (err as { body?: unknown } | undefined)?.body;
-  if (typeof body === "string") {
-    try {
-      return (JSON.parse(body) as { message?: string }).message ?? body;
-    } catch {
-      return body;
-    }
-  }
-  if (body && typeof body === "object" && "message" in body) return String((body as { message: unknown }).message);
-  return (err as Error)?.message ?? String(err);
-}
-
-function wrap(what: string, err: unknown): Error {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  if (code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "ECONNRESET") return new UnavailableError(`kubernetes: ${what}: ${messageOf(err)}`);
-  return new Error(`kubernetes: ${what}: ${messageOf(err)}`, { cause: err });
 }

@@ -14,7 +14,10 @@ export interface WorkerSpec {
   name: string;
   jobId: string;
   attempt: number;
-  /** Secret; goes into the worker's environment only. */
+  /**
+   * Secret. Never in anything a reader of the worker's spec can see (a process's argv or env, a
+   * container's config, a pod spec): local and Docker workers get it on stdin, pods from a Secret.
+   */
   otpToken: string;
   /** The address the agent uses to reach the control plane. */
   serverUrl: string;
@@ -47,6 +50,21 @@ export type WorkerStatus =
   | { state: "exited"; exitCode: number | null; reason: string; /** Retrying cannot help (bad image, bad config). */ permanent?: boolean }
   | { state: "gone" };
 
+/**
+ * Where a provider keeps a worker's OTP token outside the worker until the agent redeems it (a
+ * Kubernetes Secret per pod). Found by our labels, like workers.
+ */
+export interface TokenSecret {
+  /** The provider's name for it (the Secret's name). */
+  name: string;
+  /** From our label: the worker whose token it holds. */
+  workerId: string;
+  /** provider_resource_id of the worker it belongs to; "" when it names none. */
+  resourceId: string;
+  /** When it was created (epoch ms), for the orphan grace. */
+  createdAtMs: number;
+}
+
 export interface ProviderHealth {
   healthy: boolean;
   detail: string;
@@ -71,6 +89,14 @@ export interface WorkerProvider {
   health(signal?: AbortSignal): Promise<ProviderHealth>;
   /** Optional capability: the worker's last lines of output (agent or container), for failure reasons. */
   lastOutput?(resourceId: string, signal?: AbortSignal): Promise<string>;
+  /**
+   * Optional capability, with deleteTokenSecret: the token secrets this provider keeps for this
+   * cluster's workers (found by our labels). The reconcile pass deletes those whose token was
+   * redeemed or can no longer be, and those whose worker is gone.
+   */
+  listTokenSecrets?(signal?: AbortSignal): Promise<TokenSecret[]>;
+  /** Deletes one token secret. Idempotent: deleting a gone one succeeds. */
+  deleteTokenSecret?(name: string, signal?: AbortSignal): Promise<void>;
   /** Optional capability: set by the control plane; the provider calls it when a worker changes. */
   onWorkerChange?: (resourceId: string) => void;
   /** Releases clients and watchers; does not stop workers. */

@@ -2,13 +2,15 @@
  * The reaper through a whole reconcile pass (direct runOnce, a hand-moved clock): a labelled
  * resource that no live worker row owns is stopped once past the grace, an owned one never, and
  * the worker rows of one provider's resources are read in one query however many there are.
+ * Token secrets (the listTokenSecrets capability) go once their token is spent, or past the grace
+ * once nothing owns them; one whose token may still be redeemed stays.
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
 import { createMetrics } from "../metrics.js";
-import type { ProviderResource, WorkerProvider } from "../providers/provider.js";
+import type { ProviderResource, TokenSecret, WorkerProvider } from "../providers/provider.js";
 import { openDatabase } from "../store/database.js";
 import { driveJob } from "../store/lifecycle.contract.js";
 import { Store } from "../store/store.js";
@@ -44,13 +46,13 @@ describe("reap orphans", () => {
     await store.close();
   });
 
-  function reconciler(): Reconciler {
+  function reconciler(withProvider: WorkerProvider = provider): Reconciler {
     return new Reconciler({
       store,
       clock,
       log: pino({ level: "silent" }),
       metrics: createMetrics(),
-      providers: new Map([["local", { provider, maxWorkers: 0, workerServerUrl: "" }]]),
+      providers: new Map([["local", { provider: withProvider, maxWorkers: 0, workerServerUrl: "" }]]),
       registrationTimeoutMs: 3_600_000,
       heartbeatTimeoutMs: 3_600_000,
       reconcileIntervalMs: 1000,
@@ -76,5 +78,39 @@ describe("reap orphans", () => {
     await reconciler().runOnce();
     assert.deepEqual(stopped.sort(), ["pid-of-destroyed", "pid-unknown"], "the young orphan waits for its grace; the owned resource stays");
     assert.equal(statements.filter((sql) => /^select \* from "workers" where "id" in/.test(sql)).length, 1);
+  });
+
+  it("deletes token secrets whose token is spent at once, unowned ones past the grace, and never one still waiting to be redeemed", async () => {
+    const waitingJob = await driveJob(store, clock, "waiting", "provisioning");
+    const waiting = waitingJob.workers[0];
+    await store.attempts.recordProvisioned(waiting.id, "pod-waiting", "pod_name", clock.nowMs());
+    const lostPodJob = await driveJob(store, clock, "lost-pod", "provisioning");
+    await store.attempts.recordProvisioned(lostPodJob.workers[0].id, "pod-gone", "pod_name", clock.nowMs());
+    const running = (await driveJob(store, clock, "running", "running")).workers[0];
+    const done = (await driveJob(store, clock, "done", "destroyed")).workers[0];
+    const at = clock.nowMs();
+    const young = at + GRACE_MS;
+    resources = [
+      { resourceId: "pod-waiting", resourceType: "pod_name", workerId: waiting.id, createdAtMs: at },
+      { resourceId: running.provider_resource_id!, resourceType: "pod_name", workerId: running.id, createdAtMs: at },
+    ];
+    const secrets: TokenSecret[] = [
+      { name: "waiting", workerId: waiting.id, resourceId: "pod-waiting", createdAtMs: at },
+      { name: "registered-young", workerId: running.id, resourceId: running.provider_resource_id!, createdAtMs: young },
+      { name: "destroyed", workerId: done.id, resourceId: "pod-of-done", createdAtMs: young },
+      { name: "pod-gone", workerId: lostPodJob.workers[0].id, resourceId: "pod-gone", createdAtMs: at },
+      { name: "no-worker", workerId: "never-recorded", resourceId: "pod-x", createdAtMs: at },
+      { name: "no-worker-young", workerId: "also-never-recorded", resourceId: "pod-y", createdAtMs: young },
+    ];
+    const deleted: string[] = [];
+    const withSecrets: WorkerProvider = {
+      ...provider,
+      listTokenSecrets: async () => secrets,
+      deleteTokenSecret: async (name) => void deleted.push(name),
+    };
+    clock.advance(GRACE_MS);
+    await reconciler(withSecrets).runOnce();
+    assert.deepEqual(deleted.sort(), ["destroyed", "no-worker", "pod-gone", "registered-young"]);
+    assert.deepEqual(stopped, [], "no resource was an orphan");
   });
 });

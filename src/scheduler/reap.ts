@@ -3,9 +3,14 @@
  * (orphans: a crash between create and record, a worker row destroyed while its resource lived on,
  * another control plane's leftovers of this cluster) are destroyed once older than the grace.
  * The worker rows of one provider's resources are read in one query, however many there are.
+ *
+ * Providers that keep OTP tokens beside their workers (the listTokenSecrets capability: a
+ * Kubernetes Secret per pod) have those deleted here too: at once when the token is spent (its
+ * worker registered, or its attempt ended), and, past the grace, when no worker row or no live
+ * resource owns it.
  */
 import { toError } from "../core/errors.js";
-import type { ProviderResource } from "../providers/provider.js";
+import type { ProviderResource, TokenSecret, WorkerProvider } from "../providers/provider.js";
 import type { WorkerRow } from "../store/schema.js";
 import { PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
 
@@ -41,6 +46,46 @@ export async function reapOrphans(ctx: ReconcileContext): Promise<void> {
       } catch (err) {
         ctx.log.warn({ err: toError(err), providerResourceId: resource.resourceId }, "orphan destroy failed; the next pass retries");
       }
+    }
+    await reapTokenSecrets(ctx, name, slot.provider, resources);
+  }
+}
+
+/**
+ * Why a token secret should go, or null while its token may still be redeemed. `resources` is the
+ * provider's list from before the secrets were listed: a worker started in between has a young
+ * secret, which the grace protects.
+ */
+export function spentSecretReason(secret: TokenSecret, worker: WorkerRow | undefined, resources: ProviderResource[], nowMs: number, graceMs: number): string | null {
+  if (worker && worker.state !== "provisioning" && worker.state !== "waiting") return `its worker is ${worker.state}`;
+  if (nowMs - secret.createdAtMs < graceMs) return null;
+  if (!worker) return "no worker row owns it";
+  if (!resources.some((r) => r.resourceId === secret.resourceId)) return "its worker's resource is gone";
+  return null;
+}
+
+async function reapTokenSecrets(ctx: ReconcileContext, name: string, provider: WorkerProvider, resources: ProviderResource[]): Promise<void> {
+  const { listTokenSecrets, deleteTokenSecret } = provider;
+  if (!listTokenSecrets || !deleteTokenSecret) return;
+  let secrets: TokenSecret[];
+  try {
+    secrets = await ctx.calls.run(name, "list token secrets", PROVIDER_CALL_MS, (signal) => listTokenSecrets.call(provider, signal));
+  } catch (err) {
+    ctx.log.warn({ err: toError(err), provider: name }, "token secret list failed; not checked this pass");
+    return;
+  }
+  if (secrets.length === 0) return;
+  const now = ctx.clock.nowMs();
+  const workers = await ctx.store.workers.getMany(secrets.map((s) => s.workerId));
+  for (const secret of secrets) {
+    if (ctx.provisioning.has(secret.workerId)) continue;
+    const why = spentSecretReason(secret, workers.get(secret.workerId), resources, now, ctx.orphanGraceMs);
+    if (!why) continue;
+    try {
+      await ctx.calls.run(name, "delete token secret", PROVIDER_CALL_MS, (signal) => deleteTokenSecret.call(provider, secret.name, signal));
+      ctx.log.info({ provider: name, secret: secret.name, workerId: secret.workerId, why }, "token secret deleted");
+    } catch (err) {
+      ctx.log.warn({ err: toError(err), provider: name, secret: secret.name }, "token secret delete failed; the next pass retries");
     }
   }
 }

@@ -120,6 +120,24 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
     assert.deepEqual(await containersOfCluster(server.clusterId), []);
   });
 
+  it("keeps the OTP token out of the container: docker inspect of a running job's container shows neither a token nor HODEI_OTP_TOKEN", async () => {
+    const id = (await runCli(server, ["run", "--provider", "docker", "--detach", "--", "echo ready; env; sleep 300"])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("PATH="), 30_000);
+    const [container] = await docker.listContainers({ filters: { label: [`${LABELS.jobId}=${id}`] } });
+    assert.ok(container, "the job's container runs");
+    const info = await docker.getContainer(container.Id).inspect();
+    assert.equal(info.State.Running, true);
+    const json = JSON.stringify(info);
+    assert.doesNotMatch(json, /hodei_otp_/, "no token value anywhere in docker inspect");
+    assert.doesNotMatch(json, /HODEI_OTP_TOKEN/);
+    for (const part of [info.Config.Env, info.Config.Cmd, info.Config.Entrypoint, info.Config.Labels, info.Args]) assert.doesNotMatch(JSON.stringify(part ?? null), /hodei_otp_|OTP_TOKEN/);
+    const logs = (await runCli(server, ["logs", id])).stdout;
+    assert.match(logs, /^ready$/m);
+    assert.doesNotMatch(logs, /hodei_otp_|HODEI_OTP_TOKEN/, "nor in the job's environment");
+    assert.equal((await runCli(server, ["cancel", id])).code, 0);
+    assert.equal((await waitDestroyed(server, id)).state, "canceled");
+  });
+
   it("fails a job whose container is killed from outside, with a clear reason", async () => {
     const id = (await runCli(server, ["run", "--provider", "docker", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
     await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);

@@ -1,8 +1,10 @@
 /**
  * The whole system with the Kubernetes provider, against the API emulator (pods run as real Docker
  * containers): the seed's jobs, failures reported fast with their reason (a missing image, the seed's
- * DNS failure), `hodei doctor` catching that failure beforehand, and `hodei verify` on all three
- * providers. After each test no pod and no pod container is left.
+ * DNS failure), `hodei doctor` catching that failure beforehand, `hodei verify` on all three
+ * providers, and the OTP token kept out of pods: in a Secret of the pod's own that stays while the
+ * agent waits to register, is deleted once it registered, and is reaped when nothing owns it.
+ * After each test no pod, no pod container and no Secret is left.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -14,7 +16,7 @@ import * as k8s from "@kubernetes/client-node";
 import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
-import { eventually, type JobJson, jsonCli, ROOT, runCli, type ServerProcess, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
+import { eventually, type JobJson, jsonCli, ROOT, runCli, type ServerProcess, sleep, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
 
 const SKIP = skipWithoutDocker("the Kubernetes end-to-end tests (the emulator runs pods on Docker)");
 
@@ -38,6 +40,9 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   async function containersLeft() {
     return docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } });
   }
+  async function secretsLeft() {
+    return (await core.listNamespacedSecret({ namespace: "default" })).items.map((s) => s.metadata?.name);
+  }
   before(async () => {
     await ensureWorkerImage();
     emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
@@ -52,6 +57,8 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
     await eventually(async () => (await podsLeft()).length === 0, 30_000);
     assert.deepEqual(await podsLeft(), [], "no pod is left");
     assert.deepEqual(await containersLeft(), [], "no pod container is left");
+    await eventually(async () => (await secretsLeft()).length === 0, 10_000);
+    assert.deepEqual(await secretsLeft(), [], "no Secret is left");
   });
   after(async () => {
     await server?.stop();
@@ -75,6 +82,43 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
       assert.equal(token.resourceType, "pod_name");
       assert.match(token.providerResourceId, /^hodei-worker-[0-9a-f-]{36}$/);
       assert.equal(token.consumed, true);
+    }
+  });
+
+  it("keeps the OTP token out of the pod spec and deletes the pod's token Secret once its agent registered, while the job runs", async () => {
+    const id = (await runCli(server, ["run", "--provider", "kubernetes", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
+    await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);
+    const [pod] = (await core.listNamespacedPod({ namespace: "default", labelSelector: `hodei.io/job-id=${id}` })).items;
+    assert.ok(pod, "the job's pod exists");
+    assert.doesNotMatch(JSON.stringify(pod), /hodei_otp_/, "no token value in the pod");
+    const tokenVar = pod.spec?.containers[0].env?.find((e) => e.name === "HODEI_OTP_TOKEN");
+    assert.equal(tokenVar?.value, undefined);
+    assert.equal(tokenVar?.valueFrom?.secretKeyRef?.name, `${pod.metadata?.name}-otp`);
+    const ofJob = async () => (await core.listNamespacedSecret({ namespace: "default", labelSelector: `hodei.io/job-id=${id}` })).items;
+    assert.deepEqual(await eventually(async () => (await ofJob()).length === 0 && (await ofJob()), 10_000), [], "its Secret is deleted once the token is spent");
+    assert.equal((await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: "default" })).status?.phase, "Running", "while the job still runs");
+    assert.equal((await runCli(server, ["cancel", id])).code, 0);
+    assert.equal((await waitDestroyed(server, id)).state, "canceled");
+  });
+
+  it("reaps a token Secret of this cluster that nothing owns once past the orphan grace, and leaves another cluster's alone", async () => {
+    const secret = (name: string, clusterId: string): k8s.V1Secret => ({
+      metadata: { name, labels: { "app.kubernetes.io/managed-by": "hodei", "hodei.io/cluster-id": clusterId, "hodei.io/worker-id": randomUUID() } },
+      stringData: { "otp-token": "hodei_otp_left-behind" },
+    });
+    const ours = `hodei-worker-${randomUUID()}-otp`;
+    const theirs = `hodei-worker-${randomUUID()}-otp`;
+    await core.createNamespacedSecret({ namespace: "default", body: secret(ours, server.clusterId) });
+    await core.createNamespacedSecret({ namespace: "default", body: secret(theirs, `${server.clusterId}-other`) });
+    try {
+      const started = Date.now();
+      await eventually(async () => !(await secretsLeft()).includes(ours), 20_000);
+      assert.equal((await secretsLeft()).includes(ours), false, "reaped");
+      assert.ok(Date.now() - started >= 1000, "not before its grace");
+      assert.ok((await secretsLeft()).includes(theirs), "another cluster's Secret stays");
+    } finally {
+      await core.deleteNamespacedSecret({ name: theirs, namespace: "default" }).catch(() => undefined);
+      await core.deleteNamespacedSecret({ name: ours, namespace: "default" }).catch(() => undefined);
     }
   });
 
@@ -127,6 +171,54 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
       assert.equal(token.resourceType, types[token.provider]);
     }
     assert.deepEqual(report.orphans, { local: 0, docker: 0, kubernetes: 0 });
+  });
+});
+
+describe("a pod whose agent cannot register yet", { skip: SKIP }, () => {
+  it("keeps its token Secret, owned by the pod, through reconcile passes past the orphan grace; the Secret goes with the pod", async () => {
+    const label = `wait-${randomUUID().slice(0, 8)}`;
+    await ensureWorkerImage();
+    const emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
+    const kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-wait-")), "kubeconfig");
+    emulator.writeKubeconfig(kubeconfig);
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    let server: ServerProcess | undefined;
+    try {
+      server = await startServerProcess({
+        HODEI_PROVIDERS: "kubernetes",
+        HODEI_K8S_KUBECONFIG: kubeconfig,
+        HODEI_K8S_WORKER_SERVER_URL: "http://127.0.0.1:9",
+        HODEI_REGISTRATION_TIMEOUT_MS: "60000",
+      });
+      const id = (await runCli(server, ["run", "--detach", "--", "echo never"])).stdout.trim();
+      const pod = (await eventually(async () => (await core.listNamespacedPod({ namespace: "default", labelSelector: `hodei.io/job-id=${id}` })).items[0], 30_000))!;
+      assert.ok(pod, "the job's pod exists");
+      const name = pod.metadata!.name!;
+      await eventually(async () => /cannot register with the control plane/.test(await core.readNamespacedPodLog({ name, namespace: "default" }).catch(() => "")), 30_000);
+      await sleep(3000); // the orphan grace (2 s) and several reconcile passes (500 ms)
+      const secret = await core.readNamespacedSecret({ name: `${name}-otp`, namespace: "default" });
+      assert.match(Buffer.from(secret.data?.["otp-token"] ?? "", "base64").toString(), /^hodei_otp_/);
+      assert.deepEqual(
+        secret.metadata?.ownerReferences?.map((r) => [r.kind, r.name, r.uid]),
+        [["Pod", name, pod.metadata?.uid]],
+      );
+      assert.doesNotMatch(JSON.stringify(await core.readNamespacedPod({ name, namespace: "default" })), /hodei_otp_/);
+      const [token] = await jsonCli<TokenJson[]>(server, ["tokens"]);
+      assert.equal(token.consumed, false);
+
+      assert.equal((await runCli(server, ["cancel", id])).code, 0);
+      assert.equal((await waitDestroyed(server, id)).state, "canceled");
+      await eventually(async () => (await core.listNamespacedSecret({ namespace: "default" })).items.length === 0, 10_000);
+      assert.deepEqual((await core.listNamespacedSecret({ namespace: "default" })).items, [], "the Secret went with its pod");
+      assert.deepEqual((await core.listNamespacedPod({ namespace: "default" })).items, []);
+    } finally {
+      await server?.stop();
+      server?.cleanup();
+      await emulator.stop();
+    }
+    assert.deepEqual(await docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } }), []);
   });
 });
 
