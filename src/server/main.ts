@@ -219,7 +219,9 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     : createRpcHandler({
         maxMessageBytes: config.edge.maxMessageBytes,
         maxResponseMessageBytes: config.edge.maxResponseMessageBytes,
-        interceptors,
+        // Only the worker API is served here (agents have their own authentication): the client API
+        // is refused whoever asks, so no API key is asked for first.
+        interceptors: [errorInterceptor(log)],
         log,
         routes(router) {
           router.service(WorkerService, workerService);

@@ -183,8 +183,8 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
     const before = (await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"])).length;
     const run = await runCli(server, ["run", "--provider", "docker", "--script", file]);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /list: .*401 Unauthorized.* exit=1/);
-    assert.match(run.stdout, /submit: .*401 Unauthorized.* exit=1/);
+    assert.match(run.stdout, /^list: wget: server returned error: HTTP\/1\.1 401 Unauthorized\n exit=1$/m);
+    assert.match(run.stdout, /^submit: wget: server returned error: HTTP\/1\.1 401 Unauthorized\n exit=1$/m);
     assert.match(run.stdout, /key files: 0/);
     const after = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"]);
     assert.equal(after.length, before + 1, "only the Docker job itself was created");

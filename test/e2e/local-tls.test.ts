@@ -17,7 +17,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, afterEach, before, describe, it } from "node:test";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { makeTestTls, type TestTls } from "../fixtures/tls.js";
-import { anyClusterProcesses, eventually, type JobJson, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+import { anyClusterProcesses, bearer, eventually, type JobJson, killCluster, leftoverProcesses, runCli, sendKey, type ServerProcess, startServerProcess } from "./harness.js";
 import { http1Request, msUntilClosed, openSocket } from "./raw-wire.js";
 
 const SNIFF_TIMEOUT_MS = 800;
@@ -32,11 +32,11 @@ async function stopServer(server: ServerProcess): Promise<void> {
 }
 
 /** An HTTPS request (what curl --cacert does), with the ALPN protocols the caller offers. */
-function httpsRequest(url: string, options: { path: string; ca?: string; alpn?: string[]; body?: string }): Promise<{ status: number; body: string; alpn: string | false }> {
+function httpsRequest(url: string, options: { path: string; ca?: string; alpn?: string[]; body?: string; headers?: Record<string, string> }): Promise<{ status: number; body: string; alpn: string | false }> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       new URL(options.path, url),
-      { method: options.body === undefined ? "GET" : "POST", ca: options.ca, ALPNProtocols: options.alpn, agent: false, headers: options.body === undefined ? {} : { "content-type": "application/json" } } as https.RequestOptions,
+      { method: options.body === undefined ? "GET" : "POST", ca: options.ca, ALPNProtocols: options.alpn, agent: false, headers: { ...(options.body === undefined ? {} : { "content-type": "application/json" }), ...options.headers } } as https.RequestOptions,
       (res) => {
         let body = "";
         res.on("data", (c: Buffer) => (body += c));
@@ -89,13 +89,13 @@ describe("TLS on the local provider", () => {
   it("serves HTTPS to a client that trusts the CA (Connect JSON and /healthz)", async () => {
     const health = await httpsRequest(server.url, { path: "/healthz", ca: material.caPem });
     assert.deepEqual([health.status, health.body], [200, "ok\n"]);
-    const list = await httpsRequest(server.url, { path: "/hodei.v1.JobService/ListJobs", ca: material.caPem, body: "{}" });
+    const list = await httpsRequest(server.url, { path: "/hodei.v1.JobService/ListJobs", ca: material.caPem, body: "{}", headers: bearer(server) });
     assert.equal(list.status, 200, list.body);
     assert.ok(Array.isArray((JSON.parse(list.body) as { jobs?: unknown[] }).jobs ?? []));
   });
 
   it("serves gRPC over TLS to a client that trusts the CA", async () => {
-    const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url, nodeOptions: { ca: material.caPem } }));
+    const client = createClient(JobService, createGrpcTransport({ baseUrl: server.url, nodeOptions: { ca: material.caPem }, interceptors: [sendKey(server)] }));
     const { job } = await client.submitJob({ command: ["echo", "grpc over tls"] });
     assert.ok(job);
     const chunks: Uint8Array[] = [];
