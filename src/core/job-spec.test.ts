@@ -34,6 +34,7 @@ describe("validateJobSpec", () => {
         idempotencyKey: "submit-42",
         cpuMillis: 500,
         memoryMb: 256,
+        retryOnExitCodes: "3,4",
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -57,6 +58,7 @@ describe("validateJobSpec", () => {
         idempotencyKey: "",
         cpuMillis: 0,
         memoryMb: 0,
+        retryOnExitCodes: "",
       });
     });
 
@@ -175,6 +177,52 @@ describe("validateJobSpec", () => {
 
     it("an idempotency key longer than the limit", () => {
       assertRejected({ command: ["true"], idempotencyKey: "k".repeat(SPEC_LIMITS.idempotencyKeyBytes + 1) }, "idempotencyKey");
+    });
+  });
+
+  describe("retryOnExitCodes", () => {
+    const codes = (retryOnExitCodes: string) => validateJobSpec({ command: ["true"], maxAttempts: 3, retryOnExitCodes }, DEFAULTS).retryOnExitCodes;
+
+    it("normalises a list of codes: trimmed, duplicates dropped, ascending", () => {
+      assert.equal(codes("3"), "3");
+      assert.equal(codes(" 4, 3 ,4,255,1 "), "1,3,4,255");
+    });
+
+    it("accepts any (in any case) and the empty list", () => {
+      assert.equal(codes("any"), "any");
+      assert.equal(codes(" ANY "), "any");
+      assert.equal(codes(""), "");
+      assert.equal(codes("   "), "");
+      assert.equal(validateJobSpec({ command: ["true"] }, DEFAULTS).retryOnExitCodes, "");
+    });
+
+    it(`accepts exactly ${SPEC_LIMITS.retryExitCodes} codes`, () => {
+      const list = Array.from({ length: SPEC_LIMITS.retryExitCodes }, (_, i) => String(i + 1)).join(",");
+      assert.equal(codes(list).split(",").length, 32);
+    });
+
+    it("rejects codes outside 1..255, words, empty entries and any mixed with codes, naming the field", () => {
+      for (const bad of ["0", "256", "-1", "3,0", "1.5", "3;4", "3,,4", "3,", "x", "any,3", "0x3", "1e2", " 7 7", "0003"]) {
+        assertRejected({ command: ["true"], maxAttempts: 2, retryOnExitCodes: bad }, "retryOnExitCodes", /not an exit code from 1 to 255|exit codes/);
+      }
+    });
+
+    it(`rejects more than ${SPEC_LIMITS.retryExitCodes} codes, and a huge list before splitting it`, () => {
+      const list = Array.from({ length: SPEC_LIMITS.retryExitCodes + 1 }, (_, i) => String(i + 1)).join(",");
+      assertRejected({ command: ["true"], maxAttempts: 2, retryOnExitCodes: list }, "retryOnExitCodes", /at most 32 exit codes/);
+      assertRejected({ command: ["true"], maxAttempts: 2, retryOnExitCodes: "3,".repeat(1_000_000) }, "retryOnExitCodes", /at most 32 exit codes/);
+    });
+
+    it("does not echo all of a huge bad entry back", () => {
+      assert.throws(
+        () => validateJobSpec({ command: ["true"], maxAttempts: 2, retryOnExitCodes: "x".repeat(200) }, DEFAULTS),
+        (err: unknown) => err instanceof InvalidInputError && err.message.length < 200,
+      );
+    });
+
+    it("rejects codes to retry when only one attempt is allowed, saying to set maxAttempts", () => {
+      assertRejected({ command: ["true"], retryOnExitCodes: "3" }, "retryOnExitCodes", /maxAttempts of 2 or more \(it is 1\)/);
+      assertRejected({ command: ["true"], maxAttempts: 1, retryOnExitCodes: "any" }, "retryOnExitCodes", /set maxAttempts/);
     });
   });
 });

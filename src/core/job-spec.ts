@@ -19,6 +19,8 @@ export interface JobSpec {
   cpuMillis: number;
   /** Memory limit in MiB; 0 means none. */
   memoryMb: number;
+  /** Exit codes that make an attempt retryable, normalised: "" (none), "any", or ascending codes "3,4". */
+  retryOnExitCodes: string;
 }
 
 export const SPEC_LIMITS = {
@@ -36,6 +38,7 @@ export const SPEC_LIMITS = {
   minMemoryMb: 16,
   maxMemoryMb: 1024 * 1024,
   imageBytes: 512,
+  retryExitCodes: 32,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -118,5 +121,35 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   const image = input.image ?? "";
   if (bytes(image) > SPEC_LIMITS.imageBytes || /\s/.test(image)) fail("image", "not a valid image reference");
 
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb };
+  const retryOnExitCodes = parseRetryOnExitCodes(input.retryOnExitCodes ?? "");
+  if (retryOnExitCodes !== "" && maxAttempts < 2) {
+    fail("retryOnExitCodes", `retrying needs maxAttempts of 2 or more (it is ${maxAttempts}): set maxAttempts too (hodei run --max-attempts N)`);
+  }
+
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes };
+}
+
+/**
+ * retryOnExitCodes as given ("3, 4", "any", "") to its normal form ("3,4", "any", ""): codes from 1
+ * to 255 (0 is success), at most SPEC_LIMITS.retryExitCodes of them, duplicates dropped, ascending.
+ */
+function parseRetryOnExitCodes(text: string): string {
+  const trimmed = text.trim();
+  if (trimmed === "") return "";
+  if (trimmed.toLowerCase() === "any") return "any";
+  const max = SPEC_LIMITS.retryExitCodes;
+  // Bounded before splitting: every code fits in 3 digits and a separator, with room for spaces.
+  if (trimmed.length > max * 8) fail("retryOnExitCodes", `at most ${max} exit codes`);
+  const entries = trimmed.split(",").map((entry) => entry.trim());
+  if (entries.length > max) fail("retryOnExitCodes", `at most ${max} exit codes`);
+  const codes = new Set<number>();
+  for (const entry of entries) {
+    const code = Number(entry);
+    if (!/^\d{1,3}$/.test(entry) || code < 1 || code > 255) {
+      const shown = entry.length > 20 ? `${entry.slice(0, 20)}...` : entry;
+      fail("retryOnExitCodes", `"${shown}" is not an exit code from 1 to 255; give codes separated by commas ("3,4") or "any"`);
+    }
+    codes.add(code);
+  }
+  return [...codes].sort((a, b) => a - b).join(",");
 }

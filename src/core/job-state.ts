@@ -4,7 +4,7 @@
  *
  *   queued ──> provisioning ──> running ──> succeeded | failed | canceled | timed_out
  *     │  ^          │  │            │
- *     │  └──────────┘  │            └──> queued (worker lost, attempts left)
+ *     │  └──────────┘  │            └──> queued (worker lost, or an exit code it retries; attempts left)
  *     │  (retry)       └──> failed | canceled | timed_out
  *     └──> canceled | failed
  */

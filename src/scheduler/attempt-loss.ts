@@ -1,8 +1,10 @@
 /**
- * The one path for an attempt lost to the infrastructure (the worker failed to start, never
- * registered, went silent, vanished): retry with a new worker while the job's policy allows
- * (core/backoff.ts decides), else fail the job with the reason in words. Also the worker's own
- * words for such reasons: its last output, and a line of ours in the job's log.
+ * The one path for an attempt that failed in a way the retry policy may retry: lost to the
+ * infrastructure (the worker failed to start, never registered, went silent, vanished) or to its
+ * provider, or ended by the command with an exit code the job retries. Retry with a new worker
+ * while the job's policy allows (core/backoff.ts decides), else fail the job with the reason in
+ * words. Also the worker's own words for such reasons: its last output, and a line of ours in the
+ * job's log.
  */
 import { decideAfterLoss, type LossKind } from "../core/backoff.js";
 import type { WorkerRow } from "../store/schema.js";
@@ -10,23 +12,51 @@ import { PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
 export type { LossKind } from "../core/backoff.js";
 
-/** An attempt lost to the infrastructure or its provider: retry it with a new worker, or fail the job. */
-export async function loseAttempt(ctx: ReconcileContext, worker: WorkerRow, reason: string, cause: string, kind: LossKind = "infrastructure"): Promise<void> {
+/** What the agent reported with a result whose exit code the job retries (kind `exit_code`). */
+export interface CommandEnding {
+  exitCode: number;
+  /** The attempt's log was cut at the limit (by the agent or the control plane). */
+  isLogTruncated: boolean;
+  /** Log chunks the result claims never arrived. */
+  isLogIncomplete: boolean;
+}
+
+/**
+ * An attempt that failed: retry it with a new worker, or fail the job. `ending` is given for a
+ * command that exited (kind `exit_code`): its exit code is kept on the worker, and on the job if
+ * the job fails with it.
+ */
+export async function loseAttempt(
+  ctx: ReconcileContext,
+  worker: WorkerRow,
+  reason: string,
+  cause: string,
+  kind: LossKind = "infrastructure",
+  ending?: CommandEnding,
+): Promise<void> {
   const job = await ctx.store.jobs.get(worker.job_id);
   if (!job || job.attempts !== worker.attempt) return;
   const now = ctx.clock.nowMs();
-  const decision = decideAfterLoss({ attempts: job.attempts, uncountedAttempts: job.uncounted_attempts, maxAttempts: job.max_attempts, kind, nowMs: now });
+  const random = ctx.random ?? Math.random;
+  const decision = decideAfterLoss({ attempts: job.attempts, uncountedAttempts: job.uncounted_attempts, maxAttempts: job.max_attempts, kind, nowMs: now, random });
   ctx.metrics.attemptsLost.inc({ provider: worker.provider, cause });
-  const logsIncomplete = worker.state === "running" ? 1 : job.logs_incomplete;
+  const exitCode = ending?.exitCode ?? null;
+  const logsIncomplete = ending ? (ending.isLogIncomplete ? 1 : 0) : worker.state === "running" ? 1 : job.logs_incomplete;
   if (decision.retry) {
     const note = decision.isUncounted ? "; retrying (not counted against maxAttempts: the loss is the provider's, not the job's)" : "; retrying";
-    const ended = await ctx.store.attempts.end(worker, "queued", now, { not_before_ms: decision.notBeforeMs, reason: `attempt ${worker.attempt} lost: ${reason}${note}` }, reason, decision.isUncounted);
-    if (ended) ctx.log.warn({ jobId: job.id, workerId: worker.id, reason, isUncounted: decision.isUncounted }, "attempt lost; job requeued");
+    const what = ending ? "failed" : "lost";
+    const patch = { not_before_ms: decision.notBeforeMs, reason: `attempt ${worker.attempt} ${what}: ${reason}${note}` };
+    const ended = await ctx.store.attempts.end(worker, "queued", now, patch, reason, decision.isUncounted, exitCode);
+    const message = ending ? "attempt failed with an exit code the job retries; job requeued" : "attempt lost; job requeued";
+    if (ended) ctx.log.warn({ jobId: job.id, workerId: worker.id, reason, isUncounted: decision.isUncounted, notBeforeMs: decision.notBeforeMs }, message);
   } else {
-    const ended = await ctx.store.attempts.end(worker, "failed", now, { reason, finished_at: now, logs_incomplete: logsIncomplete }, reason);
+    const patch = { reason, finished_at: now, logs_incomplete: logsIncomplete, ...(ending ? { exit_code: exitCode, logs_truncated: ending.isLogTruncated ? 1 : 0 } : {}) };
+    // A command's exit is the job's answer, as for any failed command: the reason is the job's, not the worker's.
+    const ended = await ctx.store.attempts.end(worker, "failed", now, patch, ending ? "" : reason, false, exitCode);
     if (ended) {
       ctx.metrics.jobsFinished.inc({ provider: job.provider, state: "failed" });
-      ctx.log.warn({ jobId: job.id, workerId: worker.id, reason }, "attempt lost; job failed");
+      if (ending) ctx.log.info({ jobId: job.id, workerId: worker.id, state: "failed", exitCode, attempts: job.attempts }, "job finished");
+      else ctx.log.warn({ jobId: job.id, workerId: worker.id, reason }, "attempt lost; job failed");
     }
   }
   ctx.nudge();

@@ -4,6 +4,7 @@
  * Memory is only a cache here: a restart loses it and the next pass converges from the database.
  */
 import type { Logger } from "pino";
+import type { Random } from "../core/backoff.js";
 import type { Clock } from "../core/clock.js";
 import type { Metrics } from "../metrics.js";
 import type { WorkerProvider } from "../providers/provider.js";
@@ -41,6 +42,8 @@ export interface ReconcilerOptions {
   agents: AgentChannel;
   /** Finished jobs are removed this long after they finished (retention.ts). Default 0: kept forever. */
   retentionMs?: number;
+  /** The retry backoff's jitter (core/backoff.ts), numbers in [0, 1). Default Math.random; tests fix it. */
+  random?: Random;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {

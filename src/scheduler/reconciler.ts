@@ -17,7 +17,7 @@
  */
 import { toError } from "../core/errors.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
-import { type LossKind, loseAttempt } from "./attempt-loss.js";
+import { type CommandEnding, type LossKind, loseAttempt } from "./attempt-loss.js";
 import { cancelJob } from "./cancel.js";
 import type { ReconcileContext, ReconcilerOptions } from "./context.js";
 import { enforceDeadlines } from "./deadlines.js";
@@ -32,6 +32,7 @@ import { removeExpiredJobs } from "./retention.js";
 
 export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
 export type { LossKind } from "../core/backoff.js";
+export type { CommandEnding } from "./attempt-loss.js";
 
 export class Reconciler {
   private readonly ctx: ReconcileContext;
@@ -132,9 +133,12 @@ export class Reconciler {
     return cancelJob(this.ctx, jobId, reason);
   }
 
-  /** An attempt lost outside the reconcile pass (the worker service hears of it): retry or fail. */
-  async loseAttempt(worker: WorkerRow, reason: string, cause: string, kind: LossKind): Promise<void> {
-    await loseAttempt(this.ctx, worker, reason, cause, kind);
+  /**
+   * An attempt lost or failed outside the reconcile pass (the worker service hears of it: an
+   * interrupted agent, an exit code the job retries): retry or fail.
+   */
+  async loseAttempt(worker: WorkerRow, reason: string, cause: string, kind: LossKind, ending?: CommandEnding): Promise<void> {
+    await loseAttempt(this.ctx, worker, reason, cause, kind, ending);
   }
 
   private async step(name: string, run: () => Promise<void>): Promise<void> {

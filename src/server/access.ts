@@ -44,6 +44,7 @@ const METHOD_SCOPES: Record<string, readonly Scope[]> = {
   "hodei.v1.JobService/ListWorkers": ["read"],
   "hodei.v1.JobService/ListTokens": ["read"],
   "hodei.v1.JobService/ListProviders": ["read"],
+  "hodei.v1.JobService/RerunJob": ["submit"], // and provider:P, and the original readable: requireJobRead
   "hodei.v1.KeyService/CreateKey": ["admin"],
   "hodei.v1.KeyService/ListKeys": ["admin"],
   "hodei.v1.KeyService/RevokeKey": ["admin"],

@@ -13,6 +13,7 @@
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { isRetryableExit } from "../core/backoff.js";
 import { ConflictError, InvalidInputError, toError, UnavailableError } from "../core/errors.js";
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
@@ -222,13 +223,13 @@ export class AgentStream {
     const lastSeq = Number(result.lastSeq);
     const fresh = (await store.workers.get(w.id)) ?? w;
     const logsComplete = fresh.log_seq >= lastSeq;
+    const job = await store.jobs.get(w.job_id);
     let to: JobState;
     let reason: string;
     if (result.canceled) {
       to = "canceled";
       reason = "canceled";
     } else if (result.timedOut) {
-      const job = await store.jobs.get(w.job_id);
       to = "timed_out";
       reason = `timed out after ${job?.timeout_seconds ?? "?"}s; the process tree was killed`;
     } else if (result.error) {
@@ -242,7 +243,15 @@ export class AgentStream {
       reason = result.signal ? `the command was killed by ${result.signal}` : `the command exited with code ${result.exitCode}`;
     }
     const exitCode = to === "succeeded" || (to === "failed" && !result.error) ? result.exitCode : null;
-    const job = await store.attempts.end(
+    const isLogTruncated = result.droppedBytes > 0n || fresh.log_truncated === 1;
+    if (!logsComplete) log.warn({ jobId: w.job_id, workerId: w.id, lastSeq, received: fresh.log_seq }, "result arrived with log chunks missing; logs marked incomplete");
+    if (to === "failed" && job && isRetryableExit(result, job.retry_on_exit_codes)) {
+      // A retryable failure: the one retry path decides (a new attempt, or the job fails with this code).
+      const ending = { exitCode: result.exitCode, isLogTruncated, isLogIncomplete: !logsComplete };
+      await this.deps.reconciler.loseAttempt(fresh, reason, "exit_code", "exit_code", ending);
+      return;
+    }
+    const ended = await store.attempts.end(
       w,
       to,
       now,
@@ -250,16 +259,17 @@ export class AgentStream {
         exit_code: exitCode,
         reason,
         finished_at: now,
-        logs_truncated: result.droppedBytes > 0n || fresh.log_truncated === 1 ? 1 : 0,
+        logs_truncated: isLogTruncated ? 1 : 0,
         logs_incomplete: logsComplete ? 0 : 1,
       },
       "",
+      false,
+      exitCode,
     );
-    if (job) {
+    if (ended) {
       this.deps.metrics.jobsFinished.inc({ provider: w.provider, state: to });
       log.info({ jobId: w.job_id, workerId: w.id, state: to, exitCode, logsComplete }, "job finished");
     }
-    if (!logsComplete) log.warn({ jobId: w.job_id, workerId: w.id, lastSeq, received: fresh.log_seq }, "result arrived with log chunks missing; logs marked incomplete");
   }
 
   /**

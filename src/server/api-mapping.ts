@@ -17,6 +17,7 @@ import {
   type Worker,
   WorkerSchema,
 } from "../gen/hodei/v1/api_pb.js";
+import { isTerminal } from "../core/job-state.js";
 import { scopesOf } from "../store/keys.js";
 import type { ApiKeyRow, JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
 
@@ -36,6 +37,17 @@ function timeline(job: JobRow, worker: WorkerRow | undefined, finishedMs: number
   });
 }
 
+/**
+ * Why an attempt ended, in words: its own failure reason when it has one (a loss, a retried exit
+ * code), else, for the job's last attempt once the job has ended, the job's reason. Empty while it runs.
+ */
+function attemptReason(job: JobRow, worker: WorkerRow): string {
+  if (worker.failure_reason) return worker.failure_reason;
+  if (worker.attempt !== job.attempts || !isTerminal(job.state)) return "";
+  if (job.reason) return job.reason;
+  return worker.exit_code === null ? job.state : `the command exited with code ${worker.exit_code}`;
+}
+
 function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
   return create(AttemptSchema, {
     number: worker.attempt,
@@ -47,6 +59,8 @@ function toAttempt(job: JobRow, worker: WorkerRow): Attempt {
     workerState: worker.state,
     failureReason: worker.failure_reason,
     timeline: timeline(job, worker, worker.finished_at),
+    exitCode: worker.exit_code ?? undefined,
+    reason: attemptReason(job, worker),
   });
 }
 
@@ -83,6 +97,8 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     logsIncomplete: job.logs_incomplete === 1,
     resources: { cpuMillis: job.cpu_millis, memoryMb: job.memory_mb },
     submittedBy: job.submitted_by ?? "",
+    retryOnExitCodes: job.retry_on_exit_codes,
+    rerunOf: job.rerun_of ?? "",
   });
 }
 

@@ -1,5 +1,6 @@
 /**
- * The client API (hodei.v1.JobService): submit, get, list, cancel, logs, workers, tokens, providers.
+ * The client API (hodei.v1.JobService): submit, get, list, cancel, logs, workers, tokens, providers,
+ * rerun.
  * Served as gRPC, gRPC-Web and Connect JSON from these same handlers. The auth interceptor has
  * checked each call's method rule before it gets here; the rules that need the job (its owner, its
  * provider, who sees env values) are applied here, from access.ts.
@@ -28,6 +29,7 @@ import type { ProviderSlot } from "../scheduler/reconciler.js";
 import type { JobRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
 import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
+import { refuseLostSecrets, rerunSpec } from "./rerun.js";
 import type { ServiceDeps } from "./service-deps.js";
 
 export interface JobServiceDeps extends ServiceDeps {
@@ -102,6 +104,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           idempotencyKey: req.idempotencyKey,
           cpuMillis: req.resources?.cpuMillis ?? 0,
           memoryMb: req.resources?.memoryMb ?? 0,
+          retryOnExitCodes: req.retryOnExitCodes,
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );
@@ -117,6 +120,27 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       deps.log.info({ jobId: row.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
       deps.reconciler.nudge();
       return create(SubmitJobResponseSchema, { job: toJob(row, isNew ? [] : await store.workers.listOfJob(row.id), maySeeEnvValues(caller)) });
+    },
+
+    async rerunJob(req, ctx) {
+      const caller = ctx.values.get(CALLER);
+      const original = await readJob(req.id);
+      requireJobRead(caller, owner(original));
+      if (!isTerminal(original.state)) {
+        throw new ConflictError(`job ${original.id} is ${original.state}; only a finished job can be rerun (wait for it to end, or cancel it first)`);
+      }
+      refuseLostSecrets(original);
+      const spec = validateJobSpec(rerunSpec(original), {
+        provider: deps.defaultProvider,
+        timeoutSeconds: deps.defaultTimeoutSeconds,
+        providers: [...deps.providers.keys()],
+      });
+      requireProvider(caller, spec.provider);
+      const row = await store.jobs.insert(newId(), spec, clock.nowMs(), caller.keyName, original.id);
+      deps.metrics.jobsSubmitted.inc({ provider: row.provider });
+      deps.log.info({ jobId: row.id, rerunOf: original.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
+      deps.reconciler.nudge();
+      return toJob(row, [], maySeeEnvValues(caller));
     },
 
     async getJob(req, ctx) {

@@ -157,11 +157,20 @@ export class AttemptQueries {
    * its worker to destroying, and its OTP token is revoked if it was never redeemed, in one
    * transaction. Returns the job row, or null if the attempt had already ended. `isUncounted`: the
    * attempt was lost through no fault of the job and does not count against max_attempts.
+   * `exitCode`: the command's exit code in this attempt, kept on the worker (null: it did not exit).
    */
-  async end(worker: WorkerRow, to: JobState, nowMs: number, jobPatch: JobPatch, failureReason: string, isUncounted = false): Promise<JobRow | null> {
+  async end(
+    worker: WorkerRow,
+    to: JobState,
+    nowMs: number,
+    jobPatch: JobPatch,
+    failureReason: string,
+    isUncounted = false,
+    exitCode: number | null = null,
+  ): Promise<JobRow | null> {
     return this.db.transaction().execute(async (tx) => {
       const job = await new JobQueries(tx, this.kind).transition(worker.job_id, to, nowMs, jobPatch, worker.attempt, isUncounted);
-      await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason });
+      await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason, exit_code: exitCode });
       await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
       return job;
     });
@@ -242,6 +251,7 @@ async function insertWorkerRows(tx: Kysely<Database>, worker: NewWorker, token: 
       failure_reason: "",
       destroy_attempts: 0,
       last_error: "",
+      exit_code: null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();

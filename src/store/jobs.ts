@@ -30,9 +30,10 @@ export class JobQueries {
    * Stores a validated spec as a queued job. With an idempotency key already used, returns the first
    * job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
    * submits with one key both get the first job instead of one of them a unique-constraint error.
-   * submittedBy: the name of the API key that submits it (null: none, auth off).
+   * submittedBy: the name of the API key that submits it (null: none, auth off). rerunOf: the id of
+   * the job it reruns (RerunJob; null: submitted directly).
    */
-  async insert(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null = null): Promise<JobRow> {
+  async insert(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null = null, rerunOf: string | null = null): Promise<JobRow> {
     const key = spec.idempotencyKey || null;
     const inserted = await this.db
       .insertInto("jobs")
@@ -61,6 +62,8 @@ export class JobQueries {
         updated_at: nowMs,
         finished_at: null,
         submitted_by: submittedBy,
+        retry_on_exit_codes: spec.retryOnExitCodes,
+        rerun_of: rerunOf,
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

@@ -42,6 +42,10 @@ export interface JobsTable {
   finished_at: number | null;
   /** Name of the API key that submitted the job; null when none did (before keys, or HODEI_AUTH=off). */
   submitted_by: string | null;
+  /** Exit codes that make an attempt retryable: "" (none), "any", or ascending codes "3,4" (core/job-spec.ts). */
+  retry_on_exit_codes: string;
+  /** The job this one reruns (RerunJob); null for a job submitted directly. */
+  rerun_of: string | null;
 }
 
 export interface WorkersTable {
@@ -77,6 +81,8 @@ export interface WorkersTable {
   log_truncated: Generated<number>;
   /** When a Connect stream of this worker was first opened; a repeated Register is refused after it. */
   stream_connected_at: number | null;
+  /** The command's exit code in this attempt, once the agent reported it (null: it did not exit). */
+  exit_code: number | null;
 }
 
 export interface OtpTokensTable {

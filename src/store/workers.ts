@@ -7,7 +7,7 @@ import { LIVE_WORKER_STATES, workerStatesLeadingTo, type WorkerState } from "../
 import type { Database, WorkerRow, WorkersTable } from "./schema.js";
 
 export type WorkerPatch = Partial<
-  Pick<WorkersTable, "failure_reason" | "finished_at" | "stop_deadline_ms" | "last_error" | "destroyed_at" | "started_at">
+  Pick<WorkersTable, "failure_reason" | "finished_at" | "stop_deadline_ms" | "last_error" | "destroyed_at" | "started_at" | "exit_code">
 >;
 
 export class WorkerQueries {

@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/api.proto.
  */
 export const file_hodei_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKJAwoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIyCglSZXNvdXJjZXMSEgoKY3B1X21pbGxpcxgBIAEoBRIRCgltZW1vcnlfbWIYAiABKAUiLwoRU3VibWl0Sm9iUmVzcG9uc2USGgoDam9iGAEgASgLMg0uaG9kZWkudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiVgoPTGlzdEpvYnNSZXF1ZXN0Eg4KBnN0YXRlcxgBIAMoCRIQCghwcm92aWRlchgCIAEoCRINCgVsaW1pdBgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIkgKEExpc3RKb2JzUmVzcG9uc2USGwoEam9icxgBIAMoCzINLmhvZGVpLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJGCg5HZXRMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhQKDGFmdGVyX2N1cnNvchgDIAEoAyKAAQoITG9nRW50cnkSDwoHYXR0ZW1wdBgBIAEoBRILCgNzZXEYAiABKAMSDgoGc3RyZWFtGAMgASgJEgwKBGRhdGEYBCABKAwSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAYgASgDIqECCghUaW1lbGluZRIqCgZxdWV1ZWQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Byb3Zpc2lvbmVkGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZWdpc3RlcmVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZGVzdHJveWVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAQoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAUgASgJEhUKDXJlc291cmNlX3R5cGUYBiABKAkSFAoMd29ya2VyX3N0YXRlGAcgASgJEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiQKCHRpbWVsaW5lGAkgASgLMhIuaG9kZWkudjEuVGltZWxpbmUi2AUKA0pvYhIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRIQCghwcm92aWRlchgFIAEoCRIjCgNlbnYYBiADKAsyFi5ob2RlaS52MS5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAcgASgFEikKBmxhYmVscxgIIAMoCzIZLmhvZGVpLnYxLkpvYi5MYWJlbHNFbnRyeRINCgVpbWFnZRgJIAEoCRIWCglleGl0X2NvZGUYCiABKAVIAIgBARIOCgZyZWFzb24YCyABKAkSEAoIYXR0ZW1wdHMYDCABKAUSFAoMbWF4X2F0dGVtcHRzGA0gASgFEi4KCmNyZWF0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgh0aW1lbGluZRgQIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEioKD2F0dGVtcHRfaGlzdG9yeRgRIAMoCzIRLmhvZGVpLnYxLkF0dGVtcHQSFgoObG9nc190cnVuY2F0ZWQYEiABKAgSFwoPbG9nc19pbmNvbXBsZXRlGBMgASgIEiYKCXJlc291cmNlcxgUIAEoCzITLmhvZGVpLnYxLlJlc291cmNlcxIaChJ1bmNvdW50ZWRfYXR0ZW1wdHMYFSABKAUSFAoMc3VibWl0dGVkX2J5GBYgASgJEhQKDGVudl9yZWRhY3RlZBgXIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZSIwChJMaXN0V29ya2Vyc1JlcXVlc3QSCwoDYWxsGAEgASgIEg0KBWxpbWl0GAIgASgFIsYCCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgEIAEoCRIVCg1yZXNvdXJjZV90eXBlGAUgASgJEg0KBXN0YXRlGAYgASgJEg4KBmpvYl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZXN0cm95ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDCABKAkiOAoTTGlzdFdvcmtlcnNSZXNwb25zZRIhCgd3b3JrZXJzGAEgAygLMhAuaG9kZWkudjEuV29ya2VyIiIKEUxpc3RUb2tlbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFIsUCCghPdHBUb2tlbhIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgDIAEoCRIVCg1yZXNvdXJjZV90eXBlGAQgASgJEhAKCGNvbnN1bWVkGAUgASgIEg4KBmpvYl9pZBgGIAEoCRIRCgl3b3JrZXJfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjb25zdW1lZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgMIAEoCCI4ChJMaXN0VG9rZW5zUmVzcG9uc2USIgoGdG9rZW5zGAEgAygLMhIuaG9kZWkudjEuT3RwVG9rZW4iFgoUTGlzdFByb3ZpZGVyc1JlcXVlc3Qi4AEKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSEgoKaXNfZGVmYXVsdBgCIAEoCBIPCgdoZWFsdGh5GAMgASgIEg4KBmRldGFpbBgEIAEoCRITCgttYXhfd29ya2VycxgFIAEoBRIWCg5hY3RpdmVfd29ya2VycxgGIAEoBRIPCgdvcnBoYW5zGAcgASgFEhkKEXdvcmtlcl9zZXJ2ZXJfdXJsGAggASgJEiEKGXdvcmtlcl9zZXJ2ZXJfdXJsX3dhcm5pbmcYCSABKAkSFQoNb3JwaGFuc19lcnJvchgKIAEoCSI+ChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJQoJcHJvdmlkZXJzGAEgAygLMhIuaG9kZWkudjEuUHJvdmlkZXIyugQKCkpvYlNlcnZpY2USRAoJU3VibWl0Sm9iEhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBobLmhvZGVpLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjUKBkdldEpvYhIXLmhvZGVpLnYxLkdldEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2IiA5ACARJGCghMaXN0Sm9icxIZLmhvZGVpLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmhvZGVpLnYxLkxpc3RKb2JzUmVzcG9uc2UiA5ACARI2CglDYW5jZWxKb2ISGi5ob2RlaS52MS5DYW5jZWxKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iEjkKB0dldExvZ3MSGC5ob2RlaS52MS5HZXRMb2dzUmVxdWVzdBoSLmhvZGVpLnYxLkxvZ0VudHJ5MAESTwoLTGlzdFdvcmtlcnMSHC5ob2RlaS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHS5ob2RlaS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIgOQAgESTAoKTGlzdFRva2VucxIbLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhwuaG9kZWkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIgOQAgESVQoNTGlzdFByb3ZpZGVycxIeLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0Gh8uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlIgOQAgEy1QEKCktleVNlcnZpY2USRAoJQ3JlYXRlS2V5EhouaG9kZWkudjEuQ3JlYXRlS2V5UmVxdWVzdBobLmhvZGVpLnYxLkNyZWF0ZUtleVJlc3BvbnNlEkYKCExpc3RLZXlzEhkuaG9kZWkudjEuTGlzdEtleXNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEtleXNSZXNwb25zZSIDkAIBEjkKCVJldm9rZUtleRIaLmhvZGVpLnYxLlJldm9rZUtleVJlcXVlc3QaEC5ob2RlaS52MS5BcGlLZXliBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKmAwoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhsKE3JldHJ5X29uX2V4aXRfY29kZXMYECABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKCVJlc291cmNlcxISCgpjcHVfbWlsbGlzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBSIvChFTdWJtaXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5ob2RlaS52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJWCg9MaXN0Sm9ic1JlcXVlc3QSDgoGc3RhdGVzGAEgAygJEhAKCHByb3ZpZGVyGAIgASgJEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiSAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0uaG9kZWkudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIh0KD1JlcnVuSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJGCg5HZXRMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhQKDGFmdGVyX2N1cnNvchgDIAEoAyKAAQoITG9nRW50cnkSDwoHYXR0ZW1wdBgBIAEoBRILCgNzZXEYAiABKAMSDgoGc3RyZWFtGAMgASgJEgwKBGRhdGEYBCABKAwSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAYgASgDIqECCghUaW1lbGluZRIqCgZxdWV1ZWQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Byb3Zpc2lvbmVkGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZWdpc3RlcmVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZGVzdHJveWVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKSAgoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAUgASgJEhUKDXJlc291cmNlX3R5cGUYBiABKAkSFAoMd29ya2VyX3N0YXRlGAcgASgJEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiQKCHRpbWVsaW5lGAkgASgLMhIuaG9kZWkudjEuVGltZWxpbmUSFgoJZXhpdF9jb2RlGAogASgFSACIAQESDgoGcmVhc29uGAsgASgJQgwKCl9leGl0X2NvZGUihwYKA0pvYhIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRIQCghwcm92aWRlchgFIAEoCRIjCgNlbnYYBiADKAsyFi5ob2RlaS52MS5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAcgASgFEikKBmxhYmVscxgIIAMoCzIZLmhvZGVpLnYxLkpvYi5MYWJlbHNFbnRyeRINCgVpbWFnZRgJIAEoCRIWCglleGl0X2NvZGUYCiABKAVIAIgBARIOCgZyZWFzb24YCyABKAkSEAoIYXR0ZW1wdHMYDCABKAUSFAoMbWF4X2F0dGVtcHRzGA0gASgFEi4KCmNyZWF0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgh0aW1lbGluZRgQIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEioKD2F0dGVtcHRfaGlzdG9yeRgRIAMoCzIRLmhvZGVpLnYxLkF0dGVtcHQSFgoObG9nc190cnVuY2F0ZWQYEiABKAgSFwoPbG9nc19pbmNvbXBsZXRlGBMgASgIEiYKCXJlc291cmNlcxgUIAEoCzITLmhvZGVpLnYxLlJlc291cmNlcxIaChJ1bmNvdW50ZWRfYXR0ZW1wdHMYFSABKAUSFAoMc3VibWl0dGVkX2J5GBYgASgJEhQKDGVudl9yZWRhY3RlZBgXIAEoCBIbChNyZXRyeV9vbl9leGl0X2NvZGVzGB0gASgJEhAKCHJlcnVuX29mGB4gASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfZXhpdF9jb2RlIjAKEkxpc3RXb3JrZXJzUmVxdWVzdBILCgNhbGwYASABKAgSDQoFbGltaXQYAiABKAUixgIKBldvcmtlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAQgASgJEhUKDXJlc291cmNlX3R5cGUYBSABKAkSDQoFc3RhdGUYBiABKAkSDgoGam9iX2lkGAcgASgJEg8KB2F0dGVtcHQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3llZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgMIAEoCSI4ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiEKB3dvcmtlcnMYASADKAsyEC5ob2RlaS52MS5Xb3JrZXIiIgoRTGlzdFRva2Vuc1JlcXVlc3QSDQoFbGltaXQYASABKAUixQIKCE90cFRva2VuEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAMgASgJEhUKDXJlc291cmNlX3R5cGUYBCABKAkSEAoIY29uc3VtZWQYBSABKAgSDgoGam9iX2lkGAYgASgJEhEKCXdvcmtlcl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NvbnN1bWVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdleHBpcmVkGAwgASgIIjgKEkxpc3RUb2tlbnNSZXNwb25zZRIiCgZ0b2tlbnMYASADKAsyEi5ob2RlaS52MS5PdHBUb2tlbiIWChRMaXN0UHJvdmlkZXJzUmVxdWVzdCLgAQoIUHJvdmlkZXISDAoEbmFtZRgBIAEoCRISCgppc19kZWZhdWx0GAIgASgIEg8KB2hlYWx0aHkYAyABKAgSDgoGZGV0YWlsGAQgASgJEhMKC21heF93b3JrZXJzGAUgASgFEhYKDmFjdGl2ZV93b3JrZXJzGAYgASgFEg8KB29ycGhhbnMYByABKAUSGQoRd29ya2VyX3NlcnZlcl91cmwYCCABKAkSIQoZd29ya2VyX3NlcnZlcl91cmxfd2FybmluZxgJIAEoCRIVCg1vcnBoYW5zX2Vycm9yGAogASgJIj4KFUxpc3RQcm92aWRlcnNSZXNwb25zZRIlCglwcm92aWRlcnMYASADKAsyEi5ob2RlaS52MS5Qcm92aWRlcjLwBAoKSm9iU2VydmljZRJECglTdWJtaXRKb2ISGi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0GhsuaG9kZWkudjEuU3VibWl0Sm9iUmVzcG9uc2USNQoGR2V0Sm9iEhcuaG9kZWkudjEuR2V0Sm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYiIDkAIBEkYKCExpc3RKb2JzEhkuaG9kZWkudjEuTGlzdEpvYnNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEpvYnNSZXNwb25zZSIDkAIBEjYKCUNhbmNlbEpvYhIaLmhvZGVpLnYxLkNhbmNlbEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2ISOQoHR2V0TG9ncxIYLmhvZGVpLnYxLkdldExvZ3NSZXF1ZXN0GhIuaG9kZWkudjEuTG9nRW50cnkwARJPCgtMaXN0V29ya2VycxIcLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBodLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiA5ACARJMCgpMaXN0VG9rZW5zEhsuaG9kZWkudjEuTGlzdFRva2Vuc1JlcXVlc3QaHC5ob2RlaS52MS5MaXN0VG9rZW5zUmVzcG9uc2UiA5ACARJVCg1MaXN0UHJvdmlkZXJzEh4uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1JlcXVlc3QaHy5ob2RlaS52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2UiA5ACARI0CghSZXJ1bkpvYhIZLmhvZGVpLnYxLlJlcnVuSm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYjLVAQoKS2V5U2VydmljZRJECglDcmVhdGVLZXkSGi5ob2RlaS52MS5DcmVhdGVLZXlSZXF1ZXN0GhsuaG9kZWkudjEuQ3JlYXRlS2V5UmVzcG9uc2USRgoITGlzdEtleXMSGS5ob2RlaS52MS5MaXN0S2V5c1JlcXVlc3QaGi5ob2RlaS52MS5MaXN0S2V5c1Jlc3BvbnNlIgOQAgESOQoJUmV2b2tlS2V5EhouaG9kZWkudjEuUmV2b2tlS2V5UmVxdWVzdBoQLmhvZGVpLnYxLkFwaUtleWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message hodei.v1.CreateKeyRequest
@@ -220,7 +220,8 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
   labels: { [key: string]: string };
 
   /**
-   * Total attempts allowed when a worker is lost (not when the command fails). 0 means 1.
+   * Total attempts allowed for retryable failures: a lost worker, and an exit code listed in
+   * retry_on_exit_codes (a disruption by the provider is not counted). 0 means 1, at most 10.
    *
    * @generated from field: int32 max_attempts = 7;
    */
@@ -246,6 +247,17 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
    * @generated from field: hodei.v1.Resources resources = 10;
    */
   resources?: Resources | undefined;
+
+  /**
+   * Exit codes that make a failed attempt retryable (while max_attempts allows, with backoff, on a
+   * new worker): a comma-separated list of codes from 1 to 255, at most 32 ("3,4"), or "any" for
+   * every non-zero exit; "" (the default) retries no exit. A timeout, a cancel or an attempt
+   * interrupted by its provider is never an exit-code retry. Needs max_attempts of 2 or more.
+   * In Connect JSON: "retryOnExitCodes": "3,4" (or "any").
+   *
+   * @generated from field: string retry_on_exit_codes = 16;
+   */
+  retryOnExitCodes: string;
 };
 
 /**
@@ -395,6 +407,25 @@ export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*
   messageDesc(file_hodei_v1_api, 12);
 
 /**
+ * @generated from message hodei.v1.RerunJobRequest
+ */
+export type RerunJobRequest = Message<"hodei.v1.RerunJobRequest"> & {
+  /**
+   * The id of the finished job to run again.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message hodei.v1.RerunJobRequest.
+ * Use `create(RerunJobRequestSchema)` to create a new message.
+ */
+export const RerunJobRequestSchema: GenMessage<RerunJobRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 13);
+
+/**
  * @generated from message hodei.v1.GetLogsRequest
  */
 export type GetLogsRequest = Message<"hodei.v1.GetLogsRequest"> & {
@@ -421,7 +452,7 @@ export type GetLogsRequest = Message<"hodei.v1.GetLogsRequest"> & {
  * Use `create(GetLogsRequestSchema)` to create a new message.
  */
 export const GetLogsRequestSchema: GenMessage<GetLogsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 13);
+  messageDesc(file_hodei_v1_api, 14);
 
 /**
  * @generated from message hodei.v1.LogEntry
@@ -470,7 +501,7 @@ export type LogEntry = Message<"hodei.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 14);
+  messageDesc(file_hodei_v1_api, 15);
 
 /**
  * @generated from message hodei.v1.Timeline
@@ -512,7 +543,7 @@ export type Timeline = Message<"hodei.v1.Timeline"> & {
  * Use `create(TimelineSchema)` to create a new message.
  */
 export const TimelineSchema: GenMessage<Timeline> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 15);
+  messageDesc(file_hodei_v1_api, 16);
 
 /**
  * @generated from message hodei.v1.Attempt
@@ -554,7 +585,8 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
   workerState: string;
 
   /**
-   * Why this attempt ended, when it did not end with the command's own exit.
+   * Why this attempt failed, when it was not the command's final answer: the worker was lost, or
+   * the command exited with a code the job retries (retry_on_exit_codes).
    *
    * @generated from field: string failure_reason = 8;
    */
@@ -564,6 +596,21 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
    * @generated from field: hodei.v1.Timeline timeline = 9;
    */
   timeline?: Timeline | undefined;
+
+  /**
+   * The command's exit code, once it exited (unset if the attempt ended otherwise).
+   *
+   * @generated from field: optional int32 exit_code = 10;
+   */
+  exitCode?: number | undefined;
+
+  /**
+   * Why this attempt ended, in words (failure_reason, or for the job's last attempt the job's
+   * reason; "the command exited with code 0" for a success); empty while it runs.
+   *
+   * @generated from field: string reason = 11;
+   */
+  reason: string;
 };
 
 /**
@@ -571,7 +618,7 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 16);
+  messageDesc(file_hodei_v1_api, 17);
 
 /**
  * @generated from message hodei.v1.Job
@@ -709,6 +756,21 @@ export type Job = Message<"hodei.v1.Job"> & {
    * @generated from field: bool env_redacted = 23;
    */
   envRedacted: boolean;
+
+  /**
+   * Exit codes that make an attempt retryable, normalised: "" (none), "any", or codes in ascending
+   * order ("3,4"). See SubmitJobRequest.retry_on_exit_codes.
+   *
+   * @generated from field: string retry_on_exit_codes = 29;
+   */
+  retryOnExitCodes: string;
+
+  /**
+   * The id of the job this one reruns (RerunJob); empty for a job submitted directly.
+   *
+   * @generated from field: string rerun_of = 30;
+   */
+  rerunOf: string;
 };
 
 /**
@@ -716,7 +778,7 @@ export type Job = Message<"hodei.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 17);
+  messageDesc(file_hodei_v1_api, 18);
 
 /**
  * @generated from message hodei.v1.ListWorkersRequest
@@ -740,7 +802,7 @@ export type ListWorkersRequest = Message<"hodei.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 18);
+  messageDesc(file_hodei_v1_api, 19);
 
 /**
  * @generated from message hodei.v1.Worker
@@ -812,7 +874,7 @@ export type Worker = Message<"hodei.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 19);
+  messageDesc(file_hodei_v1_api, 20);
 
 /**
  * @generated from message hodei.v1.ListWorkersResponse
@@ -829,7 +891,7 @@ export type ListWorkersResponse = Message<"hodei.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 20);
+  messageDesc(file_hodei_v1_api, 21);
 
 /**
  * @generated from message hodei.v1.ListTokensRequest
@@ -846,7 +908,7 @@ export type ListTokensRequest = Message<"hodei.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 21);
+  messageDesc(file_hodei_v1_api, 22);
 
 /**
  * An OTP token as stored: never the secret, only what it was minted for.
@@ -920,7 +982,7 @@ export type OtpToken = Message<"hodei.v1.OtpToken"> & {
  * Use `create(OtpTokenSchema)` to create a new message.
  */
 export const OtpTokenSchema: GenMessage<OtpToken> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 22);
+  messageDesc(file_hodei_v1_api, 23);
 
 /**
  * @generated from message hodei.v1.ListTokensResponse
@@ -939,7 +1001,7 @@ export type ListTokensResponse = Message<"hodei.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 23);
+  messageDesc(file_hodei_v1_api, 24);
 
 /**
  * @generated from message hodei.v1.ListProvidersRequest
@@ -952,7 +1014,7 @@ export type ListProvidersRequest = Message<"hodei.v1.ListProvidersRequest"> & {
  * Use `create(ListProvidersRequestSchema)` to create a new message.
  */
 export const ListProvidersRequestSchema: GenMessage<ListProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 24);
+  messageDesc(file_hodei_v1_api, 25);
 
 /**
  * @generated from message hodei.v1.Provider
@@ -1023,7 +1085,7 @@ export type Provider = Message<"hodei.v1.Provider"> & {
  * Use `create(ProviderSchema)` to create a new message.
  */
 export const ProviderSchema: GenMessage<Provider> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 25);
+  messageDesc(file_hodei_v1_api, 26);
 
 /**
  * @generated from message hodei.v1.ListProvidersResponse
@@ -1040,7 +1102,7 @@ export type ListProvidersResponse = Message<"hodei.v1.ListProvidersResponse"> & 
  * Use `create(ListProvidersResponseSchema)` to create a new message.
  */
 export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 26);
+  messageDesc(file_hodei_v1_api, 27);
 
 /**
  * @generated from service hodei.v1.JobService
@@ -1127,6 +1189,20 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof ListProvidersRequestSchema;
     output: typeof ListProvidersResponseSchema;
+  },
+  /**
+   * Submits a copy of a finished job as a new job (rerun_of names the original): the same spec
+   * (command or script, env, labels, provider, image, resources, timeout, retry settings), a new
+   * id and no idempotency key. Only a finished job (else failed_precondition naming its state).
+   * submit and provider:P for the job's provider P, and the original must be readable by the
+   * caller (read, or submit for a job this key submitted). Returns the new job.
+   *
+   * @generated from rpc hodei.v1.JobService.RerunJob
+   */
+  rerunJob: {
+    methodKind: "unary";
+    input: typeof RerunJobRequestSchema;
+    output: typeof JobSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hodei_v1_api, 0);

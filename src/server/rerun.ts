@@ -1,0 +1,51 @@
+/**
+ * What RerunJob copies from a finished job: its whole spec as stored, except the idempotency key
+ * (a rerun is a new submission, not a repeat of the first one). The copy is validated again as
+ * any submit is, against today's providers and limits.
+ *
+ * Invariant: every field of the spec is copied. `SpecCopy` requires each JobSpec field but the
+ * idempotency key, so a field added to JobSpec does not compile here until it is copied too.
+ */
+import { ConflictError } from "../core/errors.js";
+import type { JobSpec } from "../core/job-spec.js";
+import type { JobRow } from "../store/schema.js";
+
+type SpecCopy = Required<Omit<JobSpec, "idempotencyKey">>;
+
+/** The spec a rerun of `job` submits. */
+export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
+  return {
+    command: JSON.parse(job.command) as string[],
+    script: job.script,
+    provider: job.provider,
+    env: JSON.parse(job.env) as Record<string, string>,
+    timeoutSeconds: job.timeout_seconds,
+    labels: JSON.parse(job.labels) as Record<string, string>,
+    maxAttempts: job.max_attempts,
+    image: job.image,
+    cpuMillis: job.cpu_millis,
+    memoryMb: job.memory_mb,
+    retryOnExitCodes: job.retry_on_exit_codes,
+    idempotencyKey: "",
+  };
+}
+
+/**
+ * Refuses to rerun a job that was given secrets: their values are deleted when a job ends, so a
+ * copy would run without them. The user submits it again with the secrets instead.
+ */
+export function refuseLostSecrets(job: JobRow): void {
+  const names = secretNamesOf(job);
+  if (names.length === 0) return;
+  throw new ConflictError(
+    `job ${job.id} was given the secrets ${names.join(", ")}, whose values were deleted when it ended, so it cannot be rerun without them; submit it again with those secrets`,
+  );
+}
+
+/**
+ * The names of the secrets the job was given. Jobs hold no secrets yet: when the job's secret
+ * names are stored (the secrets work), this returns them, and refuseLostSecrets applies.
+ */
+function secretNamesOf(_job: JobRow): string[] {
+  return [];
+}
