@@ -34,6 +34,8 @@ describe("Reconciler", () => {
   let reconciler: Reconciler;
   /** Workers whose agent the reconciler asked to stop (the AgentChannel). */
   let told: string[];
+  /** The backoff's jitter draws: each decision takes the next (then 0.5 when they run out). */
+  let draws: number[];
 
   function makeReconciler(overrides: Partial<ReconcilerOptions> = {}): Reconciler {
     return new Reconciler({
@@ -53,6 +55,7 @@ describe("Reconciler", () => {
           return true;
         },
       },
+      random: () => draws.shift() ?? 0.5,
       ...overrides,
     });
   }
@@ -63,6 +66,7 @@ describe("Reconciler", () => {
     store = new Store(db, kind);
     provider = new FakeProvider("fake", () => clock.nowMs());
     told = [];
+    draws = [];
     reconciler = makeReconciler();
   });
 
@@ -328,6 +332,94 @@ describe("Reconciler", () => {
       assert.equal(row.state, "queued", row.reason);
       assert.match(row.reason, /disappeared before registering; the control plane restarted while the worker was starting/);
       assert.equal(row.uncounted_attempts, 1);
+    });
+
+    it("retries an exit code the job retries through the same policy: counted, after a jittered backoff, on a new worker with a new token", async () => {
+      const j = await submit({ maxAttempts: 3, retryOnExitCodes: "3" });
+      await pass();
+      const first = await agentStarts(j.id);
+      const firstToken = provider.workerOf(first.id)!.spec.otpToken;
+      draws = [0]; // the shortest delay the jitter allows: half of the 1 s ceiling
+      await reconciler.loseAttempt(first, "the command exited with code 3", "exit_code", "exit_code", { exitCode: 3, isLogTruncated: false, isLogIncomplete: false });
+      let row = await job(j.id);
+      assert.equal(row.state, "queued");
+      assert.equal(row.reason, "attempt 1 failed: the command exited with code 3; retrying");
+      assert.equal(row.exit_code, null, "the job has no exit code until it ends");
+      assert.equal(row.not_before_ms, clock.nowMs() + 500);
+      assert.deepEqual([row.attempts, row.uncounted_attempts], [1, 0], "counted against maxAttempts");
+      const ended = await store.workers.get(first.id);
+      assert.deepEqual([ended?.state, ended?.exit_code, ended?.failure_reason], ["destroying", 3, "the command exited with code 3"]);
+      tick(499);
+      await pass();
+      assert.equal((await job(j.id)).state, "queued", "not before the backoff");
+      tick(1);
+      await pass();
+      row = await job(j.id);
+      assert.equal(row.state, "provisioning");
+      assert.equal(row.attempts, 2);
+      const second = await workerOf(j.id, 2);
+      assert.notEqual(second.id, first.id);
+      assert.notEqual(provider.workerOf(second.id)!.spec.otpToken, firstToken, "a new OTP token");
+      await succeed(await agentStarts(j.id));
+      row = await job(j.id);
+      assert.deepEqual([row.state, row.exit_code, row.attempts], ["succeeded", 0, 2]);
+    });
+
+    it("fails the job with the last exit code once maxAttempts are spent, keeping its logs' state", async () => {
+      const j = await submit({ maxAttempts: 2, retryOnExitCodes: "any" });
+      await pass();
+      await reconciler.loseAttempt(await agentStarts(j.id), "the command exited with code 7", "exit_code", "exit_code", { exitCode: 7, isLogTruncated: false, isLogIncomplete: false });
+      tick(1000);
+      await pass();
+      const last = await agentStarts(j.id);
+      await reconciler.loseAttempt(last, "the command exited with code 9", "exit_code", "exit_code", { exitCode: 9, isLogTruncated: true, isLogIncomplete: false });
+      const row = await job(j.id);
+      assert.deepEqual([row.state, row.exit_code, row.reason, row.attempts], ["failed", 9, "the command exited with code 9", 2]);
+      assert.deepEqual([row.logs_truncated, row.logs_incomplete], [1, 0], "from the result, not from the worker having run");
+      assert.ok(row.finished_at);
+      const workers = await store.workers.listOfJob(j.id);
+      assert.deepEqual(workers.map((w) => w.exit_code), [7, 9]);
+      assert.deepEqual(workers.map((w) => w.failure_reason), ["the command exited with code 7", ""], "the last exit is the job's answer, as for any failed command");
+    });
+
+    it("does not count a disruption between exit-code failures, nor an exit-code failure as a disruption", async () => {
+      const j = await submit({ maxAttempts: 2, retryOnExitCodes: "3" });
+      await pass();
+      await reconciler.loseAttempt(await agentStarts(j.id), "stopped by its provider", "interrupted", "disruption");
+      tick(5000);
+      await pass();
+      await reconciler.loseAttempt(await agentStarts(j.id), "the command exited with code 3", "exit_code", "exit_code", { exitCode: 3, isLogTruncated: false, isLogIncomplete: false });
+      let row = await job(j.id);
+      assert.deepEqual([row.state, row.attempts, row.uncounted_attempts], ["queued", 2, 1], "attempt 2 is the first counted one of 2");
+      tick(1000);
+      await pass();
+      await reconciler.loseAttempt(await agentStarts(j.id), "the command exited with code 3", "exit_code", "exit_code", { exitCode: 3, isLogTruncated: false, isLogIncomplete: false });
+      row = await job(j.id);
+      assert.deepEqual([row.state, row.attempts, row.uncounted_attempts, row.exit_code], ["failed", 3, 1, 3]);
+    });
+
+    it("spreads the retries of jobs that failed together over [half, all] of the backoff, by the injected jitter", async () => {
+      const jobs: JobRow[] = [];
+      for (let i = 0; i < 4; i++) jobs.push(await submit({ maxAttempts: 3, retryOnExitCodes: "1" }));
+      await pass();
+      const started: WorkerRow[] = [];
+      for (const j of jobs) started.push(await agentStarts(j.id));
+      const failedAt = clock.nowMs();
+      draws = [0, 0.25, 0.5, 0.999];
+      for (const worker of started) {
+        await reconciler.loseAttempt(worker, "the command exited with code 1", "exit_code", "exit_code", { exitCode: 1, isLogTruncated: false, isLogIncomplete: false });
+      }
+      const notBefore = await Promise.all(jobs.map(async (j) => (await job(j.id)).not_before_ms - failedAt));
+      assert.deepEqual(notBefore, [500, 625, 750, 999]);
+      const claimedBy = async (ms: number) => {
+        tick(ms);
+        await pass();
+        return Promise.all(jobs.map(async (j) => (await job(j.id)).state === "provisioning"));
+      };
+      assert.deepEqual(await claimedBy(499), [false, false, false, false]);
+      assert.deepEqual(await claimedBy(1), [true, false, false, false]);
+      assert.deepEqual(await claimedBy(250), [true, true, true, false]);
+      assert.deepEqual(await claimedBy(249), [true, true, true, true]);
     });
 
     it("fails a job whose worker vanished while its provider was healthy", async () => {

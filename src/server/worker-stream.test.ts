@@ -315,6 +315,91 @@ describe("worker protocol: the Connect stream", () => {
     });
   });
 
+  describe("a result whose exit code the job retries (retryOnExitCodes)", () => {
+    it("requeues the job for a new attempt after the backoff; the attempt shows its exit code and why it ended", async () => {
+      const { job, worker, stream } = await p.running({ maxAttempts: 3, retryOnExitCodes: "3,4" });
+      stream.send({ case: "logs", value: { chunks: [chunk(1, "flaky\n")] } });
+      await stream.next();
+      const failedAt = p.clock.nowMs();
+      stream.send({ case: "result", value: { exitCode: 3, lastSeq: 1n } });
+      assert.equal((await stream.next()).kind.case, "resultAck");
+      stream.outgoing.close();
+      const requeued = await p.store.jobs.get(job.id);
+      assert.equal(requeued?.state, "queued");
+      assert.equal(requeued?.reason, "attempt 1 failed: the command exited with code 3; retrying");
+      assert.equal(requeued?.exit_code, null);
+      assert.equal(requeued?.uncounted_attempts, 0, "counted against maxAttempts");
+      const delay = (requeued?.not_before_ms ?? 0) - failedAt;
+      assert.ok(delay >= 500 && delay <= 1000, `backoff ${delay} ms within [500, 1000]`);
+      const w = await p.store.workers.get(worker.id);
+      assert.deepEqual([w?.state, w?.exit_code, w?.failure_reason], ["destroying", 3, "the command exited with code 3"]);
+      const [attempt] = (await p.api.getJob({ id: job.id })).attemptHistory;
+      assert.equal(attempt.exitCode, 3);
+      assert.equal(attempt.reason, "the command exited with code 3");
+      assert.equal((await p.api.getJob({ id: job.id })).retryOnExitCodes, "3,4");
+    });
+
+    it("retries every non-zero exit with any, a command killed by a signal included", async () => {
+      const { job, stream } = await p.running({ maxAttempts: 2, retryOnExitCodes: "any" });
+      stream.send({ case: "result", value: { exitCode: 137, signal: "SIGKILL", lastSeq: 0n } });
+      await stream.next();
+      stream.outgoing.close();
+      const requeued = await p.store.jobs.get(job.id);
+      assert.equal(requeued?.state, "queued");
+      assert.equal(requeued?.reason, "attempt 1 failed: the command was killed by SIGKILL; retrying");
+    });
+
+    it("fails the job at once on an exit code the job does not list", async () => {
+      const { job, worker, stream } = await p.running({ maxAttempts: 3, retryOnExitCodes: "3,4" });
+      stream.send({ case: "result", value: { exitCode: 5, lastSeq: 0n } });
+      await stream.next();
+      stream.outgoing.close();
+      const done = await p.store.jobs.get(job.id);
+      assert.deepEqual([done?.state, done?.exit_code, done?.attempts, done?.reason], ["failed", 5, 1, "the command exited with code 5"]);
+      assert.equal((await p.store.workers.get(worker.id))?.exit_code, 5);
+    });
+
+    it("fails the job with the exit code on its last attempt, logs marked as the result says", async () => {
+      const { job, worker, stream } = await p.running({ maxAttempts: 2, retryOnExitCodes: "3" });
+      // As if this were the second of two attempts: none is left.
+      await p.store.db.updateTable("jobs").set({ max_attempts: 1 }).where("id", "=", job.id).execute();
+      stream.send({ case: "result", value: { exitCode: 3, lastSeq: 2n, droppedBytes: 10n } });
+      await stream.next();
+      stream.outgoing.close();
+      const done = await p.store.jobs.get(job.id);
+      assert.deepEqual([done?.state, done?.exit_code, done?.reason], ["failed", 3, "the command exited with code 3"]);
+      assert.deepEqual([done?.logs_truncated, done?.logs_incomplete], [1, 1]);
+      const w = await p.store.workers.get(worker.id);
+      assert.deepEqual([w?.state, w?.exit_code, w?.failure_reason], ["destroying", 3, ""]);
+      const [attempt] = (await p.api.getJob({ id: job.id })).attemptHistory;
+      assert.deepEqual([attempt.exitCode, attempt.reason, attempt.failureReason], [3, "the command exited with code 3", ""]);
+    });
+
+    it("never retries a timed-out or a canceled result, even with any", async () => {
+      const timed = await p.running({ maxAttempts: 3, retryOnExitCodes: "any" });
+      timed.stream.send({ case: "result", value: { exitCode: 143, timedOut: true, lastSeq: 0n } });
+      await timed.stream.next();
+      timed.stream.outgoing.close();
+      assert.equal((await p.store.jobs.get(timed.job.id))?.state, "timed_out");
+      const canceled = await p.running({ maxAttempts: 3, retryOnExitCodes: "any" });
+      canceled.stream.send({ case: "result", value: { exitCode: 143, canceled: true, lastSeq: 0n } });
+      await canceled.stream.next();
+      canceled.stream.outgoing.close();
+      assert.equal((await p.store.jobs.get(canceled.job.id))?.state, "canceled");
+    });
+
+    it("keeps a successful attempt's exit code 0 on its worker", async () => {
+      const { job, worker, stream } = await p.running({ maxAttempts: 2, retryOnExitCodes: "any" });
+      stream.send({ case: "result", value: { exitCode: 0, lastSeq: 0n } });
+      await stream.next();
+      stream.outgoing.close();
+      assert.equal((await p.store.jobs.get(job.id))?.state, "succeeded");
+      assert.equal((await p.store.workers.get(worker.id))?.exit_code, 0);
+      const [attempt] = (await p.api.getJob({ id: job.id })).attemptHistory;
+      assert.deepEqual([attempt.exitCode, attempt.reason], [0, "the command exited with code 0"]);
+    });
+  });
+
   it("logs a failed store of a result at error with the worker and job ids, and ends the stream so the agent resends it", async () => {
     const { job, worker, stream } = await p.running();
     const end = p.store.attempts.end;

@@ -154,6 +154,15 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal((await job("job-1")).submitted_by, "ci");
       });
 
+      it("stores the exit codes a job retries and the job it reruns (none by default)", async () => {
+        const first = await store.jobs.insert("job-1", spec({ maxAttempts: 3, retryOnExitCodes: "4, 3" }), clock.nowMs());
+        assert.deepEqual([first.retry_on_exit_codes, first.rerun_of], ["3,4", null]);
+        const rerun = await store.jobs.insert("job-2", spec({ maxAttempts: 3, retryOnExitCodes: "3,4" }), clock.nowMs(), "ci", "job-1");
+        assert.deepEqual(await job("job-2"), rerun);
+        assert.deepEqual([rerun.retry_on_exit_codes, rerun.rerun_of, rerun.submitted_by], ["3,4", "job-1", "ci"]);
+        assert.equal((await submit()).retry_on_exit_codes, "");
+      });
+
       it("returns undefined for an unknown job", async () => {
         assert.equal(await store.jobs.get("no-such-job"), undefined);
       });
@@ -719,6 +728,21 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { worker: w } = await provisioned();
         await store.attempts.end(w, "failed", clock.nowMs(), { reason: "never registered" }, "registration deadline passed");
         assert.equal((await worker(w.id)).failure_reason, "registration deadline passed");
+      });
+
+      it("keeps the command's exit code on the worker, for a retried attempt as for the last", async () => {
+        const { job: j, worker: first } = await registered({ maxAttempts: 2, retryOnExitCodes: "3" });
+        assert.equal((await worker(first.id)).exit_code, null, "none before the command exits");
+        await store.attempts.dispatch(first, clock.nowMs());
+        const requeued = await store.attempts.end(first, "queued", clock.nowMs(), { reason: "attempt 1 failed" }, "exited with code 3", false, 3);
+        assert.equal(requeued?.exit_code, null, "the job's exit code is its final answer only");
+        assert.deepEqual([(await worker(first.id)).exit_code, (await worker(first.id)).failure_reason], [3, "exited with code 3"]);
+        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        assert.ok(second);
+        assert.equal(second.worker.exit_code, null);
+        await store.attempts.end(second.worker, "failed", clock.nowMs(), { exit_code: 3 }, "", false, 3);
+        assert.equal((await worker(second.worker.id)).exit_code, 3);
+        assert.equal((await job(j.id)).exit_code, 3);
       });
 
       it("returns null the second time and leaves the first result", async () => {
