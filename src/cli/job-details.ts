@@ -1,6 +1,6 @@
 /**
  * The human view of one job (`hodei jobs get`): key/value lines, the timeline of its latest attempt
- * with offsets from when it was queued, and every attempt with the reason it failed, if it did.
+ * with offsets from when it was queued, and every attempt with its exit code and why it ended.
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
@@ -26,6 +26,8 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["labels", entries(job.labels)],
     ["timeout", job.timeoutSeconds ? `${job.timeoutSeconds}s` : undefined],
     ["attempts", formatAttempts(job)],
+    ["retry on exit", job.retryOnExitCodes || undefined],
+    ["rerun of", job.rerunOf || undefined],
     ["submitted by", job.submittedBy || undefined],
     ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],
     ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
@@ -57,7 +59,8 @@ function printAttempt(attempt: Attempt, origin: Timestamp | undefined): void {
       ["provider", attempt.provider || NONE],
       ["resource", resource],
       ["worker state", attempt.workerState ? colorState(attempt.workerState) : NONE],
-      ["failed", attempt.failureReason ? pc.red(attempt.failureReason) : undefined],
+      ["exit code", attempt.exitCode === undefined ? undefined : String(attempt.exitCode)],
+      ["ended", attempt.reason ? (attempt.failureReason || attempt.exitCode !== 0 ? pc.red(attempt.reason) : attempt.reason) : undefined],
       ...(attempt.timeline ? timelineFields(attempt.timeline, origin) : []),
     ],
     "    ",

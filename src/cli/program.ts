@@ -13,6 +13,7 @@ import { registerJobsCommand } from "./commands/jobs.js";
 import { registerKeysCommand } from "./commands/keys.js";
 import { registerLogsCommand } from "./commands/logs.js";
 import { registerProvidersCommand } from "./commands/providers.js";
+import { registerRerunCommand } from "./commands/rerun.js";
 import { registerRunCommand } from "./commands/run.js";
 import { registerServerCommand } from "./commands/server.js";
 import { registerTokensCommand } from "./commands/tokens.js";
@@ -30,6 +31,8 @@ Examples:
   hodei jobs --state running,queued
   hodei logs -f JOB_ID
   hodei jobs get JOB_ID --json
+  hodei run --max-attempts 3 --retry-on-exit 75 -- ./flaky.sh    retry exit code 75 on a new worker
+  hodei rerun JOB_ID                            run a finished job again (prints the new job's id)
   hodei doctor                                  check every provider with a probe worker
   hodei verify --providers docker               run the test jobs and check tokens and cleanup
   hodei keys create --name ci --scope submit,provider:local    an API key (printed once)`;
@@ -57,6 +60,7 @@ export function buildProgram(): Command {
   registerJobsCommand(program);
   registerLogsCommand(program);
   registerCancelCommand(program);
+  registerRerunCommand(program);
   registerWorkersCommand(program);
   registerTokensCommand(program);
   registerProvidersCommand(program);

@@ -42,6 +42,10 @@ export async function loseAttempt(
   ctx.metrics.attemptsLost.inc({ provider: worker.provider, cause });
   const exitCode = ending?.exitCode ?? null;
   const logsIncomplete = ending ? (ending.isLogIncomplete ? 1 : 0) : worker.state === "running" ? 1 : job.logs_incomplete;
+  if (decision.retry && ending) {
+    // Said in the attempt's own log, so that whoever follows the output sees why it starts again.
+    await appendSystemLog(ctx, worker, `[hodei] ${reason}, an exit code this job retries: it runs again on a new worker (attempt ${job.attempts + 1})\n`);
+  }
   if (decision.retry) {
     const note = decision.isUncounted ? "; retrying (not counted against maxAttempts: the loss is the provider's, not the job's)" : "; retrying";
     const what = ending ? "failed" : "lost";

@@ -337,6 +337,10 @@ describe("worker protocol: the Connect stream", () => {
       assert.equal(attempt.exitCode, 3);
       assert.equal(attempt.reason, "the command exited with code 3");
       assert.equal((await p.api.getJob({ id: job.id })).retryOnExitCodes, "3,4");
+      assert.deepEqual(await stored(job.id), [
+        [1, "stdout", "flaky\n"],
+        [2, "system", "[hodei] the command exited with code 3, an exit code this job retries: it runs again on a new worker (attempt 2)\n"],
+      ]);
     });
 
     it("retries every non-zero exit with any, a command killed by a signal included", async () => {

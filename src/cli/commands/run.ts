@@ -24,6 +24,7 @@ interface RunOptions {
   script?: string;
   detach?: boolean;
   json?: boolean;
+  retryOnExit?: string;
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -37,8 +38,9 @@ export function registerRunCommand(program: Command): void {
     .option("-e, --env <KEY=VALUE>", "environment variable for the job (repeatable)", collectEnv)
     .option("--timeout <seconds>", "kill the job after this many seconds (default: the server's)", parsePositiveInt)
     .option("--image <image>", "container image (docker and kubernetes providers)")
-    .option("--max-attempts <n>", "attempts allowed if a worker is lost (default 1)", parsePositiveInt)
+    .option("--max-attempts <n>", "attempts allowed for retryable failures: a lost worker, or an exit code given to --retry-on-exit (default 1)", parsePositiveInt)
     .option("--script <file>", 'run this shell script instead of a command ("-" reads stdin)')
+    .option("--retry-on-exit <codes>", 'retry the job on a new worker when the command exits with one of these codes ("3,4") or with any non-zero code ("any"); needs --max-attempts 2 or more')
     .option("--detach", "print the job id and exit without waiting")
     .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
     .configureOutput({
@@ -69,6 +71,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     timeoutSeconds: options.timeout ?? 0,
     maxAttempts: options.maxAttempts ?? 0,
     image: options.image ?? "",
+    retryOnExitCodes: options.retryOnExit ?? "",
   });
   if (!job) throw new CliError("the server accepted the job but returned no job");
 
