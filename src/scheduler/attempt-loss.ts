@@ -7,6 +7,7 @@
  * job's log.
  */
 import { decideAfterLoss, type LossKind } from "../core/backoff.js";
+import { isTerminal } from "../core/job-state.js";
 import type { WorkerRow } from "../store/schema.js";
 import { PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
@@ -42,7 +43,7 @@ export async function loseAttempt(
   ctx.metrics.attemptsLost.inc({ provider: worker.provider, cause });
   const exitCode = ending?.exitCode ?? null;
   const logsIncomplete = ending ? (ending.isLogIncomplete ? 1 : 0) : worker.state === "running" ? 1 : job.logs_incomplete;
-  if (decision.retry && ending) {
+  if (decision.retry && ending && !isTerminal(job.state)) {
     // Said in the attempt's own log, so that whoever follows the output sees why it starts again.
     await appendSystemLog(ctx, worker, `[hodei] ${reason}, an exit code this job retries: it runs again on a new worker (attempt ${job.attempts + 1})\n`);
   }

@@ -392,6 +392,18 @@ describe("worker protocol: the Connect stream", () => {
       assert.equal((await p.store.jobs.get(canceled.job.id))?.state, "canceled");
     });
 
+    it("leaves a job canceled meanwhile canceled, and promises no retry in its log", async () => {
+      const { job, worker, stream } = await p.running({ maxAttempts: 3, retryOnExitCodes: "any" });
+      assert.ok(await p.store.jobs.transition(job.id, "canceled", p.clock.nowMs(), { reason: "canceled by user" }));
+      stream.send({ case: "result", value: { exitCode: 3, lastSeq: 0n } });
+      assert.equal((await stream.next()).kind.case, "resultAck");
+      stream.outgoing.close();
+      const done = await p.store.jobs.get(job.id);
+      assert.deepEqual([done?.state, done?.reason, done?.attempts], ["canceled", "canceled by user", 1]);
+      assert.equal((await p.store.workers.get(worker.id))?.state, "destroying");
+      assert.deepEqual(await stored(job.id), []);
+    });
+
     it("keeps a successful attempt's exit code 0 on its worker", async () => {
       const { job, worker, stream } = await p.running({ maxAttempts: 2, retryOnExitCodes: "any" });
       stream.send({ case: "result", value: { exitCode: 0, lastSeq: 0n } });
