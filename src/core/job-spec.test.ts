@@ -34,6 +34,7 @@ describe("validateJobSpec", () => {
         idempotencyKey: "submit-42",
         cpuMillis: 500,
         memoryMb: 256,
+        secrets: { API_TOKEN: "s3cr3t-value" },
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -57,6 +58,7 @@ describe("validateJobSpec", () => {
         idempotencyKey: "",
         cpuMillis: 0,
         memoryMb: 0,
+        secrets: {},
       });
     });
 
@@ -175,6 +177,35 @@ describe("validateJobSpec", () => {
 
     it("an idempotency key longer than the limit", () => {
       assertRejected({ command: ["true"], idempotencyKey: "k".repeat(SPEC_LIMITS.idempotencyKeyBytes + 1) }, "idempotencyKey");
+    });
+  });
+
+  describe("secrets", () => {
+    const VALUE = "hunter2-value";
+
+    it("accepts secrets beside env, at the limits, and none by default", () => {
+      assert.deepEqual(validateJobSpec({ command: ["true"] }, DEFAULTS).secrets, {});
+      const secrets = Object.fromEntries(Array.from({ length: SPEC_LIMITS.secrets }, (_, i) => [`S${i}`, "v".repeat(1000)]));
+      secrets.S0 = "v".repeat(SPEC_LIMITS.secretValueBytes);
+      assert.deepEqual(validateJobSpec({ command: ["true"], env: { PLAIN: "x" }, secrets }, DEFAULTS).secrets, secrets);
+    });
+
+    it("rejects names that are not variable names, reserved, or also in env, naming the field", () => {
+      assertRejected({ command: ["true"], secrets: { "1BAD": VALUE } }, "secrets", /not a valid variable name/);
+      assertRejected({ command: ["true"], secrets: { "A-B": VALUE } }, "secrets");
+      assertRejected({ command: ["true"], secrets: { HODEI_TOKEN: VALUE } }, "secrets", /reserved/);
+      assertRejected({ command: ["true"], env: { TOKEN: "plain" }, secrets: { TOKEN: VALUE } }, "secrets", /also in env/);
+    });
+
+    it("rejects too many, too large or NUL-holding secrets without ever showing a value", () => {
+      const many = Object.fromEntries(Array.from({ length: SPEC_LIMITS.secrets + 1 }, (_, i) => [`S${i}`, VALUE]));
+      const big = Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`S${i}`, "v".repeat(SPEC_LIMITS.secretValueBytes)]));
+      for (const secrets of [many, big, { ONE: `${VALUE}${"v".repeat(SPEC_LIMITS.secretValueBytes)}` }, { NUL: `${VALUE}\0` }]) {
+        assert.throws(
+          () => validateJobSpec({ command: ["true"], secrets }, DEFAULTS),
+          (err: unknown) => err instanceof InvalidInputError && err.field === "secrets" && !err.message.includes(VALUE) && !err.message.includes("vvvv"),
+        );
+      }
     });
   });
 });

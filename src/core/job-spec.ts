@@ -19,6 +19,12 @@ export interface JobSpec {
   cpuMillis: number;
   /** Memory limit in MiB; 0 means none. */
   memoryMb: number;
+  /**
+   * Secrets: environment variables whose values are never shown again (names only), stored
+   * encrypted until the job ends and redacted from its log. Danger zone: the values are plain text
+   * here; nothing may log or store a JobSpec as a whole.
+   */
+  secrets: Record<string, string>;
 }
 
 export const SPEC_LIMITS = {
@@ -36,6 +42,10 @@ export const SPEC_LIMITS = {
   minMemoryMb: 16,
   maxMemoryMb: 1024 * 1024,
   imageBytes: 512,
+  secrets: 32,
+  /** One value at most: its URL-encoded form (up to 3 times longer) stays well within a log chunk. */
+  secretValueBytes: 8 * 1024,
+  secretsBytes: 64 * 1024,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -118,5 +128,23 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   const image = input.image ?? "";
   if (bytes(image) > SPEC_LIMITS.imageBytes || /\s/.test(image)) fail("image", "not a valid image reference");
 
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb };
+  const secrets = validateSecrets(input.secrets ?? {}, env);
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, secrets };
+}
+
+/** Secrets follow env's name rules and may not shadow an env name. Messages name, never show, a value. */
+function validateSecrets(secrets: Record<string, string>, env: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(secrets);
+  if (entries.length > SPEC_LIMITS.secrets) fail("secrets", `at most ${SPEC_LIMITS.secrets} secrets`);
+  let total = 0;
+  for (const [name, value] of entries) {
+    if (!ENV_NAME.test(name)) fail("secrets", `"${name}" is not a valid variable name (letters, digits, _; not starting with a digit)`);
+    if (name.startsWith("HODEI_")) fail("secrets", `"${name}": the HODEI_ prefix is reserved`);
+    if (Object.hasOwn(env, name)) fail("secrets", `"${name}" is also in env: give it in one of them`);
+    if (value.includes("\0")) fail("secrets", `the value of "${name}" must not contain NUL bytes`);
+    if (bytes(value) > SPEC_LIMITS.secretValueBytes) fail("secrets", `the value of "${name}" is longer than ${SPEC_LIMITS.secretValueBytes} bytes`);
+    total += bytes(name) + bytes(value);
+  }
+  if (total > SPEC_LIMITS.secretsBytes) fail("secrets", `too large: ${total} bytes, at most ${SPEC_LIMITS.secretsBytes}`);
+  return secrets;
 }

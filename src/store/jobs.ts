@@ -61,6 +61,8 @@ export class JobQueries {
         updated_at: nowMs,
         finished_at: null,
         submitted_by: submittedBy,
+        // Names only: the values are sealed and stored by SecretQueries.insertJob.
+        secret_names: JSON.stringify(Object.keys(spec.secrets).sort()),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

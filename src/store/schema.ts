@@ -42,6 +42,8 @@ export interface JobsTable {
   finished_at: number | null;
   /** Name of the API key that submitted the job; null when none did (before keys, or HODEI_AUTH=off). */
   submitted_by: string | null;
+  /** JSON array of the names of the job's secrets (their values are in job_secrets, encrypted, while the job may run). */
+  secret_names: Generated<string>;
 }
 
 export interface WorkersTable {
@@ -133,6 +135,17 @@ export interface ApiKeysTable {
   revoked_at: number | null;
 }
 
+/** One secret of a job, encrypted (see migrations/0017_job_secrets.ts); deleted when the job ends. */
+export interface JobSecretsTable {
+  job_id: string;
+  name: string;
+  nonce: Buffer;
+  /** The encrypted value with its GCM tag appended. */
+  ciphertext: Buffer;
+  /** Fingerprint of the key that sealed it. */
+  key_id: string;
+}
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -141,6 +154,7 @@ export interface Database {
   removed_jobs: RemovedJobsTable;
   meta: MetaTable;
   api_keys: ApiKeysTable;
+  job_secrets: JobSecretsTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -149,3 +163,4 @@ export type OtpTokenRow = Selectable<OtpTokensTable>;
 export type LogRow = Selectable<JobLogsTable>;
 export type RemovedJobRow = Selectable<RemovedJobsTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type JobSecretRow = Selectable<JobSecretsTable>;
