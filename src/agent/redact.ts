@@ -23,6 +23,8 @@
  *
  * Pure: no I/O, no clock.
  */
+import { FormMatcher } from "./form-matcher.js";
+
 export const MIN_SECRET_BYTES = 4;
 export const MASK = Buffer.from("***");
 
@@ -69,42 +71,25 @@ function percentEncode(value: string): string | undefined {
   }
 }
 
-/** A form to find, with its KMP failure table (for the held-back end: longest end that begins it). */
-interface Form {
-  bytes: Buffer;
-  failure: Int32Array;
-}
-
-function failureTable(pattern: Buffer): Int32Array {
-  const table = new Int32Array(pattern.length);
-  let k = 0;
-  for (let i = 1; i < pattern.length; i++) {
-    while (k > 0 && pattern[i] !== pattern[k]) k = table[k - 1];
-    if (pattern[i] === pattern[k]) k++;
-    table[i] = k;
-  }
-  return table;
-}
-
 export class Redactor {
-  private readonly forms: Form[];
+  private readonly matcher: FormMatcher;
   /** Length of the longest form, bytes (0: nothing to redact). */
   readonly longestFormBytes: number;
 
   constructor(values: Iterable<string>) {
-    const all = new Map<string, Buffer>();
-    for (const value of values) for (const form of secretForms(value)) all.set(form.toString("latin1"), form);
-    this.forms = [...all.values()].map((bytes) => ({ bytes, failure: failureTable(bytes) }));
-    this.longestFormBytes = Math.max(0, ...this.forms.map((f) => f.bytes.length));
+    const forms = new Map<string, Buffer>();
+    for (const value of values) for (const form of secretForms(value)) forms.set(form.toString("latin1"), form);
+    this.matcher = new FormMatcher([...forms.values()]);
+    this.longestFormBytes = Math.max(0, ...[...forms.values()].map((f) => f.length));
   }
 
   get isEmpty(): boolean {
-    return this.forms.length === 0;
+    return this.matcher.isEmpty;
   }
 
   /** `data` with every form of every secret replaced by ***: for output known to be whole. */
   redact(data: Buffer): Buffer {
-    return this.isEmpty ? data : mask(data, this.matches(data), data.length);
+    return this.isEmpty ? data : mask(data, this.matcher.scan(data).ranges, data.length);
   }
 
   redactText(text: string): string {
@@ -113,32 +98,7 @@ export class Redactor {
 
   /** A redactor of one output stream, for pieces of output as they come. */
   stream(): StreamRedactor {
-    return new StreamRedactor(this);
-  }
-
-  /** Every occurrence of every form, merged into sorted, disjoint [start, end) ranges (touching ones join). */
-  matches(data: Buffer): [number, number][] {
-    const found: [number, number][] = [];
-    for (const { bytes } of this.forms) {
-      for (let at = data.indexOf(bytes); at >= 0; at = data.indexOf(bytes, at + 1)) found.push([at, at + bytes.length]);
-    }
-    return mergeRanges(found);
-  }
-
-  /** Length of the longest end of `data` that is a proper prefix of some form: where a secret may begin. */
-  openEndBytes(data: Buffer): number {
-    let longest = 0;
-    for (const { bytes, failure } of this.forms) {
-      // Only the last (form length - 1) bytes can hold a proper prefix: the KMP state after them is
-      // the longest end of data that begins this form (it cannot reach a full match there).
-      let k = 0;
-      for (let i = Math.max(0, data.length - bytes.length + 1); i < data.length; i++) {
-        while (k > 0 && data[i] !== bytes[k]) k = failure[k - 1];
-        if (data[i] === bytes[k]) k++;
-      }
-      if (k > longest) longest = k;
-    }
-    return longest;
+    return new StreamRedactor(this.matcher);
   }
 }
 
@@ -147,7 +107,7 @@ export class StreamRedactor {
   /** Leading held bytes known to be the rest of a match whose start was already sent as ***. */
   private carriedBytes = 0;
 
-  constructor(private readonly redactor: Redactor) {}
+  constructor(private readonly matcher: FormMatcher) {}
 
   /** Bytes held back: they may be the start of a secret. */
   get heldBytes(): number {
@@ -156,14 +116,15 @@ export class StreamRedactor {
 
   /** Takes the next piece of output; returns the redacted output that is now final (maybe empty). */
   push(data: Buffer): Buffer {
-    if (this.redactor.isEmpty) return data;
+    if (this.matcher.isEmpty) return data;
     const text = this.held.length > 0 ? Buffer.concat([this.held, data]) : data;
-    const cut = text.length - this.redactor.openEndBytes(text);
+    const scan = this.matcher.scan(text);
+    const cut = text.length - scan.openEndBytes;
     if (cut === 0) {
       this.held = Buffer.from(text);
       return Buffer.alloc(0);
     }
-    const ranges = this.ranges(text);
+    const ranges = this.withCarried(scan.ranges);
     // A match the cut splits: its part before the cut is sent as ***, the rest is carried as known.
     const split = ranges.find(([start, end]) => start < cut && cut < end);
     const sent = ranges.filter(([, end]) => end <= cut);
@@ -176,15 +137,14 @@ export class StreamRedactor {
 
   /** The output has ended: releases what was held, redacted. */
   end(): Buffer {
-    const out = this.mask(this.held, this.ranges(this.held), this.held.length);
+    const out = this.mask(this.held, this.withCarried(this.matcher.scan(this.held).ranges), this.held.length);
     this.held = Buffer.alloc(0);
     this.carriedBytes = 0;
     return out;
   }
 
-  /** The matches in text, and the carried bytes at its start. */
-  private ranges(text: Buffer): [number, number][] {
-    const found = this.redactor.matches(text);
+  /** The matches, and the carried bytes at the start of the text. */
+  private withCarried(found: [number, number][]): [number, number][] {
     return this.carriedBytes > 0 ? mergeRanges([[0, this.carriedBytes], ...found]) : found;
   }
 
