@@ -26,9 +26,18 @@ function random(seed: number): () => number {
 
 describe("secretForms", () => {
   it("has the value, its base64 (standard, URL-safe, padded or not) and its URL encodings", () => {
-    const forms = secretForms("p@ss w/rd?").map((f) => f.toString("latin1"));
-    const base64 = Buffer.from("p@ss w/rd?").toString("base64"); // cEBzcyB3L3JkPw==
-    for (const expected of ["p@ss w/rd?", base64, base64.replace(/=+$/, ""), Buffer.from("p@ss w/rd?").toString("base64url"), "p%40ss%20w%2Frd%3F", "p%40ss+w%2Frd%3F"]) {
+    const forms = secretForms("p@ss w/rd?!").map((f) => f.toString("latin1"));
+    const base64 = Buffer.from("p@ss w/rd?!").toString("base64");
+    for (const expected of [
+      "p@ss w/rd?!",
+      base64,
+      base64.replace(/=+$/, ""),
+      Buffer.from("p@ss w/rd?!").toString("base64url"),
+      "p%40ss%20w%2Frd%3F!",
+      "p%40ss+w%2Frd%3F!",
+      "p%40ss%20w%2Frd%3F%21",
+      "p%40ss+w%2Frd%3F%21",
+    ]) {
       assert.ok(forms.includes(expected), `has ${expected}`);
     }
     assert.equal(new Set(forms).size, forms.length, "no form twice");

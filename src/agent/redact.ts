@@ -8,7 +8,8 @@
  * - base64 of the value inside a longer base64 stream: for each of the three alignments (the value
  *   starting at a byte offset of 0, 1 or 2 modulo 3), the characters that depend on the value's
  *   bits alone (`printf 'ab%s' "$SECRET" | base64` still shows them), in both alphabets;
- * - URL encoding: percent-encoding (encodeURIComponent) and form encoding (space as +).
+ * - URL encoding: percent-encoding (encodeURIComponent's, and the stricter one that also encodes
+ *   !'()*), each also with space as + (form encoding).
  * Values shorter than MIN_SECRET_BYTES are not redacted (as GitHub Actions and GitLab CI do): `***`
  * in place of every "a" or "1" would garble the log and reveal the value anyway. They are still
  * never shown by the API. Forms shorter than that are dropped too. Multi-line values are matched
@@ -40,8 +41,7 @@ export function secretForms(value: string): Buffer[] {
   texts.add(padded.replace(/=+$/, ""));
   for (let shift = 0; shift < 3; shift++) texts.add(alignedBase64(bytes, shift));
   for (const text of [...texts]) texts.add(text.replace(/[+/]/g, (c) => BASE64_URL[c]));
-  const percent = percentEncode(value);
-  if (percent !== undefined) {
+  for (const percent of percentEncodings(value)) {
     texts.add(percent);
     texts.add(percent.replace(/%20/g, "+"));
   }
@@ -62,12 +62,16 @@ function alignedBase64(bytes: Buffer, shift: number): string {
   return encoded.slice(first, end);
 }
 
-/** encodeURIComponent, plus the characters it leaves that forms encode (!'()*); undefined if it cannot encode. */
-function percentEncode(value: string): string | undefined {
+/**
+ * encodeURIComponent's form, and the stricter one of curl --data-urlencode, Python and Go, which
+ * also encode !'()*; none for a value that cannot be encoded (a lone surrogate).
+ */
+function percentEncodings(value: string): string[] {
   try {
-    return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+    const loose = encodeURIComponent(value);
+    return [loose, loose.replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)];
   } catch {
-    return undefined; // a lone surrogate: such a value cannot be URL-encoded at all
+    return [];
   }
 }
 
