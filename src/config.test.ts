@@ -101,8 +101,32 @@ describe("HODEI_DOCKER_RUNTIME_DIR", () => {
   it("may not hold the admin key (it is mounted into containers and copied into the worker image)", () => {
     assert.throws(() => parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv/hodei" }), /admin\.key/);
     assert.throws(() => parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv" }), /admin\.key/);
+    assert.throws(() => parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv" }), /secret\.key/);
     assert.equal(parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei" }).docker.runtimeDir, "/srv/hodei/agent-runtime");
     assert.equal(parseServerConfig({ HODEI_DATA_DIR: "/srv/hodei", HODEI_DOCKER_RUNTIME_DIR: "/srv/hodei-runtime" }).docker.runtimeDir, "/srv/hodei-runtime");
+  });
+});
+
+describe("HODEI_SECRET_KEY", () => {
+  it("is unset by default (the key is then <data dir>/secret.key)", () => {
+    assert.equal(parseServerConfig({}).secretKey, undefined);
+  });
+
+  it("takes the base64 of 32 bytes, standard or URL-safe, padded or not", () => {
+    const key = Buffer.alloc(32, 0xfb);
+    for (const text of [key.toString("base64"), key.toString("base64url"), `${key.toString("base64")}\n`]) {
+      assert.deepEqual(parseServerConfig({ HODEI_SECRET_KEY: text }).secretKey, key, text);
+    }
+  });
+
+  it("stops the server naming the variable, and saying what is wrong without showing the value", () => {
+    for (const bad of ["hunter2 with spaces", Buffer.alloc(16, 1).toString("base64"), Buffer.alloc(33, 1).toString("base64"), ""]) {
+      assert.throws(
+        () => parseServerConfig({ HODEI_SECRET_KEY: bad }),
+        (err: Error) => /HODEI_SECRET_KEY/.test(err.message) && /base64 of 32 random bytes/.test(err.message) && (bad === "" || !err.message.includes(bad)),
+        JSON.stringify(bad),
+      );
+    }
   });
 });
 

@@ -79,6 +79,25 @@ const ServerEnv = z.object({
    * and the first start writes <data dir>/admin.key.
    */
   HODEI_ADMIN_KEY_FILE: z.string().min(1).optional(),
+  /**
+   * The key that encrypts job secrets at rest (AES-256-GCM): the base64 of 32 random bytes, e.g.
+   * `openssl rand -base64 32`. Give the same key to every server of one database, and keep it: jobs
+   * whose secrets were sealed with another key fail at dispatch, saying so. Default: unset, and the
+   * key is <data dir>/secret.key, created (mode 0600) on first start and never overwritten.
+   */
+  HODEI_SECRET_KEY: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      try {
+        return parseSecretKey(v);
+      } catch (err) {
+        // The message says what is wrong with the value, never the value.
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
   /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
   HODEI_DATABASE_URL: z
     .string()
@@ -296,7 +315,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
   const runtimeDir = resolve(e.HODEI_DOCKER_RUNTIME_DIR ?? join(dataDir, "agent-runtime"));
   if (isWithin(join(dataDir, "admin.key"), runtimeDir)) {
     // The runtime directory is mounted into containers and copied into the worker image.
-    throw new Error(`invalid configuration: HODEI_DOCKER_RUNTIME_DIR=${runtimeDir} would hold ${join(dataDir, "admin.key")} and show it to every container: use a directory of its own`);
+    // secret.key sits beside admin.key: one test covers both.
+    throw new Error(`invalid configuration: HODEI_DOCKER_RUNTIME_DIR=${runtimeDir} would hold ${join(dataDir, "admin.key")} and ${join(dataDir, "secret.key")} and show them to every container: use a directory of its own`);
   }
 
   const baseEnv: Record<string, string> = {};
@@ -314,6 +334,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     /** False with HODEI_AUTH=off. */
     isAuthRequired: e.HODEI_AUTH === "required",
     adminKeyFile: e.HODEI_ADMIN_KEY_FILE,
+    /** HODEI_SECRET_KEY, decoded; undefined: the key of <data dir>/secret.key (server/secret-key.ts). */
+    secretKey: e.HODEI_SECRET_KEY,
     databaseUrl,
     /** Undefined when not set: the server enables local, and docker if a daemon answers. */
     providers: e.HODEI_PROVIDERS as string[] | undefined,
@@ -382,6 +404,19 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       baseEnv,
     },
   };
+}
+
+/**
+ * A secret key from its text form (HODEI_SECRET_KEY, <data dir>/secret.key): base64, standard or
+ * URL-safe, padded or not, of exactly 32 bytes. The message says what is wrong, never the text.
+ */
+export function parseSecretKey(text: string): Buffer {
+  const trimmed = text.trim();
+  const hint = "expected the base64 of 32 random bytes, e.g. the output of: openssl rand -base64 32";
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(trimmed)) throw new Error(`not base64: ${hint}`);
+  const key = Buffer.from(trimmed.replace(/-/g, "+").replace(/_/g, "/"), "base64");
+  if (key.length !== 32) throw new Error(`decodes to ${key.length} bytes, not 32: ${hint}`);
+  return key;
 }
 
 /** Whether `path` is `dir` or inside it. */

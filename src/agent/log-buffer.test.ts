@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ManualClock } from "../core/clock.js";
 import { type Chunk, LogBuffer, type LogBufferOptions } from "./log-buffer.js";
+import { Redactor } from "./redact.js";
 
 /** A LogBuffer the tests feed text as well as bytes (the agent feeds it the job's bytes). */
 class TestLogBuffer extends LogBuffer {
@@ -275,6 +276,90 @@ describe("LogBuffer", () => {
       assert.equal(logs.isFullyAcknowledged(), false, "the system chunk is still unacknowledged");
       logs.acknowledge(2);
       assert.equal(logs.isFullyAcknowledged(), true);
+    });
+  });
+
+  describe("secrets", () => {
+    const SECRET = "hunter2-Zq9!";
+    const withSecret = (options: Partial<LogBufferOptions> = {}) => buffer({ redactor: new Redactor([SECRET]), ...options });
+    const all = (chunks: readonly Chunk[]) => Buffer.concat(chunks.map((c) => c.data)).toString();
+    /** No chunk holds the value, or any 4-byte piece of it. */
+    const assertNoPieceOfSecret = (chunks: readonly Chunk[]) => {
+      for (const c of chunks) {
+        for (let at = 0; at + 4 <= SECRET.length; at++) assert.ok(!c.data.toString().includes(SECRET.slice(at, at + 4)), `chunk ${c.seq} holds "${SECRET.slice(at, at + 4)}": ${c.data}`);
+      }
+    };
+
+    it("redacts a secret split across a forced chunk boundary (a flush between its two halves)", () => {
+      const logs = withSecret({ chunkBytes: 8 });
+      logs.append("stdout", "key=hunter");
+      logs.flush(); // the flush timer fires with half the secret written
+      logs.append("stdout", "2-Zq9! done\n");
+      logs.end();
+      assert.equal(all(logs.unacknowledged()), "key=*** done\n");
+      assert.ok(logs.unacknowledged().length > 1, "the output was cut into several chunks");
+      assertNoPieceOfSecret(logs.unacknowledged());
+    });
+
+    it("redacts a secret across the 64 KiB chunk size in one write", () => {
+      const logs = withSecret({ chunkBytes: 64 * 1024 });
+      const before = "a".repeat(64 * 1024 - 2); // the value straddles byte 65536 of the raw output
+      logs.append("stdout", `${before}${SECRET}\n`);
+      logs.end();
+      assert.equal(all(logs.unacknowledged()), `${before}***\n`);
+      assert.equal(logs.unacknowledged()[0].data.length, 64 * 1024, "the first chunk is full");
+      assertNoPieceOfSecret(logs.unacknowledged());
+    });
+
+    it("holds back only an end that may begin a secret, through flushes, until more output or end() decides", () => {
+      const logs = withSecret();
+      logs.append("stdout", "progress: hun");
+      logs.flush();
+      assert.equal(all(logs.unacknowledged()), "progress: ");
+      assert.equal(logs.isFullyAcknowledged(), false, "held bytes are not acknowledged");
+      logs.append("stdout", "dreds done\n");
+      logs.flush();
+      assert.equal(all(logs.unacknowledged()), "progress: hundreds done\n");
+      logs.append("stdout", "tail hunter2");
+      logs.end();
+      assert.equal(all(logs.unacknowledged()), "progress: hundreds done\ntail hunter2", "end() releases what was held");
+    });
+
+    it("keeps each stream's held end apart", () => {
+      const logs = withSecret();
+      logs.append("stdout", "out: hunter2-");
+      logs.append("stderr", "err: hunter2-Zq9!\n");
+      logs.append("stdout", "Zq9!\n");
+      logs.end();
+      assert.deepEqual(
+        logs.unacknowledged().map((c) => [c.stream, c.data.toString()]),
+        [
+          ["stdout", "out: "],
+          ["stderr", "err: ***\n"],
+          ["stdout", "***\n"],
+        ],
+      );
+    });
+
+    it("redacts the agent's system lines", () => {
+      const logs = withSecret();
+      logs.system(`\n[hodei] could not start the command: ${SECRET}\n`);
+      assert.equal(all(logs.unacknowledged()), "\n[hodei] could not start the command: ***\n");
+    });
+
+    it("counts what is held back past the log limit as dropped", () => {
+      const logs = withSecret({ limitBytes: 10 });
+      logs.append("stdout", "0123456789x");
+      logs.append("stdout", "hunter2");
+      logs.end();
+      assert.equal(logs.droppedBytes, 1 + 7);
+      assert.equal(outputBytes(logs.unacknowledged()), 10);
+    });
+
+    it("changes nothing without a secret long enough to redact", () => {
+      const logs = buffer({ redactor: new Redactor(["abc"]), chunkBytes: 4 });
+      logs.append("stdout", "abcabc");
+      assert.deepEqual(texts(logs.unacknowledged()), ["abca"], "not held back: a short value has no forms");
     });
   });
 });

@@ -5,7 +5,15 @@
  * limit, output is discarded and counted, and one visible marker chunk says so. When too much is
  * unacknowledged, the producer is told to pause (backpressure) so the agent's memory stays bounded
  * however much the job prints.
+ *
+ * With a redactor (the job's secrets), output is redacted before it becomes pending, so no chunk
+ * ever holds a secret, even one split across two writes or two chunks: each stream holds back the
+ * end of its output that may begin a secret (less than the longest form of a secret) until more of
+ * that stream's output or end() decides. A flush does not release it; the agent's system lines are
+ * redacted whole.
  */
+import { type Redactor, StreamRedactor } from "./redact.js";
+
 export interface Chunk {
   seq: number;
   stream: string;
@@ -20,6 +28,8 @@ export interface LogBufferOptions {
   /** Above this many unacknowledged bytes, shouldPause() is true. */
   windowBytes: number;
   now?: () => number;
+  /** Redacts the job's secrets from its output and from system lines; none: nothing is redacted. */
+  redactor?: Redactor;
 }
 
 export class LogBuffer {
@@ -31,6 +41,8 @@ export class LogBuffer {
   private truncated = false;
   droppedBytes = 0;
   private readonly now: () => number;
+  /** Per output stream: the end of its output held back because a secret may begin there. */
+  private readonly redacting = new Map<string, StreamRedactor>();
 
   constructor(private readonly options: LogBufferOptions) {
     this.now = options.now ?? Date.now;
@@ -51,6 +63,12 @@ export class LogBuffer {
       this.droppedBytes += data.length;
       return false;
     }
+    const released = this.redact(stream, data);
+    return released.length > 0 && this.appendRedacted(stream, released);
+  }
+
+  /** Adds output that is final (redacted): to pending, up to the log limit. */
+  private appendRedacted(stream: string, data: Buffer): boolean {
     const room = this.options.limitBytes - this.sentBytes - (this.pending?.bytes ?? 0);
     if (data.length > room) {
       const kept = data.subarray(0, Math.max(0, room));
@@ -71,7 +89,19 @@ export class LogBuffer {
   /** A message from the agent itself (not the job's output); not counted against the limit. */
   system(text: string): void {
     this.flush();
-    this.emit("system", Buffer.from(text));
+    const data = Buffer.from(text);
+    this.emit("system", this.options.redactor ? this.options.redactor.redact(data) : data);
+  }
+
+  /** The job's output has ended: releases what each stream held back (redacted), then flushes. */
+  end(): void {
+    for (const [stream, redactor] of this.redacting) {
+      const rest = redactor.end();
+      if (rest.length === 0) continue;
+      if (this.truncated) this.droppedBytes += rest.length;
+      else this.appendRedacted(stream, rest);
+    }
+    this.flush();
   }
 
   /** Cuts the pending output into chunks. */
@@ -107,7 +137,19 @@ export class LogBuffer {
   }
 
   isFullyAcknowledged(): boolean {
-    return this.pending === null && this.unacked.length === 0;
+    return this.pending === null && this.unacked.length === 0 && [...this.redacting.values()].every((r) => r.heldBytes === 0);
+  }
+
+  /** The redacted output of `stream` that is final now (without a redactor: `data` itself). */
+  private redact(stream: string, data: Buffer): Buffer {
+    const redactor = this.options.redactor;
+    if (!redactor || redactor.isEmpty) return data;
+    let streamRedactor = this.redacting.get(stream);
+    if (!streamRedactor) {
+      streamRedactor = redactor.stream();
+      this.redacting.set(stream, streamRedactor);
+    }
+    return streamRedactor.push(data);
   }
 
   private appendPending(stream: string, data: Buffer): void {

@@ -33,6 +33,7 @@ import {
   takeAssignmentFromEnv,
 } from "./config.js";
 import { LogBuffer } from "./log-buffer.js";
+import { Redactor } from "./redact.js";
 
 const AGENT_VERSION = "0.1.0";
 const DNS_GIVE_UP_MS = 5000;
@@ -62,6 +63,8 @@ class Agent {
   private job: RunningCommand | null = null;
   private runJob: RunJob | null = null;
   private logs: LogBuffer | null = null;
+  /** The job's secrets (from RunJob), redacted from its output, system lines and failure reason. */
+  private redactor = new Redactor([]);
   private outcome: CommandOutcome | null = null;
   private lastSentSeq = 0;
   private resultSent = false;
@@ -226,8 +229,11 @@ class Agent {
   private start(run: RunJob): void {
     if (this.runJob) return; // A resend after reconnect: already running.
     this.runJob = run;
-    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: 1024 * 1024 });
-    const env = { ...this.config.baseEnv, ...run.env, ...jobMarkers(this.config, this.assignment!) };
+    this.redactor = new Redactor(Object.values(run.secrets));
+    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: 1024 * 1024, redactor: this.redactor });
+    // Secrets reach the job's processes as environment variables, and only them: never the agent's
+    // own environment, argv or a log line of the agent.
+    const env = { ...this.config.baseEnv, ...run.env, ...run.secrets, ...jobMarkers(this.config, this.assignment!) };
     log("job started", { jobId: run.jobId, attempt: run.attempt });
     this.job = startCommand(
       { command: run.command, script: run.script, env, workDir: run.workingDir || this.assignment!.workDir, timeoutSeconds: run.timeoutSeconds },
@@ -235,6 +241,8 @@ class Agent {
     );
     void this.job.done.then((outcome) => {
       this.outcome = outcome;
+      // The output is complete: what was held back as a possible start of a secret goes out now.
+      this.logs!.end();
       if (outcome.timedOut) this.logs!.system(`\n[hodei] timed out after ${run.timeoutSeconds}s; the process tree was killed\n`);
       if (outcome.error) this.logs!.system(`\n[hodei] ${outcome.error}\n`);
       this.logs!.flush();
@@ -323,7 +331,8 @@ class Agent {
             signal: outcome.signal,
             timedOut: outcome.timedOut,
             canceled: outcome.canceled,
-            error: outcome.error,
+            // It becomes the job's reason: redacted like the output it may quote.
+            error: this.redactor.redactText(outcome.error),
             lastSeq: BigInt(this.logs.lastSeq),
             droppedBytes: BigInt(this.logs.droppedBytes),
             startedAtMs: BigInt(outcome.startedAtMs),

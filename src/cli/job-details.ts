@@ -23,6 +23,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["command", job.command.length > 0 ? formatCommand(job) : undefined],
     ["image", job.image || undefined],
     ["env", job.envRedacted ? redactedEnv(job.env) : entries(job.env)],
+    ["secrets", job.secretNames.length > 0 ? `${job.secretNames.join(" ")} ${pc.dim("(values never shown)")}` : undefined],
     ["labels", entries(job.labels)],
     ["timeout", job.timeoutSeconds ? `${job.timeoutSeconds}s` : undefined],
     ["attempts", formatAttempts(job)],

@@ -29,6 +29,20 @@ export function collectEnv(pair: string, previous: Record<string, string> | unde
   return { ...previous, [key]: pair.slice(eq + 1) };
 }
 
+/**
+ * Repeated --secret NAME=VALUE or --secret-file NAME=PATH into one record of NAME to VALUE or PATH.
+ * A name given twice is refused (it would silently drop one). Messages never show a value.
+ */
+export function collectSecret(pair: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const eq = pair.indexOf("=");
+  const name = eq < 0 ? pair : pair.slice(0, eq);
+  if (eq < 0 || !ENV_NAME.test(name)) {
+    throw new InvalidArgumentError("expected NAME=VALUE (--secret) or NAME=PATH (--secret-file); NAME: letters, digits and _, not starting with a digit");
+  }
+  if (previous && Object.hasOwn(previous, name)) throw new InvalidArgumentError(`secret ${name} is given twice`);
+  return { ...previous, [name]: pair.slice(eq + 1) };
+}
+
 /** Repeated and/or comma-separated job states, each one checked. */
 export function collectStates(value: string, previous: string[] | undefined): string[] {
   const states = value

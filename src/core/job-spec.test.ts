@@ -35,6 +35,7 @@ describe("validateJobSpec", () => {
         cpuMillis: 500,
         memoryMb: 256,
         retryOnExitCodes: "3,4",
+        secrets: { API_TOKEN: "s3cr3t-value" },
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -59,6 +60,7 @@ describe("validateJobSpec", () => {
         cpuMillis: 0,
         memoryMb: 0,
         retryOnExitCodes: "",
+        secrets: {},
       });
     });
 
@@ -223,6 +225,35 @@ describe("validateJobSpec", () => {
     it("rejects codes to retry when only one attempt is allowed, saying to set maxAttempts", () => {
       assertRejected({ command: ["true"], retryOnExitCodes: "3" }, "retryOnExitCodes", /maxAttempts of 2 or more \(it is 1\)/);
       assertRejected({ command: ["true"], maxAttempts: 1, retryOnExitCodes: "any" }, "retryOnExitCodes", /set maxAttempts/);
+    });
+  });
+
+  describe("secrets", () => {
+    const VALUE = "hunter2-value";
+
+    it("accepts secrets beside env, at the limits, and none by default", () => {
+      assert.deepEqual(validateJobSpec({ command: ["true"] }, DEFAULTS).secrets, {});
+      const secrets = Object.fromEntries(Array.from({ length: SPEC_LIMITS.secrets }, (_, i) => [`S${i}`, "v".repeat(1000)]));
+      secrets.S0 = "v".repeat(SPEC_LIMITS.secretValueBytes);
+      assert.deepEqual(validateJobSpec({ command: ["true"], env: { PLAIN: "x" }, secrets }, DEFAULTS).secrets, secrets);
+    });
+
+    it("rejects names that are not variable names, reserved, or also in env, naming the field", () => {
+      assertRejected({ command: ["true"], secrets: { "1BAD": VALUE } }, "secrets", /not a valid variable name/);
+      assertRejected({ command: ["true"], secrets: { "A-B": VALUE } }, "secrets");
+      assertRejected({ command: ["true"], secrets: { HODEI_TOKEN: VALUE } }, "secrets", /reserved/);
+      assertRejected({ command: ["true"], env: { TOKEN: "plain" }, secrets: { TOKEN: VALUE } }, "secrets", /also in env/);
+    });
+
+    it("rejects too many, too large or NUL-holding secrets without ever showing a value", () => {
+      const many = Object.fromEntries(Array.from({ length: SPEC_LIMITS.secrets + 1 }, (_, i) => [`S${i}`, VALUE]));
+      const big = Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`S${i}`, "v".repeat(SPEC_LIMITS.secretValueBytes)]));
+      for (const secrets of [many, big, { ONE: `${VALUE}${"v".repeat(SPEC_LIMITS.secretValueBytes)}` }, { NUL: `${VALUE}\0` }]) {
+        assert.throws(
+          () => validateJobSpec({ command: ["true"], secrets }, DEFAULTS),
+          (err: unknown) => err instanceof InvalidInputError && err.field === "secrets" && !err.message.includes(VALUE) && !err.message.includes("vvvv"),
+        );
+      }
     });
   });
 });

@@ -21,6 +21,12 @@ export interface JobSpec {
   memoryMb: number;
   /** Exit codes that make an attempt retryable, normalised: "" (none), "any", or ascending codes "3,4". */
   retryOnExitCodes: string;
+  /**
+   * Secrets: environment variables whose values are never shown again (names only), stored
+   * encrypted until the job ends and redacted from its log. Danger zone: the values are plain text
+   * here; nothing may log or store a JobSpec as a whole.
+   */
+  secrets: Record<string, string>;
 }
 
 export const SPEC_LIMITS = {
@@ -39,6 +45,10 @@ export const SPEC_LIMITS = {
   maxMemoryMb: 1024 * 1024,
   imageBytes: 512,
   retryExitCodes: 32,
+  secrets: 32,
+  /** One value at most: its URL-encoded form (up to 3 times longer) stays well within a log chunk. */
+  secretValueBytes: 8 * 1024,
+  secretsBytes: 64 * 1024,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -126,7 +136,8 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
     fail("retryOnExitCodes", `retrying needs maxAttempts of 2 or more (it is ${maxAttempts}): set maxAttempts too (hodei run --max-attempts N)`);
   }
 
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes };
+  const secrets = validateSecrets(input.secrets ?? {}, env);
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets };
 }
 
 /**
@@ -152,4 +163,21 @@ function parseRetryOnExitCodes(text: string): string {
     codes.add(code);
   }
   return [...codes].sort((a, b) => a - b).join(",");
+}
+
+/** Secrets follow env's name rules and may not shadow an env name. Messages name, never show, a value. */
+function validateSecrets(secrets: Record<string, string>, env: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(secrets);
+  if (entries.length > SPEC_LIMITS.secrets) fail("secrets", `at most ${SPEC_LIMITS.secrets} secrets`);
+  let total = 0;
+  for (const [name, value] of entries) {
+    if (!ENV_NAME.test(name)) fail("secrets", `"${name}" is not a valid variable name (letters, digits, _; not starting with a digit)`);
+    if (name.startsWith("HODEI_")) fail("secrets", `"${name}": the HODEI_ prefix is reserved`);
+    if (Object.hasOwn(env, name)) fail("secrets", `"${name}" is also in env: give it in one of them`);
+    if (value.includes("\0")) fail("secrets", `the value of "${name}" must not contain NUL bytes`);
+    if (bytes(value) > SPEC_LIMITS.secretValueBytes) fail("secrets", `the value of "${name}" is longer than ${SPEC_LIMITS.secretValueBytes} bytes`);
+    total += bytes(name) + bytes(value);
+  }
+  if (total > SPEC_LIMITS.secretsBytes) fail("secrets", `too large: ${total} bytes, at most ${SPEC_LIMITS.secretsBytes}`);
+  return secrets;
 }

@@ -9,13 +9,15 @@
  *   is accepted;
  * - at most the log limit (plus a small allowance for the agent's own system lines) is stored,
  *   whatever the agent sends; past it one marker is written and later chunks are only acknowledged;
- * - a stream on which the agent has been silent longer than the heartbeat timeout is ended.
+ * - a stream on which the agent has been silent longer than the heartbeat timeout is ended;
+ * - a job's secrets are opened only to be put in its RunJob, never logged nor kept.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { isRetryableExit } from "../core/backoff.js";
 import { ConflictError, InvalidInputError, toError, UnavailableError } from "../core/errors.js";
 import { isTerminal, type JobState } from "../core/job-state.js";
+import { SecretOpenError } from "../core/secret-box.js";
 import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
@@ -136,6 +138,9 @@ export class AgentStream {
     this.out.push(msg({ case: "ack", value: { seq: BigInt(w.log_seq) } }));
     if (started) return;
     if (w.provider_resource_id === null) throw new Error(`worker ${w.id} has no provider_resource_id; refusing to dispatch`);
+    // Opened before the dispatch: a job whose secrets do not open never starts.
+    const secrets = await this.openSecrets();
+    if (secrets === null) return;
     if (w.state === "registered") {
       const dispatched = await store.attempts.dispatch(w, clock.nowMs());
       if (!dispatched) {
@@ -163,9 +168,38 @@ export class AgentStream {
           timeoutSeconds: job.timeout_seconds,
           logLimitBytes: BigInt(this.deps.logLimitBytes),
           heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
+          secrets,
         },
       }),
     );
+  }
+
+  /**
+   * The job's secrets, opened for its RunJob: this stream is the only way a secret's value leaves
+   * the control plane. Null when they do not open (the server's key changed, a row was damaged or
+   * is missing): the attempt then fails for good (retrying cannot help) and the agent is told to stop.
+   */
+  private async openSecrets(): Promise<Record<string, string> | null> {
+    const { store, secretBox, log } = this.deps;
+    const w = this.worker;
+    const job = await store.jobs.get(w.job_id);
+    // An ended job has no secrets left; the checks after this tell its agent to stop.
+    if (!job || isTerminal(job.state)) return {};
+    const names = JSON.parse(job.secret_names) as string[];
+    if (names.length === 0) return {};
+    try {
+      const sealed = await store.secrets.listOfJob(job.id);
+      const missing = names.filter((name) => !sealed.some((s) => s.name === name));
+      if (missing.length > 0) throw new SecretOpenError(`secret ${missing.map((n) => `"${n}"`).join(", ")} of job ${job.id} is not in the database`);
+      return Object.fromEntries(sealed.map((s) => [s.name, secretBox.open(job.id, s)]));
+    } catch (err) {
+      if (!(err instanceof SecretOpenError)) throw err;
+      const reason = `the job's secrets cannot be opened: ${err.message}`;
+      log.error({ jobId: job.id, workerId: w.id, reason }, "job secrets do not open; the job fails");
+      await this.deps.reconciler.loseAttempt(w, reason, "secrets", "permanent");
+      this.sendCancel(reason);
+      return null;
+    }
   }
 
   private async onLogs(chunks: LogChunk[]): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * Turns stored rows into API messages. OTP tokens and API keys never exist here: rows hold only
- * hashes. Job env values are left out when the caller may not see them (access.ts).
+ * hashes. Job env values are left out when the caller may not see them (access.ts). Secrets are
+ * names only: their values are not in a job row at all.
  */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -99,6 +100,8 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     submittedBy: job.submitted_by ?? "",
     retryOnExitCodes: job.retry_on_exit_codes,
     rerunOf: job.rerun_of ?? "",
+    // Names only: a secret's value never leaves the server but on the worker stream.
+    secretNames: JSON.parse(job.secret_names) as string[],
   });
 }
 

@@ -5,10 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { randomBytes } from "node:crypto";
 import { toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
+import { SecretBox } from "../core/secret-box.js";
 import type { Scope } from "../core/scopes.js";
 import { hashToken, mintApiKey, mintOtpToken } from "../core/token.js";
 import { JobService, KeyService, ListKeysResponseSchema } from "../gen/hodei/v1/api_pb.js";
@@ -48,7 +50,8 @@ describe("API access", () => {
     clock = new ManualClock();
     isRequired = true;
     const providers = new Map<string, ProviderSlot>();
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000 };
+    const secretBox = new SecretBox(randomBytes(32));
+    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox };
     const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     // The job services see providers local and docker (the spec validation reads the map's keys).
     for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });

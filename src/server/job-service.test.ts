@@ -7,11 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { randomBytes } from "node:crypto";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { hashToken, mintApiKey } from "../core/token.js";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
+import { SecretBox } from "../core/secret-box.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
 import { createMetrics } from "../metrics.js";
 import type { ProviderResource, WorkerProvider } from "../providers/provider.js";
@@ -55,7 +57,8 @@ describe("job service reads", () => {
     clock = new ManualClock();
     providers.clear();
     const metrics = createMetrics();
-    const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000 };
+    const secretBox = new SecretBox(randomBytes(32));
+    const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox };
     const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
     const key = mintApiKey();

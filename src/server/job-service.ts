@@ -105,12 +105,15 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           cpuMillis: req.resources?.cpuMillis ?? 0,
           memoryMb: req.resources?.memoryMb ?? 0,
           retryOnExitCodes: req.retryOnExitCodes,
+          secrets: req.secrets,
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );
       requireProvider(caller, spec.provider);
       const id = newId();
-      const row = await store.jobs.insert(id, spec, clock.nowMs(), caller.keyName);
+      // Sealed for this job id (the associated data), so they cannot be opened as another job's.
+      const sealed = Object.entries(spec.secrets).map(([name, value]) => deps.secretBox.seal(id, name, value));
+      const row = await store.secrets.insertJob(id, spec, clock.nowMs(), caller.keyName, sealed);
       const isNew = row.id === id;
       if (!isNew && row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
         // That idempotency key's job was submitted by another API key, which this one may not read.

@@ -19,6 +19,7 @@ import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
+import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";
 import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
@@ -29,6 +30,7 @@ import { LogHub } from "./log-hub.js";
 import { refuseService } from "./refused-services.js";
 import { RegisterLimiter } from "./register-limiter.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
+import { loadSecretKey } from "./secret-key.js";
 import { loadServerTls, tlsUrlWarning } from "./tls-files.js";
 import { createWorkerService, SessionRegistry } from "./worker-service.js";
 
@@ -68,6 +70,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   } else {
     log.warn({ host: config.host }, "HODEI_AUTH=off: the client API asks for no key; whoever reaches this address may do anything");
   }
+  // Before anything is served: a secret key that is unreadable stops the server, naming it.
+  const secretBox = new SecretBox(loadSecretKey({ dataDir: config.dataDir, givenKey: config.secretKey, log }));
   const metrics = createMetrics();
   const logHub = new LogHub();
   const sessions = new SessionRegistry();
@@ -181,7 +185,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
 
   let isServing = false;
   const registerLimiter = new RegisterLimiter(config.registerLimits, clock, log);
-  const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs };
+  const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs, secretBox };
   const urlWarning = (provider: string, url: string) => workerUrlWarning(provider, url) || tlsUrlWarning(serverTls, url);
   const workerService = createWorkerService({
     ...common,

@@ -3,10 +3,12 @@
  * what a rerun copies, which jobs may be rerun, and who may rerun them (access.ts).
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
+import { SecretBox } from "../core/secret-box.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import type { Scope } from "../core/scopes.js";
 import { hashToken, mintApiKey } from "../core/token.js";
@@ -44,7 +46,7 @@ describe("RerunJob", () => {
     clock = new ManualClock();
     const providers = new Map<string, ProviderSlot>();
     for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000 };
+    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
     const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
     const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
@@ -112,6 +114,19 @@ describe("RerunJob", () => {
     assert.notEqual(again.id, rerun.id, "each rerun is a new job");
     assert.equal((await admin.getJob({ id: rerun.id })).rerunOf, original!.id, "GetJob shows it too");
     assert.equal((await admin.getJob({ id: original!.id })).rerunOf, "");
+  });
+
+  it("refuses to rerun a job that had secrets (their values are gone), naming them and saying to submit again", async () => {
+    const admin = await keyWith("admin", ["admin"]);
+    const { job: original } = await admin.submitJob({ command: ["true"], secrets: { API_TOKEN: "s3cr3t-value-1", DB_PASS: "s3cr3t-value-2" } });
+    await finish(original!.id);
+    const error = await admin.rerunJob({ id: original!.id }).then(
+      () => assert.fail("the rerun should be refused"),
+      (err: unknown) => ConnectError.from(err),
+    );
+    assert.equal(error.code, Code.FailedPrecondition);
+    assert.match(error.rawMessage, /secrets API_TOKEN, DB_PASS.*submit it again with those secrets/);
+    assert.doesNotMatch(error.rawMessage, /s3cr3t/);
   });
 
   it("copies a script, and a rerun of a rerun names the job it copies", async () => {

@@ -26,6 +26,8 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     cpuMillis: job.cpu_millis,
     memoryMb: job.memory_mb,
     retryOnExitCodes: job.retry_on_exit_codes,
+    // The values were deleted when the job ended: refuseLostSecrets stops a rerun of a job that had any.
+    secrets: {},
     idempotencyKey: "",
   };
 }
@@ -42,10 +44,7 @@ export function refuseLostSecrets(job: JobRow): void {
   );
 }
 
-/**
- * The names of the secrets the job was given. Jobs hold no secrets yet: when the job's secret
- * names are stored (the secrets work), this returns them, and refuseLostSecrets applies.
- */
-function secretNamesOf(_job: JobRow): string[] {
-  return [];
+/** The names of the secrets the job was given (their values are never kept past its end). */
+function secretNamesOf(job: JobRow): string[] {
+  return JSON.parse(job.secret_names) as string[];
 }

@@ -1,6 +1,7 @@
 /** What both Connect services (client API and worker protocol) are built from. */
 import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
+import type { SecretBox } from "../core/secret-box.js";
 import type { Metrics } from "../metrics.js";
 import type { Reconciler } from "../scheduler/reconciler.js";
 import type { Store } from "../store/store.js";
@@ -18,4 +19,6 @@ export interface ServiceDeps {
   sessions: SessionRegistry;
   /** Between SIGTERM and SIGKILL when a job's process tree is stopped, ms. */
   stopGraceMs: number;
+  /** Seals job secrets at submit and opens them at dispatch (the server's secret key). */
+  secretBox: SecretBox;
 }

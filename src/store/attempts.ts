@@ -6,11 +6,12 @@
  * state the reconcile pass knows how to finish; a crash inside one leaves nothing half-written.
  */
 import type { Kysely } from "kysely";
-import type { JobState } from "../core/job-state.js";
+import { isTerminal, type JobState } from "../core/job-state.js";
 import { workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
+import { deleteSecretsOfJobs } from "./secrets.js";
 import type { Database, JobRow, WorkerRow } from "./schema.js";
 
 export interface NewWorker {
@@ -155,7 +156,8 @@ export class AttemptQueries {
   /**
    * Ends an attempt: the job moves to `to` (guarded by the state machine and the attempt number),
    * its worker to destroying, and its OTP token is revoked if it was never redeemed, in one
-   * transaction. Returns the job row, or null if the attempt had already ended. `isUncounted`: the
+   * transaction; a job that ends here (a final state, not a retry) loses its secrets in it too.
+   * Returns the job row, or null if the attempt had already ended. `isUncounted`: the
    * attempt was lost through no fault of the job and does not count against max_attempts.
    * `exitCode`: the command's exit code in this attempt, kept on the worker (null: it did not exit).
    */
@@ -172,13 +174,15 @@ export class AttemptQueries {
       const job = await new JobQueries(tx, this.kind).transition(worker.job_id, to, nowMs, jobPatch, worker.attempt, isUncounted);
       await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason, exit_code: exitCode });
       await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
+      if (job && isTerminal(job.state)) await deleteSecretsOfJobs(tx, [job.id]);
       return job;
     });
   }
 
   /**
    * Cancels a job in any state before its end, in one transaction: the job -> canceled, workers
-   * that have no agent yet -> destroying, the job's unused OTP tokens revoked. Workers whose agent
+   * that have no agent yet -> destroying, the job's unused OTP tokens revoked, its secrets deleted
+   * (an agent that has them already got them at dispatch). Workers whose agent
    * is connected keep running until the agent has flushed and reported (or their stop deadline,
    * which is set here, passes). Returns the canceled job and its workers, or null if it had ended.
    */
@@ -195,6 +199,7 @@ export class AttemptQueries {
         }
       }
       await revokeUnusedTokens(tx, { jobId }, nowMs);
+      await deleteSecretsOfJobs(tx, [jobId]);
       return { job, workers: await workers.listOfJob(jobId) };
     });
   }

@@ -64,6 +64,8 @@ export class JobQueries {
         submitted_by: submittedBy,
         retry_on_exit_codes: spec.retryOnExitCodes,
         rerun_of: rerunOf,
+        // Names only: the values are sealed and stored by SecretQueries.insertJob.
+        secret_names: JSON.stringify(Object.keys(spec.secrets).sort()),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

@@ -8,6 +8,7 @@ import type { Clock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
 import type { JobState } from "../core/job-state.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
+import type { SealedSecret } from "../core/secret-box.js";
 import { hashToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { Store } from "./store.js";
@@ -26,16 +27,19 @@ export interface DrivenJob {
 
 /**
  * Takes job `id` to `stage`, ending it (from "ended" on) in `end` (default succeeded), with
- * `attempts` attempts (every earlier one lost and requeued, its worker destroyed).
+ * `attempts` attempts (every earlier one lost and requeued, its worker destroyed). With `sealed`,
+ * the job is submitted with those secrets (sealed for `id`).
  */
 export async function driveJob(
   store: Store,
   clock: Clock,
   id: string,
   stage: Stage,
-  options: { end?: JobState; attempts?: number; spec?: Partial<JobSpec> } = {},
+  options: { end?: JobState; attempts?: number; spec?: Partial<JobSpec>; sealed?: SealedSecret[] } = {},
 ): Promise<DrivenJob> {
-  const submitted = await store.jobs.insert(id, contractSpec(options.spec), clock.nowMs());
+  const submitted = options.sealed
+    ? await store.secrets.insertJob(id, contractSpec(options.spec), clock.nowMs(), null, options.sealed)
+    : await store.jobs.insert(id, contractSpec(options.spec), clock.nowMs());
   if (stage === "queued") return { job: submitted, workers: [] };
   const workers: WorkerRow[] = [];
   const attempts = options.attempts ?? 1;

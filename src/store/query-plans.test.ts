@@ -15,6 +15,7 @@ import { CompiledQuery, type Kysely, type LogEvent } from "kysely";
 import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
 import { validateJobSpec } from "../core/job-spec.js";
+import { SecretBox } from "../core/secret-box.js";
 import { hashToken } from "../core/token.js";
 import { openDatabase } from "./database.js";
 import type { Database } from "./schema.js";
@@ -61,6 +62,16 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     why: "provisioning and the end of every attempt update the worker's token",
   },
   {
+    sql: /^delete from "job_secrets" where "job_id" in/,
+    index: "sqlite_autoindex_job_secrets_1",
+    why: "the end of every job deletes its secrets (the table's primary key, job_id first)",
+  },
+  {
+    sql: /^select \* from "job_secrets" where "job_id" = \?/,
+    index: "sqlite_autoindex_job_secrets_1",
+    why: "every dispatch reads the job's secrets",
+  },
+  {
     sql: /^select \* from "jobs" where "state" = \? order by "created_at" desc, "id" desc limit \?$/,
     index: "jobs_state_created_id",
     why: "ListJobs by state: the newest page of one state is one index range, no sort",
@@ -70,7 +81,7 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();
@@ -138,6 +149,12 @@ async function storeWithRows(): Promise<Store> {
     if (i % 10 === 8) continue; // some stay running
     await store.attempts.end(registered!, "succeeded", now, { exit_code: 0, finished_at: now }, "");
     await store.workers.transition(`worker-${i}`, "destroyed", { destroyed_at: now });
+  }
+  // Jobs with secrets, as submitted (queued): their rows live until the job ends.
+  const box = new SecretBox(Buffer.alloc(32, 1));
+  for (let i = 0; i < 40; i++) {
+    const id = `secret-job-${i}`;
+    await store.secrets.insertJob(id, { ...spec, secrets: { A: "value-a", B: "value-b" } }, clock.nowMs(), null, [box.seal(id, "A", "value-a"), box.seal(id, "B", "value-b")]);
   }
   await store.retention.removeFinished(clock.nowMs() - 250_000, clock.nowMs(), 20);
   await store.meta.set("cluster_id", "c0123456789ab");

@@ -46,6 +46,8 @@ export interface JobsTable {
   retry_on_exit_codes: string;
   /** The job this one reruns (RerunJob); null for a job submitted directly. */
   rerun_of: string | null;
+  /** JSON array of the names of the job's secrets (their values are in job_secrets, encrypted, while the job may run). */
+  secret_names: Generated<string>;
 }
 
 export interface WorkersTable {
@@ -139,6 +141,17 @@ export interface ApiKeysTable {
   revoked_at: number | null;
 }
 
+/** One secret of a job, encrypted (see migrations/0017_job_secrets.ts); deleted when the job ends. */
+export interface JobSecretsTable {
+  job_id: string;
+  name: string;
+  nonce: Buffer;
+  /** The encrypted value with its GCM tag appended. */
+  ciphertext: Buffer;
+  /** Fingerprint of the key that sealed it. */
+  key_id: string;
+}
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -147,6 +160,7 @@ export interface Database {
   removed_jobs: RemovedJobsTable;
   meta: MetaTable;
   api_keys: ApiKeysTable;
+  job_secrets: JobSecretsTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -155,3 +169,4 @@ export type OtpTokenRow = Selectable<OtpTokensTable>;
 export type LogRow = Selectable<JobLogsTable>;
 export type RemovedJobRow = Selectable<RemovedJobsTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type JobSecretRow = Selectable<JobSecretsTable>;

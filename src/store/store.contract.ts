@@ -18,6 +18,7 @@ import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import { describeKeyQueries } from "./keys.contract.js";
 import { describeRetentionQueries } from "./retention.contract.js";
+import { describeSecretQueries } from "./secrets.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { NewToken, NewWorker, Store } from "./store.js";
 import { describeWorkerQueries } from "./workers.contract.js";
@@ -35,6 +36,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describeWorkerQueries(makeStore);
     describeRetentionQueries(makeStore);
     describeKeyQueries(makeStore);
+    describeSecretQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;

@@ -8,6 +8,7 @@
  *   retention removal of finished jobs with their rows, and the records of removed jobs
  *   meta      facts about the installation (the cluster id)
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
+ *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
  * Times are epoch ms from the caller; the store reads no clock.
  */
 import { type Kysely, sql } from "kysely";
@@ -18,6 +19,7 @@ import { KeyQueries } from "./keys.js";
 import { LogQueries } from "./logs.js";
 import { MetaQueries } from "./meta.js";
 import { RetentionQueries } from "./retention.js";
+import { SecretQueries } from "./secrets.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -37,6 +39,7 @@ export class Store {
   readonly retention: RetentionQueries;
   readonly meta: MetaQueries;
   readonly keys: KeyQueries;
+  readonly secrets: SecretQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -50,6 +53,7 @@ export class Store {
     this.retention = new RetentionQueries(db, kind);
     this.meta = new MetaQueries(db);
     this.keys = new KeyQueries(db);
+    this.secrets = new SecretQueries(db, kind);
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import { stderrColors } from "../format.js";
 import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
 import { logWriter, noteRetry } from "../log-output.js";
-import { collectEnv, parsePositiveInt } from "../options.js";
+import { collectEnv, collectSecret, parsePositiveInt } from "../options.js";
 
 interface RunOptions {
   provider?: string;
@@ -25,6 +25,8 @@ interface RunOptions {
   detach?: boolean;
   json?: boolean;
   retryOnExit?: string;
+  secret?: Record<string, string>;
+  secretFile?: Record<string, string>;
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -43,6 +45,8 @@ export function registerRunCommand(program: Command): void {
     .option("--retry-on-exit <codes>", 'retry the job on a new worker when the command exits with one of these codes ("3,4") or with any non-zero code ("any"); needs --max-attempts 2 or more')
     .option("--detach", "print the job id and exit without waiting")
     .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
+    .option("--secret <NAME=VALUE>", "secret environment variable: never shown again, *** in the log (repeatable; note that VALUE is in this command line)", collectSecret)
+    .option("--secret-file <NAME=PATH>", "secret environment variable read from a file, without one trailing newline (repeatable)", collectSecret)
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
@@ -72,6 +76,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     maxAttempts: options.maxAttempts ?? 0,
     image: options.image ?? "",
     retryOnExitCodes: options.retryOnExit ?? "",
+    secrets: readSecrets(options),
   });
   if (!job) throw new CliError("the server accepted the job but returned no job");
 
@@ -115,6 +120,24 @@ async function followUntilEnd(client: ApiClient, jobId: string, serverUrl: strin
   } finally {
     process.off("SIGINT", onSigint);
   }
+}
+
+/** --secret values and --secret-file contents, by name; a name in both is refused. */
+function readSecrets(options: RunOptions): Record<string, string> {
+  const secrets = { ...options.secret };
+  for (const [name, path] of Object.entries(options.secretFile ?? {})) {
+    if (Object.hasOwn(secrets, name)) throw new CliError(`secret ${name} is given by both --secret and --secret-file`, USAGE_EXIT_CODE);
+    let content: string;
+    try {
+      content = readFileSync(path, "utf8");
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message;
+      throw new CliError(`cannot read the file of secret ${name}, ${path}: ${reason}`, USAGE_EXIT_CODE, { cause: err });
+    }
+    // `echo token > file` adds a newline that is not part of the secret.
+    secrets[name] = content.replace(/\r?\n$/, "");
+  }
+  return secrets;
 }
 
 function readScript(path: string): string {

@@ -19,6 +19,8 @@ import * as m0011 from "./0011_api_keys.js";
 import * as m0012 from "./0012_job_submitted_by.js";
 import * as m0015 from "./0015_retry_on_exit_codes.js";
 import * as m0016 from "./0016_job_rerun_of.js";
+import * as m0017 from "./0017_job_secrets.js";
+import * as m0018 from "./0018_job_secret_names.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -37,6 +39,8 @@ const STEPS: Record<string, Step> = {
   "0012_job_submitted_by": m0012,
   "0015_retry_on_exit_codes": m0015,
   "0016_job_rerun_of": m0016,
+  "0017_job_secrets": m0017,
+  "0018_job_secret_names": m0018,
 };
 
 /** The first step: applying it means the database was created by this run. */
