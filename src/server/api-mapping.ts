@@ -83,6 +83,9 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     logsIncomplete: job.logs_incomplete === 1,
     resources: { cpuMillis: job.cpu_millis, memoryMb: job.memory_mb },
     submittedBy: job.submitted_by ?? "",
+    priority: job.priority,
+    queueTimeoutSeconds: job.queue_timeout_seconds,
+    runAt: ts(job.run_at_ms ?? job.created_at),
   });
 }
 

@@ -1,6 +1,7 @@
 /**
  * Removal of finished jobs (retention): a job that ended (succeeded, failed, canceled, timed_out)
- * before a cutoff goes with its destroyed workers, its OTP tokens and its log, and leaves a small
+ * before a cutoff goes with its destroyed workers, its OTP tokens, its label rows and its log
+ * (and its idempotency key is free again), and leaves a small
  * record in removed_jobs (id, finished_at, removed_at) so that asking for it can say "removed".
  * Those records expire in turn (expireRemoved). The caller (scheduler/retention.ts) picks the
  * cutoffs and bounds each call; the store reads no clock.
@@ -17,6 +18,7 @@ import type { Kysely } from "kysely";
 import { JOB_STATES, TERMINAL_JOB_STATES } from "../core/job-state.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
+import { deleteJobLabels } from "./job-labels.js";
 import type { Database, RemovedJobRow } from "./schema.js";
 
 const UNFINISHED_JOB_STATES = JOB_STATES.filter((state) => !TERMINAL_JOB_STATES.includes(state));
@@ -52,6 +54,7 @@ export class RetentionQueries {
       // Children first: they reference the job (and tokens the worker) by foreign key.
       await tx.deleteFrom("job_logs").where("job_id", "in", ids).execute();
       await tx.deleteFrom("otp_tokens").where("job_id", "in", ids).execute();
+      await deleteJobLabels(tx, ids);
       // "Not live" is "destroyed", written so that SQLite looks workers up by job (workers_job)
       // rather than walking every destroyed worker (workers_state).
       await tx.deleteFrom("workers").where("job_id", "in", ids).where("state", "not in", LIVE_WORKER_STATES).execute();

@@ -17,6 +17,8 @@ import * as m0009 from "./0009_meta.js";
 import * as m0010 from "./0010_uncounted_attempts.js";
 import * as m0011 from "./0011_api_keys.js";
 import * as m0012 from "./0012_job_submitted_by.js";
+import * as m0013 from "./0013_job_queue.js";
+import * as m0014 from "./0014_job_labels.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -33,6 +35,8 @@ const STEPS: Record<string, Step> = {
   "0010_uncounted_attempts": m0010,
   "0011_api_keys": m0011,
   "0012_job_submitted_by": m0012,
+  "0013_job_queue": m0013,
+  "0014_job_labels": m0014,
 };
 
 /** The first step: applying it means the database was created by this run. */
