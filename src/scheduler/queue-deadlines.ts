@@ -40,10 +40,13 @@ async function whyNotStarted(ctx: ReconcileContext, job: JobRow, live: Map<strin
   const detail = ctx.health.detailOf(job.provider);
   if (ctx.health.isMarkedUnavailable(job.provider)) return `${job.provider} was unavailable (${detail || "its health check failed"})`;
   const causes: string[] = [];
-  if (job.state === "queued") {
+  const slot = ctx.providers.get(job.provider);
+  if (!slot) {
+    // Submitted while the provider was enabled; this server runs without it (HODEI_PROVIDERS).
+    causes.push(`${job.provider} is not enabled on this server`);
+  } else if (job.state === "queued") {
     const busy = live.get(job.provider) ?? 0;
-    const max = ctx.providers.get(job.provider)?.maxWorkers ?? 0;
-    causes.push(busy >= max ? `${job.provider} was at capacity (${busy} of ${max} workers busy)` : "it was waiting for its turn in the queue");
+    causes.push(busy >= slot.maxWorkers ? `${job.provider} was at capacity (${busy} of ${slot.maxWorkers} workers busy)` : "it was waiting for its turn in the queue");
   } else {
     const worker = (await ctx.store.workers.listOfJob(job.id)).find((w) => w.attempt === job.attempts);
     causes.push(`its worker on ${job.provider} was still starting (${worker ? `worker ${worker.state}` : "no worker yet"})`);

@@ -243,6 +243,16 @@ describe("the queue in the reconcile pass", () => {
       assert.equal((await job(forever.id)).state, "queued");
     });
 
+    it("says so when the job's provider is not enabled on this server any more", async () => {
+      const j = await submit({ queueTimeoutSeconds: 5 });
+      reconciler = makeReconciler({ providers: new Map([["other", { provider: new FakeProvider("other"), maxWorkers: 1, workerServerUrl: "http://x" }]]) });
+      tick(5_000);
+      await pass();
+      const ended = await job(j.id);
+      assert.equal(ended.state, "timed_out");
+      assert.equal(ended.reason, "never started within its queue timeout of 5s: fake is not enabled on this server");
+    });
+
     it("does not count the control plane's own absence against a queued job", async () => {
       const blocker = await submit();
       await pass();

@@ -105,23 +105,15 @@ export class JobQueries {
    */
   async list(query: JobListQuery): Promise<JobRow[]> {
     const states = [...new Set(query.states ?? [])];
-    if (query.labels?.length) return this.listLabelled(query, states, query.labels);
     if (states.length <= 1) return this.listPart(query, states[0]).execute();
     const [first, ...rest] = states.map((state) => this.db.selectFrom(this.listPart(query, state).as("part")).selectAll());
     const merged = rest.reduce((union, part) => union.unionAll(part), first);
     return this.db.selectFrom(merged.as("merged")).selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(query.limit).execute();
   }
 
-  /** As list, for jobs with every label of `terms`: each state's part is read from job_labels (job-labels.ts). */
-  private async listLabelled(query: JobListQuery, states: JobState[], terms: LabelTerm[]): Promise<JobRow[]> {
-    const part = (state: JobState | undefined) => selectLabelledJobs(this.db, terms, { ...query, state });
-    if (states.length <= 1) return part(states[0]).execute();
-    const [first, ...rest] = states.map((state) => this.db.selectFrom(part(state).as("part")).selectAll());
-    const merged = rest.reduce((union, p) => union.unionAll(p), first);
-    return this.db.selectFrom(merged.as("merged")).selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(query.limit).execute();
-  }
-
   private listPart(query: JobListQuery, state: JobState | undefined) {
+    // With labels, the part is read from job_labels (job-labels.ts), a label's newest jobs first.
+    if (query.labels?.length) return selectLabelledJobs(this.db, query.labels, { ...query, state });
     let q = this.db.selectFrom("jobs").selectAll();
     if (state) q = q.where("state", "=", state);
     if (query.provider) q = q.where("provider", "=", query.provider);
