@@ -209,3 +209,28 @@ describe("HODEI_REGISTER_*: refused Register calls", () => {
     assert.throws(() => parseServerConfig({ HODEI_REGISTER_MAX_PENDING_REFUSALS: "0" }), /HODEI_REGISTER_MAX_PENDING_REFUSALS/);
   });
 });
+
+describe("HODEI_QUEUE_TIMEOUT", () => {
+  it("is unset by default: jobs wait in the queue for ever", () => {
+    assert.equal(parseServerConfig({}).queueTimeoutSeconds, 0);
+  });
+
+  it("reads a duration like HODEI_RETENTION, in whole seconds, up to 30 days; 0 is for ever too", () => {
+    const seconds = (value: string) => parseServerConfig({ HODEI_QUEUE_TIMEOUT: value }).queueTimeoutSeconds;
+    assert.equal(seconds("10m"), 600);
+    assert.equal(seconds("1h"), 3600);
+    assert.equal(seconds("30s"), 30);
+    assert.equal(seconds("30d"), 30 * 86_400);
+    assert.equal(seconds("0"), 0);
+  });
+
+  it("refuses anything else, naming the variable and the form", () => {
+    for (const bad of ["10", "ten minutes", "-1m", "31d", "1.5h"]) {
+      assert.throws(
+        () => parseServerConfig({ HODEI_QUEUE_TIMEOUT: bad }),
+        (err: Error) => /HODEI_QUEUE_TIMEOUT/.test(err.message) && /7d, 12h or 30m, up to 30d/.test(err.message),
+        `"${bad}" is refused`,
+      );
+    }
+  });
+});

@@ -12,8 +12,8 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 
 const DURATION_UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
-/** A duration written `<n><unit>` (s, m, h or d: `30m`, `12h`, `7d`), or `0`; in ms. */
-const duration = (maxMs: number) =>
+/** A duration written `<n><unit>` (s, m, h or d: `30m`, `12h`, `7d`), or `0` (what it means: zeroMeans); in ms. */
+const duration = (maxMs: number, zeroMeans = "0 keeps everything") =>
   z
     .string()
     .trim()
@@ -22,7 +22,7 @@ const duration = (maxMs: number) =>
       const match = /^(\d+)(s|m|h|d)$/.exec(v);
       const ms = match ? Number(match[1]) * DURATION_UNIT_MS[match[2] as keyof typeof DURATION_UNIT_MS] : NaN;
       if (Number.isSafeInteger(ms) && ms <= maxMs) return ms;
-      ctx.addIssue({ code: "custom", message: `"${v}" is not a duration: use a number and a unit (s, m, h or d), e.g. 7d, 12h or 30m, up to 3650d; 0 keeps everything` });
+      ctx.addIssue({ code: "custom", message: `"${v}" is not a duration: use a number and a unit (s, m, h or d), e.g. 7d, 12h or 30m, up to ${maxMs / DURATION_UNIT_MS.d}d; ${zeroMeans}` });
       return z.NEVER;
     });
 
@@ -122,6 +122,12 @@ const ServerEnv = z.object({
    * `<n><unit>` with unit s, m, h or d. Default 7d; 0 keeps everything.
    */
   HODEI_RETENTION: duration(3650 * DURATION_UNIT_MS.d).default(7 * DURATION_UNIT_MS.d),
+  /**
+   * How long a job may wait to start once due (queued, or provisioning before its worker runs it)
+   * when it names no queue timeout of its own, as `<n><unit>` with unit s, m, h or d, up to 30d; it
+   * then ends timed_out, saying why it never started. Default: unset (as is 0), jobs wait for ever.
+   */
+  HODEI_QUEUE_TIMEOUT: duration(30 * DURATION_UNIT_MS.d, "0 (or unset) lets jobs wait for ever").optional(),
   /** Job timeout when a job names none, seconds. Default 3600. */
   HODEI_JOB_TIMEOUT_SECONDS: int(1, 7 * 24 * 3600).default(3600),
   /** A worker must register within this many ms of being provisioned. Default 60000. */
@@ -346,6 +352,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     /** 0 keeps every finished job. */
     retentionMs: e.HODEI_RETENTION,
     jobTimeoutSeconds: e.HODEI_JOB_TIMEOUT_SECONDS,
+    /** 0: jobs that name no queue timeout wait for ever. Whole seconds (the duration's units are). */
+    queueTimeoutSeconds: (e.HODEI_QUEUE_TIMEOUT ?? 0) / 1000,
     registrationTimeoutMs: e.HODEI_REGISTRATION_TIMEOUT_MS,
     heartbeatIntervalMs: e.HODEI_HEARTBEAT_INTERVAL_MS,
     heartbeatTimeoutMs: e.HODEI_HEARTBEAT_TIMEOUT_MS,

@@ -34,6 +34,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
     ["duration", formatJobDuration(job, nowMs)],
     ["logs", logsNote(job)],
+    ...queueFields(job, nowMs),
   ]);
   if (job.script) {
     process.stdout.write(`${pc.bold("script")}\n`);
@@ -82,6 +83,16 @@ function timelineFields(timeline: Timeline, origin: Timestamp | undefined): [str
 function redactedEnv(env: Record<string, string>): string | undefined {
   const names = Object.keys(env);
   return names.length === 0 ? undefined : `${names.join(" ")} ${pc.dim("(values hidden: this key lacks the read scope)")}`;
+}
+
+/** Priority, queue timeout and run-at, each only when it is not the default. */
+function queueFields(job: Job, nowMs: number): [string, string | undefined][] {
+  const isScheduled = job.runAt && job.createdAt && timestampMs(job.runAt) > timestampMs(job.createdAt);
+  return [
+    ["priority", job.priority !== 0 ? String(job.priority) : undefined],
+    ["queue timeout", job.queueTimeoutSeconds ? `${job.queueTimeoutSeconds}s after it is due` : undefined],
+    ["run at", isScheduled ? `${formatTime(job.runAt)} (${formatRelative(job.runAt, nowMs)})` : undefined],
+  ];
 }
 
 function logsNote(job: Job): string | undefined {

@@ -56,3 +56,27 @@ export function collectStates(value: string, previous: string[] | undefined): st
   }
   return [...(previous ?? []), ...states];
 }
+
+/** A whole number, negative or not, e.g. --priority -5. */
+export function parseInteger(value: string): number {
+  const n = Number(value);
+  if (!/^[-+]?\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("expected a whole number, e.g. 10 or -5");
+  return n;
+}
+
+/** A point in time as ISO 8601 with a date and a time (e.g. 2030-01-02T03:04:05Z), in epoch ms. */
+export function parseIsoTime(value: string): number {
+  const ms = Date.parse(value);
+  if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(value.trim()) || Number.isNaN(ms)) {
+    throw new InvalidArgumentError('expected an ISO 8601 time, e.g. 2030-01-02T03:04:05Z (a time without "Z" or an offset is local time)');
+  }
+  return ms;
+}
+
+/** Repeated --label KEY=VALUE, kept as "KEY=VALUE" terms (the server checks names and values). */
+export function collectLabels(term: string, previous: string[] | undefined): string[] {
+  const eq = term.indexOf("=");
+  if (eq <= 0) throw new InvalidArgumentError("expected KEY=VALUE, e.g. --label team=infra");
+  if (term.includes(",")) throw new InvalidArgumentError("one KEY=VALUE per --label (repeat it for more); a value cannot hold a comma");
+  return [...(previous ?? []), term];
+}

@@ -25,6 +25,11 @@ export class ConflictError extends Error {
   override name = "ConflictError";
 }
 
+/** What the request would create exists already, differently (an idempotency key reused with another spec). */
+export class AlreadyExistsError extends Error {
+  override name = "AlreadyExistsError";
+}
+
 /** Retrying cannot help (missing image, invalid spec): the attempt fails with no retry. */
 export class PermanentError extends Error {
   override name = "PermanentError";

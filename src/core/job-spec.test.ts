@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { InvalidInputError } from "./errors.js";
-import { type JobSpec, SPEC_LIMITS, type SpecDefaults, validateJobSpec } from "./job-spec.js";
+import { dueAtMs, type JobSpec, SPEC_LIMITS, type SpecDefaults, validateJobSpec } from "./job-spec.js";
 
 const DEFAULTS: SpecDefaults = { provider: "local", timeoutSeconds: 3600, providers: ["local", "docker"] };
 
@@ -36,6 +36,10 @@ describe("validateJobSpec", () => {
         memoryMb: 256,
         retryOnExitCodes: "3,4",
         secrets: { API_TOKEN: "s3cr3t-value" },
+        priority: -7,
+        queueTimeoutSeconds: 600,
+        runAtMs: 1_900_000_000_000,
+        delaySeconds: 0,
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -61,6 +65,10 @@ describe("validateJobSpec", () => {
         memoryMb: 0,
         retryOnExitCodes: "",
         secrets: {},
+        priority: 0,
+        queueTimeoutSeconds: 0,
+        runAtMs: 0,
+        delaySeconds: 0,
       });
     });
 
@@ -255,5 +263,57 @@ describe("validateJobSpec", () => {
         );
       }
     });
+  });
+});
+
+describe("validateJobSpec: queue fields (priority, queue timeout, run-at)", () => {
+  const NOW = 1_700_000_000_000;
+  const YEAR_MS = SPEC_LIMITS.maxRunAheadSeconds * 1000;
+
+  it("accepts priorities from -100 to 100 and defaults to 0", () => {
+    assert.equal(validateJobSpec({ command: ["true"] }, DEFAULTS).priority, 0);
+    for (const priority of [-100, -1, 1, 100]) assert.equal(validateJobSpec({ command: ["true"], priority }, DEFAULTS).priority, priority);
+  });
+
+  it("refuses a priority out of range or fractional, naming the field", () => {
+    for (const priority of [-101, 101, 1.5, 10 ** 9]) assertRejected({ command: ["true"], priority }, "priority", /between -100 and 100/);
+  });
+
+  it("takes the server's queue timeout when the job names none, and the job's own over it", () => {
+    const defaults = { ...DEFAULTS, queueTimeoutSeconds: 600 };
+    assert.equal(validateJobSpec({ command: ["true"] }, defaults).queueTimeoutSeconds, 600);
+    assert.equal(validateJobSpec({ command: ["true"], queueTimeoutSeconds: 5 }, defaults).queueTimeoutSeconds, 5);
+    assert.equal(validateJobSpec({ command: ["true"] }, DEFAULTS).queueTimeoutSeconds, 0, "no server default: wait for ever");
+  });
+
+  it("refuses a negative, fractional or longer-than-30-days queue timeout", () => {
+    for (const queueTimeoutSeconds of [-1, 2.5, SPEC_LIMITS.maxQueueTimeoutSeconds + 1]) {
+      assertRejected({ command: ["true"], queueTimeoutSeconds }, "queueTimeoutSeconds");
+    }
+  });
+
+  it("accepts a run-at up to a year ahead, and one in the past", () => {
+    const defaults = { ...DEFAULTS, nowMs: NOW };
+    assert.equal(validateJobSpec({ command: ["true"], runAtMs: NOW + YEAR_MS }, defaults).runAtMs, NOW + YEAR_MS);
+    assert.equal(validateJobSpec({ command: ["true"], runAtMs: NOW - 3_600_000 }, defaults).runAtMs, NOW - 3_600_000);
+  });
+
+  it("refuses a run-at more than a year ahead, and a run-at with a delay", () => {
+    assert.throws(
+      () => validateJobSpec({ command: ["true"], runAtMs: NOW + YEAR_MS + 1 }, { ...DEFAULTS, nowMs: NOW }),
+      (err: unknown) => err instanceof InvalidInputError && err.field === "runAt" && /at most a year ahead/.test(err.message),
+    );
+    assertRejected({ command: ["true"], runAtMs: NOW, delaySeconds: 5 }, "runAt", /either runAt or delaySeconds/);
+  });
+
+  it("refuses a negative delay or one over a year", () => {
+    for (const delaySeconds of [-1, SPEC_LIMITS.maxRunAheadSeconds + 1, 0.5]) assertRejected({ command: ["true"], delaySeconds }, "delaySeconds");
+  });
+
+  it("makes a job due at its run-at or after its delay, never before its submission", () => {
+    assert.equal(dueAtMs({ runAtMs: 0, delaySeconds: 0 }, NOW), NOW);
+    assert.equal(dueAtMs({ runAtMs: NOW + 5000, delaySeconds: 0 }, NOW), NOW + 5000);
+    assert.equal(dueAtMs({ runAtMs: NOW - 5000, delaySeconds: 0 }, NOW), NOW, "a past run-at means now");
+    assert.equal(dueAtMs({ runAtMs: 0, delaySeconds: 30 }, NOW), NOW + 30_000);
   });
 });

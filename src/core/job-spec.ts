@@ -27,6 +27,15 @@ export interface JobSpec {
    * here; nothing may log or store a JobSpec as a whole.
    */
   secrets: Record<string, string>;
+  // Queue: when and in which order the job starts, and how long it may wait.
+  /** Higher runs first, -100..100; default 0. */
+  priority: number;
+  /** Seconds the job may wait to start once due before it ends timed_out; 0 means for ever. */
+  queueTimeoutSeconds: number;
+  /** Epoch ms before which the job does not start, as given (0: none); see dueAtMs. */
+  runAtMs: number;
+  /** Seconds after the submission before which the job does not start, as given (0: none). */
+  delaySeconds: number;
 }
 
 export const SPEC_LIMITS = {
@@ -49,6 +58,10 @@ export const SPEC_LIMITS = {
   /** One value at most: its URL-encoded form (up to 3 times longer) stays well within a log chunk. */
   secretValueBytes: 8 * 1024,
   secretsBytes: 64 * 1024,
+  minPriority: -100,
+  maxPriority: 100,
+  maxQueueTimeoutSeconds: 30 * 24 * 3600,
+  maxRunAheadSeconds: 365 * 24 * 3600,
 } as const;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -59,6 +72,10 @@ export interface SpecDefaults {
   timeoutSeconds: number;
   /** Names of the enabled providers; anything else is refused. */
   providers: readonly string[];
+  /** Queue timeout of a job that names none, seconds (HODEI_QUEUE_TIMEOUT). Default 0: wait for ever. */
+  queueTimeoutSeconds?: number;
+  /** The time of the submission, epoch ms: a run-at more than a year after it is refused. Unset: not checked. */
+  nowMs?: number;
 }
 
 function bytes(text: string): number {
@@ -137,7 +154,7 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   }
 
   const secrets = validateSecrets(input.secrets ?? {}, env);
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets };
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets, ...validateQueueFields(input, defaults) };
 }
 
 /**
@@ -180,4 +197,35 @@ function validateSecrets(secrets: Record<string, string>, env: Record<string, st
   }
   if (total > SPEC_LIMITS.secretsBytes) fail("secrets", `too large: ${total} bytes, at most ${SPEC_LIMITS.secretsBytes}`);
   return secrets;
+}
+
+/** What a label name may be: ListJobs' label selector checks its keys with it. */
+export const LABEL_NAME_PATTERN = LABEL_NAME;
+
+/** Priority, queue timeout and run-at. */
+function validateQueueFields(input: Partial<JobSpec>, defaults: SpecDefaults): Pick<JobSpec, "priority" | "queueTimeoutSeconds" | "runAtMs" | "delaySeconds"> {
+  const priority = input.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < SPEC_LIMITS.minPriority || priority > SPEC_LIMITS.maxPriority) {
+    fail("priority", `a whole number between ${SPEC_LIMITS.minPriority} and ${SPEC_LIMITS.maxPriority} (higher runs first), got ${priority}`);
+  }
+  const queueTimeoutSeconds = input.queueTimeoutSeconds || defaults.queueTimeoutSeconds || 0;
+  if (!Number.isInteger(queueTimeoutSeconds) || queueTimeoutSeconds < 0 || queueTimeoutSeconds > SPEC_LIMITS.maxQueueTimeoutSeconds) {
+    fail("queueTimeoutSeconds", `0 (the server's default) or a number of seconds up to ${SPEC_LIMITS.maxQueueTimeoutSeconds} (30 days), got ${queueTimeoutSeconds}`);
+  }
+  const runAtMs = input.runAtMs ?? 0;
+  const delaySeconds = input.delaySeconds ?? 0;
+  if (!Number.isSafeInteger(runAtMs)) fail("runAt", "not a valid time");
+  if (!Number.isInteger(delaySeconds) || delaySeconds < 0 || delaySeconds > SPEC_LIMITS.maxRunAheadSeconds) {
+    fail("delaySeconds", `a number of seconds between 0 and ${SPEC_LIMITS.maxRunAheadSeconds} (a year), got ${delaySeconds}`);
+  }
+  if (runAtMs !== 0 && delaySeconds !== 0) fail("runAt", "give either runAt or delaySeconds, not both");
+  if (defaults.nowMs !== undefined && runAtMs > defaults.nowMs + SPEC_LIMITS.maxRunAheadSeconds * 1000) {
+    fail("runAt", `at most a year ahead (${new Date(defaults.nowMs + SPEC_LIMITS.maxRunAheadSeconds * 1000).toISOString()}), got ${new Date(runAtMs).toISOString()}`);
+  }
+  return { priority, queueTimeoutSeconds, runAtMs, delaySeconds };
+}
+
+/** When a job submitted at nowMs becomes due: its run-at or delay, never before its submission. */
+export function dueAtMs(spec: Pick<JobSpec, "runAtMs" | "delaySeconds">, nowMs: number): number {
+  return Math.max(nowMs, spec.runAtMs || nowMs + spec.delaySeconds * 1000);
 }

@@ -14,7 +14,7 @@ import {
 // The legal transitions, written out independently of job-state.ts (the architecture's diagram):
 // adding or removing a transition there must be a deliberate change here too.
 const LEGAL: Record<JobState, JobState[]> = {
-  queued: ["provisioning", "canceled", "failed"],
+  queued: ["provisioning", "canceled", "failed", "timed_out"],
   provisioning: ["running", "queued", "failed", "canceled", "timed_out"],
   running: ["succeeded", "failed", "canceled", "timed_out", "queued"],
   succeeded: [],
@@ -41,13 +41,13 @@ describe("job state machine", () => {
     }
   });
 
-  it("lets a queued job be provisioned, canceled or failed, and nothing else", () => {
+  it("lets a queued job be provisioned, canceled, failed or timed out (its queue timeout), and nothing else", () => {
     assert.equal(canTransition("queued", "provisioning"), true);
     assert.equal(canTransition("queued", "canceled"), true);
     assert.equal(canTransition("queued", "failed"), true);
+    assert.equal(canTransition("queued", "timed_out"), true);
     assert.equal(canTransition("queued", "running"), false, "a job is never running without a worker");
     assert.equal(canTransition("queued", "succeeded"), false);
-    assert.equal(canTransition("queued", "timed_out"), false);
   });
 
   it("only succeeds from running", () => {
@@ -87,7 +87,7 @@ describe("jobStatesLeadingTo", () => {
     assert.deepEqual(jobStatesLeadingTo("succeeded"), ["running"]);
     assert.deepEqual(jobStatesLeadingTo("failed"), ["queued", "provisioning", "running"]);
     assert.deepEqual(jobStatesLeadingTo("canceled"), ["queued", "provisioning", "running"]);
-    assert.deepEqual(jobStatesLeadingTo("timed_out"), ["provisioning", "running"]);
+    assert.deepEqual(jobStatesLeadingTo("timed_out"), ["queued", "provisioning", "running"]);
   });
 
   it("never includes a terminal state, so a finished job cannot be rewritten", () => {

@@ -6,7 +6,7 @@
  *     │  ^          │  │            │
  *     │  └──────────┘  │            └──> queued (worker lost, or an exit code it retries; attempts left)
  *     │  (retry)       └──> failed | canceled | timed_out
- *     └──> canceled | failed
+ *     └──> canceled | failed | timed_out (never started within its queue timeout)
  */
 export const JOB_STATES = [
   "queued",
@@ -23,7 +23,7 @@ export const TERMINAL_JOB_STATES: readonly JobState[] = ["succeeded", "failed", 
 export const ACTIVE_JOB_STATES: readonly JobState[] = ["provisioning", "running"];
 
 const TRANSITIONS: Record<JobState, readonly JobState[]> = {
-  queued: ["provisioning", "canceled", "failed"],
+  queued: ["provisioning", "canceled", "failed", "timed_out"],
   provisioning: ["running", "queued", "failed", "canceled", "timed_out"],
   running: ["succeeded", "failed", "canceled", "timed_out", "queued"],
   succeeded: [],

@@ -1,11 +1,13 @@
 /**
- * Canceling a job: the one place that does it. In one transaction the job becomes canceled, its
- * workers without an agent yet go to destroying and its unused OTP tokens are revoked; agents
- * connected to this process are told at once over their stream (agents connected elsewhere hear it
- * at their next heartbeat, and the deadlines step tells them too). A connected agent then kills the
- * job's process tree, flushes and reports; past its stop deadline its worker is destroyed anyway.
+ * Ending a job before its command ends: the one place that does it, for a cancel and for a job that
+ * never started within its queue timeout alike. In one transaction the job ends (canceled or
+ * timed_out), its workers without an agent yet go to destroying and its unused OTP tokens are
+ * revoked; agents connected to this process are told at once over their stream (agents connected
+ * elsewhere hear it at their next heartbeat, and the deadlines step tells them too). A connected
+ * agent then kills the job's process tree, flushes and reports; past its stop deadline its worker is
+ * destroyed anyway.
  */
-import type { JobRow } from "../store/schema.js";
+import type { JobRow, WorkerRow } from "../store/schema.js";
 import { type ReconcileContext, stopDeadlineMs } from "./context.js";
 
 /** Cancels the job unless it already ended; null when it had (the caller says why). */
@@ -13,11 +15,30 @@ export async function cancelJob(ctx: ReconcileContext, jobId: string, reason: st
   const now = ctx.clock.nowMs();
   const canceled = await ctx.store.attempts.cancel(jobId, reason, now, stopDeadlineMs(ctx, now));
   if (!canceled) return null;
-  for (const worker of canceled.workers) {
+  released(ctx, canceled, reason);
+  ctx.log.info({ jobId, reason }, "job canceled");
+  return canceled.job;
+}
+
+/**
+ * Ends a job that never started (no attempt dispatched) as timed_out: its queue timeout has passed.
+ * Null when it started or ended meanwhile (the store's guard: queued or provisioning, its queue
+ * deadline still set and passed).
+ */
+export async function timeOutInQueue(ctx: ReconcileContext, jobId: string, reason: string): Promise<JobRow | null> {
+  const now = ctx.clock.nowMs();
+  const timedOut = await ctx.store.attempts.timeOutInQueue(jobId, reason, now, stopDeadlineMs(ctx, now));
+  if (!timedOut) return null;
+  released(ctx, timedOut, reason);
+  ctx.log.info({ jobId, reason }, "job timed out in the queue");
+  return timedOut.job;
+}
+
+/** After the job's end is written: connected agents are told, the end is counted, a pass destroys the rest. */
+function released(ctx: ReconcileContext, ended: { job: JobRow; workers: WorkerRow[] }, reason: string): void {
+  for (const worker of ended.workers) {
     if (worker.state === "registered" || worker.state === "running") ctx.agents.cancel(worker.id, reason, ctx.stopGraceMs);
   }
-  ctx.metrics.jobsFinished.inc({ provider: canceled.job.provider, state: "canceled" });
-  ctx.log.info({ jobId, reason }, "job canceled");
+  ctx.metrics.jobsFinished.inc({ provider: ended.job.provider, state: ended.job.state });
   ctx.nudge();
-  return canceled.job;
 }

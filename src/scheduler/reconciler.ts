@@ -6,7 +6,9 @@
  *
  * One pass (each step in its own module):
  *   1. destroy    stop and remove every worker in `destroying`, retried until it succeeds
- *   2. provision  claim due queued jobs while providers have capacity; start their workers
+ *   2. provision  claim due queued jobs (highest priority first) while providers have capacity; start
+ *                 their workers. Just before it, queue deadlines: jobs that never started within
+ *                 their queue timeout end timed_out
  *   3. deadlines  registration deadline, heartbeat lapse, timeout backstop, workers of ended jobs
  *   4. inspect    ask providers about live workers; an exited or missing one loses its attempt
  *   5. reap       labelled resources with no live worker row are destroyed after a grace period
@@ -27,6 +29,7 @@ import { Liveness } from "./liveness.js";
 import { ProviderCalls } from "./provider-calls.js";
 import { ProviderHealth } from "./provider-health.js";
 import { provision } from "./provision.js";
+import { expireQueueDeadlines } from "./queue-deadlines.js";
 import { reapOrphans } from "./reap.js";
 import { removeExpiredJobs } from "./retention.js";
 
@@ -111,6 +114,7 @@ export class Reconciler {
     if (full) this.lastFullPassMs = now;
     // Destroying first: a finished job's worker is what a user waits on.
     await this.step("destroy", () => destroyWorkers(this.ctx));
+    await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
     await this.step("provision", () => provision(this.ctx));
     await this.step("deadlines", () => enforceDeadlines(this.ctx));
     await this.step("inspect", () => inspectWorkers(this.ctx, full));

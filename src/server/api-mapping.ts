@@ -102,6 +102,9 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     rerunOf: job.rerun_of ?? "",
     // Names only: a secret's value never leaves the server but on the worker stream.
     secretNames: JSON.parse(job.secret_names) as string[],
+    priority: job.priority,
+    queueTimeoutSeconds: job.queue_timeout_seconds,
+    runAt: ts(job.run_at_ms ?? job.created_at),
   });
 }
 

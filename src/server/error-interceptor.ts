@@ -11,6 +11,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
+  AlreadyExistsError,
   ConflictError,
   InvalidInputError,
   NotFoundError,
@@ -64,6 +65,7 @@ export function toConnectError(err: unknown, log: Logger, procedure: string, inp
   if (err instanceof InvalidInputError) return new ConnectError(err.message, Code.InvalidArgument);
   if (err instanceof NotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof ConflictError) return new ConnectError(err.message, Code.FailedPrecondition);
+  if (err instanceof AlreadyExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (err instanceof UnauthenticatedError) return new ConnectError(err.message, Code.Unauthenticated);
   if (err instanceof PermissionDeniedError) return new ConnectError(err.message, Code.PermissionDenied);
   if (isDatabaseBusy(err)) {

@@ -6,12 +6,13 @@
  * provider, who sees env values) are applied here, from access.ts.
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
+import { AlreadyExistsError, ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { validateJobSpec } from "../core/job-spec.js";
+import { specHash } from "../core/spec-hash.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import {
   JobService,
@@ -30,6 +31,7 @@ import type { JobRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
 import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
 import { refuseLostSecrets, rerunSpec } from "./rerun.js";
+import { parseLabelSelector } from "./label-selector.js";
 import type { ServiceDeps } from "./service-deps.js";
 
 export interface JobServiceDeps extends ServiceDeps {
@@ -37,6 +39,8 @@ export interface JobServiceDeps extends ServiceDeps {
   defaultProvider: string;
   defaultTimeoutSeconds: number;
   workerUrlWarning: (provider: string, url: string) => string;
+  /** Queue timeout of jobs that name none, seconds (HODEI_QUEUE_TIMEOUT). Default 0: they wait for ever. */
+  defaultQueueTimeoutSeconds?: number;
 }
 
 /** ListProviders asks each provider for its health and resources; a call that takes longer is aborted, ms. */
@@ -106,8 +110,18 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           memoryMb: req.resources?.memoryMb ?? 0,
           retryOnExitCodes: req.retryOnExitCodes,
           secrets: req.secrets,
+          priority: req.priority,
+          queueTimeoutSeconds: req.queueTimeoutSeconds,
+          runAtMs: req.runAt ? timestampMs(req.runAt) : 0,
+          delaySeconds: req.delaySeconds,
         },
-        { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
+        {
+          provider: deps.defaultProvider,
+          timeoutSeconds: deps.defaultTimeoutSeconds,
+          providers: [...deps.providers.keys()],
+          queueTimeoutSeconds: deps.defaultQueueTimeoutSeconds,
+          nowMs: clock.nowMs(),
+        },
       );
       requireProvider(caller, spec.provider);
       const id = newId();
@@ -118,6 +132,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       if (!isNew && row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
         // That idempotency key's job was submitted by another API key, which this one may not read.
         throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
+      }
+      if (!isNew && row.spec_hash !== null && row.spec_hash !== specHash(spec)) {
+        // Jobs from before spec hashes (null) keep the old answer: the first job.
+        throw new AlreadyExistsError(`idempotencyKey: "${spec.idempotencyKey}" was already used for job ${row.id} with a different spec; submit the same spec to get that job, or use a new key`);
       }
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
       deps.log.info({ jobId: row.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
@@ -157,6 +175,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const rows = await store.jobs.list({
         states,
         provider: req.provider || undefined,
+        labels: parseLabelSelector(req.labelSelector),
         limit: limit + 1,
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,
       });

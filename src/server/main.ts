@@ -210,7 +210,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       } else {
         router.service(WorkerService, workerService);
       }
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning }));
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning, defaultQueueTimeoutSeconds: config.queueTimeoutSeconds }));
       router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {

@@ -3,6 +3,8 @@
  * (a rerun is a new submission, not a repeat of the first one). The copy is validated again as
  * any submit is, against today's providers and limits.
  *
+ * A rerun is due at once: the original's run-at or delay is not copied.
+ *
  * Invariant: every field of the spec is copied. `SpecCopy` requires each JobSpec field but the
  * idempotency key, so a field added to JobSpec does not compile here until it is copied too.
  */
@@ -26,6 +28,11 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     cpuMillis: job.cpu_millis,
     memoryMb: job.memory_mb,
     retryOnExitCodes: job.retry_on_exit_codes,
+    priority: job.priority,
+    queueTimeoutSeconds: job.queue_timeout_seconds,
+    // A rerun is due now: the original's run-at or delay is in the past.
+    runAtMs: 0,
+    delaySeconds: 0,
     // The values were deleted when the job ended: refuseLostSecrets stops a rerun of a job that had any.
     secrets: {},
     idempotencyKey: "",

@@ -141,11 +141,12 @@ export class AttemptQueries {
 
   /**
    * Dispatch: job provisioning -> running and worker registered -> running, together or not at
-   * all. False when either lost a race (the job ended, the worker is being destroyed).
+   * all. False when either lost a race (the job ended, the worker is being destroyed). The job has
+   * started: its queue deadline is cleared, so it can no longer time out in the queue.
    */
   async dispatch(worker: WorkerRow, nowMs: number): Promise<boolean> {
     return this.inTransaction(async (tx) => {
-      const job = await new JobQueries(tx, this.kind).transition(worker.job_id, "running", nowMs, {}, worker.attempt);
+      const job = await new JobQueries(tx, this.kind).transition(worker.job_id, "running", nowMs, { queue_deadline_ms: null }, worker.attempt);
       if (!job) return false;
       const moved = await new WorkerQueries(tx).transition(worker.id, "running", { started_at: nowMs });
       if (!moved) throw ROLLBACK; // the job's move is undone with the transaction
@@ -190,17 +191,20 @@ export class AttemptQueries {
     return this.db.transaction().execute(async (tx) => {
       const job = await new JobQueries(tx, this.kind).transition(jobId, "canceled", nowMs, { reason, finished_at: nowMs });
       if (!job) return null;
-      const workers = new WorkerQueries(tx);
-      for (const worker of await workers.listOfJob(jobId)) {
-        if (worker.state === "provisioning" || worker.state === "waiting") {
-          await workers.transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: reason });
-        } else if (worker.state === "registered" || worker.state === "running") {
-          await workers.setFields(worker.id, { stop_deadline_ms: stopDeadlineMs });
-        }
-      }
-      await revokeUnusedTokens(tx, { jobId }, nowMs);
-      await deleteSecretsOfJobs(tx, [jobId]);
-      return { job, workers: await workers.listOfJob(jobId) };
+      return { job, workers: await releaseWorkersOfEndedJob(tx, jobId, reason, nowMs, stopDeadlineMs) };
+    });
+  }
+
+  /**
+   * A job that never started ends timed_out (its queue timeout passed), and its workers and
+   * tokens go as a canceled job's do, in one transaction. Null when the job started or ended
+   * meanwhile, or its deadline is not passed at nowMs (JobQueries.timeOutUnstarted).
+   */
+  async timeOutInQueue(jobId: string, reason: string, nowMs: number, stopDeadlineMs: number): Promise<{ job: JobRow; workers: WorkerRow[] } | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const job = await new JobQueries(tx, this.kind).timeOutUnstarted(jobId, nowMs, reason);
+      if (!job) return null;
+      return { job, workers: await releaseWorkersOfEndedJob(tx, jobId, reason, nowMs, stopDeadlineMs) };
     });
   }
 
@@ -217,6 +221,25 @@ export class AttemptQueries {
 
 /** Thrown inside a transaction to undo it when a later step of a multi-row change lost its race. */
 const ROLLBACK = Symbol("rollback");
+
+/**
+ * The workers of a job that has just ended before its command did (canceled, timed out in the
+ * queue): those without an agent yet -> destroying, connected ones get a stop deadline; the job's
+ * unused OTP tokens are revoked. Returns the job's workers as they are now.
+ */
+async function releaseWorkersOfEndedJob(tx: Kysely<Database>, jobId: string, reason: string, nowMs: number, stopDeadlineMs: number): Promise<WorkerRow[]> {
+  const workers = new WorkerQueries(tx);
+  for (const worker of await workers.listOfJob(jobId)) {
+    if (worker.state === "provisioning" || worker.state === "waiting") {
+      await workers.transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: reason });
+    } else if (worker.state === "registered" || worker.state === "running") {
+      await workers.setFields(worker.id, { stop_deadline_ms: stopDeadlineMs });
+    }
+  }
+  await revokeUnusedTokens(tx, { jobId }, nowMs);
+  await deleteSecretsOfJobs(tx, [jobId]);
+  return workers.listOfJob(jobId);
+}
 
 /** An attempt that ended (or a job canceled) revokes its OTP tokens that were never redeemed. */
 async function revokeUnusedTokens(tx: Kysely<Database>, of: { workerId: string } | { jobId: string }, nowMs: number): Promise<void> {

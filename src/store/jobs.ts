@@ -4,8 +4,10 @@
  */
 import type { Kysely } from "kysely";
 import { jobStatesLeadingTo, type JobState } from "../core/job-state.js";
-import type { JobSpec } from "../core/job-spec.js";
+import { dueAtMs, type JobSpec } from "../core/job-spec.js";
+import { specHash } from "../core/spec-hash.js";
 import type { DatabaseKind } from "./database.js";
+import { insertJobLabels, type LabelTerm, selectLabelledJobs } from "./job-labels.js";
 import type { Database, JobRow, JobsTable } from "./schema.js";
 
 export interface JobListQuery {
@@ -14,11 +16,32 @@ export interface JobListQuery {
   limit: number;
   /** Only jobs strictly older than this (created_at, id) position. */
   before?: { createdAt: number; id: string };
+  /** Only jobs with every one of these labels (key = value). */
+  labels?: LabelTerm[];
 }
 
 export type JobPatch = Partial<
-  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at">
+  Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "queue_deadline_ms">
 >;
+
+/**
+ * Writes a new job (its row and label rows) inside the caller's transaction and returns it, or the
+ * job that already holds its idempotency key (then nothing is written).
+ */
+export async function insertJobRows(
+  tx: Kysely<Database>,
+  kind: DatabaseKind,
+  id: string,
+  spec: JobSpec,
+  nowMs: number,
+  submittedBy: string | null,
+  rerunOf: string | null,
+): Promise<JobRow> {
+  const inserted = await new JobQueries(tx, kind).insertRow(id, spec, nowMs, submittedBy, rerunOf);
+  if (inserted) await insertJobLabels(tx, id, spec.labels, nowMs);
+  // Only a used idempotency key makes the insert yield no row.
+  return inserted ?? tx.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
+}
 
 export class JobQueries {
   constructor(
@@ -32,10 +55,18 @@ export class JobQueries {
    * submits with one key both get the first job instead of one of them a unique-constraint error.
    * submittedBy: the name of the API key that submits it (null: none, auth off). rerunOf: the id of
    * the job it reruns (RerunJob; null: submitted directly).
+   * The job and its label rows are written in one transaction (SecretQueries.insertJob adds its
+   * secrets to that transaction through insertJobRows).
    */
   async insert(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null = null, rerunOf: string | null = null): Promise<JobRow> {
+    return this.db.transaction().execute((tx) => insertJobRows(tx, this.kind, id, spec, nowMs, submittedBy, rerunOf));
+  }
+
+  /** The jobs row alone; undefined when its idempotency key is already used. */
+  async insertRow(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null, rerunOf: string | null): Promise<JobRow | undefined> {
     const key = spec.idempotencyKey || null;
-    const inserted = await this.db
+    const runAtMs = dueAtMs(spec, nowMs);
+    return this.db
       .insertInto("jobs")
       .values({
         id,
@@ -57,7 +88,7 @@ export class JobQueries {
         reason: "",
         logs_truncated: 0,
         logs_incomplete: 0,
-        not_before_ms: nowMs,
+        not_before_ms: runAtMs,
         created_at: nowMs,
         updated_at: nowMs,
         finished_at: null,
@@ -66,13 +97,15 @@ export class JobQueries {
         rerun_of: rerunOf,
         // Names only: the values are sealed and stored by SecretQueries.insertJob.
         secret_names: JSON.stringify(Object.keys(spec.secrets).sort()),
+        priority: spec.priority,
+        queue_timeout_seconds: spec.queueTimeoutSeconds,
+        run_at_ms: runAtMs,
+        queue_deadline_ms: spec.queueTimeoutSeconds > 0 ? runAtMs + spec.queueTimeoutSeconds * 1000 : null,
+        spec_hash: specHash(spec),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()
       .executeTakeFirst();
-    if (inserted) return inserted;
-    // Only a used idempotency key makes the insert yield no row.
-    return this.db.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
   }
 
   async get(id: string): Promise<JobRow | undefined> {
@@ -100,6 +133,8 @@ export class JobQueries {
   }
 
   private listPart(query: JobListQuery, state: JobState | undefined) {
+    // With labels, the part is read from job_labels (job-labels.ts), a label's newest jobs first.
+    if (query.labels?.length) return selectLabelledJobs(this.db, query.labels, { ...query, state });
     let q = this.db.selectFrom("jobs").selectAll();
     if (state) q = q.where("state", "=", state);
     if (query.provider) q = q.where("provider", "=", query.provider);
@@ -113,8 +148,10 @@ export class JobQueries {
   }
 
   /**
-   * Claims the oldest due queued job of one of `providers` for provisioning and counts the
-   * attempt. One statement; with several schedulers each job goes to exactly one.
+   * Claims the due queued job of one of `providers` with the highest priority, the oldest of
+   * those, for provisioning and counts the attempt. One statement; with several schedulers each
+   * job goes to exactly one. Reads the queue in order on jobs_queue (state, priority desc,
+   * created_at, id), skipping jobs not yet due.
    */
   async claimQueued(providers: string[], nowMs: number): Promise<JobRow | null> {
     if (providers.length === 0) return null;
@@ -128,6 +165,7 @@ export class JobQueries {
           .where("state", "=", "queued")
           .where("not_before_ms", "<=", nowMs)
           .where("provider", "in", providers)
+          .orderBy("priority", "desc")
           .orderBy("created_at")
           .orderBy("id")
           .limit(1)
@@ -161,4 +199,42 @@ export class JobQueries {
   async noteWaiting(provider: string, reason: string): Promise<void> {
     await this.db.updateTable("jobs").set({ reason }).where("state", "=", "queued").where("provider", "=", provider).where("reason", "!=", reason).execute();
   }
+
+  /**
+   * Jobs in `state` whose queue deadline (wall time) is at or before nowMs, in deadline order after
+   * the (deadlineMs, id) position: one range of jobs_queue_deadline. The caller judges each by
+   * present time (scheduler/queue-deadlines.ts).
+   */
+  async listPastQueueDeadline(state: "queued" | "provisioning", nowMs: number, after: { deadlineMs: number; id: string } | null, limit: number): Promise<JobRow[]> {
+    return this.db
+      .selectFrom("jobs")
+      .selectAll()
+      .where("state", "=", state)
+      .where("queue_deadline_ms", "<=", nowMs)
+      .$if(after !== null, (qb) => qb.where((eb) => eb(eb.refTuple("queue_deadline_ms", "id"), ">", eb.tuple(after!.deadlineMs, after!.id))))
+      .orderBy("queue_deadline_ms")
+      .orderBy("id")
+      .limit(limit)
+      .execute();
+  }
+
+  /**
+   * A job that never started ends timed_out (its queue timeout): only while it is queued or
+   * provisioning with its queue deadline still set (dispatch clears it) and passed at nowMs. Null
+   * when it started, ended or has no such deadline meanwhile.
+   */
+  async timeOutUnstarted(id: string, nowMs: number, reason: string): Promise<JobRow | null> {
+    const row = await this.db
+      .updateTable("jobs")
+      .set({ state: "timed_out", reason, finished_at: nowMs, updated_at: nowMs })
+      .where("id", "=", id)
+      .where("state", "in", NOT_STARTED_STATES)
+      .where("queue_deadline_ms", "<=", nowMs)
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
+  }
 }
+
+/** The states of a job that may not have started; both may lead to timed_out (core/job-state.ts). */
+const NOT_STARTED_STATES = (["queued", "provisioning"] as const).filter((state) => jobStatesLeadingTo("timed_out").includes(state));

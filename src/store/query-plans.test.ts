@@ -43,8 +43,8 @@ const ALLOWED_SCANS: { sql: RegExp; why: string }[] = [
 const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
   {
     sql: /^update "jobs" set .* where "id" = \(select "id" from "jobs" where "state" = \?/,
-    index: "jobs_state_created_id",
-    why: "the claim reads the queue in order; any other index of jobs walks finished jobs too",
+    index: "jobs_queue",
+    why: "the claim reads the queue in its order (priority desc, created_at, id) without a sort; any other index of jobs walks finished jobs too, or sorts the queue",
   },
   {
     sql: /^select "id", "finished_at" from "jobs" where "finished_at" </,
@@ -75,6 +75,16 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     sql: /^select \* from "jobs" where "state" = \? order by "created_at" desc, "id" desc limit \?$/,
     index: "jobs_state_created_id",
     why: "ListJobs by state: the newest page of one state is one index range, no sort",
+  },
+  {
+    sql: /^select \* from "jobs" where "state" = \? and "queue_deadline_ms" <= \?/,
+    index: "jobs_queue_deadline",
+    why: "every pass reads the jobs past their queue deadline: one range per state, not every queued job",
+  },
+  {
+    sql: /^select "jobs"\.\* from "job_labels" as "l" inner join "jobs"/,
+    index: "job_labels_key_value_created",
+    why: "ListJobs by label: the newest jobs of a label are one range, read in order; by jobs_created it would walk history",
   },
 ];
 

@@ -1,8 +1,8 @@
 /**
  * Removal of finished jobs (retention): a job that ended (succeeded, failed, canceled, timed_out)
- * before a cutoff goes with its destroyed workers, its OTP tokens, its log and any secrets left
- * (normally none: they go when the job ends), and leaves a small
- * record in removed_jobs (id, finished_at, removed_at) so that asking for it can say "removed".
+ * before a cutoff goes with its destroyed workers, its OTP tokens, its label rows, its log and any
+ * secrets left (normally none: they go when the job ends); its idempotency key is free again,
+ * and it leaves a small record in removed_jobs (id, finished_at, removed_at) so that asking for it can say "removed".
  * Those records expire in turn (expireRemoved). The caller (scheduler/retention.ts) picks the
  * cutoffs and bounds each call; the store reads no clock.
  *
@@ -18,6 +18,7 @@ import type { Kysely } from "kysely";
 import { JOB_STATES, TERMINAL_JOB_STATES } from "../core/job-state.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
+import { deleteJobLabels } from "./job-labels.js";
 import type { Database, RemovedJobRow } from "./schema.js";
 import { deleteSecretsOfJobs } from "./secrets.js";
 
@@ -56,6 +57,7 @@ export class RetentionQueries {
       await tx.deleteFrom("otp_tokens").where("job_id", "in", ids).execute();
       // Leftovers only: a job's secrets are deleted when it ends (store/attempts.ts).
       await deleteSecretsOfJobs(tx, ids);
+      await deleteJobLabels(tx, ids);
       // "Not live" is "destroyed", written so that SQLite looks workers up by job (workers_job)
       // rather than walking every destroyed worker (workers_state).
       await tx.deleteFrom("workers").where("job_id", "in", ids).where("state", "not in", LIVE_WORKER_STATES).execute();

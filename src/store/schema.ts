@@ -48,6 +48,32 @@ export interface JobsTable {
   rerun_of: string | null;
   /** JSON array of the names of the job's secrets (their values are in job_secrets, encrypted, while the job may run). */
   secret_names: Generated<string>;
+  // Queue (migration 0013).
+  /** Higher runs first (-100..100): the claim takes priority desc, then created_at, id (index jobs_queue). */
+  priority: number;
+  /** Seconds the job may wait to start once due; 0: no limit. */
+  queue_timeout_seconds: number;
+  /** When the job became due: its run-at, or its submission. Null for jobs from before 0013 (created_at). */
+  run_at_ms: number | null;
+  /**
+   * run_at_ms + the queue timeout, while no attempt of the job was ever dispatched (index
+   * jobs_queue_deadline); null when the job has no queue timeout or has started.
+   */
+  queue_deadline_ms: number | null;
+  /** SHA-256 of the validated spec (core/spec-hash.ts), compared when an idempotency key is reused; null before 0013. */
+  spec_hash: string | null;
+}
+
+/**
+ * One row per label of a job (migration 0014), so that ListJobs by label reads an index: a label's
+ * newest jobs are one range of (key, value, created_at, job_id). Written with the job, removed with it.
+ */
+export interface JobLabelsTable {
+  job_id: string;
+  key: string;
+  value: string;
+  /** The job's created_at: ListJobs pages by (created_at, id), newest first. */
+  created_at: number;
 }
 
 export interface WorkersTable {
@@ -161,6 +187,7 @@ export interface Database {
   meta: MetaTable;
   api_keys: ApiKeysTable;
   job_secrets: JobSecretsTable;
+  job_labels: JobLabelsTable;
 }
 
 export type JobRow = Selectable<JobsTable>;

@@ -1,7 +1,7 @@
 /**
  * Store contract, job secrets: a job and its sealed secrets are stored together or not at all,
  * the job row holds their names only, and they are deleted in the transaction that ends the job
- * (every way: result, loss, cancel, timeout), never while the job may still run. Run by describeStore.
+ * (every way: result, loss, cancel, timeout, queue timeout), never while the job may still run. Run by describeStore.
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -90,6 +90,16 @@ export function describeSecretQueries(makeStore: () => Promise<Store>): void {
         assert.ok(await store.attempts.cancel(id, "canceled by user", clock.nowMs(), clock.nowMs() + 5000));
         assert.deepEqual(await store.secrets.listOfJob(id), [], id);
       }
+    });
+
+    it("deletes a job's secrets when its queue timeout ends it, and keeps them until then", async () => {
+      const sealed = seal("waits");
+      const job = await store.secrets.insertJob("waits", contractSpec({ secrets: SECRETS, queueTimeoutSeconds: 60 }), clock.nowMs(), null, sealed);
+      assert.ok(job.queue_deadline_ms);
+      assert.equal(await store.attempts.timeOutInQueue("waits", "never started", job.queue_deadline_ms - 1, 0), null);
+      assert.equal((await store.secrets.listOfJob("waits")).length, 2, "not before its deadline");
+      assert.ok(await store.attempts.timeOutInQueue("waits", "never started", job.queue_deadline_ms, 0));
+      assert.deepEqual(await store.secrets.listOfJob("waits"), []);
     });
 
     it("lets retention remove a finished job whose secrets were left behind", async () => {

@@ -14,7 +14,7 @@ import type { Kysely } from "kysely";
 import type { JobSpec } from "../core/job-spec.js";
 import type { SealedSecret } from "../core/secret-box.js";
 import type { DatabaseKind } from "./database.js";
-import { JobQueries } from "./jobs.js";
+import { insertJobRows } from "./jobs.js";
 import type { Database, JobRow } from "./schema.js";
 
 export class SecretQueries {
@@ -30,7 +30,7 @@ export class SecretQueries {
    */
   async insertJob(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null, sealed: SealedSecret[]): Promise<JobRow> {
     return this.db.transaction().execute(async (tx) => {
-      const row = await new JobQueries(tx, this.kind).insert(id, spec, nowMs, submittedBy);
+      const row = await insertJobRows(tx, this.kind, id, spec, nowMs, submittedBy, null);
       if (row.id === id && sealed.length > 0) {
         await tx
           .insertInto("job_secrets")

@@ -17,6 +17,7 @@ import { workerName } from "../core/ids.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import { describeKeyQueries } from "./keys.contract.js";
+import { describeQueueQueries } from "./queue.contract.js";
 import { describeRetentionQueries } from "./retention.contract.js";
 import { describeSecretQueries } from "./secrets.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
@@ -37,6 +38,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describeRetentionQueries(makeStore);
     describeKeyQueries(makeStore);
     describeSecretQueries(makeStore);
+    describeQueueQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;

@@ -239,12 +239,12 @@ describe("hostile messages", () => {
   });
 
   describe("unknown JSON fields", () => {
-    it("refuses {command, priority} with 400 naming priority, and stores nothing", async () => {
+    it("refuses {command, urgency} with 400 naming urgency, and stores nothing", async () => {
       const before = await http1Request(server.url, { path: LIST, headers: { "content-type": "application/json" }, body: '{"limit":500}' });
-      const res = await http1Request(server.url, { path: SUBMIT, headers: { "content-type": "application/json" }, body: '{"command":["echo"],"priority":5}' });
+      const res = await http1Request(server.url, { path: SUBMIT, headers: { "content-type": "application/json" }, body: '{"command":["echo"],"urgency":5}' });
       assert.equal(res.status, 400);
       assert.equal(connectError(res).code, "invalid_argument");
-      assert.match(connectError(res).message ?? "", /"priority" is unknown/);
+      assert.match(connectError(res).message ?? "", /"urgency" is unknown/);
       const afterwards = await http1Request(server.url, { path: LIST, headers: { "content-type": "application/json" }, body: '{"limit":500}' });
       assert.equal(afterwards.body.toString(), before.body.toString(), "no job was stored");
     });

@@ -9,7 +9,7 @@ import { explainJobNotFound } from "../errors.js";
 import { NONE, colorState, formatCommand, formatJobDuration, formatRelative, stderrColors, truncate } from "../format.js";
 import { printJobDetails } from "../job-details.js";
 import { messageJson, printJson } from "../json.js";
-import { collectStates, parsePositiveInt } from "../options.js";
+import { collectLabels, collectStates, parsePositiveInt } from "../options.js";
 import { printTable } from "../table.js";
 
 interface ListOptions {
@@ -18,6 +18,7 @@ interface ListOptions {
   limit?: number;
   pageToken?: string;
   json?: boolean;
+  label?: string[];
 }
 
 export function registerJobsCommand(program: Command): void {
@@ -31,6 +32,7 @@ export function registerJobsCommand(program: Command): void {
     .option("--limit <n>", "page size (server default 50, at most 500)", parsePositiveInt)
     .option("--page-token <token>", "the next page, as printed by a previous listing")
     .option("--json", "print an array of job objects")
+    .option("--label <KEY=VALUE>", "only jobs with this label (repeatable: jobs with all of them)", collectLabels)
     .action(async (options: ListOptions, command: Command) => {
       const { client } = connect(command);
       const response = await client.listJobs({
@@ -38,6 +40,7 @@ export function registerJobsCommand(program: Command): void {
         provider: options.provider ?? "",
         limit: options.limit ?? 0,
         pageToken: options.pageToken ?? "",
+        labelSelector: (options.label ?? []).join(","),
       });
       if (options.json) printJson(response.jobs.map((job) => messageJson(JobSchema, job)));
       else printJobTable(response.jobs, Date.now());

@@ -4,6 +4,7 @@
  * shown; a second one stops waiting (exit 130) and leaves the job to the server.
  */
 import { readFileSync } from "node:fs";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { JobSchema, type Job } from "../../gen/hodei/v1/api_pb.js";
 import { type ApiClient, connect } from "../client.js";
@@ -13,7 +14,7 @@ import { stderrColors } from "../format.js";
 import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
 import { logWriter, noteRetry } from "../log-output.js";
-import { collectEnv, collectSecret, parsePositiveInt } from "../options.js";
+import { collectEnv, collectSecret, parseInteger, parseIsoTime, parsePositiveInt } from "../options.js";
 
 interface RunOptions {
   provider?: string;
@@ -27,6 +28,10 @@ interface RunOptions {
   retryOnExit?: string;
   secret?: Record<string, string>;
   secretFile?: Record<string, string>;
+  priority?: number;
+  queueTimeout?: number;
+  runAt?: number;
+  delay?: number;
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -47,6 +52,10 @@ export function registerRunCommand(program: Command): void {
     .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
     .option("--secret <NAME=VALUE>", "secret environment variable: never shown again, *** in the log (repeatable; note that VALUE is in this command line)", collectSecret)
     .option("--secret-file <NAME=PATH>", "secret environment variable read from a file, without one trailing newline (repeatable)", collectSecret)
+    .option("--priority <n>", "higher runs first, -100 to 100 (default 0)", parseInteger)
+    .option("--queue-timeout <seconds>", "end the job timed_out if it has not started this long after it is due (default: the server's HODEI_QUEUE_TIMEOUT)", parsePositiveInt)
+    .option("--run-at <time>", "start no earlier than this ISO 8601 time, e.g. 2030-01-02T03:04:05Z (at most a year ahead)", parseIsoTime)
+    .option("--delay <seconds>", "start no earlier than this many seconds from now", parsePositiveInt)
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
@@ -62,6 +71,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
   if (options.script === undefined && commandArgs.length === 0) {
     throw new CliError(`nothing to run: ${DASH_HINT}, or use --script FILE`, USAGE_EXIT_CODE);
   }
+  if (options.runAt !== undefined && options.delay !== undefined) throw new CliError("give either --run-at or --delay, not both", USAGE_EXIT_CODE);
   const script = options.script === undefined ? "" : readScript(options.script);
   if (options.script !== undefined && script.trim() === "") {
     throw new CliError(`the script ${options.script} is empty`, USAGE_EXIT_CODE);
@@ -77,6 +87,10 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     image: options.image ?? "",
     retryOnExitCodes: options.retryOnExit ?? "",
     secrets: readSecrets(options),
+    priority: options.priority ?? 0,
+    queueTimeoutSeconds: options.queueTimeout ?? 0,
+    runAt: options.runAt === undefined ? undefined : timestampFromMs(options.runAt),
+    delaySeconds: options.delay ?? 0,
   });
   if (!job) throw new CliError("the server accepted the job but returned no job");
 

@@ -17,6 +17,8 @@ import * as m0009 from "./0009_meta.js";
 import * as m0010 from "./0010_uncounted_attempts.js";
 import * as m0011 from "./0011_api_keys.js";
 import * as m0012 from "./0012_job_submitted_by.js";
+import * as m0013 from "./0013_job_queue.js";
+import * as m0014 from "./0014_job_labels.js";
 import * as m0015 from "./0015_retry_on_exit_codes.js";
 import * as m0016 from "./0016_job_rerun_of.js";
 import * as m0017 from "./0017_job_secrets.js";
@@ -37,6 +39,8 @@ const STEPS: Record<string, Step> = {
   "0010_uncounted_attempts": m0010,
   "0011_api_keys": m0011,
   "0012_job_submitted_by": m0012,
+  "0013_job_queue": m0013,
+  "0014_job_labels": m0014,
   "0015_retry_on_exit_codes": m0015,
   "0016_job_rerun_of": m0016,
   "0017_job_secrets": m0017,
