@@ -34,6 +34,9 @@ describe("validateJobSpec", () => {
         idempotencyKey: "submit-42",
         cpuMillis: 500,
         memoryMb: 256,
+        pullPolicy: "always",
+        nodeSelector: { "disktype": "ssd", "topology.kubernetes.io/zone": "eu-1a" },
+        tolerations: [{ key: "dedicated", operator: "Equal", value: "hodei", effect: "NoSchedule" }],
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -57,6 +60,9 @@ describe("validateJobSpec", () => {
         idempotencyKey: "",
         cpuMillis: 0,
         memoryMb: 0,
+        pullPolicy: "if-not-present",
+        nodeSelector: {},
+        tolerations: [],
       });
     });
 
@@ -175,6 +181,43 @@ describe("validateJobSpec", () => {
 
     it("an idempotency key longer than the limit", () => {
       assertRejected({ command: ["true"], idempotencyKey: "k".repeat(SPEC_LIMITS.idempotencyKeyBytes + 1) }, "idempotencyKey");
+    });
+  });
+
+  describe("provider details (resources)", () => {
+    it("defaults the pull policy to if-not-present and the placement to none", () => {
+      const spec = validateJobSpec({ command: ["true"] }, DEFAULTS);
+      assert.equal(spec.pullPolicy, "if-not-present");
+      assert.deepEqual(spec.nodeSelector, {});
+      assert.deepEqual(spec.tolerations, []);
+    });
+
+    it("refuses a pull policy that is not always, if-not-present or never", () => {
+      assertRejected({ command: ["true"], pullPolicy: "Always" as JobSpec["pullPolicy"] }, "pullPolicy", /always, if-not-present, never/);
+    });
+
+    it("refuses node selector keys and values the API server would refuse, naming the entry", () => {
+      assertRejected({ command: ["true"], nodeSelector: { "bad key": "x" } }, "nodeSelector", /key "bad key"/);
+      assertRejected({ command: ["true"], nodeSelector: { "Example.com/x": "y" } }, "nodeSelector", /prefix/);
+      assertRejected({ command: ["true"], nodeSelector: { zone: "-a" } }, "nodeSelector", /value of "zone"/);
+      assertRejected({ command: ["true"], nodeSelector: { zone: "a".repeat(64) } }, "nodeSelector");
+      assert.deepEqual(validateJobSpec({ command: ["true"], nodeSelector: { zone: "" } }, DEFAULTS).nodeSelector, { zone: "" });
+    });
+
+    it("completes tolerations (operator Equal, every effect) and refuses what Kubernetes refuses", () => {
+      const partial = [{ key: "gpu" }, { key: "", operator: "Exists" }, { key: "spot", operator: "Exists", effect: "NoExecute", tolerationSeconds: 30 }];
+      assert.deepEqual(validateJobSpec({ command: ["true"], tolerations: partial as JobSpec["tolerations"] }, DEFAULTS).tolerations, [
+        { key: "gpu", operator: "Equal", value: "", effect: "" },
+        { key: "", operator: "Exists", value: "", effect: "" },
+        { key: "spot", operator: "Exists", value: "", effect: "NoExecute", tolerationSeconds: 30 },
+      ]);
+      const bad = (t: object, why: RegExp) => assertRejected({ command: ["true"], tolerations: [t] as JobSpec["tolerations"] }, "tolerations", why);
+      bad({ key: "", operator: "Equal" }, /empty key .* Exists/);
+      bad({ key: "a", operator: "Exists", value: "b" }, /takes no value/);
+      bad({ key: "a", operator: "In" }, /Equal or Exists/);
+      bad({ key: "a", effect: "NoRun" }, /effect "NoRun"/);
+      bad({ key: "a", effect: "NoSchedule", tolerationSeconds: 5 }, /only with effect NoExecute/);
+      bad({ key: "a b" }, /\[0\]: key "a b"/);
     });
   });
 });

@@ -4,6 +4,7 @@
  * nothing is stored before it passes.
  */
 import { InvalidInputError } from "./errors.js";
+import { DEFAULT_PULL_POLICY, isPullPolicy, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES, type PullPolicy, type Toleration } from "./placement.js";
 
 export interface JobSpec {
   command: string[];
@@ -19,6 +20,13 @@ export interface JobSpec {
   cpuMillis: number;
   /** Memory limit in MiB; 0 means none. */
   memoryMb: number;
+  // Resources: provider details per job (core/placement.ts).
+  /** When the image is pulled (docker, kubernetes). Default if-not-present. */
+  pullPolicy: PullPolicy;
+  /** Kubernetes: node labels the pod must be scheduled on, added to the provider's. */
+  nodeSelector: Record<string, string>;
+  /** Kubernetes: taints the pod tolerates, added to the provider's. */
+  tolerations: Toleration[];
 }
 
 export const SPEC_LIMITS = {
@@ -118,5 +126,14 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   const image = input.image ?? "";
   if (bytes(image) > SPEC_LIMITS.imageBytes || /\s/.test(image)) fail("image", "not a valid image reference");
 
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb };
+  // Resources: provider details per job.
+  const pullPolicy = input.pullPolicy || DEFAULT_PULL_POLICY;
+  if (!isPullPolicy(pullPolicy)) fail("pullPolicy", `"${pullPolicy}" is not a pull policy: ${PULL_POLICIES.join(", ")}`);
+  const nodeSelector = input.nodeSelector ?? {};
+  const selectorProblems = nodeSelectorProblems(nodeSelector);
+  if (selectorProblems.length > 0) fail("nodeSelector", selectorProblems.join("; "));
+  const tolerations = normaliseTolerations(input.tolerations ?? []);
+  if (typeof tolerations === "string") fail("tolerations", tolerations);
+
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, pullPolicy, nodeSelector, tolerations };
 }

@@ -61,6 +61,10 @@ export class JobQueries {
         updated_at: nowMs,
         finished_at: null,
         submitted_by: submittedBy,
+        // Resources: provider details per job.
+        pull_policy: spec.pullPolicy,
+        node_selector: JSON.stringify(spec.nodeSelector),
+        tolerations: JSON.stringify(spec.tolerations),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

@@ -17,6 +17,8 @@ import * as m0009 from "./0009_meta.js";
 import * as m0010 from "./0010_uncounted_attempts.js";
 import * as m0011 from "./0011_api_keys.js";
 import * as m0012 from "./0012_job_submitted_by.js";
+import * as m0019 from "./0019_job_placement.js";
+import * as m0020 from "./0020_worker_waiting.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -33,6 +35,8 @@ const STEPS: Record<string, Step> = {
   "0010_uncounted_attempts": m0010,
   "0011_api_keys": m0011,
   "0012_job_submitted_by": m0012,
+  "0019_job_placement": m0019,
+  "0020_worker_waiting": m0020,
 };
 
 /** The first step: applying it means the database was created by this run. */
