@@ -8,6 +8,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { joinCgroupArgv } from "./job-cgroup.js";
 
 export interface CommandSpec {
   command: string[];
@@ -15,6 +16,8 @@ export interface CommandSpec {
   env: Record<string, string>;
   workDir: string;
   timeoutSeconds: number;
+  /** cgroup.procs files the job's shell joins before the command runs (job-cgroup.ts); none when empty. */
+  cgroupProcs?: string[];
 }
 
 export interface CommandOutcome {
@@ -50,7 +53,7 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
   const startedAtMs = Date.now();
   let argv: string[];
   try {
-    argv = shellArgv(spec);
+    argv = spec.cgroupProcs?.length ? joinCgroupArgv(spec.cgroupProcs, shellArgv(spec)) : shellArgv(spec);
   } catch (err) {
     const error = `could not prepare the command: ${(err as Error).message}`;
     return {

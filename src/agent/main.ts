@@ -32,6 +32,7 @@ import {
   readAssignmentLine,
   takeAssignmentFromEnv,
 } from "./config.js";
+import { OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
@@ -229,11 +230,25 @@ class Agent {
     this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: 1024 * 1024 });
     const env = { ...this.config.baseEnv, ...run.env, ...jobMarkers(this.config, this.assignment!) };
     log("job started", { jobId: run.jobId, attempt: run.attempt });
+    // Resources: say how the limits apply (or that they do not), and watch for the OOM killer.
+    if (run.resourcesApplied) this.logs.system(`[hodei] resources: ${run.resourcesApplied}\n`);
+    const oom = new OomWatch(oomCountFileFor(this.assignment!.cgroup?.oomCount, this.config.markers.HODEI_PROVIDER));
     this.job = startCommand(
-      { command: run.command, script: run.script, env, workDir: run.workingDir || this.assignment!.workDir, timeoutSeconds: run.timeoutSeconds },
+      {
+        command: run.command,
+        script: run.script,
+        env,
+        workDir: run.workingDir || this.assignment!.workDir,
+        timeoutSeconds: run.timeoutSeconds,
+        cgroupProcs: this.assignment!.cgroup?.procs,
+      },
       (stream, data) => this.onOutput(stream, data),
     );
     void this.job.done.then((outcome) => {
+      if (outcome.exitCode !== 0 && !outcome.canceled && !outcome.timedOut && !outcome.error && oom.wasKilled()) {
+        const limit = run.memoryMb > 0 ? `its memory limit of ${run.memoryMb} MiB` : "the memory available to it";
+        outcome.error = `the command was killed for running out of memory: it needed more than ${limit} (the kernel's OOM killer, exit code ${outcome.exitCode})`;
+      }
       this.outcome = outcome;
       if (outcome.timedOut) this.logs!.system(`\n[hodei] timed out after ${run.timeoutSeconds}s; the process tree was killed\n`);
       if (outcome.error) this.logs!.system(`\n[hodei] ${outcome.error}\n`);

@@ -162,6 +162,9 @@ export class AgentStream {
           timeoutSeconds: job.timeout_seconds,
           logLimitBytes: BigInt(this.deps.logLimitBytes),
           heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
+          // Resources: what the provider applied, for the top of the job's log and an out-of-memory reason.
+          resourcesApplied: this.worker.resources_applied,
+          memoryMb: job.memory_mb,
         },
       }),
     );
@@ -241,7 +244,8 @@ export class AgentStream {
       to = "failed";
       reason = result.signal ? `the command was killed by ${result.signal}` : `the command exited with code ${result.exitCode}`;
     }
-    const exitCode = to === "succeeded" || (to === "failed" && !result.error) ? result.exitCode : null;
+    // An error with a positive exit code explains how a command that ran ended (out of memory): its exit code stays.
+    const exitCode = to === "succeeded" || (to === "failed" && (!result.error || result.exitCode > 0)) ? result.exitCode : null;
     const job = await store.attempts.end(
       w,
       to,

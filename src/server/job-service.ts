@@ -10,7 +10,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
-import { validateJobSpec } from "../core/job-spec.js";
+import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import {
   JobService,
@@ -27,7 +27,7 @@ import { isOrphan } from "../scheduler/reap.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
 import type { JobRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
-import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
+import { toJob, toOtpToken, tolerationFromApi, toWorker } from "./api-mapping.js";
 import type { ServiceDeps } from "./service-deps.js";
 
 export interface JobServiceDeps extends ServiceDeps {
@@ -102,6 +102,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           idempotencyKey: req.idempotencyKey,
           cpuMillis: req.resources?.cpuMillis ?? 0,
           memoryMb: req.resources?.memoryMb ?? 0,
+          // Resources: provider details per job (validated in core/placement.ts).
+          pullPolicy: req.pullPolicy as JobSpec["pullPolicy"],
+          nodeSelector: req.nodeSelector,
+          tolerations: req.tolerations.map(tolerationFromApi),
         },
         { provider: deps.defaultProvider, timeoutSeconds: deps.defaultTimeoutSeconds, providers: [...deps.providers.keys()] },
       );

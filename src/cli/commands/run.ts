@@ -14,6 +14,7 @@ import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
 import { logWriter, noteRetry } from "../log-output.js";
 import { collectEnv, parsePositiveInt } from "../options.js";
+import { collectNodeSelector, collectToleration, parseCpuCores, parseMemoryMb, parsePullPolicy, type TolerationOption } from "../resource-options.js";
 
 interface RunOptions {
   provider?: string;
@@ -24,6 +25,12 @@ interface RunOptions {
   script?: string;
   detach?: boolean;
   json?: boolean;
+  // Resources and provider details.
+  cpu?: number;
+  memory?: number;
+  pull?: string;
+  nodeSelector?: Record<string, string>;
+  toleration?: TolerationOption[];
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -39,6 +46,11 @@ export function registerRunCommand(program: Command): void {
     .option("--image <image>", "container image (docker and kubernetes providers)")
     .option("--max-attempts <n>", "attempts allowed if a worker is lost (default 1)", parsePositiveInt)
     .option("--script <file>", 'run this shell script instead of a command ("-" reads stdin)')
+    .option("--cpu <cores>", "CPU limit in cores, e.g. 0.5 (the local provider applies it where a cgroup allows, and says so when it cannot)", parseCpuCores)
+    .option("--memory <MiB>", "memory limit in MiB, e.g. 512; a job that exceeds it is killed and fails as out of memory", parseMemoryMb)
+    .option("--pull <policy>", "when to pull --image: always, if-not-present (default) or never (docker and kubernetes)", parsePullPolicy)
+    .option("--node-selector <KEY=VALUE>", "kubernetes: a node label the job's pod must be scheduled on (repeatable)", collectNodeSelector)
+    .option("--toleration <KEY[=VALUE][:EFFECT[:SECONDS]]>", "kubernetes: a taint the job's pod tolerates, e.g. dedicated=hodei:NoSchedule, or * (repeatable)", collectToleration)
     .option("--detach", "print the job id and exit without waiting")
     .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
     .configureOutput({
@@ -69,6 +81,11 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     timeoutSeconds: options.timeout ?? 0,
     maxAttempts: options.maxAttempts ?? 0,
     image: options.image ?? "",
+    // Resources and provider details.
+    resources: { cpuMillis: options.cpu ?? 0, memoryMb: options.memory ?? 0 },
+    pullPolicy: options.pull ?? "",
+    nodeSelector: options.nodeSelector ?? {},
+    tolerations: options.toleration ?? [],
   });
   if (!job) throw new CliError("the server accepted the job but returned no job");
 
