@@ -86,10 +86,11 @@ function readProgress(stream: NodeJS.ReadableStream): Promise<string> {
   });
 }
 
-/** The daemon's own message ({"message": ...} of an HTTP error), else the error's. */
+/** The daemon's own message ({"message": ...} of an HTTP error, or the error's without docker-modem's "(HTTP code 500) server error - "). */
 function messageOf(err: unknown): string {
   const json = (err as { json?: { message?: string } } | undefined)?.json;
-  return json?.message || (err as Error)?.message || String(err);
+  const message = json?.message || (err as Error)?.message || String(err);
+  return message.replace(/^\(HTTP code \d+\) [^-]*- /, "").trim();
 }
 
 function isDaemonDown(err: unknown): boolean {
