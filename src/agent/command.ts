@@ -8,7 +8,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { joinCgroupArgv } from "./job-cgroup.js";
+import { wrapJobArgv } from "./job-cgroup.js";
 
 export interface CommandSpec {
   command: string[];
@@ -18,6 +18,8 @@ export interface CommandSpec {
   timeoutSeconds: number;
   /** cgroup.procs files the job's shell joins before the command runs (job-cgroup.ts); none when empty. */
   cgroupProcs?: string[];
+  /** The job's oom_score_adj (job-cgroup.ts); unset: inherited from the agent. */
+  oomScoreAdj?: number;
 }
 
 export interface CommandOutcome {
@@ -53,7 +55,8 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
   const startedAtMs = Date.now();
   let argv: string[];
   try {
-    argv = spec.cgroupProcs?.length ? joinCgroupArgv(spec.cgroupProcs, shellArgv(spec)) : shellArgv(spec);
+    const isWrapped = (spec.cgroupProcs?.length ?? 0) > 0 || spec.oomScoreAdj !== undefined;
+    argv = isWrapped ? wrapJobArgv({ procs: spec.cgroupProcs ?? [], oomScoreAdj: spec.oomScoreAdj }, shellArgv(spec)) : shellArgv(spec);
   } catch (err) {
     const error = `could not prepare the command: ${(err as Error).message}`;
     return {

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { joinCgroupArgv, OomWatch, ownOomCountFile, readOomKills } from "./job-cgroup.js";
+import { joinCgroupArgv, OomWatch, ownOomCountFile, readOomKills, wrapJobArgv } from "./job-cgroup.js";
 
 describe("the job's cgroup, from the agent", () => {
   it("has the job's shell write its own pid to every cgroup.procs, then run the command as that same process", () => {
@@ -22,6 +22,13 @@ describe("the job's cgroup, from the agent", () => {
     assert.ok(pid);
     for (const file of procs) assert.equal(readFileSync(file, "utf8").trim(), pid, `${file} got the job's pid before it ran`);
     assert.match(result.stdout, /args: a b c\n/, "the command's own arguments are untouched");
+  });
+
+  it("gives the job the OOM score it is given (the kernel kills it before its agent), inherited by its children", () => {
+    const argv = wrapJobArgv({ procs: [], oomScoreAdj: 1000 }, ["sh", "-c", "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'"]);
+    const result = spawnSync(argv[0], argv.slice(1), { encoding: "utf8" });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stdout, "1000\n1000\n");
   });
 
   it("does not run the command when a cgroup cannot be joined (exit 125, the reason on stderr)", () => {

@@ -7,6 +7,11 @@
  * in the cgroup from the first instruction, and the agent is not. A cgroup that cannot be joined
  * ends the job (exit 125) with the reason on stderr, rather than letting it run unlimited.
  *
+ * The job before its agent: with a memory limit, the job's processes get the highest OOM score
+ * (oom_score_adj 1000, set by the same shell), so that when the worker's memory runs out the kernel
+ * kills the job, not the agent that must report it (in a container they share the limit, and a
+ * small job can be smaller than Node).
+ *
  * Out of memory: a job the kernel's OOM killer ended dies by SIGKILL (often a child of its shell,
  * which then exits 137), which its exit status alone cannot tell from a kill by anyone else. The
  * cgroup's `oom_kill` count can: it is read when the job starts and when it ends. The count is that
@@ -18,12 +23,25 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-const JOIN_SCRIPT =
-  'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "hodei: cannot join the job\'s cgroup ($1); not running it unlimited" >&2; exit 125; }; shift; n=$((n-1)); done; exec "$@"';
+const WRAPPER_SCRIPT =
+  'adj=$1; n=$2; shift 2; [ -z "$adj" ] || echo "$adj" > /proc/self/oom_score_adj 2>/dev/null; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "hodei: cannot join the job\'s cgroup ($1); not running it unlimited" >&2; exit 125; }; shift; n=$((n-1)); done; exec "$@"';
 
-/** argv that joins the cgroups (their cgroup.procs files) and then execs `argv`. */
+/**
+ * The OOM killer's bias for the job's processes when it has a memory limit: the highest, so that in
+ * the worker's memory (a container holds the agent too) the kernel kills the job before its agent,
+ * which then reports why. Raising one's own score needs no privilege; failing to is ignored.
+ */
+export const JOB_OOM_SCORE_ADJ = 1000;
+
+/** argv that sets the job's OOM score (when given), joins the cgroups (their cgroup.procs files), then execs `argv`. */
+export function wrapJobArgv(options: { procs: string[]; oomScoreAdj?: number }, argv: string[]): string[] {
+  const adj = options.oomScoreAdj === undefined ? "" : String(options.oomScoreAdj);
+  return ["sh", "-c", WRAPPER_SCRIPT, "hodei-job", adj, String(options.procs.length), ...options.procs, ...argv];
+}
+
+/** argv that joins the cgroups and then execs `argv`. */
 export function joinCgroupArgv(procs: string[], argv: string[]): string[] {
-  return ["sh", "-c", JOIN_SCRIPT, "hodei-join-cgroup", String(procs.length), ...procs, ...argv];
+  return wrapJobArgv({ procs }, argv);
 }
 
 /** `oom_kill N` of memory.events (v2) or memory.oom_control (v1); null when the file cannot be read. */

@@ -32,7 +32,7 @@ import {
   readAssignmentLine,
   takeAssignmentFromEnv,
 } from "./config.js";
-import { OomWatch, oomCountFileFor } from "./job-cgroup.js";
+import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 
 const AGENT_VERSION = "0.1.0";
@@ -241,6 +241,7 @@ class Agent {
         workDir: run.workingDir || this.assignment!.workDir,
         timeoutSeconds: run.timeoutSeconds,
         cgroupProcs: this.assignment!.cgroup?.procs,
+        oomScoreAdj: run.memoryMb > 0 ? JOB_OOM_SCORE_ADJ : undefined,
       },
       (stream, data) => this.onOutput(stream, data),
     );

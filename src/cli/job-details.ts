@@ -100,7 +100,7 @@ export function formatAttempts(job: Job): string {
 
 // ---- resources ------------------------------------------------------------------------------
 
-/** "cpu 0.5, memory 512 MiB: <how the provider applied them>", in yellow when they are not enforced. */
+/** How the provider applied the job's limits (in yellow when it does not enforce them), else what was asked. */
 function formatResources(job: Job): string | undefined {
   const asked = [];
   const cpuMillis = job.resources?.cpuMillis ?? 0;
@@ -110,8 +110,8 @@ function formatResources(job: Job): string | undefined {
   if (asked.length === 0) return undefined;
   const applied = job.resourcesApplied;
   if (!applied) return asked.join(", ");
-  const note = /\bnot (limited|enforced|applied)\b/i.test(applied) ? pc.yellow(applied) : pc.dim(applied);
-  return `${asked.join(", ")}: ${note}`;
+  if (/\bNOT enforced\b/.test(applied)) return pc.yellow(applied);
+  return applied.startsWith("memory") || applied.startsWith("cpu") ? applied : `${asked.join(", ")}: ${applied}`;
 }
 
 /** kubectl's taint syntax: key=value:Effect, key:Effect (Exists), * (every taint). */

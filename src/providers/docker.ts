@@ -22,8 +22,12 @@
  * the default image is built on this host and never pulled.
  *
  * Limits: the job's cpu and memory become the container's NanoCpus and Memory, for the whole
- * worker. A container killed for memory is OOMKilled, a permanent failure; a job process killed
- * for memory while the agent lives is reported by the agent itself (it reads its cgroup).
+ * worker, its agent (Node, about 40 MiB resident) included. The agent gives the job's processes
+ * the highest OOM score, so the kernel kills the job first and the agent reports it (it reads its
+ * cgroup's OOM count: Docker's OOMKilled covers the container, not which process). With a limit
+ * about the agent's own size the kernel may pick the agent anyway: the container then ends
+ * OOMKilled, a permanent failure that says so, without the job's exit code. (The agent's own score
+ * is not lowered: runc refuses to start a container with a negative OomScoreAdj on some hosts.)
  */
 import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
