@@ -13,8 +13,8 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 
 const DURATION_UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
-/** A duration written `<n><unit>` (s, m, h or d: `30m`, `12h`, `7d`), or `0`; in ms. */
-const duration = (maxMs: number) =>
+/** A duration written `<n><unit>` (s, m, h or d: `30m`, `12h`, `7d`), or `0`; in ms. `range` ends the error message. */
+const duration = (maxMs: number, range = "up to 3650d; 0 keeps everything") =>
   z
     .string()
     .trim()
@@ -23,7 +23,7 @@ const duration = (maxMs: number) =>
       const match = /^(\d+)(s|m|h|d)$/.exec(v);
       const ms = match ? Number(match[1]) * DURATION_UNIT_MS[match[2] as keyof typeof DURATION_UNIT_MS] : NaN;
       if (Number.isSafeInteger(ms) && ms <= maxMs) return ms;
-      ctx.addIssue({ code: "custom", message: `"${v}" is not a duration: use a number and a unit (s, m, h or d), e.g. 7d, 12h or 30m, up to 3650d; 0 keeps everything` });
+      ctx.addIssue({ code: "custom", message: `"${v}" is not a duration: use a number and a unit (s, m, h or d), e.g. 7d, 12h or 30m, ${range}` });
       return z.NEVER;
     });
 
@@ -197,7 +197,7 @@ const ServerEnv = z.object({
    * with that message; it starts as soon as the cluster makes room. `<n><unit>` (s, m, h or d), or 0
    * to wait as long as the job itself allows (its queue timeout, a cancel). Default 10m.
    */
-  HODEI_K8S_PENDING_TIMEOUT: duration(30 * DURATION_UNIT_MS.d).default(10 * DURATION_UNIT_MS.m),
+  HODEI_K8S_PENDING_TIMEOUT: duration(30 * DURATION_UNIT_MS.d, "up to 30d; 0 waits as long as the job allows").default(10 * DURATION_UNIT_MS.m),
   /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL, with the worker port if set. */
   HODEI_K8S_WORKER_SERVER_URL: z.url().optional(),
   /** Pods the Kubernetes provider runs at once. Default 16. */
