@@ -48,11 +48,13 @@ async function isPresent(docker: Dockerode, image: string): Promise<boolean> {
 async function pull(docker: Dockerode, image: string, signal?: AbortSignal): Promise<void> {
   let stream: NodeJS.ReadableStream;
   try {
-    stream = (await docker.pull(image, { abortSignal: signal })) as NodeJS.ReadableStream;
+    stream = (await docker.pull(image, signal ? { abortSignal: signal } : {})) as NodeJS.ReadableStream;
   } catch (err) {
-    throw pullError(image, err);
+    throw signal?.aborted ? signal.reason : pullError(image, err);
   }
   const streamError = await readProgress(stream);
+  // Given up by the caller (the start's time limit): its reason, not the cut stream's.
+  if (signal?.aborted) throw signal.reason;
   if (streamError) throw pullError(image, new Error(streamError));
 }
 
@@ -83,6 +85,8 @@ function readProgress(stream: NodeJS.ReadableStream): Promise<string> {
       take(buffer);
       resolve(error);
     });
+    // After "end" this changes nothing (the first resolve wins); without one, the pull was cut off.
+    stream.on("close", () => resolve(error || "the daemon closed the pull's progress stream before it ended"));
   });
 }
 
