@@ -234,3 +234,21 @@ describe("HODEI_QUEUE_TIMEOUT", () => {
     }
   });
 });
+
+describe("the Kubernetes provider's placement settings (resources)", () => {
+  it("waits 10 minutes for an unschedulable pod by default, reads a duration, and 0 for no limit", () => {
+    assert.equal(parseServerConfig({}).kubernetes.pendingTimeoutMs, 10 * 60_000);
+    assert.equal(parseServerConfig({ HODEI_K8S_PENDING_TIMEOUT: "90s" }).kubernetes.pendingTimeoutMs, 90_000);
+    assert.equal(parseServerConfig({ HODEI_K8S_PENDING_TIMEOUT: "0" }).kubernetes.pendingTimeoutMs, 0);
+    assert.throws(() => parseServerConfig({ HODEI_K8S_PENDING_TIMEOUT: "10" }), /"10" is not a duration.*up to 30d; 0 waits as long as the job allows\s+→ at HODEI_K8S_PENDING_TIMEOUT/);
+  });
+
+  it("checks the provider-wide node selector and tolerations as the API server would, and completes tolerations", () => {
+    const config = parseServerConfig({ HODEI_K8S_NODE_SELECTOR: "pool=jobs", HODEI_K8S_TOLERATIONS: '[{"key":"dedicated","value":"hodei","effect":"NoSchedule"}]' });
+    assert.deepEqual(config.kubernetes.nodeSelector, { pool: "jobs" });
+    assert.deepEqual(config.kubernetes.tolerations, [{ key: "dedicated", operator: "Equal", value: "hodei", effect: "NoSchedule" }]);
+    assert.throws(() => parseServerConfig({ HODEI_K8S_NODE_SELECTOR: "bad key=x" }), /key "bad key".*\s+→ at HODEI_K8S_NODE_SELECTOR/);
+    assert.throws(() => parseServerConfig({ HODEI_K8S_TOLERATIONS: '[{"key":"a","operator":"Exists","value":"b"}]' }), /\[0\]: operator Exists takes no value.*\s+→ at HODEI_K8S_TOLERATIONS/);
+    assert.throws(() => parseServerConfig({ HODEI_K8S_TOLERATIONS: "{}" }), /a JSON array of tolerations\s+→ at HODEI_K8S_TOLERATIONS/);
+  });
+});

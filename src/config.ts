@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { nodeSelectorProblems, normaliseTolerations } from "./core/placement.js";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -175,7 +176,7 @@ const ServerEnv = z.object({
   HODEI_K8S_SERVICE_ACCOUNT: z.string().min(1).optional(),
   /** Image pull secrets, comma-separated. */
   HODEI_K8S_IMAGE_PULL_SECRETS: z.string().default("").transform((v) => v.split(",").map((x) => x.trim()).filter(Boolean)),
-  /** Node selector, k=v,k2=v2. */
+  /** Node selector of every worker pod, k=v,k2=v2 (a job may add keys, never change these). Default none. */
   HODEI_K8S_NODE_SELECTOR: z
     .string()
     .default("")
@@ -186,22 +187,42 @@ const ServerEnv = z.object({
         if (eq <= 0) ctx.addIssue({ code: "custom", message: `"${pair}" is not key=value` });
         else out[pair.slice(0, eq)] = pair.slice(eq + 1);
       }
+      for (const problem of nodeSelectorProblems(out)) ctx.addIssue({ code: "custom", message: problem });
       return out;
     }),
-  /** Tolerations as JSON (an array of Kubernetes toleration objects). */
+  /**
+   * Tolerations of every worker pod, as JSON: an array of Kubernetes toleration objects (key,
+   * operator, value, effect, tolerationSeconds), checked as the API server checks them; a job's own
+   * are added. Default none.
+   */
   HODEI_K8S_TOLERATIONS: z
     .string()
     .default("[]")
     .transform((v, ctx) => {
+      let parsed: unknown;
       try {
-        const parsed = JSON.parse(v) as unknown;
-        if (Array.isArray(parsed)) return parsed as Record<string, unknown>[];
+        parsed = JSON.parse(v);
       } catch {
         // reported below
       }
-      ctx.addIssue({ code: "custom", message: "a JSON array of tolerations" });
-      return [];
+      if (!Array.isArray(parsed)) {
+        ctx.addIssue({ code: "custom", message: "a JSON array of tolerations" });
+        return [];
+      }
+      const tolerations = normaliseTolerations(parsed as Record<string, unknown>[]);
+      if (typeof tolerations === "string") {
+        ctx.addIssue({ code: "custom", message: `a JSON array of tolerations: ${tolerations}` });
+        return [];
+      }
+      return tolerations;
     }),
+  /**
+   * A worker pod the scheduler cannot place (Unschedulable) waits this long, counted while the
+   * control plane runs, with the scheduler's message as its job's reason, before its attempt fails
+   * with that message; it starts as soon as the cluster makes room. `<n><unit>` (s, m, h or d), or 0
+   * to wait as long as the job itself allows (its queue timeout, a cancel). Default 10m.
+   */
+  HODEI_K8S_PENDING_TIMEOUT: duration(30 * DURATION_UNIT_MS.d, "0 waits as long as the job allows").default(10 * DURATION_UNIT_MS.m),
   /** Address pods use to reach the control plane (e.g. the Service's DNS name). Default: the server's own URL, with the worker port if set. */
   HODEI_K8S_WORKER_SERVER_URL: z.url().optional(),
   /** Pods the Kubernetes provider runs at once. Default 16. */
@@ -402,6 +423,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       tolerations: e.HODEI_K8S_TOLERATIONS,
       workerServerUrl: e.HODEI_K8S_WORKER_SERVER_URL,
       maxWorkers: e.HODEI_K8S_MAX_WORKERS,
+      /** 0: no provider-wide limit on waiting to be scheduled. */
+      pendingTimeoutMs: e.HODEI_K8S_PENDING_TIMEOUT,
     },
     local: {
       maxWorkers: e.HODEI_LOCAL_MAX_WORKERS,

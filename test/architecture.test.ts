@@ -42,7 +42,8 @@ const ALLOWED: Record<string, string[]> = {
   store: ["core", "store"],
   providers: ["core", "providers"],
   metrics: [],
-  config: [],
+  // core is pure: config checks HODEI_K8S_NODE_SELECTOR / TOLERATIONS with the rules jobs are checked with.
+  config: ["core"],
   scheduler: ["core", "store", "providers", "scheduler", "metrics"],
   server: ["core", "store", "providers", "scheduler", "server", "gen", "metrics", "config"],
   agent: ["core", "gen", "agent"],

@@ -8,6 +8,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { wrapJobArgv } from "./job-cgroup.js";
 
 export interface CommandSpec {
   command: string[];
@@ -15,6 +16,10 @@ export interface CommandSpec {
   env: Record<string, string>;
   workDir: string;
   timeoutSeconds: number;
+  /** cgroup.procs files the job's shell joins before the command runs (job-cgroup.ts); none when empty. */
+  cgroupProcs?: string[];
+  /** The job's oom_score_adj (job-cgroup.ts); unset: inherited from the agent. */
+  oomScoreAdj?: number;
 }
 
 export interface CommandOutcome {
@@ -50,7 +55,8 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
   const startedAtMs = Date.now();
   let argv: string[];
   try {
-    argv = shellArgv(spec);
+    const isWrapped = (spec.cgroupProcs?.length ?? 0) > 0 || spec.oomScoreAdj !== undefined;
+    argv = isWrapped ? wrapJobArgv({ procs: spec.cgroupProcs ?? [], oomScoreAdj: spec.oomScoreAdj }, shellArgv(spec)) : shellArgv(spec);
   } catch (err) {
     const error = `could not prepare the command: ${(err as Error).message}`;
     return {

@@ -36,6 +36,8 @@ export interface Assignment {
   jobId: string;
   attempt: number;
   workDir: string;
+  /** Local provider: the job's own cgroup (job-cgroup.ts), when it has limits this machine enforces. */
+  cgroup?: { procs: string[]; oomCount: string };
 }
 
 export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
@@ -70,6 +72,11 @@ export function parseAssignment(line: string): Assignment {
   if (typeof value !== "object" || value === null) throw new Error("assignment: not a JSON object");
   for (const key of ["otpToken", "workerId", "workerName", "jobId", "workDir"] as const) {
     if (typeof value[key] !== "string" || value[key] === "") throw new Error(`assignment: ${key} is missing`);
+  }
+  const cgroup = value.cgroup;
+  if (cgroup !== undefined) {
+    const isPaths = Array.isArray(cgroup?.procs) && cgroup.procs.every((p) => typeof p === "string" && p.startsWith("/"));
+    if (!isPaths || typeof cgroup.oomCount !== "string") throw new Error("assignment: cgroup must name absolute cgroup.procs paths and an oomCount file");
   }
   return { ...(value as Assignment), attempt: Number(value.attempt ?? 0) };
 }

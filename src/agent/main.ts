@@ -32,6 +32,7 @@ import {
   readAssignmentLine,
   takeAssignmentFromEnv,
 } from "./config.js";
+import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
 
@@ -235,11 +236,26 @@ class Agent {
     // own environment, argv or a log line of the agent.
     const env = { ...this.config.baseEnv, ...run.env, ...run.secrets, ...jobMarkers(this.config, this.assignment!) };
     log("job started", { jobId: run.jobId, attempt: run.attempt });
+    // Resources: say how the limits apply (or that they do not), and watch for the OOM killer.
+    if (run.resourcesApplied) this.logs.system(`[hodei] resources: ${run.resourcesApplied}\n`);
+    const oom = new OomWatch(oomCountFileFor(this.assignment!.cgroup?.oomCount, this.config.markers.HODEI_PROVIDER));
     this.job = startCommand(
-      { command: run.command, script: run.script, env, workDir: run.workingDir || this.assignment!.workDir, timeoutSeconds: run.timeoutSeconds },
+      {
+        command: run.command,
+        script: run.script,
+        env,
+        workDir: run.workingDir || this.assignment!.workDir,
+        timeoutSeconds: run.timeoutSeconds,
+        cgroupProcs: this.assignment!.cgroup?.procs,
+        oomScoreAdj: run.memoryMb > 0 ? JOB_OOM_SCORE_ADJ : undefined,
+      },
       (stream, data) => this.onOutput(stream, data),
     );
     void this.job.done.then((outcome) => {
+      if (outcome.exitCode !== 0 && !outcome.canceled && !outcome.timedOut && !outcome.error && oom.wasKilled()) {
+        const limit = run.memoryMb > 0 ? `its memory limit of ${run.memoryMb} MiB` : "the memory available to it";
+        outcome.error = `the command was killed for running out of memory: it needed more than ${limit} (the kernel's OOM killer, exit code ${outcome.exitCode})`;
+      }
       this.outcome = outcome;
       // The output is complete: what was held back as a possible start of a secret goes out now.
       this.logs!.end();

@@ -5,7 +5,7 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import pc from "picocolors";
-import type { Attempt, Job, Timeline } from "../gen/hodei/v1/api_pb.js";
+import type { Attempt, Job, Timeline, Toleration } from "../gen/hodei/v1/api_pb.js";
 import { NONE, colorState, formatCommand, formatDurationMs, formatJobDuration, formatRelative, formatTime } from "./format.js";
 import { printFields } from "./table.js";
 
@@ -22,6 +22,11 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["provider", job.provider || NONE],
     ["command", job.command.length > 0 ? formatCommand(job) : undefined],
     ["image", job.image || undefined],
+    // Resources and provider details.
+    ["resources", formatResources(job)],
+    ["pull policy", job.image ? job.pullPolicy || undefined : undefined],
+    ["node selector", entries(job.nodeSelector)],
+    ["tolerations", job.tolerations.length > 0 ? job.tolerations.map(formatToleration).join(" ") : undefined],
     ["env", job.envRedacted ? redactedEnv(job.env) : entries(job.env)],
     ["secrets", job.secretNames.length > 0 ? `${job.secretNames.join(" ")} ${pc.dim("(values never shown)")}` : undefined],
     ["labels", entries(job.labels)],
@@ -106,4 +111,28 @@ function logsNote(job: Job): string | undefined {
 export function formatAttempts(job: Job): string {
   const counted = `${job.attempts - job.uncountedAttempts} of ${job.maxAttempts || 1}`;
   return job.uncountedAttempts > 0 ? `${counted} (+${job.uncountedAttempts} not counted: lost by the provider)` : counted;
+}
+
+// ---- resources ------------------------------------------------------------------------------
+
+/** How the provider applied the job's limits (in yellow when it does not enforce them), else what was asked. */
+function formatResources(job: Job): string | undefined {
+  const asked = [];
+  const cpuMillis = job.resources?.cpuMillis ?? 0;
+  const memoryMb = job.resources?.memoryMb ?? 0;
+  if (cpuMillis > 0) asked.push(`cpu ${cpuMillis / 1000}`);
+  if (memoryMb > 0) asked.push(`memory ${memoryMb} MiB`);
+  if (asked.length === 0) return undefined;
+  const applied = job.resourcesApplied;
+  if (!applied) return asked.join(", ");
+  if (/\bNOT enforced\b/.test(applied)) return pc.yellow(applied);
+  return applied.startsWith("memory") || applied.startsWith("cpu") ? applied : `${asked.join(", ")}: ${applied}`;
+}
+
+/** kubectl's taint syntax: key=value:Effect, key:Effect (Exists), * (every taint). */
+function formatToleration(t: Toleration): string {
+  if (!t.key && t.operator === "Exists") return "*";
+  const head = t.operator === "Exists" ? t.key : `${t.key}=${t.value}`;
+  const seconds = t.tolerationSeconds === undefined ? "" : `:${t.tolerationSeconds}`;
+  return t.effect ? `${head}:${t.effect}${seconds}` : head;
 }

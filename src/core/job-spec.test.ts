@@ -40,6 +40,9 @@ describe("validateJobSpec", () => {
         queueTimeoutSeconds: 600,
         runAtMs: 1_900_000_000_000,
         delaySeconds: 0,
+        pullPolicy: "always",
+        nodeSelector: { "disktype": "ssd", "topology.kubernetes.io/zone": "eu-1a" },
+        tolerations: [{ key: "dedicated", operator: "Equal", value: "hodei", effect: "NoSchedule" }],
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -69,6 +72,9 @@ describe("validateJobSpec", () => {
         queueTimeoutSeconds: 0,
         runAtMs: 0,
         delaySeconds: 0,
+        pullPolicy: "if-not-present",
+        nodeSelector: {},
+        tolerations: [],
       });
     });
 
@@ -190,6 +196,42 @@ describe("validateJobSpec", () => {
     });
   });
 
+  describe("provider details (resources)", () => {
+    it("defaults the pull policy to if-not-present and the placement to none", () => {
+      const spec = validateJobSpec({ command: ["true"] }, DEFAULTS);
+      assert.equal(spec.pullPolicy, "if-not-present");
+      assert.deepEqual(spec.nodeSelector, {});
+      assert.deepEqual(spec.tolerations, []);
+    });
+
+    it("refuses a pull policy that is not always, if-not-present or never", () => {
+      assertRejected({ command: ["true"], pullPolicy: "Always" as JobSpec["pullPolicy"] }, "pullPolicy", /always, if-not-present, never/);
+    });
+
+    it("refuses node selector keys and values the API server would refuse, naming the entry", () => {
+      assertRejected({ command: ["true"], nodeSelector: { "bad key": "x" } }, "nodeSelector", /key "bad key"/);
+      assertRejected({ command: ["true"], nodeSelector: { "Example.com/x": "y" } }, "nodeSelector", /prefix/);
+      assertRejected({ command: ["true"], nodeSelector: { zone: "-a" } }, "nodeSelector", /value of "zone"/);
+      assertRejected({ command: ["true"], nodeSelector: { zone: "a".repeat(64) } }, "nodeSelector");
+      assert.deepEqual(validateJobSpec({ command: ["true"], nodeSelector: { zone: "" } }, DEFAULTS).nodeSelector, { zone: "" });
+    });
+
+    it("completes tolerations (operator Equal, every effect) and refuses what Kubernetes refuses", () => {
+      const partial = [{ key: "gpu" }, { key: "", operator: "Exists" }, { key: "spot", operator: "Exists", effect: "NoExecute", tolerationSeconds: 30 }];
+      assert.deepEqual(validateJobSpec({ command: ["true"], tolerations: partial as JobSpec["tolerations"] }, DEFAULTS).tolerations, [
+        { key: "gpu", operator: "Equal", value: "", effect: "" },
+        { key: "", operator: "Exists", value: "", effect: "" },
+        { key: "spot", operator: "Exists", value: "", effect: "NoExecute", tolerationSeconds: 30 },
+      ]);
+      const bad = (t: object, why: RegExp) => assertRejected({ command: ["true"], tolerations: [t] as JobSpec["tolerations"] }, "tolerations", why);
+      bad({ key: "", operator: "Equal" }, /empty key .* Exists/);
+      bad({ key: "a", operator: "Exists", value: "b" }, /takes no value/);
+      bad({ key: "a", operator: "In" }, /Equal or Exists/);
+      bad({ key: "a", effect: "NoRun" }, /effect "NoRun"/);
+      bad({ key: "a", effect: "NoSchedule", tolerationSeconds: 5 }, /only with effect NoExecute/);
+      bad({ key: "a b" }, /\[0\]: key "a b"/);
+    });
+  });
   describe("retryOnExitCodes", () => {
     const codes = (retryOnExitCodes: string) => validateJobSpec({ command: ["true"], maxAttempts: 3, retryOnExitCodes }, DEFAULTS).retryOnExitCodes;
 

@@ -4,6 +4,7 @@
  * nothing is stored before it passes.
  */
 import { InvalidInputError } from "./errors.js";
+import { DEFAULT_PULL_POLICY, isPullPolicy, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES, type PullPolicy, type Toleration } from "./placement.js";
 
 export interface JobSpec {
   command: string[];
@@ -36,6 +37,13 @@ export interface JobSpec {
   runAtMs: number;
   /** Seconds after the submission before which the job does not start, as given (0: none). */
   delaySeconds: number;
+  // Resources: provider details per job (core/placement.ts).
+  /** When the image is pulled (docker, kubernetes). Default if-not-present. */
+  pullPolicy: PullPolicy;
+  /** Kubernetes: node labels the pod must be scheduled on, added to the provider's. */
+  nodeSelector: Record<string, string>;
+  /** Kubernetes: taints the pod tolerates, added to the provider's. */
+  tolerations: Toleration[];
 }
 
 export const SPEC_LIMITS = {
@@ -153,8 +161,17 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
     fail("retryOnExitCodes", `retrying needs maxAttempts of 2 or more (it is ${maxAttempts}): set maxAttempts too (hodei run --max-attempts N)`);
   }
 
+  // Resources: provider details per job.
+  const pullPolicy = input.pullPolicy || DEFAULT_PULL_POLICY;
+  if (!isPullPolicy(pullPolicy)) fail("pullPolicy", `"${pullPolicy}" is not a pull policy: ${PULL_POLICIES.join(", ")}`);
+  const nodeSelector = input.nodeSelector ?? {};
+  const selectorProblems = nodeSelectorProblems(nodeSelector);
+  if (selectorProblems.length > 0) fail("nodeSelector", selectorProblems.join("; "));
+  const tolerations = normaliseTolerations(input.tolerations ?? []);
+  if (typeof tolerations === "string") fail("tolerations", tolerations);
+
   const secrets = validateSecrets(input.secrets ?? {}, env);
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets, ...validateQueueFields(input, defaults) };
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets, pullPolicy, nodeSelector, tolerations, ...validateQueueFields(input, defaults) };
 }
 
 /**

@@ -89,16 +89,93 @@ describe("DockerProvider", { skip: SKIP }, () => {
       assert.deepEqual(await ourContainers(), []);
     });
 
-    it("fails fast and permanently when the image does not exist", async () => {
+    it("fails fast and permanently when the image is not on the host and its pull policy is never", async () => {
       const provider = makeProvider();
       const started = Date.now();
-      await assert.rejects(provider.start(workerSpec({ image: `hodei-no-such-image:${randomUUID().slice(0, 8)}` })), (err: Error) => {
+      const image = `hodei-no-such-image:${randomUUID().slice(0, 8)}`;
+      await assert.rejects(provider.start(workerSpec({ image, pullPolicy: "never" })), (err: Error) => {
         assert.ok(err instanceof PermanentError, `a PermanentError, got ${err.name}`);
-        assert.match(err.message, /not found/);
+        assert.equal(err.message, `image ${image} is not on the Docker host and the job's pull policy is never: pull or build it there first, or submit with --pull if-not-present`);
         return true;
       });
       assert.ok(Date.now() - started < 10_000);
       assert.deepEqual(await ourContainers(), []);
+    });
+
+    describe("pull policies", () => {
+      /** A tag of the worker image no registry has: present on this host only. */
+      const PRESENT = `hodei-test-present:${randomUUID().slice(0, 8)}`;
+      /** The daemon's pull calls, seen through a client that counts them. */
+      let pulls: string[];
+      const counting = new Proxy(docker, {
+        get(target, property, receiver) {
+          if (property === "pull") return (image: string, ...rest: unknown[]) => (pulls.push(image), (target.pull as (...a: unknown[]) => unknown).call(target, image, ...rest));
+          const value = Reflect.get(target, property, receiver);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+      const provider = () => new DockerProvider({ clusterId: CLUSTER_ID, socketPath: "/var/run/docker.sock", defaultImage: DEFAULT_WORKER_IMAGE, networkMode: "host", runtimeDir: RUNTIME_DIR, agentEnv: {}, docker: counting });
+
+      before(async () => {
+        await docker.getImage(DEFAULT_WORKER_IMAGE).tag({ repo: PRESENT.split(":")[0], tag: PRESENT.split(":")[1] });
+      });
+      after(async () => {
+        await docker.getImage(PRESENT).remove({ noprune: true }).catch(() => undefined);
+      });
+
+      it("if-not-present: uses an image the host has, with no pull", async () => {
+        pulls = [];
+        const resource = await provider().start(workerSpec({ image: PRESENT, pullPolicy: "if-not-present" }));
+        try {
+          assert.equal((await docker.getContainer(resource.resourceId).inspect()).Config.Image, PRESENT);
+          assert.deepEqual(pulls, [], "no pull");
+        } finally {
+          await makeProvider().stop(resource.resourceId, 1000);
+        }
+      });
+
+      it("always: pulls even an image the host has, and a pull that fails ends the start with the pull's error", async () => {
+        pulls = [];
+        await assert.rejects(provider().start(workerSpec({ image: PRESENT, pullPolicy: "always" })), (err: Error) => {
+          assert.match(err.message, new RegExp(`^docker: pull ${PRESENT} failed: .+`), "the reason names the pull and the error");
+          return true;
+        });
+        assert.deepEqual(pulls, [PRESENT]);
+        assert.deepEqual(await ourContainers(), [], "no container was created");
+      });
+
+      it("a registry that does not answer: the reason names the pull and the connection error, and a retry may help (not permanent)", async () => {
+        pulls = [];
+        await assert.rejects(provider().start(workerSpec({ image: "127.0.0.1:1/nope:1" })), (err: Error) => {
+          assert.equal(err instanceof PermanentError, false, `retry may help: ${err.name}`);
+          assert.match(err.message, /^docker: pull 127\.0\.0\.1:1\/nope:1 failed: .*127\.0\.0\.1:1.*connection refused \(the registry did not answer; the attempt is retried while the job has attempts left\)$/);
+          return true;
+        });
+        assert.deepEqual(pulls, ["127.0.0.1:1/nope:1"], "if-not-present pulls a missing image");
+        assert.deepEqual(await ourContainers(), []);
+      });
+
+      it("never pulls the default worker image, which is built on the host", async () => {
+        pulls = [];
+        const resource = await provider().start(workerSpec({ pullPolicy: "always" }));
+        await makeProvider().stop(resource.resourceId, 1000);
+        assert.deepEqual(pulls, []);
+      });
+    });
+
+    it("refuses a node selector or tolerations, which only the kubernetes provider can honour", async () => {
+      for (const spec of [workerSpec({ nodeSelector: { disktype: "ssd" } }), workerSpec({ tolerations: [{ key: "a", operator: "Exists", value: "", effect: "" }] })]) {
+        await assert.rejects(makeProvider().start(spec), (err: Error) => err instanceof PermanentError && /only|kubernetes provider/.test(err.message));
+      }
+      assert.deepEqual(await ourContainers(), []);
+    });
+
+    it("says how the job's limits apply to the container", async () => {
+      const provider = makeProvider();
+      const resource = await provider.start(workerSpec({ cpuMillis: 250, memoryMb: 64 }));
+      await provider.stop(resource.resourceId, 1000);
+      assert.equal(resource.resourcesApplied, "container limits: cpu 0.25 (NanoCpus), memory 64 MiB (Memory; swap as much again, Docker's default); enforced by Docker for the whole worker, its agent (about 40 MiB) included");
+      assert.equal((await makeProvider().start(workerSpec()).then(async (r) => (await provider.stop(r.resourceId, 1000), r))).resourcesApplied, "", "nothing asked, nothing said");
     });
 
     it("never lists another cluster's containers", async () => {

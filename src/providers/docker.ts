@@ -18,12 +18,22 @@
  *
  * The agent runs from /opt/hodei in every container: baked into the default worker image, or
  * bind-mounted read-only from the host's agent runtime when a job names another image, so any image
- * with a shell can run jobs.
+ * with a shell can run jobs. A job's own image is pulled as its pull policy says (docker-pull.ts);
+ * the default image is built on this host and never pulled.
+ *
+ * Limits: the job's cpu and memory become the container's NanoCpus and Memory, for the whole
+ * worker, its agent (Node, about 40 MiB resident) included. The agent gives the job's processes
+ * the highest OOM score, so the kernel kills the job first and the agent reports it (it reads its
+ * cgroup's OOM count: Docker's OOMKilled covers the container, not which process). With a limit
+ * about the agent's own size the kernel may pick the agent anyway: the container then ends
+ * OOMKilled, a permanent failure that says so, without the job's exit code. (The agent's own score
+ * is not lowered: runc refuses to start a container with a negative OomScoreAdj on some hosts.)
  */
 import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
+import { ensureImage } from "./docker-pull.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
 export const LABELS = {
@@ -67,6 +77,12 @@ export class DockerProvider implements WorkerProvider {
   async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const image = spec.image || this.options.defaultImage;
     const mountsAgent = image !== this.options.defaultImage;
+    if (Object.keys(spec.nodeSelector).length > 0 || spec.tolerations.length > 0) {
+      throw new PermanentError("docker: a node selector and tolerations place a job on Kubernetes nodes; the docker provider runs every job on its own host: submit it to the kubernetes provider, or without them");
+    }
+    // The default worker image is built on this host (hodei image build), never pulled: a missing
+    // one is reported by the create below, with how to build it.
+    if (mountsAgent) await ensureImage(this.docker, image, spec.pullPolicy, signal);
     let id: string;
     let isFresh = true;
     try {
@@ -110,7 +126,7 @@ export class DockerProvider implements WorkerProvider {
       id = adopted.id;
       isFresh = adopted.status === "created";
     }
-    const resource: ProviderResource = { resourceId: id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    const resource: ProviderResource = { resourceId: id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: describeLimits(spec) };
     await spec.onCreated(resource);
     // An adopted container that already started got its one chance at an assignment from the earlier
     // try (StdinOnce): it has it, or saw its stdin close and exits before registering, and the
@@ -157,11 +173,10 @@ export class DockerProvider implements WorkerProvider {
     const state = info.State;
     if (state.Running || state.Restarting) return { state: "running" };
     if (state.Status === "created") return { state: "pending" };
-    const reason = state.OOMKilled
-      ? "was killed for running out of memory (OOMKilled)"
-      : state.ExitCode === 137
-        ? "was killed (SIGKILL, exit code 137)"
-        : `exited with code ${state.ExitCode}`;
+    // The same job in the same memory would be killed again: no retry. (The job's own processes
+    // killed while the agent lives are reported by the agent, which reads its cgroup.)
+    if (state.OOMKilled) return { state: "exited", exitCode: state.ExitCode, reason: "was killed for running out of memory (OOMKilled: the job needs more than its memory limit)", permanent: true };
+    const reason = state.ExitCode === 137 ? "was killed (SIGKILL, exit code 137)" : `exited with code ${state.ExitCode}`;
     return { state: "exited", exitCode: state.ExitCode, reason };
   }
 
@@ -244,6 +259,15 @@ export class DockerProvider implements WorkerProvider {
     if (isConnectionError(err)) throw new UnavailableError(`Docker daemon at ${this.options.socketPath} not answering (${(err as Error).message})`);
     throw wrap(`create container ${spec.name}`, err);
   }
+}
+
+/** How the container's limits apply, for the job's log and `jobs get`; "" when the job asked for none. */
+function describeLimits(spec: WorkerSpec): string {
+  const parts = [];
+  if (spec.cpuMillis > 0) parts.push(`cpu ${spec.cpuMillis / 1000} (NanoCpus)`);
+  if (spec.memoryMb > 0) parts.push(`memory ${spec.memoryMb} MiB (Memory; swap as much again, Docker's default)`);
+  if (parts.length === 0) return "";
+  return `container limits: ${parts.join(", ")}; enforced by Docker for the whole worker, its agent (about 40 MiB) included`;
 }
 
 /** Writes `line` and half-closes the attachment: Docker then closes the container's stdin (StdinOnce). */

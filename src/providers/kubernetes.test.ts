@@ -93,6 +93,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
         assert.equal(pod.spec?.activeDeadlineSeconds, 321);
         assert.equal(pod.spec?.automountServiceAccountToken, false);
         assert.deepEqual(pod.spec?.containers[0].resources?.limits, { cpu: "250m", memory: "64Mi" });
+        assert.match(resource.resourcesApplied ?? "", /pod's container: cpu 250m, memory 64Mi; enforced by the kubelet/);
       } finally {
         await provider.stop(resource.resourceId, 1000);
         await provider.close();
@@ -197,6 +198,50 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
       }
     });
 
+    it("sets the pod's imagePullPolicy from the job's pull policy, and adds the job's node selector and tolerations to the provider's", async () => {
+      const provider = new KubernetesProvider({
+        clusterId: CLUSTER_ID,
+        kubeConfig,
+        namespace: "default",
+        defaultImage: "hodei-worker:latest",
+        imagePullSecrets: [],
+        nodeSelector: { "kubernetes.io/os": "linux" },
+        tolerations: [{ key: "hodei", operator: "Exists", value: "", effect: "NoSchedule" }],
+        agentEnv: {},
+      });
+      const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
+      const started: string[] = [];
+      try {
+        for (const [policy, expected] of [["always", "Always"], ["if-not-present", "IfNotPresent"], ["never", "Never"]] as const) {
+          const s = workerSpec({
+            pullPolicy: policy,
+            nodeSelector: { "kubernetes.io/hostname": "emulator" },
+            tolerations: [
+              { key: "hodei", operator: "Exists", value: "", effect: "NoSchedule" },
+              { key: "spot", operator: "Equal", value: "yes", effect: "NoExecute", tolerationSeconds: 60 },
+            ],
+          });
+          started.push((await provider.start(s)).resourceId);
+          const pod = await core.readNamespacedPod({ name: s.name, namespace: "default" });
+          assert.equal(pod.spec?.containers[0].imagePullPolicy, expected);
+          assert.deepEqual(pod.spec?.nodeSelector, { "kubernetes.io/os": "linux", "kubernetes.io/hostname": "emulator" });
+          assert.deepEqual(JSON.parse(JSON.stringify(pod.spec?.tolerations)), [
+            { key: "hodei", operator: "Exists", effect: "NoSchedule" },
+            { key: "spot", operator: "Equal", value: "yes", effect: "NoExecute", tolerationSeconds: 60 },
+          ]);
+        }
+        await assert.rejects(
+          provider.start(workerSpec({ nodeSelector: { "kubernetes.io/os": "windows" } })),
+          (err: Error) => err.name === "PermanentError" && /kubernetes\.io\/os=windows.*only schedules on kubernetes\.io\/os=linux/.test(err.message),
+          "a job may not change a node label the provider requires",
+        );
+      } finally {
+        for (const name of started) await provider.stop(name, 1000);
+        await provider.close();
+      }
+      assert.deepEqual((await core.listNamespacedPod({ namespace: "default", labelSelector: `${POD_LABELS.clusterId}=${CLUSTER_ID}` })).items, []);
+    });
+
     it("never lists another cluster's pods", async () => {
       const mine = makeProvider();
       const theirs = makeProvider(`${CLUSTER_ID}-other`);
@@ -215,15 +260,17 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
 
 describe("classifyPod", () => {
   const pod = (status: k8s.V1PodStatus): k8s.V1Pod => ({ status });
-  it("reads OOMKilled, eviction, deadlines, unschedulable pods and image errors", () => {
-    assert.match(
-      (classifyPod(pod({ phase: "Failed", containerStatuses: [{ name: "a", image: "i", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 137, reason: "OOMKilled" } } }] })) as { reason: string }).reason,
-      /OOMKilled/,
-    );
+  it("reads OOMKilled (permanent: no retry), eviction, deadlines, unschedulable pods and image errors", () => {
+    const oom = classifyPod(pod({ phase: "Failed", containerStatuses: [{ name: "a", image: "i", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 137, reason: "OOMKilled" } } }] }));
+    assert.equal(oom.state, "exited");
+    assert.match((oom as { reason: string }).reason, /running out of memory \(OOMKilled/);
+    assert.equal((oom as { permanent?: boolean }).permanent, true);
     assert.match((classifyPod(pod({ phase: "Failed", reason: "Evicted", message: "low on memory" })) as { reason: string }).reason, /evicted: low on memory/);
     assert.match((classifyPod(pod({ phase: "Failed", reason: "DeadlineExceeded" })) as { reason: string }).reason, /DeadlineExceeded/);
     const unschedulable = classifyPod(pod({ phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/1 nodes" }] }));
-    assert.deepEqual(unschedulable, { state: "exited", exitCode: null, reason: "is unschedulable: 0/1 nodes", permanent: true });
+    assert.deepEqual(unschedulable, { state: "pending", detail: "the scheduler cannot place the pod: 0/1 nodes" }, "the cluster may make room: it waits, with the scheduler's message");
+    const neverPulled = classifyPod(pod({ phase: "Pending", containerStatuses: [{ name: "a", image: "i", imageID: "", ready: false, restartCount: 0, state: { waiting: { reason: "ErrImageNeverPull", message: 'Container image "x:1" is not present with pull policy of Never' } } }] }));
+    assert.deepEqual(neverPulled, { state: "exited", exitCode: null, reason: 'could not start: ErrImageNeverPull: Container image "x:1" is not present with pull policy of Never', permanent: true });
     const config = classifyPod(pod({ phase: "Pending", containerStatuses: [{ name: "a", image: "i", imageID: "", ready: false, restartCount: 0, state: { waiting: { reason: "CreateContainerConfigError", message: "secret x not found" } } }] }));
     assert.equal(config.state === "exited" && config.permanent, true);
     assert.deepEqual(classifyPod(pod({ phase: "Pending" })), { state: "pending" });

@@ -6,15 +6,21 @@
  * token, decided by the control plane), activeDeadlineSeconds as a backstop, and no service account
  * token unless one is configured. A watch on our pods (with the reconcile pass's polling as the
  * fallback) reports changes at once, and inspect() classifies the failures users hit: image pull
- * errors, configuration errors, unschedulable pods, OOMKilled, eviction, deadlines, and a container
- * that exits before its agent registered. Each is "exited" with its reason, so the attempt fails in
- * seconds, not at a generic timeout; image and configuration errors are permanent (no retry).
+ * errors, configuration errors, OOMKilled, eviction, deadlines, and a container that exits before
+ * its agent registered. Each is "exited" with its reason, so the attempt fails in seconds, not at a
+ * generic timeout; image and configuration errors and OOMKilled are permanent (no retry). An
+ * unschedulable pod is "pending" with the scheduler's message: the cluster may make room, and the
+ * reconcile pass waits up to the provider's pending timeout (HODEI_K8S_PENDING_TIMEOUT).
+ *
+ * Per job: the image pull policy (imagePullPolicy), and a node selector and tolerations added to the
+ * provider's own (a job may not give a provider-wide node label another value: refused, permanent).
  *
  * The OTP token is not in the pod spec: each pod reads it from a Secret of its own, created right
  * after the pod and owned by it (kubernetes-token-secret.ts says why in that order).
  */
 import * as k8s from "@kubernetes/client-node";
 import { PermanentError } from "../core/errors.js";
+import { mergeNodeSelectors, mergeTolerations, type PullPolicy, type Toleration } from "../core/placement.js";
 import { AGENT_COMMAND } from "./agent-runtime.js";
 import { codeOf, messageOf, withSignal, wrap } from "./kubernetes-api.js";
 import { isWaitingForTokenSecret, tokenEnvVar, tokenSecretName, TokenSecrets } from "./kubernetes-token-secret.js";
@@ -36,8 +42,10 @@ export interface KubernetesProviderOptions {
   defaultImage: string;
   serviceAccount?: string;
   imagePullSecrets: string[];
+  /** Every pod's; a job may add keys (core/placement.ts mergeNodeSelectors). */
   nodeSelector: Record<string, string>;
-  tolerations: k8s.V1Toleration[];
+  /** Every pod's; a job's are added. */
+  tolerations: Toleration[];
   /** Extra environment for the agent (timeouts and the like). */
   agentEnv: Record<string, string>;
 }
@@ -68,9 +76,10 @@ export class KubernetesProvider implements WorkerProvider {
 
   async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const { namespace } = this.options;
+    const body = this.podFor(spec);
     let pod: k8s.V1Pod;
     try {
-      pod = await this.core.createNamespacedPod({ namespace, body: this.podFor(spec) }, withSignal(signal));
+      pod = await this.core.createNamespacedPod({ namespace, body }, withSignal(signal));
     } catch (err) {
       if (codeOf(err) === 409) {
         pod = await this.core.readNamespacedPod({ name: spec.name, namespace }, withSignal(signal));
@@ -88,6 +97,7 @@ export class KubernetesProvider implements WorkerProvider {
       resourceType: "pod_name",
       workerId: spec.workerId,
       createdAtMs: Date.parse(String(pod.metadata?.creationTimestamp ?? "")) || Date.now(),
+      resourcesApplied: describeLimits(body.spec?.containers[0].resources?.limits),
     };
     await spec.onCreated(resource);
     this.ensureWatch();
@@ -246,6 +256,10 @@ export class KubernetesProvider implements WorkerProvider {
     const limits: Record<string, string> = {};
     if (spec.cpuMillis > 0) limits.cpu = `${spec.cpuMillis}m`;
     if (spec.memoryMb > 0) limits.memory = `${spec.memoryMb}Mi`;
+    // The job may add node labels to the provider's, never change one: such a pod could never be scheduled.
+    const nodeSelector = mergeNodeSelectors(o.nodeSelector, spec.nodeSelector);
+    if (typeof nodeSelector === "string") throw new PermanentError(`kubernetes: ${nodeSelector}`);
+    const tolerations = mergeTolerations(o.tolerations, spec.tolerations).map(toV1Toleration);
     return {
       apiVersion: "v1",
       kind: "Pod",
@@ -259,12 +273,13 @@ export class KubernetesProvider implements WorkerProvider {
         automountServiceAccountToken: o.serviceAccount ? undefined : false,
         serviceAccountName: o.serviceAccount,
         imagePullSecrets: o.imagePullSecrets.length > 0 ? o.imagePullSecrets.map((name) => ({ name })) : undefined,
-        nodeSelector: Object.keys(o.nodeSelector).length > 0 ? o.nodeSelector : undefined,
-        tolerations: o.tolerations.length > 0 ? o.tolerations : undefined,
+        nodeSelector: Object.keys(nodeSelector).length > 0 ? nodeSelector : undefined,
+        tolerations: tolerations.length > 0 ? tolerations : undefined,
         containers: [
           {
             name: "agent",
             image: spec.image || o.defaultImage,
+            imagePullPolicy: PULL_POLICY[spec.pullPolicy],
             command: [...AGENT_COMMAND],
             env: [...Object.entries(env).map(([name, value]) => ({ name, value })), tokenEnvVar(spec.name)],
             resources: Object.keys(limits).length > 0 ? { requests: { ...limits }, limits } : undefined,
@@ -287,15 +302,40 @@ export function classifyPod(pod: k8s.V1Pod): WorkerStatus {
     if (waiting?.reason && PERMANENT_WAITING.has(waiting.reason)) {
       return { state: "exited", exitCode: null, reason: `could not start: ${waiting.reason}: ${waiting.message ?? ""}`.trim(), permanent: true };
     }
+    // The cluster may make room (a node added, labelled, untainted, or freed): wait, with the
+    // scheduler's message, until it does or the provider's pending timeout passes.
     const unschedulable = status.conditions?.find((c) => c.type === "PodScheduled" && c.status === "False" && c.reason === "Unschedulable");
-    if (unschedulable) return { state: "exited", exitCode: null, reason: `is unschedulable: ${unschedulable.message ?? ""}`.trim(), permanent: true };
+    if (unschedulable) return { state: "pending", detail: `the scheduler cannot place the pod: ${unschedulable.message ?? "Unschedulable"}` };
     return { state: "pending" };
   }
   if (status.phase === "Running") return { state: "running" };
   if (status.phase === "Succeeded" || status.phase === "Failed") {
-    if (terminated?.reason === "OOMKilled") return { state: "exited", exitCode: terminated.exitCode ?? null, reason: "was killed for running out of memory (OOMKilled)" };
+    // The same job in the same memory would be killed again: no retry.
+    if (terminated?.reason === "OOMKilled") {
+      return { state: "exited", exitCode: terminated.exitCode ?? null, reason: "was killed for running out of memory (OOMKilled: the job needs more than its memory limit)", permanent: true };
+    }
     const code = terminated?.exitCode ?? null;
     return { state: "exited", exitCode: code, reason: `exited with code ${code ?? "?"}${terminated?.reason ? ` (${terminated.reason})` : ""}` };
   }
   return { state: "pending" };
+}
+
+/** The API's pull policies as Kubernetes spells them. */
+const PULL_POLICY: Record<PullPolicy, string> = { always: "Always", "if-not-present": "IfNotPresent", never: "Never" };
+
+/** A toleration without its empty fields (as kubectl writes them). */
+function toV1Toleration(t: Toleration): k8s.V1Toleration {
+  const out: k8s.V1Toleration = { operator: t.operator };
+  if (t.key) out.key = t.key;
+  if (t.value) out.value = t.value;
+  if (t.effect) out.effect = t.effect;
+  if (t.tolerationSeconds !== undefined) out.tolerationSeconds = t.tolerationSeconds;
+  return out;
+}
+
+/** How the pod's limits apply, for the job's log and `jobs get`; "" when it has none. */
+function describeLimits(limits: Record<string, string> | undefined): string {
+  const parts = Object.entries(limits ?? {}).map(([name, value]) => `${name} ${value}`);
+  if (parts.length === 0) return "";
+  return `limits (and requests) of the pod's container: ${parts.join(", ")}; enforced by the kubelet for the whole worker, its agent (about 40 MiB) included`;
 }

@@ -3,12 +3,13 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
 import { PermanentError } from "../core/errors.js";
 import { LocalProvider, type LocalProviderOptions } from "./local.js";
+import { LocalCgroups } from "./local-cgroup.js";
 import { findMarkedProcesses, isAlive } from "./process-table.js";
 import type { ProviderResource } from "./provider.js";
 import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL, workerSpec } from "./provider.contract.js";
@@ -243,6 +244,36 @@ describe("LocalProvider", () => {
       assert.equal(existsSync(join(workRoot, spec.workerId)), true);
       await provider.stop(resource.resourceId, GRACE_MS);
       assert.equal(existsSync(join(workRoot, spec.workerId)), false);
+    });
+
+    it("gives a job with limits a cgroup of its own, named in its assignment, and stop removes it; without a usable cgroup it says nothing is enforced", async () => {
+      const cgroupRoot = mkdtempSync(join(tmpdir(), "hodei-fake-cgroup2-"));
+      writeFileSync(join(cgroupRoot, "cgroup.controllers"), "cpu memory\n");
+      const mountinfo = join(cgroupRoot, "mountinfo");
+      writeFileSync(mountinfo, `41 31 0:38 / ${cgroupRoot} rw,relatime - cgroup2 cgroup2 rw\n`);
+      const limited = new LocalProvider(localOptions(workRoot, { cgroups: new LocalCgroups({ clusterId: CLUSTER_ID, mountinfoPath: mountinfo }) }));
+      const spec = workerSpec({ memoryMb: 64, cpuMillis: 500 });
+      const resource = await limited.start(spec);
+      started.push(resource);
+      const group = join(cgroupRoot, "hodei", CLUSTER_ID, spec.workerId);
+      assert.match(resource.resourcesApplied ?? "", new RegExp(`^memory 64 MiB: enforced by the job's own cgroup \\(v2\\) ${group}, swap included; cpu 0\\.5: enforced`));
+      assert.equal(readFileSync(join(group, "memory.max"), "utf8"), String(64 * 1024 * 1024));
+      // A fake cgroupfs is a plain directory: rmdir needs it empty, as the kernel's needs it without processes.
+      for (const file of ["memory.max", "cpu.max"]) rmSync(join(group, file));
+      await limited.stop(resource.resourceId, GRACE_MS);
+      assert.equal(existsSync(group), false, "stop removed the job's cgroup");
+      assert.equal(existsSync(join(workRoot, spec.workerId)), false);
+
+      const unlimited = new LocalProvider(localOptions(workRoot, { cgroups: new LocalCgroups({ clusterId: CLUSTER_ID, mountinfoPath: join(cgroupRoot, "no-mountinfo") }) }));
+      const plain = await unlimited.start(workerSpec({ memoryMb: 64 }));
+      started.push(plain);
+      assert.match(plain.resourcesApplied ?? "", /^memory 64 MiB: NOT enforced: no cgroup hierarchy on this machine has the memory controller/);
+      assert.match((await unlimited.health()).detail, /memory limits not enforced/);
+      await unlimited.stop(plain.resourceId, GRACE_MS);
+    });
+
+    it("refuses a node selector or tolerations, which only the kubernetes provider can honour", async () => {
+      await assert.rejects(provider.start(workerSpec({ nodeSelector: { disktype: "ssd" } })), (err: unknown) => err instanceof PermanentError && /kubernetes provider/.test(err.message));
     });
 
     it("refuses to start, permanently, when the agent bundle is missing", async () => {

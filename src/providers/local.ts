@@ -13,12 +13,17 @@
  * An assigned agent's pid is written to <work dir>/.agent-pid before it gets its assignment, so
  * after a restart list() maps agents back to workers; an agent with no such file is idle.
  * stop() signals the worker's process groups, waits graceMs, then SIGKILLs what is left.
+ *
+ * Limits: a job that asks for cpu or memory gets a cgroup of its own where this machine allows it
+ * (local-cgroup.ts), named in its assignment; its shell joins it, and stop() removes it. Where none
+ * can be made, the job runs unlimited and its log and `jobs get` say so (resourcesApplied).
  */
 import { randomUUID } from "node:crypto";
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PermanentError } from "../core/errors.js";
+import { LocalCgroups } from "./local-cgroup.js";
 import { findMarkedProcesses, isAlive, type MarkedProcess, readStat } from "./process-table.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
@@ -36,6 +41,8 @@ export interface LocalProviderOptions {
   agentEnv: Record<string, string>;
   /** Idle agents kept booted, ready for the next worker. Default 0. */
   warmWorkers?: number;
+  /** Where jobs' cgroups are made; default: this machine's (local-cgroup.ts). */
+  cgroups?: LocalCgroups;
 }
 
 interface Agent {
@@ -62,9 +69,17 @@ export class LocalProvider implements WorkerProvider {
   /** Called when an agent this process spawned exits, so the reconcile pass can look at once. */
   onWorkerChange: (resourceId: string) => void = () => {};
 
-  constructor(private readonly options: LocalProviderOptions) {}
+  private readonly cgroups: LocalCgroups;
+  private hasSweptCgroups = false;
+
+  constructor(private readonly options: LocalProviderOptions) {
+    this.cgroups = options.cgroups ?? new LocalCgroups({ clusterId: options.clusterId });
+  }
 
   async start(spec: WorkerSpec): Promise<ProviderResource> {
+    if (Object.keys(spec.nodeSelector).length > 0 || spec.tolerations.length > 0) {
+      throw new PermanentError("local: a node selector and tolerations place a job on Kubernetes nodes; the local provider runs every job on this machine: submit it to the kubernetes provider, or without them");
+    }
     const existing = this.byName.get(spec.name);
     if (existing && isAlive(Number(existing))) {
       const resource: ProviderResource = { resourceId: existing, resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
@@ -88,9 +103,11 @@ export class LocalProvider implements WorkerProvider {
     agent.workerId = spec.workerId;
     this.spawned.set(String(pid), agent);
     this.byName.set(spec.name, String(pid));
-    const resource: ProviderResource = { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now() };
+    // The job's own cgroup, when it asks for limits and this machine allows one (local-cgroup.ts).
+    const { cgroup, applied } = this.limitsFor(spec);
+    const resource: ProviderResource = { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: applied };
     await spec.onCreated(resource);
-    const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir };
+    const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir, ...(cgroup ? { cgroup } : {}) };
     agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
     // Refill the pool once this worker is on its way: spawning blocks this process for a few ms,
     // which would otherwise land on the new worker's registration.
@@ -140,7 +157,11 @@ export class LocalProvider implements WorkerProvider {
         if (left.length > 0) throw new Error(`local: ${left.length} process(es) of worker pid ${pid} survived SIGKILL`);
       }
     }
-    for (const workerId of workerIds) rmSync(this.workDir(workerId), { recursive: true, force: true });
+    // The cgroup goes first: if it cannot be removed yet, the work directory (and its pid file) stays for the retry.
+    for (const workerId of workerIds) {
+      await this.cgroups.remove(workerId);
+      rmSync(this.workDir(workerId), { recursive: true, force: true });
+    }
     this.spawned.delete(resourceId);
     for (const [name, id] of this.byName) if (id === resourceId) this.byName.delete(name);
   }
@@ -175,14 +196,26 @@ export class LocalProvider implements WorkerProvider {
 
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
-    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}); ${this.idle.length} warm` };
+    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}); ${this.idle.length} warm; ${this.cgroups.describe()}` };
   }
 
   /** Releases idle agents (they exit); assigned agents keep running. */
   async close(): Promise<void> {
     this.isClosed = true;
+    this.cgroups.removeEmptyBase();
     for (const agent of this.idle) agent.child.stdin?.end();
     this.idle = [];
+  }
+
+  /** The job's cgroup and how its limits apply; leftover cgroups of this cluster are swept first, once. */
+  private limitsFor(spec: WorkerSpec): ReturnType<LocalCgroups["create"]> {
+    if (spec.cpuMillis <= 0 && spec.memoryMb <= 0) return { cgroup: null, applied: "" };
+    const limited = this.cgroups.create(spec.workerId, spec);
+    if (!this.hasSweptCgroups) {
+      this.hasSweptCgroups = true;
+      this.cgroups.sweep((workerId) => existsSync(this.workDir(workerId)));
+    }
+    return limited;
   }
 
   // ---- the warm pool ------------------------------------------------------------------------

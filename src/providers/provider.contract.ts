@@ -44,6 +44,9 @@ export function workerSpec(overrides: Partial<WorkerSpec> = {}): WorkerSpec {
     deadlineSeconds: 600,
     cpuMillis: 0,
     memoryMb: 0,
+    pullPolicy: "if-not-present",
+    nodeSelector: {},
+    tolerations: [],
     onCreated: async () => {},
     ...overrides,
   };

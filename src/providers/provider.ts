@@ -3,6 +3,7 @@
  * Providers are dumb: no database, no retries, no job rules. The scheduler and the reconcile pass
  * decide; a provider only does what it is told, idempotently.
  */
+import type { PullPolicy, Toleration } from "../core/placement.js";
 import type { ResourceType } from "../core/worker-state.js";
 
 export type { ResourceType };
@@ -28,6 +29,13 @@ export interface WorkerSpec {
   cpuMillis: number;
   /** Memory limit in MiB; 0 means none. */
   memoryMb: number;
+  // Resources: provider details per job.
+  /** When the image is pulled (docker, kubernetes). */
+  pullPolicy: PullPolicy;
+  /** Kubernetes: node labels the pod must match, added to the provider's own. Others refuse a non-empty one. */
+  nodeSelector: Record<string, string>;
+  /** Kubernetes: taints the pod tolerates, added to the provider's own. Others refuse a non-empty list. */
+  tolerations: Toleration[];
   /**
    * Called once the resource exists and before its agent can run: the caller records the
    * provider_resource_id here, so it is known before the agent can register.
@@ -43,10 +51,21 @@ export interface ProviderResource {
   workerId: string;
   /** When the resource was created (epoch ms), for the orphan creation grace. */
   createdAtMs: number;
+  /**
+   * start() only: how the job's cpuMillis / memoryMb were applied, in words; said plainly when they
+   * are not enforced. "" (or absent) when the job asked for none.
+   */
+  resourcesApplied?: string;
 }
 
 export type WorkerStatus =
-  | { state: "pending" | "running" }
+  /**
+   * pending with a detail: the worker cannot run yet for a reason outside it that may pass (the
+   * Kubernetes scheduler cannot place the pod: its message). It then waits up to the provider's
+   * pending timeout instead of its registration deadline, with the detail as the job's reason.
+   */
+  | { state: "pending"; detail?: string }
+  | { state: "running" }
   | { state: "exited"; exitCode: number | null; reason: string; /** Retrying cannot help (bad image, bad config). */ permanent?: boolean }
   | { state: "gone" };
 

@@ -20,6 +20,12 @@ export interface ProviderSlot {
   maxWorkers: number;
   /** The address this provider's workers use to reach the control plane. */
   workerServerUrl: string;
+  /**
+   * A worker its provider reports as waiting for something outside it (an unschedulable pod) may
+   * wait this long, in present time, before its attempt fails with the provider's message, ms.
+   * 0 or unset: as long as the job itself allows (its queue timeout, a cancel).
+   */
+  pendingTimeoutMs?: number;
 }
 
 /** How the control plane reaches agents connected to this process (the worker service's streams). */

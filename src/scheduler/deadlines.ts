@@ -43,7 +43,16 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
       }
       continue;
     }
-    if ((worker.state === "waiting" || worker.state === "provisioning") && liveness.isOverdue(worker.created_at, ctx.registrationTimeoutMs)) {
+    if (worker.state === "waiting" && worker.pending_since_ms !== null) {
+      // Its provider says it waits for something outside it (an unschedulable pod): the provider's
+      // pending timeout judges it, not the registration deadline (which inspect keeps moving on).
+      await enforcePendingTimeout(ctx, worker);
+      continue;
+    }
+    // The registration deadline counts from when it was last set (the claim, or the last time its
+    // provider said it was waiting), in present time.
+    const registrationFromMs = worker.registration_deadline_ms - ctx.registrationTimeoutMs;
+    if ((worker.state === "waiting" || worker.state === "provisioning") && liveness.isOverdue(registrationFromMs, ctx.registrationTimeoutMs)) {
       if (ctx.provisioning.has(worker.id)) continue; // start() still running here; judged when it returns
       const seconds = Math.round(ctx.registrationTimeoutMs / 1000);
       const output = await lastOutputOf(ctx, worker);
@@ -74,4 +83,27 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
       if (ended) ctx.metrics.jobsFinished.inc({ provider: job.provider, state: "timed_out" });
     }
   }
+}
+
+/**
+ * A worker its provider has reported waiting (pending_since_ms) for longer than the provider's
+ * pending timeout, in present time, fails its attempt with the provider's message. Permanent: a new
+ * worker would wait for the same thing (a cluster that cannot place the pod), and the job's own
+ * queue timeout or a cancel ends it sooner if the user wants.
+ */
+async function enforcePendingTimeout(ctx: ReconcileContext, worker: WorkerRow): Promise<void> {
+  const timeoutMs = ctx.providers.get(worker.provider)?.pendingTimeoutMs ?? 0;
+  if (timeoutMs <= 0 || worker.pending_since_ms === null || !ctx.liveness.isOverdue(worker.pending_since_ms, timeoutMs)) return;
+  // An unavailable provider cannot tell whether the worker still waits: judge it once it answers.
+  if (ctx.health.isMarkedUnavailable(worker.provider)) return;
+  const reason = `the worker could not run within ${formatDuration(timeoutMs)} (the provider's pending timeout): ${worker.pending_reason}`;
+  await loseAttempt(ctx, worker, reason, "pending_timeout", "permanent");
+}
+
+/** 600000 -> "10m", 90000 -> "90s". */
+function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
 }

@@ -2,6 +2,8 @@
  * Step 4 of a pass: asks the providers about live workers (all of them on a full pass, only the
  * suspects otherwise: a stream that closed, a process that exited). A worker that exited or
  * vanished before reporting its result loses its attempt, with its last output as the reason.
+ * One that cannot run yet for a reason outside it (an unschedulable pod) waits, with that reason
+ * on its job, until it runs or the provider's pending timeout (deadlines.ts) ends it.
  * Workers of a provider marked unavailable are not judged now: their provider cannot tell.
  */
 import { toError } from "../core/errors.js";
@@ -37,7 +39,11 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
     ctx.log.warn({ err: toError(err), workerId: worker.id }, "worker inspect failed");
     return;
   }
-  if (status.state === "pending" || status.state === "running") return;
+  if (status.state === "pending" && status.detail) return notePending(ctx, worker, status.detail);
+  if (status.state === "pending" || status.state === "running") {
+    if (worker.pending_since_ms !== null) await ctx.store.attempts.clearPending(worker);
+    return;
+  }
   const what = `${worker.name} (${worker.resource_type} ${resourceId})`;
   const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
   const happened = status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
@@ -60,4 +66,17 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
   if (output) await appendSystemLog(ctx, fresh, `[hodei] ${happened}\n[hodei] the worker's last output:\n${output}\n`);
   const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss || isRestartLoss ? "disruption" : "infrastructure";
   await loseAttempt(ctx, fresh, reason, "vanished", kind);
+}
+
+/**
+ * The provider says the worker cannot run yet, and why (the scheduler's message): the job shows it
+ * as its reason, and the worker keeps its whole registration time for when it does run (its
+ * deadline and token expiry move on). The deadlines step fails it once the provider's pending
+ * timeout has passed.
+ */
+async function notePending(ctx: ReconcileContext, worker: WorkerRow, detail: string): Promise<void> {
+  if (worker.state !== "waiting") return;
+  const now = ctx.clock.nowMs();
+  const noted = await ctx.store.attempts.notePending(worker, detail, now, now + ctx.registrationTimeoutMs);
+  if (noted && worker.pending_since_ms === null) ctx.log.info({ jobId: worker.job_id, workerId: worker.id, detail }, "worker waits for its provider");
 }

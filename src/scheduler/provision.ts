@@ -6,6 +6,7 @@
  */
 import { PermanentError, toError, UnavailableError } from "../core/errors.js";
 import { newId, workerName } from "../core/ids.js";
+import type { PullPolicy, Toleration } from "../core/placement.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { loseAttempt } from "./attempt-loss.js";
@@ -53,8 +54,8 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
   const slot = ctx.providers.get(job.provider)!;
   const log = ctx.log.child({ jobId: job.id, workerId: worker.id, provider: job.provider });
   let recorded: WorkerRow | null | undefined;
-  const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string) => {
-    recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs());
+  const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "") => {
+    recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied);
     log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
   };
   try {
@@ -69,10 +70,13 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       image: job.image,
       cpuMillis: job.cpu_millis,
       memoryMb: job.memory_mb,
+      pullPolicy: job.pull_policy as PullPolicy,
+      nodeSelector: JSON.parse(job.node_selector) as Record<string, string>,
+      tolerations: JSON.parse(job.tolerations) as Toleration[],
       deadlineSeconds: job.timeout_seconds + Math.ceil((ctx.registrationTimeoutMs + TIMEOUT_BACKSTOP_MS) / 1000) + 60,
-      onCreated: (r) => record(r.resourceId, r.resourceType),
+      onCreated: (r) => record(r.resourceId, r.resourceType, r.resourcesApplied),
     }, signal));
-    if (recorded === undefined) await record(resource.resourceId, resource.resourceType);
+    if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied);
     ctx.metrics.workersStarted.inc({ provider: job.provider });
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
   } catch (err) {

@@ -169,6 +169,9 @@ export class AgentStream {
           logLimitBytes: BigInt(this.deps.logLimitBytes),
           heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
           secrets,
+          // Resources: what the provider applied, for the top of the job's log and an out-of-memory reason.
+          resourcesApplied: this.worker.resources_applied,
+          memoryMb: job.memory_mb,
         },
       }),
     );
@@ -276,7 +279,8 @@ export class AgentStream {
       to = "failed";
       reason = result.signal ? `the command was killed by ${result.signal}` : `the command exited with code ${result.exitCode}`;
     }
-    const exitCode = to === "succeeded" || (to === "failed" && !result.error) ? result.exitCode : null;
+    // An error with a positive exit code explains how a command that ran ended (out of memory): its exit code stays.
+    const exitCode = to === "succeeded" || (to === "failed" && (!result.error || result.exitCode > 0)) ? result.exitCode : null;
     const isLogTruncated = result.droppedBytes > 0n || fresh.log_truncated === 1;
     if (!logsComplete) log.warn({ jobId: w.job_id, workerId: w.id, lastSeq, received: fresh.log_seq }, "result arrived with log chunks missing; logs marked incomplete");
     if (to === "failed" && job && isRetryableExit(result, job.retry_on_exit_codes)) {

@@ -15,10 +15,13 @@ import {
   type OtpToken,
   OtpTokenSchema,
   TimelineSchema,
+  type Toleration,
+  TolerationSchema,
   type Worker,
   WorkerSchema,
 } from "../gen/hodei/v1/api_pb.js";
 import { isTerminal } from "../core/job-state.js";
+import type { Toleration as CoreToleration } from "../core/placement.js";
 import { scopesOf } from "../store/keys.js";
 import type { ApiKeyRow, JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
 
@@ -105,7 +108,29 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     priority: job.priority,
     queueTimeoutSeconds: job.queue_timeout_seconds,
     runAt: ts(job.run_at_ms ?? job.created_at),
+    // Resources: provider details per job, and how the latest attempt's provider applied the limits.
+    pullPolicy: job.pull_policy,
+    nodeSelector: JSON.parse(job.node_selector) as Record<string, string>,
+    tolerations: (JSON.parse(job.tolerations) as CoreToleration[]).map(tolerationToApi),
+    resourcesApplied: latest?.resources_applied ?? workers.at(-1)?.resources_applied ?? "",
   });
+}
+
+/** A toleration as stored (core/placement.ts) as the API's message. */
+function tolerationToApi(t: CoreToleration): Toleration {
+  return create(TolerationSchema, {
+    key: t.key,
+    operator: t.operator,
+    value: t.value,
+    effect: t.effect,
+    tolerationSeconds: t.tolerationSeconds === undefined ? undefined : BigInt(t.tolerationSeconds),
+  });
+}
+
+/** The API's toleration as core/placement.ts validates it (a number of seconds, unset when absent). */
+export function tolerationFromApi(t: Toleration): CoreToleration {
+  const seconds = t.tolerationSeconds === undefined ? undefined : Number(t.tolerationSeconds);
+  return { key: t.key, operator: t.operator, value: t.value, effect: t.effect, tolerationSeconds: seconds } as CoreToleration;
 }
 
 export function toWorker(worker: WorkerRow): Worker {

@@ -11,7 +11,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AlreadyExistsError, ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
-import { validateJobSpec } from "../core/job-spec.js";
+import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { specHash } from "../core/spec-hash.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import {
@@ -29,7 +29,7 @@ import { isOrphan } from "../scheduler/reap.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
 import type { JobRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
-import { toJob, toOtpToken, toWorker } from "./api-mapping.js";
+import { toJob, toOtpToken, tolerationFromApi, toWorker } from "./api-mapping.js";
 import { refuseLostSecrets, rerunSpec } from "./rerun.js";
 import { parseLabelSelector } from "./label-selector.js";
 import type { ServiceDeps } from "./service-deps.js";
@@ -108,6 +108,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           idempotencyKey: req.idempotencyKey,
           cpuMillis: req.resources?.cpuMillis ?? 0,
           memoryMb: req.resources?.memoryMb ?? 0,
+          // Resources: provider details per job (validated in core/placement.ts).
+          pullPolicy: req.pullPolicy as JobSpec["pullPolicy"],
+          nodeSelector: req.nodeSelector,
+          tolerations: req.tolerations.map(tolerationFromApi),
           retryOnExitCodes: req.retryOnExitCodes,
           secrets: req.secrets,
           priority: req.priority,

@@ -162,10 +162,10 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       serviceAccount: config.kubernetes.serviceAccount,
       imagePullSecrets: config.kubernetes.imagePullSecrets,
       nodeSelector: config.kubernetes.nodeSelector,
-      tolerations: config.kubernetes.tolerations as never,
+      tolerations: config.kubernetes.tolerations,
       agentEnv,
     });
-    providers.set("kubernetes", { provider: kubernetes, maxWorkers: config.kubernetes.maxWorkers, workerServerUrl: "" });
+    providers.set("kubernetes", { provider: kubernetes, maxWorkers: config.kubernetes.maxWorkers, workerServerUrl: "", pendingTimeoutMs: config.kubernetes.pendingTimeoutMs });
     workerUrls.set("kubernetes", config.kubernetes.workerServerUrl);
   }
 

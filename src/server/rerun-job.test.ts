@@ -86,6 +86,10 @@ describe("RerunJob", () => {
       image: "alpine:3.20",
       idempotencyKey: "deploy-42",
       resources: { cpuMillis: 500, memoryMb: 256 },
+      priority: 7,
+      queueTimeoutSeconds: 300,
+      delaySeconds: 60,
+      pullPolicy: "never",
     });
     await finish(original!.id, "failed");
     clock.advance(1000);
@@ -105,8 +109,15 @@ describe("RerunJob", () => {
       retryOnExitCodes: job.retryOnExitCodes,
       image: job.image,
       resources: { cpuMillis: job.resources?.cpuMillis, memoryMb: job.resources?.memoryMb },
+      priority: job.priority,
+      queueTimeoutSeconds: job.queueTimeoutSeconds,
+      pullPolicy: job.pullPolicy,
     });
     assert.deepEqual(copied(rerun), copied(original!));
+    assert.equal(rerun.priority, 7);
+    assert.equal(rerun.pullPolicy, "never");
+    // Due at once: the original's delay is not copied.
+    assert.equal(Number(rerun.runAt!.seconds) * 1000, clock.nowMs() - (clock.nowMs() % 1000));
     assert.equal(rerun.retryOnExitCodes, "3,4");
     assert.equal((await store.jobs.get(rerun.id))?.idempotency_key, null, "a rerun is a new submission, not a repeat");
     assert.equal((await store.jobs.get(original!.id))?.idempotency_key, "deploy-42", "the original keeps its key");

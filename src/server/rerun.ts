@@ -28,6 +28,9 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     cpuMillis: job.cpu_millis,
     memoryMb: job.memory_mb,
     retryOnExitCodes: job.retry_on_exit_codes,
+    pullPolicy: job.pull_policy as JobSpec["pullPolicy"],
+    nodeSelector: JSON.parse(job.node_selector) as Record<string, string>,
+    tolerations: JSON.parse(job.tolerations) as JobSpec["tolerations"],
     priority: job.priority,
     queueTimeoutSeconds: job.queue_timeout_seconds,
     // A rerun is due now: the original's run-at or delay is in the past.

@@ -54,12 +54,15 @@ export class AttemptQueries {
     });
   }
 
-  /** Records the provider_resource_id on the worker and its token: provisioning -> waiting. */
-  async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number): Promise<WorkerRow | null> {
+  /**
+   * Records the provider_resource_id on the worker and its token: provisioning -> waiting.
+   * resourcesApplied: how the provider applied the job's resource limits, in words.
+   */
+  async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number, resourcesApplied = ""): Promise<WorkerRow | null> {
     return this.db.transaction().execute(async (tx) => {
       const row = await tx
         .updateTable("workers")
-        .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs })
+        .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs, resources_applied: resourcesApplied })
         .where("id", "=", workerId)
         .where("state", "in", workerStatesLeadingTo("waiting"))
         .returningAll()
@@ -208,6 +211,77 @@ export class AttemptQueries {
     });
   }
 
+  // ---- Resources: a worker that waits for its provider (an unschedulable pod) ----------------
+
+  /**
+   * The provider says the waiting worker cannot run yet, and why (the Kubernetes scheduler's
+   * message): in one transaction the worker records the reason (and since when it has waited, kept
+   * from the first time), its registration deadline and its unused OTP token's expiry move to
+   * `registrationDeadlineMs` (so the agent still has its whole registration time once the pod
+   * starts), and its job, still provisioning this attempt, shows the reason. Null when the worker no
+   * longer waits (registered, or its attempt ended).
+   */
+  async notePending(worker: WorkerRow, reason: string, nowMs: number, registrationDeadlineMs: number): Promise<WorkerRow | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable("workers")
+        .set((eb) => ({
+          pending_reason: reason,
+          pending_since_ms: eb.fn.coalesce("pending_since_ms", eb.val(nowMs)),
+          registration_deadline_ms: registrationDeadlineMs,
+        }))
+        .where("id", "=", worker.id)
+        .where("state", "=", "waiting")
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return null;
+      // Only a token still good (its expiry is the worker's deadline: a revoked one has an earlier one).
+      await tx
+        .updateTable("otp_tokens")
+        .set({ expires_at: registrationDeadlineMs })
+        .where("worker_id", "=", worker.id)
+        .where("consumed_at", "is", null)
+        .where("expires_at", "=", worker.registration_deadline_ms)
+        .execute();
+      await tx
+        .updateTable("jobs")
+        .set({ reason: pendingJobReason(reason) })
+        .where("id", "=", worker.job_id)
+        .where("state", "=", "provisioning")
+        .where("attempts", "=", worker.attempt)
+        .where("reason", "!=", pendingJobReason(reason))
+        .execute();
+      return row;
+    });
+  }
+
+  /**
+   * The provider no longer says the worker waits (the pod was scheduled): the worker forgets the
+   * reason and the job's reason, if still that one, is cleared. The registration deadline keeps the
+   * time notePending gave it. Null when there was nothing to clear.
+   */
+  async clearPending(worker: WorkerRow): Promise<WorkerRow | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const row = await tx
+        .updateTable("workers")
+        .set({ pending_reason: "", pending_since_ms: null })
+        .where("id", "=", worker.id)
+        .where("pending_since_ms", "is not", null)
+        .returningAll()
+        .executeTakeFirst();
+      if (!row) return null;
+      await tx
+        .updateTable("jobs")
+        .set({ reason: "" })
+        .where("id", "=", worker.job_id)
+        .where("state", "=", "provisioning")
+        .where("attempts", "=", worker.attempt)
+        .where("reason", "=", pendingJobReason(worker.pending_reason))
+        .execute();
+      return row;
+    });
+  }
+
   /** Runs fn in a transaction; throwing ROLLBACK undoes it and yields false. */
   private async inTransaction(fn: (tx: Kysely<Database>) => Promise<boolean>): Promise<boolean> {
     try {
@@ -217,6 +291,11 @@ export class AttemptQueries {
       throw err;
     }
   }
+}
+
+/** The reason a provisioning job shows while its worker waits for its provider. */
+export function pendingJobReason(reason: string): string {
+  return `waiting: ${reason}`;
 }
 
 /** Thrown inside a transaction to undo it when a later step of a multi-row change lost its race. */

@@ -102,6 +102,10 @@ export class JobQueries {
         run_at_ms: runAtMs,
         queue_deadline_ms: spec.queueTimeoutSeconds > 0 ? runAtMs + spec.queueTimeoutSeconds * 1000 : null,
         spec_hash: specHash(spec),
+        // Resources: provider details per job.
+        pull_policy: spec.pullPolicy,
+        node_selector: JSON.stringify(spec.nodeSelector),
+        tolerations: JSON.stringify(spec.tolerations),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

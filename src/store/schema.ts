@@ -42,6 +42,13 @@ export interface JobsTable {
   finished_at: number | null;
   /** Name of the API key that submitted the job; null when none did (before keys, or HODEI_AUTH=off). */
   submitted_by: string | null;
+  // Resources: provider details per job (migration 0019).
+  /** always | if-not-present | never. */
+  pull_policy: Generated<string>;
+  /** JSON object: Kubernetes node labels the pod must match (added to the provider's). */
+  node_selector: Generated<string>;
+  /** JSON array of core/v1 tolerations (added to the provider's). */
+  tolerations: Generated<string>;
   /** Exit codes that make an attempt retryable: "" (none), "any", or ascending codes "3,4" (core/job-spec.ts). */
   retry_on_exit_codes: string;
   /** The job this one reruns (RerunJob); null for a job submitted directly. */
@@ -111,6 +118,13 @@ export interface WorkersTable {
   stream_connected_at: number | null;
   /** The command's exit code in this attempt, once the agent reported it (null: it did not exit). */
   exit_code: number | null;
+  // Resources (migration 0020).
+  /** How the provider applied the job's resource limits, in words; "" when none were asked for. */
+  resources_applied: Generated<string>;
+  /** What the provider says the worker waits for before it can run (an unschedulable pod); "" when nothing. */
+  pending_reason: Generated<string>;
+  /** Since when it has waited for that (epoch ms); null when it waits for nothing outside itself. */
+  pending_since_ms: Generated<number | null>;
 }
 
 export interface OtpTokensTable {

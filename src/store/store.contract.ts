@@ -856,6 +856,72 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
     });
 
+    describe("resources: provider details and a worker waiting for its provider", () => {
+      it("stores a job's pull policy, node selector and tolerations as given", async () => {
+        const tolerations: JobSpec["tolerations"] = [{ key: "gpu", operator: "Exists", value: "", effect: "NoSchedule" }];
+        const j = await submit({ pullPolicy: "never", nodeSelector: { disktype: "ssd" }, tolerations });
+        const row = await job(j.id);
+        assert.equal(row.pull_policy, "never");
+        assert.deepEqual(JSON.parse(row.node_selector), { disktype: "ssd" });
+        assert.deepEqual(JSON.parse(row.tolerations), tolerations);
+      });
+
+      it("records how the provider applied the job's resource limits with the provider_resource_id", async () => {
+        const p = await provision();
+        const row = await store.attempts.recordProvisioned(p.worker.id, "12345", "process_id", clock.nowMs(), "memory 64 MiB enforced");
+        assert.equal(row?.resources_applied, "memory 64 MiB enforced");
+      });
+
+      it("notes what a waiting worker waits for on it and its job, and moves its deadline and its token's expiry", async () => {
+        const p = await provisioned();
+        const since = clock.nowMs();
+        clock.advance(5000);
+        const deadline = clock.nowMs() + REGISTRATION_MS;
+        const noted = await store.attempts.notePending(p.worker, "unschedulable", since, deadline);
+        assert.equal(noted?.pending_reason, "unschedulable");
+        assert.equal(noted?.pending_since_ms, since);
+        assert.equal(noted?.registration_deadline_ms, deadline);
+        assert.equal((await job(p.job.id)).reason, "waiting: unschedulable");
+        // p.worker's token expires at TOKEN_TTL_MS, not at its deadline: only a token whose expiry is the deadline moves.
+        assert.equal((await token(p.tokenHash)).expires_at, since + TOKEN_TTL_MS);
+        const again = await store.attempts.notePending(noted!, "still unschedulable", clock.nowMs(), deadline + 1000);
+        assert.equal(again?.pending_since_ms, since, "since when is kept from the first note");
+        assert.equal((await job(p.job.id)).reason, "waiting: still unschedulable");
+      });
+
+      it("moves the expiry of a token that still has the worker's deadline, never a consumed or revoked one", async () => {
+        const submitted = await submit();
+        const otp = mintOtpToken();
+        const claimed = await store.attempts.claim(["local"], clock.nowMs(), (row) => {
+          const prepared = prepareFor(row, hashToken(otp));
+          return { worker: prepared.worker, token: { ...prepared.token, expiresAtMs: prepared.worker.registrationDeadlineMs } };
+        });
+        assert.equal(claimed?.job.id, submitted.id);
+        const w = await store.attempts.recordProvisioned(claimed.worker.id, "pod-a", "pod_name", clock.nowMs());
+        const later = clock.nowMs() + 10 * REGISTRATION_MS;
+        assert.ok(await store.attempts.notePending(w!, "unschedulable", clock.nowMs(), later));
+        assert.equal((await token(hashToken(otp))).expires_at, later);
+        assert.ok(await store.attempts.end(await worker(claimed.worker.id), "failed", clock.nowMs(), {}, "lost"));
+        assert.equal(await store.attempts.notePending(await worker(claimed.worker.id), "x", clock.nowMs(), later + 1), null, "a worker that no longer waits");
+        assert.ok((await token(hashToken(otp))).expires_at <= clock.nowMs(), "the revoked token stays revoked");
+      });
+
+      it("clears the wait and the job's waiting reason, but not a reason set since", async () => {
+        const p = await provisioned();
+        const noted = await store.attempts.notePending(p.worker, "unschedulable", clock.nowMs(), clock.nowMs() + REGISTRATION_MS);
+        const cleared = await store.attempts.clearPending(noted!);
+        assert.equal(cleared?.pending_since_ms, null);
+        assert.equal(cleared?.pending_reason, "");
+        assert.equal((await job(p.job.id)).reason, "");
+        assert.equal(await store.attempts.clearPending(cleared!), null, "nothing left to clear");
+        const q = await provisioned();
+        const waiting = await store.attempts.notePending(q.worker, "unschedulable", clock.nowMs(), clock.nowMs() + REGISTRATION_MS);
+        assert.ok(await store.jobs.transition(q.job.id, "failed", clock.nowMs(), { reason: "canceled elsewhere" }));
+        assert.ok(await store.attempts.clearPending(waiting!));
+        assert.equal((await job(q.job.id)).reason, "canceled elsewhere");
+      });
+    });
+
     describe("logs", () => {
       const chunk = (seq: number, data: string | Buffer = `line ${seq}\n`, stream = "stdout") => ({
         seq,

@@ -15,6 +15,7 @@ import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
 import { logWriter, noteRetry } from "../log-output.js";
 import { collectEnv, collectSecret, parseInteger, parseIsoTime, parsePositiveInt } from "../options.js";
+import { collectNodeSelector, collectToleration, parseCpuCores, parseMemoryMb, parsePullPolicy, type TolerationOption } from "../resource-options.js";
 
 interface RunOptions {
   provider?: string;
@@ -32,6 +33,12 @@ interface RunOptions {
   queueTimeout?: number;
   runAt?: number;
   delay?: number;
+  // Resources and provider details.
+  cpu?: number;
+  memory?: number;
+  pull?: string;
+  nodeSelector?: Record<string, string>;
+  toleration?: TolerationOption[];
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -48,6 +55,11 @@ export function registerRunCommand(program: Command): void {
     .option("--max-attempts <n>", "attempts allowed for retryable failures: a lost worker, or an exit code given to --retry-on-exit (default 1)", parsePositiveInt)
     .option("--script <file>", 'run this shell script instead of a command ("-" reads stdin)')
     .option("--retry-on-exit <codes>", 'retry the job on a new worker when the command exits with one of these codes ("3,4") or with any non-zero code ("any"); needs --max-attempts 2 or more')
+    .option("--cpu <cores>", "CPU limit in cores, e.g. 0.5 (the local provider applies it where a cgroup allows, and says so when it cannot)", parseCpuCores)
+    .option("--memory <MiB>", "memory limit in MiB, e.g. 512; a job that exceeds it is killed and fails as out of memory", parseMemoryMb)
+    .option("--pull <policy>", "when to pull --image: always, if-not-present (default) or never (docker and kubernetes)", parsePullPolicy)
+    .option("--node-selector <KEY=VALUE>", "kubernetes: a node label the job's pod must be scheduled on (repeatable)", collectNodeSelector)
+    .option("--toleration <KEY[=VALUE][:EFFECT[:SECONDS]]>", "kubernetes: a taint the job's pod tolerates, e.g. dedicated=hodei:NoSchedule, or * (repeatable)", collectToleration)
     .option("--detach", "print the job id and exit without waiting")
     .option("--json", "print the finished job (or with --detach, the submitted job) as JSON (the job's output then goes to stderr)")
     .option("--secret <NAME=VALUE>", "secret environment variable: never shown again, *** in the log (repeatable; note that VALUE is in this command line)", collectSecret)
@@ -91,6 +103,11 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     queueTimeoutSeconds: options.queueTimeout ?? 0,
     runAt: options.runAt === undefined ? undefined : timestampFromMs(options.runAt),
     delaySeconds: options.delay ?? 0,
+    // Resources and provider details.
+    resources: { cpuMillis: options.cpu ?? 0, memoryMb: options.memory ?? 0 },
+    pullPolicy: options.pull ?? "",
+    nodeSelector: options.nodeSelector ?? {},
+    tolerations: options.toleration ?? [],
   });
   if (!job) throw new CliError("the server accepted the job but returned no job");
 

@@ -23,6 +23,8 @@ import * as m0015 from "./0015_retry_on_exit_codes.js";
 import * as m0016 from "./0016_job_rerun_of.js";
 import * as m0017 from "./0017_job_secrets.js";
 import * as m0018 from "./0018_job_secret_names.js";
+import * as m0019 from "./0019_job_placement.js";
+import * as m0020 from "./0020_worker_waiting.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -45,6 +47,8 @@ const STEPS: Record<string, Step> = {
   "0016_job_rerun_of": m0016,
   "0017_job_secrets": m0017,
   "0018_job_secret_names": m0018,
+  "0019_job_placement": m0019,
+  "0020_worker_waiting": m0020,
 };
 
 /** The first step: applying it means the database was created by this run. */

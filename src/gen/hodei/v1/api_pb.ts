@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/api.proto.
  */
 export const file_hodei_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKEBQoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhsKE3JldHJ5X29uX2V4aXRfY29kZXMYECABKAkSOAoHc2VjcmV0cxgTIAMoCzInLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuU2VjcmV0c0VudHJ5EhAKCHByaW9yaXR5GAsgASgFEh0KFXF1ZXVlX3RpbWVvdXRfc2Vjb25kcxgMIAEoBRIqCgZydW5fYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRlbGF5X3NlY29uZHMYDiABKAUaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjIKCVJlc291cmNlcxISCgpjcHVfbWlsbGlzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBSIvChFTdWJtaXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5ob2RlaS52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJuCg9MaXN0Sm9ic1JlcXVlc3QSDgoGc3RhdGVzGAEgAygJEhAKCHByb3ZpZGVyGAIgASgJEg0KBWxpbWl0GAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkSFgoObGFiZWxfc2VsZWN0b3IYBSABKAkiSAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0uaG9kZWkudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIh0KD1JlcnVuSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSJGCg5HZXRMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhQKDGFmdGVyX2N1cnNvchgDIAEoAyKAAQoITG9nRW50cnkSDwoHYXR0ZW1wdBgBIAEoBRILCgNzZXEYAiABKAMSDgoGc3RyZWFtGAMgASgJEgwKBGRhdGEYBCABKAwSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY3Vyc29yGAYgASgDIqECCghUaW1lbGluZRIqCgZxdWV1ZWQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Byb3Zpc2lvbmVkGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZWdpc3RlcmVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZGVzdHJveWVkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKSAgoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAUgASgJEhUKDXJlc291cmNlX3R5cGUYBiABKAkSFAoMd29ya2VyX3N0YXRlGAcgASgJEhYKDmZhaWx1cmVfcmVhc29uGAggASgJEiQKCHRpbWVsaW5lGAkgASgLMhIuaG9kZWkudjEuVGltZWxpbmUSFgoJZXhpdF9jb2RlGAogASgFSACIAQESDgoGcmVhc29uGAsgASgJQgwKCl9leGl0X2NvZGUi+gYKA0pvYhIKCgJpZBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRIQCghwcm92aWRlchgFIAEoCRIjCgNlbnYYBiADKAsyFi5ob2RlaS52MS5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAcgASgFEikKBmxhYmVscxgIIAMoCzIZLmhvZGVpLnYxLkpvYi5MYWJlbHNFbnRyeRINCgVpbWFnZRgJIAEoCRIWCglleGl0X2NvZGUYCiABKAVIAIgBARIOCgZyZWFzb24YCyABKAkSEAoIYXR0ZW1wdHMYDCABKAUSFAoMbWF4X2F0dGVtcHRzGA0gASgFEi4KCmNyZWF0ZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgh0aW1lbGluZRgQIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEioKD2F0dGVtcHRfaGlzdG9yeRgRIAMoCzIRLmhvZGVpLnYxLkF0dGVtcHQSFgoObG9nc190cnVuY2F0ZWQYEiABKAgSFwoPbG9nc19pbmNvbXBsZXRlGBMgASgIEiYKCXJlc291cmNlcxgUIAEoCzITLmhvZGVpLnYxLlJlc291cmNlcxIaChJ1bmNvdW50ZWRfYXR0ZW1wdHMYFSABKAUSFAoMc3VibWl0dGVkX2J5GBYgASgJEhQKDGVudl9yZWRhY3RlZBgXIAEoCBIbChNyZXRyeV9vbl9leGl0X2NvZGVzGB0gASgJEhAKCHJlcnVuX29mGB4gASgJEhQKDHNlY3JldF9uYW1lcxghIAMoCRIQCghwcmlvcml0eRgYIAEoBRIdChVxdWV1ZV90aW1lb3V0X3NlY29uZHMYGSABKAUSKgoGcnVuX2F0GBogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZSIwChJMaXN0V29ya2Vyc1JlcXVlc3QSCwoDYWxsGAEgASgIEg0KBWxpbWl0GAIgASgFIsYCCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgEIAEoCRIVCg1yZXNvdXJjZV90eXBlGAUgASgJEg0KBXN0YXRlGAYgASgJEg4KBmpvYl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZXN0cm95ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDCABKAkiOAoTTGlzdFdvcmtlcnNSZXNwb25zZRIhCgd3b3JrZXJzGAEgAygLMhAuaG9kZWkudjEuV29ya2VyIiIKEUxpc3RUb2tlbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFIsUCCghPdHBUb2tlbhIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgDIAEoCRIVCg1yZXNvdXJjZV90eXBlGAQgASgJEhAKCGNvbnN1bWVkGAUgASgIEg4KBmpvYl9pZBgGIAEoCRIRCgl3b3JrZXJfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjb25zdW1lZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgMIAEoCCI4ChJMaXN0VG9rZW5zUmVzcG9uc2USIgoGdG9rZW5zGAEgAygLMhIuaG9kZWkudjEuT3RwVG9rZW4iFgoUTGlzdFByb3ZpZGVyc1JlcXVlc3Qi4AEKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSEgoKaXNfZGVmYXVsdBgCIAEoCBIPCgdoZWFsdGh5GAMgASgIEg4KBmRldGFpbBgEIAEoCRITCgttYXhfd29ya2VycxgFIAEoBRIWCg5hY3RpdmVfd29ya2VycxgGIAEoBRIPCgdvcnBoYW5zGAcgASgFEhkKEXdvcmtlcl9zZXJ2ZXJfdXJsGAggASgJEiEKGXdvcmtlcl9zZXJ2ZXJfdXJsX3dhcm5pbmcYCSABKAkSFQoNb3JwaGFuc19lcnJvchgKIAEoCSI+ChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJQoJcHJvdmlkZXJzGAEgAygLMhIuaG9kZWkudjEuUHJvdmlkZXIy8AQKCkpvYlNlcnZpY2USRAoJU3VibWl0Sm9iEhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBobLmhvZGVpLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjUKBkdldEpvYhIXLmhvZGVpLnYxLkdldEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2IiA5ACARJGCghMaXN0Sm9icxIZLmhvZGVpLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmhvZGVpLnYxLkxpc3RKb2JzUmVzcG9uc2UiA5ACARI2CglDYW5jZWxKb2ISGi5ob2RlaS52MS5DYW5jZWxKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iEjkKB0dldExvZ3MSGC5ob2RlaS52MS5HZXRMb2dzUmVxdWVzdBoSLmhvZGVpLnYxLkxvZ0VudHJ5MAESTwoLTGlzdFdvcmtlcnMSHC5ob2RlaS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHS5ob2RlaS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIgOQAgESTAoKTGlzdFRva2VucxIbLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhwuaG9kZWkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIgOQAgESVQoNTGlzdFByb3ZpZGVycxIeLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0Gh8uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlIgOQAgESNAoIUmVydW5Kb2ISGS5ob2RlaS52MS5SZXJ1bkpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2Iy1QEKCktleVNlcnZpY2USRAoJQ3JlYXRlS2V5EhouaG9kZWkudjEuQ3JlYXRlS2V5UmVxdWVzdBobLmhvZGVpLnYxLkNyZWF0ZUtleVJlc3BvbnNlEkYKCExpc3RLZXlzEhkuaG9kZWkudjEuTGlzdEtleXNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEtleXNSZXNwb25zZSIDkAIBEjkKCVJldm9rZUtleRIaLmhvZGVpLnYxLlJldm9rZUtleVJlcXVlc3QaEC5ob2RlaS52MS5BcGlLZXliBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK+BgoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhsKE3JldHJ5X29uX2V4aXRfY29kZXMYECABKAkSOAoHc2VjcmV0cxgTIAMoCzInLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuU2VjcmV0c0VudHJ5EhAKCHByaW9yaXR5GAsgASgFEh0KFXF1ZXVlX3RpbWVvdXRfc2Vjb25kcxgMIAEoBRIqCgZydW5fYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRlbGF5X3NlY29uZHMYDiABKAUSEwoLcHVsbF9wb2xpY3kYFSABKAkSQwoNbm9kZV9zZWxlY3RvchgWIAMoCzIsLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTm9kZVNlbGVjdG9yRW50cnkSKQoLdG9sZXJhdGlvbnMYFyADKAsyFC5ob2RlaS52MS5Ub2xlcmF0aW9uGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARozChFOb2RlU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoIBCgpUb2xlcmF0aW9uEgsKA2tleRgBIAEoCRIQCghvcGVyYXRvchgCIAEoCRINCgV2YWx1ZRgDIAEoCRIOCgZlZmZlY3QYBCABKAkSHwoSdG9sZXJhdGlvbl9zZWNvbmRzGAUgASgDSACIAQFCFQoTX3RvbGVyYXRpb25fc2Vjb25kcyIyCglSZXNvdXJjZXMSEgoKY3B1X21pbGxpcxgBIAEoBRIRCgltZW1vcnlfbWIYAiABKAUiLwoRU3VibWl0Sm9iUmVzcG9uc2USGgoDam9iGAEgASgLMg0uaG9kZWkudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkibgoPTGlzdEpvYnNSZXF1ZXN0Eg4KBnN0YXRlcxgBIAMoCRIQCghwcm92aWRlchgCIAEoCRINCgVsaW1pdBgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJEhYKDmxhYmVsX3NlbGVjdG9yGAUgASgJIkgKEExpc3RKb2JzUmVzcG9uc2USGwoEam9icxgBIAMoCzINLmhvZGVpLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIdCg9SZXJ1bkpvYlJlcXVlc3QSCgoCaWQYASABKAkiRgoOR2V0TG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBIUCgxhZnRlcl9jdXJzb3IYAyABKAMigAEKCExvZ0VudHJ5Eg8KB2F0dGVtcHQYASABKAUSCwoDc2VxGAIgASgDEg4KBnN0cmVhbRgDIAEoCRIMCgRkYXRhGAQgASgMEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgGIAEoAyKhAgoIVGltZWxpbmUSKgoGcXVldWVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtwcm92aXNpb25lZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVnaXN0ZXJlZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc3RhcnRlZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZmluaXNoZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWRlc3Ryb3llZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikgIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgFEhEKCXdvcmtlcl9pZBgCIAEoCRITCgt3b3JrZXJfbmFtZRgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhQKDHdvcmtlcl9zdGF0ZRgHIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIkCgh0aW1lbGluZRgJIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEhYKCWV4aXRfY29kZRgKIAEoBUgAiAEBEg4KBnJlYXNvbhgLIAEoCUIMCgpfZXhpdF9jb2RlIsIICgNKb2ISCgoCaWQYASABKAkSDQoFc3RhdGUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIOCgZzY3JpcHQYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSIwoDZW52GAYgAygLMhYuaG9kZWkudjEuSm9iLkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgHIAEoBRIpCgZsYWJlbHMYCCADKAsyGS5ob2RlaS52MS5Kb2IuTGFiZWxzRW50cnkSDQoFaW1hZ2UYCSABKAkSFgoJZXhpdF9jb2RlGAogASgFSACIAQESDgoGcmVhc29uGAsgASgJEhAKCGF0dGVtcHRzGAwgASgFEhQKDG1heF9hdHRlbXB0cxgNIAEoBRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoIdGltZWxpbmUYECABKAsyEi5ob2RlaS52MS5UaW1lbGluZRIqCg9hdHRlbXB0X2hpc3RvcnkYESADKAsyES5ob2RlaS52MS5BdHRlbXB0EhYKDmxvZ3NfdHJ1bmNhdGVkGBIgASgIEhcKD2xvZ3NfaW5jb21wbGV0ZRgTIAEoCBImCglyZXNvdXJjZXMYFCABKAsyEy5ob2RlaS52MS5SZXNvdXJjZXMSGgoSdW5jb3VudGVkX2F0dGVtcHRzGBUgASgFEhQKDHN1Ym1pdHRlZF9ieRgWIAEoCRIUCgxlbnZfcmVkYWN0ZWQYFyABKAgSGwoTcmV0cnlfb25fZXhpdF9jb2RlcxgdIAEoCRIQCghyZXJ1bl9vZhgeIAEoCRIUCgxzZWNyZXRfbmFtZXMYISADKAkSEAoIcHJpb3JpdHkYGCABKAUSHQoVcXVldWVfdGltZW91dF9zZWNvbmRzGBkgASgFEioKBnJ1bl9hdBgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcHVsbF9wb2xpY3kYIyABKAkSNgoNbm9kZV9zZWxlY3RvchgkIAMoCzIfLmhvZGVpLnYxLkpvYi5Ob2RlU2VsZWN0b3JFbnRyeRIpCgt0b2xlcmF0aW9ucxglIAMoCzIULmhvZGVpLnYxLlRvbGVyYXRpb24SGQoRcmVzb3VyY2VzX2FwcGxpZWQYJiABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjMKEU5vZGVTZWxlY3RvckVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZSIwChJMaXN0V29ya2Vyc1JlcXVlc3QSCwoDYWxsGAEgASgIEg0KBWxpbWl0GAIgASgFIsYCCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgEIAEoCRIVCg1yZXNvdXJjZV90eXBlGAUgASgJEg0KBXN0YXRlGAYgASgJEg4KBmpvYl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfaGVhcnRiZWF0X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZXN0cm95ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDCABKAkiOAoTTGlzdFdvcmtlcnNSZXNwb25zZRIhCgd3b3JrZXJzGAEgAygLMhAuaG9kZWkudjEuV29ya2VyIiIKEUxpc3RUb2tlbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFIsUCCghPdHBUb2tlbhIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgDIAEoCRIVCg1yZXNvdXJjZV90eXBlGAQgASgJEhAKCGNvbnN1bWVkGAUgASgIEg4KBmpvYl9pZBgGIAEoCRIRCgl3b3JrZXJfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjb25zdW1lZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgMIAEoCCI4ChJMaXN0VG9rZW5zUmVzcG9uc2USIgoGdG9rZW5zGAEgAygLMhIuaG9kZWkudjEuT3RwVG9rZW4iFgoUTGlzdFByb3ZpZGVyc1JlcXVlc3Qi4AEKCFByb3ZpZGVyEgwKBG5hbWUYASABKAkSEgoKaXNfZGVmYXVsdBgCIAEoCBIPCgdoZWFsdGh5GAMgASgIEg4KBmRldGFpbBgEIAEoCRITCgttYXhfd29ya2VycxgFIAEoBRIWCg5hY3RpdmVfd29ya2VycxgGIAEoBRIPCgdvcnBoYW5zGAcgASgFEhkKEXdvcmtlcl9zZXJ2ZXJfdXJsGAggASgJEiEKGXdvcmtlcl9zZXJ2ZXJfdXJsX3dhcm5pbmcYCSABKAkSFQoNb3JwaGFuc19lcnJvchgKIAEoCSI+ChVMaXN0UHJvdmlkZXJzUmVzcG9uc2USJQoJcHJvdmlkZXJzGAEgAygLMhIuaG9kZWkudjEuUHJvdmlkZXIy8AQKCkpvYlNlcnZpY2USRAoJU3VibWl0Sm9iEhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBobLmhvZGVpLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjUKBkdldEpvYhIXLmhvZGVpLnYxLkdldEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2IiA5ACARJGCghMaXN0Sm9icxIZLmhvZGVpLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmhvZGVpLnYxLkxpc3RKb2JzUmVzcG9uc2UiA5ACARI2CglDYW5jZWxKb2ISGi5ob2RlaS52MS5DYW5jZWxKb2JSZXF1ZXN0Gg0uaG9kZWkudjEuSm9iEjkKB0dldExvZ3MSGC5ob2RlaS52MS5HZXRMb2dzUmVxdWVzdBoSLmhvZGVpLnYxLkxvZ0VudHJ5MAESTwoLTGlzdFdvcmtlcnMSHC5ob2RlaS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHS5ob2RlaS52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlIgOQAgESTAoKTGlzdFRva2VucxIbLmhvZGVpLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhwuaG9kZWkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIgOQAgESVQoNTGlzdFByb3ZpZGVycxIeLmhvZGVpLnYxLkxpc3RQcm92aWRlcnNSZXF1ZXN0Gh8uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1Jlc3BvbnNlIgOQAgESNAoIUmVydW5Kb2ISGS5ob2RlaS52MS5SZXJ1bkpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2Iy1QEKCktleVNlcnZpY2USRAoJQ3JlYXRlS2V5EhouaG9kZWkudjEuQ3JlYXRlS2V5UmVxdWVzdBobLmhvZGVpLnYxLkNyZWF0ZUtleVJlc3BvbnNlEkYKCExpc3RLZXlzEhkuaG9kZWkudjEuTGlzdEtleXNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEtleXNSZXNwb25zZSIDkAIBEjkKCVJldm9rZUtleRIaLmhvZGVpLnYxLlJldm9rZUtleVJlcXVlc3QaEC5ob2RlaS52MS5BcGlLZXliBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message hodei.v1.CreateKeyRequest
@@ -244,7 +244,9 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
   idempotencyKey: string;
 
   /**
-   * Limits applied to the worker (docker and kubernetes; the local provider ignores them).
+   * Limits applied to the worker: docker and kubernetes always; local through a cgroup of the
+   * job's own where the machine allows it, and otherwise the job's log and Job.resources_applied
+   * say plainly that it is not limited.
    *
    * @generated from field: hodei.v1.Resources resources = 10;
    */
@@ -303,6 +305,31 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
    * @generated from field: int32 delay_seconds = 14;
    */
   delaySeconds: number;
+
+  /**
+   * Resources (provider details per job).
+   * When the worker's image is pulled: "always", "if-not-present" (the default when empty) or
+   * "never" (docker and kubernetes; Kubernetes' imagePullPolicy). A pull that fails ends the job
+   * with the pull's error.
+   *
+   * @generated from field: string pull_policy = 21;
+   */
+  pullPolicy: string;
+
+  /**
+   * Kubernetes only: node labels the worker's pod must be scheduled on, added to the provider's
+   * HODEI_K8S_NODE_SELECTOR (a key the provider already sets may not be given another value).
+   *
+   * @generated from field: map<string, string> node_selector = 22;
+   */
+  nodeSelector: { [key: string]: string };
+
+  /**
+   * Kubernetes only: taints the worker's pod tolerates, added to the provider's HODEI_K8S_TOLERATIONS.
+   *
+   * @generated from field: repeated hodei.v1.Toleration tolerations = 23;
+   */
+  tolerations: Toleration[];
 };
 
 /**
@@ -311,6 +338,55 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
  */
 export const SubmitJobRequestSchema: GenMessage<SubmitJobRequest> = /*@__PURE__*/
   messageDesc(file_hodei_v1_api, 6);
+
+/**
+ * A Kubernetes toleration (core/v1 Toleration), validated as the API server does.
+ *
+ * @generated from message hodei.v1.Toleration
+ */
+export type Toleration = Message<"hodei.v1.Toleration"> & {
+  /**
+   * Empty matches every taint key (operator must then be "Exists").
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * "Equal" (the default when empty) or "Exists".
+   *
+   * @generated from field: string operator = 2;
+   */
+  operator: string;
+
+  /**
+   * With "Equal" only.
+   *
+   * @generated from field: string value = 3;
+   */
+  value: string;
+
+  /**
+   * "NoSchedule", "PreferNoSchedule", "NoExecute", or empty for all effects.
+   *
+   * @generated from field: string effect = 4;
+   */
+  effect: string;
+
+  /**
+   * With effect "NoExecute" only: how long the pod stays bound after such a taint appears.
+   *
+   * @generated from field: optional int64 toleration_seconds = 5;
+   */
+  tolerationSeconds?: bigint | undefined;
+};
+
+/**
+ * Describes the message hodei.v1.Toleration.
+ * Use `create(TolerationSchema)` to create a new message.
+ */
+export const TolerationSchema: GenMessage<Toleration> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 7);
 
 /**
  * @generated from message hodei.v1.Resources
@@ -336,7 +412,7 @@ export type Resources = Message<"hodei.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 7);
+  messageDesc(file_hodei_v1_api, 8);
 
 /**
  * @generated from message hodei.v1.SubmitJobResponse
@@ -353,7 +429,7 @@ export type SubmitJobResponse = Message<"hodei.v1.SubmitJobResponse"> & {
  * Use `create(SubmitJobResponseSchema)` to create a new message.
  */
 export const SubmitJobResponseSchema: GenMessage<SubmitJobResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 8);
+  messageDesc(file_hodei_v1_api, 9);
 
 /**
  * @generated from message hodei.v1.GetJobRequest
@@ -370,7 +446,7 @@ export type GetJobRequest = Message<"hodei.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 9);
+  messageDesc(file_hodei_v1_api, 10);
 
 /**
  * @generated from message hodei.v1.ListJobsRequest
@@ -415,7 +491,7 @@ export type ListJobsRequest = Message<"hodei.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 10);
+  messageDesc(file_hodei_v1_api, 11);
 
 /**
  * @generated from message hodei.v1.ListJobsResponse
@@ -439,7 +515,7 @@ export type ListJobsResponse = Message<"hodei.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 11);
+  messageDesc(file_hodei_v1_api, 12);
 
 /**
  * @generated from message hodei.v1.CancelJobRequest
@@ -456,7 +532,7 @@ export type CancelJobRequest = Message<"hodei.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 12);
+  messageDesc(file_hodei_v1_api, 13);
 
 /**
  * @generated from message hodei.v1.RerunJobRequest
@@ -475,7 +551,7 @@ export type RerunJobRequest = Message<"hodei.v1.RerunJobRequest"> & {
  * Use `create(RerunJobRequestSchema)` to create a new message.
  */
 export const RerunJobRequestSchema: GenMessage<RerunJobRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 13);
+  messageDesc(file_hodei_v1_api, 14);
 
 /**
  * @generated from message hodei.v1.GetLogsRequest
@@ -504,7 +580,7 @@ export type GetLogsRequest = Message<"hodei.v1.GetLogsRequest"> & {
  * Use `create(GetLogsRequestSchema)` to create a new message.
  */
 export const GetLogsRequestSchema: GenMessage<GetLogsRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 14);
+  messageDesc(file_hodei_v1_api, 15);
 
 /**
  * @generated from message hodei.v1.LogEntry
@@ -553,7 +629,7 @@ export type LogEntry = Message<"hodei.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 15);
+  messageDesc(file_hodei_v1_api, 16);
 
 /**
  * @generated from message hodei.v1.Timeline
@@ -595,7 +671,7 @@ export type Timeline = Message<"hodei.v1.Timeline"> & {
  * Use `create(TimelineSchema)` to create a new message.
  */
 export const TimelineSchema: GenMessage<Timeline> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 16);
+  messageDesc(file_hodei_v1_api, 17);
 
 /**
  * @generated from message hodei.v1.Attempt
@@ -670,7 +746,7 @@ export type Attempt = Message<"hodei.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 17);
+  messageDesc(file_hodei_v1_api, 18);
 
 /**
  * @generated from message hodei.v1.Job
@@ -851,6 +927,32 @@ export type Job = Message<"hodei.v1.Job"> & {
    * @generated from field: google.protobuf.Timestamp run_at = 26;
    */
   runAt?: Timestamp | undefined;
+
+  /**
+   * Resources (provider details per job); see SubmitJobRequest.
+   *
+   * @generated from field: string pull_policy = 35;
+   */
+  pullPolicy: string;
+
+  /**
+   * @generated from field: map<string, string> node_selector = 36;
+   */
+  nodeSelector: { [key: string]: string };
+
+  /**
+   * @generated from field: repeated hodei.v1.Toleration tolerations = 37;
+   */
+  tolerations: Toleration[];
+
+  /**
+   * How the latest attempt's provider applied `resources`, in words ("" when none were asked for,
+   * or before a worker exists); says plainly when they are not enforced (the local provider on a
+   * machine without a usable cgroup).
+   *
+   * @generated from field: string resources_applied = 38;
+   */
+  resourcesApplied: string;
 };
 
 /**
@@ -858,7 +960,7 @@ export type Job = Message<"hodei.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 18);
+  messageDesc(file_hodei_v1_api, 19);
 
 /**
  * @generated from message hodei.v1.ListWorkersRequest
@@ -882,7 +984,7 @@ export type ListWorkersRequest = Message<"hodei.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 19);
+  messageDesc(file_hodei_v1_api, 20);
 
 /**
  * @generated from message hodei.v1.Worker
@@ -954,7 +1056,7 @@ export type Worker = Message<"hodei.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 20);
+  messageDesc(file_hodei_v1_api, 21);
 
 /**
  * @generated from message hodei.v1.ListWorkersResponse
@@ -971,7 +1073,7 @@ export type ListWorkersResponse = Message<"hodei.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 21);
+  messageDesc(file_hodei_v1_api, 22);
 
 /**
  * @generated from message hodei.v1.ListTokensRequest
@@ -988,7 +1090,7 @@ export type ListTokensRequest = Message<"hodei.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 22);
+  messageDesc(file_hodei_v1_api, 23);
 
 /**
  * An OTP token as stored: never the secret, only what it was minted for.
@@ -1062,7 +1164,7 @@ export type OtpToken = Message<"hodei.v1.OtpToken"> & {
  * Use `create(OtpTokenSchema)` to create a new message.
  */
 export const OtpTokenSchema: GenMessage<OtpToken> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 23);
+  messageDesc(file_hodei_v1_api, 24);
 
 /**
  * @generated from message hodei.v1.ListTokensResponse
@@ -1081,7 +1183,7 @@ export type ListTokensResponse = Message<"hodei.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 24);
+  messageDesc(file_hodei_v1_api, 25);
 
 /**
  * @generated from message hodei.v1.ListProvidersRequest
@@ -1094,7 +1196,7 @@ export type ListProvidersRequest = Message<"hodei.v1.ListProvidersRequest"> & {
  * Use `create(ListProvidersRequestSchema)` to create a new message.
  */
 export const ListProvidersRequestSchema: GenMessage<ListProvidersRequest> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 25);
+  messageDesc(file_hodei_v1_api, 26);
 
 /**
  * @generated from message hodei.v1.Provider
@@ -1165,7 +1267,7 @@ export type Provider = Message<"hodei.v1.Provider"> & {
  * Use `create(ProviderSchema)` to create a new message.
  */
 export const ProviderSchema: GenMessage<Provider> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 26);
+  messageDesc(file_hodei_v1_api, 27);
 
 /**
  * @generated from message hodei.v1.ListProvidersResponse
@@ -1182,7 +1284,7 @@ export type ListProvidersResponse = Message<"hodei.v1.ListProvidersResponse"> & 
  * Use `create(ListProvidersResponseSchema)` to create a new message.
  */
 export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*@__PURE__*/
-  messageDesc(file_hodei_v1_api, 27);
+  messageDesc(file_hodei_v1_api, 28);
 
 /**
  * @generated from service hodei.v1.JobService
