@@ -194,11 +194,12 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
 
   it("fails fast with a clear reason when the image is missing, without retrying", async () => {
     const started = Date.now();
-    const result = await runCli(server, ["run", "--provider", "docker", "--max-attempts", "3", "--image", "hodei-no-such-image:1", "--", "true"]);
+    // --pull never: this machine reaches no registry, and a test must not try one.
+    const result = await runCli(server, ["run", "--provider", "docker", "--max-attempts", "3", "--image", "hodei-no-such-image:1", "--pull", "never", "--", "true"]);
     assert.notEqual(result.code, 0);
     const [job] = await jsonCli<JobJson[]>(server, ["jobs", "ls", "--provider", "docker", "--limit", "1"]);
     assert.equal(job.state, "failed");
-    assert.match(job.reason, /image hodei-no-such-image:1 not found/);
+    assert.match(job.reason, /image hodei-no-such-image:1 is not on the Docker host and the job's pull policy is never/);
     assert.equal(job.attempts, 1, "a missing image is not retried");
     assert.ok(Date.now() - started < 15_000, "fails within seconds");
   });
