@@ -99,11 +99,26 @@ const ServerEnv = z.object({
         return z.NEVER;
       }
     }),
-  /** sqlite:PATH. Default sqlite:<data dir>/hodei.db */
+  /**
+   * sqlite:PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DB (also postgresql://) for PostgreSQL,
+   * where TLS is set in the URL as libpq reads it (?sslmode=require|verify-full, sslrootcert=PATH,
+   * sslcert=PATH, sslkey=PATH). Default sqlite:<data dir>/hodei.db
+   */
   HODEI_DATABASE_URL: z
     .string()
     .refine((v) => /^(sqlite:|postgres(ql)?:\/\/)/.test(v), "must start with sqlite: or postgres://")
     .optional(),
+  // PostgreSQL only (ignored with SQLite):
+  /** Connections in the pool, per server. Default 10. */
+  HODEI_DB_POOL_SIZE: int(1, 1000).default(10),
+  /** How long opening a connection may take before it fails, ms. Default 5000. */
+  HODEI_DB_CONNECT_TIMEOUT_MS: int(100, 600_000).default(5000),
+  /**
+   * How long one statement may run (PostgreSQL's statement_timeout; the client also gives up on an
+   * answer that does not come a second after it), and how long a transaction may sit idle
+   * (idle_in_transaction_session_timeout), ms. Default 30000.
+   */
+  HODEI_DB_STATEMENT_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
   /** Enabled providers, comma-separated. Default: local, plus docker when a Docker daemon answers. */
   HODEI_PROVIDERS: z
     .string()
@@ -364,6 +379,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     /** HODEI_SECRET_KEY, decoded; undefined: the key of <data dir>/secret.key (server/secret-key.ts). */
     secretKey: e.HODEI_SECRET_KEY,
     databaseUrl,
+    /** PostgreSQL's pool and timeouts (store/postgres.ts); not used with SQLite. */
+    databasePool: { size: e.HODEI_DB_POOL_SIZE, connectTimeoutMs: e.HODEI_DB_CONNECT_TIMEOUT_MS, statementTimeoutMs: e.HODEI_DB_STATEMENT_TIMEOUT_MS },
     /** Undefined when not set: the server enables local, and docker if a daemon answers. */
     providers: e.HODEI_PROVIDERS as string[] | undefined,
     /** Undefined when not set: the first enabled provider. */

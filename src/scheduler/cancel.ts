@@ -41,4 +41,8 @@ function released(ctx: ReconcileContext, ended: { job: JobRow; workers: WorkerRo
   }
   ctx.metrics.jobsFinished.inc({ provider: ended.job.provider, state: ended.job.state });
   ctx.nudge();
+  // Every replica (store/notifier.ts): agents connected elsewhere are told now, not at their next
+  // heartbeat; other passes run now. Hints, sent without waiting.
+  ctx.store.hint("cancel", ended.job.id);
+  ctx.store.hint("reconcile");
 }

@@ -45,6 +45,7 @@ export class Reconciler {
   private again = false;
   private stopped = true; // until start(): a reconciler that was never started (tests) runs passes only when told
   private lastFullPassMs = 0;
+  private unsubscribe: () => void = () => {};
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log);
@@ -63,6 +64,8 @@ export class Reconciler {
 
   start(): void {
     this.stopped = false;
+    // A "reconcile" hint from any replica (a submit, a cancel, a registration) runs a pass now.
+    this.unsubscribe = this.o.store.notifier.subscribe("reconcile", () => this.nudge());
     this.ctx.liveness.start();
     this.nudge();
     this.timer = setInterval(() => this.nudge(), this.o.reconcileIntervalMs);
@@ -72,6 +75,7 @@ export class Reconciler {
   /** Waits for the current pass and in-flight provider calls; no new pass starts. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unsubscribe();
     this.ctx.liveness.stop();
     if (this.timer) clearInterval(this.timer);
     await this.running;

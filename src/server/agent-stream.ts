@@ -57,6 +57,10 @@ export class AgentStream {
     this.lastMessageMs = deps.clock.nowMs();
   }
 
+  get jobId(): string {
+    return this.worker.job_id;
+  }
+
   get workerId(): string {
     return this.worker.id;
   }
@@ -110,10 +114,17 @@ export class AgentStream {
     this.out.push(message);
   }
 
-  sendCancel(reason: string): void {
+  /** Tells the agent to cancel, once per stream (a second cancel would only repeat the agent's note). */
+  sendCancel(reason: string, graceMs = this.deps.stopGraceMs): void {
     if (this.cancelSent) return;
     this.cancelSent = true;
-    this.out.push(msg({ case: "cancel", value: { reason, graceMs: this.deps.stopGraceMs } }));
+    this.out.push(msg({ case: "cancel", value: { reason, graceMs } }));
+  }
+
+  /** Reads the job and tells the agent to cancel if it ended or moved on (a heartbeat, or a "cancel" hint from any replica). */
+  async checkCanceled(): Promise<void> {
+    const job = await this.deps.store.jobs.get(this.worker.job_id);
+    if (job && (isTerminal(job.state) || job.attempts !== this.worker.attempt)) this.sendCancel(job.reason || `job ${job.state}`);
   }
 
   /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
@@ -233,8 +244,7 @@ export class AgentStream {
     const { store, clock } = this.deps;
     await store.workers.recordHeartbeat(this.worker.id, clock.nowMs());
     // The database is the truth: a cancel made on another replica reaches the agent here.
-    const job = await store.jobs.get(this.worker.job_id);
-    if (job && (isTerminal(job.state) || job.attempts !== this.worker.attempt)) this.sendCancel(job.reason || `job ${job.state}`);
+    await this.checkCanceled();
   }
 
   private async onResult(result: JobResult): Promise<void> {

@@ -20,6 +20,7 @@ import {
   UnauthenticatedError,
   UnavailableError,
 } from "../core/errors.js";
+import { transientDatabaseError } from "../store/database-errors.js";
 
 /**
  * Messages connect-es 2.1 gives decoding failures it codes Internal (protocol/serialization.js,
@@ -46,11 +47,11 @@ function utf8Hint(message: string): string {
   return /not valid for encoding utf-8/i.test(message) ? "a string field holds invalid UTF-8" : message;
 }
 
-/** SQLite's "another connection holds the lock": transient, the caller retries (see store/database.ts). */
-function isDatabaseBusy(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED" || (typeof code === "string" && code.startsWith("SQLITE_BUSY_"));
-}
+/** Transient database failures (store/database-errors.ts): the caller retries. */
+const TRANSIENT_MESSAGES = {
+  busy: "the database is busy (another process holds its write lock); retry shortly",
+  unavailable: "the database is unavailable or overloaded; retry shortly",
+} as const;
 
 /** The InvalidArgument a library decoding failure should have been, or `err` itself. */
 export function reclassifyDecodeError(err: ConnectError, typeName: string): ConnectError {
@@ -68,9 +69,10 @@ export function toConnectError(err: unknown, log: Logger, procedure: string, inp
   if (err instanceof AlreadyExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (err instanceof UnauthenticatedError) return new ConnectError(err.message, Code.Unauthenticated);
   if (err instanceof PermissionDeniedError) return new ConnectError(err.message, Code.PermissionDenied);
-  if (isDatabaseBusy(err)) {
-    log.warn({ err, procedure }, "database busy");
-    return new ConnectError("the database is busy (another process holds its write lock); retry shortly", Code.Unavailable);
+  const transient = transientDatabaseError(err);
+  if (transient) {
+    log.warn({ err, procedure }, transient === "busy" ? "database busy" : "database unavailable");
+    return new ConnectError(TRANSIENT_MESSAGES[transient], Code.Unavailable);
   }
   if (err instanceof UnavailableError) return new ConnectError(err.message, Code.Unavailable);
   if (err instanceof PermanentError) return new ConnectError(err.message, Code.FailedPrecondition);

@@ -144,6 +144,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
       deps.log.info({ jobId: row.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
       deps.reconciler.nudge();
+      // Other replicas' passes too (store/notifier.ts): a hint, sent without waiting.
+      store.hint("reconcile");
       return create(SubmitJobResponseSchema, { job: toJob(row, isNew ? [] : await store.workers.listOfJob(row.id), maySeeEnvValues(caller)) });
     },
 
@@ -165,6 +167,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
       deps.log.info({ jobId: row.id, rerunOf: original.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
       deps.reconciler.nudge();
+      store.hint("reconcile");
       return toJob(row, [], maySeeEnvValues(caller));
     },
 

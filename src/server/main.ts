@@ -18,6 +18,7 @@ import { LocalProvider } from "../providers/local.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
+import { redactDatabaseUrl } from "../store/postgres.js";
 import { Store } from "../store/store.js";
 import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";
@@ -27,6 +28,7 @@ import { createJobService } from "./job-service.js";
 import { createKeyService } from "./key-service.js";
 import { type Listener, listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
+import { DatabaseReadiness } from "./readiness.js";
 import { refuseService } from "./refused-services.js";
 import { RegisterLimiter } from "./register-limiter.js";
 import { bidiStreamingPaths, createRpcHandler } from "./rpc-adapter.js";
@@ -55,8 +57,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
-  const { db, kind, isNew } = await openDatabase(config.databaseUrl);
-  const store = new Store(db, kind);
+  const { db, kind, isNew, notifier } = await openDatabase(config.databaseUrl, { pool: config.databasePool, notifierLog: log });
+  const store = new Store(db, kind, notifier);
   const cluster = await resolveClusterId(store.meta, { override: config.clusterIdOverride, databaseUrl: config.databaseUrl, isNewDatabase: isNew });
   const clusterId = cluster.id;
   if (cluster.replaced) {
@@ -73,8 +75,9 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   // Before anything is served: a secret key that is unreadable stops the server, naming it.
   const secretBox = new SecretBox(loadSecretKey({ dataDir: config.dataDir, givenKey: config.secretKey, log }));
   const metrics = createMetrics();
-  const logHub = new LogHub();
+  const logHub = new LogHub(store);
   const sessions = new SessionRegistry();
+  const stopFollowingCancels = sessions.followCancels(store.notifier, log);
 
   const enabled = config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])];
   const defaultProvider = config.defaultProvider ?? enabled[0];
@@ -184,6 +187,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   }
 
   let isServing = false;
+  const readiness = new DatabaseReadiness(() => store.ping(), clock);
   const registerLimiter = new RegisterLimiter(config.registerLimits, clock, log);
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs, secretBox };
   const urlWarning = (provider: string, url: string) => workerUrlWarning(provider, url) || tlsUrlWarning(serverTls, url);
@@ -245,12 +249,9 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     };
     if (path === "/healthz") return send(isServing ? 200 : 503, "text/plain", isServing ? "ok\n" : "starting\n");
     if (path === "/readyz") {
-      try {
-        await store.ping();
-        return send(isServing ? 200 : 503, "text/plain", isServing ? "ready\n" : "starting\n");
-      } catch (err) {
-        return send(503, "text/plain", `database unavailable: ${(err as Error).message}\n`);
-      }
+      const database = await readiness.check();
+      if (!database.isReady) return send(503, "text/plain", `database unavailable: ${database.reason}\n`);
+      return send(isServing ? 200 : 503, "text/plain", isServing ? "ready\n" : "starting\n");
     }
     // Open like the probes, for scrapers that hold no API key: counts by provider and state only,
     // never an id, a command, an env value or a key name.
@@ -292,7 +293,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       url,
       tls: serverTls ? { workersVerifyWith: serverTls.caPem ? "HODEI_TLS_CA" : "system roots" } : false,
       auth: config.isAuthRequired ? "required" : "off",
-      database: config.databaseUrl.replace(/:\/\/[^@]*@/, "://***@"),
+      database: redactDatabaseUrl(config.databaseUrl),
       providers: enabled,
       clusterId,
       clusterIdSource: cluster.source,
@@ -310,6 +311,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     async stop() {
       isServing = false;
       await reconciler.stop();
+      stopFollowingCancels();
+      logHub.close();
       sessions.closeAll();
       registerLimiter.close();
       await Promise.all([listener.close(), workerListener?.close()]);

@@ -20,7 +20,9 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ConflictError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
 import { hashToken, mintSessionToken } from "../core/token.js";
-import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, ServerMessageSchema, WorkerService } from "../gen/hodei/v1/worker_pb.js";
+import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, WorkerService } from "../gen/hodei/v1/worker_pb.js";
+import type { Logger } from "pino";
+import type { Notifier } from "../store/notifier.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
 import { AgentStream } from "./agent-stream.js";
 import { clientAddressKey } from "./client-address.js";
@@ -49,11 +51,25 @@ export class SessionRegistry {
     if (this.streams.get(stream.workerId) === stream) this.streams.delete(stream.workerId);
   }
 
-  /** True if the worker is connected here and the cancel was queued to it. */
+  /** True if the worker is connected here and the cancel was queued to it (once per stream). */
   cancel(workerId: string, reason: string, graceMs: number): boolean {
     const stream = this.streams.get(workerId);
-    stream?.push(create(ServerMessageSchema, { kind: { case: "cancel", value: { reason, graceMs } } }));
+    stream?.sendCancel(reason, graceMs);
     return stream !== undefined;
+  }
+
+  /**
+   * A "cancel" hint (store/notifier.ts) from any replica: the agents of that job connected to this
+   * process read their job and are told at once if it ended; "" (hints may have been lost) checks
+   * every stream. Returns the function that stops listening.
+   */
+  followCancels(notifier: Notifier, log: Logger): () => void {
+    return notifier.subscribe("cancel", (jobId) => {
+      for (const stream of this.streams.values()) {
+        if (jobId !== "" && stream.jobId !== jobId) continue;
+        stream.checkCanceled().catch((err: unknown) => log.warn({ err, jobId: stream.jobId }, "could not check a job for its cancel; its next heartbeat will"));
+      }
+    });
   }
 
   /** Ends every stream whose agent has been silent past the heartbeat timeout; returns how many. */
@@ -113,6 +129,8 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       "worker registered; provider_resource_id taken from the OTP token",
     );
     deps.metrics.startupSeconds.observe({ provider: worker.provider }, (now - worker.created_at) / 1000);
+    // A hint for the reconcile pass of every replica (store/notifier.ts).
+    store.hint("reconcile");
     return create(RegisterResponseSchema, {
       sessionToken: session,
       workerId: worker.id,

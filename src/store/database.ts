@@ -1,6 +1,7 @@
 /**
- * Opens the database named by a URL: `sqlite:PATH` (or `sqlite::memory:`) today; the URL scheme
- * `postgres://` is reserved for the PostgreSQL dialect. Applies migrations before returning.
+ * Opens the database named by a URL: `sqlite:PATH` (or `sqlite::memory:`), or `postgres://…`
+ * (`postgresql://…`, store/postgres.ts). Applies migrations before returning; on PostgreSQL under
+ * an advisory lock, so that replicas starting at once apply each step once.
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -8,6 +9,9 @@ import SqliteDatabase from "better-sqlite3";
 import { Kysely, type LogConfig, SqliteDialect } from "kysely";
 import { InvalidInputError } from "../core/errors.js";
 import { migrateTo, migrateToLatest } from "./migrations/index.js";
+import { newLocalNotifier, type Notifier, type NotifierLog } from "./notifier.js";
+import { PgNotifier } from "./pg-notifier.js";
+import { createPostgresDatabase, DEFAULT_POOL_OPTIONS, isPostgresUrl, type PostgresPoolOptions, withMigrationLock } from "./postgres.js";
 import type { Database } from "./schema.js";
 
 export type DatabaseKind = "sqlite" | "postgres";
@@ -20,6 +24,8 @@ export interface OpenedDatabase {
   kind: DatabaseKind;
   /** True when this call created the database (its first migration ran now). */
   isNew: boolean;
+  /** Hints between the processes of this database (store/notifier.ts); closed with the Store. */
+  notifier: Notifier;
 }
 
 export interface OpenOptions {
@@ -27,6 +33,10 @@ export interface OpenOptions {
   log?: LogConfig;
   /** Stop after this migration (tests: a database as an older release left it). Default: all. */
   migrateUpTo?: string;
+  /** PostgreSQL: pool size and time limits. Default DEFAULT_POOL_OPTIONS (HODEI_DB_*). */
+  pool?: PostgresPoolOptions;
+  /** PostgreSQL: where the notifier's listener reports a lost connection. Default: nowhere. */
+  notifierLog?: NotifierLog;
 }
 
 export function sqlitePathFromUrl(url: string): string {
@@ -37,9 +47,7 @@ export function sqlitePathFromUrl(url: string): string {
 }
 
 export async function openDatabase(url: string, options: OpenOptions = {}): Promise<OpenedDatabase> {
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
-    throw new InvalidInputError("PostgreSQL is not supported by this build yet; use HODEI_DATABASE_URL=sqlite:PATH");
-  }
+  if (isPostgresUrl(url)) return openPostgres(url, options);
   const path = sqlitePathFromUrl(url);
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const sqlite = new SqliteDatabase(path);
@@ -52,5 +60,23 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   sqlite.pragma("foreign_keys = ON");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: options.log });
   const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
-  return { db, kind: "sqlite", isNew };
+  return { db, kind: "sqlite", isNew, notifier: newLocalNotifier() };
+}
+
+async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDatabase> {
+  const poolOptions = options.pool ?? DEFAULT_POOL_OPTIONS;
+  // Migrations get a connection of their own without the statement time limit: a step that
+  // rewrites a big table may take longer than any query of the running control plane should.
+  const { isNew } = await withMigrationLock(url, poolOptions, async () => {
+    const migrating = createPostgresDatabase(url, { ...poolOptions, size: 1, statementTimeoutMs: 0 });
+    try {
+      return options.migrateUpTo ? await migrateTo(migrating.db, "postgres", options.migrateUpTo) : await migrateToLatest(migrating.db, "postgres");
+    } finally {
+      await migrating.db.destroy();
+    }
+  });
+  const { db, pool } = createPostgresDatabase(url, poolOptions, options.log);
+  const notifier = new PgNotifier(url, poolOptions, pool);
+  if (options.notifierLog) notifier.setLog(options.notifierLog);
+  return { db, kind: "postgres", isNew, notifier };
 }

@@ -10,6 +10,8 @@
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
  * Times are epoch ms from the caller; the store reads no clock.
+ * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
+ * without waiting and merges a job's "logs" hints.
  */
 import { type Kysely, sql } from "kysely";
 import { AttemptQueries } from "./attempts.js";
@@ -18,6 +20,7 @@ import { JobQueries } from "./jobs.js";
 import { KeyQueries } from "./keys.js";
 import { LogQueries } from "./logs.js";
 import { MetaQueries } from "./meta.js";
+import { CoalescingPublisher, LocalNotifier, type Notifier, type NotifyChannel } from "./notifier.js";
 import { RetentionQueries } from "./retention.js";
 import { SecretQueries } from "./secrets.js";
 import type { Database } from "./schema.js";
@@ -40,11 +43,15 @@ export class Store {
   readonly meta: MetaQueries;
   readonly keys: KeyQueries;
   readonly secrets: SecretQueries;
+  private readonly hints: CoalescingPublisher;
 
   constructor(
     readonly db: Kysely<Database>,
     readonly kind: DatabaseKind,
+    readonly notifier: Notifier = new LocalNotifier(),
   ) {
+    // A hint that cannot be sent is dropped: the database is then failing every other statement too, and polling covers it.
+    this.hints = new CoalescingPublisher(notifier, () => {});
     this.jobs = new JobQueries(db, kind);
     this.workers = new WorkerQueries(db);
     this.tokens = new TokenQueries(db);
@@ -56,7 +63,14 @@ export class Store {
     this.secrets = new SecretQueries(db, kind);
   }
 
+  /** Sends a hint (notifier.ts) without waiting; never throws. */
+  hint(channel: NotifyChannel, payload = ""): void {
+    this.hints.publish(channel, payload);
+  }
+
   async close(): Promise<void> {
+    this.hints.close();
+    await this.notifier.close();
     await this.db.destroy();
   }
 

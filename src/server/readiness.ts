@@ -1,0 +1,56 @@
+/**
+ * /readyz's view of the database: one cheap `select 1` (Store.ping) with a short time limit, its
+ * answer kept for a second so that a flood of probes costs the pool at most one statement a second,
+ * and concurrent probes share the one in flight. A database that does not answer in time is unready,
+ * with the reason.
+ */
+import type { Clock } from "../core/clock.js";
+
+export type Readiness = { isReady: true } | { isReady: false; reason: string };
+
+export interface ReadinessOptions {
+  /** How long an answer is reused, ms. Default 1000. */
+  cacheMs?: number;
+  /** How long the ping may take before the database counts as not answering, ms. Default 2000. */
+  timeoutMs?: number;
+}
+
+export class DatabaseReadiness {
+  private last: { atMs: number; answer: Readiness } | null = null;
+  private inFlight: Promise<Readiness> | null = null;
+  private readonly cacheMs: number;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly ping: () => Promise<void>,
+    private readonly clock: Clock,
+    options: ReadinessOptions = {},
+  ) {
+    this.cacheMs = options.cacheMs ?? 1000;
+    this.timeoutMs = options.timeoutMs ?? 2000;
+  }
+
+  async check(): Promise<Readiness> {
+    if (this.last && this.clock.nowMs() - this.last.atMs < this.cacheMs) return this.last.answer;
+    this.inFlight ??= this.probe().finally(() => (this.inFlight = null));
+    return this.inFlight;
+  }
+
+  private async probe(): Promise<Readiness> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    let answer: Readiness;
+    try {
+      await Promise.race([this.ping(), timeout]);
+      answer = { isReady: true };
+    } catch (err) {
+      answer = { isReady: false, reason: (err as Error).message || String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+    this.last = { atMs: this.clock.nowMs(), answer };
+    return answer;
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * What only PostgreSQL has: opening it (errors that say what to fix, the password never shown),
+ * int8 read exactly, migrations by several replicas at once and from an older schema, text in
+ * binary order whatever the database's locale, and claims from many connections at once.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { sql } from "kysely";
+import { startPostgres, skipWithoutPostgres, type TestPostgres } from "../../test/fixtures/postgres.js";
+import { ManualClock } from "../core/clock.js";
+import { workerName } from "../core/ids.js";
+import { validateJobSpec } from "../core/job-spec.js";
+import { openDatabase } from "./database.js";
+import { parseInt8, redactDatabaseUrl } from "./postgres.js";
+import { Store } from "./store.js";
+
+const SKIP = skipWithoutPostgres("the PostgreSQL store tests");
+const spec = (labels: Record<string, string> = {}) =>
+  validateJobSpec({ command: ["true"], labels }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
+
+describe("postgres: values and URLs", () => {
+  it("reads int8 as a number and refuses one beyond Number.MAX_SAFE_INTEGER", () => {
+    assert.equal(parseInt8("1735689600000"), 1735689600000);
+    assert.equal(parseInt8("-5"), -5);
+    assert.throws(() => parseInt8("9007199254740993"), /beyond Number.MAX_SAFE_INTEGER/);
+  });
+
+  it("redacts the password of a URL, in the user part or as a parameter", () => {
+    assert.equal(redactDatabaseUrl("postgres://hodei:s3cr%40t@db:5432/hodei?sslmode=verify-full"), "postgres://hodei:***@db:5432/hodei?sslmode=verify-full");
+    assert.equal(redactDatabaseUrl("postgresql://db/hodei?user=h&password=s3cret&x=1"), "postgresql://db/hodei?user=h&password=***&x=1");
+    assert.equal(redactDatabaseUrl("postgres://hodei@db/hodei"), "postgres://hodei@db/hodei");
+  });
+
+  it("refuses a URL without a database, saying how to write one", async () => {
+    await assert.rejects(openDatabase("postgres://u:pw@127.0.0.1:1/"), (err: Error) => {
+      assert.match(err.message, /postgres:\/\/USER\[:PASSWORD\]@HOST/);
+      assert.doesNotMatch(err.message, /pw/);
+      return true;
+    });
+  });
+
+  it("says nothing listens when the port is closed, without the password", async () => {
+    await assert.rejects(openDatabase("postgres://u:hunter2@127.0.0.1:1/hodei", { pool: { size: 1, connectTimeoutMs: 2000, statementTimeoutMs: 1000 } }), (err: Error) => {
+      assert.match(err.message, /nothing listens there/);
+      assert.match(err.message, /u:\*\*\*@127\.0\.0\.1:1\/hodei/);
+      assert.doesNotMatch(err.message, /hunter2/);
+      return true;
+    });
+  });
+});
+
+describe("postgres: a real server", { skip: SKIP }, () => {
+  let postgres: TestPostgres;
+  before(async () => {
+    postgres = await startPostgres();
+  });
+  after(async () => {
+    await postgres.close();
+    assert.deepEqual(postgres.leftoverProcesses(), [], "the fixture's cluster left no process");
+  });
+
+  it("says a database that does not exist must be created", async () => {
+    const url = new URL(postgres.adminUrl);
+    url.pathname = "/hodei_missing_database";
+    await assert.rejects(openDatabase(url.toString()), /the database does not exist: create it/);
+  });
+
+  it("migrates one fresh database with three replicas starting at once: each step runs once", async () => {
+    const url = await postgres.createDatabase("hodei_migrate3");
+    const opened = await Promise.all([openDatabase(url), openDatabase(url), openDatabase(url)]);
+    try {
+      assert.deepEqual(opened.map((o) => o.isNew).sort(), [false, false, true], "exactly one replica created the schema");
+      const steps = await sql<{ name: string; n: string }>`select name, count(*) as n from kysely_migration group by name`.execute(opened[0].db);
+      assert.ok(steps.rows.length >= 21);
+      assert.ok(steps.rows.every((r) => Number(r.n) === 1));
+      // Each replica works on the result.
+      for (const [i, o] of opened.entries()) await new Store(o.db, o.kind).jobs.insert(`job-${i}`, spec(), 1000);
+      assert.equal(await new Store(opened[0].db, "postgres").countRows("jobs"), 3);
+    } finally {
+      for (const o of opened) await o.db.destroy();
+      await postgres.drop(url);
+    }
+  });
+
+  it("migrates a database an older release left, keeping its rows", async () => {
+    const url = await postgres.createDatabase("hodei_migrate_old");
+    const old = await openDatabase(url, { migrateUpTo: "0012_job_submitted_by" });
+    await old.db
+      .insertInto("jobs" as never)
+      .values({
+        id: "old-job",
+        state: "succeeded",
+        command: '["true"]',
+        script: "",
+        provider: "local",
+        env: "{}",
+        timeout_seconds: 60,
+        labels: '{"team":"a"}',
+        image: "",
+        idempotency_key: null,
+        max_attempts: 1,
+        attempts: 1,
+        exit_code: 0,
+        reason: "",
+        logs_truncated: 0,
+        logs_incomplete: 0,
+        not_before_ms: 1000,
+        created_at: 1000,
+        updated_at: 2000,
+        finished_at: 2000,
+      } as never)
+      .execute();
+    await old.db.destroy();
+    const now = await openDatabase(url);
+    try {
+      assert.equal(now.isNew, false);
+      const store = new Store(now.db, now.kind);
+      const job = await store.jobs.get("old-job");
+      assert.equal(job?.state, "succeeded");
+      assert.equal(job?.finished_at, 2000);
+      assert.equal(job?.priority, 0);
+      assert.equal(job?.secret_names, "[]");
+      const labelled = await store.jobs.list({ limit: 10, labels: [["team", "a"]] });
+      assert.deepEqual(labelled.map((j) => j.id), ["old-job"], "0014 copied the labels into job_labels");
+    } finally {
+      await now.db.destroy();
+      await postgres.drop(url);
+    }
+  });
+
+  it("orders text byte by byte, as SQLite does, on a database with a linguistic (ICU) collation", async (t) => {
+    const name = `hodei_icu_${process.pid}`;
+    try {
+      await postgres.query(`create database "${name}" template template0 locale_provider icu icu_locale 'en-US' locale 'C.UTF-8'`);
+    } catch (err) {
+      t.skip(`this server cannot create an ICU database: ${(err as Error).message}`);
+      return;
+    }
+    const u = new URL(postgres.adminUrl);
+    u.pathname = `/${name}`;
+    const { db, kind } = await openDatabase(u.toString());
+    try {
+      const store = new Store(db, kind);
+      // Under en-US "a" < "B" and "job-b" sorts near "jobb"; in bytes "B" (0x42) < "a" (0x61) and "-" < "b".
+      for (const id of ["job-a", "jobB", "job-B", "joba"]) await store.jobs.insert(id, spec({ team: "x" }), 5000);
+      const expected = ["job-B", "job-a", "jobB", "joba"].reverse();
+      assert.deepEqual((await store.jobs.list({ limit: 10 })).map((j) => j.id), expected);
+      assert.deepEqual((await store.jobs.list({ limit: 10, labels: [["team", "x"]] })).map((j) => j.id), expected);
+      const page = await store.jobs.list({ limit: 10, before: { createdAt: 5000, id: "jobB" } });
+      assert.deepEqual(page.map((j) => j.id), ["job-a", "job-B"]);
+      for (const keyName of ["b", "A", "a", "B"]) await store.keys.insert({ name: keyName, keyHash: `h-${keyName}`, scopes: ["admin"] }, 1);
+      assert.deepEqual((await store.keys.list(true)).map((k) => k.name), ["A", "B", "a", "b"]);
+    } finally {
+      await db.destroy();
+      await postgres.query(`drop database "${name}" with (force)`);
+    }
+  });
+
+  it("never hands one job to two claimers: 16 claimers on two pools take 300 jobs at once", async () => {
+    const url = await postgres.createDatabase("hodei_claims");
+    const pool = { size: 8, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 };
+    const a = await openDatabase(url, { pool });
+    const b = await openDatabase(url, { pool });
+    const stores = [new Store(a.db, a.kind), new Store(b.db, b.kind)];
+    try {
+      const clock = new ManualClock();
+      for (let i = 0; i < 300; i++) await stores[i % 2].jobs.insert(`job-${String(i).padStart(4, "0")}`, spec(), clock.nowMs());
+      let inFlight = 0;
+      let maxInFlight = 0;
+      let workers = 0;
+      const claimer = async (store: Store) => {
+        const got: string[] = [];
+        for (;;) {
+          inFlight++;
+          maxInFlight = Math.max(maxInFlight, inFlight);
+          const claimed = await store.attempts
+            .claim(["local"], clock.nowMs(), (job) => {
+              const id = `worker-${++workers}`;
+              return {
+                worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + 30_000 },
+                token: { id: `token-${id}`, tokenHash: `hash-${id}`, expiresAtMs: clock.nowMs() + 30_000 },
+              };
+            })
+            .finally(() => inFlight--);
+          if (!claimed) return got;
+          got.push(claimed.job.id);
+        }
+      };
+      const results = await Promise.all(Array.from({ length: 16 }, (_, i) => claimer(stores[i % 2])));
+      const all = results.flat();
+      assert.equal(all.length, 300, "every job was claimed");
+      assert.equal(new Set(all).size, 300, "no job was claimed twice");
+      assert.ok(maxInFlight > 8, `claims overlapped (at most ${maxInFlight} in flight)`);
+      assert.ok(results.filter((r) => r.length > 0).length >= 8, "the claims spread over the claimers");
+      assert.equal(await stores[0].countRows("workers"), 300, "one worker row per claimed job");
+    } finally {
+      for (const s of stores) await s.close();
+      await postgres.drop(url);
+    }
+  });
+});
