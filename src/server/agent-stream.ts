@@ -61,6 +61,20 @@ export class AgentStream {
     return this.worker.id;
   }
 
+  get jobId(): string {
+    return this.worker.job_id;
+  }
+
+  get attempt(): number {
+    return this.worker.attempt;
+  }
+
+  /** Ends the stream telling the agent why (shutdown: Unavailable, so it reconnects elsewhere). */
+  endWith(error: Error): void {
+    this.failure ??= error;
+    this.end();
+  }
+
   /** Reads the agent's messages until it closes the stream, an error ends it, or end() is called. Never throws. */
   async consume(requests: AsyncIterable<AgentMessage>): Promise<void> {
     try {
@@ -110,10 +124,10 @@ export class AgentStream {
     this.out.push(message);
   }
 
-  sendCancel(reason: string): void {
+  sendCancel(reason: string, graceMs = this.deps.stopGraceMs): void {
     if (this.cancelSent) return;
     this.cancelSent = true;
-    this.out.push(msg({ case: "cancel", value: { reason, graceMs: this.deps.stopGraceMs } }));
+    this.out.push(msg({ case: "cancel", value: { reason, graceMs } }));
   }
 
   /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */

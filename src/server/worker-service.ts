@@ -18,10 +18,13 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ConflictError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
+import type { Logger } from "pino";
+import { ConflictError, toError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
+import { isTerminal } from "../core/job-state.js";
 import { hashToken, mintSessionToken } from "../core/token.js";
 import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, ServerMessageSchema, WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
+import type { Store } from "../store/store.js";
 import { AgentStream } from "./agent-stream.js";
 import { clientAddressKey } from "./client-address.js";
 import type { RegisterLimiter } from "./register-limiter.js";
@@ -36,9 +39,58 @@ export interface WorkerServiceDeps extends ServiceDeps {
   registerLimiter: RegisterLimiter;
 }
 
-/** The streams connected to this process, by worker id: how a cancel reaches an agent at once. */
+/** Sessions checked against the database this often, ms (a cancel or end made on another replica). */
+export const SESSION_CHECK_MS = 250;
+/** Jobs read per query of a session check. */
+const SESSION_CHECK_BATCH = 500;
+
+/**
+ * The streams connected to this process, by worker id: how a cancel reaches an agent at once.
+ * A cancel made on another replica (or an attempt ended there) reaches agents connected here by
+ * polling, the truth: checkSessionsNow() reads the jobs of all of them in one indexed query every
+ * SESSION_CHECK_MS; a hint (PostgreSQL NOTIFY) may call it sooner.
+ */
 export class SessionRegistry {
   private readonly streams = new Map<string, AgentStream>();
+  private timer: NodeJS.Timeout | null = null;
+  private checking: Promise<void> | null = null;
+
+  /** Without deps (tests of one process), checkSessionsNow() does nothing. */
+  constructor(private readonly deps?: { store: Store; log: Logger }) {}
+
+  /** Starts the periodic session check. */
+  start(): void {
+    this.timer ??= setInterval(() => void this.checkSessionsNow(), SESSION_CHECK_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * Tells every agent connected here whose job has ended, or whose attempt is no longer the job's
+   * (canceled, timed out, lost and queued again: on any replica), to stop. Concurrent calls share
+   * one check. Never throws (a failed read is logged; the next check retries).
+   */
+  checkSessionsNow(): Promise<void> {
+    this.checking ??= this.checkOnce().finally(() => (this.checking = null));
+    return this.checking;
+  }
+
+  private async checkOnce(): Promise<void> {
+    if (!this.deps || this.streams.size === 0) return;
+    const streams = [...this.streams.values()];
+    try {
+      for (let i = 0; i < streams.length; i += SESSION_CHECK_BATCH) {
+        const batch = streams.slice(i, i + SESSION_CHECK_BATCH);
+        const jobs = await this.deps.store.jobs.getStates(batch.map((s) => s.jobId));
+        for (const stream of batch) {
+          const job = jobs.get(stream.jobId);
+          if (!job) stream.sendCancel("the job was removed");
+          else if (isTerminal(job.state) || job.state === "queued" || job.attempts !== stream.attempt) stream.sendCancel(job.reason || `job ${job.state}`);
+        }
+      }
+    } catch (err) {
+      this.deps.log.warn({ err: toError(err) }, "could not check the sessions' jobs; the next check retries");
+    }
+  }
 
   attach(stream: AgentStream): void {
     this.streams.get(stream.workerId)?.end();
@@ -49,10 +101,10 @@ export class SessionRegistry {
     if (this.streams.get(stream.workerId) === stream) this.streams.delete(stream.workerId);
   }
 
-  /** True if the worker is connected here and the cancel was queued to it. */
+  /** True if the worker is connected here and the cancel was queued to it (once per stream). */
   cancel(workerId: string, reason: string, graceMs: number): boolean {
     const stream = this.streams.get(workerId);
-    stream?.push(create(ServerMessageSchema, { kind: { case: "cancel", value: { reason, graceMs } } }));
+    stream?.sendCancel(reason, graceMs);
     return stream !== undefined;
   }
 
@@ -63,8 +115,17 @@ export class SessionRegistry {
     return ended;
   }
 
-  closeAll(): void {
-    for (const stream of this.streams.values()) stream.end();
+  /**
+   * Ends every stream (shutdown). With a reason, agents are told so with Unavailable, which they
+   * treat as retryable: they reconnect (through the Service, to another replica) with their session.
+   */
+  closeAll(reason?: string): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const stream of this.streams.values()) {
+      if (reason) stream.endWith(new UnavailableError(reason));
+      else stream.end();
+    }
     this.streams.clear();
   }
 }

@@ -9,6 +9,7 @@
  *   meta      facts about the installation (the cluster id)
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
+ *   replicas  the leader lease and the replicas' presence rows (several control planes, one database)
  * Times are epoch ms from the caller; the store reads no clock.
  */
 import { type Kysely, sql } from "kysely";
@@ -20,6 +21,7 @@ import { LogQueries } from "./logs.js";
 import { MetaQueries } from "./meta.js";
 import { RetentionQueries } from "./retention.js";
 import { SecretQueries } from "./secrets.js";
+import { ReplicaQueries } from "./replicas.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -40,6 +42,7 @@ export class Store {
   readonly meta: MetaQueries;
   readonly keys: KeyQueries;
   readonly secrets: SecretQueries;
+  readonly replicas: ReplicaQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -54,6 +57,7 @@ export class Store {
     this.meta = new MetaQueries(db);
     this.keys = new KeyQueries(db);
     this.secrets = new SecretQueries(db, kind);
+    this.replicas = new ReplicaQueries(db);
   }
 
   async close(): Promise<void> {
