@@ -191,6 +191,7 @@ describe("replicas on one database", { concurrency: false }, () => {
     }
     // Kill the leader (a started first, so it leads) once some jobs run.
     assert.ok(await eventually(async () => appendedTags(file).length >= 10, 30_000), "jobs started");
+    assert.match(await (await fetch(`${a.url}/metrics`)).text(), /^hodei_leader 1$/m, "the replica killed is the leader");
     const killedAt = Date.now();
     await a.kill();
     cluster.balancer.backends.splice(0, 1);
@@ -276,6 +277,33 @@ describe("replicas on one database", { concurrency: false }, () => {
     assert.ok(reachMs < 5000, `promptly: ${reachMs} ms, not at the next heartbeat`);
     assert.ok(await eventually(() => followEnded, 15_000), "the follower ended with the job");
     await following;
+    assert.deepEqual(await leftoverProcesses(cluster), [], "no worker process left");
+  });
+
+  it("hands its agents over on graceful shutdown (SIGTERM): their jobs finish through the other replica, once", async () => {
+    cluster = await startReplicas(2);
+    const clients = cluster.replicas.map(api);
+    const file = outputFile();
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const { job } = await clients[i % 2].submitJob({ command: ["sh", "-c", `echo "$TAG" >> ${file}; sleep 3; echo done`], env: { TAG: `tag-${i}` } });
+      ids.push(job!.id);
+    }
+    assert.ok(await eventually(() => ids.every((id) => dispatcherOf(cluster!.replicas, id) >= 0), 20_000), "all dispatched");
+    const onFirst = ids.filter((id) => dispatcherOf(cluster!.replicas, id) === 0).length;
+    assert.equal(await cluster.replicas[0].stop(), 0, "the replica stopped cleanly");
+    cluster.balancer.backends.splice(0, 1);
+    assert.ok(cluster.replicas[0].output.some((l) => l.includes('"server stopped"')));
+    const survivor = clients[1];
+    const states = await waitAllFinal([survivor], ids, 60_000);
+    console.log(`graceful shutdown: ${onFirst} of ${ids.length} agents were on the stopped replica; ${JSON.stringify([...states.values()].map((s) => s.state))}`);
+    assert.deepEqual(ids.filter((id) => states.get(id)?.state !== "succeeded"), []);
+    assert.deepEqual(duplicates(appendedTags(file)), [], "no job ran twice");
+    for (const id of ids) {
+      let text = "";
+      for await (const entry of survivor.getLogs({ jobId: id })) if (entry.stream === "stdout") text += Buffer.from(entry.data).toString();
+      assert.equal(text, "done\n", "each job's whole output arrived");
+    }
     assert.deepEqual(await leftoverProcesses(cluster), [], "no worker process left");
   });
 
