@@ -181,7 +181,6 @@ describe("replicas on one database", { concurrency: false }, () => {
   it("survives one replica killed with SIGKILL while 50 jobs run: all end, none twice, no process left, the survivor leads within the lease", async () => {
     const leaseMs = 2000;
     cluster = await startReplicas(2, { HODEI_LEADER_LEASE_MS: String(leaseMs), HODEI_REGISTRATION_TIMEOUT_MS: "10000" });
-    const [a, b] = cluster.replicas;
     const clients = cluster.replicas.map(api);
     const file = outputFile();
     const ids: string[] = [];
@@ -189,18 +188,22 @@ describe("replicas on one database", { concurrency: false }, () => {
       const { job } = await clients[i % 2].submitJob({ command: ["sh", "-c", `echo "$TAG" >> ${file}; sleep 3`], env: { TAG: `tag-${i}` } });
       ids.push(job!.id);
     }
-    // Kill the leader (a started first, so it leads) once some jobs run.
+    // Kill the leader (whichever holds the lease then: under load a 2 s lease may change hands) once some jobs run.
     assert.ok(await eventually(async () => appendedTags(file).length >= 10, 30_000), "jobs started");
-    assert.match(await (await fetch(`${a.url}/metrics`)).text(), /^hodei_leader 1$/m, "the replica killed is the leader");
+    const isLeader = async (r: ServerProcess) => /^hodei_leader 1$/m.test(await (await fetch(`${r.url}/metrics`)).text());
+    let leader = -1;
+    assert.ok(await eventually(async () => (leader = (await Promise.all(cluster!.replicas.map(isLeader))).indexOf(true)) >= 0, 10_000), "a leader");
+    const [a, b] = leader === 0 ? cluster.replicas : [cluster.replicas[1], cluster.replicas[0]];
+    const survivorClient = clients[1 - leader];
     const killedAt = Date.now();
     await a.kill();
-    cluster.balancer.backends.splice(0, 1);
-    const becameLeader = await eventually(async () => /^hodei_leader 1$/m.test(await (await fetch(`${b.url}/metrics`)).text()), 3 * leaseMs, 50);
+    cluster.balancer.backends.splice(leader, 1);
+    const becameLeader = await eventually(() => isLeader(b), 3 * leaseMs, 50);
     const takeoverMs = Date.now() - killedAt;
     assert.ok(becameLeader, "the survivor became the leader");
     console.log(`survivor leader ${takeoverMs} ms after the SIGKILL (lease ${leaseMs} ms)`);
     assert.ok(takeoverMs <= leaseMs + leaseMs / 3 + 1000, `took over within the lease (${takeoverMs} ms)`);
-    const states = await waitAllFinal([clients[1]], ids, 120_000);
+    const states = await waitAllFinal([survivorClient], ids, 120_000);
     const notFinal = ids.filter((id) => !FINAL.has(states.get(id)?.state ?? ""));
     assert.deepEqual(notFinal, [], "every job ended");
     const counts = new Map<string, number>();
