@@ -4,6 +4,7 @@
  * Every option states its default and unit.
  */
 import { existsSync } from "node:fs";
+import { hostname } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
@@ -156,6 +157,18 @@ const ServerEnv = z.object({
   HODEI_RECONNECT_WINDOW_MS: int(1000, 3_600_000).default(120_000),
   /** Period of the reconcile pass, ms. Default 2000. */
   HODEI_RECONCILE_INTERVAL_MS: int(20, 600_000).default(2000),
+  /**
+   * Several replicas on one database: the machine this replica runs on. Local workers (processes)
+   * belong to their node: only replicas with the same HODEI_NODE_ID inspect, stop or reap them, and
+   * the local provider's capacity counts per node. Default: the hostname.
+   */
+  HODEI_NODE_ID: z.string().trim().min(1).max(255).optional(),
+  /**
+   * Several replicas on one database: length of the leader lease, ms. The leader (one replica at a
+   * time) runs deadlines, destroys, reaping and retention; it renews every third of this, and
+   * another replica takes over within a third of it after it expires. Default 15000.
+   */
+  HODEI_LEADER_LEASE_MS: int(300, 600_000).default(15_000),
   /** A labelled resource with no live worker is reaped only once older than this, ms. Default 30000. */
   HODEI_ORPHAN_GRACE_MS: int(0, 3_600_000).default(30_000),
   /** Between SIGTERM and SIGKILL when a worker is stopped, ms. Default 5000. */
@@ -397,6 +410,9 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     heartbeatTimeoutMs: e.HODEI_HEARTBEAT_TIMEOUT_MS,
     reconnectWindowMs: e.HODEI_RECONNECT_WINDOW_MS,
     reconcileIntervalMs: e.HODEI_RECONCILE_INTERVAL_MS,
+    /** HODEI_NODE_ID, else the hostname. */
+    nodeId: e.HODEI_NODE_ID ?? hostname(),
+    leaderLeaseMs: e.HODEI_LEADER_LEASE_MS,
     orphanGraceMs: e.HODEI_ORPHAN_GRACE_MS,
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,

@@ -15,7 +15,8 @@ export function createMetrics() {
     attemptsLost: new Counter({ name: "hodei_attempts_lost_total", help: "Attempts lost to worker failures", labelNames: ["provider", "cause"], registers: [registry] }),
     orphansDetected: new Counter({ name: "hodei_orphans_detected_total", help: "Labelled resources with no live worker", labelNames: ["provider"], registers: [registry] }),
     orphansReaped: new Counter({ name: "hodei_orphans_reaped_total", help: "Orphans destroyed", labelNames: ["provider"], registers: [registry] }),
-    liveWorkers: new Gauge({ name: "hodei_live_workers", help: "Workers not yet destroyed", labelNames: ["provider"], registers: [registry] }),
+    liveWorkers: new Gauge({ name: "hodei_live_workers", help: "Workers not yet destroyed (exported by the leader replica only)", labelNames: ["provider"], registers: [registry] }),
+    leader: new Gauge({ name: "hodei_leader", help: "1 on the replica that holds the leader lease, else 0", registers: [registry] }),
     startupSeconds: new Histogram({
       name: "hodei_worker_startup_seconds",
       help: "From job claim to the agent's registration",

@@ -88,11 +88,18 @@ describe("deploy/kubernetes/hodei.yaml", () => {
     for (const [k, v] of Object.entries(deployment.spec.selector.matchLabels)) assert.equal(labels[k], v);
   });
 
-  it("keeps the embedded database on a volume", () => {
-    const claim = one("PersistentVolumeClaim");
-    const volume = pod.volumes.find((v: { persistentVolumeClaim?: { claimName: string } }) => v.persistentVolumeClaim?.claimName === claim.metadata.name);
-    assert.ok(volume);
-    const mount = container.volumeMounts.find((m: { name: string }) => m.name === volume.name);
+  it("runs two replicas on PostgreSQL from a Secret, with one secret key, a PodDisruptionBudget and readiness on /readyz", () => {
+    assert.equal(deployment.spec.replicas, 2);
+    const fromSecret = (name: string) => container.env.find((e: { name: string }) => e.name === name)?.valueFrom?.secretKeyRef;
+    assert.deepEqual(fromSecret("HODEI_DATABASE_URL"), { name: "hodei-database", key: "url" });
+    assert.deepEqual(fromSecret("HODEI_SECRET_KEY"), { name: "hodei-secret-key", key: "key" });
+    assert.match(TEXT, /create secret generic hodei-database --from-literal=url="postgres:\/\//, "the file says how to create it");
+    assert.equal(docs.filter((d) => d.kind === "PersistentVolumeClaim").length, 0, "no volume one replica would hold");
+    const budget = one("PodDisruptionBudget");
+    assert.equal(budget.spec.minAvailable, 1);
+    for (const [k, v] of Object.entries(budget.spec.selector.matchLabels)) assert.equal(deployment.spec.template.metadata.labels[k], v);
+    assert.equal(container.readinessProbe.httpGet.path, "/readyz");
+    const mount = container.volumeMounts.find((m: { name: string }) => m.name === "data");
     assert.equal(mount.mountPath, env.HODEI_DATA_DIR);
   });
 

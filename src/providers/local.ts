@@ -62,6 +62,8 @@ const AGENT_PID_FILE = ".agent-pid";
 export class LocalProvider implements WorkerProvider {
   readonly name = "local";
   readonly resourceType = "process_id" as const;
+  /** Its workers are processes of this machine: only replicas on this node look after them. */
+  readonly isNodeBound = true;
   private readonly spawned = new Map<string, Agent>(); // assigned agents, by pid
   private readonly byName = new Map<string, string>(); // worker name -> pid
   private idle: Agent[] = [];

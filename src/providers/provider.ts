@@ -97,6 +97,12 @@ export interface ProviderHealth {
 export interface WorkerProvider {
   readonly name: string;
   readonly resourceType: ResourceType;
+  /**
+   * Optional capability: true when its workers exist on one machine only (local processes: a pid
+   * and /proc mean something on that host). Only replicas on the node that started a worker
+   * inspect, stop or reap it, and capacity counts per node.
+   */
+  readonly isNodeBound?: boolean;
   /** Starts one worker named spec.name. Idempotent on the name. Throws PermanentError when retrying cannot help. */
   start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource>;
   /** A worker that no longer exists is { state: "gone" }, not an error. */

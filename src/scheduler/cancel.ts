@@ -3,7 +3,7 @@
  * never started within its queue timeout alike. In one transaction the job ends (canceled or
  * timed_out), its workers without an agent yet go to destroying and its unused OTP tokens are
  * revoked; agents connected to this process are told at once over their stream (agents connected
- * elsewhere hear it at their next heartbeat, and the deadlines step tells them too). A connected
+ * to another replica hear it from that replica's session check within 250 ms, worker-service.ts). A connected
  * agent then kills the job's process tree, flushes and reports; past its stop deadline its worker is
  * destroyed anyway.
  */

@@ -11,6 +11,7 @@ import type { WorkerProvider } from "../providers/provider.js";
 import type { WorkerState } from "../core/worker-state.js";
 import type { WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
+import type { Leadership, ReplicaIdentity } from "./leadership.js";
 import type { Liveness } from "./liveness.js";
 import type { ProviderCalls } from "./provider-calls.js";
 import type { ProviderHealth } from "./provider-health.js";
@@ -50,12 +51,20 @@ export interface ReconcilerOptions {
   retentionMs?: number;
   /** The retry backoff's jitter (core/backoff.ts), numbers in [0, 1). Default Math.random; tests fix it. */
   random?: Random;
+  /** This replica's id and node. Default: a random id on node "default" (one control plane). */
+  replica?: ReplicaIdentity;
+  /** Length of the leader lease, ms (HODEI_LEADER_LEASE_MS). Default 15000. */
+  leaderLeaseMs?: number;
+  /** Jobs claimed at most per claim statement for one provider (bounded by its capacity too). Default 32. */
+  claimBatch?: number;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {
-  /** Worker ids whose start() is in flight in this process. */
-  readonly provisioning: Set<string>;
-  /** Worker ids whose stop() is in flight in this process. */
+  /**
+   * Worker ids whose stop() is in flight in this process. Kept in memory only: destroys run on one
+   * process at a time (the leader; for a node-bound provider, the replicas of the worker's node),
+   * and a second stop after a change of leader is harmless (stop is idempotent).
+   */
   readonly destroying: Set<string>;
   /** Worker ids to inspect on the next pass (their stream closed, their process exited). */
   readonly suspects: Set<string>;
@@ -64,6 +73,8 @@ export interface ReconcileContext extends ReconcilerOptions {
   readonly calls: ProviderCalls;
   /** The control plane's own absences (before it started, frozen): never held against workers. */
   readonly liveness: Liveness;
+  /** This replica's identity and the leader lease. */
+  readonly leadership: Leadership;
   /** Runs a task off the pass; its failure is logged, never thrown. */
   inBackground(what: string, task: () => Promise<void>): void;
   /** Asks for another pass soon. */
@@ -103,4 +114,32 @@ export async function* eachWorker(ctx: { store: Store }, states: readonly Worker
     if (page.length < PAGE_SIZE) return;
     afterId = page[page.length - 1].id;
   }
+}
+
+/** Margin past the start's own time limit (the registration timeout) before a start in flight is no longer trusted, ms. */
+export const START_MARGIN_MS = 10_000;
+
+/**
+ * True while the worker's provider start() is in flight on some replica (recorded on its row) and
+ * its start deadline has not passed in present time: a replica that died mid-start is not trusted
+ * for ever.
+ */
+export function isStartInFlight(ctx: { liveness: Liveness }, worker: WorkerRow): boolean {
+  if (worker.start_owner === null || worker.start_deadline_ms === null) return false;
+  return !ctx.liveness.isOverdue(worker.created_at, worker.start_deadline_ms - worker.created_at);
+}
+
+/** True when the worker's provider is bound to a node (local processes): only that node's replicas can see it. */
+export function isNodeBound(ctx: { providers: Map<string, ProviderSlot> }, worker: WorkerRow): boolean {
+  return ctx.providers.get(worker.provider)?.provider.isNodeBound === true;
+}
+
+/**
+ * Whether this replica looks after the worker (inspects, destroys it): a node-bound worker belongs
+ * to the replicas of its node, whoever leads (a row from before replicas, with no node, to anyone:
+ * one machine ran everything then); any other worker to the leader.
+ */
+export function isInMyCare(ctx: ReconcileContext, worker: WorkerRow, isLeader: boolean): boolean {
+  if (isNodeBound(ctx, worker)) return worker.node_id === null || worker.node_id === ctx.leadership.identity.nodeId;
+  return isLeader;
 }

@@ -9,7 +9,7 @@ import { isTerminal } from "../core/job-state.js";
 import { lastOutputOf, loseAttempt } from "./attempt-loss.js";
 import { ACTIVE_WORKER_STATES } from "../core/worker-state.js";
 import type { WorkerRow } from "../store/schema.js";
-import { eachWorker, flushWindowMs, PAGE_SIZE, type ReconcileContext, stopDeadlineMs, TIMEOUT_BACKSTOP_MS } from "./context.js";
+import { eachWorker, flushWindowMs, isStartInFlight, PAGE_SIZE, type ReconcileContext, stopDeadlineMs, TIMEOUT_BACKSTOP_MS } from "./context.js";
 
 export async function enforceDeadlines(ctx: ReconcileContext): Promise<void> {
   let page: WorkerRow[] = [];
@@ -53,7 +53,9 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
     // provider said it was waiting), in present time.
     const registrationFromMs = worker.registration_deadline_ms - ctx.registrationTimeoutMs;
     if ((worker.state === "waiting" || worker.state === "provisioning") && liveness.isOverdue(registrationFromMs, ctx.registrationTimeoutMs)) {
-      if (ctx.provisioning.has(worker.id)) continue; // start() still running here; judged when it returns
+      // start() still running on some replica (its row says so): judged when it returns, or once
+      // its start deadline passed (that replica may have died mid-start).
+      if (isStartInFlight(ctx, worker)) continue;
       const seconds = Math.round(ctx.registrationTimeoutMs / 1000);
       const output = await lastOutputOf(ctx, worker);
       await loseAttempt(

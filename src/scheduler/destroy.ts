@@ -2,14 +2,18 @@
  * Step 1 of a pass: stop and remove every worker in `destroying`, off the pass, by its
  * provider_resource_id (or, when it was never learned, by our labels). A failed destroy is
  * recorded and retried on every pass until it succeeds; only then is the worker `destroyed`.
+ * Run by the leader, and for a node-bound provider (local) by the replicas of the worker's node.
  */
 import { toError } from "../core/errors.js";
 import type { WorkerRow } from "../store/schema.js";
-import { eachWorker, PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
+import { eachWorker, isInMyCare, isStartInFlight, PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
 
-export async function destroyWorkers(ctx: ReconcileContext): Promise<void> {
+export async function destroyWorkers(ctx: ReconcileContext, isLeader: boolean): Promise<void> {
   for await (const worker of eachWorker(ctx, ["destroying"])) {
-    if (ctx.destroying.has(worker.id) || ctx.provisioning.has(worker.id)) continue;
+    // Another replica's (a worker of another node; not the leader): not ours to stop. A start still
+    // in flight: stopped once it returned and recorded what it created.
+    if (!isInMyCare(ctx, worker, isLeader) || isStartInFlight(ctx, worker)) continue;
+    if (ctx.destroying.has(worker.id)) continue;
     ctx.destroying.add(worker.id);
     ctx.inBackground("worker destroy", async () => {
       try {

@@ -10,19 +10,21 @@ import { toError } from "../core/errors.js";
 import type { WorkerStatus } from "../providers/provider.js";
 import type { WorkerRow } from "../store/schema.js";
 import { appendSystemLog, lastOutputOf, loseAttempt } from "./attempt-loss.js";
-import { eachWorker, PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
+import { eachWorker, isInMyCare, PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
-export async function inspectWorkers(ctx: ReconcileContext, full: boolean): Promise<void> {
+export async function inspectWorkers(ctx: ReconcileContext, full: boolean, isLeader: boolean): Promise<void> {
   const suspects = new Set(ctx.suspects);
   ctx.suspects.clear();
   if (!full && suspects.size === 0) return;
   const checks: Promise<void>[] = [];
+  // Only the workers in this replica's care: a local worker of another node is not visible here
+  // (its pid means nothing on this host), and workers elsewhere are the leader's.
   if (full) {
-    for await (const worker of eachWorker(ctx, ["waiting", "registered", "running"])) checks.push(inspectOne(ctx, worker));
+    for await (const worker of eachWorker(ctx, ["waiting", "registered", "running"])) if (isInMyCare(ctx, worker, isLeader)) checks.push(inspectOne(ctx, worker));
   } else {
     for (const id of suspects) {
       const worker = await ctx.store.workers.get(id);
-      if (worker && (worker.state === "waiting" || worker.state === "registered" || worker.state === "running")) checks.push(inspectOne(ctx, worker));
+      if (worker && (worker.state === "waiting" || worker.state === "registered" || worker.state === "running") && isInMyCare(ctx, worker, isLeader)) checks.push(inspectOne(ctx, worker));
     }
   }
   await Promise.all(checks); // ProviderCalls bounds how many run at once

@@ -1,8 +1,15 @@
 /**
- * Step 2 of a pass: claim due queued jobs while their providers have capacity and start a worker
- * for each. The claim writes the job, the worker row and the OTP token (hash only) in one
- * transaction; the provider is then asked, off the pass, to start the worker with a deterministic
- * name. Its provider_resource_id is recorded (onCreated) before the agent can register.
+ * Step 2 of a pass, on every replica: claim due queued jobs of each available provider and start a
+ * worker for each. A claim takes a batch of jobs of one provider and writes their jobs, worker rows
+ * and OTP tokens (hash only) in one transaction; the provider's capacity is counted inside that
+ * claim (store/attempts.ts claimBatch), so replicas claiming at once never exceed it together. The
+ * provider is then asked, off the pass, to start each worker with a deterministic name. Its
+ * provider_resource_id is recorded (onCreated) before the agent can register.
+ *
+ * A start in flight is on the worker's row (start_owner, start_deadline_ms), not in this process's
+ * memory, so the leader on another replica does not fail the worker at its registration deadline
+ * while this replica's start still runs, and does trust it no longer once its start deadline passed
+ * (this replica may have died mid-start).
  */
 import { PermanentError, toError, UnavailableError } from "../core/errors.js";
 import { newId, workerName } from "../core/ids.js";
@@ -10,43 +17,55 @@ import type { PullPolicy, Toleration } from "../core/placement.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { loseAttempt } from "./attempt-loss.js";
-import { type ReconcileContext, TIMEOUT_BACKSTOP_MS } from "./context.js";
+import { type ReconcileContext, START_MARGIN_MS, TIMEOUT_BACKSTOP_MS } from "./context.js";
+
+/** Jobs claimed at most per claim statement for one provider, unless ReconcilerOptions.claimBatch says. */
+export const DEFAULT_CLAIM_BATCH = 32;
 
 export async function provision(ctx: ReconcileContext): Promise<void> {
-  const live = await ctx.store.workers.countLiveByProvider();
   const available = await ctx.health.available();
-  const capacity = new Map<string, number>();
-  for (const [name, slot] of ctx.providers) capacity.set(name, available.has(name) ? slot.maxWorkers - (live.get(name) ?? 0) : 0);
-  for (const name of ctx.providers.keys()) ctx.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);
   // Jobs waiting for a provider that is down say so (one statement per such provider and pass).
   for (const name of ctx.providers.keys()) {
     if (!available.has(name)) await ctx.store.jobs.noteWaiting(name, `waiting: ${name} is unavailable (${ctx.health.detailOf(name) || "its health check failed"})`);
   }
-  for (;;) {
-    const open = [...capacity].filter(([, n]) => n > 0).map(([name]) => name);
-    const now = ctx.clock.nowMs();
-    let otpToken = "";
-    const claimed = await ctx.store.attempts.claim(open, now, (job) => {
-      otpToken = mintOtpToken();
-      const workerId = newId();
-      const deadline = now + ctx.registrationTimeoutMs;
-      return {
-        worker: { id: workerId, name: workerName(workerId), jobId: job.id, attempt: job.attempts, provider: job.provider, registrationDeadlineMs: deadline },
-        token: { id: newId(), tokenHash: hashToken(otpToken), expiresAtMs: deadline },
-      };
-    });
-    if (!claimed) return;
-    const { job, worker } = claimed;
-    capacity.set(job.provider, (capacity.get(job.provider) ?? 0) - 1);
-    ctx.log.info({ jobId: job.id, workerId: worker.id, attempt: job.attempts }, "job claimed");
-    ctx.provisioning.add(worker.id);
-    ctx.inBackground("worker start", async () => {
-      try {
-        await startWorker(ctx, job, worker, otpToken);
-      } finally {
-        ctx.provisioning.delete(worker.id);
+  const { replicaId, nodeId } = ctx.leadership.identity;
+  const open = new Set([...ctx.providers.keys()].filter((name) => available.has(name)));
+  while (open.size > 0) {
+    for (const name of [...open]) {
+      const slot = ctx.providers.get(name)!;
+      const now = ctx.clock.nowMs();
+      const otpTokens = new Map<string, string>();
+      const claimed = await ctx.store.attempts.claimBatch(
+        { provider: name, nowMs: now, limit: ctx.claimBatch ?? DEFAULT_CLAIM_BATCH, maxWorkers: slot.maxWorkers, nodeId: slot.provider.isNodeBound ? nodeId : null },
+        (job) => {
+          const otpToken = mintOtpToken();
+          const workerId = newId();
+          otpTokens.set(workerId, otpToken);
+          const deadline = now + ctx.registrationTimeoutMs;
+          return {
+            worker: {
+              id: workerId,
+              name: workerName(workerId),
+              jobId: job.id,
+              attempt: job.attempts,
+              provider: job.provider,
+              registrationDeadlineMs: deadline,
+              nodeId,
+              startOwner: replicaId,
+              startDeadlineMs: deadline + START_MARGIN_MS,
+            },
+            token: { id: newId(), tokenHash: hashToken(otpToken), expiresAtMs: deadline },
+          };
+        },
+      );
+      // Fewer than asked: the queue is empty or the provider is full for now.
+      if (claimed.length < (ctx.claimBatch ?? DEFAULT_CLAIM_BATCH)) open.delete(name);
+      for (const { job, worker } of claimed) {
+        ctx.log.info({ jobId: job.id, workerId: worker.id, attempt: job.attempts }, "job claimed");
+        const otpToken = otpTokens.get(worker.id)!;
+        ctx.inBackground("worker start", () => startWorker(ctx, job, worker, otpToken));
       }
-    });
+    }
   }
 }
 
@@ -54,8 +73,10 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
   const slot = ctx.providers.get(job.provider)!;
   const log = ctx.log.child({ jobId: job.id, workerId: worker.id, provider: job.provider });
   let recorded: WorkerRow | null | undefined;
-  const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "") => {
-    recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied);
+  let isStartCleared = false;
+  const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "", isStartDone = false) => {
+    recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied, isStartDone);
+    isStartCleared = isStartDone && recorded !== null;
     log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
   };
   try {
@@ -76,7 +97,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       deadlineSeconds: job.timeout_seconds + Math.ceil((ctx.registrationTimeoutMs + TIMEOUT_BACKSTOP_MS) / 1000) + 60,
       onCreated: (r) => record(r.resourceId, r.resourceType, r.resourcesApplied),
     }, signal));
-    if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied);
+    if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied, true);
     ctx.metrics.workersStarted.inc({ provider: job.provider });
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
   } catch (err) {
@@ -90,6 +111,9 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     } else {
       await loseAttempt(ctx, worker, `could not start the worker on ${job.provider}: ${error.message}`, "start_failed", error instanceof PermanentError ? "permanent" : "infrastructure");
     }
+  } finally {
+    // The start returned, either way: no longer in flight (unless recordProvisioned said so already).
+    if (!isStartCleared) await ctx.store.attempts.endStart(worker.id, ctx.leadership.identity.replicaId);
   }
   ctx.nudge();
 }

@@ -12,7 +12,7 @@
 import { toError } from "../core/errors.js";
 import type { ProviderResource, TokenSecret, WorkerProvider } from "../providers/provider.js";
 import type { WorkerRow } from "../store/schema.js";
-import { PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
+import { isStartInFlight, PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
 
 /**
  * A resource is an orphan when no worker row owns it: none (never recorded, or removed by
@@ -23,9 +23,12 @@ export function isOrphan(resource: ProviderResource, worker: WorkerRow | undefin
   return worker.provider_resource_id !== null && worker.provider_resource_id !== resource.resourceId;
 }
 
-export async function reapOrphans(ctx: ReconcileContext): Promise<void> {
+export async function reapOrphans(ctx: ReconcileContext, isLeader: boolean): Promise<void> {
   const now = ctx.clock.nowMs();
   for (const [name, slot] of ctx.providers) {
+    // A node-bound provider lists this machine's resources only: every replica reaps its own node's.
+    // Any other provider's resources are one set for all replicas: the leader reaps them.
+    if (!slot.provider.isNodeBound && !isLeader) continue;
     let resources;
     try {
       resources = await ctx.calls.run(name, "list", PROVIDER_CALL_MS, (signal) => slot.provider.list(signal));
@@ -35,8 +38,10 @@ export async function reapOrphans(ctx: ReconcileContext): Promise<void> {
     }
     const workers = await ctx.store.workers.getMany(resources.map((r) => r.workerId));
     for (const resource of resources) {
-      if (ctx.provisioning.has(resource.workerId) || ctx.destroying.has(resource.workerId)) continue;
-      if (!isOrphan(resource, workers.get(resource.workerId))) continue;
+      if (ctx.destroying.has(resource.workerId)) continue;
+      const worker = workers.get(resource.workerId);
+      if (worker && isStartInFlight(ctx, worker)) continue;
+      if (!isOrphan(resource, worker)) continue;
       if (now - resource.createdAtMs < ctx.orphanGraceMs) continue;
       ctx.metrics.orphansDetected.inc({ provider: name });
       ctx.log.warn({ provider: name, providerResourceId: resource.resourceId, workerId: resource.workerId }, "orphan found; destroying it");
@@ -78,7 +83,8 @@ async function reapTokenSecrets(ctx: ReconcileContext, name: string, provider: W
   const now = ctx.clock.nowMs();
   const workers = await ctx.store.workers.getMany(secrets.map((s) => s.workerId));
   for (const secret of secrets) {
-    if (ctx.provisioning.has(secret.workerId)) continue;
+    const owner = workers.get(secret.workerId);
+    if (owner && isStartInFlight(ctx, owner)) continue;
     const why = spentSecretReason(secret, workers.get(secret.workerId), resources, now, ctx.orphanGraceMs);
     if (!why) continue;
     try {

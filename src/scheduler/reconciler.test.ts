@@ -16,6 +16,7 @@ import { createMetrics } from "../metrics.js";
 import { openDatabase } from "../store/database.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { Store } from "../store/store.js";
+import { DEFAULT_LEADER_LEASE_MS } from "./leadership.js";
 import { BEAT_INTERVAL_MS } from "./liveness.js";
 import { PROVIDER_CONCURRENCY } from "./provider-calls.js";
 import { PROVIDER_RETRY_MS } from "./provider-health.js";
@@ -324,7 +325,9 @@ describe("Reconciler", () => {
       await pass();
       const worker = await workerOf(j.id);
       provider.workerOf(worker.id)!.status = { state: "gone" }; // e.g. a local agent that never got its assignment
-      clock.advance(5000); // the control plane died and was restarted
+      // The control plane died and was restarted; the new process (a new replica id) leads once the
+      // dead one's lease has run out.
+      clock.advance(DEFAULT_LEADER_LEASE_MS);
       reconciler = makeReconciler();
       tick(INTERVAL_MS);
       await pass();

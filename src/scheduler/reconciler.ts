@@ -16,8 +16,15 @@
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
+ *
+ * Several replicas on one database (leadership.ts): every replica provisions; the steps that must
+ * run once (queue deadlines, deadlines, reap and inspect of workers not bound to a node, the dead
+ * nodes check, retention, the live-worker gauge) run on the leader only, each after checking the
+ * lease is still held (a frozen leader does not act on a lease it may have lost). Workers of a
+ * node-bound provider (local) are inspected, destroyed and reaped by the replicas of their node.
  */
 import { toError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { type CommandEnding, type LossKind, loseAttempt } from "./attempt-loss.js";
 import { cancelJob } from "./cancel.js";
@@ -25,7 +32,9 @@ import type { ReconcileContext, ReconcilerOptions } from "./context.js";
 import { enforceDeadlines } from "./deadlines.js";
 import { destroyWorkers } from "./destroy.js";
 import { inspectWorkers } from "./inspect.js";
+import { DEFAULT_LEADER_LEASE_MS, Leadership } from "./leadership.js";
 import { Liveness } from "./liveness.js";
+import { loseWorkersOfDeadNodes } from "./nodes.js";
 import { ProviderCalls } from "./provider-calls.js";
 import { ProviderHealth } from "./provider-health.js";
 import { provision } from "./provision.js";
@@ -49,14 +58,27 @@ export class Reconciler {
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log);
+    const liveness = new Liveness(o.clock, o.log);
+    const leadership = new Leadership(o.replica ?? { replicaId: newId(), nodeId: "default" }, {
+      store: o.store,
+      clock: o.clock,
+      liveness,
+      log: o.log,
+      leaseMs: o.leaderLeaseMs ?? DEFAULT_LEADER_LEASE_MS,
+      onChange: (isLeader) => {
+        o.metrics.leader.set(isLeader ? 1 : 0);
+        // Only the leader exports the live-worker gauge, so a sum over replicas is right.
+        if (!isLeader) o.metrics.liveWorkers.reset();
+      },
+    });
     this.ctx = {
       ...o,
-      provisioning: new Set(),
       destroying: new Set(),
       suspects: new Set(),
       health,
       calls: new ProviderCalls(health, o.clock),
-      liveness: new Liveness(o.clock, o.log),
+      liveness,
+      leadership,
       inBackground: (what, task) => this.inBackground(what, task),
       nudge: () => this.nudge(),
     };
@@ -67,6 +89,7 @@ export class Reconciler {
     // A "reconcile" hint from any replica (a submit, a cancel, a registration) runs a pass now.
     this.unsubscribe = this.o.store.notifier.subscribe("reconcile", () => this.nudge());
     this.ctx.liveness.start();
+    this.ctx.leadership.start();
     this.nudge();
     this.timer = setInterval(() => this.nudge(), this.o.reconcileIntervalMs);
     this.timer.unref();
@@ -77,9 +100,20 @@ export class Reconciler {
     this.stopped = true;
     this.unsubscribe();
     this.ctx.liveness.stop();
+    this.ctx.leadership.stop();
     if (this.timer) clearInterval(this.timer);
     await this.running;
     await Promise.allSettled([...this.background]);
+  }
+
+  /** Graceful shutdown of a replica, after stop(): the lease goes at once, so another leads without waiting for its expiry. */
+  async releaseLeadership(): Promise<void> {
+    await this.ctx.leadership.release();
+  }
+
+  /** This replica's identity and lease (the server logs it; tests drive it). */
+  get leadership(): Leadership {
+    return this.ctx.leadership;
   }
 
   /** Asks for a pass soon. Passes never overlap; nudges during a pass cause one more. */
@@ -116,14 +150,26 @@ export class Reconciler {
     const now = this.o.clock.nowMs();
     const full = now - this.lastFullPassMs >= this.o.reconcileIntervalMs;
     if (full) this.lastFullPassMs = now;
+    const { leadership } = this.ctx;
+    await this.step("leader lease", async () => void (await leadership.ensure()));
+    // Each leader step asks again: the lease is checked (and a freeze seen) right before acting.
+    const lead = () => leadership.isLeader();
     // Destroying first: a finished job's worker is what a user waits on.
-    await this.step("destroy", () => destroyWorkers(this.ctx));
-    await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
+    await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
+    if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
     await this.step("provision", () => provision(this.ctx));
-    await this.step("deadlines", () => enforceDeadlines(this.ctx));
-    await this.step("inspect", () => inspectWorkers(this.ctx, full));
-    if (full) await this.step("reap", () => reapOrphans(this.ctx));
-    if (full) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
+    if (lead()) await this.step("deadlines", () => enforceDeadlines(this.ctx));
+    await this.step("inspect", () => inspectWorkers(this.ctx, full, lead()));
+    if (full) await this.step("reap", () => reapOrphans(this.ctx, lead()));
+    if (full && lead()) await this.step("nodes", () => loseWorkersOfDeadNodes(this.ctx));
+    if (full && lead()) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
+    if (lead()) await this.step("metrics", () => this.exportLiveWorkers());
+  }
+
+  /** The live-worker gauge, on the leader only (others export nothing for it): one count per pass. */
+  private async exportLiveWorkers(): Promise<void> {
+    const live = await this.o.store.workers.countLiveByProvider();
+    for (const name of this.o.providers.keys()) this.o.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);
   }
 
   /** Resolves when every background provider call started so far has settled (tests). */

@@ -65,6 +65,16 @@ export class AgentStream {
     return this.worker.id;
   }
 
+  get attempt(): number {
+    return this.worker.attempt;
+  }
+
+  /** Ends the stream telling the agent why (shutdown: Unavailable, so it reconnects elsewhere). */
+  endWith(error: Error): void {
+    this.failure ??= error;
+    this.end();
+  }
+
   /** Reads the agent's messages until it closes the stream, an error ends it, or end() is called. Never throws. */
   async consume(requests: AsyncIterable<AgentMessage>): Promise<void> {
     try {
@@ -119,12 +129,6 @@ export class AgentStream {
     if (this.cancelSent) return;
     this.cancelSent = true;
     this.out.push(msg({ case: "cancel", value: { reason, graceMs } }));
-  }
-
-  /** Reads the job and tells the agent to cancel if it ended or moved on (a heartbeat, or a "cancel" hint from any replica). */
-  async checkCanceled(): Promise<void> {
-    const job = await this.deps.store.jobs.get(this.worker.job_id);
-    if (job && (isTerminal(job.state) || job.attempts !== this.worker.attempt)) this.sendCancel(job.reason || `job ${job.state}`);
   }
 
   /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
@@ -243,8 +247,6 @@ export class AgentStream {
   private async onHeartbeat(): Promise<void> {
     const { store, clock } = this.deps;
     await store.workers.recordHeartbeat(this.worker.id, clock.nowMs());
-    // The database is the truth: a cancel made on another replica reaches the agent here.
-    await this.checkCanceled();
   }
 
   private async onResult(result: JobResult): Promise<void> {

@@ -48,8 +48,14 @@ const PROVIDER_QUERY_MS = 5000;
 const LOG_PAGE = 500;
 /** Entries of ListJobs' states filter, counted after splitting on commas. */
 const MAX_STATE_FILTERS = 32;
-/** Followers re-read the database at least this often, notification or not. */
-const FOLLOW_POLL_MS = 1000;
+/**
+ * Followers re-read the database at least this often, notification or not: a local append wakes
+ * them at once (LogHub), logs received by another replica are seen within this (or sooner, when a
+ * hint such as PostgreSQL NOTIFY calls logHub.notify).
+ */
+const FOLLOW_POLL_MS = 250;
+/** A follower checks its API key is still good this often (a revoked key ends it within this), ms. */
+const FOLLOW_KEY_CHECK_MS = 1000;
 
 function encodePageToken(createdAt: number, id: string): string {
   return Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
@@ -217,6 +223,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       if (!found) throw new NotFoundError(`job ${req.jobId} not found`);
       requireJobRead(caller, owner(found));
       let position = positionOf(req.afterCursor);
+      let keyCheckedAtMs = clock.nowMs();
       /** Reads and yields every page stored after `position`. */
       const drain = async function* () {
         for (;;) {
@@ -242,8 +249,11 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         }
         if (ctx.signal.aborted) return;
         await deps.logHub.wait(req.jobId, FOLLOW_POLL_MS, ctx.signal);
-        // A follower may outlive its key: it ends within a poll of the key's revocation.
-        await caller.assertActive();
+        // A follower may outlive its key: it ends within a second of the key's revocation.
+        if (clock.nowMs() - keyCheckedAtMs >= FOLLOW_KEY_CHECK_MS) {
+          keyCheckedAtMs = clock.nowMs();
+          await caller.assertActive();
+        }
       }
     },
 

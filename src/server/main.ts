@@ -11,6 +11,7 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
+import { newId } from "../core/ids.js";
 import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
@@ -76,7 +77,10 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const secretBox = new SecretBox(loadSecretKey({ dataDir: config.dataDir, givenKey: config.secretKey, log }));
   const metrics = createMetrics();
   const logHub = new LogHub(store);
-  const sessions = new SessionRegistry();
+  // Several replicas may share the database: a new id per process start, on its machine's node.
+  const replica = { replicaId: newId(), nodeId: config.nodeId };
+  log.info(replica, "replica starting");
+  const sessions = new SessionRegistry({ store, log });
   const stopFollowingCancels = sessions.followCancels(store.notifier, log);
 
   const enabled = config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])];
@@ -149,6 +153,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     stopGraceMs: config.stopGraceMs,
     agents: sessions,
     retentionMs: config.retentionMs,
+    replica,
+    leaderLeaseMs: config.leaderLeaseMs,
   });
   if (enabled.includes("kubernetes")) {
     const k8s = await import("@kubernetes/client-node");
@@ -285,6 +291,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     if (warning) log.warn({ provider: name, workerServerUrl: slot.workerServerUrl }, warning);
   }
   reconciler.start();
+  sessions.start();
   isServing = true;
   log.info(
     {
@@ -297,6 +304,8 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       providers: enabled,
       clusterId,
       clusterIdSource: cluster.source,
+      replicaId: replica.replicaId,
+      nodeId: replica.nodeId,
     },
     "server listening",
   );
@@ -309,11 +318,18 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     config,
     clusterId,
     async stop() {
+      // A replica's graceful shutdown: not ready (the Service stops sending it work), no more
+      // claims (the pass stops; starts in flight finish and are recorded), the lease and presence
+      // row go (another replica leads at once), agents are told to reconnect (through the Service,
+      // to another replica, with their session), and in-flight unary calls are waited for briefly
+      // by the listeners' close. Its local workers keep running: a replica of the same node (this
+      // one restarted, or another) looks after them.
       isServing = false;
       await reconciler.stop();
       stopFollowingCancels();
       logHub.close();
-      sessions.closeAll();
+      await reconciler.releaseLeadership().catch((err: unknown) => log.warn({ err }, "could not release the leader lease; it expires on its own"));
+      sessions.closeAll("this control plane is shutting down; reconnect (to another replica)");
       registerLimiter.close();
       await Promise.all([listener.close(), workerListener?.close()]);
       for (const slot of providers.values()) await slot.provider.close();

@@ -18,12 +18,14 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ConflictError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
+import type { Logger } from "pino";
+import { ConflictError, toError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
+import { isTerminal } from "../core/job-state.js";
 import { hashToken, mintSessionToken } from "../core/token.js";
 import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, WorkerService } from "../gen/hodei/v1/worker_pb.js";
-import type { Logger } from "pino";
 import type { Notifier } from "../store/notifier.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
+import type { Store } from "../store/store.js";
 import { AgentStream } from "./agent-stream.js";
 import { clientAddressKey } from "./client-address.js";
 import type { RegisterLimiter } from "./register-limiter.js";
@@ -38,9 +40,58 @@ export interface WorkerServiceDeps extends ServiceDeps {
   registerLimiter: RegisterLimiter;
 }
 
-/** The streams connected to this process, by worker id: how a cancel reaches an agent at once. */
+/** Sessions checked against the database this often, ms (a cancel or end made on another replica). */
+export const SESSION_CHECK_MS = 250;
+/** Jobs read per query of a session check. */
+const SESSION_CHECK_BATCH = 500;
+
+/**
+ * The streams connected to this process, by worker id: how a cancel reaches an agent at once.
+ * A cancel made on another replica (or an attempt ended there) reaches agents connected here by
+ * polling, the truth: checkSessionsNow() reads the jobs of all of them in one indexed query every
+ * SESSION_CHECK_MS; a hint (PostgreSQL NOTIFY) may call it sooner.
+ */
 export class SessionRegistry {
   private readonly streams = new Map<string, AgentStream>();
+  private timer: NodeJS.Timeout | null = null;
+  private checking: Promise<void> | null = null;
+
+  /** Without deps (tests of one process), checkSessionsNow() does nothing. */
+  constructor(private readonly deps?: { store: Store; log: Logger }) {}
+
+  /** Starts the periodic session check. */
+  start(): void {
+    this.timer ??= setInterval(() => void this.checkSessionsNow(), SESSION_CHECK_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * Tells every agent connected here whose job has ended, or whose attempt is no longer the job's
+   * (canceled, timed out, lost and queued again: on any replica), to stop. Concurrent calls share
+   * one check. Never throws (a failed read is logged; the next check retries).
+   */
+  checkSessionsNow(): Promise<void> {
+    this.checking ??= this.checkOnce().finally(() => (this.checking = null));
+    return this.checking;
+  }
+
+  private async checkOnce(): Promise<void> {
+    if (!this.deps || this.streams.size === 0) return;
+    const streams = [...this.streams.values()];
+    try {
+      for (let i = 0; i < streams.length; i += SESSION_CHECK_BATCH) {
+        const batch = streams.slice(i, i + SESSION_CHECK_BATCH);
+        const jobs = await this.deps.store.jobs.getStates(batch.map((s) => s.jobId));
+        for (const stream of batch) {
+          const job = jobs.get(stream.jobId);
+          if (!job) stream.sendCancel("the job was removed");
+          else if (isTerminal(job.state) || job.state === "queued" || job.attempts !== stream.attempt) stream.sendCancel(job.reason || `job ${job.state}`);
+        }
+      }
+    } catch (err) {
+      this.deps.log.warn({ err: toError(err) }, "could not check the sessions' jobs; the next check retries");
+    }
+  }
 
   attach(stream: AgentStream): void {
     this.streams.get(stream.workerId)?.end();
@@ -59,17 +110,12 @@ export class SessionRegistry {
   }
 
   /**
-   * A "cancel" hint (store/notifier.ts) from any replica: the agents of that job connected to this
-   * process read their job and are told at once if it ended; "" (hints may have been lost) checks
-   * every stream. Returns the function that stops listening.
+   * A "cancel" hint (store/notifier.ts) from any replica runs the session check at once instead of
+   * at its next tick; the check stays the truth (a hint may be lost). Returns the function that
+   * stops listening.
    */
-  followCancels(notifier: Notifier, log: Logger): () => void {
-    return notifier.subscribe("cancel", (jobId) => {
-      for (const stream of this.streams.values()) {
-        if (jobId !== "" && stream.jobId !== jobId) continue;
-        stream.checkCanceled().catch((err: unknown) => log.warn({ err, jobId: stream.jobId }, "could not check a job for its cancel; its next heartbeat will"));
-      }
-    });
+  followCancels(notifier: Notifier, _log: Logger): () => void {
+    return notifier.subscribe("cancel", () => void this.checkSessionsNow());
   }
 
   /** Ends every stream whose agent has been silent past the heartbeat timeout; returns how many. */
@@ -79,8 +125,17 @@ export class SessionRegistry {
     return ended;
   }
 
-  closeAll(): void {
-    for (const stream of this.streams.values()) stream.end();
+  /**
+   * Ends every stream (shutdown). With a reason, agents are told so with Unavailable, which they
+   * treat as retryable: they reconnect (through the Service, to another replica) with their session.
+   */
+  closeAll(reason?: string): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const stream of this.streams.values()) {
+      if (reason) stream.endWith(new UnavailableError(reason));
+      else stream.end();
+    }
     this.streams.clear();
   }
 }

@@ -5,9 +5,9 @@
  * state, worker to destroying, the unused token revoked). A crash between two of these leaves a
  * state the reconcile pass knows how to finish; a crash inside one leaves nothing half-written.
  */
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { isTerminal, type JobState } from "../core/job-state.js";
-import { workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
+import { LIVE_WORKER_STATES, workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
@@ -21,6 +21,24 @@ export interface NewWorker {
   attempt: number;
   provider: string;
   registrationDeadlineMs: number;
+  /** The node of the replica that starts it (HODEI_NODE_ID). */
+  nodeId?: string | null;
+  /** The replica whose start() is about to run: the start is in flight from the claim on. */
+  startOwner?: string | null;
+  /** Past this, a start still recorded as in flight is not trusted (its replica may have died). */
+  startDeadlineMs?: number | null;
+}
+
+/** One batched claim: due queued jobs of one provider, as many as its capacity and `limit` allow. */
+export interface ClaimRequest {
+  provider: string;
+  nowMs: number;
+  /** Jobs claimed at most by this call (the batch size). */
+  limit: number;
+  /** The provider's capacity: a claim never takes live workers (in the database) past it. */
+  maxWorkers: number;
+  /** Count only the live workers of this node (a node-bound provider's capacity is per machine); null: all of the provider's. */
+  nodeId: string | null;
 }
 
 export interface NewToken {
@@ -55,14 +73,96 @@ export class AttemptQueries {
   }
 
   /**
+   * Claims up to `limit` due queued jobs of one provider in queue order (priority desc, created_at,
+   * id), never taking its live workers past maxWorkers, and writes their worker and OTP token rows
+   * in the same transaction. Empty when the queue is empty or the provider is full.
+   *
+   * Capacity is counted inside the claim, so two replicas cannot each fill the provider:
+   * - SQLite: the count is a subquery of the claiming UPDATE, the transaction's first statement,
+   *   which takes the database's single write lock as it starts (across processes too); no other
+   *   claim can insert a worker between the count and the claim. (A read before the UPDATE in the
+   *   same transaction would not be safe across processes: upgrading a read to a write in WAL mode
+   *   fails with SQLITE_BUSY when another writer came between.)
+   * - PostgreSQL: claims of one provider are serialized by a transaction-scoped advisory lock
+   *   taken first; under READ COMMITTED the count, a new statement once the lock is held, sees the
+   *   workers every earlier claim committed. FOR UPDATE SKIP LOCKED keeps claims of different
+   *   providers (and any other writer of jobs) from blocking each other.
+   */
+  async claimBatch(req: ClaimRequest, prepare: (job: JobRow) => { worker: NewWorker; token: NewToken }): Promise<{ job: JobRow; worker: WorkerRow }[]> {
+    if (req.limit <= 0 || req.maxWorkers <= 0) return [];
+    return this.db.transaction().execute(async (trx) => {
+      if (this.kind === "postgres") {
+        const key = `hodei:claim:${req.provider}:${req.nodeId ?? ""}`;
+        await sql`select pg_advisory_xact_lock(hashtext(${key}))`.execute(trx);
+      }
+      // The jobs to take are picked once, in a MATERIALIZED common table expression: on PostgreSQL
+      // an `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` may be evaluated more than once by the
+      // plan, each time skipping the rows the last one locked, and so take more than n jobs.
+      const jobs = await trx
+        .with(
+          (cte) => cte("picked").materialized(),
+          (db) =>
+            db
+              .selectFrom("jobs")
+              .select("id")
+              .where("state", "=", "queued")
+              .where("not_before_ms", "<=", req.nowMs)
+              .where("provider", "=", req.provider)
+              .orderBy("priority", "desc")
+              .orderBy("created_at")
+              .orderBy("id")
+              .limit((eb) => {
+                // Room left: maxWorkers minus the live workers, at most limit, never negative (SQLite
+                // reads a negative LIMIT as none). CASE is the same in both dialects.
+                const live = eb
+                  .selectFrom("workers")
+                  .select((w) => w.fn.countAll<number>().as("n"))
+                  .where("provider", "=", req.provider)
+                  .where("state", "in", LIVE_WORKER_STATES)
+                  .$if(req.nodeId !== null, (qb) => qb.where("node_id", "=", req.nodeId!));
+                const room = eb.case()
+                  .when(live, ">=", req.maxWorkers).then(0)
+                  .when(eb(eb.val(req.maxWorkers), "-", live), "<", req.limit).then(eb(eb.val(req.maxWorkers), "-", live))
+                  .else(req.limit)
+                  .end();
+                return room;
+              })
+              .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
+        )
+        .updateTable("jobs")
+        .set((eb) => ({ state: "provisioning", attempts: eb("attempts", "+", 1), updated_at: req.nowMs }))
+        .where("id", "in", (eb) => eb.selectFrom("picked").select("picked.id"))
+        .where("state", "=", "queued")
+        .returningAll()
+        .execute();
+      if (jobs.length === 0) return [];
+      jobs.sort((a, b) => b.priority - a.priority || a.created_at - b.created_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const prepared = jobs.map((job) => ({ job, ...prepare(job) }));
+      const rows = await insertWorkerBatch(trx, prepared, req.nowMs);
+      return prepared.map(({ job }, i) => ({ job, worker: rows[i] }));
+    });
+  }
+
+  /**
+   * The start() of a worker returned (either way): it is no longer in flight. Guarded by the owner,
+   * so a late return of a start another replica took over does not clear that one's.
+   */
+  async endStart(workerId: string, owner: string): Promise<void> {
+    await this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", workerId).where("start_owner", "=", owner).execute();
+  }
+
+  /**
    * Records the provider_resource_id on the worker and its token: provisioning -> waiting.
    * resourcesApplied: how the provider applied the job's resource limits, in words.
+   * isStartDone: start() has returned, and its in-flight mark is cleared in the same statement.
    */
-  async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number, resourcesApplied = ""): Promise<WorkerRow | null> {
+  async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number, resourcesApplied = "", isStartDone = false): Promise<WorkerRow | null> {
     return this.db.transaction().execute(async (tx) => {
       const row = await tx
         .updateTable("workers")
         .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs, resources_applied: resourcesApplied })
+        // isStartDone: recorded after start() returned, so the start is no longer in flight (saves endStart's statement).
+        .$if(isStartDone, (qb) => qb.set({ start_owner: null, start_deadline_ms: null }))
         .where("id", "=", workerId)
         .where("state", "in", workerStatesLeadingTo("waiting"))
         .returningAll()
@@ -333,50 +433,62 @@ async function revokeUnusedTokens(tx: Kysely<Database>, of: { workerId: string }
 }
 
 async function insertWorkerRows(tx: Kysely<Database>, worker: NewWorker, token: NewToken, nowMs: number): Promise<WorkerRow> {
-  const row = await tx
-    .insertInto("workers")
-    .values({
-      id: worker.id,
-      name: worker.name,
-      job_id: worker.jobId,
-      attempt: worker.attempt,
-      provider: worker.provider,
-      provider_resource_id: null,
-      resource_type: null,
-      state: "provisioning",
-      session_hash: null,
-      reported_hostname: null,
-      created_at: nowMs,
-      provisioned_at: null,
-      registered_at: null,
-      started_at: null,
-      finished_at: null,
-      destroyed_at: null,
-      registration_deadline_ms: worker.registrationDeadlineMs,
-      last_heartbeat_ms: null,
-      stop_deadline_ms: null,
-      failure_reason: "",
-      destroy_attempts: 0,
-      last_error: "",
-      exit_code: null,
-    })
-    .returningAll()
-    .executeTakeFirstOrThrow();
-  await tx
-    .insertInto("otp_tokens")
-    .values({
-      id: token.id,
-      token_hash: token.tokenHash,
-      job_id: worker.jobId,
-      attempt: worker.attempt,
-      worker_id: worker.id,
-      provider: worker.provider,
-      provider_resource_id: null,
-      resource_type: null,
-      created_at: nowMs,
-      expires_at: token.expiresAtMs,
-      consumed_at: null,
-    })
-    .execute();
+  const row = await tx.insertInto("workers").values(workerValues(worker, nowMs)).returningAll().executeTakeFirstOrThrow();
+  await tx.insertInto("otp_tokens").values(tokenValues(worker, token, nowMs)).execute();
   return row;
+}
+
+/** The worker and token rows of a batched claim: one insert per table, rows in the order given. */
+async function insertWorkerBatch(tx: Kysely<Database>, batch: { worker: NewWorker; token: NewToken }[], nowMs: number): Promise<WorkerRow[]> {
+  const rows = await tx.insertInto("workers").values(batch.map((b) => workerValues(b.worker, nowMs))).returningAll().execute();
+  await tx.insertInto("otp_tokens").values(batch.map((b) => tokenValues(b.worker, b.token, nowMs))).execute();
+  const byId = new Map(rows.map((row) => [row.id, row]));
+  return batch.map((b) => byId.get(b.worker.id)!);
+}
+
+function workerValues(worker: NewWorker, nowMs: number) {
+  return {
+    id: worker.id,
+    name: worker.name,
+    job_id: worker.jobId,
+    attempt: worker.attempt,
+    provider: worker.provider,
+    provider_resource_id: null,
+    resource_type: null,
+    state: "provisioning" as const,
+    session_hash: null,
+    reported_hostname: null,
+    created_at: nowMs,
+    provisioned_at: null,
+    registered_at: null,
+    started_at: null,
+    finished_at: null,
+    destroyed_at: null,
+    registration_deadline_ms: worker.registrationDeadlineMs,
+    last_heartbeat_ms: null,
+    stop_deadline_ms: null,
+    failure_reason: "",
+    destroy_attempts: 0,
+    last_error: "",
+    exit_code: null,
+    node_id: worker.nodeId ?? null,
+    start_owner: worker.startOwner ?? null,
+    start_deadline_ms: worker.startDeadlineMs ?? null,
+  };
+}
+
+function tokenValues(worker: NewWorker, token: NewToken, nowMs: number) {
+  return {
+    id: token.id,
+    token_hash: token.tokenHash,
+    job_id: worker.jobId,
+    attempt: worker.attempt,
+    worker_id: worker.id,
+    provider: worker.provider,
+    provider_resource_id: null,
+    resource_type: null,
+    created_at: nowMs,
+    expires_at: token.expiresAtMs,
+    consumed_at: null,
+  };
 }

@@ -124,6 +124,17 @@ export class JobQueries {
   }
 
   /**
+   * The state, attempt and reason of each job, in one query by primary key: every replica asks it
+   * every ~250 ms for the jobs of the agents connected to it (a cancel made elsewhere), so it reads
+   * no more than that.
+   */
+  async getStates(ids: string[]): Promise<Map<string, Pick<JobRow, "id" | "state" | "attempts" | "reason">>> {
+    if (ids.length === 0) return new Map();
+    const rows = await this.db.selectFrom("jobs").select(["id", "state", "attempts", "reason"]).where("id", "in", [...new Set(ids)]).execute();
+    return new Map(rows.map((row) => [row.id, row]));
+  }
+
+  /**
    * Newest first. With several states, the newest `limit` jobs of each state are read (each one
    * range of jobs_state_created_id) and merged: `state in (...)` would read and sort every job in
    * those states, which for finished states is the whole history.

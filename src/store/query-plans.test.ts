@@ -33,6 +33,8 @@ import { Store } from "./store.js";
  */
 const ALLOWED_SCANS: { sql: RegExp; why: string }[] = [
   { sql: /^update job_logs set data = cast\(data as blob\) where typeof\(data\) = 'text'/, why: "migration 0004: runs once, when the database is upgraded" },
+  { sql: /^select \* from "replicas"/, why: "one row per running replica (a handful); rows of replicas gone for 100 leases are removed" },
+  { sql: /^delete from "replicas" where "renewed_at_ms" </, why: "the same handful of presence rows, once per full pass on the leader" },
 ];
 
 /**
@@ -45,6 +47,11 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     sql: /^update "jobs" set .* where "id" = \(select "id" from "jobs" where "state" = \?/,
     index: "jobs_queue",
     why: "the claim reads the queue in its order (priority desc, created_at, id) without a sort; any other index of jobs walks finished jobs too, or sorts the queue",
+  },
+  {
+    sql: /^with "picked" as materialized \(select "id" from "jobs" where "state" = \?/,
+    index: "jobs_queue",
+    why: "the batched claim reads one provider's queue in its order, like the single claim",
   },
   {
     sql: /^select "id", "finished_at" from "jobs" where "finished_at" </,
@@ -91,7 +98,7 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();

@@ -125,6 +125,13 @@ export interface WorkersTable {
   pending_reason: Generated<string>;
   /** Since when it has waited for that (epoch ms); null when it waits for nothing outside itself. */
   pending_since_ms: Generated<number | null>;
+  // Replicas (migration 0023).
+  /** The node (HODEI_NODE_ID) of the replica that started it; null on rows from before replicas. */
+  node_id: Generated<string | null>;
+  /** The replica whose provider start() for it is in flight; null once the start returned. */
+  start_owner: Generated<string | null>;
+  /** Past this time (present time of the judge) a start still recorded as in flight is not trusted, epoch ms. */
+  start_deadline_ms: Generated<number | null>;
 }
 
 export interface OtpTokensTable {
@@ -192,6 +199,24 @@ export interface JobSecretsTable {
   key_id: string;
 }
 
+/** A named lease held by one replica at a time (migration 0022): `leader` for the leader steps. */
+export interface LeasesTable {
+  name: string;
+  /** Replica id of the holder; "" when released. */
+  holder: string;
+  /** Incremented each time the lease changes hands (fencing counter). */
+  epoch: number;
+  expires_at_ms: number;
+}
+
+/** One running replica (migration 0022), renewed with the lease. */
+export interface ReplicasTable {
+  id: string;
+  node_id: string;
+  started_at_ms: number;
+  renewed_at_ms: number;
+}
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -202,6 +227,8 @@ export interface Database {
   api_keys: ApiKeysTable;
   job_secrets: JobSecretsTable;
   job_labels: JobLabelsTable;
+  leases: LeasesTable;
+  replicas: ReplicasTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -211,3 +238,5 @@ export type LogRow = Selectable<JobLogsTable>;
 export type RemovedJobRow = Selectable<RemovedJobsTable>;
 export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type JobSecretRow = Selectable<JobSecretsTable>;
+export type LeaseRow = Selectable<LeasesTable>;
+export type ReplicaRow = Selectable<ReplicasTable>;

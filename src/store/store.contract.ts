@@ -18,6 +18,7 @@ import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import { describeKeyQueries } from "./keys.contract.js";
 import { describeQueueQueries } from "./queue.contract.js";
+import { describeReplicaQueries } from "./replicas.contract.js";
 import { describeRetentionQueries } from "./retention.contract.js";
 import { describeSecretQueries } from "./secrets.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
@@ -39,6 +40,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describeKeyQueries(makeStore);
     describeSecretQueries(makeStore);
     describeQueueQueries(makeStore);
+    describeReplicaQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;

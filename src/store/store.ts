@@ -9,6 +9,7 @@
  *   meta      facts about the installation (the cluster id)
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
+ *   replicas  the leader lease and the replicas' presence rows (several control planes, one database)
  * Times are epoch ms from the caller; the store reads no clock.
  * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
  * without waiting and merges a job's "logs" hints.
@@ -23,6 +24,7 @@ import { MetaQueries } from "./meta.js";
 import { CoalescingPublisher, LocalNotifier, type Notifier, type NotifyChannel } from "./notifier.js";
 import { RetentionQueries } from "./retention.js";
 import { SecretQueries } from "./secrets.js";
+import { ReplicaQueries } from "./replicas.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -44,6 +46,7 @@ export class Store {
   readonly keys: KeyQueries;
   readonly secrets: SecretQueries;
   private readonly hints: CoalescingPublisher;
+  readonly replicas: ReplicaQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -61,6 +64,7 @@ export class Store {
     this.meta = new MetaQueries(db);
     this.keys = new KeyQueries(db);
     this.secrets = new SecretQueries(db, kind);
+    this.replicas = new ReplicaQueries(db);
   }
 
   /** Sends a hint (notifier.ts) without waiting; never throws. */

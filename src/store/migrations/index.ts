@@ -26,6 +26,8 @@ import * as m0018 from "./0018_job_secret_names.js";
 import * as m0019 from "./0019_job_placement.js";
 import * as m0020 from "./0020_worker_waiting.js";
 import * as m0021 from "./0021_postgres_binary_order.js";
+import * as m0022 from "./0022_leases_and_replicas.js";
+import * as m0023 from "./0023_worker_start_and_node.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -51,6 +53,8 @@ const STEPS: Record<string, Step> = {
   "0019_job_placement": m0019,
   "0020_worker_waiting": m0020,
   "0021_postgres_binary_order": m0021,
+  "0022_leases_and_replicas": m0022,
+  "0023_worker_start_and_node": m0023,
 };
 
 /** The first step: applying it means the database was created by this run. */
