@@ -5,9 +5,10 @@
  * them through a small TCP balancer standing in for the Kubernetes Service, so an agent whose
  * replica dies reconnects to the other with its session.
  *
- * The database URL is a parameter: HODEI_TEST_REPLICAS_DATABASE_URL (an empty database per run;
- * e.g. postgres://postgres@127.0.0.1:PORT/test), else a SQLite file in the shared data directory
- * (two processes on one SQLite file in WAL mode are a valid multi-process setup).
+ * The same tests run on both databases: a SQLite file in the shared data directory (two processes
+ * on one SQLite file in WAL mode are a valid multi-process setup), and PostgreSQL (a new database
+ * per cluster, in the throwaway cluster of test/fixtures/postgres.ts; skipped without PostgreSQL
+ * unless HODEI_REQUIRE_POSTGRES=1).
  *
  * Every test proves no worker process is left (the process table).
  */
@@ -17,11 +18,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, afterEach, describe, it } from "node:test";
+import { after, afterEach, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { findMarkedProcesses } from "../../src/providers/process-table.js";
+import { skipWithoutPostgres, startPostgres, type TestPostgres } from "../fixtures/postgres.js";
 import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, sendKey, type ServerProcess, sleep, startServerProcess } from "./harness.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled", "timed_out"]);
@@ -66,6 +68,9 @@ async function startBalancer(): Promise<{ port: number; backends: number[]; clos
   };
 }
 
+/** The URL of an empty database for one cluster, whose shared data directory is given. */
+type NewDatabase = (dataDir: string) => Promise<string>;
+
 interface Cluster {
   replicas: ServerProcess[];
   balancer: Awaited<ReturnType<typeof startBalancer>>;
@@ -74,11 +79,11 @@ interface Cluster {
 }
 
 /** Starts `count` replicas on one database and data directory, one after the other (the first writes admin.key). */
-async function startReplicas(count: number, env: Record<string, string> = {}): Promise<Cluster> {
+async function startReplicas(newDatabase: NewDatabase, count: number, env: Record<string, string> = {}): Promise<Cluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "hodei-replicas-"));
   const clusterId = `t${randomUUID().slice(0, 8)}`;
   const balancer = await startBalancer();
-  const databaseUrl = process.env.HODEI_TEST_REPLICAS_DATABASE_URL ?? `sqlite:${join(dataDir, "hodei.db")}`;
+  const databaseUrl = await newDatabase(dataDir);
   const replicas: ServerProcess[] = [];
   for (let i = 0; i < count; i++) {
     const replica = await startServerProcess(
@@ -139,7 +144,23 @@ function dispatcherOf(replicas: ServerProcess[], jobId: string): number {
   return replicas.findIndex((r) => r.output.some((line) => line.includes('"job dispatched"') && line.includes(jobId)));
 }
 
-describe("replicas on one database", { concurrency: false }, () => {
+describe("replicas on one SQLite file", { concurrency: false }, () => {
+  replicaTests(async (dataDir) => `sqlite:${join(dataDir, "hodei.db")}`);
+});
+
+describe("replicas on one PostgreSQL database", { concurrency: false, skip: skipWithoutPostgres("replicas on PostgreSQL") }, () => {
+  let postgres: TestPostgres | undefined;
+  before(async () => {
+    postgres = await startPostgres();
+  });
+  after(async () => {
+    await postgres?.close();
+    assert.deepEqual(postgres?.leftoverProcesses() ?? [], [], "the fixture's cluster left no process");
+  });
+  replicaTests(() => postgres!.createDatabase("hodei_replicas"));
+});
+
+function replicaTests(newDatabase: NewDatabase): void {
   let cluster: Cluster | undefined;
   const scratch: string[] = [];
   afterEach(async () => {
@@ -157,7 +178,7 @@ describe("replicas on one database", { concurrency: false }, () => {
   }
 
   it("runs 200 jobs submitted through both replicas alternately, each exactly once, all succeeded", async () => {
-    cluster = await startReplicas(2);
+    cluster = await startReplicas(newDatabase, 2);
     const clients = cluster.replicas.map(api);
     const file = outputFile();
     const ids: string[] = [];
@@ -180,7 +201,7 @@ describe("replicas on one database", { concurrency: false }, () => {
 
   it("survives one replica killed with SIGKILL while 50 jobs run: all end, none twice, no process left, the survivor leads within the lease", async () => {
     const leaseMs = 2000;
-    cluster = await startReplicas(2, { HODEI_LEADER_LEASE_MS: String(leaseMs), HODEI_REGISTRATION_TIMEOUT_MS: "10000" });
+    cluster = await startReplicas(newDatabase, 2, { HODEI_LEADER_LEASE_MS: String(leaseMs), HODEI_REGISTRATION_TIMEOUT_MS: "10000" });
     const clients = cluster.replicas.map(api);
     const file = outputFile();
     const ids: string[] = [];
@@ -215,7 +236,7 @@ describe("replicas on one database", { concurrency: false }, () => {
   });
 
   it("never runs more than the capacity (4) with two replicas claiming", async () => {
-    cluster = await startReplicas(2, { HODEI_LOCAL_MAX_WORKERS: "4", HODEI_RECONCILE_INTERVAL_MS: "100" });
+    cluster = await startReplicas(newDatabase, 2, { HODEI_LOCAL_MAX_WORKERS: "4", HODEI_RECONCILE_INTERVAL_MS: "100" });
     const clients = cluster.replicas.map(api);
     const ids: string[] = [];
     for (let i = 0; i < 24; i++) {
@@ -250,7 +271,7 @@ describe("replicas on one database", { concurrency: false }, () => {
 
   it("shows, follows and cancels through one replica a job whose agent is connected to the other, promptly", async () => {
     // A heartbeat every 10 s: a cancel that reached the agent only at its heartbeat would take that long.
-    cluster = await startReplicas(2, { HODEI_HEARTBEAT_INTERVAL_MS: "10000" });
+    cluster = await startReplicas(newDatabase, 2, { HODEI_HEARTBEAT_INTERVAL_MS: "10000" });
     const clients = cluster.replicas.map(api);
     const { job } = await clients[0].submitJob({ command: ["sh", "-c", "echo first; sleep 1; echo second; sleep 60"] });
     const id = job!.id;
@@ -284,7 +305,7 @@ describe("replicas on one database", { concurrency: false }, () => {
   });
 
   it("hands its agents over on graceful shutdown (SIGTERM): their jobs finish through the other replica, once", async () => {
-    cluster = await startReplicas(2);
+    cluster = await startReplicas(newDatabase, 2);
     const clients = cluster.replicas.map(api);
     const file = outputFile();
     const ids: string[] = [];
@@ -311,10 +332,10 @@ describe("replicas on one database", { concurrency: false }, () => {
   });
 
   it("leaves no process of the cluster once its replicas stopped", async () => {
-    cluster = await startReplicas(2);
+    cluster = await startReplicas(newDatabase, 2);
     const { clusterId } = cluster;
     await stopCluster(cluster);
     cluster = undefined;
     assert.deepEqual(await anyClusterProcesses(clusterId), []);
   });
-});
+}
