@@ -77,8 +77,10 @@ function kindOf(sql: string): string {
   }
   return kind;
 }
+/** BENCH_CP_SQL_DETAIL=1: statements by their SQL text instead (finding the costly one). */
+const isDetailed = process.env.BENCH_CP_SQL_DETAIL === "1";
 function onQuery(event: LogEvent): void {
-  const kind = event.level === "error" ? "error" : kindOf(event.query.sql);
+  const kind = event.level === "error" ? "error" : isDetailed ? event.query.sql : kindOf(event.query.sql);
   const entry = statements.get(kind) ?? { count: 0, ms: 0 };
   entry.count++;
   entry.ms += event.queryDurationMillis;

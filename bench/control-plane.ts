@@ -14,11 +14,12 @@
  *                          jobs kept in flight (closed loop: a job is submitted when one succeeds)
  *   latency_ms             submit -> succeeded (the result acknowledged, so committed), p50 / p95
  *   phases_ms              p50 / p95 of each step of a job (times taken in both processes):
- *                          submit (SubmitJob call), claim (submitted -> the provider asked to start:
- *                          waiting for a pass, then the claim), provisioning_write (provider_resource_id
- *                          recorded), handoff (token to the agent, IPC), register (Register call),
- *                          dispatch (stream opened -> RunJob), result_write (log chunk + result ->
- *                          result acknowledged), destroy (acknowledged -> the provider asked to stop)
+ *                          submit (SubmitJob call, client-seen), submit_to_claimed (submit sent -> the
+ *                          provider asked to start: the insert, a pass, the claim), provisioning_write
+ *                          (provider_resource_id recorded), handoff (token to the agent, IPC), register
+ *                          (Register call), dispatch (stream opened -> RunJob), result_write (log chunk
+ *                          + result -> result acknowledged), result_to_destroyed (result sent -> the
+ *                          provider asked to stop: a pass, the destroy)
  *   statements_per_job     database statements per job, total and by kind (Kysely's log hook),
  *                          and the database's time per job (summed statement times)
  *   server                 the replica processes' CPU per job and as a share of one core, their
@@ -33,7 +34,8 @@
  * configuration runs BENCH_CP_RUNS times (default 1), and the spread is printed.
  * BENCH_CP_JOBS (default 3000), BENCH_CP_WARMUP_JOBS (300), BENCH_CP_INFLIGHT (64),
  * BENCH_CP_MAX_WORKERS (128: the bench provider's capacity per replica), BENCH_CP_CONNECTIONS
- * (8: agent HTTP/2 connections per replica) change the sizes.
+ * (8: agent HTTP/2 connections per replica) change the sizes. BENCH_CP_PROFILE=DIR writes a CPU
+ * profile of each replica there.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -44,6 +46,7 @@ import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { build } from "esbuild";
 import { AsyncQueue } from "../src/core/async-queue.js";
 import { JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { type AgentMessage, AgentMessageSchema, WorkerService } from "../src/gen/hodei/v1/worker_pb.js";
@@ -56,7 +59,9 @@ const MAX_WORKERS = Number(process.env.BENCH_CP_MAX_WORKERS ?? 128);
 const CONNECTIONS = Number(process.env.BENCH_CP_CONNECTIONS ?? 8);
 const RUNS = Number(process.env.BENCH_CP_RUNS ?? 1);
 const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "sqlite,1").split(";").filter(Boolean);
-const SERVER_SCRIPT = join(import.meta.dirname, "control-plane-server.ts");
+const SERVER_SOURCE = join(import.meta.dirname, "control-plane-server.ts");
+/** Bundled as dist/ is (scripts/build.mjs), so replicas run the code `hodei server` runs, without tsx. */
+const SERVER_SCRIPT = join(import.meta.dirname, "..", "dist", "bench", "control-plane-server.js");
 const OUTPUT = new TextEncoder().encode("hello\n");
 
 const at = () => performance.timeOrigin + performance.now();
@@ -112,7 +117,8 @@ class Replica {
   static async start(databaseUrl: string, dataDir: string, logFile: string, onMessage: (m: Record<string, unknown>) => void): Promise<Replica> {
     const log = openSync(logFile, "a");
     const child = fork(SERVER_SCRIPT, [], {
-      execArgv: ["--import", "tsx"],
+      // BENCH_CP_PROFILE=DIR: a CPU profile of each replica, written to DIR when it stops.
+      execArgv: [...(process.env.BENCH_CP_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CP_PROFILE] : [])],
       stdio: ["ignore", log, log, "ipc"],
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -122,6 +128,7 @@ class Replica {
         HODEI_DATA_DIR: dataDir,
         HODEI_DATABASE_URL: databaseUrl,
         BENCH_CP_MAX_WORKERS: String(MAX_WORKERS),
+        BENCH_CP_SQL_DETAIL: process.env.BENCH_CP_SQL_DETAIL ?? "",
       },
     });
     closeSync(log);
@@ -221,17 +228,23 @@ async function drive(replicas: Replica[], jobs: number, inflight: number, traces
   return { mine, wallMs };
 }
 
+/**
+ * Each step of a job, in order from the submit. The submit's answer may leave after the claim (the
+ * pass it nudges can run first), so the claim counts from the submit's start, and the destroy from
+ * the result's sending (its acknowledgement and the destroy race). Times taken in two processes
+ * agree within about a millisecond.
+ */
 function phases(traces: Trace[]) {
   const pick = (f: (t: Trace) => number) => p50p95(traces.map(f).filter((n) => Number.isFinite(n)));
   return {
     submit: pick((t) => t.submitEnd! - t.submitStart),
-    claim: pick((t) => t.claimedAt! - t.submitEnd!),
+    submit_to_claimed: pick((t) => t.claimedAt! - t.submitStart),
     provisioning_write: pick((t) => t.provisionedAt! - t.claimedAt!),
     handoff: pick((t) => t.tokenAt! - t.provisionedAt!),
     register: pick((t) => t.registeredAt! - t.tokenAt!),
     dispatch: pick((t) => t.runAt! - t.registeredAt!),
     result_write: pick((t) => t.resultAckAt! - t.runAt!),
-    destroy: pick((t) => t.stoppedAt! - t.resultAckAt!),
+    result_to_destroyed: pick((t) => t.stoppedAt! - t.runAt!),
   };
 }
 
@@ -380,6 +393,16 @@ function boundOf(serverCoreShare: number, dbShare: number, loadGenCoreShare: num
 }
 
 export async function controlPlaneSection(): Promise<Record<string, unknown>> {
+  await build({
+    entryPoints: [SERVER_SOURCE],
+    outfile: SERVER_SCRIPT,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "warning",
+  });
   const results: Record<string, unknown>[] = [];
   for (const config of CONFIGS) {
     const [database, replicas] = config.split(",");
