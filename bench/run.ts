@@ -21,7 +21,11 @@
  * history (the "history" key, bench/history.ts): the store's per-job statement cost and the
  *   submit-to-succeeded latency, with an empty database and with 200,000 finished jobs, and their ratios.
  *
- * BENCH_ONLY=history runs the history section alone (it needs no Docker daemon).
+ * control_plane (the "control_plane" key, bench/control-plane.ts): the control plane's own throughput,
+ *   jobs/s through submit -> claim -> register -> dispatch -> result -> destroy with workers that cost
+ *   nothing to start, where the time goes per phase, statements per job and what bounds it.
+ *
+ * BENCH_ONLY=history or BENCH_ONLY=control_plane runs that section alone (neither needs a Docker daemon).
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
@@ -41,6 +45,7 @@ import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
+import { controlPlaneSection } from "./control-plane.js";
 import { historySection } from "./history.js";
 
 const execFileAsync = promisify(execFile);
@@ -273,13 +278,18 @@ async function verifyRun(server: { url: string; dataDir: string }, providers: st
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY === "control_plane") {
+    console.log(JSON.stringify({ control_plane: await controlPlaneSection() }, null, 2));
+    return;
+  }
   if (process.env.BENCH_ONLY) {
-    if (process.env.BENCH_ONLY !== "history") throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY}: only "history" can run alone`);
+    if (process.env.BENCH_ONLY !== "history") throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY}: only "history" or "control_plane" can run alone`);
     console.log(JSON.stringify({ history: await historySection() }, null, 2));
     return;
   }
-  // First, while nothing else runs: its own servers and databases.
+  // First, while nothing else runs: their own servers and databases.
   const history = await historySection();
+  const controlPlane = await controlPlaneSection();
   const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
   // BENCH_LOCAL_ONLY=1 measures the local provider alone (quick iterations).
   const daemon = process.env.BENCH_LOCAL_ONLY ? false : await dockerAnswers(docker);
@@ -328,6 +338,7 @@ async function main(): Promise<void> {
         ? { seed_scenario: await verifyRun(server, "docker,kubernetes"), all_providers: await verifyRun(server, "local,docker,kubernetes"), original_seconds: 18 }
         : { skipped: "no Docker daemon" },
       history,
+      control_plane: controlPlane,
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {

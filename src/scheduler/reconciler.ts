@@ -46,6 +46,14 @@ export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js
 export type { LossKind } from "../core/backoff.js";
 export type { CommandEnding } from "./attempt-loss.js";
 
+/**
+ * A nudged pass (a submit, a result) runs every step that moves work forward, but the `deadlines`
+ * step, whose deadlines are seconds long, at most this often: under load nudged passes follow each
+ * other closely, and each would read every active worker and its job again. Timer passes (full)
+ * and passes run directly (runOnce) always run it. ms.
+ */
+const NUDGED_DEADLINES_EVERY_MS = 250;
+
 export class Reconciler {
   private readonly ctx: ReconcileContext;
   private readonly background = new Set<Promise<void>>();
@@ -55,6 +63,7 @@ export class Reconciler {
   private stopped = true; // until start(): a reconciler that was never started (tests) runs passes only when told
   private lastFullPassMs = 0;
   private unsubscribe: () => void = () => {};
+  private lastDeadlinesMs = -Infinity;
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log);
@@ -125,10 +134,13 @@ export class Reconciler {
     }
     this.running = (async () => {
       try {
-        do {
+        // The nudger's own answer (a submit's) goes out first, and nudges of this moment share the pass.
+        await new Promise((resolve) => setImmediate(resolve));
+        while (!this.stopped) {
           this.again = false;
-          await this.runOnce();
-        } while (this.again && !this.stopped);
+          await this.runOnce({ isNudged: true });
+          if (!this.again) break;
+        }
       } catch (err) {
         this.o.log.error({ err: toError(err) }, "reconcile pass failed");
       } finally {
@@ -143,8 +155,8 @@ export class Reconciler {
     this.nudge();
   }
 
-  /** One whole pass. Tests call it directly. */
-  async runOnce(): Promise<void> {
+  /** One whole pass. Tests call it directly. isNudged: run by nudge() (see NUDGED_DEADLINES_EVERY_MS). */
+  async runOnce(options: { isNudged?: boolean } = {}): Promise<void> {
     // After a freeze this pass may run before the liveness timer: see the absence first.
     this.ctx.liveness.beat();
     const now = this.o.clock.nowMs();
@@ -158,7 +170,10 @@ export class Reconciler {
     await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
     if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
     await this.step("provision", () => provision(this.ctx));
-    if (lead()) await this.step("deadlines", () => enforceDeadlines(this.ctx));
+    if (lead() && (!options.isNudged || full || now - this.lastDeadlinesMs >= NUDGED_DEADLINES_EVERY_MS)) {
+      this.lastDeadlinesMs = now;
+      await this.step("deadlines", () => enforceDeadlines(this.ctx));
+    }
     await this.step("inspect", () => inspectWorkers(this.ctx, full, lead()));
     if (full) await this.step("reap", () => reapOrphans(this.ctx, lead()));
     if (full && lead()) await this.step("nodes", () => loseWorkersOfDeadNodes(this.ctx));

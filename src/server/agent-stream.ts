@@ -21,7 +21,7 @@ import { SecretOpenError } from "../core/secret-box.js";
 import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
-import type { WorkerRow } from "../store/schema.js";
+import type { JobRow, WorkerRow } from "../store/schema.js";
 import { reclassifyDecodeError } from "./error-interceptor.js";
 import type { WorkerServiceDeps } from "./worker-service.js";
 
@@ -38,6 +38,8 @@ export const MAX_BATCH_CHUNKS = 512;
 /** Room past the log limit for the agent's own short system lines (its truncation marker, a cancel or timeout note). */
 export const SYSTEM_ALLOWANCE_BYTES = 64 * 1024;
 const STREAMS = new Set(["stdout", "stderr", "system"]);
+/** Why a stream's reading stopped when end() stops it: never shown, only compared. */
+const STREAM_ENDED = new Error("agent stream ended");
 
 const msg = (kind: MessageInitShape<typeof ServerMessageSchema>["kind"]) => create(ServerMessageSchema, { kind });
 
@@ -49,6 +51,8 @@ export class AgentStream {
   private lastMessageMs: number;
   private cancelSent = false;
   private readonly stop = new AbortController();
+  /** The job as this stream sent it in RunJob (its fields that never change are read again at the result). */
+  private job: JobRow | undefined;
 
   constructor(
     private worker: WorkerRow,
@@ -116,7 +120,8 @@ export class AgentStream {
 
   /** Stops reading the agent's messages and closes the way down. */
   end(): void {
-    this.stop.abort();
+    // With a reason of ours: abort() without one builds a DOMException (a stack trace) per stream.
+    this.stop.abort(STREAM_ENDED);
     this.out.close();
   }
 
@@ -154,23 +159,27 @@ export class AgentStream {
     if (started) return;
     if (w.provider_resource_id === null) throw new Error(`worker ${w.id} has no provider_resource_id; refusing to dispatch`);
     // Opened before the dispatch: a job whose secrets do not open never starts.
-    const secrets = await this.openSecrets();
-    if (secrets === null) return;
+    const opened = await this.openSecrets();
+    if (opened === null) return;
+    const { secrets } = opened;
+    // The job as the dispatch wrote it, else as openSecrets just read it: no read after a write.
+    let job = opened.job;
     if (w.state === "registered") {
-      const dispatched = await store.attempts.dispatch(w, clock.nowMs());
+      const dispatched = await store.attempts.dispatchReturning(w, clock.nowMs());
       if (!dispatched) {
         this.sendCancel("the job ended before it could start");
         return;
       }
-      this.worker = (await store.workers.get(w.id)) ?? w;
+      this.worker = dispatched.worker;
+      job = dispatched.job;
       this.deps.logHub.notify(w.job_id);
       this.deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
     }
-    const job = await store.jobs.get(w.job_id);
     if (!job || job.attempts !== w.attempt || isTerminal(job.state)) {
       this.sendCancel("the job ended before it could start");
       return;
     }
+    this.job = job;
     this.out.push(
       msg({
         case: "run",
@@ -197,19 +206,19 @@ export class AgentStream {
    * the control plane. Null when they do not open (the server's key changed, a row was damaged or
    * is missing): the attempt then fails for good (retrying cannot help) and the agent is told to stop.
    */
-  private async openSecrets(): Promise<Record<string, string> | null> {
+  private async openSecrets(): Promise<{ secrets: Record<string, string>; job: JobRow | undefined } | null> {
     const { store, secretBox, log } = this.deps;
     const w = this.worker;
     const job = await store.jobs.get(w.job_id);
     // An ended job has no secrets left; the checks after this tell its agent to stop.
-    if (!job || isTerminal(job.state)) return {};
+    if (!job || isTerminal(job.state)) return { secrets: {}, job };
     const names = JSON.parse(job.secret_names) as string[];
-    if (names.length === 0) return {};
+    if (names.length === 0) return { secrets: {}, job };
     try {
       const sealed = await store.secrets.listOfJob(job.id);
       const missing = names.filter((name) => !sealed.some((s) => s.name === name));
       if (missing.length > 0) throw new SecretOpenError(`secret ${missing.map((n) => `"${n}"`).join(", ")} of job ${job.id} is not in the database`);
-      return Object.fromEntries(sealed.map((s) => [s.name, secretBox.open(job.id, s)]));
+      return { secrets: Object.fromEntries(sealed.map((s) => [s.name, secretBox.open(job.id, s)])), job };
     } catch (err) {
       if (!(err instanceof SecretOpenError)) throw err;
       const reason = `the job's secrets cannot be opened: ${err.message}`;
@@ -272,7 +281,9 @@ export class AgentStream {
     const lastSeq = Number(result.lastSeq);
     const fresh = (await store.workers.get(w.id)) ?? w;
     const logsComplete = fresh.log_seq >= lastSeq;
-    const job = await store.jobs.get(w.job_id);
+    // Only what never changes is read from it (the timeout, the exit codes it retries): the row
+    // this stream dispatched with serves, when it did.
+    const job = this.job ?? (await store.jobs.get(w.job_id));
     let to: JobState;
     let reason: string;
     if (result.canceled) {

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
+import type { LogConfig } from "kysely";
 import pino, { type Logger } from "pino";
 import { parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
@@ -16,6 +17,7 @@ import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
+import type { WorkerProvider } from "../providers/provider.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
@@ -50,7 +52,18 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: ServerConfig = parseServerConfig()): Promise<RunningServer> {
+/**
+ * What a benchmark (bench/control-plane-server.ts) or a test injects into an otherwise real server.
+ * `hodei server` passes none.
+ */
+export interface ServerHooks {
+  /** These providers instead of the configured ones (HODEI_PROVIDERS is then ignored), by name. */
+  providers?: Map<string, { provider: WorkerProvider; maxWorkers: number }>;
+  /** Kysely's log option for the database: the bench counts and times every statement. */
+  databaseLog?: LogConfig;
+}
+
+export async function startServer(config: ServerConfig = parseServerConfig(), hooks: ServerHooks = {}): Promise<RunningServer> {
   const log = pino({ level: config.logLevel, base: { service: "hodei" } });
   // Read before anything starts: a bad certificate stops the server with the reason.
   const serverTls = config.tls ? loadServerTls(config.tls) : undefined;
@@ -58,7 +71,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
-  const { db, kind, isNew, notifier } = await openDatabase(config.databaseUrl, { pool: config.databasePool, notifierLog: log });
+  const { db, kind, isNew, notifier } = await openDatabase(config.databaseUrl, { pool: config.databasePool, notifierLog: log, log: hooks.databaseLog });
   const store = new Store(db, kind, notifier);
   const cluster = await resolveClusterId(store.meta, { override: config.clusterIdOverride, databaseUrl: config.databaseUrl, isNewDatabase: isNew });
   const clusterId = cluster.id;
@@ -83,10 +96,12 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
   const sessions = new SessionRegistry({ store, log });
   const stopFollowingCancels = sessions.followCancels(store.notifier, log);
 
-  const enabled = config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])];
-  const defaultProvider = config.defaultProvider ?? enabled[0];
-  if (!enabled.includes(defaultProvider)) {
-    throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not an enabled provider (${enabled.join(",")})`);
+  // Injected providers (hooks) replace the configured ones: none of those is created then.
+  const enabled = hooks.providers ? [] : (config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])]);
+  const providerNames = hooks.providers ? [...hooks.providers.keys()] : enabled;
+  const defaultProvider = config.defaultProvider ?? providerNames[0];
+  if (!providerNames.includes(defaultProvider)) {
+    throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not an enabled provider (${providerNames.join(",")})`);
   }
   const agentEnv: Record<string, string> = {
     HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
@@ -139,6 +154,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
     providers.set("docker", { provider: docker, maxWorkers: config.docker.maxWorkers, workerServerUrl: "" });
     workerUrls.set("docker", config.docker.workerServerUrl);
   }
+  for (const [name, injected] of hooks.providers ?? []) providers.set(name, { ...injected, workerServerUrl: "" });
 
   const reconciler = new Reconciler({
     store,
@@ -301,7 +317,7 @@ export async function startServer(config: ServerConfig = parseServerConfig()): P
       tls: serverTls ? { workersVerifyWith: serverTls.caPem ? "HODEI_TLS_CA" : "system roots" } : false,
       auth: config.isAuthRequired ? "required" : "off",
       database: redactDatabaseUrl(config.databaseUrl),
-      providers: enabled,
+      providers: providerNames,
       clusterId,
       clusterIdSource: cluster.source,
       replicaId: replica.replicaId,

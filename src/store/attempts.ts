@@ -248,13 +248,24 @@ export class AttemptQueries {
    * started: its queue deadline is cleared, so it can no longer time out in the queue.
    */
   async dispatch(worker: WorkerRow, nowMs: number): Promise<boolean> {
-    return this.inTransaction(async (tx) => {
+    return (await this.dispatchReturning(worker, nowMs)) !== null;
+  }
+
+  /**
+   * Dispatch (above), answering with the job and worker rows as it wrote them, so that the caller
+   * needs no read after the write; null when either lost its race.
+   */
+  async dispatchReturning(worker: WorkerRow, nowMs: number): Promise<{ job: JobRow; worker: WorkerRow } | null> {
+    let rows: { job: JobRow; worker: WorkerRow } | null = null;
+    await this.inTransaction(async (tx) => {
       const job = await new JobQueries(tx, this.kind).transition(worker.job_id, "running", nowMs, { queue_deadline_ms: null }, worker.attempt);
       if (!job) return false;
       const moved = await new WorkerQueries(tx).transition(worker.id, "running", { started_at: nowMs });
       if (!moved) throw ROLLBACK; // the job's move is undone with the transaction
+      rows = { job, worker: moved };
       return true;
     });
+    return rows;
   }
 
   /**

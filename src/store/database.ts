@@ -58,7 +58,7 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   // client on 503). Another process holding the write lock then slows writes down, never the server.
   sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   sqlite.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), log: options.log });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), log: options.log });
   const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
   return { db, kind: "sqlite", isNew, notifier: newLocalNotifier() };
 }
@@ -79,4 +79,29 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDa
   const notifier = new PgNotifier(url, poolOptions, pool);
   if (options.notifierLog) notifier.setLog(options.notifierLog);
   return { db, kind: "postgres", isNew, notifier };
+}
+
+/** Prepared statements kept per connection, by SQL text (the store has about a hundred). */
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * The database as Kysely's SqliteDialect sees it, preparing each SQL text once: Kysely prepares
+ * every query anew, which costs about as much as running a short one. Safe because the dialect
+ * runs one query at a time on its one connection (a statement is never in use twice at once).
+ * Past STATEMENT_CACHE_SIZE texts (lists of varying length make new ones) the oldest is dropped.
+ */
+function withStatementCache(sqlite: SqliteDatabase.Database) {
+  const statements = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string): SqliteDatabase.Statement {
+      let statement = statements.get(sql);
+      if (!statement) {
+        statement = sqlite.prepare(sql);
+        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
+        statements.set(sql, statement);
+      }
+      return statement;
+    },
+  };
 }

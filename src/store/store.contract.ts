@@ -699,6 +699,16 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(workerAfter.started_at, null);
       });
 
+      it("answers with the rows it wrote when asked (no read after the write), and null when it lost", async () => {
+        const { job: j, worker: w } = await registered();
+        clock.advance(10);
+        const rows = await store.attempts.dispatchReturning(w, clock.nowMs());
+        assert.deepEqual(rows, { job: await job(j.id), worker: await worker(w.id) });
+        assert.equal(rows?.job.state, "running");
+        assert.equal(rows?.worker.started_at, clock.nowMs());
+        assert.equal(await store.attempts.dispatchReturning(w, clock.nowMs()), null, "a second dispatch loses");
+      });
+
       it("does nothing twice: a second dispatch returns false", async () => {
         const { worker: w } = await registered();
         assert.equal(await store.attempts.dispatch(w, clock.nowMs()), true);

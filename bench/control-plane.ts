@@ -1,0 +1,427 @@
+/**
+ * The `control_plane` section of `npm run bench` (alone: BENCH_ONLY=control_plane): the control
+ * plane's own throughput. Every job goes the whole way, submit -> claim -> worker row + OTP token ->
+ * register -> dispatch (RunJob) -> one log chunk + result -> destroy, through the real server (its
+ * store, reconciler, Connect services and listener) in a child process per replica
+ * (bench/control-plane-server.ts), with workers that cost nothing to start: the replica's `bench`
+ * provider hands each OTP token to an agent already running in this process, which uses the
+ * agent's own gRPC client (connect-node's gRPC transport, WorkerService) over real loopback HTTP/2
+ * connections. The agents and the submitting client run here, so the replica process's CPU is the
+ * control plane's alone.
+ *
+ * Printed, per configuration:
+ *   jobs_per_second        measured jobs / (first submit -> last worker stopped), BENCH_CP_INFLIGHT
+ *                          jobs kept in flight (closed loop: a job is submitted when one succeeds)
+ *   latency_ms             submit -> succeeded (the result acknowledged, so committed), p50 / p95
+ *   phases_ms              p50 / p95 of each step of a job (times taken in both processes):
+ *                          submit (SubmitJob call, client-seen), submit_to_claimed (submit sent -> the
+ *                          provider asked to start: the insert, a pass, the claim), provisioning_write
+ *                          (provider_resource_id recorded), handoff (token to the agent, IPC), register
+ *                          (Register call), dispatch (stream opened -> RunJob), result_write (log chunk
+ *                          + result -> result acknowledged), result_to_destroyed (result sent -> the
+ *                          provider asked to stop: a pass, the destroy)
+ *   statements_per_job     database statements per job, total and by kind (Kysely's log hook),
+ *                          and the database's time per job (summed statement times)
+ *   server                 the replica processes' CPU per job (and jobs per CPU-second: what a replica
+ *                          with a core of its own would do), their share of one core, their event-loop
+ *                          utilisation, and the share of their busy time spent in database statements
+ *   bound                  what limits the figure, read from the above
+ *   unloaded               the same phases with one job in flight (BENCH_CP_UNLOADED_JOBS jobs)
+ *
+ * Configurations (BENCH_CP_CONFIGS, ";"-separated; default "sqlite,1"): `<database>,<replicas>`,
+ * where database is `sqlite` (a fresh temporary file) or a database URL (postgres://...: it must be
+ * empty, e.g. a throwaway cluster's new database), and replicas the number of server processes on
+ * it; jobs are submitted to them in turn and each replica's agents register with it. Each
+ * configuration runs BENCH_CP_RUNS times (default 1), and the spread is printed.
+ * BENCH_CP_JOBS (default 3000), BENCH_CP_WARMUP_JOBS (300), BENCH_CP_INFLIGHT (64),
+ * BENCH_CP_MAX_WORKERS (128: the bench provider's capacity per replica), BENCH_CP_CONNECTIONS
+ * (8: agent HTTP/2 connections per replica) change the sizes. BENCH_CP_PROFILE=DIR writes a CPU
+ * profile of each replica there.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { create } from "@bufbuild/protobuf";
+import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { build } from "esbuild";
+import { AsyncQueue } from "../src/core/async-queue.js";
+import { JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { type AgentMessage, AgentMessageSchema, WorkerService } from "../src/gen/hodei/v1/worker_pb.js";
+
+const JOBS = Number(process.env.BENCH_CP_JOBS ?? 3000);
+const WARMUP_JOBS = Number(process.env.BENCH_CP_WARMUP_JOBS ?? 300);
+const UNLOADED_JOBS = Number(process.env.BENCH_CP_UNLOADED_JOBS ?? 200);
+const INFLIGHT = Number(process.env.BENCH_CP_INFLIGHT ?? 64);
+const MAX_WORKERS = Number(process.env.BENCH_CP_MAX_WORKERS ?? 128);
+const CONNECTIONS = Number(process.env.BENCH_CP_CONNECTIONS ?? 8);
+const RUNS = Number(process.env.BENCH_CP_RUNS ?? 1);
+const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "sqlite,1").split(";").filter(Boolean);
+const SERVER_SOURCE = join(import.meta.dirname, "control-plane-server.ts");
+/** Bundled as dist/ is (scripts/build.mjs), so replicas run the code `hodei server` runs, without tsx. */
+const SERVER_SCRIPT = join(import.meta.dirname, "..", "dist", "bench", "control-plane-server.js");
+const OUTPUT = new TextEncoder().encode("hello\n");
+
+const at = () => performance.timeOrigin + performance.now();
+const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+const p50p95 = (values: number[]) => ({ p50: round(percentile(values, 50), 2), p95: round(percentile(values, 95), 2) });
+
+/** One job's times (epoch ms, high resolution), from this process and the replica's. */
+interface Trace {
+  submitStart: number;
+  submitEnd?: number;
+  claimedAt?: number;
+  provisionedAt?: number;
+  tokenAt?: number;
+  registeredAt?: number;
+  runAt?: number;
+  resultAckAt?: number;
+  stoppedAt?: number;
+  failed?: string;
+}
+
+interface StatsMessage {
+  type: "stats";
+  at: number;
+  cpu: NodeJS.CpuUsage;
+  elu: { idle: number; active: number; utilization: number };
+  statements: Record<string, { count: number; ms: number }>;
+}
+
+/** A replica: the server child process, its agents' connections, and the jobs it was given. */
+class Replica {
+  readonly agentClients: Client<typeof WorkerService>[] = [];
+  readonly api: Client<typeof JobService>;
+  private next = 0;
+  private statsWaiter: ((stats: StatsMessage) => void) | null = null;
+  private readonly exited: Promise<void>;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly url: string,
+    adminKey: string,
+    private readonly transports: Transport[],
+  ) {
+    const apiTransport = createGrpcTransport({ baseUrl: url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminKey}`), next(req))] });
+    this.api = createClient(JobService, apiTransport);
+    for (const t of transports) this.agentClients.push(createClient(WorkerService, t));
+    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+  }
+
+  static async start(databaseUrl: string, dataDir: string, logFile: string, onMessage: (m: Record<string, unknown>) => void): Promise<Replica> {
+    const log = openSync(logFile, "a");
+    const child = fork(SERVER_SCRIPT, [], {
+      // BENCH_CP_PROFILE=DIR: a CPU profile of each replica, written to DIR when it stops.
+      execArgv: [...(process.env.BENCH_CP_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CP_PROFILE] : [])],
+      stdio: ["ignore", log, log, "ipc"],
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: process.env.HOME ?? "/root",
+        HODEI_PORT: "0",
+        HODEI_HOST: "127.0.0.1",
+        HODEI_DATA_DIR: dataDir,
+        HODEI_DATABASE_URL: databaseUrl,
+        BENCH_CP_MAX_WORKERS: String(MAX_WORKERS),
+        BENCH_CP_SQL_DETAIL: process.env.BENCH_CP_SQL_DETAIL ?? "",
+      },
+    });
+    closeSync(log);
+    const ready = await new Promise<{ url: string }>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`bench replica exited with ${code} before it was ready; see ${logFile}`)));
+      child.on("message", (m: Record<string, unknown>) => {
+        if (m.type === "ready") resolve(m as unknown as { url: string });
+        else onMessage(m);
+      });
+    });
+    const keyFile = join(dataDir, "admin.key");
+    const adminKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
+    const transports = Array.from({ length: CONNECTIONS }, () => createGrpcTransport({ baseUrl: ready.url }));
+    const replica = new Replica(child, ready.url, adminKey, transports);
+    child.on("message", (m: Record<string, unknown>) => {
+      if (m.type === "stats") replica.statsWaiter?.(m as unknown as StatsMessage);
+    });
+    return replica;
+  }
+
+  agentClient(): Client<typeof WorkerService> {
+    return this.agentClients[this.next++ % this.agentClients.length];
+  }
+
+  stats(): Promise<StatsMessage> {
+    return new Promise((resolve) => {
+      this.statsWaiter = resolve;
+      this.child.send({ type: "stats" });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.send({ type: "stop" });
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** The agent's side of one job, as src/agent/main.ts does it, with a command that costs nothing. */
+async function runAgent(client: Client<typeof WorkerService>, otpToken: string, trace: Trace, onSucceeded: () => void): Promise<void> {
+  const session = await client.register({ otpToken, hostname: "bench", agentVersion: "bench", instanceKey: randomBytes(16).toString("base64url") });
+  trace.registeredAt = at();
+  const outgoing = new AsyncQueue<AgentMessage>();
+  outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: false, lastSeq: 0n } } }));
+  try {
+    for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
+      if (message.kind.case === "run") {
+        trace.runAt = at();
+        const now = BigInt(Date.now());
+        // The output, then the result right behind it on the same ordered stream (as the agent does).
+        outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: OUTPUT, timeMs: now }] } } }));
+        outgoing.push(
+          create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }),
+        );
+      } else if (message.kind.case === "resultAck") {
+        trace.resultAckAt = at();
+        onSucceeded();
+        return; // leaves at once, cutting the stream, as the agent does
+      } else if (message.kind.case === "cancel") {
+        throw new Error(`canceled: ${message.kind.value.reason}`);
+      }
+    }
+    throw new Error("stream ended without a result acknowledgement");
+  } finally {
+    outgoing.close();
+  }
+}
+
+/** Runs `jobs` jobs with `inflight` of them in flight at a time, spread over the replicas; returns their traces and the wall time. */
+async function drive(replicas: Replica[], jobs: number, inflight: number, traces: Map<string, Trace>, succeeded: Map<string, () => void>, stopped: Map<string, () => void>) {
+  let submitted = 0;
+  const t0 = at();
+  const mine: Trace[] = [];
+  const pending: Promise<void>[] = [];
+  async function loop(lane: number): Promise<void> {
+    while (submitted < jobs) {
+      const i = submitted++;
+      const replica = replicas[(lane + i) % replicas.length];
+      const trace: Trace = { submitStart: at() };
+      mine.push(trace);
+      const { job } = await replica.api.submitJob({ command: ["echo", "hello"] });
+      trace.submitEnd = at();
+      traces.set(job!.id, trace);
+      const wasStopped = new Promise<void>((resolve) => stopped.set(job!.id, resolve));
+      pending.push(wasStopped);
+      // A job that ended some other way shows in the replica's log; the bench would then wait forever.
+      await Promise.race([
+        new Promise<void>((resolve) => succeeded.set(job!.id, resolve)),
+        new Promise<void>((_, reject) => setTimeout(() => reject(new Error(`job ${job!.id} did not succeed within 30 s: ${trace.failed ?? "see the replica's log"}`)), 30_000).unref()),
+      ]);
+    }
+  }
+  await Promise.all(Array.from({ length: inflight }, (_, lane) => loop(lane)));
+  await Promise.all(pending);
+  const wallMs = Math.max(...mine.map((t) => t.stoppedAt ?? 0)) - t0;
+  return { mine, wallMs };
+}
+
+/**
+ * Each step of a job, in order from the submit. The submit's answer may leave after the claim (the
+ * pass it nudges can run first), so the claim counts from the submit's start, and the destroy from
+ * the result's sending (its acknowledgement and the destroy race). Times taken in two processes
+ * agree within about a millisecond.
+ */
+function phases(traces: Trace[]) {
+  const pick = (f: (t: Trace) => number) => p50p95(traces.map(f).filter((n) => Number.isFinite(n)));
+  return {
+    submit: pick((t) => t.submitEnd! - t.submitStart),
+    submit_to_claimed: pick((t) => t.claimedAt! - t.submitStart),
+    provisioning_write: pick((t) => t.provisionedAt! - t.claimedAt!),
+    handoff: pick((t) => t.tokenAt! - t.provisionedAt!),
+    register: pick((t) => t.registeredAt! - t.tokenAt!),
+    dispatch: pick((t) => t.runAt! - t.registeredAt!),
+    result_write: pick((t) => t.resultAckAt! - t.runAt!),
+    result_to_destroyed: pick((t) => t.stoppedAt! - t.runAt!),
+  };
+}
+
+function sumStats(list: StatsMessage[]) {
+  const statements: Record<string, { count: number; ms: number }> = {};
+  let cpuUs = 0;
+  let activeMs = 0;
+  let idleMs = 0;
+  for (const s of list) {
+    cpuUs += s.cpu.user + s.cpu.system;
+    activeMs += s.elu.active;
+    idleMs += s.elu.idle;
+    for (const [kind, v] of Object.entries(s.statements)) {
+      const e = (statements[kind] ??= { count: 0, ms: 0 });
+      e.count += v.count;
+      e.ms += v.ms;
+    }
+  }
+  return { cpuUs, activeMs, idleMs, statements };
+}
+
+/** Runs one configuration once: starts its replicas, warms up, measures, stops them. */
+async function runConfig(database: string, replicaCount: number) {
+  const dirs: string[] = [];
+  const tempDir = () => {
+    const d = mkdtempSync(join(tmpdir(), "hodei-bench-cp-"));
+    dirs.push(d);
+    return d;
+  };
+  const databaseUrl = database === "sqlite" ? `sqlite:${join(tempDir(), "hodei.db")}` : database;
+  const traces = new Map<string, Trace>();
+  const succeeded = new Map<string, () => void>();
+  const stopped = new Map<string, () => void>();
+  const replicas: Replica[] = [];
+  const logFiles: string[] = [];
+  const onMessage = (replicaIndex: () => Replica) => (m: Record<string, unknown>) => {
+    if (m.type === "token") {
+      const trace = traces.get(m.jobId as string);
+      // The submit's answer may still be on its way: the trace is keyed once it arrives.
+      const begin = () => {
+        const t = traces.get(m.jobId as string)!;
+        t.claimedAt = m.claimedAt as number;
+        t.provisionedAt = m.provisionedAt as number;
+        t.tokenAt = at();
+        const jobId = m.jobId as string;
+        runAgent(replicaIndex().agentClient(), m.otpToken as string, t, () => {
+          succeeded.get(jobId)?.();
+          succeeded.delete(jobId);
+        }).catch((err: Error) => (t.failed = err.message));
+      };
+      if (trace) begin();
+      else setImmediate(function retry() {
+        if (traces.has(m.jobId as string)) begin();
+        else setTimeout(retry, 1);
+      });
+    } else if (m.type === "stopped") {
+      const jobId = m.jobId as string;
+      const mark = () => {
+        const t = traces.get(jobId);
+        if (!t) return void setTimeout(mark, 1);
+        t.stoppedAt = m.at as number;
+        stopped.get(jobId)?.();
+        stopped.delete(jobId);
+      };
+      mark();
+    }
+  };
+  try {
+    for (let i = 0; i < replicaCount; i++) {
+      const dir = tempDir();
+      const logFile = join(dir, "server.log");
+      logFiles.push(logFile);
+      const index = i;
+      // Replicas start one after the other: the first creates the database (migrations).
+      replicas.push(await Replica.start(databaseUrl, dir, logFile, onMessage(() => replicas[index])));
+    }
+    await drive(replicas, WARMUP_JOBS, INFLIGHT, traces, succeeded, stopped);
+    const unloaded = await drive(replicas, UNLOADED_JOBS, 1, traces, succeeded, stopped);
+    const before = await Promise.all(replicas.map((r) => r.stats()));
+    const cpuBefore = process.cpuUsage();
+    const { mine, wallMs } = await drive(replicas, JOBS, INFLIGHT, traces, succeeded, stopped);
+    const cpuAfter = process.cpuUsage(cpuBefore);
+    const after = await Promise.all(replicas.map((r) => r.stats()));
+    const b = sumStats(before);
+    const a = sumStats(after);
+    const cpuMs = (a.cpuUs - b.cpuUs) / 1000;
+    const activeMs = a.activeMs - b.activeMs;
+    const idleMs = a.idleMs - b.idleMs;
+    const byKind: Record<string, { count: number; ms: number }> = {};
+    let count = 0;
+    let dbMs = 0;
+    for (const [kind, v] of Object.entries(a.statements)) {
+      const c = v.count - (b.statements[kind]?.count ?? 0);
+      const ms = v.ms - (b.statements[kind]?.ms ?? 0);
+      if (c === 0) continue;
+      byKind[kind] = { count: round(c / JOBS, 2), ms: round(ms / JOBS, 3) };
+      count += c;
+      dbMs += ms;
+    }
+    const failed = mine.filter((t) => t.failed).length;
+    const serverCoreShare = cpuMs / wallMs / replicaCount;
+    // Of the time the server's event loop was busy (statement times are wall times: on a shared
+    // machine they include waiting for a core, so they are compared with busy time, not CPU time).
+    const dbShare = dbMs / activeMs;
+    const loadGenCoreShare = (cpuAfter.user + cpuAfter.system) / 1000 / wallMs;
+    const warnings = logFiles.reduce((n, f) => n + readFileSync(f, "utf8").split("\n").filter((l) => /"level":(40|50|60)/.test(l)).length, 0);
+    return {
+      database: database === "sqlite" ? "sqlite (temporary file)" : database.replace(/:\/\/[^@]*@/, "://***@"),
+      replicas: replicaCount,
+      jobs: JOBS,
+      inflight: INFLIGHT,
+      failed,
+      jobs_per_second: round(JOBS / (wallMs / 1000)),
+      latency_ms: p50p95(mine.map((t) => t.resultAckAt! - t.submitStart)),
+      phases_ms: phases(mine),
+      statements_per_job: {
+        total: round(count / JOBS, 2),
+        db_ms_per_job: round(dbMs / JOBS, 3),
+        // Per job: how many of each kind, and their summed time (ms).
+        by_kind: Object.fromEntries(Object.entries(byKind).sort((x, y) => y[1].count - x[1].count)),
+      },
+      server: {
+        cpu_ms_per_job: round(cpuMs / JOBS, 3),
+        // What one replica would do with a core of its own, at this CPU cost per job (the machine
+        // is shared: this reads through contention better than the wall-clock rate).
+        jobs_per_cpu_second: round(1000 / (cpuMs / JOBS)),
+        cpu_share_of_one_core_per_replica: round(serverCoreShare, 2),
+        event_loop_utilization: round(activeMs / (activeMs + idleMs), 2),
+        db_share_of_busy_time: round(dbShare, 2),
+      },
+      load_generator_cpu_share_of_one_core: round(loadGenCoreShare, 2),
+      bound: boundOf(serverCoreShare, activeMs / (activeMs + idleMs), dbShare, loadGenCoreShare, database === "sqlite"),
+      server_warnings_logged: warnings,
+      unloaded: { jobs: UNLOADED_JOBS, latency_ms: p50p95(unloaded.mine.map((t) => t.resultAckAt! - t.submitStart)), phases_ms: phases(unloaded.mine) },
+    };
+  } finally {
+    await Promise.all(replicas.map((r) => r.stop()));
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/** What limits the figure, in words, from the replicas' and the load generator's CPU and the machine's load. */
+function boundOf(serverCoreShare: number, serverBusy: number, dbShare: number, loadGenCoreShare: number, isInProcessDb: boolean): string {
+  const db = `${Math.round(dbShare * 100)}% of its busy time in database statements${isInProcessDb ? " (SQLite runs in its process)" : ""}`;
+  const cores = availableParallelism();
+  const load = loadavg()[0];
+  if (serverBusy >= 0.9 && serverCoreShare < 0.85 && load > cores) {
+    return `the server's event loop was busy ${Math.round(serverBusy * 100)}% of the time but got only ${Math.round(serverCoreShare * 100)}% of a core: the machine is oversubscribed (load ${round(load, 1)} on ${cores} cores), so its CPU is the bound and jobs_per_cpu_second is the better figure; ${db}`;
+  }
+  if (serverBusy >= 0.9) return `the server's CPU (event loop busy ${Math.round(serverBusy * 100)}%, ${Math.round(serverCoreShare * 100)}% of a core), ${db}`;
+  if (loadGenCoreShare >= 0.85) return `the load generator (agents and client in the bench process, ${Math.round(loadGenCoreShare * 100)}% of a core); the server was busy ${Math.round(serverBusy * 100)}%`;
+  return `neither process was saturated (server busy ${Math.round(serverBusy * 100)}%, ${db}; load generator ${Math.round(loadGenCoreShare * 100)}% of a core): latency (round trips, waiting for passes) bounds it at ${INFLIGHT} jobs in flight`;
+}
+
+export async function controlPlaneSection(): Promise<Record<string, unknown>> {
+  await build({
+    entryPoints: [SERVER_SOURCE],
+    outfile: SERVER_SCRIPT,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "warning",
+  });
+  const results: Record<string, unknown>[] = [];
+  for (const config of CONFIGS) {
+    const [database, replicas] = config.split(",");
+    const runs: Record<string, unknown>[] = [];
+    for (let i = 0; i < RUNS; i++) runs.push(await runConfig(database.trim(), Number(replicas ?? 1)));
+    const rates = runs.map((r) => r.jobs_per_second as number);
+    results.push({
+      config: `${database.trim()}, ${Number(replicas ?? 1)} replica(s)`,
+      jobs_per_second: rates.length > 1 ? { runs: rates, min: Math.min(...rates), max: Math.max(...rates) } : rates[0],
+      runs,
+    });
+  }
+  return { load_average_1m: round(loadavg()[0], 2), target_jobs_per_second: { sqlite: 1500, postgres: 1000 }, configurations: results };
+}
