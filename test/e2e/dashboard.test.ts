@@ -105,7 +105,7 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await signIn(page, server.adminKey);
     assert.equal(new URL(page.url()).pathname, "/tokens", "stays on the page asked for");
     await page.getByRole("heading", { name: "OTP tokens" }).waitFor();
-    assert.equal(await page.evaluate(() => sessionStorage.getItem("hodei.apiKey")), server.adminKey, "kept in session storage");
+    assert.equal(await page.evaluate(`sessionStorage.getItem("hodei.apiKey")`), server.adminKey, "kept in session storage");
     await page.reload();
     await page.getByRole("heading", { name: "OTP tokens" }).waitFor();
   });
