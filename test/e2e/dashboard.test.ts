@@ -218,8 +218,9 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
         await shoot(page, name);
       }
       await page.goto(`${server.url}/jobs/${submittedId}`);
-      await page.keyboard.press("d");
       await page.getByTestId("log-count").filter({ hasText: "complete" }).waitFor();
+      await page.keyboard.press("d");
+      await page.locator("html[data-theme=dark]").waitFor();
       await shoot(page, "job-dark");
     }
   });
