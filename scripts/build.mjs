@@ -1,7 +1,9 @@
 // Builds what runs without tsx: the agent as one self-contained CommonJS file (it is copied into
-// worker images as is) and the CLI/server as ESM with its dependencies left in node_modules.
+// worker images as is), the CLI/server as ESM with its dependencies left in node_modules, and the
+// web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /.
 import { build } from "esbuild";
 import { rmSync } from "node:fs";
+import { build as buildDashboard } from "vite";
 
 rmSync("dist", { recursive: true, force: true });
 await Promise.all([
@@ -29,4 +31,5 @@ await Promise.all([
     sourcemap: true,
     logLevel: "warning",
   }),
+  buildDashboard({ configFile: "dashboard/vite.config.ts" }),
 ]);

@@ -68,3 +68,23 @@ describe("import rules", () => {
     });
   }
 });
+
+describe("the dashboard's imports", () => {
+  const DASHBOARD = resolve(import.meta.dirname, "../dashboard/src");
+  const files = readdirSync(DASHBOARD, { recursive: true })
+    .map(String)
+    .filter((name) => /\.tsx?$/.test(name))
+    .map((name) => join(DASHBOARD, name));
+  it("uses only the generated API client and its own files", () => {
+    assert.ok(files.length > 0);
+    for (const file of files) {
+      const text = readFileSync(file, "utf8");
+      for (const match of text.matchAll(/(?:from\s+|import\s*\(\s*)["'](\.[^"']+)["']/g)) {
+        const target = resolve(dirname(file), match[1]);
+        const isOwn = target.startsWith(DASHBOARD + "/");
+        const isGen = target.startsWith(join(SRC, "gen") + "/");
+        assert.ok(isOwn || isGen, `dashboard/src/${relative(DASHBOARD, file)} imports ${match[1]}`);
+      }
+    }
+  });
+});

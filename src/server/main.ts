@@ -10,7 +10,7 @@ import type http2 from "node:http2";
 import { join } from "node:path";
 import type { LogConfig } from "kysely";
 import pino, { type Logger } from "pino";
-import { parseServerConfig, type ServerConfig } from "../config.js";
+import { packageRoot, parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
 import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
@@ -26,6 +26,7 @@ import { Store } from "../store/store.js";
 import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";
 import { authInterceptor } from "./authentication.js";
+import { loadDashboard } from "./dashboard.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { createKeyService } from "./key-service.js";
@@ -263,6 +264,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
         },
       });
 
+  const dashboard = loadDashboard(join(packageRoot(), "dist", "dashboard"));
+  if (!dashboard.isBuilt) log.warn("the dashboard is not built (dist/dashboard): / says so; npm run build builds it");
   async function serveHttp(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) {
     const path = (req.url ?? "/").split("?")[0];
     const send = (status: number, type: string, body: string) => {
@@ -278,6 +281,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     // Open like the probes, for scrapers that hold no API key: counts by provider and state only,
     // never an id, a command, an env value or a key name.
     if (path === "/metrics") return send(200, metrics.registry.contentType, await metrics.registry.metrics());
+    // The web dashboard (dist/dashboard) and its client-side routes; any other path stays a 404.
+    if (dashboard.serve(req, res, path)) return;
     send(404, "application/json", JSON.stringify({ code: "not_found", message: `no route ${path}; the API is at /hodei.v1.JobService/<Method>` }));
   }
 

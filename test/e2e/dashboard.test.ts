@@ -1,0 +1,241 @@
+/**
+ * The web dashboard in real headless Chromium against a real `hodei server` (auth on, local
+ * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
+ * submitted from the form whose log lines appear while it runs, cancel and rerun from a job's page,
+ * and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
+ * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { JobService, KeyService } from "../../src/gen/hodei/v1/api_pb.js";
+import { browserMissing, launchBrowser, signIn } from "./browser.js";
+import {
+  anyClusterProcesses,
+  jobWhen,
+  killCluster,
+  leftoverProcesses,
+  ROOT,
+  type ServerProcess,
+  sendKey,
+  startServerProcess,
+  type TokenJson,
+  jsonCli,
+  waitDestroyed,
+} from "./harness.js";
+
+const skip = browserMissing();
+const SCREENSHOTS = process.env.HODEI_SCREENSHOTS === "1" ? join(ROOT, "docs", "screenshots") : "";
+
+describe("the web dashboard", { skip: skip || undefined }, () => {
+  let server: ServerProcess;
+  let browser: Browser;
+  let context: BrowserContext;
+  let api: ReturnType<typeof createClient<typeof JobService>>;
+  let submittedId = "";
+
+  before(async () => {
+    server = await startServerProcess();
+    const transport = createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] });
+    api = createClient(JobService, transport);
+    browser = await launchBrowser();
+    if (SCREENSHOTS) mkdirSync(SCREENSHOTS, { recursive: true });
+  });
+  afterEach(async () => {
+    await context?.close();
+    const left = await leftoverProcesses(server);
+    assert.deepEqual(left, [], `worker processes left behind: ${JSON.stringify(left)}`);
+  });
+  after(async () => {
+    await browser?.close();
+    await server.stop();
+    const left = await anyClusterProcesses(server.clusterId);
+    killCluster(server.clusterId);
+    server.cleanup();
+    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+  });
+
+  async function newPage(): Promise<Page> {
+    context = await browser.newContext({ viewport: { width: 1400, height: 900 }, colorScheme: "light" });
+    const page = await context.newPage();
+    page.on("pageerror", (err) => console.log(`page error: ${err.message}`));
+    return page;
+  }
+
+  async function shoot(page: Page, name: string) {
+    if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+  }
+
+  it("answers / and its client-side routes with the app, and keeps every other route's answer", async () => {
+    for (const path of ["/", "/jobs/0b7e6c1a-1f2e-4c3d-9a8b-7c6d5e4f3a2b", "/workers", "/tokens", "/providers", "/submit"]) {
+      const res = await fetch(server.url + path);
+      assert.equal(res.status, 200, path);
+      assert.match(res.headers.get("content-type") ?? "", /^text\/html/);
+      assert.match(await res.text(), /<div id="root">/);
+    }
+    assert.equal(await (await fetch(`${server.url}/healthz`)).text(), "ok\n");
+    assert.equal((await fetch(`${server.url}/readyz`)).status, 200);
+    assert.match(await (await fetch(`${server.url}/metrics`)).text(), /# HELP/);
+    const unknown = await fetch(`${server.url}/nope`);
+    assert.equal(unknown.status, 404);
+    assert.match(await unknown.text(), /no route \/nope/);
+    const rpc = await fetch(`${server.url}/hodei.v1.JobService/ListJobs`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    assert.equal(rpc.status, 401, "the API still asks for a key");
+    for (const path of ["/../package.json", "/%2e%2e/package.json", "/..%2fpackage.json", "/assets/..%2f..%2f..%2fpackage.json", "/%2e%2e%2f%2e%2e%2fpackage.json"]) {
+      const res = await rawGet(server.port, path);
+      assert.notEqual(res.status, 200, path);
+      assert.doesNotMatch(res.body, /"name": "hodei"/, path);
+    }
+  });
+
+  it("shows any page a one-field sign-in form first, and Enter signs in on the page asked for", async () => {
+    const page = await newPage();
+    await page.goto(`${server.url}/tokens`);
+    const field = page.locator('input[type="password"]');
+    await field.waitFor();
+    assert.equal(await page.locator("form input").count(), 1, "one field");
+    await shoot(page, "sign-in");
+    await field.fill(`hodei_key_${"A".repeat(43)}`);
+    await field.press("Enter");
+    await page.getByRole("alert").filter({ hasText: "refused" }).waitFor();
+    await signIn(page, server.adminKey);
+    assert.equal(new URL(page.url()).pathname, "/tokens", "stays on the page asked for");
+    await page.getByRole("heading", { name: "OTP tokens" }).waitFor();
+    assert.equal(await page.evaluate(`sessionStorage.getItem("hodei.apiKey")`), server.adminKey, "kept in session storage");
+    await page.reload();
+    await page.getByRole("heading", { name: "OTP tokens" }).waitFor();
+  });
+
+  it("shows a read-only key no button that would fail", async () => {
+    const keys = createClient(KeyService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] }));
+    const { key } = await keys.createKey({ name: "viewer", scopes: ["read"] });
+    const running = await api.submitJob({ command: ["sleep 30"] });
+    const done = await api.submitJob({ command: ["true"] });
+    await waitDestroyed(server, done.job!.id);
+    await jobWhen(server, running.job!.id, (j) => j.state === "running");
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${running.job!.id}`);
+    await signIn(page, key);
+    await page.getByTestId("job-state").filter({ hasText: "running" }).waitFor();
+    assert.match(await page.getByTestId("who").innerText(), /viewer · read/);
+    assert.equal(await page.getByRole("button", { name: "Cancel" }).count(), 0);
+    await page.goto(`${server.url}/jobs/${done.job!.id}`);
+    await page.getByTestId("job-state").filter({ hasText: "succeeded" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Rerun" }).count(), 0);
+    await page.goto(`${server.url}/`);
+    await page.locator(`[data-job-id="${done.job!.id}"]`).waitFor();
+    assert.equal(await page.getByRole("link", { name: "New job" }).count(), 0);
+    assert.equal(await page.getByRole("link", { name: "Submit" }).count(), 0);
+    await api.cancelJob({ id: running.job!.id });
+    await waitDestroyed(server, running.job!.id);
+  });
+
+  it("submits a job from the form and shows its log lines while it runs, within a second of being printed", async () => {
+    const page = await newPage();
+    await page.goto(`${server.url}/submit`);
+    await signIn(page, server.adminKey);
+    // Each line carries the time it was printed (ms); the page notes when it first shows each one.
+    await page.fill('input[name="command"]', 'for i in $(seq 1 12); do echo "tick $i $(date +%s%3N)"; printf "\\033[33mwarn %s\\033[0m\\n" $i >&2; sleep 0.25; done');
+    await page.fill('input[name="labels"]', "suite=dashboard");
+    await page.getByRole("button", { name: "Submit" }).click();
+    await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+    submittedId = new URL(page.url()).pathname.split("/")[2];
+    // A string, not a function: the test runner's transform would add helpers the page lacks.
+    await page.evaluate(`(() => {
+      const seen = {};
+      window.seen = seen;
+      const look = () => {
+        for (const el of document.querySelectorAll(".line .tx")) {
+          const m = /^tick (\\d+) (\\d+)$/.exec(el.textContent || "");
+          if (m && !(m[1] in seen)) seen[m[1]] = Date.now() - Number(m[2]);
+        }
+        requestAnimationFrame(look);
+      };
+      look();
+    })()`);
+    await page.getByTestId("job-state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
+    await page.getByTestId("log-count").filter({ hasText: "complete" }).waitFor();
+    const lags = (await page.evaluate("window.seen")) as Record<string, number>;
+    const values = Object.values(lags).sort((a, b) => a - b);
+    console.log(`log line lag (printed → shown in the page), ms, ${values.length} lines seen live: p50 ${values[Math.floor(values.length / 2)]} max ${values.at(-1)} all ${JSON.stringify(lags)}`);
+    assert.ok(values.length >= 8, `most lines were seen while the job ran: ${JSON.stringify(lags)}`);
+    assert.ok(values.at(-1)! < 5000, "a generous bound; the figures above are the measure");
+    assert.equal(await page.locator(".line.err").count(), 12, "stderr lines are marked");
+    assert.ok(await page.locator(".line.err .ansi-yellow-fg").count() > 0, "ANSI colours are drawn");
+    assert.equal(await page.getByTestId("job-exit").innerText(), "0");
+    await page.locator('[data-attempt="1"] .wf-bar').first().waitFor();
+    const job = await api.getJob({ id: submittedId });
+    assert.deepEqual(job.labels, { suite: "dashboard" });
+    assert.equal(job.submittedBy, "admin");
+    await waitDestroyed(server, submittedId);
+    await page.waitForTimeout(1200);
+    await shoot(page, "job");
+  });
+
+  it("cancels a running job from its page, and reruns it", async () => {
+    const { job } = await api.submitJob({ command: ["echo started; sleep 600"], labels: { suite: "dashboard" } });
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${job!.id}`);
+    await signIn(page, server.adminKey);
+    await page.locator(".line .tx", { hasText: "started" }).waitFor({ timeout: 20_000 });
+    await page.getByRole("button", { name: "Cancel" }).click();
+    await page.getByTestId("job-state").filter({ hasText: "canceled" }).waitFor({ timeout: 20_000 });
+    const canceled = await waitDestroyed(server, job!.id);
+    assert.equal(canceled.state, "canceled");
+    await page.getByRole("button", { name: "Rerun" }).click();
+    await page.waitForURL((url) => url.pathname.startsWith("/jobs/") && !url.pathname.endsWith(job!.id));
+    const rerunId = new URL(page.url()).pathname.split("/")[2];
+    const rerun = await api.getJob({ id: rerunId });
+    assert.equal(rerun.rerunOf, job!.id);
+    await api.cancelJob({ id: rerunId });
+    await waitDestroyed(server, rerunId);
+  });
+
+  it("lists the job's OTP token as consumed, with its provider_resource_id", async () => {
+    assert.ok(submittedId, "the submit test ran first");
+    const [token] = (await jsonCli<TokenJson[]>(server, ["tokens"])).filter((t) => t.jobId === submittedId);
+    assert.ok(token?.consumed && token.providerResourceId, JSON.stringify(token));
+    const page = await newPage();
+    await page.goto(`${server.url}/tokens`);
+    await signIn(page, server.adminKey);
+    const row = page.locator(`[data-job-id="${submittedId}"]`);
+    await row.waitFor();
+    assert.equal(await row.getAttribute("data-consumed"), "true");
+    assert.equal(await row.getByTestId("token-resource").innerText(), token.providerResourceId);
+    assert.match(await row.getByTestId("token-consumed").innerText(), /^yes/);
+    assert.match(await row.innerText(), /local/);
+    assert.match(await row.innerText(), /process_id/);
+    await shoot(page, "tokens");
+    if (SCREENSHOTS) {
+      for (const [path, name] of [["/", "jobs"], ["/workers", "workers"], ["/providers", "providers"], ["/submit", "submit"]]) {
+        await page.goto(server.url + path);
+        await page.locator("[data-loaded=true]").waitFor();
+        await page.waitForTimeout(300);
+        await shoot(page, name);
+      }
+      await page.goto(`${server.url}/jobs/${submittedId}`);
+      await page.getByTestId("log-count").filter({ hasText: "complete" }).waitFor();
+      await page.keyboard.press("d");
+      await page.locator("html[data-theme=dark]").waitFor();
+      await shoot(page, "job-dark");
+    }
+  });
+});
+
+/** GET with the path sent exactly as written (fetch would resolve ".." first). */
+async function rawGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  const http = await import("node:http");
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path }, (res) => {
+      let body = "";
+      res.on("data", (d: Buffer) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
