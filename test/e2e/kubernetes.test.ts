@@ -122,7 +122,7 @@ describe("hodei on the kubernetes provider (emulated, or a real cluster with HOD
       await eventually(async () => !(await secretsLeft()).includes(ours), 20_000);
       assert.equal((await secretsLeft()).includes(ours), false, "reaped");
       assert.ok(Date.now() - started >= 1000, "not before its grace");
-      assert.ok((await secretsLeft()).includes(theirs), "another cluster's Secret stays");
+      assert.ok(await core.readNamespacedSecret({ name: theirs, namespace: NS }).then(() => true, () => false), "another cluster's Secret stays");
     } finally {
       await core.deleteNamespacedSecret({ name: theirs, namespace: NS }).catch(() => undefined);
       await core.deleteNamespacedSecret({ name: ours, namespace: NS }).catch(() => undefined);
