@@ -47,13 +47,14 @@ import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
 import { controlPlaneSection } from "./control-plane.js";
 import { historySection } from "./history.js";
+import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
 
 const execFileAsync = promisify(execFile);
 const WORKER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
 const HELLO_RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const THROUGHPUT_JOBS = Number(process.env.BENCH_JOBS ?? 200);
 const DOCKER_SOCKET = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";
-const DOCKER_IMAGE = "hodei-worker:latest";
+const DOCKER_IMAGE = DEFAULT_WORKER_IMAGE;
 /** Marks the bench's own baseline containers, so that they are all found and removed. */
 const BENCH_LABEL = "io.hodei.bench-run";
 const BENCH_RUN_ID = randomUUID();

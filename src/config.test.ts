@@ -67,6 +67,22 @@ describe("HODEI_CLUSTER_ID", () => {
     assert.equal(parseServerConfig({}).clusterIdOverride, undefined);
     assert.equal(parseServerConfig({ HODEI_CLUSTER_ID: "prod-1" }).clusterIdOverride, "prod-1");
   });
+
+  it("is refused unless it can be a Kubernetes label value (no '-' at either end)", () => {
+    for (const id of ["prod-", "-prod", `a${"b".repeat(63)}`]) assert.throws(() => parseServerConfig({ HODEI_CLUSTER_ID: id }), /HODEI_CLUSTER_ID/, id);
+    assert.equal(parseServerConfig({ HODEI_CLUSTER_ID: "a" }).clusterIdOverride, "a");
+  });
+});
+
+describe("Kubernetes defaults", () => {
+  it("run the versioned worker image with IfNotPresent unless HODEI_K8S_IMAGE_PULL_POLICY says otherwise", () => {
+    const config = parseServerConfig({});
+    assert.match(config.kubernetes.image, /^hodei-worker:\d+\.\d+\.\d+/);
+    assert.equal(config.docker.image, config.kubernetes.image, "both providers share the tag hodei image build gives");
+    assert.equal(config.kubernetes.imagePullPolicy, "if-not-present");
+    assert.equal(parseServerConfig({ HODEI_K8S_IMAGE_PULL_POLICY: "always" }).kubernetes.imagePullPolicy, "always");
+    assert.throws(() => parseServerConfig({ HODEI_K8S_IMAGE_PULL_POLICY: "Always" }), /HODEI_K8S_IMAGE_PULL_POLICY/);
+  });
 });
 
 describe("HODEI_AUTH", () => {

@@ -8,7 +8,8 @@ import { hostname } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { nodeSelectorProblems, normaliseTolerations } from "./core/placement.js";
+import { DEFAULT_PULL_POLICY, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES } from "./core/placement.js";
+import { DEFAULT_WORKER_IMAGE } from "./core/worker-image.js";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -133,7 +134,10 @@ const ServerEnv = z.object({
    * database on first start (store/cluster-id.ts). When set and different from the stored id, this
    * value wins, replaces the stored one and the change is logged as a warning.
    */
-  HODEI_CLUSTER_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and -").optional(),
+  HODEI_CLUSTER_ID: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "1 to 63 lowercase letters, digits and -, starting and ending with a letter or digit (it is a Kubernetes label value)")
+    .optional(),
   /**
    * How long a finished job (with its workers, tokens and log) is kept after it finished, as
    * `<n><unit>` with unit s, m, h or d. Default 7d; 0 keeps everything.
@@ -183,8 +187,8 @@ const ServerEnv = z.object({
   HODEI_LOCAL_WORKER_SERVER_URL: z.url().optional(),
   /** Socket of the Docker daemon. Default /var/run/docker.sock. */
   HODEI_DOCKER_SOCKET: z.string().min(1).default("/var/run/docker.sock"),
-  /** Image of Docker jobs that name none. Default hodei-worker:latest (npx hodei image build). */
-  HODEI_DOCKER_IMAGE: z.string().min(1).default("hodei-worker:latest"),
+  /** Image of Docker jobs that name none. Default hodei-worker:<package version> (npx hodei image build). */
+  HODEI_DOCKER_IMAGE: z.string().min(1).default(DEFAULT_WORKER_IMAGE),
   /** Network mode of worker containers. Default host. */
   HODEI_DOCKER_NETWORK_MODE: z.string().min(1).default("host"),
   /** Address Docker workers use to reach the control plane. Default http(s)://127.0.0.1:<worker port, else port> (host network). */
@@ -198,8 +202,17 @@ const ServerEnv = z.object({
   KUBECONFIG: z.string().min(1).optional(),
   /** Namespace of worker pods. Default: the kubeconfig context's namespace, else default. */
   HODEI_K8S_NAMESPACE: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "a DNS label").optional(),
-  /** Image of worker pods; it must hold the agent at /opt/hodei. Default hodei-worker:latest. */
-  HODEI_K8S_IMAGE: z.string().min(1).default("hodei-worker:latest"),
+  /**
+   * Image of worker pods; it must hold the agent at /opt/hodei. Default hodei-worker:<package
+   * version>, the tag `hodei image build` gives it: load it onto the nodes or push it (README).
+   */
+  HODEI_K8S_IMAGE: z.string().min(1).default(DEFAULT_WORKER_IMAGE),
+  /**
+   * imagePullPolicy of worker pods that run HODEI_K8S_IMAGE (a job's own image follows the job's
+   * pull policy): if-not-present (default; a node that has the image uses it, so an image loaded
+   * into kind, k3d or minikube works), always, or never.
+   */
+  HODEI_K8S_IMAGE_PULL_POLICY: z.enum(PULL_POLICIES, { message: `one of ${PULL_POLICIES.join(", ")}` }).default(DEFAULT_PULL_POLICY),
   /** Service account of worker pods. Default none (and no token mounted). */
   HODEI_K8S_SERVICE_ACCOUNT: z.string().min(1).optional(),
   /** Image pull secrets, comma-separated. */
@@ -450,6 +463,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       kubeconfig: e.HODEI_K8S_KUBECONFIG ?? e.KUBECONFIG,
       namespace: e.HODEI_K8S_NAMESPACE,
       image: e.HODEI_K8S_IMAGE,
+      imagePullPolicy: e.HODEI_K8S_IMAGE_PULL_POLICY,
       serviceAccount: e.HODEI_K8S_SERVICE_ACCOUNT,
       imagePullSecrets: e.HODEI_K8S_IMAGE_PULL_SECRETS,
       nodeSelector: e.HODEI_K8S_NODE_SELECTOR,

@@ -22,8 +22,8 @@ import { AGENT_COMMAND, AGENT_ROOT, readRuntimeHash } from "./agent-runtime.js";
 import { type TarEntry, tarStream } from "./tar.js";
 
 export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime } from "./agent-runtime.js";
-
-export const DEFAULT_WORKER_IMAGE = "hodei-worker:latest";
+/** hodei-worker:<package version> (core/worker-image.ts says why never latest). */
+export { DEFAULT_WORKER_IMAGE } from "../core/worker-image.js";
 export const BUILD_HASH_LABEL = "io.hodei.build-hash";
 /** Bump when the image layout or config below changes, so existing images are rebuilt. */
 const RECIPE_VERSION = "hodei-worker-image/1";

@@ -12,18 +12,25 @@
  * unschedulable pod is "pending" with the scheduler's message: the cluster may make room, and the
  * reconcile pass waits up to the provider's pending timeout (HODEI_K8S_PENDING_TIMEOUT).
  *
- * Per job: the image pull policy (imagePullPolicy), and a node selector and tolerations added to the
- * provider's own (a job may not give a provider-wide node label another value: refused, permanent).
+ * Per job: the image pull policy (imagePullPolicy) of the job's own image, and a node selector and
+ * tolerations added to the provider's own (a job may not give a provider-wide node label another
+ * value: refused, permanent). Pods that run the default image get the provider's pull policy
+ * (default IfNotPresent: a node that has the image, loaded into kind, k3d or minikube, uses it).
+ *
+ * The cluster id goes into every label: the constructor refuses one that is not a label value, so a
+ * bad id is one error at start rather than a 422 on every pod.
  *
  * The OTP token is not in the pod spec: each pod reads it from a Secret of its own, created right
  * after the pod and owned by it (kubernetes-token-secret.ts says why in that order).
  */
 import * as k8s from "@kubernetes/client-node";
-import { PermanentError } from "../core/errors.js";
-import { mergeNodeSelectors, mergeTolerations, type PullPolicy, type Toleration } from "../core/placement.js";
+import { InvalidInputError, PermanentError } from "../core/errors.js";
+import { labelValueProblem } from "../core/label-value.js";
+import { DEFAULT_PULL_POLICY, mergeNodeSelectors, mergeTolerations, type PullPolicy, type Toleration } from "../core/placement.js";
 import { AGENT_COMMAND } from "./agent-runtime.js";
 import { codeOf, messageOf, withSignal, wrap } from "./kubernetes-api.js";
 import { isWaitingForTokenSecret, tokenEnvVar, tokenSecretName, TokenSecrets } from "./kubernetes-token-secret.js";
+import { PodWatch } from "./kubernetes-watch.js";
 import type { ProviderHealth, ProviderResource, TokenSecret, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
 export const POD_LABELS = {
@@ -40,6 +47,8 @@ export interface KubernetesProviderOptions {
   namespace: string;
   /** Image of jobs that name none; it must hold the agent at /opt/hodei (the hodei-worker image). */
   defaultImage: string;
+  /** imagePullPolicy of pods that run defaultImage; default if-not-present. A job's own image follows the job's policy. */
+  defaultImagePullPolicy?: PullPolicy;
   serviceAccount?: string;
   imagePullSecrets: string[];
   /** Every pod's; a job may add keys (core/placement.ts mergeNodeSelectors). */
@@ -53,21 +62,39 @@ export interface KubernetesProviderOptions {
 /** Waiting reasons after which the pod will never run as it is. */
 const PERMANENT_WAITING = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError"]);
 const WORK_DIR = "/tmp/hodei-work";
-const WATCH_RETRY_MS = 2000;
+/**
+ * The least grace a stop gives a pod, seconds. With 0 the API server removes the pod object at once
+ * while its container may still run on the node (it is killed later); with 1 or more the object
+ * goes only once the kubelet has stopped the container, so "404" really means destroyed.
+ */
+const MIN_STOP_GRACE_SECONDS = 1;
 
 export class KubernetesProvider implements WorkerProvider {
   readonly name = "kubernetes";
   readonly resourceType = "pod_name" as const;
   private readonly core: k8s.CoreV1Api;
   private readonly secrets: TokenSecrets;
-  private watchRequest: { abort(): void } | null = null;
-  private isClosed = false;
+  /** One watch on our pods, resumed from its last resourceVersion whenever the server ends it. */
+  readonly watch: PodWatch;
   /** Called when a pod of ours changes, so the reconcile pass can look at once. */
   onWorkerChange: (resourceId: string) => void = () => {};
 
+  /** Throws InvalidInputError when the cluster id cannot be a label value. */
   constructor(private readonly options: KubernetesProviderOptions) {
+    const problem = labelValueProblem(options.clusterId);
+    if (problem !== null || options.clusterId === "") {
+      throw new InvalidInputError(
+        `kubernetes: the cluster id "${options.clusterId}" goes into the ${POD_LABELS.clusterId} label of every pod, and the API server would refuse it: ${problem ?? "it must not be empty"}. Set HODEI_CLUSTER_ID to 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit`,
+      );
+    }
     this.core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
     this.secrets = new TokenSecrets(this.core, options.namespace, POD_LABELS.workerId);
+    this.watch = new PodWatch({
+      kubeConfig: options.kubeConfig,
+      namespace: options.namespace,
+      labelSelector: this.selector,
+      onChange: (name) => this.onWorkerChange(name),
+    });
   }
 
   private get selector(): string {
@@ -100,7 +127,7 @@ export class KubernetesProvider implements WorkerProvider {
       resourcesApplied: describeLimits(body.spec?.containers[0].resources?.limits),
     };
     await spec.onCreated(resource);
-    this.ensureWatch();
+    this.watch.ensure();
     return resource;
   }
 
@@ -124,12 +151,13 @@ export class KubernetesProvider implements WorkerProvider {
   async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     const { namespace } = this.options;
     try {
-      await this.core.deleteNamespacedPod({ name: resourceId, namespace, gracePeriodSeconds: Math.ceil(graceMs / 1000) }, withSignal(signal));
+      const gracePeriodSeconds = Math.max(MIN_STOP_GRACE_SECONDS, Math.ceil(graceMs / 1000));
+      await this.core.deleteNamespacedPod({ name: resourceId, namespace, gracePeriodSeconds }, withSignal(signal));
     } catch (err) {
       if (codeOf(err) !== 404) throw wrap(`delete pod ${resourceId}`, err);
     }
     // Destroyed means gone: wait for the pod to disappear (the kubelet stops it first).
-    const deadline = Date.now() + graceMs + 30_000;
+    const deadline = Date.now() + Math.max(graceMs, MIN_STOP_GRACE_SECONDS * 1000) + 30_000;
     while (Date.now() < deadline) {
       signal?.throwIfAborted();
       try {
@@ -197,35 +225,7 @@ export class KubernetesProvider implements WorkerProvider {
   }
 
   async close(): Promise<void> {
-    this.isClosed = true;
-    this.watchRequest?.abort();
-    this.watchRequest = null;
-  }
-
-  /** One watch on our pods, restarted when it ends; it only nudges (the reconcile pass decides). */
-  private ensureWatch(): void {
-    if (this.watchRequest || this.isClosed) return;
-    const path = `/api/v1/namespaces/${this.options.namespace}/pods`;
-    const restart = () => {
-      this.watchRequest = null;
-      if (!this.isClosed) setTimeout(() => this.ensureWatch(), WATCH_RETRY_MS).unref();
-    };
-    new k8s.Watch(this.options.kubeConfig)
-      .watch(
-        path,
-        { labelSelector: this.selector },
-        (_type: string, pod: k8s.V1Pod) => {
-          if (pod?.metadata?.name) this.onWorkerChange(pod.metadata.name);
-        },
-        () => restart(),
-      )
-      .then(
-        (request) => {
-          if (this.isClosed) request.abort();
-          else this.watchRequest = request;
-        },
-        () => restart(),
-      );
+    this.watch.close();
   }
 
   /** The labels of everything we create for a worker: its pod and its token Secret. */
@@ -279,7 +279,8 @@ export class KubernetesProvider implements WorkerProvider {
           {
             name: "agent",
             image: spec.image || o.defaultImage,
-            imagePullPolicy: PULL_POLICY[spec.pullPolicy],
+            // The job's policy is about the job's own image; the default image follows the provider's.
+            imagePullPolicy: PULL_POLICY[spec.image ? spec.pullPolicy : (o.defaultImagePullPolicy ?? DEFAULT_PULL_POLICY)],
             command: [...AGENT_COMMAND],
             env: [...Object.entries(env).map(([name, value]) => ({ name, value })), tokenEnvVar(spec.name)],
             resources: Object.keys(limits).length > 0 ? { requests: { ...limits }, limits } : undefined,

@@ -185,6 +185,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       kubeConfig,
       namespace,
       defaultImage: config.kubernetes.image,
+      defaultImagePullPolicy: config.kubernetes.imagePullPolicy,
       serviceAccount: config.kubernetes.serviceAccount,
       imagePullSecrets: config.kubernetes.imagePullSecrets,
       nodeSelector: config.kubernetes.nodeSelector,

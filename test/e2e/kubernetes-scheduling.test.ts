@@ -18,11 +18,12 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
+import { emulatorOnly } from "../fixtures/kube-cluster.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
 import { eventually, type JobJson, jobWhen, ROOT, runCli, type ServerProcess, sleep, startServerProcess, waitDestroyed } from "./harness.js";
 
-const SKIP = skipWithoutDocker("the Kubernetes scheduling end-to-end tests (the emulator runs pods on Docker)");
+const SKIP = emulatorOnly("label the emulator's node, add tainted nodes and run Docker-only checks") || skipWithoutDocker("the Kubernetes scheduling end-to-end tests (the emulator runs pods on Docker)");
 
 const REGISTRATION_TIMEOUT_MS = 5000;
 const PENDING_TIMEOUT = "15s";

@@ -13,11 +13,12 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
+import { emulatorOnly } from "../fixtures/kube-cluster.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
 import { eventually, ROOT, runCli, type ServerProcess, startServerProcess, waitDestroyed } from "./harness.js";
 
-const SKIP = skipWithoutDocker("the Kubernetes secrets end-to-end tests (the emulator runs pods on Docker)");
+const SKIP = emulatorOnly("look inside the pod's container on Docker") || skipWithoutDocker("the Kubernetes secrets end-to-end tests (the emulator runs pods on Docker)");
 
 const SECRET = "zebra-7f3c91-quartz";
 const NEEDLES = [SECRET, Buffer.from(SECRET).toString("base64"), Buffer.from(SECRET).toString("base64").replace(/=+$/, "")];

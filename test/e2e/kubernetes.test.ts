@@ -13,57 +13,64 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
-import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
+import { docker } from "../fixtures/docker-daemon.js";
 import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
+import { emulatorOnly, REAL_CLUSTER_KUBECONFIG, skipWithoutCluster, startTestCluster, type TestCluster } from "../fixtures/kube-cluster.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
 import { eventually, type JobJson, jsonCli, ROOT, runCli, type ServerProcess, sleep, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
 
-const SKIP = skipWithoutDocker("the Kubernetes end-to-end tests (the emulator runs pods on Docker)");
+const SKIP = skipWithoutCluster("the Kubernetes end-to-end tests");
+/** Suites that start emulators of their own. */
+const EMULATOR_ONLY = SKIP || emulatorOnly("start an emulator of its own");
 
 
-/** Pods run the default worker image: make sure it holds the agent just built. */
+/** Pods run the default worker image: make sure it holds the agent just built (on a real cluster, loading it onto the nodes is the operator's step: README). */
 async function ensureWorkerImage(): Promise<void> {
+  if (REAL_CLUSTER_KUBECONFIG) return;
   const runtime = await assembleAgentRuntime({ targetDir: join(ROOT, ".hodei", "agent-runtime"), nodePath: process.execPath, agentPath: join(ROOT, "dist", "agent.cjs") });
   await buildWorkerImage(docker, { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir });
 }
 
-describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
+describe("hodei on the kubernetes provider (emulated, or a real cluster with HODEI_TEST_KUBECONFIG)", { skip: SKIP }, () => {
   const label = `e2e-${randomUUID().slice(0, 8)}`;
-  let emulator: Awaited<ReturnType<typeof startKubeEmulator>>;
+  let cluster: TestCluster;
   let kubeconfig: string;
   let core: k8s.CoreV1Api;
   let server: ServerProcess;
+  let NS = "default";
 
+  // On a real cluster only this run's pods and Secrets count (others may share the namespace).
+  const ours = () => (server ? `hodei.io/cluster-id=${server.clusterId}` : undefined);
   async function podsLeft() {
-    return (await core.listNamespacedPod({ namespace: "default" })).items.map((p) => p.metadata?.name);
-  }
-  async function containersLeft() {
-    return docker.listContainers({ all: true, filters: { label: [`io.hodei.kube-emulator=${label}`] } });
+    return (await core.listNamespacedPod({ namespace: NS, labelSelector: REAL_CLUSTER_KUBECONFIG ? ours() : undefined })).items.map((p) => p.metadata?.name);
   }
   async function secretsLeft() {
-    return (await core.listNamespacedSecret({ namespace: "default" })).items.map((s) => s.metadata?.name);
+    return (await core.listNamespacedSecret({ namespace: NS, labelSelector: REAL_CLUSTER_KUBECONFIG ? ours() : undefined })).items.map((s) => s.metadata?.name);
   }
   before(async () => {
     await ensureWorkerImage();
-    emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
-    kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-e2e-")), "kubeconfig");
-    emulator.writeKubeconfig(kubeconfig);
-    const kc = new k8s.KubeConfig();
-    kc.loadFromFile(kubeconfig);
-    core = kc.makeApiClient(k8s.CoreV1Api);
-    server = await startServerProcess({ HODEI_PROVIDERS: "kubernetes,local,docker", HODEI_K8S_KUBECONFIG: kubeconfig });
+    cluster = await startTestCluster({ clusterLabel: label });
+    kubeconfig = cluster.kubeconfig;
+    NS = cluster.namespace;
+    core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
+    // On a real cluster, pods must reach this machine: HODEI_TEST_WORKER_SERVER_URL, whose port the
+    // server's worker port takes, on every interface (README).
+    const url = process.env.HODEI_TEST_WORKER_SERVER_URL;
+    const workerUrl: Record<string, string> = url ? { HODEI_K8S_WORKER_SERVER_URL: url, HODEI_HOST: "0.0.0.0", HODEI_WORKER_PORT: new URL(url).port } : {};
+    server = await startServerProcess({ HODEI_PROVIDERS: REAL_CLUSTER_KUBECONFIG ? "kubernetes,local" : "kubernetes,local,docker", HODEI_K8S_KUBECONFIG: kubeconfig, HODEI_K8S_NAMESPACE: NS, ...workerUrl });
   });
   afterEach(async () => {
     await eventually(async () => (await podsLeft()).length === 0, 30_000);
     assert.deepEqual(await podsLeft(), [], "no pod is left");
-    assert.deepEqual(await containersLeft(), [], "no pod container is left");
+    await eventually(async () => (await cluster.containersLeft()).length === 0, 15_000);
+    assert.deepEqual(await cluster.containersLeft(), [], "no pod container is left");
     await eventually(async () => (await secretsLeft()).length === 0, 10_000);
     assert.deepEqual(await secretsLeft(), [], "no Secret is left");
   });
   after(async () => {
     await server?.stop();
     server?.cleanup();
-    await emulator?.stop();
+    await cluster?.stop();
   });
 
   it("runs hello world, a data pipeline and a CPU-bound loop, with pod-name tokens consumed", async () => {
@@ -88,15 +95,15 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   it("keeps the OTP token out of the pod spec and deletes the pod's token Secret once its agent registered, while the job runs", async () => {
     const id = (await runCli(server, ["run", "--provider", "kubernetes", "--detach", "--", "echo ready; sleep 300"])).stdout.trim();
     await eventually(async () => (await runCli(server, ["logs", id])).stdout.includes("ready"), 30_000);
-    const [pod] = (await core.listNamespacedPod({ namespace: "default", labelSelector: `hodei.io/job-id=${id}` })).items;
+    const [pod] = (await core.listNamespacedPod({ namespace: NS, labelSelector: `hodei.io/job-id=${id}` })).items;
     assert.ok(pod, "the job's pod exists");
     assert.doesNotMatch(JSON.stringify(pod), /hodei_otp_/, "no token value in the pod");
     const tokenVar = pod.spec?.containers[0].env?.find((e) => e.name === "HODEI_OTP_TOKEN");
     assert.equal(tokenVar?.value, undefined);
     assert.equal(tokenVar?.valueFrom?.secretKeyRef?.name, `${pod.metadata?.name}-otp`);
-    const ofJob = async () => (await core.listNamespacedSecret({ namespace: "default", labelSelector: `hodei.io/job-id=${id}` })).items;
+    const ofJob = async () => (await core.listNamespacedSecret({ namespace: NS, labelSelector: `hodei.io/job-id=${id}` })).items;
     assert.deepEqual(await eventually(async () => (await ofJob()).length === 0 && (await ofJob()), 10_000), [], "its Secret is deleted once the token is spent");
-    assert.equal((await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: "default" })).status?.phase, "Running", "while the job still runs");
+    assert.equal((await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: NS })).status?.phase, "Running", "while the job still runs");
     assert.equal((await runCli(server, ["cancel", id])).code, 0);
     assert.equal((await waitDestroyed(server, id)).state, "canceled");
   });
@@ -108,17 +115,17 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
     });
     const ours = `hodei-worker-${randomUUID()}-otp`;
     const theirs = `hodei-worker-${randomUUID()}-otp`;
-    await core.createNamespacedSecret({ namespace: "default", body: secret(ours, server.clusterId) });
-    await core.createNamespacedSecret({ namespace: "default", body: secret(theirs, `${server.clusterId}-other`) });
+    await core.createNamespacedSecret({ namespace: NS, body: secret(ours, server.clusterId) });
+    await core.createNamespacedSecret({ namespace: NS, body: secret(theirs, `${server.clusterId}-other`) });
     try {
       const started = Date.now();
       await eventually(async () => !(await secretsLeft()).includes(ours), 20_000);
       assert.equal((await secretsLeft()).includes(ours), false, "reaped");
       assert.ok(Date.now() - started >= 1000, "not before its grace");
-      assert.ok((await secretsLeft()).includes(theirs), "another cluster's Secret stays");
+      assert.ok(await core.readNamespacedSecret({ name: theirs, namespace: NS }).then(() => true, () => false), "another cluster's Secret stays");
     } finally {
-      await core.deleteNamespacedSecret({ name: theirs, namespace: "default" }).catch(() => undefined);
-      await core.deleteNamespacedSecret({ name: ours, namespace: "default" }).catch(() => undefined);
+      await core.deleteNamespacedSecret({ name: theirs, namespace: NS }).catch(() => undefined);
+      await core.deleteNamespacedSecret({ name: ours, namespace: NS }).catch(() => undefined);
     }
   });
 
@@ -158,7 +165,7 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
     });
   });
 
-  it("passes hodei verify on local, docker and kubernetes at once", async () => {
+  it("passes hodei verify on local, docker and kubernetes at once", { skip: emulatorOnly("run Docker jobs beside the pods (verify uses all three providers)") }, async () => {
     const result = await runCli(server, ["verify", "--json"], { timeoutMs: 180_000 });
     const report = JSON.parse(result.stdout) as { ok: boolean; jobs: { provider: string; state: string }[]; tokens: TokenJson[]; orphans: Record<string, number> };
     assert.equal(report.ok, true, result.stdout + result.stderr);
@@ -174,7 +181,7 @@ describe("hodei on the kubernetes provider (emulated)", { skip: SKIP }, () => {
   });
 });
 
-describe("a pod whose agent cannot register yet", { skip: SKIP }, () => {
+describe("a pod whose agent cannot register yet", { skip: EMULATOR_ONLY }, () => {
   it("keeps its token Secret, owned by the pod, through reconcile passes past the orphan grace; the Secret goes with the pod", async () => {
     const label = `wait-${randomUUID().slice(0, 8)}`;
     await ensureWorkerImage();
@@ -222,7 +229,7 @@ describe("a pod whose agent cannot register yet", { skip: SKIP }, () => {
   });
 });
 
-describe("the seed's DNS failure: pods given host.docker.internal", { skip: SKIP }, () => {
+describe("the seed's DNS failure: pods given host.docker.internal", { skip: EMULATOR_ONLY }, () => {
   it("is caught by hodei doctor beforehand, and fails a job fast with the reason, its token unconsumed, its pod deleted", async () => {
     const label = `dns-${randomUUID().slice(0, 8)}`;
     await ensureWorkerImage();

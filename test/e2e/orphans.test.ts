@@ -11,6 +11,7 @@ import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { LABELS } from "../../src/providers/docker.js";
 import { isAlive } from "../../src/providers/process-table.js";
 import { eventually, jsonCli, type ServerProcess, sleep, startServerProcess } from "./harness.js";
+import { DEFAULT_WORKER_IMAGE } from "../../src/core/worker-image.js";
 
 const DOCKER_SKIP = skipWithoutDocker("the Docker orphan test");
 
@@ -60,7 +61,7 @@ describe("orphans", () => {
   it("reaps a labelled container with no worker after the grace, and spares another cluster's", { skip: DOCKER_SKIP }, async () => {
     const make = async (clusterId: string) => {
       const container = await docker.createContainer({
-        Image: "hodei-worker:latest",
+        Image: DEFAULT_WORKER_IMAGE,
         Entrypoint: ["sleep", "300"],
         Cmd: [],
         Labels: { [LABELS.managedBy]: "hodei", [LABELS.clusterId]: clusterId, [LABELS.workerId]: randomUUID() },

@@ -1,7 +1,8 @@
 /**
  * `hodei image build`: assemble the agent runtime (<data dir>/agent-runtime) and build the default
  * Docker worker image from it, offline: no registry, no base image. Running it again when nothing
- * changed returns at once. The image code and dockerode are imported lazily, here only, so other
+ * changed returns at once. The tag is hodei-worker:<package version>, the one both providers use
+ * by default; it then prints how to load the image into kind, k3d or minikube, or push it. The image code and dockerode are imported lazily, here only, so other
  * commands do not load them.
  *
  * Settings: --data-dir, else HODEI_DATA_DIR, else .hodei; the daemon socket is HODEI_DOCKER_SOCKET,
@@ -11,6 +12,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { packageRoot } from "../../config.js";
 import { CliError } from "../errors.js";
+import { loadHints, loadHintsText } from "../image-hints.js";
 import { printJson } from "../json.js";
 
 interface BuildOptions {
@@ -28,7 +30,7 @@ export function registerImageCommand(program: Command): void {
   image
     .command("build")
     .description("assemble the agent runtime and build the Docker worker image, offline; a no-op when up to date")
-    .option("--tag <image>", "image reference to build (default: hodei-worker:latest)")
+    .option("--tag <image>", "image reference to build (default: hodei-worker:<version of hodei>)")
     .option("--data-dir <dir>", "where the agent runtime is kept (default: $HODEI_DATA_DIR or .hodei)")
     .option("--json", "print the result as a JSON object")
     .action(async (options: BuildOptions) => {
@@ -48,12 +50,12 @@ export function registerImageCommand(program: Command): void {
       const result = await explain(images.buildWorkerImage(docker, { tag, runtimeDir: runtime.dir }));
 
       if (options.json) {
-        printJson({ ...result, runtimeDir: runtime.dir, runtimeHash: runtime.hash });
-      } else if (result.built) {
-        process.stdout.write(`${tag} built in ${result.seconds.toFixed(1)}s (${Math.round(result.sizeBytes / 1e6)} MB)\n`);
-      } else {
-        process.stdout.write(`${tag} is up to date\n`);
+        printJson({ ...result, runtimeDir: runtime.dir, runtimeHash: runtime.hash, kubernetesLoad: loadHints(tag) });
+        return;
       }
+      if (result.built) process.stdout.write(`${tag} built in ${result.seconds.toFixed(1)}s (${Math.round(result.sizeBytes / 1e6)} MB)\n`);
+      else process.stdout.write(`${tag} is up to date\n`);
+      process.stdout.write(loadHintsText(tag, images.DEFAULT_WORKER_IMAGE));
     });
 }
 
