@@ -115,19 +115,22 @@ describe("the worker protocol on the local provider", () => {
     const { clusterId, dataDir, port } = first;
     let second: ServerProcess | undefined;
     try {
-      const id = (await runCli(first, ["run", "--detach", "--", "sleep 1; echo survived the restart"])).stdout.trim();
+      // The job runs long enough for its agent's log to be read while its worker's directory exists.
+      const id = (await runCli(first, ["run", "--detach", "--", "sleep 4; echo survived the restart"])).stdout.trim();
       // The server logs this once the worker's process exists and right before it hands the agent
       // its assignment (in the same turn of its event loop): freeze it then, before the agent has
       // booted and sent its Register.
       await eventually(() => first.output.some((line) => line.includes('"worker created;')), 15_000, 1);
       first.process.kill("SIGSTOP");
       // The agent boots and sends Register into the frozen server's socket (a frozen server cannot
-      // tell when that happened; the agent's log checked below proves it did).
-      await sleep(1500);
+      // tell when that happened; the agent's log checked below proves it did). Generous: on a
+      // loaded machine the agent's Node takes a while to boot.
+      await sleep(3000);
       await first.kill();
       second = await startServerProcess(env, { dataDir, clusterId, port });
-      await jobWhen(second, id, (j) => j.state !== "provisioning" && j.state !== "queued");
-      const agentLog = agentLogs(dataDir); // read while the worker's directory exists
+      const running = await jobWhen(second, id, (j) => j.state === "running" || Boolean(j.timeline.finished));
+      const agentLog = agentLogs(dataDir); // read while the worker's directory exists (the job sleeps 4 s)
+      assert.equal(running.state, "running", `read the agent's log while the job runs\nagent log:\n${agentLog}`);
       const job = await jobWhen(second, id, (j) => Boolean(j.timeline.destroyed));
       assert.equal(job.state, "succeeded", `${job.reason}\nagent log:\n${agentLog}\nserver:\n${second.output.slice(-15).join("\n")}`);
       assert.equal(job.attempts, 1, "no attempt was lost");
