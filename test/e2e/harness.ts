@@ -53,6 +53,8 @@ process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
+const SERVER_START_TIMEOUT_MS = 60_000;
+
 export async function startServerProcess(env: Record<string, string> = {}, options: StartOptions = {}): Promise<ServerProcess> {
   const dataDir = options.cwd ? join(options.cwd, ".hodei") : (options.dataDir ?? mkdtempSync(join(tmpdir(), "hodei-e2e-")));
   const clusterId = options.clusterId ?? `t${randomUUID().slice(0, 8)}`;
@@ -73,10 +75,12 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
   child.once("exit", () => running.delete(child));
   const output: string[] = [];
   const listening = await new Promise<{ port: number; workerPort: number; url: string }>((resolvePort, reject) => {
+    // Generous: several servers starting at once on a loaded machine (CI) take a while; a server
+    // that fails to start says so at once (its exit), so this only bounds a hang.
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`server did not start within 20s:\n${output.join("\n")}`));
-    }, 20_000);
+      reject(new Error(`server did not start within ${SERVER_START_TIMEOUT_MS / 1000}s:\n${output.join("\n")}`));
+    }, SERVER_START_TIMEOUT_MS);
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => {
         output.push(line);

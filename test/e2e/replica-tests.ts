@@ -69,7 +69,7 @@ async function startBalancer(): Promise<{ port: number; backends: number[]; clos
 }
 
 /** The URL of an empty database for one cluster, whose shared data directory is given. */
-type NewDatabase = (dataDir: string) => Promise<string>;
+export type NewDatabase = (dataDir: string) => Promise<string>;
 
 interface Cluster {
   replicas: ServerProcess[];
@@ -144,23 +144,7 @@ function dispatcherOf(replicas: ServerProcess[], jobId: string): number {
   return replicas.findIndex((r) => r.output.some((line) => line.includes('"job dispatched"') && line.includes(jobId)));
 }
 
-describe("replicas on one SQLite file", { concurrency: false }, () => {
-  replicaTests(async (dataDir) => `sqlite:${join(dataDir, "hodei.db")}`);
-});
-
-describe("replicas on one PostgreSQL database", { concurrency: false, skip: skipWithoutPostgres("replicas on PostgreSQL") }, () => {
-  let postgres: TestPostgres | undefined;
-  before(async () => {
-    postgres = await startPostgres();
-  });
-  after(async () => {
-    await postgres?.close();
-    assert.deepEqual(postgres?.leftoverProcesses() ?? [], [], "the fixture's cluster left no process");
-  });
-  replicaTests(() => postgres!.createDatabase("hodei_replicas"));
-});
-
-function replicaTests(newDatabase: NewDatabase): void {
+export function replicaTests(newDatabase: NewDatabase): void {
   let cluster: Cluster | undefined;
   const scratch: string[] = [];
   afterEach(async () => {
