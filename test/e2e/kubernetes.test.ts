@@ -14,50 +14,35 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
 import { docker } from "../fixtures/docker-daemon.js";
-import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "../../src/providers/docker-image.js";
-import { emulatorOnly, REAL_CLUSTER_KUBECONFIG, skipWithoutCluster, startTestCluster, type TestCluster } from "../fixtures/kube-cluster.js";
+import { emulatorOnly, ensureWorkerImage, kubernetesServerEnv, ownSelector, REAL_CLUSTER_KUBECONFIG, skipWithoutCluster, startTestCluster, type TestCluster } from "../fixtures/kube-cluster.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
-import { eventually, type JobJson, jsonCli, ROOT, runCli, type ServerProcess, sleep, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
+import { eventually, type JobJson, jsonCli, runCli, type ServerProcess, sleep, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
 
 const SKIP = skipWithoutCluster("the Kubernetes end-to-end tests");
 /** Suites that start emulators of their own. */
 const EMULATOR_ONLY = SKIP || emulatorOnly("start an emulator of its own");
 
-
-/** Pods run the default worker image: make sure it holds the agent just built (on a real cluster, loading it onto the nodes is the operator's step: README). */
-async function ensureWorkerImage(): Promise<void> {
-  if (REAL_CLUSTER_KUBECONFIG) return;
-  const runtime = await assembleAgentRuntime({ targetDir: join(ROOT, ".hodei", "agent-runtime"), nodePath: process.execPath, agentPath: join(ROOT, "dist", "agent.cjs") });
-  await buildWorkerImage(docker, { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir });
-}
-
 describe("hodei on the kubernetes provider (emulated, or a real cluster with HODEI_TEST_KUBECONFIG)", { skip: SKIP }, () => {
   const label = `e2e-${randomUUID().slice(0, 8)}`;
   let cluster: TestCluster;
-  let kubeconfig: string;
   let core: k8s.CoreV1Api;
   let server: ServerProcess;
   let NS = "default";
 
   // On a real cluster only this run's pods and Secrets count (others may share the namespace).
-  const ours = () => (server ? `hodei.io/cluster-id=${server.clusterId}` : undefined);
   async function podsLeft() {
-    return (await core.listNamespacedPod({ namespace: NS, labelSelector: REAL_CLUSTER_KUBECONFIG ? ours() : undefined })).items.map((p) => p.metadata?.name);
+    return (await core.listNamespacedPod({ namespace: NS, labelSelector: ownSelector(server.clusterId) })).items.map((p) => p.metadata?.name);
   }
   async function secretsLeft() {
-    return (await core.listNamespacedSecret({ namespace: NS, labelSelector: REAL_CLUSTER_KUBECONFIG ? ours() : undefined })).items.map((s) => s.metadata?.name);
+    return (await core.listNamespacedSecret({ namespace: NS, labelSelector: ownSelector(server.clusterId) })).items.map((s) => s.metadata?.name);
   }
   before(async () => {
     await ensureWorkerImage();
     cluster = await startTestCluster({ clusterLabel: label });
-    kubeconfig = cluster.kubeconfig;
     NS = cluster.namespace;
     core = cluster.kubeConfig.makeApiClient(k8s.CoreV1Api);
-    // On a real cluster, pods must reach this machine: HODEI_TEST_WORKER_SERVER_URL, whose port the
-    // server's worker port takes, on every interface (README).
-    const url = process.env.HODEI_TEST_WORKER_SERVER_URL;
-    const workerUrl: Record<string, string> = url ? { HODEI_K8S_WORKER_SERVER_URL: url, HODEI_HOST: "0.0.0.0", HODEI_WORKER_PORT: new URL(url).port } : {};
-    server = await startServerProcess({ HODEI_PROVIDERS: REAL_CLUSTER_KUBECONFIG ? "kubernetes,local" : "kubernetes,local,docker", HODEI_K8S_KUBECONFIG: kubeconfig, HODEI_K8S_NAMESPACE: NS, ...workerUrl });
+    // On a real cluster, pods must reach this machine: HODEI_TEST_WORKER_SERVER_URL (README).
+    server = await startServerProcess({ HODEI_PROVIDERS: REAL_CLUSTER_KUBECONFIG ? "kubernetes,local" : "kubernetes,local,docker", ...kubernetesServerEnv(cluster) });
   });
   afterEach(async () => {
     await eventually(async () => (await podsLeft()).length === 0, 30_000);
