@@ -20,6 +20,28 @@ export interface JobListQuery {
   labels?: LabelTerm[];
 }
 
+/** A bounded command search (JobQueries.searchCommands): the filters of a listing plus the text. */
+export interface JobSearchQuery extends JobListQuery {
+  /** Lowercase text to find in the command (its arguments joined by spaces) or the script. */
+  text: string;
+  /** At most this many jobs are examined (newest first from `before`); `limit` caps the matches. */
+  examineLimit: number;
+}
+
+export interface JobSearchResult {
+  /** Matching jobs, newest first, at most `limit`. */
+  jobs: JobRow[];
+  /** How many jobs were examined. */
+  examined: number;
+  /**
+   * Where to continue from: the last match when the page filled with more jobs to examine, the
+   * last job examined when the bound was reached first; null when history was examined to its end.
+   */
+  next: { createdAt: number; id: string } | null;
+  /** The bound was reached before the page filled: older jobs may still match. */
+  isPartial: boolean;
+}
+
 export type JobPatch = Partial<
   Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "queue_deadline_ms">
 >;
@@ -163,6 +185,41 @@ export class JobQueries {
   }
 
   /**
+   * Jobs whose id starts with `prefix`: one range of the primary key ([prefix, prefix with its last
+   * character incremented)), at most `limit` rows, whatever the size of history. Ids are lowercase
+   * UUIDs, so the caller passes only [0-9a-f-] (compared bytewise on both databases, migration 0021).
+   */
+  async listByIdPrefix(prefix: string, limit: number): Promise<JobRow[]> {
+    if (!/^[0-9a-f-]+$/.test(prefix)) return [];
+    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.db.selectFrom("jobs").selectAll().where("id", ">=", prefix).where("id", "<", end).orderBy("id").limit(limit).execute();
+  }
+
+  /**
+   * The command search, bounded in rows examined: the newest `examineLimit` jobs of the listing
+   * (the same index ranges as list(), from `before`) are read and matched here against the command
+   * as shown (arguments joined by spaces) and the script. A search never reads more than that per
+   * call, whatever the size of history; the caller continues from `next` when `isPartial`.
+   */
+  async searchCommands(query: JobSearchQuery): Promise<JobSearchResult> {
+    const examined = await this.list({ ...query, limit: query.examineLimit });
+    const jobs: JobRow[] = [];
+    let last: JobRow | undefined;
+    for (const row of examined) {
+      if (!commandText(row).includes(query.text)) continue;
+      if (jobs.length === query.limit) {
+        // One more match exists: the page is full and continues after its last job.
+        last = jobs[jobs.length - 1];
+        return { jobs, examined: examined.length, next: { createdAt: last.created_at, id: last.id }, isPartial: false };
+      }
+      jobs.push(row);
+    }
+    const isPartial = examined.length === query.examineLimit;
+    last = examined.at(-1);
+    return { jobs, examined: examined.length, next: isPartial && last ? { createdAt: last.created_at, id: last.id } : null, isPartial };
+  }
+
+  /**
    * Claims the due queued job of one of `providers` with the highest priority, the oldest of
    * those, for provisioning and counts the attempt. One statement; with several schedulers each
    * job goes to exactly one. Reads the queue in order on jobs_queue (state, priority desc,
@@ -249,6 +306,12 @@ export class JobQueries {
       .executeTakeFirst();
     return row ?? null;
   }
+}
+
+/** What the command search matches: the command's arguments joined by spaces, and the script, lowercase. */
+function commandText(row: Pick<JobRow, "command" | "script">): string {
+  const args = JSON.parse(row.command) as string[];
+  return `${args.join(" ")}\n${row.script}`.toLowerCase();
 }
 
 /** The states of a job that may not have started; both may lead to timed_out (core/job-state.ts). */

@@ -1,8 +1,8 @@
 /**
  * The web dashboard in real headless Chromium against a real `hodei server` (auth on, local
  * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
- * submitted from the form whose log lines appear while it runs, cancel and rerun from a job's page,
- * and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
+ * submitted from the form whose log lines appear while it runs, search by id prefix and command,
+ * cancel and rerun from a job's page, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
  * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
  */
 import assert from "node:assert/strict";
@@ -174,6 +174,29 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await waitDestroyed(server, submittedId);
     await page.waitForTimeout(1200);
     await shoot(page, "job");
+  });
+
+  it("searches all jobs by id prefix and by command from the search box", async () => {
+    const { job: wanted } = await api.submitJob({ command: ["echo", "Search-Target-42"] });
+    const { job: other } = await api.submitJob({ command: ["echo", "something else"] });
+    await waitDestroyed(server, wanted!.id);
+    await waitDestroyed(server, other!.id);
+    const page = await newPage();
+    await page.goto(`${server.url}/`);
+    await signIn(page, server.adminKey);
+    const search = page.getByRole("searchbox", { name: "search" });
+    const shownIds = async () => page.locator("[data-job-id]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-job-id")));
+    await search.fill("search-target");
+    await page.waitForURL((url) => url.searchParams.get("q") === "search-target", { timeout: 5000 });
+    await page.locator(`[data-job-id="${wanted!.id}"]`).waitFor();
+    assert.deepEqual(await shownIds(), [wanted!.id], "only the job whose command matches, case-insensitive");
+    await search.fill(other!.id.slice(0, 8));
+    await search.press("Enter");
+    await page.locator(`[data-job-id="${other!.id}"]`).waitFor();
+    assert.deepEqual(await shownIds(), [other!.id], "the job whose id starts with it");
+    await search.fill(wanted!.id);
+    await search.press("Enter");
+    await page.waitForURL(`**/jobs/${wanted!.id}`);
   });
 
   it("cancels a running job from its page, and reruns it", async () => {
