@@ -196,27 +196,35 @@ export class JobQueries {
   }
 
   /**
-   * The command search, bounded in rows examined: the newest `examineLimit` jobs of the listing
-   * (the same index ranges as list(), from `before`) are read and matched here against the command
-   * as shown (arguments joined by spaces) and the script. A search never reads more than that per
-   * call, whatever the size of history; the caller continues from `next` when `isPartial`.
+   * The command search, bounded in rows examined: the listing's jobs (the same index ranges as
+   * list(), from `before`) are read newest first in chunks of SEARCH_CHUNK and matched here against
+   * the command as shown (arguments joined by spaces) and the script, until the page is full or
+   * `examineLimit` jobs were examined. A call never reads more than that, whatever the size of
+   * history; the caller continues from `next` when `isPartial`.
    */
   async searchCommands(query: JobSearchQuery): Promise<JobSearchResult> {
-    const examined = await this.list({ ...query, limit: query.examineLimit });
     const jobs: JobRow[] = [];
-    let last: JobRow | undefined;
-    for (const row of examined) {
-      if (!commandText(row).includes(query.text)) continue;
-      if (jobs.length === query.limit) {
-        // One more match exists: the page is full and continues after its last job.
-        last = jobs[jobs.length - 1];
-        return { jobs, examined: examined.length, next: { createdAt: last.created_at, id: last.id }, isPartial: false };
+    let examined = 0;
+    let before = query.before;
+    while (examined < query.examineLimit) {
+      const size = Math.min(SEARCH_CHUNK, query.examineLimit - examined);
+      const chunk = await this.list({ ...query, before, limit: size });
+      for (const row of chunk) {
+        if (!commandText(row).includes(query.text)) continue;
+        if (jobs.length === query.limit) {
+          // One more match exists: the page is full and continues after its last job.
+          const last = jobs[jobs.length - 1];
+          return { jobs, examined: examined + chunk.indexOf(row), next: { createdAt: last.created_at, id: last.id }, isPartial: false };
+        }
+        jobs.push(row);
       }
-      jobs.push(row);
+      examined += chunk.length;
+      // A short chunk: history ends here.
+      if (chunk.length < size) return { jobs, examined, next: null, isPartial: false };
+      const last = chunk[chunk.length - 1];
+      before = { createdAt: last.created_at, id: last.id };
     }
-    const isPartial = examined.length === query.examineLimit;
-    last = examined.at(-1);
-    return { jobs, examined: examined.length, next: isPartial && last ? { createdAt: last.created_at, id: last.id } : null, isPartial };
+    return { jobs, examined, next: before ?? null, isPartial: true };
   }
 
   /**
@@ -307,6 +315,9 @@ export class JobQueries {
     return row ?? null;
   }
 }
+
+/** The command search reads the listing in chunks of this many jobs (so a full page stops it early). */
+const SEARCH_CHUNK = 500;
 
 /** What the command search matches: the command's arguments joined by spaces, and the script, lowercase. */
 function commandText(row: Pick<JobRow, "command" | "script">): string {

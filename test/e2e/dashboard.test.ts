@@ -2,6 +2,7 @@
  * The web dashboard in real headless Chromium against a real `hodei server` (auth on, local
  * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
  * submitted from the form whose log lines appear while it runs, search by id prefix and command,
+ * doctor and verify run from the Providers page,
  * cancel and rerun from a job's page, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
  * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
  */
@@ -197,6 +198,28 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await search.fill(wanted!.id);
     await search.press("Enter");
     await page.waitForURL(`**/jobs/${wanted!.id}`);
+  });
+
+  it("runs doctor and verify from the Providers page and shows their results", async () => {
+    const page = await newPage();
+    await page.goto(`${server.url}/providers`);
+    await signIn(page, server.adminKey);
+    await page.getByRole("button", { name: "Run doctor" }).click();
+    const doctor = page.getByTestId("doctor-report");
+    await doctor.waitFor({ timeout: 90_000 });
+    assert.equal(await doctor.getAttribute("data-ok"), "true", await doctor.innerText());
+    const local = doctor.locator('[data-doctor-provider="local"]');
+    assert.equal(await local.getAttribute("data-ok"), "true");
+    assert.match(await local.innerText(), /probe worker registered and exited/);
+    console.log(`doctor in the browser: ${(await local.innerText()).split("\n")[0]}`);
+    await page.getByRole("button", { name: "Run verify" }).click();
+    const verify = page.getByTestId("verify-report");
+    await verify.waitFor({ timeout: 150_000 });
+    console.log(`verify in the browser: ${(await verify.locator("h3").innerText()).trim()}`);
+    assert.equal(await verify.getAttribute("data-ok"), "true", await verify.innerText());
+    assert.equal(await verify.locator('[data-check][data-ok="true"]').count(), await verify.locator("[data-check]").count());
+    assert.match(await verify.innerText(), /Data Processing printed 40951/);
+    await shoot(page, "providers-checks");
   });
 
   it("cancels a running job from its page, and reruns it", async () => {
