@@ -2,7 +2,7 @@
  * The web dashboard in real headless Chromium against a real `hodei server` (auth on, local
  * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
  * submitted from the form whose log lines appear while it runs, search by id prefix and command,
- * doctor and verify run from the Providers page,
+ * doctor and verify run from the Providers page, ANSI colours in a log,
  * cancel and rerun from a job's page, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
  * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
  */
@@ -220,6 +220,24 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     assert.equal(await verify.locator('[data-check][data-ok="true"]').count(), await verify.locator("[data-check]").count());
     assert.match(await verify.innerText(), /Data Processing printed 40951/);
     await shoot(page, "providers-checks");
+  });
+
+  it("colours a log by its ANSI codes: 16, 256 and truecolor, a colour carried across lines", async () => {
+    const script = String.raw`printf '\033[31mred\nstill red\033[0m plain\n\033[38;5;208morange\033[0m \033[48;2;10;20;30mnavy\033[0m\n'`;
+    const { job } = await api.submitJob({ command: [script] });
+    await waitDestroyed(server, job!.id);
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${job!.id}`);
+    await signIn(page, server.adminKey);
+    await page.getByTestId("log-count").filter({ hasText: "complete" }).waitFor();
+    const colour = (text: string, property: "color" | "backgroundColor") =>
+      page.locator(".line .tx span", { hasText: new RegExp(`^${text}$`) }).first().evaluate((el, p) => (globalThis as unknown as { getComputedStyle(e: unknown): Record<string, string> }).getComputedStyle(el)[p], property);
+    assert.equal(await colour("red", "color"), "rgb(224, 49, 49)", "the themed red");
+    assert.equal(await colour("still red", "color"), "rgb(224, 49, 49)", "carried to the next line");
+    assert.equal(await colour("orange", "color"), "rgb(255, 135, 0)", "256-colour 208");
+    assert.equal(await colour("navy", "backgroundColor"), "rgb(10, 20, 30)", "truecolor background");
+    const plain = await page.locator(".line .tx", { hasText: "plain" }).innerText();
+    assert.equal(plain, "still red plain", "no escape shown");
   });
 
   it("cancels a running job from its page, and reruns it", async () => {
