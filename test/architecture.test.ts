@@ -1,8 +1,9 @@
 /**
  * The import rules of docs/architecture.md, checked mechanically:
  *   core <- store, providers <- scheduler <- server;  agent uses only core and gen;
- *   cli uses only gen, its own files and config.ts (plus the lazy imports that start a server
- *   and build the Docker worker image).
+ *   cli uses only gen, checks, its own files and config.ts (plus the lazy imports that start a
+ *   server and build the Docker worker image); checks (doctor and verify over the API) only gen;
+ *   the dashboard only gen, checks and its own files.
  */
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -47,7 +48,9 @@ const ALLOWED: Record<string, string[]> = {
   scheduler: ["core", "store", "providers", "scheduler", "metrics"],
   server: ["core", "store", "providers", "scheduler", "server", "gen", "metrics", "config"],
   agent: ["core", "gen", "agent"],
-  cli: ["cli", "gen", "config"],
+  cli: ["cli", "gen", "config", "checks"],
+  // doctor and verify over the API, shared by the CLI and the dashboard: only the generated client.
+  checks: ["checks", "gen"],
 };
 
 /** What the CLI may import lazily (import()) beyond its own area. */
@@ -75,14 +78,14 @@ describe("the dashboard's imports", () => {
     .map(String)
     .filter((name) => /\.tsx?$/.test(name))
     .map((name) => join(DASHBOARD, name));
-  it("uses only the generated API client and its own files", () => {
+  it("uses only the generated API client, the shared checks and its own files", () => {
     assert.ok(files.length > 0);
     for (const file of files) {
       const text = readFileSync(file, "utf8");
       for (const match of text.matchAll(/(?:from\s+|import\s*\(\s*)["'](\.[^"']+)["']/g)) {
         const target = resolve(dirname(file), match[1]);
         const isOwn = target.startsWith(DASHBOARD + "/");
-        const isGen = target.startsWith(join(SRC, "gen") + "/");
+        const isGen = target.startsWith(join(SRC, "gen") + "/") || target.startsWith(join(SRC, "checks") + "/");
         assert.ok(isOwn || isGen, `dashboard/src/${relative(DASHBOARD, file)} imports ${match[1]}`);
       }
     }

@@ -11,6 +11,7 @@ import { Code, ConnectError, createClient, createRouterTransport, type Intercept
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
+import { validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintApiKey } from "../core/token.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
 import { createMetrics } from "../metrics.js";
@@ -160,6 +161,48 @@ describe("job service: the queue", () => {
         assert.equal(err.code, Code.InvalidArgument, bad);
         assert.match(err.rawMessage, /^labelSelector: /, bad);
       }
+    });
+  });
+  describe("ListJobs by query", () => {
+    it("finds a job by id prefix at any age and by command substring, with the other filters", async () => {
+      const make = (await client.submitJob({ command: ["make", "Release"], labels: { team: "web" } })).job!;
+      clock.advance(1);
+      const echo = (await client.submitJob({ command: ["echo", "hi"] })).job!;
+      clock.advance(1);
+      const list = async (query: string, more = {}) => (await client.listJobs({ query, ...more })).jobs.map((j) => j.id);
+      assert.deepEqual(await list(make.id.slice(0, 8)), [make.id]);
+      assert.deepEqual(await list(echo.id.toUpperCase()), [echo.id], "case-insensitive, the whole id");
+      assert.deepEqual(await list("make rel"), [make.id], "the command as shown, case-insensitive");
+      assert.deepEqual(await list("  hi "), [echo.id], "trimmed");
+      assert.deepEqual(await list("make", { labelSelector: "team=web" }), [make.id]);
+      assert.deepEqual(await list("make", { labelSelector: "team=ops" }), []);
+      assert.deepEqual(await list(make.id.slice(0, 8), { states: ["running"] }), [], "an id match passes the filters too");
+      const page = await client.listJobs({ query: "e" });
+      assert.deepEqual([page.partial, page.examined, page.nextPageToken], [false, 2, ""]);
+    });
+
+    it("examines at most 5,000 jobs a call, says the answer is partial, and continues with its token", async () => {
+      const old = (await client.submitJob({ command: ["deploy", "the-needle"] })).job!;
+      // 5,100 newer jobs that do not match, straight into the store (5,100 submits take longer).
+      const filler = validateJobSpec({ command: ["echo", "hay"] }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
+      for (let i = 0; i < 5100; i++) {
+        clock.advance(1);
+        await store.jobs.insert(`filler-${i}`, filler, clock.nowMs());
+      }
+      const first = await client.listJobs({ query: "needle" });
+      assert.deepEqual([first.jobs.length, first.partial, first.examined], [0, true, 5000]);
+      assert.notEqual(first.nextPageToken, "", "a token to go on searching");
+      const second = await client.listJobs({ query: "needle", pageToken: first.nextPageToken });
+      assert.deepEqual(second.jobs.map((j) => j.id), [old.id]);
+      assert.deepEqual([second.partial, second.examined, second.nextPageToken], [false, 101, ""]);
+      assert.deepEqual((await client.listJobs({ query: old.id.slice(0, 6) })).jobs.map((j) => j.id), [old.id], "an id prefix finds it at once");
+    });
+
+    it("answers invalid_argument naming query for one longer than 200 characters", async () => {
+      assert.equal((await client.listJobs({ query: "x".repeat(200) })).jobs.length, 0);
+      const err = await failure(client.listJobs({ query: "x".repeat(201) }));
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.match(err.rawMessage, /^query: at most 200 characters/);
     });
   });
 });

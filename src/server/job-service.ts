@@ -57,6 +57,29 @@ const FOLLOW_POLL_MS = 250;
 /** A follower checks its API key is still good this often (a revoked key ends it within this), ms. */
 const FOLLOW_KEY_CHECK_MS = 1000;
 
+/** ListJobs' query: at most this many characters. */
+const MAX_QUERY_CHARS = 200;
+/**
+ * ListJobs' command search examines at most this many jobs per call (newest first from the page
+ * token), so a search costs the same on any size of history; the answer says when it stopped here.
+ */
+const SEARCH_EXAMINE_LIMIT = 5000;
+
+/** The search text, trimmed and lowercase; "" for none. */
+function parseQuery(query: string): string {
+  const text = query.trim().toLowerCase();
+  if (text.length > MAX_QUERY_CHARS) throw new InvalidInputError(`query: at most ${MAX_QUERY_CHARS} characters (got ${text.length})`, "query");
+  return text;
+}
+
+/** Whether an id match passes the listing's other filters (checked here: at most `limit` rows). */
+function isListed(row: JobRow, filters: { states: JobState[] | undefined; provider?: string; labels: [string, string][] | undefined }): boolean {
+  if (filters.states?.length && !filters.states.includes(row.state as JobState)) return false;
+  if (filters.provider && row.provider !== filters.provider) return false;
+  const labels = JSON.parse(row.labels) as Record<string, string>;
+  return (filters.labels ?? []).every(([key, value]) => labels[key] === value);
+}
+
 function encodePageToken(createdAt: number, id: string): string {
   return Buffer.from(JSON.stringify([createdAt, id])).toString("base64url");
 }
@@ -185,21 +208,39 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       const states = parseStateFilter(req.states);
       if (req.limit < 0 || req.limit > 500) throw new InvalidInputError("limit: between 1 and 500", "limit");
       const limit = req.limit || 50;
-      const rows = await store.jobs.list({
+      const text = parseQuery(req.query);
+      const filters = {
         states,
         provider: req.provider || undefined,
         labels: parseLabelSelector(req.labelSelector),
-        limit: limit + 1,
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,
-      });
-      const page = rows.slice(0, limit);
+      };
+      let page: JobRow[];
+      let next: { createdAt: number; id: string } | null = null;
+      let search: { isPartial: boolean; examined: number } | undefined;
+      if (text) {
+        const found = await store.jobs.searchCommands({ ...filters, text, limit, examineLimit: SEARCH_EXAMINE_LIMIT });
+        // Id matches come first, on the first page only (a range of the primary key, any age).
+        const byId = filters.before ? [] : (await store.jobs.listByIdPrefix(text, limit)).filter((row) => isListed(row, filters));
+        const ids = new Set(byId.map((row) => row.id));
+        byId.sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? 1 : -1));
+        page = [...byId, ...found.jobs.filter((row) => !ids.has(row.id))];
+        next = found.next;
+        search = { isPartial: found.isPartial, examined: found.examined };
+      } else {
+        const rows = await store.jobs.list({ ...filters, limit: limit + 1 });
+        page = rows.slice(0, limit);
+        const last = page.at(-1);
+        if (rows.length > limit && last) next = { createdAt: last.created_at, id: last.id };
+      }
       const workers = await store.workers.listOfJobs(page.map((row) => row.id));
       const isEnvShown = maySeeEnvValues(ctx.values.get(CALLER));
       const jobs = page.map((row) => toJob(row, workers.get(row.id) ?? [], isEnvShown));
-      const last = page.at(-1);
       return create(ListJobsResponseSchema, {
         jobs,
-        nextPageToken: rows.length > limit && last ? encodePageToken(last.created_at, last.id) : "",
+        nextPageToken: next ? encodePageToken(next.createdAt, next.id) : "",
+        partial: search?.isPartial ?? false,
+        examined: search?.examined ?? 0,
       });
     },
 

@@ -20,6 +20,28 @@ export interface JobListQuery {
   labels?: LabelTerm[];
 }
 
+/** A bounded command search (JobQueries.searchCommands): the filters of a listing plus the text. */
+export interface JobSearchQuery extends JobListQuery {
+  /** Lowercase text to find in the command (its arguments joined by spaces) or the script. */
+  text: string;
+  /** At most this many jobs are examined (newest first from `before`); `limit` caps the matches. */
+  examineLimit: number;
+}
+
+export interface JobSearchResult {
+  /** Matching jobs, newest first, at most `limit`. */
+  jobs: JobRow[];
+  /** How many jobs were examined. */
+  examined: number;
+  /**
+   * Where to continue from: the last match when the page filled with more jobs to examine, the
+   * last job examined when the bound was reached first; null when history was examined to its end.
+   */
+  next: { createdAt: number; id: string } | null;
+  /** The bound was reached before the page filled: older jobs may still match. */
+  isPartial: boolean;
+}
+
 export type JobPatch = Partial<
   Pick<JobsTable, "exit_code" | "reason" | "logs_truncated" | "logs_incomplete" | "not_before_ms" | "finished_at" | "queue_deadline_ms">
 >;
@@ -163,6 +185,49 @@ export class JobQueries {
   }
 
   /**
+   * Jobs whose id starts with `prefix`: one range of the primary key ([prefix, prefix with its last
+   * character incremented)), at most `limit` rows, whatever the size of history. Ids are lowercase
+   * UUIDs, so the caller passes only [0-9a-f-] (compared bytewise on both databases, migration 0021).
+   */
+  async listByIdPrefix(prefix: string, limit: number): Promise<JobRow[]> {
+    if (!/^[0-9a-f-]+$/.test(prefix)) return [];
+    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.db.selectFrom("jobs").selectAll().where("id", ">=", prefix).where("id", "<", end).orderBy("id").limit(limit).execute();
+  }
+
+  /**
+   * The command search, bounded in rows examined: the listing's jobs (the same index ranges as
+   * list(), from `before`) are read newest first in chunks of SEARCH_CHUNK and matched here against
+   * the command as shown (arguments joined by spaces) and the script, until the page is full or
+   * `examineLimit` jobs were examined. A call never reads more than that, whatever the size of
+   * history; the caller continues from `next` when `isPartial`.
+   */
+  async searchCommands(query: JobSearchQuery): Promise<JobSearchResult> {
+    const jobs: JobRow[] = [];
+    let examined = 0;
+    let before = query.before;
+    while (examined < query.examineLimit) {
+      const size = Math.min(SEARCH_CHUNK, query.examineLimit - examined);
+      const chunk = await this.list({ ...query, before, limit: size });
+      for (const row of chunk) {
+        if (!commandText(row).includes(query.text)) continue;
+        if (jobs.length === query.limit) {
+          // One more match exists: the page is full and continues after its last job.
+          const last = jobs[jobs.length - 1];
+          return { jobs, examined: examined + chunk.indexOf(row), next: { createdAt: last.created_at, id: last.id }, isPartial: false };
+        }
+        jobs.push(row);
+      }
+      examined += chunk.length;
+      // A short chunk: history ends here.
+      if (chunk.length < size) return { jobs, examined, next: null, isPartial: false };
+      const last = chunk[chunk.length - 1];
+      before = { createdAt: last.created_at, id: last.id };
+    }
+    return { jobs, examined, next: before ?? null, isPartial: true };
+  }
+
+  /**
    * Claims the due queued job of one of `providers` with the highest priority, the oldest of
    * those, for provisioning and counts the attempt. One statement; with several schedulers each
    * job goes to exactly one. Reads the queue in order on jobs_queue (state, priority desc,
@@ -249,6 +314,15 @@ export class JobQueries {
       .executeTakeFirst();
     return row ?? null;
   }
+}
+
+/** The command search reads the listing in chunks of this many jobs (so a full page stops it early). */
+const SEARCH_CHUNK = 500;
+
+/** What the command search matches: the command's arguments joined by spaces, and the script, lowercase. */
+function commandText(row: Pick<JobRow, "command" | "script">): string {
+  const args = JSON.parse(row.command) as string[];
+  return `${args.join(" ")}\n${row.script}`.toLowerCase();
 }
 
 /** The states of a job that may not have started; both may lead to timed_out (core/job-state.ts). */

@@ -260,6 +260,57 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
     });
 
+    describe("search", () => {
+      it("finds jobs by id prefix through the primary key, whatever their age, at most the limit", async () => {
+        for (const id of ["ab12-0001", "ab12-0002", "ab13-0001", "ff00-0001"]) {
+          await submit({}, id);
+          clock.advance(1000);
+        }
+        assert.deepEqual((await store.jobs.listByIdPrefix("ab12", 10)).map((j) => j.id), ["ab12-0001", "ab12-0002"]);
+        assert.deepEqual((await store.jobs.listByIdPrefix("ab1", 10)).map((j) => j.id), ["ab12-0001", "ab12-0002", "ab13-0001"]);
+        assert.equal((await store.jobs.listByIdPrefix("a", 2)).length, 2, "at most the limit");
+        assert.deepEqual(await store.jobs.listByIdPrefix("ab12-0001x", 10), [], "no id has that prefix");
+        assert.deepEqual(await store.jobs.listByIdPrefix("AB12%", 10), [], "only id characters are looked up");
+      });
+
+      it("finds jobs whose command or script contains the text, newest first, examining at most the bound", async () => {
+        for (let i = 0; i < 10; i++) {
+          await submit({ command: ["echo", i % 3 === 0 ? `Needle ${i}` : `hay ${i}`] }, `job-${i}`);
+          clock.advance(1000);
+        }
+        await submit({ command: [], script: "set -e\nrun the needle here" }, "script-job");
+        const all = await store.jobs.searchCommands({ text: "needle", limit: 10, examineLimit: 100 });
+        assert.deepEqual(all.jobs.map((j) => j.id), ["script-job", "job-9", "job-6", "job-3", "job-0"]);
+        assert.deepEqual([all.examined, all.isPartial, all.next], [11, false, null], "history examined to its end");
+        assert.deepEqual((await store.jobs.searchCommands({ text: "echo needle 6", limit: 10, examineLimit: 100 })).jobs.map((j) => j.id), ["job-6"], "arguments joined by spaces");
+
+        // The bound: 4 examined (script-job, job-9, 8, 7) then continue from job-7.
+        const first = await store.jobs.searchCommands({ text: "needle", limit: 10, examineLimit: 4 });
+        assert.deepEqual(first.jobs.map((j) => j.id), ["script-job", "job-9"]);
+        assert.deepEqual([first.examined, first.isPartial, first.next?.id], [4, true, "job-7"]);
+        const second = await store.jobs.searchCommands({ text: "needle", limit: 10, examineLimit: 4, before: first.next! });
+        assert.deepEqual(second.jobs.map((j) => j.id), ["job-6", "job-3"]);
+
+        // A full page continues after its last match.
+        const page = await store.jobs.searchCommands({ text: "needle", limit: 2, examineLimit: 100 });
+        assert.deepEqual([page.jobs.map((j) => j.id), page.isPartial, page.next?.id], [["script-job", "job-9"], false, "job-9"]);
+        const rest = await store.jobs.searchCommands({ text: "needle", limit: 2, examineLimit: 100, before: page.next! });
+        assert.deepEqual(rest.jobs.map((j) => j.id), ["job-6", "job-3"]);
+      });
+
+      it("applies the listing's filters to the command search", async () => {
+        await submit({ provider: "docker", command: ["make", "test"], labels: { team: "a" } }, "d1");
+        await submit({ provider: "local", command: ["make", "test"], labels: { team: "a" } }, "l1");
+        await submit({ provider: "local", command: ["make", "test"], labels: { team: "b" } }, "l2");
+        assert.ok(await store.jobs.transition("l2", "canceled", clock.nowMs()));
+        const ids = async (q: Partial<Parameters<typeof store.jobs.searchCommands>[0]>) =>
+          (await store.jobs.searchCommands({ text: "make", limit: 10, examineLimit: 100, ...q })).jobs.map((j) => j.id).sort();
+        assert.deepEqual(await ids({ provider: "docker" }), ["d1"]);
+        assert.deepEqual(await ids({ states: ["canceled"] }), ["l2"]);
+        assert.deepEqual(await ids({ labels: [["team", "a"]] }), ["d1", "l1"]);
+      });
+    });
+
     describe("claimQueuedJob", () => {
       it("claims the oldest due job, moves it to provisioning and counts the attempt", async () => {
         await submit({}, "old");

@@ -29,7 +29,7 @@ import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
 
-export type { JobListQuery, JobPatch } from "./jobs.js";
+export type { JobListQuery, JobPatch, JobSearchQuery, JobSearchResult } from "./jobs.js";
 export type { WorkerPatch } from "./workers.js";
 export type { NewToken, NewWorker } from "./attempts.js";
 export type { LogChunkInput } from "./logs.js";

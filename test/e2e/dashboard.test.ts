@@ -1,8 +1,9 @@
 /**
  * The web dashboard in real headless Chromium against a real `hodei server` (auth on, local
  * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
- * submitted from the form whose log lines appear while it runs, cancel and rerun from a job's page,
- * and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
+ * submitted from the form whose log lines appear while it runs, search by id prefix and command,
+ * doctor and verify run from the Providers page, ANSI colours in a log,
+ * cancel and rerun from a job's page, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
  * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
  */
 import assert from "node:assert/strict";
@@ -174,6 +175,69 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await waitDestroyed(server, submittedId);
     await page.waitForTimeout(1200);
     await shoot(page, "job");
+  });
+
+  it("searches all jobs by id prefix and by command from the search box", async () => {
+    const { job: wanted } = await api.submitJob({ command: ["echo", "Search-Target-42"] });
+    const { job: other } = await api.submitJob({ command: ["echo", "something else"] });
+    await waitDestroyed(server, wanted!.id);
+    await waitDestroyed(server, other!.id);
+    const page = await newPage();
+    await page.goto(`${server.url}/`);
+    await signIn(page, server.adminKey);
+    const search = page.getByRole("searchbox", { name: "search" });
+    const shownIds = async () => page.locator("[data-job-id]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-job-id")));
+    await search.fill("search-target");
+    await page.waitForURL((url) => url.searchParams.get("q") === "search-target", { timeout: 5000 });
+    await page.locator(`[data-job-id="${wanted!.id}"]`).waitFor();
+    assert.deepEqual(await shownIds(), [wanted!.id], "only the job whose command matches, case-insensitive");
+    await search.fill(other!.id.slice(0, 8));
+    await search.press("Enter");
+    await page.locator(`[data-job-id="${other!.id}"]`).waitFor();
+    assert.deepEqual(await shownIds(), [other!.id], "the job whose id starts with it");
+    await search.fill(wanted!.id);
+    await search.press("Enter");
+    await page.waitForURL(`**/jobs/${wanted!.id}`);
+  });
+
+  it("runs doctor and verify from the Providers page and shows their results", async () => {
+    const page = await newPage();
+    await page.goto(`${server.url}/providers`);
+    await signIn(page, server.adminKey);
+    await page.getByRole("button", { name: "Run doctor" }).click();
+    const doctor = page.getByTestId("doctor-report");
+    await doctor.waitFor({ timeout: 90_000 });
+    assert.equal(await doctor.getAttribute("data-ok"), "true", await doctor.innerText());
+    const local = doctor.locator('[data-doctor-provider="local"]');
+    assert.equal(await local.getAttribute("data-ok"), "true");
+    assert.match(await local.innerText(), /probe worker registered and exited/);
+    console.log(`doctor in the browser: ${(await local.innerText()).split("\n")[0]}`);
+    await page.getByRole("button", { name: "Run verify" }).click();
+    const verify = page.getByTestId("verify-report");
+    await verify.waitFor({ timeout: 150_000 });
+    console.log(`verify in the browser: ${(await verify.locator("h3").innerText()).trim()}`);
+    assert.equal(await verify.getAttribute("data-ok"), "true", await verify.innerText());
+    assert.equal(await verify.locator('[data-check][data-ok="true"]').count(), await verify.locator("[data-check]").count());
+    assert.match(await verify.innerText(), /Data Processing printed 40951/);
+    await shoot(page, "providers-checks");
+  });
+
+  it("colours a log by its ANSI codes: 16, 256 and truecolor, a colour carried across lines", async () => {
+    const script = String.raw`printf '\033[31mred\nstill red\033[0m plain\n\033[38;5;208morange\033[0m \033[48;2;10;20;30mnavy\033[0m\n'`;
+    const { job } = await api.submitJob({ command: [script] });
+    await waitDestroyed(server, job!.id);
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${job!.id}`);
+    await signIn(page, server.adminKey);
+    await page.getByTestId("log-count").filter({ hasText: "complete" }).waitFor();
+    const colour = (text: string, property: "color" | "backgroundColor") =>
+      page.locator(".line .tx span", { hasText: new RegExp(`^${text}$`) }).first().evaluate((el, p) => (globalThis as unknown as { getComputedStyle(e: unknown): Record<string, string> }).getComputedStyle(el)[p], property);
+    assert.equal(await colour("red", "color"), "rgb(224, 49, 49)", "the themed red");
+    assert.equal(await colour("still red", "color"), "rgb(224, 49, 49)", "carried to the next line");
+    assert.equal(await colour("orange", "color"), "rgb(255, 135, 0)", "256-colour 208");
+    assert.equal(await colour("navy", "backgroundColor"), "rgb(10, 20, 30)", "truecolor background");
+    const plain = await page.locator(".line .tx", { hasText: "plain" }).innerText();
+    assert.equal(plain, "still red plain", "no escape shown");
   });
 
   it("cancels a running job from its page, and reruns it", async () => {

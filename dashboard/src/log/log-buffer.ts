@@ -4,7 +4,11 @@
  * and its own unfinished last line, shown at the end until its newline comes. Lines are kept
  * compactly (strings plus typed arrays for stream and attempt), so a million lines fit in tens of
  * MB; the raw bytes are kept too, for the download (the log exactly as the job wrote it).
+ * ANSI styles carry from line to line within each (attempt, stream), as on a terminal: the style a
+ * line starts with is kept (sparsely: only lines that start styled), so any line renders on its own
+ * in the virtualized view without re-reading the lines before it.
  */
+import { type AnsiStyle, isPlain, parseAnsi, PLAIN } from "./ansi.js";
 export const STDOUT = 0;
 export const STDERR = 1;
 export const SYSTEM = 2;
@@ -22,6 +26,7 @@ interface Partial {
   text: string;
   kind: number;
   attempt: number;
+  key: string;
 }
 
 export class LogBuffer {
@@ -33,7 +38,11 @@ export class LogBuffer {
   lastCursor = 0n;
   private lastAttempt = 0;
   private readonly partials = new Map<string, Partial>();
-  private readonly decoders = new Map<string, TextDecoder>();
+  private readonly decoders = new Map<string, InstanceType<typeof TextDecoder>>();
+  /** The ANSI style each (attempt, stream) is in at the end of its last complete line. */
+  private readonly carried = new Map<string, AnsiStyle>();
+  /** The style a line starts with, for lines that start styled. */
+  private readonly styles = new Map<number, AnsiStyle>();
   /** Indexes of stdout-only and stderr-only views, extended lazily. */
   private readonly views = new Map<number, { indexes: Int32Array; length: number; scanned: number }>();
 
@@ -56,8 +65,8 @@ export class LogBuffer {
     const text = (this.partials.get(key)?.text ?? "") + decoder.decode(entry.data, { stream: true });
     const parts = text.split("\n");
     const rest = parts.pop()!;
-    for (const line of parts) this.push(line.endsWith("\r") ? line.slice(0, -1) : line, kind, entry.attempt);
-    if (rest) this.partials.set(key, { text: rest, kind, attempt: entry.attempt });
+    for (const line of parts) this.push(line.endsWith("\r") ? line.slice(0, -1) : line, kind, entry.attempt, key);
+    if (rest) this.partials.set(key, { text: rest, kind, attempt: entry.attempt, key });
     else this.partials.delete(key);
   }
 
@@ -73,6 +82,13 @@ export class LogBuffer {
 
   text(i: number): string {
     return i < this.texts.length ? this.texts[i] : [...this.partials.values()][i - this.texts.length]?.text ?? "";
+  }
+
+  /** The ANSI style line i starts with (carried from the lines before it in its stream). */
+  style(i: number): AnsiStyle {
+    if (i < this.texts.length) return this.styles.get(i) ?? PLAIN;
+    const partial = [...this.partials.values()][i - this.texts.length];
+    return (partial && this.carried.get(partial.key)) ?? PLAIN;
   }
 
   kind(i: number): number {
@@ -94,7 +110,7 @@ export class LogBuffer {
 
   /** The raw bytes, in order, as the job wrote them. */
   blob(): Blob {
-    return new Blob(this.chunks as BlobPart[], { type: "text/plain" });
+    return new Blob(this.chunks as unknown as ConstructorParameters<typeof Blob>[0], { type: "text/plain" });
   }
 
   private flushAll(): void {
@@ -102,14 +118,22 @@ export class LogBuffer {
       const tail = decoder.decode();
       const partial = this.partials.get(key);
       const text = (partial?.text ?? "") + tail;
-      if (text) this.push(text, partial?.kind ?? Number(key.split(":")[1]), partial?.attempt ?? Number(key.split(":")[0]));
+      if (text) this.push(text, partial?.kind ?? Number(key.split(":")[1]), partial?.attempt ?? Number(key.split(":")[0]), key);
     }
     this.partials.clear();
     this.decoders.clear();
+    this.carried.clear();
   }
 
-  private push(text: string, kind: number, attempt: number): void {
+  private push(text: string, kind: number, attempt: number, key = ""): void {
     const i = this.texts.length;
+    const start = this.carried.get(key) ?? PLAIN;
+    if (!isPlain(start)) this.styles.set(i, start);
+    if (text.includes("\x1b")) {
+      const { end } = parseAnsi(text, start);
+      if (isPlain(end)) this.carried.delete(key);
+      else this.carried.set(key, end);
+    }
     if (i === this.kinds.length) {
       this.kinds = grow(this.kinds);
       this.attempts = grow(this.attempts);

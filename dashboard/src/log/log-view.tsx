@@ -7,9 +7,9 @@
  * scrolls up ("End" or the button takes them back).
  */
 import { useVirtualizer } from "@tanstack/react-virtual";
-import Anser from "anser";
 import { memo, useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { Code, codeOf, jobs, messageOf } from "../api";
+import { type AnsiStyle, isPlain, isThemed, parseAnsi } from "./ansi";
 import { LogBuffer, STDERR, STDOUT, SYSTEM } from "./log-buffer";
 
 const ROW_PX = 16;
@@ -144,7 +144,7 @@ export function LogView({ jobId, isFinished }: { jobId: string; isFinished: bool
         <div style={{ height: virtualizer.getTotalSize(), position: "relative", minWidth: "100%" }}>
           {virtualizer.getVirtualItems().map((item) => {
             const i = lineAt(item.index);
-            return <LogLine key={item.index} top={item.start} number={i + 1} digits={digits} kind={buf.kind(i)} text={buf.text(i)} />;
+            return <LogLine key={item.index} top={item.start} number={i + 1} digits={digits} kind={buf.kind(i)} text={buf.text(i)} start={buf.style(i)} />;
           })}
         </div>
         {count === 0 && <div className="empty">{status === "loading" ? "loading…" : status === "ended" ? "no output" : "waiting for output…"}</div>}
@@ -155,29 +155,40 @@ export function LogView({ jobId, isFinished }: { jobId: string; isFinished: bool
 
 const KIND_CLASS = ["out", "err", "sys"];
 
-const LogLine = memo(function LogLine({ top, number, digits, kind, text }: { top: number; number: number; digits: number; kind: number; text: string }) {
+const LogLine = memo(function LogLine({ top, number, digits, kind, text, start }: { top: number; number: number; digits: number; kind: number; text: string; start: AnsiStyle }) {
   return (
     <div className={`line ${KIND_CLASS[kind]}`} style={{ transform: `translateY(${top}px)` }} data-line={number}>
       <span className="ln" style={{ width: `${digits + 1}ch` }}>
         {number}
       </span>
-      <span className="tx">{text.includes("\x1b") ? <Ansi text={text} /> : text}</span>
+      <span className="tx">{text.includes("\x1b") || !isPlain(start) ? <Ansi text={text} start={start} /> : text}</span>
     </div>
   );
 });
 
-function Ansi({ text }: { text: string }) {
-  const parts = Anser.ansiToJson(text, { use_classes: true, remove_empty: true });
+function Ansi({ text, start }: { text: string; start: AnsiStyle }) {
   return (
     <>
-      {parts.map((p, i) => {
-        const classes = [p.fg && `${p.fg}-fg`, p.bg && `${p.bg}-bg`, ...p.decorations.map((d) => `ansi-${d}`)].filter(Boolean).join(" ");
-        return classes ? (
-          <span key={i} className={classes}>
-            {p.content}
+      {parseAnsi(text, start).spans.map((span, i) => {
+        const st = span.style;
+        const [fg, bg] = st.inverse ? [st.bg ?? "var(--bg)", st.fg ?? "var(--text)"] : [st.fg, st.bg];
+        const classes: string[] = [];
+        const css: Record<string, string> = {};
+        if (fg) {
+          if (isThemed(fg)) classes.push(`${fg}-fg`);
+          else css.color = fg;
+        }
+        if (bg) {
+          if (isThemed(bg)) classes.push(`${bg}-bg`);
+          else css.background = bg;
+        }
+        for (const d of ["bold", "dim", "italic", "underline", "strike"] as const) if (st[d]) classes.push(`ansi-${d}`);
+        return classes.length || fg || bg ? (
+          <span key={i} className={classes.join(" ") || undefined} style={css}>
+            {span.text}
           </span>
         ) : (
-          p.content
+          span.text
         );
       })}
     </>

@@ -7,6 +7,7 @@
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 import type { OtpToken, Worker } from "../../../src/gen/hodei/v1/api_pb.js";
+import { ChecksPanel } from "./checks";
 import { jobs } from "../api";
 import { ago, isoTime, ms } from "../format";
 import { Link } from "../router";
@@ -128,9 +129,7 @@ export function ProvidersPage() {
           </article>
         ))}
       </div>
-      <p className="muted small">
-        <code>hodei doctor</code> (a probe worker on each provider) and <code>hodei verify</code> run from the CLI; the API keeps no results of theirs to show here.
-      </p>
+      {list.data && <ChecksPanel providers={list.data.providers} />}
     </Page>
   );
 }

@@ -1,11 +1,12 @@
 /**
  * The jobs list: newest first, polled every 2 s (the API has no list stream), filtered by state,
- * provider and label selector on the server, paged by the server's cursor. The search box matches
- * ids and commands among the loaded page (the API has no search by command); a full id opens the
- * job directly.
+ * provider and label selector on the server, paged by the server's cursor. The search box (?q=,
+ * sent on Enter or after a pause in typing) is ListJobs' query over all jobs: id prefixes through
+ * the primary key, commands by a scan the server bounds per call. When the server stopped at its
+ * bound, the page says so and "older" goes on searching. A full id opens the job directly.
  */
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
-import { type FormEvent, useState } from "react";
+import { type FormEvent, useEffect, useState } from "react";
 import { jobs } from "../api";
 import { ago, commandOf, duration, JOB_STATES, ms } from "../format";
 import { Link, navigate, useLocation } from "../router";
@@ -15,6 +16,8 @@ import { ErrorBox, Page, ShortId, StateBadge } from "../widgets";
 import type { Job } from "../../../src/gen/hodei/v1/api_pb.js";
 
 const POLL_MS = 2000;
+/** The search is sent this long after the last keystroke, ms. */
+const SEARCH_PAUSE_MS = 300;
 
 export function JobsPage() {
   const { search } = useLocation();
@@ -23,10 +26,17 @@ export function JobsPage() {
   const provider = search.get("provider") ?? "";
   const label = search.get("label") ?? "";
   const limit = Number(search.get("limit") ?? 100);
+  const q = (search.get("q") ?? "").trim();
   const [cursors, setCursors] = useState<string[]>([""]);
-  const [query, setQuery] = useState("");
+  const [query, setQuery] = useState(q);
+  const [lastQ, setLastQ] = useState(q);
+  if (q !== lastQ) {
+    // The URL's search changed (back, a link): the box shows it.
+    setLastQ(q);
+    if (query.trim() !== q) setQuery(q);
+  }
   const pageToken = cursors[cursors.length - 1];
-  const filterKey = `${state}|${provider}|${label}|${limit}`;
+  const filterKey = `${state}|${provider}|${label}|${limit}|${q}`;
   const [lastFilterKey, setLastFilterKey] = useState(filterKey);
   if (filterKey !== lastFilterKey) {
     setLastFilterKey(filterKey);
@@ -34,8 +44,8 @@ export function JobsPage() {
   }
 
   const list = useQuery({
-    queryKey: ["jobs", state, provider, label, limit, pageToken],
-    queryFn: () => jobs.listJobs({ states: state ? [state] : [], provider, labelSelector: label, limit, pageToken }),
+    queryKey: ["jobs", state, provider, label, limit, q, pageToken],
+    queryFn: () => jobs.listJobs({ states: state ? [state] : [], provider, labelSelector: label, limit, pageToken, query: q }),
     refetchInterval: POLL_MS,
     placeholderData: keepPreviousData,
     enabled: caller.canRead,
@@ -50,13 +60,19 @@ export function JobsPage() {
     navigate(`/${qs ? `?${qs}` : ""}`);
   };
 
-  const q = query.trim().toLowerCase();
-  const shown = (list.data?.jobs ?? []).filter((j) => !q || j.id.toLowerCase().startsWith(q) || commandOf(j).toLowerCase().includes(q));
+  const shown = list.data?.jobs ?? [];
+  // Typing searches after a pause; Enter searches at once (and opens a full id).
+  useEffect(() => {
+    if (!caller.canRead || query.trim() === q) return;
+    const timer = setTimeout(() => setFilter("q", query.trim()), SEARCH_PAUSE_MS);
+    return () => clearTimeout(timer);
+  });
 
   const onSearch = (e: FormEvent) => {
     e.preventDefault();
-    if (/^[0-9a-f-]{36}$/i.test(q)) navigate(`/jobs/${q}`);
-    else if (shown.length === 1) navigate(`/jobs/${shown[0].id}`);
+    const text = query.trim().toLowerCase();
+    if (/^[0-9a-f-]{36}$/.test(text)) navigate(`/jobs/${text}`);
+    else setFilter("q", query.trim());
   };
 
   if (!caller.canRead) {
@@ -106,7 +122,7 @@ export function JobsPage() {
             type="search"
             value={query}
             onChange={(e) => setQuery(e.target.value)}
-            placeholder="search id or command (this page)  /"
+            placeholder="search id or command  /"
             aria-label="search"
             data-shortcut="search"
           />
@@ -146,13 +162,18 @@ export function JobsPage() {
         </button>
       </div>
       {list.error ? <ErrorBox error={list.error} /> : null}
+      {q && list.data?.partial ? (
+        <p className="muted small" data-testid="search-partial">
+          searched {list.data.examined.toLocaleString()} jobs this page{shown.length ? "" : " without a match"}; older jobs may match: “older →” searches on
+        </p>
+      ) : null}
       <VirtualTable
         label="jobs"
         rows={shown}
         columns={columns}
         rowKey={(j) => j.id}
         rowProps={(j) => ({ "data-job-id": j.id, "data-state": j.state })}
-        empty={list.isPending ? "loading…" : q ? "no job on this page matches" : "no jobs"}
+        empty={list.isPending ? "loading…" : q ? (list.data?.partial ? "no match yet" : "no job matches") : "no jobs"}
       />
     </Page>
   );

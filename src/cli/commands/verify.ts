@@ -3,31 +3,21 @@
  * (or those named), a Hello World, a Data Processing and a CPU Intensive job; waits until all have
  * ended with their workers destroyed; then reports the jobs, their OTP tokens and the checks (every
  * job succeeded, every token bound to its worker's resource and consumed, nothing left behind).
- * Everything it reads is served by the API; it starts nothing itself.
+ * The run is checks/verify.ts (the dashboard runs it too); this chooses the providers and prints.
  */
-import { randomUUID } from "node:crypto";
 import type { Command } from "commander";
 import pc from "picocolors";
-import { OtpTokenSchema, type Job, type OtpToken } from "../../gen/hodei/v1/api_pb.js";
+import { runVerify } from "../../checks/verify.js";
+import type { Check, VerifiedJob } from "../../checks/verify-checks.js";
+import { OtpTokenSchema, type OtpToken } from "../../gen/hodei/v1/api_pb.js";
 import { type ApiClient, connect } from "../client.js";
 import { CliError, USAGE_EXIT_CODE } from "../errors.js";
-import { readLogs } from "../follow.js";
 import { NONE, colorState, formatDurationMs, stderrColors, truncate, yesNo } from "../format.js";
 import { messageJson, printJson } from "../json.js";
 import { parsePositiveInt } from "../options.js";
-import { cancelUnended, jobSpanMs, waitUntilSettled } from "../settle.js";
 import { printTable } from "../table.js";
-import {
-  type Check,
-  DATA_PROCESSING,
-  VERIFY_JOB_TYPES,
-  type VerifiedJob,
-  computeChecks,
-  verdictLine,
-} from "../verify-checks.js";
 
-export const VERIFY_LABEL = "hodei.io/verify";
-export const VERIFY_TYPE_LABEL = "hodei.io/verify-type";
+export { VERIFY_LABEL, VERIFY_TYPE_LABEL } from "../../checks/verify.js";
 
 interface VerifyOptions {
   json?: boolean;
@@ -51,75 +41,17 @@ function collectNames(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), ...value.split(",").map((s) => s.trim()).filter(Boolean)];
 }
 
-interface Submitted {
-  provider: string;
-  type: string;
-  job: Job;
-}
-
 async function verify(options: VerifyOptions, command: Command): Promise<number> {
-  const startMs = Date.now();
   const { client } = connect(command);
   const providers = await chooseProviders(client, options.providers);
-  const runId = randomUUID().slice(0, 8);
-  const timeoutSeconds = options.timeoutSeconds;
   const isChatty = !options.json && process.stderr.isTTY === true;
-
-  // All providers' jobs at once, as in the seed's scenario.
-  const submitted: Submitted[] = await Promise.all(
-    providers.flatMap((provider) =>
-      VERIFY_JOB_TYPES.map(async ({ type, command: shell }) => {
-        const { job } = await client.submitJob({
-          command: [shell],
-          provider,
-          timeoutSeconds,
-          maxAttempts: 1,
-          labels: { [VERIFY_LABEL]: runId, [VERIFY_TYPE_LABEL]: type },
-        });
-        if (!job) throw new CliError("the server accepted a job but returned no job");
-        return { provider, type, job };
-      }),
-    ),
-  );
-  if (isChatty) process.stderr.write(stderrColors().dim(`verify ${runId}: ${submitted.length} jobs submitted on ${providers.join(", ")}; waiting (up to ${timeoutSeconds}s)\n`));
-
-  const deadlineMs = Date.now() + timeoutSeconds * 1000;
-  const settled = await Promise.all(submitted.map((s) => waitUntilSettled(client, s.job.id, deadlineMs)));
-  await cancelUnended(
-    client,
-    settled.filter((s) => !s.isSettled).map((s) => s.job),
-  );
-
-  const jobs: VerifiedJob[] = submitted.map((s, i) => {
-    const { job, isSettled } = settled[i];
-    return {
-      id: job.id,
-      provider: s.provider,
-      type: s.type,
-      state: job.state,
-      durationMs: jobSpanMs(job),
-      reason: job.reason || job.attemptHistory.at(-1)?.failureReason || "",
-      isSettled,
-    };
+  const report = await runVerify(client, providers, {
+    timeoutSeconds: options.timeoutSeconds,
+    onSubmitted: (runId, count) => {
+      if (isChatty) process.stderr.write(stderrColors().dim(`verify ${runId}: ${count} jobs submitted on ${providers.join(", ")}; waiting (up to ${options.timeoutSeconds}s)\n`));
+    },
   });
-  const jobIds = new Set(jobs.map((j) => j.id));
-
-  const [tokenList, providerList, workerList, outputs] = await Promise.all([
-    client.listTokens({ limit: 1000 }),
-    client.listProviders({}),
-    client.listWorkers({ all: false, limit: 1000 }),
-    readOutputs(client, jobs.filter((j) => j.type === DATA_PROCESSING)),
-  ]);
-  const order = (t: OtpToken) => jobs.findIndex((j) => j.id === t.jobId) * 1000 + t.attempt;
-  const tokens = tokenList.tokens.filter((t) => jobIds.has(t.jobId)).sort((a, b) => order(a) - order(b));
-  const orphans: Record<string, number> = {};
-  for (const p of providerList.providers) if (providers.includes(p.name)) orphans[p.name] = p.orphans;
-  const liveWorkers = workerList.workers.filter((w) => jobIds.has(w.jobId) && w.state !== "destroyed");
-
-  const checks = computeChecks({ jobs, tokens, orphans, liveWorkers, outputs, timeoutSeconds });
-  const ok = checks.every((c) => c.ok);
-  const totalMs = Date.now() - startMs;
-
+  const { ok, runId, jobs, tokens, orphans, checks, totalMs } = report;
   if (options.json) {
     printJson({
       ok,
@@ -132,7 +64,7 @@ async function verify(options: VerifyOptions, command: Command): Promise<number>
       totalMs,
     });
   } else {
-    printReport(runId, jobs, tokens, checks, verdictLine(checks, jobs.length, providers.length, totalMs));
+    printReport(runId, jobs, tokens, checks, report.verdict);
   }
   return ok ? 0 : 1;
 }
@@ -148,24 +80,6 @@ async function chooseProviders(client: ApiClient, named: string[] | undefined): 
     throw new CliError(`unknown provider ${unknown.map((n) => `"${n}"`).join(", ")}; this server has: ${enabled.join(", ")}`, USAGE_EXIT_CODE);
   }
   return [...new Set(named)];
-}
-
-/** Each job's stdout, as stored by the server. */
-async function readOutputs(client: ApiClient, jobs: VerifiedJob[]): Promise<Record<string, string>> {
-  const outputs: Record<string, string> = {};
-  await Promise.all(
-    jobs.map(async (job) => {
-      const parts: Uint8Array[] = [];
-      await readLogs(client, job.id, {
-        onEntry: (entry) => {
-          if (entry.stream === "stdout") parts.push(entry.data);
-        },
-      });
-      // Decoded once: a chunk may end in the middle of a character.
-      outputs[job.id] = Buffer.concat(parts).toString("utf8");
-    }),
-  );
-  return outputs;
 }
 
 function printReport(runId: string, jobs: VerifiedJob[], tokens: OtpToken[], checks: Check[], verdict: string): void {

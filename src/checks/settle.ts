@@ -1,13 +1,21 @@
 /**
  * Waiting for a job to be over: ended, and every worker it had destroyed, so that nothing of it is
- * left on a provider. Used by `verify` and `doctor`. Polls GetJob (cheap) every 200 ms until the
+ * left on a provider. Used by `verify` and `doctor` (the CLI's and the dashboard's). Polls GetJob (cheap) every 200 ms until the
  * caller's deadline; a server that is briefly unreachable is polled again rather than given up on.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { Job } from "../gen/hodei/v1/api_pb.js";
-import type { ApiClient } from "./client.js";
-import { isEnded } from "./format.js";
+import type { Job, JobService } from "../gen/hodei/v1/api_pb.js";
+
+/** A JobService client: the CLI's (Node transport) or the dashboard's (browser transport). */
+export type ApiClient = Client<typeof JobService>;
+
+/** Job states after which nothing changes. */
+const ENDED_STATES: readonly string[] = ["succeeded", "failed", "canceled", "timed_out"];
+
+export function isEnded(state: string): boolean {
+  return ENDED_STATES.includes(state);
+}
 
 export const SETTLE_POLL_MS = 200;
 
