@@ -139,6 +139,8 @@ class Replica {
         HODEI_HOST: "127.0.0.1",
         HODEI_DATA_DIR: dataDir,
         HODEI_DATABASE_URL: databaseUrl,
+        // Each replica is a node of its own: the bench provider's workers live in its memory.
+        HODEI_NODE_ID: `bench-${dataDir.slice(-6)}`,
         BENCH_CP_MAX_WORKERS: String(MAX_WORKERS),
         BENCH_CP_SQL_DETAIL: process.env.BENCH_CP_SQL_DETAIL ?? "",
       },
@@ -513,6 +515,9 @@ export async function controlPlaneSection(): Promise<Record<string, unknown>> {
         const url = database === "postgres" ? await postgres!.createDatabase("hodei_bench") : undefined;
         try {
           runs.push(await runConfig(database, replicaCount, url));
+        } catch (err) {
+          // One configuration failing (its replicas' warnings are printed) does not lose the others' figures.
+          runs.push({ failed_run: (err as Error).message });
         } finally {
           if (url) await postgres!.drop(url);
         }
@@ -525,8 +530,10 @@ export async function controlPlaneSection(): Promise<Record<string, unknown>> {
   return { load_average_1m: round(loadavg()[0], 2), target_jobs_per_second: { sqlite: 1500, postgres: 1000 }, configurations: results };
 }
 
-/** The runs' jobs/s beside the server's CPU per job and jobs per CPU-second, each as its runs and range. */
-function spread(runs: Record<string, unknown>[]) {
+/** The runs' jobs/s beside the server's CPU per job and jobs per CPU-second, each as its runs and range (failed runs left out). */
+function spread(all: Record<string, unknown>[]) {
+  const runs = all.filter((r) => !("failed_run" in r));
+  if (runs.length === 0) return { failed: true };
   const of = (values: number[]) => (values.length > 1 ? { runs: values, min: Math.min(...values), max: Math.max(...values) } : values[0]);
   const server = (r: Record<string, unknown>) => r.server as { cpu_ms_per_job: number; jobs_per_cpu_second: number };
   return {
