@@ -12,6 +12,7 @@ import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
 import { deleteSecretsOfJobs } from "./secrets.js";
+import { firstRow, runCompiled } from "./compiled.js";
 import type { Database, JobRow, WorkerRow } from "./schema.js";
 
 export interface NewWorker {
@@ -148,7 +149,9 @@ export class AttemptQueries {
    * so a late return of a start another replica took over does not clear that one's.
    */
   async endStart(workerId: string, owner: string): Promise<void> {
-    await this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", workerId).where("start_owner", "=", owner).execute();
+    await runCompiled(this.db, "attempts.endStart", [workerId, owner], (p) =>
+      this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", p(0)).where("start_owner", "=", p(1)),
+    );
   }
 
   /**
@@ -188,13 +191,14 @@ export class AttemptQueries {
 
   /** waiting -> registered, storing the session's hash. */
   async register(workerId: string, sessionHash: string, hostname: string, nowMs: number): Promise<WorkerRow | null> {
-    const row = await this.db
-      .updateTable("workers")
-      .set({ state: "registered", session_hash: sessionHash, reported_hostname: hostname, registered_at: nowMs, last_heartbeat_ms: nowMs })
-      .where("id", "=", workerId)
-      .where("state", "in", workerStatesLeadingTo("registered"))
-      .returningAll()
-      .executeTakeFirst();
+    const row = await firstRow(this.db, "attempts.register", [sessionHash, hostname, nowMs, workerId], (p) =>
+      this.db
+        .updateTable("workers")
+        .set({ state: "registered", session_hash: p(0), reported_hostname: p(1), registered_at: p(2), last_heartbeat_ms: p(2) })
+        .where("id", "=", p(3))
+        .where("state", "in", workerStatesLeadingTo("registered"))
+        .returningAll(),
+    );
     return row ?? null;
   }
 
@@ -232,13 +236,14 @@ export class AttemptQueries {
    * repeated Register cannot both win.
    */
   async connectStream(sessionHash: string, nowMs: number): Promise<WorkerRow | null> {
-    const row = await this.db
-      .updateTable("workers")
-      .set((eb) => ({ stream_connected_at: eb.fn.coalesce("stream_connected_at", eb.val(nowMs)) }))
-      .where("session_hash", "=", sessionHash)
-      .where("state", "in", ["registered", "running"])
-      .returningAll()
-      .executeTakeFirst();
+    const row = await firstRow(this.db, "attempts.connectStream", [nowMs, sessionHash], (p) =>
+      this.db
+        .updateTable("workers")
+        .set((eb) => ({ stream_connected_at: eb.fn.coalesce("stream_connected_at", eb.val(p(0))) }))
+        .where("session_hash", "=", p(1))
+        .where("state", "in", ["registered", "running"])
+        .returningAll(),
+    );
     return row ?? null;
   }
 
