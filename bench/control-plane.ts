@@ -241,7 +241,9 @@ async function runAgent(client: Client<typeof WorkerService>, otpToken: string, 
           trace.resultAckAt = at();
           onSucceeded();
           return; // leaves at once, cutting the stream, as the agent does
-        } else if (message.kind.case === "cancel") {
+        } else if (message.kind.case === "cancel" && !ran) {
+          // After its result a cancel changes nothing (a session check saw the job end before the
+          // acknowledgement went out): the agent, whose command has finished, waits for the ack.
           throw new Error(`canceled: ${message.kind.value.reason}`);
         }
       }
