@@ -161,22 +161,21 @@ export class AttemptQueries {
    */
   async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number, resourcesApplied = "", isStartDone = false): Promise<WorkerRow | null> {
     return this.db.transaction().execute(async (tx) => {
-      const row = await tx
-        .updateTable("workers")
-        .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs, resources_applied: resourcesApplied })
-        // isStartDone: recorded after start() returned, so the start is no longer in flight (saves endStart's statement).
-        .$if(isStartDone, (qb) => qb.set({ start_owner: null, start_deadline_ms: null }))
-        .where("id", "=", workerId)
-        .where("state", "in", workerStatesLeadingTo("waiting"))
-        .returningAll()
-        .executeTakeFirst();
+      const row = await firstRow(tx, `attempts.recordProvisioned:${isStartDone}`, [resourceId, resourceType, nowMs, resourcesApplied, workerId], (p) =>
+        tx
+          .updateTable("workers")
+          .set({ state: "waiting", provider_resource_id: p(0), resource_type: p(1), provisioned_at: p(2), resources_applied: p(3) })
+          // isStartDone: recorded after start() returned, so the start is no longer in flight (saves endStart's statement).
+          .$if(isStartDone, (qb) => qb.set({ start_owner: null, start_deadline_ms: null }))
+          .where("id", "=", p(4))
+          .where("state", "in", workerStatesLeadingTo("waiting"))
+          .returningAll(),
+      );
       // The token learns the resource id even if the worker was meanwhile marked for destruction,
       // so the record of what was created stays complete.
-      await tx
-        .updateTable("otp_tokens")
-        .set({ provider_resource_id: resourceId, resource_type: resourceType })
-        .where("worker_id", "=", workerId)
-        .execute();
+      await runCompiled(tx, "attempts.recordProvisioned:token", [resourceId, resourceType, workerId], (p) =>
+        tx.updateTable("otp_tokens").set({ provider_resource_id: p(0), resource_type: p(1) }).where("worker_id", "=", p(2)),
+      );
       if (!row) {
         await tx
           .updateTable("workers")
@@ -438,11 +437,17 @@ async function releaseWorkersOfEndedJob(tx: Kysely<Database>, jobId: string, rea
 
 /** An attempt that ended (or a job canceled) revokes its OTP tokens that were never redeemed. */
 async function revokeUnusedTokens(tx: Kysely<Database>, of: { workerId: string } | { jobId: string }, nowMs: number): Promise<void> {
+  if ("workerId" in of) {
+    // The end of every attempt: compiled once (store/compiled.ts).
+    await runCompiled(tx, "attempts.revokeUnusedTokens:worker", [nowMs, of.workerId], (p) =>
+      tx.updateTable("otp_tokens").set({ expires_at: p(0) }).where("worker_id", "=", p(1)).where("consumed_at", "is", null).where("expires_at", ">", p(0)),
+    );
+    return;
+  }
   await tx
     .updateTable("otp_tokens")
     .set({ expires_at: nowMs })
-    .$if("workerId" in of, (qb) => qb.where("worker_id", "=", (of as { workerId: string }).workerId))
-    .$if("jobId" in of, (qb) => qb.where("job_id", "=", (of as { jobId: string }).jobId))
+    .where("job_id", "=", of.jobId)
     .where("consumed_at", "is", null)
     .where("expires_at", ">", nowMs)
     .execute();
