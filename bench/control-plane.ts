@@ -25,6 +25,8 @@
  *   server                 the replica processes' CPU per job (and jobs per CPU-second: what a replica
  *                          with a core of its own would do), their share of one core, their event-loop
  *                          utilisation, and the share of their busy time spent in database statements
+ *   database_server        `postgres` configurations on a cluster this section started: the CPU per job
+ *                          of the PostgreSQL processes, and with the replicas' (the machine's cost per job)
  *   bound                  what limits the figure, read from the above
  *   unloaded               the same phases with one job in flight (BENCH_CP_UNLOADED_JOBS jobs)
  *
@@ -343,7 +345,27 @@ function sumStats(list: StatsMessage[]) {
 }
 
 /** Runs one configuration once: starts its replicas, warms up, measures, stops them. */
-async function runConfig(database: string, replicaCount: number, databaseUrlOverride?: string) {
+/** CPU time (ms) used so far by these processes (a PostgreSQL cluster's server processes), from /proc; 0 for one that has gone. */
+function processesCpuMs(pids: number[]): Map<number, number> {
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  const cpu = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      cpu.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond);
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return cpu;
+}
+
+/**
+ * `databaseProcesses`: the pids of the PostgreSQL cluster the section started, whose CPU is
+ * measured too (on SQLite the database runs inside the replicas, so their CPU includes it).
+ */
+async function runConfig(database: string, replicaCount: number, databaseUrlOverride?: string, databaseProcesses?: () => number[]) {
   const loadBefore = round(loadavg()[0], 2);
   console.error(`control_plane: ${database}, ${replicaCount} replica(s), load average ${loadBefore} before the run`);
   const dirs: string[] = [];
@@ -402,10 +424,13 @@ async function runConfig(database: string, replicaCount: number, databaseUrlOver
     await drive(replicas, WARMUP_JOBS, INFLIGHT, traces, succeeded, stopped);
     const unloaded = await drive(replicas, UNLOADED_JOBS, 1, traces, succeeded, stopped);
     const before = await Promise.all(replicas.map((r) => r.stats()));
+    const dbCpuBefore = databaseProcesses ? processesCpuMs(databaseProcesses()) : null;
     const cpuBefore = process.cpuUsage();
     const { mine, wallMs } = await drive(replicas, JOBS, INFLIGHT, traces, succeeded, stopped);
     const cpuAfter = process.cpuUsage(cpuBefore);
     const after = await Promise.all(replicas.map((r) => r.stats()));
+    // Backends that started during the run count from zero; one that ended during it is missed (the pool keeps its connections).
+    const dbCpuMs = dbCpuBefore ? [...processesCpuMs(databaseProcesses!()).entries()].reduce((sum, [pid, ms]) => sum + ms - (dbCpuBefore.get(pid) ?? 0), 0) : null;
     const b = sumStats(before);
     const a = sumStats(after);
     const cpuMs = (a.cpuUs - b.cpuUs) / 1000;
@@ -454,8 +479,16 @@ async function runConfig(database: string, replicaCount: number, databaseUrlOver
         jobs_per_cpu_second: round(1000 / (cpuMs / JOBS)),
         cpu_share_of_one_core_per_replica: round(serverCoreShare, 2),
         event_loop_utilization: round(activeMs / (activeMs + idleMs), 2),
+        // On PostgreSQL statements of one replica overlap (a pool), so their summed times may exceed its busy time.
         db_share_of_busy_time: round(dbShare, 2),
       },
+      ...(dbCpuMs !== null && {
+        database_server: {
+          cpu_ms_per_job: round(dbCpuMs / JOBS, 3),
+          // The control plane's cost with its database's: what the machine spends per job.
+          replicas_and_database_cpu_ms_per_job: round((cpuMs + dbCpuMs) / JOBS, 3),
+        },
+      }),
       load_generator_cpu_share_of_one_core: round(loadGenCoreShare, 2),
       bound: boundOf(serverCoreShare, activeMs / (activeMs + idleMs), dbShare, loadGenCoreShare, database === "sqlite"),
       server_warnings_logged: warnings,
@@ -516,7 +549,7 @@ export async function controlPlaneSection(): Promise<Record<string, unknown>> {
       for (let i = 0; i < RUNS; i++) {
         const url = database === "postgres" ? await postgres!.createDatabase("hodei_bench") : undefined;
         try {
-          runs.push(await runConfig(database, replicaCount, url));
+          runs.push(await runConfig(database, replicaCount, url, postgres && postgres.leftoverProcesses().length > 0 ? () => postgres!.leftoverProcesses() : undefined));
         } catch (err) {
           // One configuration failing (its replicas' warnings are printed) does not lose the others' figures.
           runs.push({ failed_run: (err as Error).message });
