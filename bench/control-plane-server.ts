@@ -26,10 +26,15 @@ import { startServer } from "../src/server/main.js";
 const at = () => performance.timeOrigin + performance.now();
 const send = (message: Record<string, unknown>) => process.send!(message);
 
-/** Workers whose start cost nothing: a row in a map. The agent is already running elsewhere. */
+/**
+ * Workers whose start cost nothing: a row in a map. The agent is already running elsewhere. The map
+ * is this process's, so its workers are bound to this replica's node (each replica of the bench
+ * has a node id of its own), as local workers are: only this replica inspects, stops and reaps them.
+ */
 class BenchProvider implements WorkerProvider {
   readonly name = "bench";
   readonly resourceType = "process_id" as const;
+  readonly isNodeBound = true;
   private readonly live = new Map<string, ProviderResource & { jobId: string }>();
 
   async start(spec: WorkerSpec): Promise<ProviderResource> {

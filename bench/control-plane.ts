@@ -25,14 +25,20 @@
  *   server                 the replica processes' CPU per job (and jobs per CPU-second: what a replica
  *                          with a core of its own would do), their share of one core, their event-loop
  *                          utilisation, and the share of their busy time spent in database statements
+ *   database_server        `postgres` configurations on a cluster this section started: the CPU per job
+ *                          of the PostgreSQL processes, and with the replicas' (the machine's cost per job)
  *   bound                  what limits the figure, read from the above
  *   unloaded               the same phases with one job in flight (BENCH_CP_UNLOADED_JOBS jobs)
  *
- * Configurations (BENCH_CP_CONFIGS, ";"-separated; default "sqlite,1"): `<database>,<replicas>`,
- * where database is `sqlite` (a fresh temporary file) or a database URL (postgres://...: it must be
- * empty, e.g. a throwaway cluster's new database), and replicas the number of server processes on
- * it; jobs are submitted to them in turn and each replica's agents register with it. Each
- * configuration runs BENCH_CP_RUNS times (default 1), and the spread is printed.
+ * Configurations (BENCH_CP_CONFIGS, ";"-separated; default "sqlite,1;sqlite,2;postgres,1;postgres,2"):
+ * `<database>,<replicas>`, where database is `sqlite` (a fresh temporary file), `postgres` (a new
+ * database per run on HODEI_TEST_POSTGRES_URL's server, or else on a throwaway PostgreSQL 15 cluster
+ * this section starts and removes, test/fixtures/postgres.ts; without either the configuration is
+ * skipped, and says so) or a database URL (postgres://...: it must be empty), and replicas the
+ * number of server processes on it; jobs are submitted to them in turn and each replica's agents
+ * register with it. Each configuration runs BENCH_CP_RUNS times (default 1), and the spread is
+ * printed. The machine may be shared: each run prints the 1-minute load average read just before
+ * it, beside the server's CPU per job (which contention changes far less than jobs/s).
  * BENCH_CP_JOBS (default 3000), BENCH_CP_WARMUP_JOBS (300), BENCH_CP_INFLIGHT (64),
  * BENCH_CP_MAX_WORKERS (128: the bench provider's capacity per replica), BENCH_CP_CONNECTIONS
  * (8: agent HTTP/2 connections per replica) change the sizes. BENCH_CP_PROFILE=DIR writes a CPU
@@ -45,11 +51,12 @@ import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
-import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build } from "esbuild";
 import { AsyncQueue } from "../src/core/async-queue.js";
 import { JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { skipWithoutPostgres, startPostgres, type TestPostgres } from "../test/fixtures/postgres.js";
 import { type AgentMessage, AgentMessageSchema, WorkerService } from "../src/gen/hodei/v1/worker_pb.js";
 
 const JOBS = Number(process.env.BENCH_CP_JOBS ?? 3000);
@@ -59,7 +66,7 @@ const INFLIGHT = Number(process.env.BENCH_CP_INFLIGHT ?? 64);
 const MAX_WORKERS = Number(process.env.BENCH_CP_MAX_WORKERS ?? 128);
 const CONNECTIONS = Number(process.env.BENCH_CP_CONNECTIONS ?? 8);
 const RUNS = Number(process.env.BENCH_CP_RUNS ?? 1);
-const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "sqlite,1").split(";").filter(Boolean);
+const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "sqlite,1;sqlite,2;postgres,1;postgres,2").split(";").filter(Boolean);
 const SERVER_SOURCE = join(import.meta.dirname, "control-plane-server.ts");
 /** Bundled as dist/ is (scripts/build.mjs), so replicas run the code `hodei server` runs, without tsx. */
 const SERVER_SCRIPT = join(import.meta.dirname, "..", "dist", "bench", "control-plane-server.js");
@@ -85,6 +92,8 @@ interface Trace {
   resultAckAt?: number;
   stoppedAt?: number;
   failed?: string;
+  /** Register or stream calls the agent retried (unavailable: e.g. SQLite's lock held by another replica). */
+  retries?: number;
 }
 
 interface StatsMessage {
@@ -106,16 +115,20 @@ class Replica {
   private constructor(
     readonly child: ChildProcess,
     readonly url: string,
-    adminKey: string,
+    readonly adminKey: string,
     private readonly transports: Transport[],
   ) {
     const apiTransport = createGrpcTransport({ baseUrl: url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminKey}`), next(req))] });
     this.api = createClient(JobService, apiTransport);
     for (const t of transports) this.agentClients.push(createClient(WorkerService, t));
     this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
+    child.once("exit", (code, signal) => {
+      if (!this.isStopping) console.error(`control_plane: a replica exited on its own (code ${code}, signal ${signal}); see its log`);
+    });
   }
 
-  static async start(databaseUrl: string, dataDir: string, logFile: string, onMessage: (m: Record<string, unknown>) => void): Promise<Replica> {
+  /** `sharedAdminKey`: the key the replica that created the database wrote (the others find none in their own data directory). */
+  static async start(databaseUrl: string, dataDir: string, logFile: string, onMessage: (m: Record<string, unknown>) => void, sharedAdminKey = ""): Promise<Replica> {
     const log = openSync(logFile, "a");
     const child = fork(SERVER_SCRIPT, [], {
       // BENCH_CP_PROFILE=DIR: a CPU profile of each replica, written to DIR when it stops.
@@ -128,6 +141,8 @@ class Replica {
         HODEI_HOST: "127.0.0.1",
         HODEI_DATA_DIR: dataDir,
         HODEI_DATABASE_URL: databaseUrl,
+        // Each replica is a node of its own: the bench provider's workers live in its memory.
+        HODEI_NODE_ID: `bench-${dataDir.slice(-6)}`,
         BENCH_CP_MAX_WORKERS: String(MAX_WORKERS),
         BENCH_CP_SQL_DETAIL: process.env.BENCH_CP_SQL_DETAIL ?? "",
       },
@@ -141,7 +156,7 @@ class Replica {
       });
     });
     const keyFile = join(dataDir, "admin.key");
-    const adminKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "";
+    const adminKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : sharedAdminKey;
     const transports = Array.from({ length: CONNECTIONS }, () => createGrpcTransport({ baseUrl: ready.url }));
     const replica = new Replica(child, ready.url, adminKey, transports);
     child.on("message", (m: Record<string, unknown>) => {
@@ -161,7 +176,10 @@ class Replica {
     });
   }
 
+  private isStopping = false;
+
   async stop(): Promise<void> {
+    this.isStopping = true;
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.send({ type: "stop" });
     const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
     await this.exited;
@@ -169,33 +187,77 @@ class Replica {
   }
 }
 
-/** The agent's side of one job, as src/agent/main.ts does it, with a command that costs nothing. */
+/** A submit is retried on unavailable only (e.g. SQLite's write lock held by another replica: nothing was stored). */
+const isRetryable = (err: unknown) => ConnectError.from(err).code === Code.Unavailable;
+/** What the agent does not retry (src/agent/main.ts): a refused token or session. Anything else is the server in trouble. */
+const AGENT_REFUSALS = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.FailedPrecondition, Code.NotFound]);
+const isAgentRetryable = (err: unknown) => !AGENT_REFUSALS.has(ConnectError.from(err).code) && !(err instanceof Error && err.message.startsWith("canceled:"));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The agent's side of one job, as src/agent/main.ts does it, with a command that costs nothing:
+ * Register and the stream are retried unless refused (50 ms doubling, as the agent does), the
+ * stream resumed with hello(started) and the output and result sent again (the server ignores a resend).
+ */
 async function runAgent(client: Client<typeof WorkerService>, otpToken: string, trace: Trace, onSucceeded: () => void): Promise<void> {
-  const session = await client.register({ otpToken, hostname: "bench", agentVersion: "bench", instanceKey: randomBytes(16).toString("base64url") });
-  trace.registeredAt = at();
-  const outgoing = new AsyncQueue<AgentMessage>();
-  outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: false, lastSeq: 0n } } }));
-  try {
-    for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
-      if (message.kind.case === "run") {
-        trace.runAt = at();
-        const now = BigInt(Date.now());
-        // The output, then the result right behind it on the same ordered stream (as the agent does).
-        outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: OUTPUT, timeMs: now }] } } }));
-        outgoing.push(
-          create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }),
-        );
-      } else if (message.kind.case === "resultAck") {
-        trace.resultAckAt = at();
-        onSucceeded();
-        return; // leaves at once, cutting the stream, as the agent does
-      } else if (message.kind.case === "cancel") {
-        throw new Error(`canceled: ${message.kind.value.reason}`);
-      }
+  const instanceKey = randomBytes(16).toString("base64url");
+  let delayMs = 50;
+  let session;
+  for (;;) {
+    try {
+      session = await client.register({ otpToken, hostname: "bench", agentVersion: "bench", instanceKey });
+      break;
+    } catch (err) {
+      if (!isAgentRetryable(err) || delayMs > 5000) throw err;
+      trace.retries = (trace.retries ?? 0) + 1;
+      await sleep(delayMs);
+      delayMs *= 2;
     }
-    throw new Error("stream ended without a result acknowledgement");
-  } finally {
-    outgoing.close();
+  }
+  trace.registeredAt = at();
+  let ran = false;
+  let now = 0n;
+  const sendOutput = (outgoing: AsyncQueue<AgentMessage>) => {
+    // The output, then the result right behind it on the same ordered stream (as the agent does).
+    outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: OUTPUT, timeMs: now }] } } }));
+    outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
+  };
+  delayMs = 50;
+  for (let isResumed = false; ; isResumed = true) {
+    const outgoing = new AsyncQueue<AgentMessage>();
+    outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: ran, lastSeq: 0n } } }));
+    let isAwaitingAck = ran;
+    try {
+      for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
+        if (message.kind.case === "ack" && isAwaitingAck) {
+          // Resumed after the run: the hello's ack says whether the output arrived; the result follows.
+          isAwaitingAck = false;
+          if (message.kind.value.seq < 1n) sendOutput(outgoing);
+          else outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
+        } else if (message.kind.case === "run") {
+          trace.runAt = at();
+          ran = true;
+          now = BigInt(Date.now());
+          sendOutput(outgoing);
+        } else if (message.kind.case === "resultAck") {
+          trace.resultAckAt = at();
+          onSucceeded();
+          return; // leaves at once, cutting the stream, as the agent does
+        } else if (message.kind.case === "cancel" && !ran) {
+          // After its result a cancel changes nothing (a session check saw the job end before the
+          // acknowledgement went out): the agent, whose command has finished, waits for the ack.
+          throw new Error(`canceled: ${message.kind.value.reason}`);
+        }
+      }
+      throw new Error("stream ended without a result acknowledgement");
+    } catch (err) {
+      if (!isAgentRetryable(err) || delayMs > 5000) throw new Error(`${isResumed ? "resumed stream: " : ""}${(err as Error).message}`, { cause: err });
+      trace.retries = (trace.retries ?? 0) + 1;
+      await sleep(delayMs);
+      delayMs *= 2;
+    } finally {
+      outgoing.close();
+    }
   }
 }
 
@@ -211,7 +273,18 @@ async function drive(replicas: Replica[], jobs: number, inflight: number, traces
       const replica = replicas[(lane + i) % replicas.length];
       const trace: Trace = { submitStart: at() };
       mine.push(trace);
-      const { job } = await replica.api.submitJob({ command: ["echo", "hello"] });
+      // Unavailable (SQLite's write lock held by the other replica past its wait) stored nothing: retried.
+      let job;
+      for (let delayMs = 10; ; delayMs *= 2) {
+        try {
+          ({ job } = await replica.api.submitJob({ command: ["echo", "hello"] }, { timeoutMs: 30_000 }));
+          break;
+        } catch (err) {
+          if (!isRetryable(err) || delayMs > 5000 || replica.child.exitCode !== null) throw err;
+          trace.retries = (trace.retries ?? 0) + 1;
+          await sleep(delayMs);
+        }
+      }
       trace.submitEnd = at();
       traces.set(job!.id, trace);
       const wasStopped = new Promise<void>((resolve) => stopped.set(job!.id, resolve));
@@ -224,7 +297,11 @@ async function drive(replicas: Replica[], jobs: number, inflight: number, traces
     }
   }
   await Promise.all(Array.from({ length: inflight }, (_, lane) => loop(lane)));
-  await Promise.all(pending);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(pending),
+    new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${pending.length} jobs succeeded but not all their workers were stopped within 30 s`)), 30_000))),
+  ]).finally(() => clearTimeout(timer));
   const wallMs = Math.max(...mine.map((t) => t.stoppedAt ?? 0)) - t0;
   return { mine, wallMs };
 }
@@ -268,14 +345,36 @@ function sumStats(list: StatsMessage[]) {
 }
 
 /** Runs one configuration once: starts its replicas, warms up, measures, stops them. */
-async function runConfig(database: string, replicaCount: number) {
+/** CPU time (ms) used so far by these processes (a PostgreSQL cluster's server processes), from /proc; 0 for one that has gone. */
+function processesCpuMs(pids: number[]): Map<number, number> {
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  const cpu = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      cpu.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond);
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return cpu;
+}
+
+/**
+ * `databaseProcesses`: the pids of the PostgreSQL cluster the section started, whose CPU is
+ * measured too (on SQLite the database runs inside the replicas, so their CPU includes it).
+ */
+async function runConfig(database: string, replicaCount: number, databaseUrlOverride?: string, databaseProcesses?: () => number[]) {
+  const loadBefore = round(loadavg()[0], 2);
+  console.error(`control_plane: ${database}, ${replicaCount} replica(s), load average ${loadBefore} before the run`);
   const dirs: string[] = [];
   const tempDir = () => {
     const d = mkdtempSync(join(tmpdir(), "hodei-bench-cp-"));
     dirs.push(d);
     return d;
   };
-  const databaseUrl = database === "sqlite" ? `sqlite:${join(tempDir(), "hodei.db")}` : database;
+  const databaseUrl = databaseUrlOverride ?? (database === "sqlite" ? `sqlite:${join(tempDir(), "hodei.db")}` : database);
   const traces = new Map<string, Trace>();
   const succeeded = new Map<string, () => void>();
   const stopped = new Map<string, () => void>();
@@ -320,15 +419,18 @@ async function runConfig(database: string, replicaCount: number) {
       logFiles.push(logFile);
       const index = i;
       // Replicas start one after the other: the first creates the database (migrations).
-      replicas.push(await Replica.start(databaseUrl, dir, logFile, onMessage(() => replicas[index])));
+      replicas.push(await Replica.start(databaseUrl, dir, logFile, onMessage(() => replicas[index]), replicas[0]?.adminKey));
     }
     await drive(replicas, WARMUP_JOBS, INFLIGHT, traces, succeeded, stopped);
     const unloaded = await drive(replicas, UNLOADED_JOBS, 1, traces, succeeded, stopped);
     const before = await Promise.all(replicas.map((r) => r.stats()));
+    const dbCpuBefore = databaseProcesses ? processesCpuMs(databaseProcesses()) : null;
     const cpuBefore = process.cpuUsage();
     const { mine, wallMs } = await drive(replicas, JOBS, INFLIGHT, traces, succeeded, stopped);
     const cpuAfter = process.cpuUsage(cpuBefore);
     const after = await Promise.all(replicas.map((r) => r.stats()));
+    // Backends that started during the run count from zero; one that ended during it is missed (the pool keeps its connections).
+    const dbCpuMs = dbCpuBefore ? [...processesCpuMs(databaseProcesses!()).entries()].reduce((sum, [pid, ms]) => sum + ms - (dbCpuBefore.get(pid) ?? 0), 0) : null;
     const b = sumStats(before);
     const a = sumStats(after);
     const cpuMs = (a.cpuUs - b.cpuUs) / 1000;
@@ -346,6 +448,7 @@ async function runConfig(database: string, replicaCount: number) {
       dbMs += ms;
     }
     const failed = mine.filter((t) => t.failed).length;
+    const agentRetries = mine.reduce((n, t) => n + (t.retries ?? 0), 0);
     const serverCoreShare = cpuMs / wallMs / replicaCount;
     // Of the time the server's event loop was busy (statement times are wall times: on a shared
     // machine they include waiting for a core, so they are compared with busy time, not CPU time).
@@ -353,11 +456,13 @@ async function runConfig(database: string, replicaCount: number) {
     const loadGenCoreShare = (cpuAfter.user + cpuAfter.system) / 1000 / wallMs;
     const warnings = logFiles.reduce((n, f) => n + readFileSync(f, "utf8").split("\n").filter((l) => /"level":(40|50|60)/.test(l)).length, 0);
     return {
-      database: database === "sqlite" ? "sqlite (temporary file)" : database.replace(/:\/\/[^@]*@/, "://***@"),
+      database: database === "sqlite" ? "sqlite (temporary file)" : database === "postgres" ? "postgres (a new database)" : database.replace(/:\/\/[^@]*@/, "://***@"),
+      load_average_1m_before: loadBefore,
       replicas: replicaCount,
       jobs: JOBS,
       inflight: INFLIGHT,
       failed,
+      agent_retries: agentRetries,
       jobs_per_second: round(JOBS / (wallMs / 1000)),
       latency_ms: p50p95(mine.map((t) => t.resultAckAt! - t.submitStart)),
       phases_ms: phases(mine),
@@ -374,13 +479,25 @@ async function runConfig(database: string, replicaCount: number) {
         jobs_per_cpu_second: round(1000 / (cpuMs / JOBS)),
         cpu_share_of_one_core_per_replica: round(serverCoreShare, 2),
         event_loop_utilization: round(activeMs / (activeMs + idleMs), 2),
+        // On PostgreSQL statements of one replica overlap (a pool), so their summed times may exceed its busy time.
         db_share_of_busy_time: round(dbShare, 2),
       },
+      ...(dbCpuMs !== null && {
+        database_server: {
+          cpu_ms_per_job: round(dbCpuMs / JOBS, 3),
+          // The control plane's cost with its database's: what the machine spends per job.
+          replicas_and_database_cpu_ms_per_job: round((cpuMs + dbCpuMs) / JOBS, 3),
+        },
+      }),
       load_generator_cpu_share_of_one_core: round(loadGenCoreShare, 2),
       bound: boundOf(serverCoreShare, activeMs / (activeMs + idleMs), dbShare, loadGenCoreShare, database === "sqlite"),
       server_warnings_logged: warnings,
       unloaded: { jobs: UNLOADED_JOBS, latency_ms: p50p95(unloaded.mine.map((t) => t.resultAckAt! - t.submitStart)), phases_ms: phases(unloaded.mine) },
     };
+  } catch (err) {
+    // What the replicas said about it, before their directories go.
+    for (const f of logFiles) for (const line of readFileSync(f, "utf8").split("\n").filter((l) => /"level":(40|50|60)/.test(l)).slice(0, 20)) console.error(line);
+    throw err;
   } finally {
     await Promise.all(replicas.map((r) => r.stop()));
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -412,16 +529,53 @@ export async function controlPlaneSection(): Promise<Record<string, unknown>> {
     logLevel: "warning",
   });
   const results: Record<string, unknown>[] = [];
-  for (const config of CONFIGS) {
-    const [database, replicas] = config.split(",");
-    const runs: Record<string, unknown>[] = [];
-    for (let i = 0; i < RUNS; i++) runs.push(await runConfig(database.trim(), Number(replicas ?? 1)));
-    const rates = runs.map((r) => r.jobs_per_second as number);
-    results.push({
-      config: `${database.trim()}, ${Number(replicas ?? 1)} replica(s)`,
-      jobs_per_second: rates.length > 1 ? { runs: rates, min: Math.min(...rates), max: Math.max(...rates) } : rates[0],
-      runs,
-    });
+  // `postgres` configurations share one server: HODEI_TEST_POSTGRES_URL's, or a throwaway cluster.
+  let postgres: TestPostgres | null = null;
+  let postgresSkipped: string | false | undefined;
+  try {
+    for (const config of CONFIGS) {
+      const [database, replicas] = config.split(",").map((part) => part.trim());
+      const replicaCount = Number(replicas ?? 1);
+      const label = `${database}, ${replicaCount} replica(s)`;
+      if (database === "postgres") {
+        postgresSkipped ??= skipWithoutPostgres("the control_plane section's PostgreSQL configurations");
+        if (postgresSkipped) {
+          results.push({ config: label, skipped: postgresSkipped });
+          continue;
+        }
+        postgres ??= await startPostgres();
+      }
+      const runs: Record<string, unknown>[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        const url = database === "postgres" ? await postgres!.createDatabase("hodei_bench") : undefined;
+        try {
+          runs.push(await runConfig(database, replicaCount, url, postgres && postgres.leftoverProcesses().length > 0 ? () => postgres!.leftoverProcesses() : undefined));
+        } catch (err) {
+          // One configuration failing (its replicas' warnings are printed) does not lose the others' figures.
+          runs.push({ failed_run: (err as Error).message });
+        } finally {
+          if (url) await postgres!.drop(url);
+        }
+      }
+      results.push({ config: label, ...spread(runs), runs });
+    }
+  } finally {
+    await postgres?.close();
   }
   return { load_average_1m: round(loadavg()[0], 2), target_jobs_per_second: { sqlite: 1500, postgres: 1000 }, configurations: results };
+}
+
+/** The runs' jobs/s beside the server's CPU per job and jobs per CPU-second, each as its runs and range (failed runs left out). */
+function spread(all: Record<string, unknown>[]) {
+  const runs = all.filter((r) => !("failed_run" in r));
+  if (runs.length === 0) return { failed: true };
+  const of = (values: number[]) => (values.length > 1 ? { runs: values, min: Math.min(...values), max: Math.max(...values) } : values[0]);
+  const server = (r: Record<string, unknown>) => r.server as { cpu_ms_per_job: number; jobs_per_cpu_second: number };
+  return {
+    jobs_per_second: of(runs.map((r) => r.jobs_per_second as number)),
+    server_cpu_ms_per_job: of(runs.map((r) => server(r).cpu_ms_per_job)),
+    jobs_per_server_cpu_second: of(runs.map((r) => server(r).jobs_per_cpu_second)),
+    statements_per_job: of(runs.map((r) => (r.statements_per_job as { total: number }).total)),
+    load_average_1m_before: of(runs.map((r) => r.load_average_1m_before as number)),
+  };
 }

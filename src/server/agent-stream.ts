@@ -53,6 +53,8 @@ export class AgentStream {
   private readonly stop = new AbortController();
   /** The job as this stream sent it in RunJob (its fields that never change are read again at the result). */
   private job: JobRow | undefined;
+  /** What this stream's last log append left on the worker row: the result needs no read when it covers the result's lastSeq. */
+  private stored: { logSeq: number; isTruncated: boolean } | undefined;
 
   constructor(
     private worker: WorkerRow,
@@ -248,6 +250,7 @@ export class AgentStream {
     if (outcome.kind === "gap") {
       throw new InvalidInputError(`logs: chunk seq ${outcome.seq} does not follow seq ${outcome.logSeq}; chunks are numbered 1, 2, 3, ... without gaps`, "seq");
     }
+    this.stored = { logSeq: outcome.logSeq, isTruncated: outcome.isTruncated };
     if (outcome.truncatedNow) this.deps.log.warn({ jobId: w.job_id, workerId: w.id, limitBytes: this.deps.logLimitBytes }, "agent sent more than the log limit; the log was cut");
     this.out.push(msg({ case: "ack", value: { seq: BigInt(outcome.logSeq) } }));
     this.deps.logHub.notify(w.job_id);
@@ -279,11 +282,21 @@ export class AgentStream {
     const w = this.worker;
     const now = clock.nowMs();
     const lastSeq = Number(result.lastSeq);
-    const fresh = (await store.workers.get(w.id)) ?? w;
-    const logsComplete = fresh.log_seq >= lastSeq;
     // Only what never changes is read from it (the timeout, the exit codes it retries): the row
     // this stream dispatched with serves, when it did.
     const job = this.job ?? (await store.jobs.get(w.job_id));
+    // How far the log got, without a read when this stream's own last append covers lastSeq:
+    // log_seq only grows, and once the agent sends its result no chunk after lastSeq can come to
+    // set log_truncated (a resend on another stream only repeats seqs already counted here).
+    // The retry path (below: a failure whose exit code the job retries) hands the row on: read it then.
+    const isFailure = !result.canceled && !result.timedOut && (result.error !== "" || result.exitCode !== 0);
+    const isRetry = isFailure && job !== undefined && isRetryableExit(result, job.retry_on_exit_codes);
+    const stored = this.stored;
+    const fresh =
+      !isRetry && stored && stored.logSeq >= lastSeq
+        ? { ...w, log_seq: stored.logSeq, log_truncated: stored.isTruncated ? 1 : 0 }
+        : ((await store.workers.get(w.id)) ?? w);
+    const logsComplete = fresh.log_seq >= lastSeq;
     let to: JobState;
     let reason: string;
     if (result.canceled) {

@@ -12,6 +12,7 @@ import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
 import { deleteSecretsOfJobs } from "./secrets.js";
+import { firstRow, runCompiled } from "./compiled.js";
 import type { Database, JobRow, WorkerRow } from "./schema.js";
 
 export interface NewWorker {
@@ -148,7 +149,9 @@ export class AttemptQueries {
    * so a late return of a start another replica took over does not clear that one's.
    */
   async endStart(workerId: string, owner: string): Promise<void> {
-    await this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", workerId).where("start_owner", "=", owner).execute();
+    await runCompiled(this.db, "attempts.endStart", [workerId, owner], (p) =>
+      this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", p(0)).where("start_owner", "=", p(1)),
+    );
   }
 
   /**
@@ -158,22 +161,21 @@ export class AttemptQueries {
    */
   async recordProvisioned(workerId: string, resourceId: string, resourceType: ResourceType, nowMs: number, resourcesApplied = "", isStartDone = false): Promise<WorkerRow | null> {
     return this.db.transaction().execute(async (tx) => {
-      const row = await tx
-        .updateTable("workers")
-        .set({ state: "waiting", provider_resource_id: resourceId, resource_type: resourceType, provisioned_at: nowMs, resources_applied: resourcesApplied })
-        // isStartDone: recorded after start() returned, so the start is no longer in flight (saves endStart's statement).
-        .$if(isStartDone, (qb) => qb.set({ start_owner: null, start_deadline_ms: null }))
-        .where("id", "=", workerId)
-        .where("state", "in", workerStatesLeadingTo("waiting"))
-        .returningAll()
-        .executeTakeFirst();
+      const row = await firstRow(tx, `attempts.recordProvisioned:${isStartDone}`, [resourceId, resourceType, nowMs, resourcesApplied, workerId], (p) =>
+        tx
+          .updateTable("workers")
+          .set({ state: "waiting", provider_resource_id: p(0), resource_type: p(1), provisioned_at: p(2), resources_applied: p(3) })
+          // isStartDone: recorded after start() returned, so the start is no longer in flight (saves endStart's statement).
+          .$if(isStartDone, (qb) => qb.set({ start_owner: null, start_deadline_ms: null }))
+          .where("id", "=", p(4))
+          .where("state", "in", workerStatesLeadingTo("waiting"))
+          .returningAll(),
+      );
       // The token learns the resource id even if the worker was meanwhile marked for destruction,
       // so the record of what was created stays complete.
-      await tx
-        .updateTable("otp_tokens")
-        .set({ provider_resource_id: resourceId, resource_type: resourceType })
-        .where("worker_id", "=", workerId)
-        .execute();
+      await runCompiled(tx, "attempts.recordProvisioned:token", [resourceId, resourceType, workerId], (p) =>
+        tx.updateTable("otp_tokens").set({ provider_resource_id: p(0), resource_type: p(1) }).where("worker_id", "=", p(2)),
+      );
       if (!row) {
         await tx
           .updateTable("workers")
@@ -188,13 +190,14 @@ export class AttemptQueries {
 
   /** waiting -> registered, storing the session's hash. */
   async register(workerId: string, sessionHash: string, hostname: string, nowMs: number): Promise<WorkerRow | null> {
-    const row = await this.db
-      .updateTable("workers")
-      .set({ state: "registered", session_hash: sessionHash, reported_hostname: hostname, registered_at: nowMs, last_heartbeat_ms: nowMs })
-      .where("id", "=", workerId)
-      .where("state", "in", workerStatesLeadingTo("registered"))
-      .returningAll()
-      .executeTakeFirst();
+    const row = await firstRow(this.db, "attempts.register", [sessionHash, hostname, nowMs, workerId], (p) =>
+      this.db
+        .updateTable("workers")
+        .set({ state: "registered", session_hash: p(0), reported_hostname: p(1), registered_at: p(2), last_heartbeat_ms: p(2) })
+        .where("id", "=", p(3))
+        .where("state", "in", workerStatesLeadingTo("registered"))
+        .returningAll(),
+    );
     return row ?? null;
   }
 
@@ -232,13 +235,14 @@ export class AttemptQueries {
    * repeated Register cannot both win.
    */
   async connectStream(sessionHash: string, nowMs: number): Promise<WorkerRow | null> {
-    const row = await this.db
-      .updateTable("workers")
-      .set((eb) => ({ stream_connected_at: eb.fn.coalesce("stream_connected_at", eb.val(nowMs)) }))
-      .where("session_hash", "=", sessionHash)
-      .where("state", "in", ["registered", "running"])
-      .returningAll()
-      .executeTakeFirst();
+    const row = await firstRow(this.db, "attempts.connectStream", [nowMs, sessionHash], (p) =>
+      this.db
+        .updateTable("workers")
+        .set((eb) => ({ stream_connected_at: eb.fn.coalesce("stream_connected_at", eb.val(p(0))) }))
+        .where("session_hash", "=", p(1))
+        .where("state", "in", ["registered", "running"])
+        .returningAll(),
+    );
     return row ?? null;
   }
 
@@ -433,11 +437,17 @@ async function releaseWorkersOfEndedJob(tx: Kysely<Database>, jobId: string, rea
 
 /** An attempt that ended (or a job canceled) revokes its OTP tokens that were never redeemed. */
 async function revokeUnusedTokens(tx: Kysely<Database>, of: { workerId: string } | { jobId: string }, nowMs: number): Promise<void> {
+  if ("workerId" in of) {
+    // The end of every attempt: compiled once (store/compiled.ts).
+    await runCompiled(tx, "attempts.revokeUnusedTokens:worker", [nowMs, of.workerId], (p) =>
+      tx.updateTable("otp_tokens").set({ expires_at: p(0) }).where("worker_id", "=", p(1)).where("consumed_at", "is", null).where("expires_at", ">", p(0)),
+    );
+    return;
+  }
   await tx
     .updateTable("otp_tokens")
     .set({ expires_at: nowMs })
-    .$if("workerId" in of, (qb) => qb.where("worker_id", "=", (of as { workerId: string }).workerId))
-    .$if("jobId" in of, (qb) => qb.where("job_id", "=", (of as { jobId: string }).jobId))
+    .where("job_id", "=", of.jobId)
     .where("consumed_at", "is", null)
     .where("expires_at", ">", nowMs)
     .execute();

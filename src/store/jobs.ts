@@ -8,6 +8,7 @@ import { dueAtMs, type JobSpec } from "../core/job-spec.js";
 import { specHash } from "../core/spec-hash.js";
 import type { DatabaseKind } from "./database.js";
 import { insertJobLabels, type LabelTerm, selectLabelledJobs } from "./job-labels.js";
+import { firstRow } from "./compiled.js";
 import type { Database, JobRow, JobsTable } from "./schema.js";
 
 export interface JobListQuery {
@@ -135,7 +136,7 @@ export class JobQueries {
   }
 
   async get(id: string): Promise<JobRow | undefined> {
-    return this.db.selectFrom("jobs").selectAll().where("id", "=", id).executeTakeFirst();
+    return firstRow(this.db, "jobs.get", [id], (p) => this.db.selectFrom("jobs").selectAll().where("id", "=", p(0)));
   }
 
   /** Jobs by id, in one query. */
@@ -263,15 +264,20 @@ export class JobQueries {
    * `isUncounted` records that the attempt ending here is not counted against max_attempts.
    */
   async transition(id: string, to: JobState, nowMs: number, patch: JobPatch = {}, attempt?: number, isUncounted = false): Promise<JobRow | null> {
-    const row = await this.db
-      .updateTable("jobs")
-      .set({ ...patch, state: to, updated_at: nowMs })
-      .$if(isUncounted, (qb) => qb.set((eb) => ({ uncounted_attempts: eb("uncounted_attempts", "+", 1) })))
-      .where("id", "=", id)
-      .where("state", "in", jobStatesLeadingTo(to))
-      .$if(attempt !== undefined, (qb) => qb.where("attempts", "=", attempt!))
-      .returningAll()
-      .executeTakeFirst();
+    // Compiled once per target state, set of patched columns and optional clause (store/compiled.ts).
+    // A column set to undefined is left out, as Kysely's set() leaves it out.
+    const columns = (Object.keys(patch) as (keyof JobPatch)[]).filter((c) => patch[c] !== undefined);
+    const key = `jobs.transition:${to}:${columns.join(",")}:${attempt !== undefined}:${isUncounted}`;
+    const row = await firstRow(this.db, key, [id, nowMs, attempt, ...columns.map((c) => patch[c])], (p) =>
+      this.db
+        .updateTable("jobs")
+        .set({ ...Object.fromEntries(columns.map((c, i) => [c, p(i + 3)])), state: to, updated_at: p(1) })
+        .$if(isUncounted, (qb) => qb.set((eb) => ({ uncounted_attempts: eb("uncounted_attempts", "+", 1) })))
+        .where("id", "=", p(0))
+        .where("state", "in", jobStatesLeadingTo(to))
+        .$if(attempt !== undefined, (qb) => qb.where("attempts", "=", p(2)))
+        .returningAll(),
+    );
     return row ?? null;
   }
 

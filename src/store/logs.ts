@@ -8,6 +8,7 @@
  */
 import type { Kysely } from "kysely";
 import type { WorkerState } from "../core/worker-state.js";
+import { firstRow, runCompiled } from "./compiled.js";
 import type { Database, LogRow } from "./schema.js";
 
 export interface LogChunkInput {
@@ -32,8 +33,11 @@ export interface LogBudget {
 }
 
 export type AppendOutcome =
-  /** logSeq: 1..logSeq are received (the acknowledgement); truncatedNow: this call wrote the marker. */
-  | { kind: "stored"; logSeq: number; truncatedNow: boolean }
+  /**
+   * logSeq: 1..logSeq are received (the acknowledgement); truncatedNow: this call wrote the marker;
+   * isTruncated: the attempt's log is cut (now or before), as the worker row says after this call.
+   */
+  | { kind: "stored"; logSeq: number; truncatedNow: boolean; isTruncated: boolean }
   /** The first new chunk does not follow logSeq; nothing was written. */
   | { kind: "gap"; logSeq: number; seq: number }
   /** The worker is not in one of the states allowed to log (its attempt ended); nothing was written. */
@@ -105,11 +109,9 @@ async function appendOnce(
   budget: LogBudget | null,
   states: readonly WorkerState[],
 ): Promise<AppendOutcome> {
-  const worker = await tx
-    .selectFrom("workers")
-    .select(["job_id", "attempt", "state", "log_seq", "log_bytes", "log_truncated"])
-    .where("id", "=", workerId)
-    .executeTakeFirst();
+  const worker = await firstRow(tx, "logs.append:worker", [workerId], (p) =>
+    tx.selectFrom("workers").select(["job_id", "attempt", "state", "log_seq", "log_bytes", "log_truncated"]).where("id", "=", p(0)),
+  );
   if (!worker || !states.includes(worker.state)) return { kind: "ended", state: worker?.state ?? "missing" };
   const startSeq = Number(worker.log_seq);
   let seq = startSeq;
@@ -133,7 +135,7 @@ async function appendOnce(
     rows.push({ seq, stream: chunk.stream, data, timeMs: chunk.timeMs });
     bytes += data.length;
   }
-  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false };
+  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false, isTruncated };
   if (rows.length > 0) {
     await tx
       .insertInto("job_logs")
@@ -141,18 +143,19 @@ async function appendOnce(
       .onConflict((oc) => oc.columns(["job_id", "attempt", "seq"]).doNothing())
       .execute();
   }
-  const moved = await tx
-    .updateTable("workers")
-    .set({ log_seq: seq, log_bytes: bytes, log_truncated: isTruncated ? 1 : 0 })
-    .where("id", "=", workerId)
-    .where("log_seq", "=", startSeq)
-    .where("state", "in", states)
-    .executeTakeFirst();
-  if (Number(moved.numUpdatedRows) !== 1) throw new LostRace("another writer extended this log first");
+  const moved = await runCompiled(tx, `logs.append:move:${states.join(",")}`, [seq, bytes, isTruncated ? 1 : 0, workerId, startSeq], (p) =>
+    tx
+      .updateTable("workers")
+      .set({ log_seq: p(0), log_bytes: p(1), log_truncated: p(2) })
+      .where("id", "=", p(3))
+      .where("log_seq", "=", p(4))
+      .where("state", "in", states),
+  );
+  if (Number(moved.numAffectedRows) !== 1) throw new LostRace("another writer extended this log first");
   if (truncatedNow) {
     await tx.updateTable("jobs").set({ logs_truncated: 1 }).where("id", "=", worker.job_id).where("attempts", "=", worker.attempt).execute();
   }
-  return { kind: "stored", logSeq: seq, truncatedNow };
+  return { kind: "stored", logSeq: seq, truncatedNow, isTruncated };
 }
 
 /** Bytes an attempt may have stored before the marker; the marker always fits after them. */

@@ -13,6 +13,7 @@
 import type { Kysely } from "kysely";
 import type { JobSpec } from "../core/job-spec.js";
 import type { SealedSecret } from "../core/secret-box.js";
+import { runCompiled } from "./compiled.js";
 import type { DatabaseKind } from "./database.js";
 import { insertJobRows } from "./jobs.js";
 import type { Database, JobRow } from "./schema.js";
@@ -51,5 +52,10 @@ export class SecretQueries {
 /** Deletes the secrets of the given jobs: inside the transaction that ends them, or removes them. */
 export async function deleteSecretsOfJobs(tx: Kysely<Database>, jobIds: string[]): Promise<void> {
   if (jobIds.length === 0) return;
+  if (jobIds.length === 1) {
+    // The end of every job: compiled once (store/compiled.ts).
+    await runCompiled(tx, "secrets.deleteOfJob", [jobIds[0]], (p) => tx.deleteFrom("job_secrets").where("job_id", "=", p(0)));
+    return;
+  }
   await tx.deleteFrom("job_secrets").where("job_id", "in", jobIds).execute();
 }

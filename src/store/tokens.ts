@@ -5,6 +5,7 @@
  * AttemptQueries.reRegister).
  */
 import type { Kysely } from "kysely";
+import { firstRow } from "./compiled.js";
 import type { Database, OtpTokenRow } from "./schema.js";
 
 export class TokenQueries {
@@ -18,15 +19,16 @@ export class TokenQueries {
    * present time when the control plane was absent for a while, see scheduler/liveness.ts).
    */
   async consume(tokenHash: string, nowMs: number, instanceKeyHash: string | null = null, expiryCheckMs = nowMs): Promise<OtpTokenRow | null> {
-    const row = await this.db
-      .updateTable("otp_tokens")
-      .set({ consumed_at: nowMs, instance_key_hash: instanceKeyHash })
-      .where("token_hash", "=", tokenHash)
-      .where("consumed_at", "is", null)
-      .where("expires_at", ">", expiryCheckMs)
-      .where("provider_resource_id", "is not", null)
-      .returningAll()
-      .executeTakeFirst();
+    const row = await firstRow(this.db, "tokens.consume", [nowMs, instanceKeyHash, tokenHash, expiryCheckMs], (p) =>
+      this.db
+        .updateTable("otp_tokens")
+        .set({ consumed_at: p(0), instance_key_hash: p(1) })
+        .where("token_hash", "=", p(2))
+        .where("consumed_at", "is", null)
+        .where("expires_at", ">", p(3))
+        .where("provider_resource_id", "is not", null)
+        .returningAll(),
+    );
     return row ?? null;
   }
 

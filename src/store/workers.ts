@@ -4,6 +4,7 @@
  */
 import type { Kysely } from "kysely";
 import { LIVE_WORKER_STATES, workerStatesLeadingTo, type WorkerState } from "../core/worker-state.js";
+import { firstRow } from "./compiled.js";
 import type { Database, WorkerRow, WorkersTable } from "./schema.js";
 
 export type WorkerPatch = Partial<
@@ -14,7 +15,7 @@ export class WorkerQueries {
   constructor(private readonly db: Kysely<Database>) {}
 
   async get(id: string): Promise<WorkerRow | undefined> {
-    return this.db.selectFrom("workers").selectAll().where("id", "=", id).executeTakeFirst();
+    return firstRow(this.db, "workers.get", [id], (p) => this.db.selectFrom("workers").selectAll().where("id", "=", p(0)));
   }
 
   /** Workers by id, in one query (the reaper and the orphan count look up every labelled resource). */
@@ -84,13 +85,17 @@ export class WorkerQueries {
 
   /** Moves a worker to `to` if legal from its current state. */
   async transition(workerId: string, to: WorkerState, patch: WorkerPatch = {}): Promise<WorkerRow | null> {
-    const row = await this.db
-      .updateTable("workers")
-      .set({ ...patch, state: to })
-      .where("id", "=", workerId)
-      .where("state", "in", workerStatesLeadingTo(to))
-      .returningAll()
-      .executeTakeFirst();
+    // Compiled once per target state and set of patched columns (store/compiled.ts).
+    // A column set to undefined is left out, as Kysely's set() leaves it out.
+    const columns = (Object.keys(patch) as (keyof WorkerPatch)[]).filter((c) => patch[c] !== undefined);
+    const row = await firstRow(this.db, `workers.transition:${to}:${columns.join(",")}`, [workerId, ...columns.map((c) => patch[c])], (p) =>
+      this.db
+        .updateTable("workers")
+        .set({ ...Object.fromEntries(columns.map((c, i) => [c, p(i + 1)])), state: to })
+        .where("id", "=", p(0))
+        .where("state", "in", workerStatesLeadingTo(to))
+        .returningAll(),
+    );
     return row ?? null;
   }
 
