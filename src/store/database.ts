@@ -85,6 +85,15 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDa
 const STATEMENT_CACHE_SIZE = 500;
 
 /**
+ * What Kysely's "begin" runs on SQLite. A deferred transaction that reads and then writes fails at
+ * its write with SQLITE_BUSY_SNAPSHOT when another process (a second replica on the same file)
+ * wrote in between, and waiting cannot help it; an immediate one takes the write lock at its start,
+ * so another process's write waits (busy_timeout) at the start of its own transaction instead.
+ * Every transaction of the store writes.
+ */
+export const BEGIN_TRANSACTION = "begin immediate";
+
+/**
  * The database as Kysely's SqliteDialect sees it, preparing each SQL text once: Kysely prepares
  * every query anew, which costs about as much as running a short one. Safe because the dialect
  * runs one query at a time on its one connection (a statement is never in use twice at once).
@@ -97,7 +106,7 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
     prepare(sql: string): SqliteDatabase.Statement {
       let statement = statements.get(sql);
       if (!statement) {
-        statement = sqlite.prepare(sql);
+        statement = sqlite.prepare(sql === "begin" ? BEGIN_TRANSACTION : sql);
         if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
         statements.set(sql, statement);
       }
