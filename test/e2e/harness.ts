@@ -49,9 +49,17 @@ export interface StartOptions {
 
 /** Servers started by this test process: killed when it exits, whatever happened to the test. */
 const running = new Set<ChildProcess>();
-process.once("exit", () => {
+const killRunning = () => {
   for (const child of running) child.kill("SIGKILL");
-});
+};
+process.once("exit", killRunning);
+// A test process ended by a signal (the runner's timeout, Ctrl-C) emits no "exit": kill them then too.
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.once(signal, () => {
+    killRunning();
+    process.exit(signal === "SIGTERM" ? 143 : 130);
+  });
+}
 
 const SERVER_START_TIMEOUT_MS = 60_000;
 
