@@ -95,7 +95,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   const replica = { replicaId: newId(), nodeId: config.nodeId };
   log.info(replica, "replica starting");
   const sessions = new SessionRegistry({ store, log });
-  const stopFollowingCancels = sessions.followCancels(store.notifier, log);
+  const stopFollowingCancels = sessions.followCancels(store.notifier);
 
   // Injected providers (hooks) replace the configured ones: none of those is created then.
   const enabled = hooks.providers ? [] : (config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])]);
@@ -242,7 +242,12 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {
-      void serveHttp(req, res as unknown as http.ServerResponse);
+      void serveHttp(req, res as unknown as http.ServerResponse).catch((err: unknown) => {
+        // A probe or /metrics that failed still answers (a scraper must not hang on it).
+        log.error({ err, path: req.url }, "plain HTTP request failed");
+        if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" });
+        res.end("internal error\n");
+      });
     },
   });
   /** With HODEI_WORKER_PORT: the worker API alone; the client API and plain HTTP are refused there. */

@@ -114,7 +114,7 @@ export class SessionRegistry {
    * at its next tick; the check stays the truth (a hint may be lost). Returns the function that
    * stops listening.
    */
-  followCancels(notifier: Notifier, _log: Logger): () => void {
+  followCancels(notifier: Notifier): () => void {
     return notifier.subscribe("cancel", () => void this.checkSessionsNow());
   }
 
