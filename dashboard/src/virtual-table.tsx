@@ -22,6 +22,7 @@ export function VirtualTable<T>({
   rowProps,
   empty,
   label,
+  stale = false,
 }: {
   rows: readonly T[];
   columns: Column<T>[];
@@ -29,12 +30,14 @@ export function VirtualTable<T>({
   rowProps?: (row: T) => Record<string, string | undefined>;
   empty: ReactNode;
   label: string;
+  /** The rows are the previous query's while the next one loads: dimmed, and aria-busy. */
+  stale?: boolean;
 }) {
   const scroller = useRef<HTMLDivElement>(null);
   const virtualizer = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT_PX, overscan: 12 });
   const template = columns.map((c) => c.width).join(" ");
   return (
-    <div className="vtable" role="table" aria-label={label}>
+    <div className={stale ? "vtable stale" : "vtable"} role="table" aria-label={label} aria-busy={stale}>
       <div className="vrow vhead" role="row" style={{ gridTemplateColumns: template }}>
         {columns.map((c) => (
           <div key={c.header} role="columnheader" className={c.className}>

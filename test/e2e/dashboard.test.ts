@@ -17,6 +17,7 @@ import { JobService, KeyService } from "../../src/gen/hodei/v1/api_pb.js";
 import { browserMissing, launchBrowser, signIn } from "./browser.js";
 import {
   anyClusterProcesses,
+  eventually,
   jobWhen,
   killCluster,
   leftoverProcesses,
@@ -186,15 +187,27 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await page.goto(`${server.url}/`);
     await signIn(page, server.adminKey);
     const search = page.getByRole("searchbox", { name: "search" });
-    const shownIds = async () => page.locator("[data-job-id]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-job-id")));
+    // While the next query loads, the table still shows the previous rows, marked aria-busy.
+    const shownIds = async () => {
+      await page.locator('[role="table"][aria-label="jobs"][aria-busy="false"]').waitFor();
+      return page.locator("[data-job-id]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-job-id")));
+    };
     await search.fill("search-target");
     await page.waitForURL((url) => url.searchParams.get("q") === "search-target", { timeout: 5000 });
-    await page.locator(`[data-job-id="${wanted!.id}"]`).waitFor();
-    assert.deepEqual(await shownIds(), [wanted!.id], "only the job whose command matches, case-insensitive");
+    // The list follows the URL a render later: poll it to the expected rows, then assert (so a
+    // wrong filter still fails, with the rows it showed).
+    const settledIds = async (expected: string[]) => {
+      let ids: (string | null)[] = [];
+      await eventually(async () => {
+        ids = await shownIds();
+        return JSON.stringify(ids) === JSON.stringify(expected);
+      }, 5000);
+      return ids;
+    };
+    assert.deepEqual(await settledIds([wanted!.id]), [wanted!.id], "only the job whose command matches, case-insensitive");
     await search.fill(other!.id.slice(0, 8));
     await search.press("Enter");
-    await page.locator(`[data-job-id="${other!.id}"]`).waitFor();
-    assert.deepEqual(await shownIds(), [other!.id], "the job whose id starts with it");
+    assert.deepEqual(await settledIds([other!.id]), [other!.id], "the job whose id starts with it");
     await search.fill(wanted!.id);
     await search.press("Enter");
     await page.waitForURL(`**/jobs/${wanted!.id}`);

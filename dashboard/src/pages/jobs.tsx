@@ -170,6 +170,7 @@ export function JobsPage() {
       <VirtualTable
         label="jobs"
         rows={shown}
+        stale={list.isPlaceholderData}
         columns={columns}
         rowKey={(j) => j.id}
         rowProps={(j) => ({ "data-job-id": j.id, "data-state": j.state })}
