@@ -10,6 +10,7 @@ import { decideAfterLoss, type LossKind } from "../core/backoff.js";
 import { isTerminal } from "../core/job-state.js";
 import type { WorkerRow } from "../store/schema.js";
 import { PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
+import { observeJobFinished } from "./metrics.js";
 
 export type { LossKind } from "../core/backoff.js";
 
@@ -59,7 +60,7 @@ export async function loseAttempt(
     // A command's exit is the job's answer, as for any failed command: the reason is the job's, not the worker's.
     const ended = await ctx.store.attempts.end(worker, "failed", now, patch, ending ? "" : reason, false, exitCode);
     if (ended) {
-      ctx.metrics.jobsFinished.inc({ provider: job.provider, state: "failed" });
+      observeJobFinished(ctx.metrics, job.provider, "failed", worker.started_at, now);
       if (ending) ctx.log.info({ jobId: job.id, workerId: worker.id, state: "failed", exitCode, attempts: job.attempts }, "job finished");
       else ctx.log.warn({ jobId: job.id, workerId: worker.id, reason }, "attempt lost; job failed");
     }

@@ -9,6 +9,7 @@
  */
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { type ReconcileContext, stopDeadlineMs } from "./context.js";
+import { observeJobFinished } from "./metrics.js";
 
 /** Cancels the job unless it already ended; null when it had (the caller says why). */
 export async function cancelJob(ctx: ReconcileContext, jobId: string, reason: string): Promise<JobRow | null> {
@@ -39,7 +40,9 @@ function released(ctx: ReconcileContext, ended: { job: JobRow; workers: WorkerRo
   for (const worker of ended.workers) {
     if (worker.state === "registered" || worker.state === "running") ctx.agents.cancel(worker.id, reason, ctx.stopGraceMs);
   }
-  ctx.metrics.jobsFinished.inc({ provider: ended.job.provider, state: ended.job.state });
+  // The job's run: from its current attempt's dispatch, if it was dispatched.
+  const current = ended.workers.find((w) => w.attempt === ended.job.attempts);
+  observeJobFinished(ctx.metrics, ended.job.provider, ended.job.state, current?.started_at ?? null, ctx.clock.nowMs());
   ctx.nudge();
   // Every replica (store/notifier.ts): agents connected elsewhere are told now, not at their next
   // heartbeat; other passes run now. Hints, sent without waiting.

@@ -10,6 +10,7 @@ import { lastOutputOf, loseAttempt } from "./attempt-loss.js";
 import { ACTIVE_WORKER_STATES } from "../core/worker-state.js";
 import type { WorkerRow } from "../store/schema.js";
 import { eachWorker, flushWindowMs, isStartInFlight, PAGE_SIZE, type ReconcileContext, stopDeadlineMs, TIMEOUT_BACKSTOP_MS } from "./context.js";
+import { observeJobFinished } from "./metrics.js";
 
 export async function enforceDeadlines(ctx: ReconcileContext): Promise<void> {
   let page: WorkerRow[] = [];
@@ -82,7 +83,7 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
         { reason: `timed out after ${job.timeout_seconds}s (enforced by the control plane)`, finished_at: now, logs_incomplete: 1 },
         "timed out",
       );
-      if (ended) ctx.metrics.jobsFinished.inc({ provider: job.provider, state: "timed_out" });
+      if (ended) observeJobFinished(ctx.metrics, job.provider, "timed_out", worker.started_at, now);
     }
   }
 }

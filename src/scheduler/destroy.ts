@@ -7,6 +7,7 @@
 import { toError } from "../core/errors.js";
 import type { WorkerRow } from "../store/schema.js";
 import { eachWorker, isInMyCare, isStartInFlight, PROVIDER_CALL_MS, type ReconcileContext, stopCallMs } from "./context.js";
+import { observeDestroyed } from "./metrics.js";
 
 export async function destroyWorkers(ctx: ReconcileContext, isLeader: boolean): Promise<void> {
   for await (const worker of eachWorker(ctx, ["destroying"])) {
@@ -32,6 +33,7 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
     log.warn("worker of a provider that is not enabled; cannot destroy it");
     return;
   }
+  const startMs = ctx.clock.nowMs();
   const stop = (resourceId: string) => ctx.calls.run(worker.provider, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resourceId, ctx.stopGraceMs, signal));
   try {
     if (worker.provider_resource_id) {
@@ -41,9 +43,10 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
       const resources = await ctx.calls.run(worker.provider, "list", PROVIDER_CALL_MS, (signal) => slot.provider.list(signal));
       for (const resource of resources) if (resource.workerId === worker.id) await stop(resource.resourceId);
     }
-    const row = await ctx.store.workers.transition(worker.id, "destroyed", { destroyed_at: ctx.clock.nowMs() });
+    const destroyedAt = ctx.clock.nowMs();
+    const row = await ctx.store.workers.transition(worker.id, "destroyed", { destroyed_at: destroyedAt });
     if (row) {
-      ctx.metrics.workersDestroyed.inc({ provider: worker.provider });
+      observeDestroyed(ctx.metrics, row, startMs, destroyedAt);
       log.info({ providerResourceId: worker.provider_resource_id }, "worker destroyed");
     }
   } catch (err) {

@@ -4,7 +4,7 @@
  * lease.
  *
  * The leader runs the steps that must run once (deadlines, destroy, reap, retention, queue
- * deadlines, inspect of workers not bound to a node, the live-worker gauge); every replica
+ * deadlines, inspect of workers not bound to a node, the database gauges of /metrics); every replica
  * provisions. The lease is a row in the database, acquired or renewed by one guarded statement
  * (store/replicas.ts) at least every third of its length; a replica that is not the leader tries
  * to acquire it as often, so it takes over within a third of a lease after the holder's lease

@@ -6,9 +6,13 @@
  *   UnavailableError, which marks the provider unavailable;
  * - while a provider is marked unavailable, further calls fail at once instead of queueing behind
  *   the hung ones (the provider's health is checked again by the provision step).
+ * Each call that reaches the provider is timed, and its failure counted, by provider and call
+ * (hodei_provider_call_seconds, hodei_provider_call_errors_total).
  */
 import { toError, UnavailableError, withDeadline } from "../core/errors.js";
 import type { Clock } from "../core/clock.js";
+import type { Metrics } from "../metrics.js";
+import { timeProviderCall } from "./metrics.js";
 import type { ProviderHealth } from "./provider-health.js";
 
 /** Calls in flight per provider. */
@@ -22,6 +26,7 @@ export class ProviderCalls {
     private readonly health: ProviderHealth,
     private readonly clock: Clock,
     private readonly concurrency = PROVIDER_CONCURRENCY,
+    private readonly metrics?: Metrics,
   ) {}
 
   /** Runs `call` against `provider` within timeoutMs; `what` names it in errors ("inspect"). */
@@ -37,7 +42,7 @@ export class ProviderCalls {
 
   private async withDeadline<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await withDeadline(this.clock, `${provider} ${what}`, timeoutMs, call);
+      return await timeProviderCall(this.metrics, this.clock, provider, what, () => withDeadline(this.clock, `${provider} ${what}`, timeoutMs, call));
     } catch (err) {
       const error = toError(err);
       if (error instanceof UnavailableError) this.health.markUnhealthy(provider, error.message);

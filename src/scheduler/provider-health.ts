@@ -5,7 +5,9 @@
 import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
 import { withDeadline } from "../core/errors.js";
+import type { Metrics } from "../metrics.js";
 import type { ProviderSlot } from "./context.js";
+import { timeProviderCall } from "./metrics.js";
 
 /** How long a provider found unavailable rests before its health is checked again. */
 export const PROVIDER_RETRY_MS = 5_000;
@@ -23,6 +25,7 @@ export class ProviderHealth {
     private readonly providers: Map<string, ProviderSlot>,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly metrics?: Metrics,
   ) {}
 
   markUnhealthy(provider: string, detail: string): void {
@@ -59,7 +62,8 @@ export class ProviderHealth {
         continue;
       }
       if (now < until) continue;
-      const health = await withDeadline(this.clock, `${name} health`, HEALTH_CALL_MS, (signal) => slot.provider.health(signal)).catch((err: Error) => ({
+      const check = () => withDeadline(this.clock, `${name} health`, HEALTH_CALL_MS, (signal) => slot.provider.health(signal));
+      const health = await timeProviderCall(this.metrics, this.clock, name, "health", check).catch((err: Error) => ({
         healthy: false,
         detail: err.message,
       }));

@@ -18,6 +18,7 @@ import { hashToken, mintOtpToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { loseAttempt } from "./attempt-loss.js";
 import { type ReconcileContext, START_MARGIN_MS, TIMEOUT_BACKSTOP_MS } from "./context.js";
+import { observeProvisioned } from "./metrics.js";
 
 /** Jobs claimed at most per claim statement for one provider, unless ReconcilerOptions.claimBatch says. */
 export const DEFAULT_CLAIM_BATCH = 32;
@@ -98,7 +99,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       onCreated: (r) => record(r.resourceId, r.resourceType, r.resourcesApplied),
     }, signal));
     if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied, true);
-    ctx.metrics.workersStarted.inc({ provider: job.provider });
+    observeProvisioned(ctx.metrics, worker, recorded?.provisioned_at ?? ctx.clock.nowMs());
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
   } catch (err) {
     const error = toError(err);

@@ -19,7 +19,7 @@
  *
  * Several replicas on one database (leadership.ts): every replica provisions; the steps that must
  * run once (queue deadlines, deadlines, reap and inspect of workers not bound to a node, the dead
- * nodes check, retention, the live-worker gauge) run on the leader only, each after checking the
+ * nodes check, retention) run on the leader only, each after checking the
  * lease is still held (a frozen leader does not act on a lease it may have lost). Workers of a
  * node-bound provider (local) are inspected, destroyed and reaped by the replicas of their node.
  */
@@ -34,8 +34,9 @@ import { destroyWorkers } from "./destroy.js";
 import { inspectWorkers } from "./inspect.js";
 import { DEFAULT_LEADER_LEASE_MS, Leadership } from "./leadership.js";
 import { Liveness } from "./liveness.js";
+import { refreshScrapeGauges, timeReconcileStep } from "./metrics.js";
 import { loseWorkersOfDeadNodes } from "./nodes.js";
-import { ProviderCalls } from "./provider-calls.js";
+import { PROVIDER_CONCURRENCY, ProviderCalls } from "./provider-calls.js";
 import { ProviderHealth } from "./provider-health.js";
 import { provision } from "./provision.js";
 import { expireQueueDeadlines } from "./queue-deadlines.js";
@@ -66,7 +67,7 @@ export class Reconciler {
   private lastDeadlinesMs = -Infinity;
 
   constructor(private readonly o: ReconcilerOptions) {
-    const health = new ProviderHealth(o.providers, o.clock, o.log);
+    const health = new ProviderHealth(o.providers, o.clock, o.log, o.metrics);
     const liveness = new Liveness(o.clock, o.log);
     const leadership = new Leadership(o.replica ?? { replicaId: newId(), nodeId: "default" }, {
       store: o.store,
@@ -74,23 +75,21 @@ export class Reconciler {
       liveness,
       log: o.log,
       leaseMs: o.leaderLeaseMs ?? DEFAULT_LEADER_LEASE_MS,
-      onChange: (isLeader) => {
-        o.metrics.leader.set(isLeader ? 1 : 0);
-        // Only the leader exports the live-worker gauge, so a sum over replicas is right.
-        if (!isLeader) o.metrics.liveWorkers.reset();
-      },
+      onChange: (isLeader) => o.metrics.leader.set(isLeader ? 1 : 0),
     });
     this.ctx = {
       ...o,
       destroying: new Set(),
       suspects: new Set(),
       health,
-      calls: new ProviderCalls(health, o.clock),
+      calls: new ProviderCalls(health, o.clock, PROVIDER_CONCURRENCY, o.metrics),
       liveness,
       leadership,
       inBackground: (what, task) => this.inBackground(what, task),
       nudge: () => this.nudge(),
     };
+    // The database gauges (queue depth, workers by state) are read when scraped, on the leader only.
+    o.metrics.onScrape(() => refreshScrapeGauges(this.ctx));
   }
 
   start(): void {
@@ -157,6 +156,15 @@ export class Reconciler {
 
   /** One whole pass. Tests call it directly. isNudged: run by nudge() (see NUDGED_DEADLINES_EVERY_MS). */
   async runOnce(options: { isNudged?: boolean } = {}): Promise<void> {
+    const startMs = this.o.clock.nowMs();
+    try {
+      await this.runSteps(options);
+    } finally {
+      this.o.metrics.reconcilePassSeconds.observe(Math.max(0, this.o.clock.nowMs() - startMs) / 1000);
+    }
+  }
+
+  private async runSteps(options: { isNudged?: boolean }): Promise<void> {
     // After a freeze this pass may run before the liveness timer: see the absence first.
     this.ctx.liveness.beat();
     const now = this.o.clock.nowMs();
@@ -178,13 +186,6 @@ export class Reconciler {
     if (full) await this.step("reap", () => reapOrphans(this.ctx, lead()));
     if (full && lead()) await this.step("nodes", () => loseWorkersOfDeadNodes(this.ctx));
     if (full && lead()) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
-    if (lead()) await this.step("metrics", () => this.exportLiveWorkers());
-  }
-
-  /** The live-worker gauge, on the leader only (others export nothing for it): one count per pass. */
-  private async exportLiveWorkers(): Promise<void> {
-    const live = await this.o.store.workers.countLiveByProvider();
-    for (const name of this.o.providers.keys()) this.o.metrics.liveWorkers.set({ provider: name }, live.get(name) ?? 0);
   }
 
   /** Resolves when every background provider call started so far has settled (tests). */
@@ -212,7 +213,7 @@ export class Reconciler {
 
   private async step(name: string, run: () => Promise<void>): Promise<void> {
     try {
-      await run();
+      await timeReconcileStep(this.o.metrics, this.o.clock, name, run);
     } catch (err) {
       this.o.log.error({ err: toError(err), step: name }, "reconcile step failed; the next pass retries it");
     }

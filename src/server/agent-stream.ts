@@ -23,6 +23,7 @@ import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { reclassifyDecodeError } from "./error-interceptor.js";
+import { observeDispatched, observeJobFinished, observeLogBytes } from "../scheduler/metrics.js";
 import type { WorkerServiceDeps } from "./worker-service.js";
 
 /**
@@ -174,6 +175,7 @@ export class AgentStream {
       }
       this.worker = dispatched.worker;
       job = dispatched.job;
+      observeDispatched(this.deps.metrics, dispatched.job, dispatched.worker, dispatched.worker.started_at ?? clock.nowMs());
       this.deps.logHub.notify(w.job_id);
       this.deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
     }
@@ -251,6 +253,7 @@ export class AgentStream {
       throw new InvalidInputError(`logs: chunk seq ${outcome.seq} does not follow seq ${outcome.logSeq}; chunks are numbered 1, 2, 3, ... without gaps`, "seq");
     }
     this.stored = { logSeq: outcome.logSeq, isTruncated: outcome.isTruncated };
+    observeLogBytes(this.deps.metrics, w.provider, outcome.storedBytes);
     if (outcome.truncatedNow) this.deps.log.warn({ jobId: w.job_id, workerId: w.id, limitBytes: this.deps.logLimitBytes }, "agent sent more than the log limit; the log was cut");
     this.out.push(msg({ case: "ack", value: { seq: BigInt(outcome.logSeq) } }));
     this.deps.logHub.notify(w.job_id);
@@ -341,7 +344,7 @@ export class AgentStream {
       exitCode,
     );
     if (ended) {
-      this.deps.metrics.jobsFinished.inc({ provider: w.provider, state: to });
+      observeJobFinished(this.deps.metrics, w.provider, to, fresh.started_at, now);
       log.info({ jobId: w.job_id, workerId: w.id, state: to, exitCode, logsComplete }, "job finished");
     }
   }

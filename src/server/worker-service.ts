@@ -26,6 +26,7 @@ import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type Ser
 import type { Notifier } from "../store/notifier.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
+import { observeRegistered } from "../scheduler/metrics.js";
 import { AgentStream } from "./agent-stream.js";
 import { clientAddressKey } from "./client-address.js";
 import type { RegisterLimiter } from "./register-limiter.js";
@@ -169,6 +170,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       // Identity comes from the token row; the reported hostname is kept for diagnostics only.
       worker = await store.attempts.register(token.worker_id, hashToken(session), hostname, now);
       if (!worker) throw new UnauthenticatedError("this worker's attempt has ended");
+      observeRegistered(deps.metrics, worker, now);
     } else {
       token = await explainRefusal(hash, instanceKeyHash, now);
       worker = await store.attempts.reRegister(token.worker_id, hashToken(session), hostname, now, presentNow(token.created_at));
@@ -183,7 +185,6 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       { workerId: worker.id, jobId: worker.job_id, attempt: worker.attempt, providerResourceId: token.provider_resource_id, reportedHostname: req.hostname },
       "worker registered; provider_resource_id taken from the OTP token",
     );
-    deps.metrics.startupSeconds.observe({ provider: worker.provider }, (now - worker.created_at) / 1000);
     // A hint for the reconcile pass of every replica (store/notifier.ts).
     store.hint("reconcile");
     return create(RegisterResponseSchema, {

@@ -259,6 +259,26 @@ export class JobQueries {
   }
 
   /**
+   * Queued jobs counted by provider and priority, split into due ones (not_before_ms <= nowMs:
+   * waiting for a worker) and delayed ones (a later run-at, a retry backoff), for the queue gauges.
+   * Reads the queued range of jobs_queue only: its cost grows with the queue, not with history.
+   */
+  async countQueued(nowMs: number): Promise<{ provider: string; priority: number; isDue: boolean; count: number }[]> {
+    const rows = await this.db
+      .selectFrom("jobs")
+      .select((eb) => [
+        "provider",
+        "priority",
+        eb.case().when("not_before_ms", "<=", nowMs).then(1).else(0).end().as("due"),
+        eb.fn.countAll<number>().as("n"),
+      ])
+      .where("state", "=", "queued")
+      .groupBy(["provider", "priority", "due"])
+      .execute();
+    return rows.map((r) => ({ provider: r.provider, priority: Number(r.priority), isDue: Number(r.due) === 1, count: Number(r.n) }));
+  }
+
+  /**
    * Moves a job to `to` if the transition is legal from its current state (and, when given, only
    * while `attempt` is its current attempt). Null when the job was not in such a state.
    * `isUncounted` records that the attempt ending here is not counted against max_attempts.

@@ -35,9 +35,10 @@ export interface LogBudget {
 export type AppendOutcome =
   /**
    * logSeq: 1..logSeq are received (the acknowledgement); truncatedNow: this call wrote the marker;
-   * isTruncated: the attempt's log is cut (now or before), as the worker row says after this call.
+   * isTruncated: the attempt's log is cut (now or before), as the worker row says after this call;
+   * storedBytes: bytes this call stored (0 for resends and chunks past the limit; the marker counts).
    */
-  | { kind: "stored"; logSeq: number; truncatedNow: boolean; isTruncated: boolean }
+  | { kind: "stored"; logSeq: number; truncatedNow: boolean; isTruncated: boolean; storedBytes: number }
   /** The first new chunk does not follow logSeq; nothing was written. */
   | { kind: "gap"; logSeq: number; seq: number }
   /** The worker is not in one of the states allowed to log (its attempt ended); nothing was written. */
@@ -114,8 +115,9 @@ async function appendOnce(
   );
   if (!worker || !states.includes(worker.state)) return { kind: "ended", state: worker?.state ?? "missing" };
   const startSeq = Number(worker.log_seq);
+  const startBytes = Number(worker.log_bytes);
   let seq = startSeq;
-  let bytes = Number(worker.log_bytes);
+  let bytes = startBytes;
   let isTruncated = worker.log_truncated === 1;
   let truncatedNow = false;
   const rows: { seq: number; stream: string; data: Buffer; timeMs: number }[] = [];
@@ -135,7 +137,7 @@ async function appendOnce(
     rows.push({ seq, stream: chunk.stream, data, timeMs: chunk.timeMs });
     bytes += data.length;
   }
-  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false, isTruncated };
+  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false, isTruncated, storedBytes: 0 };
   if (rows.length > 0) {
     await tx
       .insertInto("job_logs")
@@ -155,7 +157,7 @@ async function appendOnce(
   if (truncatedNow) {
     await tx.updateTable("jobs").set({ logs_truncated: 1 }).where("id", "=", worker.job_id).where("attempts", "=", worker.attempt).execute();
   }
-  return { kind: "stored", logSeq: seq, truncatedNow, isTruncated };
+  return { kind: "stored", logSeq: seq, truncatedNow, isTruncated, storedBytes: bytes - startBytes };
 }
 
 /** Bytes an attempt may have stored before the marker; the marker always fits after them. */

@@ -101,6 +101,17 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     index: "job_labels_key_value_created",
     why: "ListJobs by label: the newest jobs of a label are one range, read in order; by jobs_created it would walk history",
   },
+  {
+    sql: /^select "provider", "priority", case when "not_before_ms" <= \? then 1 else 0 end as "due", count\(\*\) as "n" from "jobs" where "state" = \?/,
+    // Any index that begins with state reads the queued range only; which one SQLite picks does not matter.
+    index: "(jobs_queue|jobs_queue_deadline|jobs_state_created|jobs_state_created_id)",
+    why: "every /metrics scrape on the leader counts the queue: the queued jobs, never the finished history",
+  },
+  {
+    sql: /^select "provider", "state", count\(\*\) as "n" from "workers" where "state" in/,
+    index: "workers_state",
+    why: "every /metrics scrape on the leader counts the live workers by state, never the destroyed history",
+  },
 ];
 
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */

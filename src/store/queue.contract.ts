@@ -65,6 +65,29 @@ export function describeQueueQueries(makeStore: () => Promise<Store>): void {
       });
     });
 
+    describe("counts for the queue gauges", () => {
+      it("countQueued counts queued jobs by provider and priority, due apart from not yet due, and nothing else", async () => {
+        await submit("a", { priority: 5 });
+        await submit("b", { priority: 5 });
+        await submit("c");
+        await submit("d", { provider: "docker" });
+        await submit("later", { delaySeconds: 60 });
+        await submit("claimed", { priority: 100 });
+        assert.equal((await claim())?.job.id, "claimed");
+        const sorted = (rows: Awaited<ReturnType<typeof store.jobs.countQueued>>) =>
+          [...rows].sort((x, y) => `${x.provider}${x.priority}${x.isDue}`.localeCompare(`${y.provider}${y.priority}${y.isDue}`));
+        assert.deepEqual(sorted(await store.jobs.countQueued(clock.nowMs())), [
+          { provider: "docker", priority: 0, isDue: true, count: 1 },
+          { provider: "local", priority: 0, isDue: false, count: 1 },
+          { provider: "local", priority: 0, isDue: true, count: 1 },
+          { provider: "local", priority: 5, isDue: true, count: 2 },
+        ]);
+        clock.advance(60_000);
+        const due = await store.jobs.countQueued(clock.nowMs());
+        assert.deepEqual(due.filter((r) => !r.isDue), [], "the delayed job is due once its time came");
+      });
+    });
+
     describe("run-at", () => {
       it("keeps a job queued until its run-at, and records when it became due", async () => {
         const runAtMs = clock.nowMs() + 3_600_000;

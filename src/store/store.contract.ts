@@ -998,14 +998,15 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("stores chunks 1, 2, 3 and ignores a resent seq, keeping the first copy", async () => {
         const { job: j, worker: w } = await registered();
-        assert.deepEqual(await store.logs.append(w.id, [chunk(1), chunk(2), chunk(3)], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(1), chunk(2), chunk(3)], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 21 });
         assert.deepEqual(await store.logs.append(w.id, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)], null), {
           kind: "stored",
           logSeq: 4,
           truncatedNow: false,
           isTruncated: false,
+          storedBytes: 7,
         });
-        assert.deepEqual(await store.logs.append(w.id, [chunk(4, "again\n")], null), { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(4, "again\n")], null), { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 0 });
         const rows = await store.logs.read(j.id, all, 100);
         assert.deepEqual(texts(rows), ["line 1\n", "line 2\n", "line 3\n", "line 4\n"]);
         assert.equal(rows[0].stream, "stdout");
@@ -1057,8 +1058,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { job: j, worker: w } = await registered();
         // limit 20 + allowance 10 = 30 bytes at most; 25 before the 5-byte marker
         const outcome = await store.logs.append(w.id, [chunk(1, "x".repeat(20)), chunk(2, "yyyyy"), chunk(3, "z"), chunk(4, "zz")], budget(20));
-        assert.deepEqual(outcome, { kind: "stored", logSeq: 4, truncatedNow: true, isTruncated: true });
-        assert.deepEqual(await store.logs.append(w.id, [chunk(5, "w".repeat(1000))], budget(20)), { kind: "stored", logSeq: 5, truncatedNow: false, isTruncated: true });
+        assert.deepEqual(outcome, { kind: "stored", logSeq: 4, truncatedNow: true, isTruncated: true, storedBytes: 30 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(5, "w".repeat(1000))], budget(20)), { kind: "stored", logSeq: 5, truncatedNow: false, isTruncated: true, storedBytes: 0 });
         const rows = await store.logs.read(j.id, all, 10);
         assert.deepEqual(
           rows.map((r) => [r.seq, r.stream, r.data.toString()]),
@@ -1078,7 +1079,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("numbers the control plane's system line after the agent's chunks", async () => {
         const { job: j, worker: w } = await registered();
         await store.logs.append(w.id, [chunk(1), chunk(2)], null);
-        assert.deepEqual(await store.logs.appendSystemLine(w.id, "[hodei] lost\n", 5000), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false });
+        assert.deepEqual(await store.logs.appendSystemLine(w.id, "[hodei] lost\n", 5000), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 13 });
         const rows = await store.logs.read(j.id, all, 10);
         assert.deepEqual(
           rows.map((r) => [r.seq, r.stream, r.data.toString()]),
@@ -1088,7 +1089,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
             [3, "system", "[hodei] lost\n"],
           ],
         );
-        assert.deepEqual(await store.logs.append(w.id, [chunk(3, "late")], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false }, "the agent's late seq 3 is a duplicate now");
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3, "late")], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 0 }, "the agent's late seq 3 is a duplicate now");
       });
 
       it("reads one job's chunks ordered by (attempt, seq) after a position, a page at a time", async () => {

@@ -79,6 +79,20 @@ export function describeWorkerQueries(makeStore: () => Promise<Store>): void {
       assert.deepEqual(Object.fromEntries(await store.workers.countLiveByProvider()), { local: 2, docker: 1 });
     });
 
+    it("countLiveByProviderAndState counts workers that are not destroyed, per provider and state", async () => {
+      await driveJob(store, clock, "l1", "running");
+      await driveJob(store, clock, "l2", "running");
+      await driveJob(store, clock, "l3", "ended");
+      await driveJob(store, clock, "l4", "destroyed");
+      await driveJob(store, clock, "d1", "provisioning", { spec: { provider: "docker" } });
+      const rows = (await store.workers.countLiveByProviderAndState()).sort((x, y) => `${x.provider}${x.state}`.localeCompare(`${y.provider}${y.state}`));
+      assert.deepEqual(rows, [
+        { provider: "docker", state: "provisioning", count: 1 },
+        { provider: "local", state: "destroying", count: 1 },
+        { provider: "local", state: "running", count: 2 },
+      ]);
+    });
+
     it("recordHeartbeat, setFields and recordDestroyFailure write their fields and leave the state", async () => {
       const { workers } = await driveJob(store, clock, "a", "running");
       const id = workers[0].id;

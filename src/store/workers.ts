@@ -79,6 +79,20 @@ export class WorkerQueries {
     return new Map(rows.map((r) => [r.provider, Number(r.n)]));
   }
 
+  /**
+   * Workers not yet destroyed, counted by provider and state (the hodei_workers gauge): one range of
+   * the workers_state index per live state, never the destroyed history.
+   */
+  async countLiveByProviderAndState(): Promise<{ provider: string; state: WorkerState; count: number }[]> {
+    const rows = await this.db
+      .selectFrom("workers")
+      .select(["provider", "state", (eb) => eb.fn.countAll<number>().as("n")])
+      .where("state", "in", LIVE_WORKER_STATES)
+      .groupBy(["provider", "state"])
+      .execute();
+    return rows.map((r) => ({ provider: r.provider, state: r.state, count: Number(r.n) }));
+  }
+
   async recordHeartbeat(workerId: string, nowMs: number): Promise<void> {
     await this.db.updateTable("workers").set({ last_heartbeat_ms: nowMs }).where("id", "=", workerId).execute();
   }
