@@ -24,6 +24,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { findMarkedProcesses } from "../../src/providers/process-table.js";
 import { skipWithoutPostgres, startPostgres, type TestPostgres } from "../fixtures/postgres.js";
+import { value } from "../fixtures/prometheus-text.js";
 import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, sendKey, type ServerProcess, sleep, startServerProcess } from "./harness.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled", "timed_out"]);
@@ -245,6 +246,19 @@ export function replicaTests(newDatabase: NewDatabase): void {
     assert.ok(maxLive <= 4, `never more than 4 live workers (saw ${maxLive})`);
     assert.ok(maxLive >= 2, "workers ran side by side (the test could have seen too many)");
     assert.deepEqual(ids.filter((id) => states.get(id)?.state !== "succeeded"), []);
+    // Metrics: each start and dispatch counted once over both replicas; the database gauges on the leader only.
+    const scrapes = await Promise.all(cluster.replicas.map(async (r) => (await fetch(`${r.url}/metrics`)).text()));
+    const total = (name: string) => scrapes.reduce((sum, text) => sum + (value(text, name, { provider: "local" }) ?? 0), 0);
+    assert.equal(total("hodei_workers_started_total"), 24);
+    assert.equal(total("hodei_job_queue_wait_seconds_count"), 24);
+    const leaders = scrapes.map((text) => value(text, "hodei_leader"));
+    assert.deepEqual([...leaders].sort(), [0, 1], "one leader");
+    const leaderText = scrapes[leaders.indexOf(1)];
+    const followerText = scrapes[leaders.indexOf(0)];
+    assert.equal(value(leaderText, "hodei_queue_delayed", { provider: "local" }), 0, "the leader exports the queue gauges");
+    assert.equal(value(leaderText, "hodei_workers", { provider: "local", state: "running" }), 0);
+    assert.equal(value(followerText, "hodei_queue_delayed"), undefined, "the follower exports none");
+    assert.equal(value(followerText, "hodei_workers"), undefined);
     for (let i = 0; i < ids.length; i++) {
       let text = "";
       for await (const entry of clients[(i + 1) % 2].getLogs({ jobId: ids[i] })) if (entry.stream === "stdout") text += Buffer.from(entry.data).toString();
