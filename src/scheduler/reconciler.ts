@@ -19,9 +19,11 @@
  *
  * Several replicas on one database (leadership.ts): every replica provisions; the steps that must
  * run once (queue deadlines, deadlines, reap and inspect of workers not bound to a node, the dead
- * nodes check, retention) run on the leader only, each after checking the
- * lease is still held (a frozen leader does not act on a lease it may have lost). Workers of a
- * node-bound provider (local) are inspected, destroyed and reaped by the replicas of their node.
+ * nodes check, retention) run on the leader only, each after checking the lease is still held (a
+ * frozen leader does not act on a lease it may have lost). Workers of a node-bound provider (local)
+ * are inspected, destroyed and reaped by the replicas of their node. The gauges counted from the
+ * database are read when /metrics is scraped, on the leader only (metrics.ts); passes and steps
+ * are timed and failed steps counted here.
  */
 import { toError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
