@@ -40,6 +40,7 @@ function released(ctx: ReconcileContext, ended: { job: JobRow; workers: WorkerRo
     if (worker.state === "registered" || worker.state === "running") ctx.agents.cancel(worker.id, reason, ctx.stopGraceMs);
   }
   ctx.metrics.jobsFinished.inc({ provider: ended.job.provider, state: ended.job.state });
+  ctx.trace.jobEnded(ended.job);
   ctx.nudge();
   // Every replica (store/notifier.ts): agents connected elsewhere are told now, not at their next
   // heartbeat; other passes run now. Hints, sent without waiting.

@@ -83,6 +83,7 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
         "timed out",
       );
       if (ended) ctx.metrics.jobsFinished.inc({ provider: job.provider, state: "timed_out" });
+      ctx.trace.jobEnded(ended);
     }
   }
 }
