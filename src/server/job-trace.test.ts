@@ -138,6 +138,28 @@ describe("job traces (in-memory exporter)", () => {
     await processor.until(garbled.job!.traceId, (s) => names(s).includes("destroy"));
   });
 
+  it("gives each attempt of a retried job its own phases, the second queued from the first's end", async () => {
+    const { job } = await hodei.client.submitJob({ command: ["sh", "-c", 'echo "TP=$TRACEPARENT"; exit 3'], maxAttempts: 2, retryOnExitCodes: "3" });
+    const traceId = job!.traceId;
+    const ofAttempt = (spans: ReadableSpan[], attempt: number) => spans.filter((s) => s.attributes["hodei.attempt"] === attempt);
+    const spans = await processor.until(traceId, (s) => names(s).includes("job") && [1, 2].every((a) => names(ofAttempt(s, a)).includes("destroy")));
+    const root = spans.find((s) => s.name === "job")!;
+    assert.equal(root.attributes["hodei.job.state"], "failed");
+    assert.equal(root.status.code, 2, "a failed job's span is an error"); // SpanStatusCode.ERROR
+    for (const attempt of [1, 2]) {
+      assert.deepEqual(names(ofAttempt(spans, attempt).filter((s) => PHASES.includes(s.name))).sort(), [...PHASES].sort(), `attempt ${attempt} has every phase`);
+      const run = ofAttempt(spans, attempt).find((s) => s.name === "run")!;
+      assert.equal(run.status.code, 2, "a run whose command failed is an error");
+      assert.equal(run.attributes["hodei.exit_code"], 3);
+    }
+    const firstRun = ofAttempt(spans, 1).find((s) => s.name === "run")!;
+    const secondQueued = ofAttempt(spans, 2).find((s) => s.name === "queued")!;
+    assert.equal(ms(secondQueued, "startTime"), ms(firstRun, "endTime"), "the second attempt waits in the queue from the first attempt's end");
+    // Each attempt's command is told its own run span.
+    const log = await logText(hodei.client, job!.id);
+    for (const attempt of [1, 2]) assert.ok(log.includes(`TP=00-${traceId}-${phaseSpanId(job!.id, attempt, "run")}-01\n`), `attempt ${attempt}'s TRACEPARENT`);
+  });
+
   it("refuses a malformed traceparent field, naming it, and stores nothing", async () => {
     const before = (await hodei.client.listJobs({ limit: 100 })).jobs.length;
     for (const bad of ["00-xyz", `00-${TRACE.toUpperCase()}-${CALLER_SPAN}-01`, `00-${"0".repeat(32)}-${CALLER_SPAN}-01`, "x".repeat(100_000)]) {
