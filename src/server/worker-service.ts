@@ -184,7 +184,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       "worker registered; provider_resource_id taken from the OTP token",
     );
     deps.metrics.startupSeconds.observe({ provider: worker.provider }, (now - worker.created_at) / 1000);
-    deps.reconciler.trace.registered(worker);
+    if (worker.registered_at === now) deps.reconciler.trace.registered(worker); // a repeated Register keeps the first time: its span was emitted
     // A hint for the reconcile pass of every replica (store/notifier.ts).
     store.hint("reconcile");
     return create(RegisterResponseSchema, {
