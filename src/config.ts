@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { DEFAULT_PULL_POLICY, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES } from "./core/placement.js";
 import { DEFAULT_WORKER_IMAGE } from "./core/worker-image.js";
+import { parseTracingConfig } from "./tracing-config.js";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -430,6 +431,8 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,
     logLevel: e.HODEI_LOG_LEVEL,
+    /** OpenTelemetry traces (OTEL_* variables, tracing-config.ts); undefined: off. */
+    tracing: parseTracingConfig(env),
     /** Refused Register calls, per client address (server/register-limiter.ts). */
     registerLimits: {
       freeFailures: e.HODEI_REGISTER_FREE_FAILURES,

@@ -43,9 +43,11 @@ const ALLOWED: Record<string, string[]> = {
   store: ["core", "store"],
   providers: ["core", "providers"],
   metrics: [],
+  // The OTEL_* settings, parsed from the env config.ts hands over; the scheduler's job traces take them.
+  "tracing-config": [],
   // core is pure: config checks HODEI_K8S_NODE_SELECTOR / TOLERATIONS with the rules jobs are checked with.
-  config: ["core"],
-  scheduler: ["core", "store", "providers", "scheduler", "metrics"],
+  config: ["core", "tracing-config"],
+  scheduler: ["core", "store", "providers", "scheduler", "metrics", "tracing-config"],
   server: ["core", "store", "providers", "scheduler", "server", "gen", "metrics", "config"],
   agent: ["core", "gen", "agent"],
   cli: ["cli", "gen", "config", "checks"],

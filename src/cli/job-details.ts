@@ -35,6 +35,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["retry on exit", job.retryOnExitCodes || undefined],
     ["rerun of", job.rerunOf || undefined],
     ["submitted by", job.submittedBy || undefined],
+    ["trace id", job.traceId || undefined],
     ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],
     ["finished", job.finishedAt ? `${formatTime(job.finishedAt)} (${formatRelative(job.finishedAt, nowMs)})` : undefined],
     ["duration", formatJobDuration(job, nowMs)],

@@ -44,6 +44,12 @@ export interface JobSpec {
   nodeSelector: Record<string, string>;
   /** Kubernetes: taints the pod tolerates, added to the provider's. */
   tolerations: Toleration[];
+  /**
+   * The job's trace (core/trace-context.ts), decided by the server at submit from the caller's
+   * traceparent; not the caller's to set through the spec, and not part of its hash (spec-hash.ts).
+   * Unset: none.
+   */
+  trace?: { traceId: string; traceParent: string };
 }
 
 export const SPEC_LIMITS = {

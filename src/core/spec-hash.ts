@@ -7,13 +7,15 @@
  * are the same spec; a relative delay is hashed as given (not the time it resolves to), so a retry
  * seconds later is still the same spec. Any field added to JobSpec takes part without a change here.
  * Secrets take part by name only: the hash is stored in clear, and a hash of a short secret value
- * could be reversed by trying values.
+ * could be reversed by trying values. The trace (the caller's traceparent) is left out as well: it
+ * says where the submit came from, not what to run, and a client that retries a submit does so from
+ * a new span; the retry gets the first job, in the first submit's trace.
  */
 import { createHash } from "node:crypto";
 import type { JobSpec } from "./job-spec.js";
 
 export function specHash(spec: JobSpec): string {
-  const { idempotencyKey: _key, secrets, ...rest } = spec;
+  const { idempotencyKey: _key, secrets, trace: _trace, ...rest } = spec;
   const hashed = { ...rest, secretNames: Object.keys(secrets ?? {}).sort() };
   return createHash("sha256").update(canonicalJson(hashed)).digest("hex");
 }

@@ -61,6 +61,7 @@ export async function loseAttempt(
     const ended = await ctx.store.attempts.end(worker, "failed", now, patch, ending ? "" : reason, false, exitCode);
     if (ended) {
       observeJobFinished(ctx.metrics, job.provider, "failed", worker.started_at, now);
+      ctx.trace.jobEnded(ended);
       if (ending) ctx.log.info({ jobId: job.id, workerId: worker.id, state: "failed", exitCode, attempts: job.attempts }, "job finished");
       else ctx.log.warn({ jobId: job.id, workerId: worker.id, reason }, "attempt lost; job failed");
     }
@@ -81,6 +82,6 @@ export async function lastOutputOf(ctx: ReconcileContext, worker: WorkerRow): Pr
   const provider = ctx.providers.get(worker.provider)?.provider;
   const resourceId = worker.provider_resource_id;
   if (!provider?.lastOutput || !resourceId) return "";
-  const text = await ctx.calls.run(worker.provider, "last output", PROVIDER_CALL_MS, (signal) => provider.lastOutput!(resourceId, signal)).catch(() => "");
+  const text = await ctx.calls.run(worker.provider, "last output", PROVIDER_CALL_MS, (signal) => provider.lastOutput!(resourceId, signal), worker).catch(() => "");
   return text.length > 600 ? `...${text.slice(-600)}` : text;
 }

@@ -43,6 +43,7 @@ function released(ctx: ReconcileContext, ended: { job: JobRow; workers: WorkerRo
   // The job's run: from its current attempt's dispatch, if it was dispatched.
   const current = ended.workers.find((w) => w.attempt === ended.job.attempts);
   observeJobFinished(ctx.metrics, ended.job.provider, ended.job.state, current?.started_at ?? null, ctx.clock.nowMs());
+  ctx.trace.jobEnded(ended.job);
   ctx.nudge();
   // Every replica (store/notifier.ts): agents connected elsewhere are told now, not at their next
   // heartbeat; other passes run now. Hints, sent without waiting.

@@ -11,6 +11,7 @@ import type { WorkerProvider } from "../providers/provider.js";
 import type { WorkerState } from "../core/worker-state.js";
 import type { WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
+import type { JobTrace } from "./job-trace.js";
 import type { Leadership, ReplicaIdentity } from "./leadership.js";
 import type { Liveness } from "./liveness.js";
 import type { ProviderCalls } from "./provider-calls.js";
@@ -57,6 +58,8 @@ export interface ReconcilerOptions {
   leaderLeaseMs?: number;
   /** Jobs claimed at most per claim statement for one provider (bounded by its capacity too). Default 32. */
   claimBatch?: number;
+  /** Job traces (job-trace.ts). Default: off. */
+  trace?: JobTrace;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {
@@ -75,6 +78,8 @@ export interface ReconcileContext extends ReconcilerOptions {
   readonly liveness: Liveness;
   /** This replica's identity and the leader lease. */
   readonly leadership: Leadership;
+  /** Job traces: spans of the phases this process ends (job-trace.ts); a no-op when tracing is off. */
+  readonly trace: JobTrace;
   /** Runs a task off the pass; its failure is logged, never thrown. */
   inBackground(what: string, task: () => Promise<void>): void;
   /** Asks for another pass soon. */

@@ -84,6 +84,7 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
         "timed out",
       );
       if (ended) observeJobFinished(ctx.metrics, job.provider, "timed_out", worker.started_at, now);
+      ctx.trace.jobEnded(ended);
     }
   }
 }

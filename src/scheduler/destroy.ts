@@ -34,19 +34,20 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
     return;
   }
   const startMs = ctx.clock.nowMs();
-  const stop = (resourceId: string) => ctx.calls.run(worker.provider, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resourceId, ctx.stopGraceMs, signal));
+  const stop = (resourceId: string) => ctx.calls.run(worker.provider, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resourceId, ctx.stopGraceMs, signal), worker);
   try {
     if (worker.provider_resource_id) {
       await stop(worker.provider_resource_id);
     } else {
       // Never learned its id (the start call failed or we crashed): find it by its labels.
-      const resources = await ctx.calls.run(worker.provider, "list", PROVIDER_CALL_MS, (signal) => slot.provider.list(signal));
+      const resources = await ctx.calls.run(worker.provider, "list", PROVIDER_CALL_MS, (signal) => slot.provider.list(signal), worker);
       for (const resource of resources) if (resource.workerId === worker.id) await stop(resource.resourceId);
     }
     const destroyedAt = ctx.clock.nowMs();
     const row = await ctx.store.workers.transition(worker.id, "destroyed", { destroyed_at: destroyedAt });
     if (row) {
       observeDestroyed(ctx.metrics, row, startMs, destroyedAt);
+      ctx.trace.destroyed(row);
       log.info({ providerResourceId: worker.provider_resource_id }, "worker destroyed");
     }
   } catch (err) {

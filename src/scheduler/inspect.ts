@@ -36,7 +36,7 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
   const resourceId = worker.provider_resource_id;
   let status: WorkerStatus;
   try {
-    status = await ctx.calls.run(worker.provider, "inspect", PROVIDER_CALL_MS, (signal) => slot.provider.inspect(resourceId, signal));
+    status = await ctx.calls.run(worker.provider, "inspect", PROVIDER_CALL_MS, (signal) => slot.provider.inspect(resourceId, signal), worker);
   } catch (err) {
     ctx.log.warn({ err: toError(err), workerId: worker.id }, "worker inspect failed");
     return;

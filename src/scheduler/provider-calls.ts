@@ -7,11 +7,14 @@
  * - while a provider is marked unavailable, further calls fail at once instead of queueing behind
  *   the hung ones (the provider's health is checked again by the provision step).
  * Each call that reaches the provider is timed, and its failure counted, by provider and call
- * (hodei_provider_call_seconds, hodei_provider_call_errors_total).
+ * (hodei_provider_call_seconds, hodei_provider_call_errors_total). A call about one worker (given
+ * `worker`) is also a span of its job's trace (job-trace.ts).
  */
 import { toError, UnavailableError, withDeadline } from "../core/errors.js";
 import type { Clock } from "../core/clock.js";
 import type { Metrics } from "../metrics.js";
+import type { WorkerRow } from "../store/schema.js";
+import { type JobTrace, NO_JOB_TRACE } from "./job-trace.js";
 import { timeProviderCall } from "./metrics.js";
 import type { ProviderHealth } from "./provider-health.js";
 
@@ -27,14 +30,24 @@ export class ProviderCalls {
     private readonly clock: Clock,
     private readonly concurrency = PROVIDER_CONCURRENCY,
     private readonly metrics?: Metrics,
+    private readonly trace: JobTrace = NO_JOB_TRACE,
   ) {}
 
-  /** Runs `call` against `provider` within timeoutMs; `what` names it in errors ("inspect"). */
-  async run<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Runs `call` against `provider` within timeoutMs; `what` names it in errors ("inspect").
+   * `worker`: the worker the call is about, whose job's trace records it.
+   */
+  async run<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>, worker?: WorkerRow): Promise<T> {
     await this.acquire(provider);
+    const startMs = this.clock.nowMs();
     try {
       if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
-      return await this.withDeadline(provider, what, timeoutMs, call);
+      const result = await this.withDeadline(provider, what, timeoutMs, call);
+      if (worker) this.trace.providerCall(worker, what, startMs, this.clock.nowMs(), { result });
+      return result;
+    } catch (err) {
+      if (worker) this.trace.providerCall(worker, what, startMs, this.clock.nowMs(), { error: toError(err) });
+      throw err;
     } finally {
       this.release(provider);
     }

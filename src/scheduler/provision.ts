@@ -63,6 +63,7 @@ export async function provision(ctx: ReconcileContext): Promise<void> {
       if (claimed.length < (ctx.claimBatch ?? DEFAULT_CLAIM_BATCH)) open.delete(name);
       for (const { job, worker } of claimed) {
         ctx.log.info({ jobId: job.id, workerId: worker.id, attempt: job.attempts }, "job claimed");
+        ctx.trace.claimed(job, worker);
         const otpToken = otpTokens.get(worker.id)!;
         ctx.inBackground("worker start", () => startWorker(ctx, job, worker, otpToken));
       }
@@ -78,6 +79,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
   const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "", isStartDone = false) => {
     recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied, isStartDone);
     isStartCleared = isStartDone && recorded !== null;
+    ctx.trace.provisioned(job, recorded);
     log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
   };
   try {
@@ -97,7 +99,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       tolerations: JSON.parse(job.tolerations) as Toleration[],
       deadlineSeconds: job.timeout_seconds + Math.ceil((ctx.registrationTimeoutMs + TIMEOUT_BACKSTOP_MS) / 1000) + 60,
       onCreated: (r) => record(r.resourceId, r.resourceType, r.resourcesApplied),
-    }, signal));
+    }, signal), worker);
     if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied, true);
     observeProvisioned(ctx.metrics, worker, recorded?.provisioned_at ?? ctx.clock.nowMs());
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");

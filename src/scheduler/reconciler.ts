@@ -34,6 +34,7 @@ import type { ReconcileContext, ReconcilerOptions } from "./context.js";
 import { enforceDeadlines } from "./deadlines.js";
 import { destroyWorkers } from "./destroy.js";
 import { inspectWorkers } from "./inspect.js";
+import { type JobTrace, NO_JOB_TRACE } from "./job-trace.js";
 import { DEFAULT_LEADER_LEASE_MS, Leadership } from "./leadership.js";
 import { Liveness } from "./liveness.js";
 import { refreshScrapeGauges, timeReconcileStep } from "./metrics.js";
@@ -79,12 +80,14 @@ export class Reconciler {
       leaseMs: o.leaderLeaseMs ?? DEFAULT_LEADER_LEASE_MS,
       onChange: (isLeader) => o.metrics.leader.set(isLeader ? 1 : 0),
     });
+    const trace = o.trace ?? NO_JOB_TRACE;
     this.ctx = {
       ...o,
+      trace,
       destroying: new Set(),
       suspects: new Set(),
       health,
-      calls: new ProviderCalls(health, o.clock, PROVIDER_CONCURRENCY, o.metrics),
+      calls: new ProviderCalls(health, o.clock, PROVIDER_CONCURRENCY, o.metrics, trace),
       liveness,
       leadership,
       inBackground: (what, task) => this.inBackground(what, task),
@@ -193,6 +196,11 @@ export class Reconciler {
   /** Resolves when every background provider call started so far has settled (tests). */
   async settle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** Job traces; the worker and job services record their phases with it too. */
+  get trace(): JobTrace {
+    return this.ctx.trace;
   }
 
   /** The control plane's own absences; the worker service judges token expiry with it too. */

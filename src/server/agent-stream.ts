@@ -18,6 +18,7 @@ import { isRetryableExit } from "../core/backoff.js";
 import { ConflictError, InvalidInputError, toError, UnavailableError } from "../core/errors.js";
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { SecretOpenError } from "../core/secret-box.js";
+import { commandTraceparent } from "../core/trace-context.js";
 import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
@@ -192,7 +193,7 @@ export class AgentStream {
           attempt: w.attempt,
           command: JSON.parse(job.command) as string[],
           script: job.script,
-          env: JSON.parse(job.env) as Record<string, string>,
+          env: withTraceparent(JSON.parse(job.env) as Record<string, string>, job, w.attempt),
           timeoutSeconds: job.timeout_seconds,
           logLimitBytes: BigInt(this.deps.logLimitBytes),
           heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
@@ -345,6 +346,7 @@ export class AgentStream {
     );
     if (ended) {
       observeJobFinished(this.deps.metrics, w.provider, to, fresh.started_at, now);
+      this.deps.reconciler.trace.jobEnded(ended);
       log.info({ jobId: w.job_id, workerId: w.id, state: to, exitCode, logsComplete }, "job finished");
     }
   }
@@ -366,6 +368,15 @@ export class AgentStream {
     const reason = `the worker ${w.name} was stopped by its provider (${w.provider}) while the job ran; the command itself did not fail`;
     await this.deps.reconciler.loseAttempt(fresh, reason, "interrupted", "disruption");
   }
+}
+
+/**
+ * The job's env plus TRACEPARENT (core/trace-context.ts), so that the command's own spans join the
+ * job's trace; a TRACEPARENT the job's env sets itself wins (the user asked for it).
+ */
+function withTraceparent(env: Record<string, string>, job: JobRow, attempt: number): Record<string, string> {
+  const traceparent = commandTraceparent(job, attempt);
+  return traceparent && env.TRACEPARENT === undefined ? { ...env, TRACEPARENT: traceparent } : env;
 }
 
 /** Refuses what no agent may send, naming the bound. */

@@ -21,6 +21,7 @@ import {
   WorkerSchema,
 } from "../gen/hodei/v1/api_pb.js";
 import { isTerminal } from "../core/job-state.js";
+import { shownTraceId } from "../core/trace-context.js";
 import type { Toleration as CoreToleration } from "../core/placement.js";
 import { scopesOf } from "../store/keys.js";
 import type { ApiKeyRow, JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
@@ -113,6 +114,7 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     nodeSelector: JSON.parse(job.node_selector) as Record<string, string>,
     tolerations: (JSON.parse(job.tolerations) as CoreToleration[]).map(tolerationToApi),
     resourcesApplied: latest?.resources_applied ?? workers.at(-1)?.resources_applied ?? "",
+    traceId: shownTraceId(job),
   });
 }
 

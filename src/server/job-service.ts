@@ -13,6 +13,7 @@ import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { specHash } from "../core/spec-hash.js";
+import { parseTraceparent, type TraceParent, traceOfNewJob } from "../core/trace-context.js";
 import { LIVE_WORKER_STATES } from "../core/worker-state.js";
 import {
   JobService,
@@ -78,6 +79,23 @@ function isListed(row: JobRow, filters: { states: JobState[] | undefined; provid
   if (filters.provider && row.provider !== filters.provider) return false;
   const labels = JSON.parse(row.labels) as Record<string, string>;
   return (filters.labels ?? []).every(([key, value]) => labels[key] === value);
+}
+
+/**
+ * The caller's span, parent of the job's trace: the request's traceparent field, checked strictly
+ * (a bad one is refused, naming the field), else the HTTP traceparent header when it is valid (an
+ * instrumented client sends it on every call; a malformed header is ignored, as W3C Trace Context
+ * says a receiver does). Null: none.
+ */
+function callerTrace(field: string, ctx: HandlerContext): TraceParent | null {
+  if (field) return parseTraceparent(field, "traceparent");
+  const header = ctx.requestHeader.get("traceparent");
+  if (!header) return null;
+  try {
+    return parseTraceparent(header.trim(), "traceparent");
+  } catch {
+    return null;
+  }
 }
 
 function encodePageToken(createdAt: number, id: string): string {
@@ -157,6 +175,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         },
       );
       requireProvider(caller, spec.provider);
+      spec.trace = traceOfNewJob(callerTrace(req.traceparent, ctx), deps.reconciler.trace.isRecording);
       const id = newId();
       // Sealed for this job id (the associated data), so they cannot be opened as another job's.
       const sealed = Object.entries(spec.secrets).map(([name, value]) => deps.secretBox.seal(id, name, value));
@@ -192,6 +211,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         providers: [...deps.providers.keys()],
       });
       requireProvider(caller, spec.provider);
+      spec.trace = traceOfNewJob(callerTrace("", ctx), deps.reconciler.trace.isRecording);
       const row = await store.jobs.insert(newId(), spec, clock.nowMs(), caller.keyName, original.id);
       deps.metrics.jobsSubmitted.inc({ provider: row.provider });
       deps.log.info({ jobId: row.id, rerunOf: original.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");

@@ -18,6 +18,7 @@ import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
 import type { WorkerProvider } from "../providers/provider.js";
+import { openJobTrace } from "../scheduler/job-trace.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
@@ -62,6 +63,11 @@ export interface ServerHooks {
   providers?: Map<string, { provider: WorkerProvider; maxWorkers: number }>;
   /** Kysely's log option for the database: the bench counts and times every statement. */
   databaseLog?: LogConfig;
+  /**
+   * An OpenTelemetry SpanProcessor that records job traces instead of the OTLP exporter (tests: an
+   * in-memory exporter), whether or not OTEL_EXPORTER_OTLP_ENDPOINT is set.
+   */
+  spanProcessor?: unknown;
 }
 
 export async function startServer(config: ServerConfig = parseServerConfig(), hooks: ServerHooks = {}): Promise<RunningServer> {
@@ -96,6 +102,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   log.info(replica, "replica starting");
   const sessions = new SessionRegistry({ store, log });
   const stopFollowingCancels = sessions.followCancels(store.notifier);
+  // Off (no OTLP endpoint): a no-op, and no OpenTelemetry module is loaded.
+  const trace = await openJobTrace({ config: config.tracing, spanProcessor: hooks.spanProcessor, store, log, replicaId: replica.replicaId });
 
   // Injected providers (hooks) replace the configured ones: none of those is created then.
   const enabled = hooks.providers ? [] : (config.providers ?? ["local", ...((await dockerDaemonAnswers(config.docker.socketPath)) ? ["docker"] : [])]);
@@ -172,6 +180,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     retentionMs: config.retentionMs,
     replica,
     leaderLeaseMs: config.leaderLeaseMs,
+    trace,
   });
   if (enabled.includes("kubernetes")) {
     const k8s = await import("@kubernetes/client-node");
@@ -360,6 +369,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       registerLimiter.close();
       await Promise.all([listener.close(), workerListener?.close()]);
       for (const slot of providers.values()) await slot.provider.close();
+      await trace.close();
       await store.close();
       log.info("server stopped");
     },

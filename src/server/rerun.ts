@@ -38,6 +38,8 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     delaySeconds: 0,
     // The values were deleted when the job ended: refuseLostSecrets stops a rerun of a job that had any.
     secrets: {},
+    // A rerun is a new submit: its trace is decided then (job-service.ts), not copied.
+    trace: { traceId: "", traceParent: "" },
     idempotencyKey: "",
   };
 }

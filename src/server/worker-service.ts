@@ -185,6 +185,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       { workerId: worker.id, jobId: worker.job_id, attempt: worker.attempt, providerResourceId: token.provider_resource_id, reportedHostname: req.hostname },
       "worker registered; provider_resource_id taken from the OTP token",
     );
+    if (worker.registered_at === now) deps.reconciler.trace.registered(worker); // a repeated Register keeps the first time: its span was emitted
     // A hint for the reconcile pass of every replica (store/notifier.ts).
     store.hint("reconcile");
     return create(RegisterResponseSchema, {

@@ -129,6 +129,8 @@ export class JobQueries {
         pull_policy: spec.pullPolicy,
         node_selector: JSON.stringify(spec.nodeSelector),
         tolerations: JSON.stringify(spec.tolerations),
+        trace_id: spec.trace?.traceId ?? "",
+        trace_parent: spec.trace?.traceParent ?? "",
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

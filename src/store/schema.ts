@@ -69,6 +69,11 @@ export interface JobsTable {
   queue_deadline_ms: number | null;
   /** SHA-256 of the validated spec (core/spec-hash.ts), compared when an idempotency key is reused; null before 0013. */
   spec_hash: string | null;
+  // Trace (migration 0024; core/trace-context.ts).
+  /** The job's trace id when the control plane records its spans; "" when it does not. */
+  trace_id: Generated<string>;
+  /** The caller's W3C traceparent given at submit, normalised; "" for none. */
+  trace_parent: Generated<string>;
 }
 
 /**

@@ -169,6 +169,15 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal((await submit()).retry_on_exit_codes, "");
       });
 
+      it("stores the job's trace (none by default) and keeps the first submit's for a reused idempotency key", async () => {
+        assert.deepEqual([(await submit()).trace_id, (await submit()).trace_parent], ["", ""]);
+        const trace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", traceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" };
+        const first = await store.jobs.insert("job-t", { ...spec({ idempotencyKey: "k" }), trace }, clock.nowMs());
+        assert.deepEqual([first.trace_id, first.trace_parent], [trace.traceId, trace.traceParent]);
+        const again = await store.jobs.insert("job-u", { ...spec({ idempotencyKey: "k" }), trace: { traceId: "1".repeat(32), traceParent: "" } }, clock.nowMs());
+        assert.deepEqual([again.id, again.trace_id, again.trace_parent], ["job-t", trace.traceId, trace.traceParent]);
+      });
+
       it("returns undefined for an unknown job", async () => {
         assert.equal(await store.jobs.get("no-such-job"), undefined);
       });

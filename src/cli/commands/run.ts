@@ -33,6 +33,7 @@ interface RunOptions {
   queueTimeout?: number;
   runAt?: number;
   delay?: number;
+  traceparent?: string;
   // Resources and provider details.
   cpu?: number;
   memory?: number;
@@ -68,6 +69,7 @@ export function registerRunCommand(program: Command): void {
     .option("--queue-timeout <seconds>", "end the job timed_out if it has not started this long after it is due (default: the server's HODEI_QUEUE_TIMEOUT)", parsePositiveInt)
     .option("--run-at <time>", "start no earlier than this ISO 8601 time, e.g. 2030-01-02T03:04:05Z (at most a year ahead)", parseIsoTime)
     .option("--delay <seconds>", "start no earlier than this many seconds from now", parsePositiveInt)
+    .option("--traceparent <traceparent>", "a W3C traceparent (00-<trace id>-<span id>-<flags>) of your span: the job's trace becomes its child, and the command gets TRACEPARENT")
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
@@ -103,6 +105,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     queueTimeoutSeconds: options.queueTimeout ?? 0,
     runAt: options.runAt === undefined ? undefined : timestampFromMs(options.runAt),
     delaySeconds: options.delay ?? 0,
+    traceparent: options.traceparent ?? "",
     // Resources and provider details.
     resources: { cpuMillis: options.cpu ?? 0, memoryMb: options.memory ?? 0 },
     pullPolicy: options.pull ?? "",
