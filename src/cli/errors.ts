@@ -53,7 +53,8 @@ export function describeError(err: unknown, serverUrl: string): ErrorReport {
 
 function describeApiError(err: HodeiError, serverUrl: string): string {
   const detail = err.message;
-  const tlsFailure = describeTlsFailure(err, serverUrl);
+  // Node's error code (a TLS or socket failure) is further down the cause chain than the client's own code.
+  const tlsFailure = describeTlsFailure(err.cause, serverUrl);
   if (tlsFailure) return tlsFailure;
   if (isServerUnreachable(err)) {
     return `cannot reach the Hodei server at ${serverUrl} (is "hodei server" running? set --server or HODEI_SERVER_URL)`;
