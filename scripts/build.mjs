@@ -1,10 +1,12 @@
 // Builds what runs without tsx:
 // - the agent as one self-contained CommonJS file (it is copied into worker images as is);
-// - the CLI (dist/cli.js) as one minified ESM bundle with the client's dependencies inside it,
-//   since loading them file by file from node_modules costs more than running the command; the
-//   server's dependencies stay in node_modules and its code is a separate build (dist/server/),
-//   which `hodei server` alone imports;
-// - the control plane (dist/server/main.js) as ESM with its dependencies left in node_modules;
+// - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
+//   it, since loading them file by file from node_modules costs more than running the command, and
+//   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses; the
+//   server's dependencies stay in node_modules and what only some commands need (the server, the
+//   image build, config.ts) is the separate build below, which those commands import;
+// - the control plane (dist/server/main.js), config.ts and the image build as ESM with their
+//   dependencies left in node_modules;
 // - `hodei/client` (dist/client.js, ESM, dependencies in node_modules) and its declarations
 //   (dist/types, tsc -p tsconfig.client.json);
 // - the web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /.
@@ -19,11 +21,26 @@ const CLI_BUNDLED = new Set(["commander", "picocolors", "cli-table3", "@connectr
 const { dependencies } = JSON.parse(readFileSync("package.json", "utf8"));
 const cliExternal = Object.keys(dependencies).filter((name) => !CLI_BUNDLED.has(name));
 
-/** The CLI's `import("../../server/main.js")` loads the separate server build. */
-const serverAsExternal = {
-  name: "server-as-external",
+/**
+ * The CLI's lazy imports: of the separate server build (dist/server/), and of dockerode. They become
+ * calls of `__hodeiImport`, which bin/load-cli.js provides (a code-cached script's own import()
+ * fails on Node 20).
+ */
+const LAZY = {
+  'import("../../server/main.js")': '__hodeiImport("./server/main.js")',
+  'import("../../config.js")': '__hodeiImport("./server/config.js")',
+  'import("../../providers/docker-image.js")': '__hodeiImport("./server/docker-image.js")',
+  'import("dockerode")': '__hodeiImport("dockerode")',
+};
+const lazyImports = {
+  name: "lazy-imports",
   setup(b) {
-    b.onResolve({ filter: /\/server\/main\.js$/ }, () => ({ path: "./server/main.js", external: true }));
+    b.onLoad({ filter: /src\/cli\/.*\.ts$/ }, (args) => {
+      let contents = readFileSync(args.path, "utf8");
+      for (const [from, to] of Object.entries(LAZY)) contents = contents.replaceAll(from, to);
+      if (/\bimport\(/.test(contents)) throw new Error(`${args.path}: a lazy import the CLI build does not know (scripts/build.mjs LAZY)`);
+      return { contents, loader: "ts" };
+    });
   },
 };
 
@@ -45,18 +62,23 @@ await Promise.all([
   }),
   build({
     ...node,
-    entryPoints: { cli: "src/cli/main.ts" },
-    outdir: "dist",
-    splitting: true,
+    entryPoints: ["src/cli/main.ts"],
+    outfile: "dist/cli.cjs",
+    format: "cjs",
     external: cliExternal,
-    plugins: [serverAsExternal],
+    plugins: [lazyImports],
     minify: true,
     legalComments: "none",
     sourcemap: true,
-    // The bundled CommonJS packages (commander, cli-table3) call require() for Node's modules.
-    banner: { js: 'import{createRequire as __hodeiRequire}from"node:module";const require=__hodeiRequire(import.meta.url);' },
+  }).then(() => promisify(execFile)(process.execPath, ["scripts/code-cache.mjs"])),
+  build({
+    ...node,
+    entryPoints: { main: "src/server/main.ts", config: "src/config.ts", "docker-image": "src/providers/docker-image.ts" },
+    outdir: "dist/server",
+    splitting: true,
+    packages: "external",
+    sourcemap: true,
   }),
-  build({ ...node, entryPoints: { main: "src/server/main.ts" }, outdir: "dist/server", splitting: true, packages: "external", sourcemap: true }),
   build({ ...node, entryPoints: { client: "src/client/index.ts" }, outdir: "dist", packages: "external", sourcemap: true }),
   promisify(execFile)(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.client.json"]).catch((err) => {
     throw new Error(`tsc -p tsconfig.client.json failed:\n${err.stdout}${err.stderr}`);
