@@ -25,7 +25,10 @@
  *   jobs/s through submit -> claim -> register -> dispatch -> result -> destroy with workers that cost
  *   nothing to start, where the time goes per phase, statements per job and what bounds it.
  *
- * BENCH_ONLY=history or BENCH_ONLY=control_plane runs that section alone (neither needs a Docker daemon).
+ * cli (the "cli" key, bench/cli.ts): p50 of `hodei run -- true` as a whole process against the
+ *   bench's local server, beside `node -e 0` in the same run (target: within 1.5x).
+ *
+ * BENCH_ONLY=history, BENCH_ONLY=control_plane or BENCH_ONLY=cli runs that section alone (none needs a Docker daemon).
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
@@ -45,6 +48,7 @@ import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
+import { cliSection } from "./cli.js";
 import { controlPlaneSection } from "./control-plane.js";
 import { historySection } from "./history.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
@@ -283,6 +287,10 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ control_plane: await controlPlaneSection() }, null, 2));
     return;
   }
+  if (process.env.BENCH_ONLY === "cli") {
+    console.log(JSON.stringify({ cli: await cliSection() }, null, 2));
+    return;
+  }
   if (process.env.BENCH_ONLY) {
     if (process.env.BENCH_ONLY !== "history") throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY}: only "history" or "control_plane" can run alone`);
     console.log(JSON.stringify({ history: await historySection() }, null, 2));
@@ -340,6 +348,7 @@ async function main(): Promise<void> {
         : { skipped: "no Docker daemon" },
       history,
       control_plane: controlPlane,
+      cli: await cliSection(server),
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {

@@ -1,6 +1,7 @@
 /**
- * The only reader of process.env for the control plane and the CLI. One zod schema, parsed once
- * at start-up; a bad value stops the server with a message naming the variable.
+ * The only reader of process.env for the control plane (and, through client-config.ts, the CLI).
+ * One zod schema, parsed once at start-up; a bad value stops the server with a message naming the
+ * variable.
  * Every option states its default and unit.
  */
 import { existsSync } from "node:fs";
@@ -11,6 +12,10 @@ import { z } from "zod";
 import { DEFAULT_PULL_POLICY, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES } from "./core/placement.js";
 import { DEFAULT_WORKER_IMAGE } from "./core/worker-image.js";
 import { parseTracingConfig } from "./tracing-config.js";
+import { isLoopbackHost } from "./client-config.js";
+
+// The CLI's settings live in client-config.ts (no zod: they load on every CLI start).
+export { clientAdminKeyPath, clientCaCertPath, clientServerUrl, clientToken, isLoopbackHost } from "./client-config.js";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -504,36 +509,4 @@ export function parseSecretKey(text: string): Buffer {
 function isWithin(path: string, dir: string): boolean {
   const rel = relative(dir, path);
   return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
-}
-
-/**
- * Whether a host name or address is this machine's loopback (127.0.0.0/8, ::1, localhost), as in
- * HODEI_HOST or a URL's hostname ("[::1]").
- */
-export function isLoopbackHost(host: string): boolean {
-  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
-  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
-}
-
-/** The CLI's settings: where the server is. */
-export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag ?? env.HODEI_SERVER_URL ?? "http://127.0.0.1:7070";
-}
-
-/** The CLI's API key, when given: --token, else HODEI_TOKEN (else the CLI may read admin.key). */
-export function clientToken(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return flag ?? (env.HODEI_TOKEN || undefined);
-}
-
-/** Where the CLI looks for admin.key when it talks to a server on this machine: HODEI_DATA_DIR, as the server does. */
-export function clientAdminKeyPath(env: NodeJS.ProcessEnv = process.env): string {
-  return join(resolve(env.HODEI_DATA_DIR || ".hodei"), "admin.key");
-}
-
-/**
- * The CLI's CA certificate file (PEM) for an https:// server: --ca-cert, else HODEI_TLS_CA.
- * Undefined: the system's roots verify the server.
- */
-export function clientCaCertPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return flag ?? (env.HODEI_TLS_CA || undefined);
 }

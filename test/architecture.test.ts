@@ -1,8 +1,9 @@
 /**
  * The import rules of docs/architecture.md, checked mechanically:
  *   core <- store, providers <- scheduler <- server;  agent uses only core and gen;
- *   cli uses only gen, checks, its own files and config.ts (plus the lazy imports that start a
- *   server and build the Docker worker image); checks (doctor and verify over the API) only gen;
+ *   client (hodei/client) only gen and core's pure helpers; cli uses only client, gen, checks, its
+ *   own files and client-config.ts (plus the lazy imports that start a server, build the Docker
+ *   worker image and read config.ts); checks (doctor and verify over the API) only gen;
  *   the dashboard only gen, checks and its own files.
  */
 import assert from "node:assert/strict";
@@ -46,17 +47,21 @@ const ALLOWED: Record<string, string[]> = {
   // The OTEL_* settings, parsed from the env config.ts hands over; the scheduler's job traces take them.
   "tracing-config": [],
   // core is pure: config checks HODEI_K8S_NODE_SELECTOR / TOLERATIONS with the rules jobs are checked with.
-  config: ["core", "tracing-config"],
+  config: ["core", "client-config", "tracing-config"],
+  // The CLI's settings (server URL, key, CA file): no dependency, loaded on every CLI start.
+  "client-config": [],
+  // hodei/client, the typed client of the API for Node programs (and the CLI's).
+  client: ["client", "gen", "core"],
   scheduler: ["core", "store", "providers", "scheduler", "metrics", "tracing-config"],
   server: ["core", "store", "providers", "scheduler", "server", "gen", "metrics", "config"],
   agent: ["core", "gen", "agent"],
-  cli: ["cli", "gen", "config", "checks"],
+  cli: ["cli", "client", "gen", "client-config", "checks"],
   // doctor and verify over the API, shared by the CLI and the dashboard: only the generated client.
   checks: ["checks", "gen"],
 };
 
 /** What the CLI may import lazily (import()) beyond its own area. */
-const LAZY_CLI_IMPORTS = ["server/main.js", "providers/docker-image.js"];
+const LAZY_CLI_IMPORTS = ["server/main.js", "providers/docker-image.js", "../config.js"];
 
 describe("import rules", () => {
   for (const file of sourceFiles(SRC)) {
@@ -64,11 +69,25 @@ describe("import rules", () => {
     it(`${relative(SRC, file)} imports only what ${area} may use`, () => {
       assert.ok(ALLOWED[area], `no rule for area "${area}": add one to test/architecture.test.ts`);
       for (const imp of importsOf(file)) {
-        // The CLI starts the server and builds the worker image through lazy imports, so client
-        // commands never load them (nor dockerode).
+        // The CLI starts the server, builds the worker image and reads config.ts (zod) through lazy
+        // imports, so client commands never load them (nor dockerode).
         if (area === "cli" && imp.isDynamic && LAZY_CLI_IMPORTS.some((spec) => imp.spec.endsWith(spec))) continue;
         if (imp.spec.endsWith("/package.json")) continue; // the version string
         assert.ok(ALLOWED[area].includes(imp.area), `${relative(SRC, file)} imports ${imp.spec} (${imp.area})`);
+      }
+    });
+  }
+});
+
+describe("hodei/client's packages", () => {
+  // What a program that imports hodei/client loads: the Connect client and protobuf runtime only.
+  const PACKAGES = /^(node:|@connectrpc\/connect(-node)?$|@bufbuild\/protobuf(\/wkt)?$)/;
+  for (const file of sourceFiles(join(SRC, "client"))) {
+    it(`${relative(SRC, file)} imports only Node's modules, Connect and protobuf`, () => {
+      const text = readFileSync(file, "utf8");
+      for (const match of text.matchAll(/^(?:import|export)\b[^;]*?from\s+["']([^."'][^"']*)["']|import\s*\(\s*["']([^."'][^"']*)["']/gm)) {
+        const spec = match[1] ?? match[2];
+        assert.match(spec, PACKAGES, `${relative(SRC, file)} imports ${spec}`);
       }
     });
   }

@@ -1,23 +1,28 @@
 /**
- * The CLI's connection to the control plane: Connect clients of hodei.v1.JobService and KeyService
- * over HTTP/1.1 (the same protocol plain curl speaks). The server URL comes from the global --server
- * option, else HODEI_SERVER_URL, else http://127.0.0.1:7070 (resolved by config.ts, the only reader
- * of the env); the API key from credentials.ts. An https:// server is verified with the CA file of
- * --ca-cert, else HODEI_TLS_CA, else the system's roots.
+ * The CLI's connection to the control plane, made by the hodei/client code (src/client): one
+ * transport, with the high-level client (`hodei`: jobs, logs, wait) and the generated Connect
+ * clients of JobService and KeyService for the other calls. The server URL comes from the global
+ * --server option, else HODEI_SERVER_URL, else http://127.0.0.1:7070 (client-config.ts); the API
+ * key from credentials.ts. An https:// server is verified with the CA file of --ca-cert, else
+ * HODEI_TLS_CA, else the system's roots.
  */
 import { readFileSync } from "node:fs";
-import { type Client, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { clientCaCertPath, clientServerUrl } from "../config.js";
-import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
-import { apiKeyOf, sendApiKey } from "./credentials.js";
+import { clientCaCertPath, clientServerUrl } from "../client-config.js";
+import { createClientOn, type HodeiClient } from "../client/client.js";
+import { InvalidArgumentError } from "../client/errors.js";
+import { createApiClients, createTransport } from "../client/transport.js";
+import type { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
+import { apiKeyOf, explainApiKey } from "./credentials.js";
 import { CliError, USAGE_EXIT_CODE } from "./errors.js";
 
 export type ApiClient = Client<typeof JobService>;
 export type KeyClient = Client<typeof KeyService>;
 
 export interface CliContext {
+  /** The hodei/client API: submit, get, list, cancel, rerun, logs, wait. */
+  hodei: HodeiClient;
   client: ApiClient;
   keys: KeyClient;
   serverUrl: string;
@@ -31,26 +36,20 @@ export function serverUrlOf(command: Command): string {
 /** A client for the command's server. Creating it opens no connection. */
 export function connect(command: Command): CliContext {
   const serverUrl = serverUrlOf(command);
-  let url: URL;
+  const caCert = readCaCert(clientCaCertPath(command.optsWithGlobals<{ caCert?: string }>().caCert));
+  const key = apiKeyOf(command, serverUrl);
+  let transport;
   try {
-    url = new URL(serverUrl);
-  } catch {
-    url = new URL("invalid:");
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    transport = createTransport({ baseUrl: serverUrl, token: key.key, caCert }, [explainApiKey(key)]);
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err;
     throw new CliError(
       `invalid server URL "${serverUrl}": expected http://HOST:PORT or https://HOST:PORT (set --server or HODEI_SERVER_URL)`,
       USAGE_EXIT_CODE,
     );
   }
-  const ca = readCaCert(clientCaCertPath(command.optsWithGlobals<{ caCert?: string }>().caCert));
-  const transport = createConnectTransport({
-    baseUrl: serverUrl,
-    httpVersion: "1.1",
-    nodeOptions: ca ? { ca } : undefined,
-    interceptors: [sendApiKey(apiKeyOf(command, serverUrl))],
-  });
-  return { client: createClient(JobService, transport), keys: createClient(KeyService, transport), serverUrl };
+  const { jobs, keys } = createApiClients(transport);
+  return { hodei: createClientOn(transport), client: jobs, keys, serverUrl };
 }
 
 function readCaCert(path: string | undefined): string | undefined {

@@ -1,5 +1,5 @@
 /**
- * Which API key the CLI sends, as `Authorization: Bearer <key>`: the global --token, else
+ * Which API key the CLI sends (the client sends it as `Authorization: Bearer <key>`): the global --token, else
  * HODEI_TOKEN, else, only for a server on a loopback address, the admin key the server wrote to
  * admin.key in its data directory (HODEI_DATA_DIR, default ./.hodei, as for the server). So the
  * one-command start needs no setup, and a key file is never sent to another machine.
@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { clientAdminKeyPath, clientToken, isLoopbackHost } from "../config.js";
+import { clientAdminKeyPath, clientToken, isLoopbackHost } from "../client-config.js";
 import { CliError } from "./errors.js";
 
 export interface ApiKeyChoice {
@@ -37,14 +37,16 @@ export function apiKeyOf(command: Command, serverUrl: string): ApiKeyChoice {
   }
 }
 
-/** Adds the key to every request of a transport; a refusal (unauthenticated) says which key was sent. */
-export function sendApiKey(choice: ApiKeyChoice): Interceptor {
+/**
+ * Says which key was sent when the server refuses it (unauthenticated): the client's transport sends
+ * the key itself; this interceptor only adds its source to the refusal.
+ */
+export function explainApiKey(choice: ApiKeyChoice): Interceptor {
   const explain = (err: unknown) =>
     err instanceof ConnectError && err.code === Code.Unauthenticated
       ? new ConnectError(`${err.rawMessage} (API key used: ${choice.source})`, err.code, err.metadata, undefined, err)
       : err;
   return (next) => async (req) => {
-    if (choice.key) req.header.set("authorization", `Bearer ${choice.key}`);
     try {
       const res = await next(req);
       if (!res.stream) return res;

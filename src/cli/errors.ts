@@ -3,7 +3,8 @@
  * server) that carries the one line to print and the exit code. describeError turns anything thrown
  * into that line, `hodei: <message>`; only an unexpected error (a bug) keeps its stack trace.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
+import { HodeiError, NotFoundError, toHodeiError } from "../client/errors.js";
 import { describeTlsFailure } from "./tls-errors.js";
 
 /** Exit code for a command line the CLI cannot accept (unknown option, bad value). */
@@ -44,39 +45,40 @@ export interface ErrorReport {
 /** The line (without the `hodei: ` prefix) and exit code for any thrown value. */
 export function describeError(err: unknown, serverUrl: string): ErrorReport {
   if (err instanceof CliError) return { message: err.message, exitCode: err.exitCode };
-  if (err instanceof ConnectError) return { message: describeConnectError(err, serverUrl), exitCode: 1 };
+  // The generated clients (doctor, verify, keys) throw ConnectErrors; the client, HodeiErrors.
+  if (err instanceof HodeiError || err instanceof ConnectError) return { message: describeApiError(toHodeiError(err), serverUrl), exitCode: 1 };
   if (err instanceof Error) return { message: `unexpected error: ${err.message}`, exitCode: 1, stack: err.stack };
   return { message: `unexpected error: ${String(err)}`, exitCode: 1 };
 }
 
-function describeConnectError(err: ConnectError, serverUrl: string): string {
-  const detail = err.rawMessage || Code[err.code];
-  const tlsFailure = describeTlsFailure(err, serverUrl);
+function describeApiError(err: HodeiError, serverUrl: string): string {
+  const detail = err.message;
+  // Node's error code (a TLS or socket failure) is further down the cause chain than the client's own code.
+  const tlsFailure = describeTlsFailure(err.cause, serverUrl);
   if (tlsFailure) return tlsFailure;
   if (isServerUnreachable(err)) {
     return `cannot reach the Hodei server at ${serverUrl} (is "hodei server" running? set --server or HODEI_SERVER_URL)`;
   }
   switch (err.code) {
-    case Code.InvalidArgument:
-      return err.rawMessage ? `invalid request: ${err.rawMessage}` : "invalid request";
-    case Code.NotFound:
-      return err.rawMessage || "not found";
-    case Code.FailedPrecondition:
-    case Code.AlreadyExists:
-    case Code.PermissionDenied:
-    case Code.Unauthenticated:
+    case "invalid_argument":
+      return `invalid request: ${detail}`;
+    case "not_found":
+    case "failed_precondition":
+    case "already_exists":
+    case "permission_denied":
+    case "unauthenticated":
       return detail;
-    case Code.Unimplemented:
+    case "unimplemented":
       return `the server at ${serverUrl} does not serve the Hodei API (${detail}); check --server or HODEI_SERVER_URL`;
-    case Code.Unavailable:
-    case Code.Aborted:
-    case Code.DeadlineExceeded:
+    case "unavailable":
+    case "aborted":
+    case "deadline_exceeded":
       return `lost contact with the Hodei server at ${serverUrl}: ${detail}`;
-    case Code.Internal:
-    case Code.Unknown:
+    case "internal":
+    case "unknown":
       return `server error: ${detail}`;
     default:
-      return `${detail} (${Code[err.code]})`;
+      return `${detail} (${err.code})`;
   }
 }
 
@@ -86,8 +88,9 @@ function describeConnectError(err: ConnectError, serverUrl: string): string {
  */
 export function explainJobNotFound(jobId: string): (err: unknown) => never {
   return (err) => {
-    if (err instanceof ConnectError && err.code === Code.NotFound) {
-      if (err.rawMessage.includes("removed by retention")) throw new CliError(err.rawMessage, 1, { cause: err });
+    const found = err instanceof ConnectError ? toHodeiError(err) : err;
+    if (found instanceof NotFoundError) {
+      if (found.message.includes("removed by retention")) throw new CliError(found.message, 1, { cause: err });
       throw new CliError(`job ${jobId} not found (list jobs with "hodei jobs")`, 1, { cause: err });
     }
     throw err;

@@ -13,8 +13,8 @@ export function registerCancelCommand(program: Command): void {
     .argument("<id>", "job id")
     .option("--json", "print the job object after the request")
     .action(async (id: string, options: { json?: boolean }, command: Command) => {
-      const { client } = connect(command);
-      const job = await client.cancelJob({ id }).catch(explainJobNotFound(id));
+      const { hodei } = connect(command);
+      const job = await hodei.cancel(id).catch(explainJobNotFound(id));
       if (options.json) printJson(messageJson(JobSchema, job));
       else if (job.state === "canceled") process.stdout.write(`job ${job.id} ${colorState(job.state)}\n`);
       else if (isEnded(job.state)) process.stdout.write(`job ${job.id} had already ended: ${colorState(job.state)}\n`);

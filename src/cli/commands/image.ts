@@ -2,15 +2,14 @@
  * `hodei image build`: assemble the agent runtime (<data dir>/agent-runtime) and build the default
  * Docker worker image from it, offline: no registry, no base image. Running it again when nothing
  * changed returns at once. The tag is hodei-worker:<package version>, the one both providers use
- * by default; it then prints how to load the image into kind, k3d or minikube, or push it. The image code and dockerode are imported lazily, here only, so other
- * commands do not load them.
+ * by default; it then prints how to load the image into kind, k3d or minikube, or push it. The image code, dockerode and config.ts (with its
+ * schema) are imported lazily, here only, so other commands do not load them.
  *
  * Settings: --data-dir, else HODEI_DATA_DIR, else .hodei; the daemon socket is HODEI_DOCKER_SOCKET,
  * else /var/run/docker.sock. (These two variables are read here until config.ts offers them.)
  */
 import { join } from "node:path";
 import type { Command } from "commander";
-import { packageRoot } from "../../config.js";
 import { CliError } from "../errors.js";
 import { loadHints, loadHintsText } from "../image-hints.js";
 import { printJson } from "../json.js";
@@ -35,6 +34,7 @@ export function registerImageCommand(program: Command): void {
     .option("--json", "print the result as a JSON object")
     .action(async (options: BuildOptions) => {
       const images = await import("../../providers/docker-image.js");
+      const { packageRoot } = await import("../../config.js");
       const tag = options.tag ?? images.DEFAULT_WORKER_IMAGE;
       const dataDir = options.dataDir ?? process.env.HODEI_DATA_DIR ?? ".hodei";
       const socketPath = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";

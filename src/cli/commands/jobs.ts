@@ -34,8 +34,8 @@ export function registerJobsCommand(program: Command): void {
     .option("--json", "print an array of job objects")
     .option("--label <KEY=VALUE>", "only jobs with this label (repeatable: jobs with all of them)", collectLabels)
     .action(async (options: ListOptions, command: Command) => {
-      const { client } = connect(command);
-      const response = await client.listJobs({
+      const { hodei } = connect(command);
+      const response = await hodei.list({
         states: options.state ?? [],
         provider: options.provider ?? "",
         limit: options.limit ?? 0,
@@ -55,8 +55,8 @@ export function registerJobsCommand(program: Command): void {
     .argument("<id>", "job id")
     .option("--json", "print the job object")
     .action(async (id: string, options: { json?: boolean }, command: Command) => {
-      const { client } = connect(command);
-      const job = await client.getJob({ id }).catch(explainJobNotFound(id));
+      const { hodei } = connect(command);
+      const job = await hodei.get(id).catch(explainJobNotFound(id));
       if (options.json) printJson(messageJson(JobSchema, job));
       else printJobDetails(job, Date.now());
     });

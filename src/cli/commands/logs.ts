@@ -7,7 +7,6 @@
 import type { Command } from "commander";
 import { connect } from "../client.js";
 import { explainJobNotFound } from "../errors.js";
-import { followLogs, readLogs } from "../follow.js";
 import { logWriter, noteRetry } from "../log-output.js";
 
 export function registerLogsCommand(program: Command): void {
@@ -18,12 +17,12 @@ export function registerLogsCommand(program: Command): void {
     .option("-f, --follow", "keep printing new output until the job ends")
     .option("--json", "one JSON object per log entry per line")
     .action(async (id: string, options: { follow?: boolean; json?: boolean }, command: Command) => {
-      const { client, serverUrl } = connect(command);
-      const reading = {
-        onEntry: logWriter({ isJson: options.json }),
-        onRetry: noteRetry(serverUrl),
-      };
-      if (options.follow) await followLogs(client, id, reading).catch(explainJobNotFound(id));
-      else await readLogs(client, id, reading).catch(explainJobNotFound(id));
+      const { hodei, serverUrl } = connect(command);
+      const write = logWriter({ isJson: options.json });
+      try {
+        for await (const entry of hodei.logs(id, { follow: options.follow === true, onRetry: noteRetry(serverUrl) })) write(entry);
+      } catch (err) {
+        explainJobNotFound(id)(err);
+      }
     });
 }

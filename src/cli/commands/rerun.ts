@@ -16,8 +16,8 @@ export function registerRerunCommand(program: Command): void {
     .argument("<id>", "id of the finished job to run again")
     .option("--json", "print the new job object")
     .action(async (id: string, options: { json?: boolean }, command: Command) => {
-      const { client } = connect(command);
-      const job = await client.rerunJob({ id }).catch(explainJobNotFound(id));
+      const { hodei } = connect(command);
+      const job = await hodei.rerun(id).catch(explainJobNotFound(id));
       if (options.json) {
         printJson(messageJson(JobSchema, job));
         return;

@@ -7,9 +7,9 @@ import { readFileSync } from "node:fs";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { JobSchema, type Job } from "../../gen/hodei/v1/api_pb.js";
-import { type ApiClient, connect } from "../client.js";
+import type { HodeiClient } from "../../client/client.js";
+import { connect } from "../client.js";
 import { CliError, USAGE_EXIT_CODE, describeError, formatUsageError } from "../errors.js";
-import { followLogs } from "../follow.js";
 import { stderrColors } from "../format.js";
 import { exitCodeOf, reportJobEnd } from "../job-exit.js";
 import { messageJson, printJson } from "../json.js";
@@ -90,8 +90,8 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
   if (options.script !== undefined && script.trim() === "") {
     throw new CliError(`the script ${options.script} is empty`, USAGE_EXIT_CODE);
   }
-  const { client, serverUrl } = connect(command);
-  const { job } = await client.submitJob({
+  const { hodei, serverUrl } = connect(command);
+  const job = await hodei.submit({
     command: commandArgs,
     script,
     provider: options.provider ?? "",
@@ -112,7 +112,6 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     nodeSelector: options.nodeSelector ?? {},
     tolerations: options.toleration ?? [],
   });
-  if (!job) throw new CliError("the server accepted the job but returned no job");
 
   if (options.detach) {
     if (options.json) printJson(messageJson(JobSchema, job));
@@ -122,14 +121,14 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
   const isChatty = !options.json && process.stderr.isTTY === true;
   if (isChatty) process.stderr.write(stderrColors().dim(`job ${job.id} ${job.state} on ${job.provider || "the default provider"}\n`));
 
-  const finished = await followUntilEnd(client, job.id, serverUrl, options.json === true);
+  const finished = await followUntilEnd(hodei, job.id, serverUrl, options.json === true);
   if (options.json) printJson(messageJson(JobSchema, finished));
   reportJobEnd(finished, isChatty);
   return exitCodeOf(finished);
 }
 
 /** Streams the job's logs to its end, cancelling it on the first Ctrl-C and leaving on the second. */
-async function followUntilEnd(client: ApiClient, jobId: string, serverUrl: string, isJson: boolean): Promise<Job> {
+async function followUntilEnd(hodei: HodeiClient, jobId: string, serverUrl: string, isJson: boolean): Promise<Job> {
   let interrupts = 0;
   const onSigint = () => {
     interrupts++;
@@ -138,14 +137,14 @@ async function followUntilEnd(client: ApiClient, jobId: string, serverUrl: strin
       process.exit(130);
     }
     process.stderr.write(`hodei: canceling job ${jobId} (Ctrl-C again to stop waiting)\n`);
-    client.cancelJob({ id: jobId }).catch((err: unknown) => {
+    hodei.cancel(jobId).catch((err: unknown) => {
       process.stderr.write(`hodei: could not cancel job ${jobId}: ${describeError(err, serverUrl).message}\n`);
     });
   };
   process.on("SIGINT", onSigint);
   try {
-    return await followLogs(client, jobId, {
-      onEntry: logWriter({ isStdoutReserved: isJson }),
+    return await hodei.wait(jobId, {
+      onLog: logWriter({ isStdoutReserved: isJson }),
       onRetry: noteRetry(serverUrl),
     });
   } catch (err) {

@@ -1,0 +1,38 @@
+/**
+ * The CLI's settings from its environment: where the server is, the API key, the CA file. Apart
+ * from config.ts (which re-exports these), the only reader of process.env outside the agent; it
+ * has no dependency, so a CLI command does not load the server's configuration schema to start.
+ */
+import { join, resolve } from "node:path";
+
+/**
+ * Whether a host name or address is this machine's loopback (127.0.0.0/8, ::1, localhost), as in
+ * HODEI_HOST or a URL's hostname ("[::1]").
+ */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** The CLI's settings: where the server is. */
+export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.HODEI_SERVER_URL ?? "http://127.0.0.1:7070";
+}
+
+/** The CLI's API key, when given: --token, else HODEI_TOKEN (else the CLI may read admin.key). */
+export function clientToken(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return flag ?? (env.HODEI_TOKEN || undefined);
+}
+
+/** Where the CLI looks for admin.key when it talks to a server on this machine: HODEI_DATA_DIR, as the server does. */
+export function clientAdminKeyPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(resolve(env.HODEI_DATA_DIR || ".hodei"), "admin.key");
+}
+
+/**
+ * The CLI's CA certificate file (PEM) for an https:// server: --ca-cert, else HODEI_TLS_CA.
+ * Undefined: the system's roots verify the server.
+ */
+export function clientCaCertPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return flag ?? (env.HODEI_TLS_CA || undefined);
+}
