@@ -38,6 +38,7 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     delaySeconds: 0,
     // The values were deleted when the job ended: refuseLostSecrets stops a rerun of a job that had any.
     secrets: {},
+    notify: JSON.parse(job.notify) as string[],
     idempotencyKey: "",
   };
 }

@@ -129,6 +129,7 @@ export class JobQueries {
         pull_policy: spec.pullPolicy,
         node_selector: JSON.stringify(spec.nodeSelector),
         tolerations: JSON.stringify(spec.tolerations),
+        notify: JSON.stringify(spec.notify ?? []),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

@@ -69,6 +69,8 @@ export interface JobsTable {
   queue_deadline_ms: number | null;
   /** SHA-256 of the validated spec (core/spec-hash.ts), compared when an idempotency key is reused; null before 0013. */
   spec_hash: string | null;
+  /** JSON array of the job's webhook URLs (migration 0025), told of its end. */
+  notify: Generated<string>;
 }
 
 /**
@@ -217,6 +219,25 @@ export interface ReplicasTable {
   renewed_at_ms: number;
 }
 
+/** One webhook delivery of a job's end (migration 0025). */
+export interface WebhookDeliveriesTable {
+  id: string;
+  job_id: string;
+  url: string;
+  state: WebhookDeliveryState;
+  /** Requests made so far (one in flight counts). */
+  attempts: number;
+  /** When a pending delivery is due; while a request is in flight, when it may be taken again. */
+  next_attempt_at: number;
+  /** HTTP status of the last answer; null when there was none. */
+  last_status: number | null;
+  last_error: string;
+  created_at: number;
+  delivered_at: number | null;
+}
+
+export type WebhookDeliveryState = "pending" | "delivered" | "failed";
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -229,6 +250,7 @@ export interface Database {
   job_labels: JobLabelsTable;
   leases: LeasesTable;
   replicas: ReplicasTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -240,3 +262,4 @@ export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type JobSecretRow = Selectable<JobSecretsTable>;
 export type LeaseRow = Selectable<LeasesTable>;
 export type ReplicaRow = Selectable<ReplicasTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
