@@ -15,6 +15,7 @@ import type { Leadership, ReplicaIdentity } from "./leadership.js";
 import type { Liveness } from "./liveness.js";
 import type { ProviderCalls } from "./provider-calls.js";
 import type { ProviderHealth } from "./provider-health.js";
+import type { WebhookSettings } from "./webhooks.js";
 
 export interface ProviderSlot {
   provider: WorkerProvider;
@@ -57,6 +58,8 @@ export interface ReconcilerOptions {
   leaderLeaseMs?: number;
   /** Jobs claimed at most per claim statement for one provider (bounded by its capacity too). Default 32. */
   claimBatch?: number;
+  /** Webhooks of jobs' ends (webhooks.ts). Default: unsigned, public addresses only. */
+  webhooks?: WebhookSettings;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {
