@@ -40,18 +40,18 @@ export type WebhookSender = (request: WebhookRequest, signal?: AbortSignal) => P
 /** The error code our lookup gives a name that resolves to a refused address. */
 const REFUSED_CODE = "EHODEI_ADDRESS_REFUSED";
 
-type Resolve = (hostname: string, options: { all: true; family?: number; hints?: number }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
+export type Resolve = (hostname: string, options: { all: true; family?: number; hints?: number }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
 
 /**
  * A `lookup` for sockets that refuses names resolving to any refused address (one bad address
- * among good ones is enough: which one the socket would use is not ours to guess). `resolve` is
- * dns.lookup; tests give their own.
+ * among good ones is enough: which one the socket would use is not ours to guess), unless
+ * `isPrivateAllowed`. `resolve` is dns.lookup; tests give their own.
  */
-export function checkedLookup(resolve: Resolve = dnsLookup as unknown as Resolve): LookupFunction {
+export function checkedLookup(resolve: Resolve = dnsLookup as unknown as Resolve, isPrivateAllowed = false): LookupFunction {
   return (hostname, options, callback) => {
     resolve(hostname, { all: true, family: options.family as number | undefined, hints: options.hints }, (err, addresses) => {
       if (err) return callback(err, "", 0);
-      const refused = addresses.map((a) => ({ address: a.address, why: addressRefusal(a.address) })).find((a) => a.why !== null);
+      const refused = isPrivateAllowed ? undefined : addresses.map((a) => ({ address: a.address, why: addressRefusal(a.address) })).find((a) => a.why !== null);
       if (refused || addresses.length === 0) {
         const message = refused
           ? `${hostname} resolves to ${refused.address}, a ${refused.why} address; webhooks go to public addresses only (the server allows others with HODEI_WEBHOOK_ALLOW_PRIVATE=1)`
@@ -65,7 +65,7 @@ export function checkedLookup(resolve: Resolve = dnsLookup as unknown as Resolve
 }
 
 /** Sends one webhook request (see the module comment). Never throws: a failure is the outcome's error. */
-export async function sendWebhook(request: WebhookRequest, signal?: AbortSignal, lookup: LookupFunction = checkedLookup()): Promise<SendOutcome> {
+export async function sendWebhook(request: WebhookRequest, signal?: AbortSignal, resolveName?: Resolve): Promise<SendOutcome> {
   const problem = webhookUrlProblem(request.url, request.isPrivateAllowed);
   if (problem) return { status: null, error: `refused: ${problem}`, isRefused: true };
   const url = new URL(request.url);
@@ -85,7 +85,7 @@ export async function sendWebhook(request: WebhookRequest, signal?: AbortSignal,
         method: "POST",
         headers: { ...request.headers, "content-length": String(Buffer.byteLength(request.body)) },
         agent: false,
-        lookup: request.isPrivateAllowed ? undefined : lookup,
+        lookup: checkedLookup(resolveName, request.isPrivateAllowed),
       },
       (res) => {
         // The status is all we need: the body is not read, and the connection goes with it.

@@ -101,12 +101,17 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     index: "job_labels_key_value_created",
     why: "ListJobs by label: the newest jobs of a label are one range, read in order; by jobs_created it would walk history",
   },
+  {
+    sql: /^with "due" as materialized \(select "id" from "webhook_deliveries" where "state" = \?/,
+    index: "webhook_deliveries_due",
+    why: "the leader's webhook step, every pass: the due pending deliveries are one range, oldest due first; delivered ones are history",
+  },
 ];
 
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas", "webhooks"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();

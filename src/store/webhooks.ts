@@ -60,20 +60,26 @@ export class WebhookQueries {
    */
   async takeDue(nowMs: number, leaseUntilMs: number, limit: number): Promise<WebhookDeliveryRow[]> {
     if (limit <= 0) return [];
+    // Picked once, in a MATERIALIZED common table expression, as the batched claim does
+    // (store/attempts.ts): PostgreSQL may evaluate an `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
+    // more than once, each time skipping the rows the last one locked, and so take more than n.
     return this.db
+      .with(
+        (cte) => cte("due").materialized(),
+        (db) =>
+          db
+            .selectFrom("webhook_deliveries")
+            .select("id")
+            .where("state", "=", "pending")
+            .where("next_attempt_at", "<=", nowMs)
+            .orderBy("next_attempt_at")
+            .orderBy("id")
+            .limit(limit)
+            .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
+      )
       .updateTable("webhook_deliveries")
       .set((eb) => ({ attempts: eb("attempts", "+", 1), next_attempt_at: leaseUntilMs }))
-      .where("id", "in", (eb) =>
-        eb
-          .selectFrom("webhook_deliveries")
-          .select("id")
-          .where("state", "=", "pending")
-          .where("next_attempt_at", "<=", nowMs)
-          .orderBy("next_attempt_at")
-          .orderBy("id")
-          .limit(limit)
-          .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
-      )
+      .where("id", "in", (eb) => eb.selectFrom("due").select("due.id"))
       .where("state", "=", "pending")
       .where("next_attempt_at", "<=", nowMs)
       .returningAll()
