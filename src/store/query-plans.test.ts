@@ -102,7 +102,7 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     why: "ListJobs by label: the newest jobs of a label are one range, read in order; by jobs_created it would walk history",
   },
   {
-    sql: /^with "due" as materialized \(select "id" from "webhook_deliveries" where "state" = \?/,
+    sql: /^select "id" from "webhook_deliveries" where "state" = \? and "next_attempt_at" <= \?/,
     index: "webhook_deliveries_due",
     why: "the leader's webhook step, every pass: the due pending deliveries are one range, oldest due first; delivered ones are history",
   },

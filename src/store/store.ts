@@ -75,7 +75,7 @@ export class Store {
     this.keys = new KeyQueries(db);
     this.secrets = new SecretQueries(db, kind);
     this.replicas = new ReplicaQueries(db);
-    this.webhooks = new WebhookQueries(db, kind);
+    this.webhooks = new WebhookQueries(db);
   }
 
   /** Sends a hint (notifier.ts) without waiting; never throws. */

@@ -11,7 +11,6 @@
  * and the mark leaves it pending; once the lease passes it is sent again.
  */
 import type { Kysely } from "kysely";
-import type { DatabaseKind } from "./database.js";
 import type { Database, JobRow, WebhookDeliveryRow } from "./schema.js";
 
 export interface DeliveryOutcome {
@@ -48,42 +47,39 @@ export async function insertDeliveries(tx: Kysely<Database>, job: JobRow, server
 }
 
 export class WebhookQueries {
-  constructor(
-    private readonly db: Kysely<Database>,
-    private readonly kind: DatabaseKind,
-  ) {}
+  constructor(private readonly db: Kysely<Database>) {}
 
   /**
-   * Takes up to `limit` pending deliveries due at nowMs, oldest due first, in one statement: each
-   * counts one more attempt and is not due again before `leaseUntilMs` (the request's time limit
-   * and a margin), so no other pass takes it while its request is in flight. Returns them as taken.
+   * Takes up to `limit` pending deliveries due at nowMs, oldest due first: each counts one more
+   * attempt and is not due again before `leaseUntilMs` (the request's time limit and a margin), so
+   * no pass takes it again while its request is in flight. Returns them as taken.
+   *
+   * A read first, then a guarded update of what it found: the step runs on every pass and there is
+   * usually nothing due, and a read takes no write lock (an UPDATE would, on SQLite, even when it
+   * changes nothing). The guard (still pending and due) makes a delivery taken by another process
+   * in between (a replica that still believed it led) a loser of the race, left out.
    */
   async takeDue(nowMs: number, leaseUntilMs: number, limit: number): Promise<WebhookDeliveryRow[]> {
     if (limit <= 0) return [];
-    // Picked once, in a MATERIALIZED common table expression, as the batched claim does
-    // (store/attempts.ts): PostgreSQL may evaluate an `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
-    // more than once, each time skipping the rows the last one locked, and so take more than n.
-    return this.db
-      .with(
-        (cte) => cte("due").materialized(),
-        (db) =>
-          db
-            .selectFrom("webhook_deliveries")
-            .select("id")
-            .where("state", "=", "pending")
-            .where("next_attempt_at", "<=", nowMs)
-            .orderBy("next_attempt_at")
-            .orderBy("id")
-            .limit(limit)
-            .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
-      )
+    const due = await this.db
+      .selectFrom("webhook_deliveries")
+      .select("id")
+      .where("state", "=", "pending")
+      .where("next_attempt_at", "<=", nowMs)
+      .orderBy("next_attempt_at")
+      .orderBy("id")
+      .limit(limit)
+      .execute();
+    if (due.length === 0) return [];
+    const taken = await this.db
       .updateTable("webhook_deliveries")
       .set((eb) => ({ attempts: eb("attempts", "+", 1), next_attempt_at: leaseUntilMs }))
-      .where("id", "in", (eb) => eb.selectFrom("due").select("due.id"))
+      .where("id", "in", due.map((row) => row.id))
       .where("state", "=", "pending")
       .where("next_attempt_at", "<=", nowMs)
       .returningAll()
       .execute();
+    return taken.sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
   }
 
   /** Request number `attempts` was answered 2xx: delivered. Null when the delivery was taken again since (or has ended). */
