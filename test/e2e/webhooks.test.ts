@@ -228,8 +228,10 @@ describe("webhooks without HODEI_WEBHOOK_ALLOW_PRIVATE", () => {
   });
   after(async () => {
     await server.stop();
+    const left = await anyClusterProcesses(server.clusterId);
     killCluster(server.clusterId);
     server.cleanup();
+    assert.deepEqual(left, []);
   });
 
   it("refuses a private, loopback or metadata URL at submit, naming the field, and runs nothing", async () => {

@@ -69,7 +69,7 @@ export function registerRunCommand(program: Command): void {
     .option("--queue-timeout <seconds>", "end the job timed_out if it has not started this long after it is due (default: the server's HODEI_QUEUE_TIMEOUT)", parsePositiveInt)
     .option("--run-at <time>", "start no earlier than this ISO 8601 time, e.g. 2030-01-02T03:04:05Z (at most a year ahead)", parseIsoTime)
     .option("--delay <seconds>", "start no earlier than this many seconds from now", parsePositiveInt)
-    .option("--notify <url>", "POST a signed JSON webhook to this http(s) URL when the job ends (repeatable, at most 4)", (url: string, previous: string[] = []) => [...previous, url])
+    .option("--notify <url>", "POST a JSON webhook to this http(s) URL when the job ends, signed when the server has HODEI_WEBHOOK_SECRET (repeatable, at most 4)", (url: string, previous: string[] = []) => [...previous, url])
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
