@@ -268,3 +268,33 @@ describe("the Kubernetes provider's placement settings (resources)", () => {
     assert.throws(() => parseServerConfig({ HODEI_K8S_TOLERATIONS: "{}" }), /a JSON array of tolerations\s+→ at HODEI_K8S_TOLERATIONS/);
   });
 });
+
+describe("webhooks (HODEI_WEBHOOK_*)", () => {
+  it("default to none, unsigned, public addresses only, 10 s per request, retried for a day", () => {
+    assert.deepEqual(parseServerConfig({}).webhooks, {
+      urls: [],
+      secret: "",
+      isPrivateAllowed: false,
+      timeoutMs: 10_000,
+      retry: { baseMs: 10_000, capMs: 3_600_000, giveUpAfterMs: 86_400_000 },
+    });
+  });
+
+  it("take a server-wide URL checked like a job's, and a private one only with HODEI_WEBHOOK_ALLOW_PRIVATE=1", () => {
+    assert.deepEqual(parseServerConfig({ HODEI_WEBHOOK_URL: "https://hooks.example.com/all" }).webhooks.urls, ["https://hooks.example.com/all"]);
+    assert.throws(() => parseServerConfig({ HODEI_WEBHOOK_URL: "http://10.0.0.5/hook" }), /HODEI_WEBHOOK_URL: 10\.0\.0\.5 is a private address.*HODEI_WEBHOOK_ALLOW_PRIVATE=1/);
+    assert.throws(() => parseServerConfig({ HODEI_WEBHOOK_URL: "ftp://hooks.example.com/" }), /HODEI_WEBHOOK_URL: "ftp:" URLs are not sent to/);
+    const allowed = parseServerConfig({ HODEI_WEBHOOK_URL: "http://10.0.0.5/hook", HODEI_WEBHOOK_ALLOW_PRIVATE: "1" }).webhooks;
+    assert.deepEqual([allowed.urls, allowed.isPrivateAllowed], [["http://10.0.0.5/hook"], true]);
+  });
+
+  it("refuse a secret shorter than 16 characters, naming the variable", () => {
+    assert.throws(() => parseServerConfig({ HODEI_WEBHOOK_SECRET: "short" }), /at least 16 characters[\s\S]*HODEI_WEBHOOK_SECRET/);
+    assert.equal(parseServerConfig({ HODEI_WEBHOOK_SECRET: "0123456789abcdef" }).webhooks.secret, "0123456789abcdef");
+  });
+
+  it("read the retry window as a duration", () => {
+    assert.equal(parseServerConfig({ HODEI_WEBHOOK_RETRY_FOR: "12h" }).webhooks.retry.giveUpAfterMs, 12 * 3_600_000);
+    assert.throws(() => parseServerConfig({ HODEI_WEBHOOK_RETRY_FOR: "8d" }), /HODEI_WEBHOOK_RETRY_FOR/);
+  });
+});

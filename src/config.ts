@@ -16,6 +16,7 @@ import { isLoopbackHost } from "./client-config.js";
 
 // The CLI's settings live in client-config.ts (no zod: they load on every CLI start).
 export { clientAdminKeyPath, clientCaCertPath, clientServerUrl, clientToken, isLoopbackHost } from "./client-config.js";
+import { webhookUrlProblem } from "./core/webhook-address.js";
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -155,6 +156,30 @@ const ServerEnv = z.object({
    * then ends timed_out, saying why it never started. Default: unset (as is 0), jobs wait for ever.
    */
   HODEI_QUEUE_TIMEOUT: duration(30 * DURATION_UNIT_MS.d, "0 (or unset) lets jobs wait for ever").optional(),
+  // Webhooks of jobs' ends (scheduler/webhooks.ts; README "Webhooks").
+  /**
+   * A URL told of every job's end, besides the job's own (hodei run --notify). Checked like those:
+   * http or https, and a public address unless HODEI_WEBHOOK_ALLOW_PRIVATE=1. Default: unset.
+   */
+  HODEI_WEBHOOK_URL: z.string().trim().min(1).optional(),
+  /**
+   * Key of the Hodei-Signature header (HMAC-SHA256 of "<t>.<body>"), at least 16 characters; share
+   * it with the receivers. Default: unset, and webhooks are sent unsigned (the server warns at start).
+   */
+  HODEI_WEBHOOK_SECRET: z.string().min(16, "at least 16 characters").max(1024).optional(),
+  /**
+   * 1: webhooks may go to private, loopback, link-local and metadata addresses (a receiver on the
+   * same network). Default 0: such URLs are refused at submit and at delivery (server-side request forgery).
+   */
+  HODEI_WEBHOOK_ALLOW_PRIVATE: z.enum(["0", "1"]).default("0"),
+  /** Time limit of one webhook request, ms. Default 10000. */
+  HODEI_WEBHOOK_TIMEOUT_MS: int(100, 60_000).default(10_000),
+  /** Backoff of a failed webhook request: the ceiling after the first failure, doubling, ms. Default 10000. */
+  HODEI_WEBHOOK_RETRY_BASE_MS: int(10, 3_600_000).default(10_000),
+  /** The backoff's ceiling never grows past this, ms. Default 3600000 (an hour). */
+  HODEI_WEBHOOK_RETRY_MAX_MS: int(10, 86_400_000).default(3_600_000),
+  /** A delivery not answered 2xx this long after the job ended is given up (failed), as `<n><unit>`, up to 7d. Default 1d. */
+  HODEI_WEBHOOK_RETRY_FOR: duration(7 * DURATION_UNIT_MS.d, "0 tries once").default(DURATION_UNIT_MS.d),
   /** Job timeout when a job names none, seconds. Default 3600. */
   HODEI_JOB_TIMEOUT_SECONDS: int(1, 7 * 24 * 3600).default(3600),
   /** A worker must register within this many ms of being provisioned. Default 60000. */
@@ -393,6 +418,10 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new Error(`invalid configuration: HODEI_DOCKER_RUNTIME_DIR=${runtimeDir} would hold ${join(dataDir, "admin.key")} and ${join(dataDir, "secret.key")} and show them to every container: use a directory of its own`);
   }
 
+  const isWebhookPrivateAllowed = e.HODEI_WEBHOOK_ALLOW_PRIVATE === "1";
+  const webhookUrlIssue = e.HODEI_WEBHOOK_URL === undefined ? null : webhookUrlProblem(e.HODEI_WEBHOOK_URL, isWebhookPrivateAllowed);
+  if (webhookUrlIssue) throw new Error(`invalid configuration: HODEI_WEBHOOK_URL: ${webhookUrlIssue}`);
+
   const baseEnv: Record<string, string> = {};
   for (const key of WORKER_BASE_ENV) if (env[key] !== undefined) baseEnv[key] = env[key]!;
   return {
@@ -421,6 +450,15 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     clusterIdOverride: e.HODEI_CLUSTER_ID,
     /** 0 keeps every finished job. */
     retentionMs: e.HODEI_RETENTION,
+    /** Webhooks of jobs' ends (scheduler/webhooks.ts). */
+    webhooks: {
+      urls: e.HODEI_WEBHOOK_URL ? [e.HODEI_WEBHOOK_URL] : [],
+      /** "": unsigned. */
+      secret: e.HODEI_WEBHOOK_SECRET ?? "",
+      isPrivateAllowed: isWebhookPrivateAllowed,
+      timeoutMs: e.HODEI_WEBHOOK_TIMEOUT_MS,
+      retry: { baseMs: e.HODEI_WEBHOOK_RETRY_BASE_MS, capMs: e.HODEI_WEBHOOK_RETRY_MAX_MS, giveUpAfterMs: e.HODEI_WEBHOOK_RETRY_FOR },
+    },
     jobTimeoutSeconds: e.HODEI_JOB_TIMEOUT_SECONDS,
     /** 0: jobs that name no queue timeout wait for ever. Whole seconds (the duration's units are). */
     queueTimeoutSeconds: (e.HODEI_QUEUE_TIMEOUT ?? 0) / 1000,

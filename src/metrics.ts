@@ -37,6 +37,7 @@ export function createMetrics() {
     orphansDetected: new Counter({ name: "hodei_orphans_detected_total", help: "Labelled resources with no live worker", labelNames: ["provider"], registers: [registry] }),
     orphansReaped: new Counter({ name: "hodei_orphans_reaped_total", help: "Orphans destroyed", labelNames: ["provider"], registers: [registry] }),
     liveWorkers: new Gauge({ name: "hodei_live_workers", help: "Workers not yet destroyed (exported by the leader replica only)", labelNames: ["provider"], registers: [registry], collect }),
+    webhookDeliveries: new Counter({ name: "hodei_webhook_deliveries_total", help: "Webhook requests by result: delivered (2xx), retried (failed, tried again later), failed (given up)", labelNames: ["result"], registers: [registry] }),
     leader: new Gauge({ name: "hodei_leader", help: "1 on the replica that holds the leader lease, else 0", registers: [registry] }),
     ...operationsMetrics(registry, collect),
     startupSeconds: new Histogram({

@@ -5,7 +5,7 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import pc from "picocolors";
-import type { Attempt, Job, Timeline, Toleration } from "../gen/hodei/v1/api_pb.js";
+import type { Attempt, Job, Timeline, Toleration, WebhookDelivery } from "../gen/hodei/v1/api_pb.js";
 import { NONE, colorState, formatCommand, formatDurationMs, formatJobDuration, formatRelative, formatTime } from "./format.js";
 import { printFields } from "./table.js";
 
@@ -54,6 +54,27 @@ export function printJobDetails(job: Job, nowMs: number): void {
     process.stdout.write(`${pc.bold("attempts")}\n`);
     for (const attempt of job.attemptHistory) printAttempt(attempt, job.createdAt);
   }
+  if (job.deliveries.length > 0) {
+    process.stdout.write(`${pc.bold("webhooks")}\n`);
+    for (const delivery of job.deliveries) printDelivery(delivery, nowMs);
+  }
+}
+
+/** One webhook delivery: its URL and state, then its requests and the last answer. */
+function printDelivery(d: WebhookDelivery, nowMs: number): void {
+  const state = d.state === "delivered" ? pc.green(d.state) : d.state === "failed" ? pc.red(d.state) : pc.yellow(d.state);
+  process.stdout.write(`  ${d.url} ${state}\n`);
+  printFields(
+    [
+      ["delivery", d.id],
+      ["requests", String(d.attempts)],
+      ["last answer", d.lastStatus ? `HTTP ${d.lastStatus}` : undefined],
+      ["last error", d.lastError ? pc.red(d.lastError) : undefined],
+      ["delivered", d.deliveredAt ? `${formatTime(d.deliveredAt)} (${formatRelative(d.deliveredAt, nowMs)})` : undefined],
+      ["next try", d.nextAttemptAt ? `${formatTime(d.nextAttemptAt)} (${formatRelative(d.nextAttemptAt, nowMs)})` : undefined],
+    ],
+    "    ",
+  );
 }
 
 function printAttempt(attempt: Attempt, origin: Timestamp | undefined): void {

@@ -47,7 +47,12 @@ export function backoffCeilingMs(attempt: number): number {
  * come back spread out instead of all at once, and none comes back sooner than half its ceiling.
  */
 export function backoffMs(attempt: number, random: Random): number {
-  const half = backoffCeilingMs(attempt) / 2;
+  return equalJitterMs(backoffCeilingMs(attempt), random);
+}
+
+/** A delay of half `ceilingMs` plus a random share of the other half ("equal jitter"); also the webhooks' (core/webhook.ts). */
+export function equalJitterMs(ceilingMs: number, random: Random): number {
+  const half = ceilingMs / 2;
   return Math.floor(half + half * unitInterval(random()));
 }
 

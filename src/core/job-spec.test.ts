@@ -43,6 +43,7 @@ describe("validateJobSpec", () => {
         pullPolicy: "always",
         nodeSelector: { "disktype": "ssd", "topology.kubernetes.io/zone": "eu-1a" },
         tolerations: [{ key: "dedicated", operator: "Equal", value: "hodei", effect: "NoSchedule" }],
+        notify: ["https://hooks.example.com/hodei?token=abc", "http://203.0.114.9:8080/"],
       };
       assert.deepEqual(validateJobSpec(input, DEFAULTS), input);
     });
@@ -75,6 +76,7 @@ describe("validateJobSpec", () => {
         pullPolicy: "if-not-present",
         nodeSelector: {},
         tolerations: [],
+        notify: [],
       });
     });
 
@@ -357,5 +359,28 @@ describe("validateJobSpec: queue fields (priority, queue timeout, run-at)", () =
     assert.equal(dueAtMs({ runAtMs: NOW + 5000, delaySeconds: 0 }, NOW), NOW + 5000);
     assert.equal(dueAtMs({ runAtMs: NOW - 5000, delaySeconds: 0 }, NOW), NOW, "a past run-at means now");
     assert.equal(dueAtMs({ runAtMs: 0, delaySeconds: 30 }, NOW), NOW + 30_000);
+  });
+});
+
+describe("validateJobSpec: notify (webhook URLs)", () => {
+  it("takes up to 4 http(s) URLs and drops duplicates", () => {
+    const urls = ["https://a.example.com/x", "http://b.example.com:8080/", "https://a.example.com/x"];
+    assert.deepEqual(validateJobSpec({ command: ["true"], notify: urls }, DEFAULTS).notify, ["https://a.example.com/x", "http://b.example.com:8080/"]);
+    assert.deepEqual(validateJobSpec({ command: ["true"] }, DEFAULTS).notify, []);
+  });
+
+  it("refuses a fifth URL, a URL over 2048 characters, another scheme and no URL at all", () => {
+    assertRejected({ command: ["true"], notify: ["a", "b", "c", "d", "e"].map((h) => `https://${h}.example.com/`) }, "notify", /at most 4 URLs/);
+    assertRejected({ command: ["true"], notify: [`https://example.com/${"a".repeat(2048)}`] }, "notify", /longer than 2048/);
+    assertRejected({ command: ["true"], notify: ["file:///etc/passwd"] }, "notify", /use http or https/);
+    assertRejected({ command: ["true"], notify: ["gopher://example.com/"] }, "notify", /use http or https/);
+    assertRejected({ command: ["true"], notify: ["not a url"] }, "notify", /not a URL/);
+  });
+
+  it("refuses private, loopback, link-local and metadata addresses, and localhost, unless the server allows them", () => {
+    for (const url of ["http://127.0.0.1:9000/", "http://localhost/", "http://api.localhost/", "http://10.1.2.3/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://[fd00:ec2::254]/", "http://2130706433/", "http://0x7f.1/", "http://0.0.0.0/", "http://100.100.100.200/"]) {
+      assertRejected({ command: ["true"], notify: [url] }, "notify", /HODEI_WEBHOOK_ALLOW_PRIVATE=1/);
+      assert.deepEqual(validateJobSpec({ command: ["true"], notify: [url] }, { ...DEFAULTS, isWebhookPrivateAllowed: true }).notify, [url], url);
+    }
   });
 });

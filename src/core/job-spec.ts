@@ -4,6 +4,7 @@
  * nothing is stored before it passes.
  */
 import { InvalidInputError } from "./errors.js";
+import { WEBHOOK_LIMITS, webhookUrlProblem } from "./webhook-address.js";
 import { DEFAULT_PULL_POLICY, isPullPolicy, nodeSelectorProblems, normaliseTolerations, PULL_POLICIES, type PullPolicy, type Toleration } from "./placement.js";
 
 export interface JobSpec {
@@ -50,6 +51,8 @@ export interface JobSpec {
    * Unset: none.
    */
   trace?: { traceId: string; traceParent: string };
+  /** Webhooks: URLs told of the job's end (core/webhook-address.ts); at most 4, without duplicates. */
+  notify: string[];
 }
 
 export const SPEC_LIMITS = {
@@ -90,6 +93,8 @@ export interface SpecDefaults {
   queueTimeoutSeconds?: number;
   /** The time of the submission, epoch ms: a run-at more than a year after it is refused. Unset: not checked. */
   nowMs?: number;
+  /** Webhook URLs may name private, loopback and link-local addresses (HODEI_WEBHOOK_ALLOW_PRIVATE). Default false. */
+  isWebhookPrivateAllowed?: boolean;
 }
 
 function bytes(text: string): number {
@@ -177,7 +182,18 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   if (typeof tolerations === "string") fail("tolerations", tolerations);
 
   const secrets = validateSecrets(input.secrets ?? {}, env);
-  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets, pullPolicy, nodeSelector, tolerations, ...validateQueueFields(input, defaults) };
+  const notify = validateNotify(input.notify ?? [], defaults.isWebhookPrivateAllowed === true);
+  return { command, script, provider, env, timeoutSeconds, labels, maxAttempts, image, idempotencyKey, cpuMillis, memoryMb, retryOnExitCodes, secrets, pullPolicy, nodeSelector, tolerations, notify, ...validateQueueFields(input, defaults) };
+}
+
+/** Webhook URLs: at most WEBHOOK_LIMITS.urlsPerJob, each one webhookUrlProblem accepts; duplicates dropped. */
+function validateNotify(urls: string[], isPrivateAllowed: boolean): string[] {
+  if (urls.length > WEBHOOK_LIMITS.urlsPerJob) fail("notify", `at most ${WEBHOOK_LIMITS.urlsPerJob} URLs (got ${urls.length})`);
+  for (const [i, url] of urls.entries()) {
+    const problem = webhookUrlProblem(url, isPrivateAllowed);
+    if (problem) fail("notify", `URL ${i + 1}: ${problem}`);
+  }
+  return [...new Set(urls)];
 }
 
 /**

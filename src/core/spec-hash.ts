@@ -15,8 +15,9 @@ import { createHash } from "node:crypto";
 import type { JobSpec } from "./job-spec.js";
 
 export function specHash(spec: JobSpec): string {
-  const { idempotencyKey: _key, secrets, trace: _trace, ...rest } = spec;
-  const hashed = { ...rest, secretNames: Object.keys(secrets ?? {}).sort() };
+  const { idempotencyKey: _key, secrets, trace: _trace, notify, ...rest } = spec;
+  // No webhook is hashed as before webhooks existed, so a key used then still matches its spec.
+  const hashed = { ...rest, secretNames: Object.keys(secrets ?? {}).sort(), notify: notify?.length ? notify : undefined };
   return createHash("sha256").update(canonicalJson(hashed)).digest("hex");
 }
 

@@ -16,6 +16,7 @@ import type { Leadership, ReplicaIdentity } from "./leadership.js";
 import type { Liveness } from "./liveness.js";
 import type { ProviderCalls } from "./provider-calls.js";
 import type { ProviderHealth } from "./provider-health.js";
+import type { WebhookSettings } from "./webhooks.js";
 
 export interface ProviderSlot {
   provider: WorkerProvider;
@@ -60,6 +61,8 @@ export interface ReconcilerOptions {
   claimBatch?: number;
   /** Job traces (job-trace.ts). Default: off. */
   trace?: JobTrace;
+  /** Webhooks of jobs' ends (webhooks.ts). Default: unsigned, public addresses only. */
+  webhooks?: WebhookSettings;
 }
 
 export interface ReconcileContext extends ReconcilerOptions {

@@ -13,6 +13,7 @@
  *   4. inspect    ask providers about live workers; an exited or missing one loses its attempt
  *   5. reap       labelled resources with no live worker row are destroyed after a grace period
  *   6. retention  finished jobs older than the retention are removed with their rows (full passes)
+ *   7. webhooks   due webhook deliveries of jobs' ends are sent, off the pass (webhooks.ts)
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
@@ -45,6 +46,7 @@ import { provision } from "./provision.js";
 import { expireQueueDeadlines } from "./queue-deadlines.js";
 import { reapOrphans } from "./reap.js";
 import { removeExpiredJobs } from "./retention.js";
+import { WebhookDispatcher } from "./webhooks.js";
 
 export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
 export type { LossKind } from "../core/backoff.js";
@@ -57,6 +59,8 @@ export type { CommandEnding } from "./attempt-loss.js";
  * and passes run directly (runOnce) always run it. ms.
  */
 const NUDGED_DEADLINES_EVERY_MS = 250;
+/** The same for the webhook step on nudged passes (one indexed read of the due deliveries), ms. */
+const NUDGED_WEBHOOKS_EVERY_MS = 250;
 
 export class Reconciler {
   private readonly ctx: ReconcileContext;
@@ -68,6 +72,9 @@ export class Reconciler {
   private lastFullPassMs = 0;
   private unsubscribe: () => void = () => {};
   private lastDeadlinesMs = -Infinity;
+  private lastWebhooksMs = -Infinity;
+  /** Sends webhook deliveries (the leader's step). */
+  readonly webhooks: WebhookDispatcher;
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log, o.metrics);
@@ -81,6 +88,14 @@ export class Reconciler {
       onChange: (isLeader) => o.metrics.leader.set(isLeader ? 1 : 0),
     });
     const trace = o.trace ?? NO_JOB_TRACE;
+    this.webhooks = new WebhookDispatcher({
+      store: o.store,
+      clock: o.clock,
+      log: o.log,
+      metrics: o.metrics,
+      random: o.random ?? Math.random,
+      settings: o.webhooks ?? { secret: "", isPrivateAllowed: false },
+    });
     this.ctx = {
       ...o,
       trace,
@@ -117,6 +132,7 @@ export class Reconciler {
     if (this.timer) clearInterval(this.timer);
     await this.running;
     await Promise.allSettled([...this.background]);
+    await this.webhooks.stop();
   }
 
   /** Graceful shutdown of a replica, after stop(): the lease goes at once, so another leads without waiting for its expiry. */
@@ -191,6 +207,10 @@ export class Reconciler {
     if (full) await this.step("reap", () => reapOrphans(this.ctx, lead()));
     if (full && lead()) await this.step("nodes", () => loseWorkersOfDeadNodes(this.ctx));
     if (full && lead()) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
+    if (lead() && (!options.isNudged || full || now - this.lastWebhooksMs >= NUDGED_WEBHOOKS_EVERY_MS)) {
+      this.lastWebhooksMs = now;
+      await this.step("webhooks", async () => void (await this.webhooks.runOnce()));
+    }
   }
 
   /** Resolves when every background provider call started so far has settled (tests). */

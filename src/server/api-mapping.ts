@@ -17,14 +17,17 @@ import {
   TimelineSchema,
   type Toleration,
   TolerationSchema,
+  type WebhookDelivery,
+  WebhookDeliverySchema,
   type Worker,
   WorkerSchema,
 } from "../gen/hodei/v1/api_pb.js";
 import { isTerminal } from "../core/job-state.js";
 import { shownTraceId } from "../core/trace-context.js";
 import type { Toleration as CoreToleration } from "../core/placement.js";
+import { displayedWebhookUrl } from "../core/webhook-address.js";
 import { scopesOf } from "../store/keys.js";
-import type { ApiKeyRow, JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
+import type { ApiKeyRow, JobRow, OtpTokenRow, WebhookDeliveryRow, WorkerRow } from "../store/schema.js";
 
 function ts(ms: number | null | undefined): Timestamp | undefined {
   return ms === null || ms === undefined ? undefined : timestampFromMs(ms);
@@ -74,8 +77,29 @@ function redacted(env: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.keys(env).map((name) => [name, ""]));
 }
 
-/** `workers` are the job's workers ordered by attempt; isEnvShown: may the caller see env values. */
-export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): Job {
+/**
+ * A webhook delivery, its URL without credentials, query or fragment; a caller that may not see
+ * env values (no read scope) sees its origin only (the server's HODEI_WEBHOOK_URL is among them).
+ */
+function toWebhookDelivery(row: WebhookDeliveryRow, isEnvShown: boolean): WebhookDelivery {
+  return create(WebhookDeliverySchema, {
+    id: row.id,
+    url: displayedWebhookUrl(row.url, !isEnvShown),
+    state: row.state,
+    attempts: row.attempts,
+    lastStatus: row.last_status ?? 0,
+    lastError: row.last_error,
+    createdAt: ts(row.created_at),
+    deliveredAt: ts(row.delivered_at),
+    nextAttemptAt: row.state === "pending" ? ts(row.next_attempt_at) : undefined,
+  });
+}
+
+/**
+ * `workers` are the job's workers ordered by attempt; isEnvShown: may the caller see env values.
+ * `deliveries`: its webhook deliveries (GetJob reads them; listings leave them out).
+ */
+export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean, deliveries: WebhookDeliveryRow[] = []): Job {
   // A queued job has no current worker (an earlier attempt's worker belongs to the history only).
   const latest = job.state === "queued" ? undefined : (workers.filter((w) => w.attempt === job.attempts).at(-1) ?? workers.at(-1));
   return create(JobSchema, {
@@ -115,6 +139,7 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean): J
     tolerations: (JSON.parse(job.tolerations) as CoreToleration[]).map(tolerationToApi),
     resourcesApplied: latest?.resources_applied ?? workers.at(-1)?.resources_applied ?? "",
     traceId: shownTraceId(job),
+    deliveries: deliveries.map((row) => toWebhookDelivery(row, isEnvShown)),
   });
 }
 

@@ -24,6 +24,7 @@ import { Store } from "../store/store.js";
 import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService, parseStateFilter } from "./job-service.js";
+import { toJob } from "./api-mapping.js";
 import { LogHub } from "./log-hub.js";
 import { SessionRegistry } from "./worker-service.js";
 
@@ -91,6 +92,29 @@ describe("job service reads", () => {
     assert.equal(reads, 1);
     const attempts = Object.fromEntries(jobs.map((j) => [j.id, j.attemptHistory.map((a) => a.workerId)]));
     assert.deepEqual(attempts, { retried: ["retried-w1", "retried-w2"], once: ["once-w1"], waiting: [] });
+  });
+
+  it("GetJob shows a finished job's webhook deliveries, their URLs without query or credentials", async () => {
+    await driveJob(store, clock, "hooked", "ended", { spec: { notify: ["https://user:pw@hooks.example.com/a?token=s3cret", "https://b.example.com/"] } });
+    const [taken] = await store.webhooks.takeDue(clock.nowMs(), clock.nowMs() + 1000, 1);
+    await store.webhooks.markFailedAttempt(taken.id, 1, { status: 503, error: "answered HTTP 503 (only 2xx delivers)" }, clock.nowMs() + 10_000);
+    const job = await client.getJob({ id: "hooked" });
+    const shown = job.deliveries.map((d) => [d.url, d.state, d.attempts, d.lastStatus, d.lastError, d.nextAttemptAt !== undefined]).sort();
+    const expected = [
+      ["https://b.example.com/", "pending", 0, 0, "", true],
+      ["https://hooks.example.com/a", "pending", 0, 0, "", true],
+    ];
+    const tried = expected.find((e) => taken.url.includes(new URL(e[0] as string).host))!;
+    tried.splice(2, 3, 1, 503, "answered HTTP 503 (only 2xx delivers)");
+    assert.deepEqual(shown, expected);
+    const text = job.deliveries.map((d) => `${d.url} ${d.lastError}`).join(" ");
+    assert.ok(!text.includes("s3cret") && !text.includes("pw@"), text);
+    // A caller without the read scope sees the origins only.
+    const row = (await store.jobs.get("hooked"))!;
+    const origins = toJob(row, [], false, await store.webhooks.listOfJob("hooked")).deliveries.map((d) => d.url).sort();
+    assert.deepEqual(origins, ["https://b.example.com", "https://hooks.example.com"]);
+    await driveJob(store, clock, "running", "running", { spec: { notify: ["https://b.example.com/"] } });
+    assert.deepEqual((await client.getJob({ id: "running" })).deliveries, [], "none before the end");
   });
 
   it("ListProviders counts orphans with one worker query per provider", async () => {

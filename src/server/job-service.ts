@@ -42,6 +42,8 @@ export interface JobServiceDeps extends ServiceDeps {
   workerUrlWarning: (provider: string, url: string) => string;
   /** Queue timeout of jobs that name none, seconds (HODEI_QUEUE_TIMEOUT). Default 0: they wait for ever. */
   defaultQueueTimeoutSeconds?: number;
+  /** Webhook URLs may name private and loopback addresses (HODEI_WEBHOOK_ALLOW_PRIVATE). Default false. */
+  isWebhookPrivateAllowed?: boolean;
 }
 
 /** ListProviders asks each provider for its health and resources; a call that takes longer is aborted, ms. */
@@ -126,7 +128,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   async function loadJob(id: string, caller: Caller) {
     const job = await readJob(id);
     requireJobRead(caller, owner(job));
-    return toJob(job, await store.workers.listOfJob(id), maySeeEnvValues(caller));
+    const deliveries = isTerminal(job.state) ? await store.webhooks.listOfJob(id) : [];
+    return toJob(job, await store.workers.listOfJob(id), maySeeEnvValues(caller), deliveries);
   }
 
   /** "Not found", or for a job removed by retention (while its record is kept) exactly that. */
@@ -165,6 +168,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           queueTimeoutSeconds: req.queueTimeoutSeconds,
           runAtMs: req.runAt ? timestampMs(req.runAt) : 0,
           delaySeconds: req.delaySeconds,
+          notify: req.notify,
         },
         {
           provider: deps.defaultProvider,
@@ -172,6 +176,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           providers: [...deps.providers.keys()],
           queueTimeoutSeconds: deps.defaultQueueTimeoutSeconds,
           nowMs: clock.nowMs(),
+          isWebhookPrivateAllowed: deps.isWebhookPrivateAllowed,
         },
       );
       requireProvider(caller, spec.provider);
@@ -209,6 +214,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         provider: deps.defaultProvider,
         timeoutSeconds: deps.defaultTimeoutSeconds,
         providers: [...deps.providers.keys()],
+        isWebhookPrivateAllowed: deps.isWebhookPrivateAllowed,
       });
       requireProvider(caller, spec.provider);
       spec.trace = traceOfNewJob(callerTrace("", ctx), deps.reconciler.trace.isRecording);

@@ -79,7 +79,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   const clock = systemClock;
   mkdirSync(config.dataDir, { recursive: true });
   const { db, kind, isNew, notifier } = await openDatabase(config.databaseUrl, { pool: config.databasePool, notifierLog: log, log: hooks.databaseLog });
-  const store = new Store(db, kind, notifier);
+  const store = new Store(db, kind, notifier, { webhookUrls: config.webhooks.urls });
   const cluster = await resolveClusterId(store.meta, { override: config.clusterIdOverride, databaseUrl: config.databaseUrl, isNewDatabase: isNew });
   const clusterId = cluster.id;
   if (cluster.replaced) {
@@ -93,6 +93,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   } else {
     log.warn({ host: config.host }, "HODEI_AUTH=off: the client API asks for no key; whoever reaches this address may do anything");
   }
+  if (!config.webhooks.secret) log.warn("HODEI_WEBHOOK_SECRET is not set: webhooks (hodei run --notify, HODEI_WEBHOOK_URL) are sent unsigned, so receivers cannot check they come from this server");
   // Before anything is served: a secret key that is unreadable stops the server, naming it.
   const secretBox = new SecretBox(loadSecretKey({ dataDir: config.dataDir, givenKey: config.secretKey, log }));
   const metrics = createMetrics();
@@ -181,6 +182,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     replica,
     leaderLeaseMs: config.leaderLeaseMs,
     trace,
+    webhooks: config.webhooks,
   });
   if (enabled.includes("kubernetes")) {
     const k8s = await import("@kubernetes/client-node");
@@ -247,7 +249,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       } else {
         router.service(WorkerService, workerService);
       }
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning, defaultQueueTimeoutSeconds: config.queueTimeoutSeconds }));
+      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning, defaultQueueTimeoutSeconds: config.queueTimeoutSeconds, isWebhookPrivateAllowed: config.webhooks.isPrivateAllowed }));
       router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {

@@ -40,6 +40,7 @@ export function rerunSpec(job: JobRow): SpecCopy & { idempotencyKey: "" } {
     secrets: {},
     // A rerun is a new submit: its trace is decided then (job-service.ts), not copied.
     trace: { traceId: "", traceParent: "" },
+    notify: JSON.parse(job.notify) as string[],
     idempotencyKey: "",
   };
 }

@@ -4,6 +4,10 @@
  * register (worker gets a session), dispatch (job and worker to running), end (job to its next
  * state, worker to destroying, the unused token revoked). A crash between two of these leaves a
  * state the reconcile pass knows how to finish; a crash inside one leaves nothing half-written.
+ *
+ * A job becomes final in exactly three of them (end with a final state, cancel, the queue timeout),
+ * and each calls finishJob: the job's secrets go and its webhook deliveries are written (at least
+ * once: they exist exactly when the job is final).
  */
 import { type Kysely, sql } from "kysely";
 import { isTerminal, type JobState } from "../core/job-state.js";
@@ -12,6 +16,8 @@ import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
 import { deleteSecretsOfJobs } from "./secrets.js";
+import { insertDeliveries } from "./webhooks.js";
+import { newId } from "../core/ids.js";
 import { firstRow, runCompiled } from "./compiled.js";
 import type { Database, JobRow, WorkerRow } from "./schema.js";
 
@@ -52,7 +58,15 @@ export class AttemptQueries {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly kind: DatabaseKind,
+    /** The server's webhook URLs (HODEI_WEBHOOK_URL), told of every job's end besides the job's own. */
+    private readonly serverWebhookUrls: readonly string[] = [],
   ) {}
+
+  /** What every transaction that makes a job final does besides the job's own row: see the module comment. */
+  private async finishJob(tx: Kysely<Database>, job: JobRow, nowMs: number): Promise<void> {
+    await deleteSecretsOfJobs(tx, [job.id]);
+    await insertDeliveries(tx, job, this.serverWebhookUrls, nowMs, newId);
+  }
 
   /**
    * Claims the oldest due queued job of one of `providers` and writes its worker row and OTP token
@@ -293,7 +307,7 @@ export class AttemptQueries {
       const job = await new JobQueries(tx, this.kind).transition(worker.job_id, to, nowMs, jobPatch, worker.attempt, isUncounted);
       await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason, exit_code: exitCode });
       await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
-      if (job && isTerminal(job.state)) await deleteSecretsOfJobs(tx, [job.id]);
+      if (job && isTerminal(job.state)) await this.finishJob(tx, job, nowMs);
       return job;
     });
   }
@@ -309,6 +323,7 @@ export class AttemptQueries {
     return this.db.transaction().execute(async (tx) => {
       const job = await new JobQueries(tx, this.kind).transition(jobId, "canceled", nowMs, { reason, finished_at: nowMs });
       if (!job) return null;
+      await this.finishJob(tx, job, nowMs);
       return { job, workers: await releaseWorkersOfEndedJob(tx, jobId, reason, nowMs, stopDeadlineMs) };
     });
   }
@@ -322,6 +337,7 @@ export class AttemptQueries {
     return this.db.transaction().execute(async (tx) => {
       const job = await new JobQueries(tx, this.kind).timeOutUnstarted(jobId, nowMs, reason);
       if (!job) return null;
+      await this.finishJob(tx, job, nowMs);
       return { job, workers: await releaseWorkersOfEndedJob(tx, jobId, reason, nowMs, stopDeadlineMs) };
     });
   }
@@ -419,7 +435,7 @@ const ROLLBACK = Symbol("rollback");
 /**
  * The workers of a job that has just ended before its command did (canceled, timed out in the
  * queue): those without an agent yet -> destroying, connected ones get a stop deadline; the job's
- * unused OTP tokens are revoked. Returns the job's workers as they are now.
+ * unused OTP tokens are revoked (its secrets went in finishJob). Returns the job's workers as they are now.
  */
 async function releaseWorkersOfEndedJob(tx: Kysely<Database>, jobId: string, reason: string, nowMs: number, stopDeadlineMs: number): Promise<WorkerRow[]> {
   const workers = new WorkerQueries(tx);
@@ -431,7 +447,6 @@ async function releaseWorkersOfEndedJob(tx: Kysely<Database>, jobId: string, rea
     }
   }
   await revokeUnusedTokens(tx, { jobId }, nowMs);
-  await deleteSecretsOfJobs(tx, [jobId]);
   return workers.listOfJob(jobId);
 }
 

@@ -131,6 +131,7 @@ export class JobQueries {
         tolerations: JSON.stringify(spec.tolerations),
         trace_id: spec.trace?.traceId ?? "",
         trace_parent: spec.trace?.traceParent ?? "",
+        notify: JSON.stringify(spec.notify ?? []),
       })
       .$if(key !== null, (qb) => qb.onConflict((oc) => oc.column("idempotency_key").doNothing()))
       .returningAll()

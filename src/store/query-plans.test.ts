@@ -112,12 +112,17 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     index: "workers_state",
     why: "every /metrics scrape on the leader counts the live workers by state, never the destroyed history",
   },
+  {
+    sql: /^select "id" from "webhook_deliveries" where "state" = \? and "next_attempt_at" <= \?/,
+    index: "webhook_deliveries_due",
+    why: "the leader's webhook step, every pass: the due pending deliveries are one range, oldest due first; delivered ones are history",
+  },
 ];
 
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas", "webhooks"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();

@@ -1,6 +1,6 @@
 /**
  * Removal of finished jobs (retention): a job that ended (succeeded, failed, canceled, timed_out)
- * before a cutoff goes with its destroyed workers, its OTP tokens, its label rows, its log and any
+ * before a cutoff goes with its destroyed workers, its OTP tokens, its label rows, its webhook deliveries, its log and any
  * secrets left (normally none: they go when the job ends); its idempotency key is free again,
  * and it leaves a small record in removed_jobs (id, finished_at, removed_at) so that asking for it can say "removed".
  * Those records expire in turn (expireRemoved). The caller (scheduler/retention.ts) picks the
@@ -58,6 +58,7 @@ export class RetentionQueries {
       // Leftovers only: a job's secrets are deleted when it ends (store/attempts.ts).
       await deleteSecretsOfJobs(tx, ids);
       await deleteJobLabels(tx, ids);
+      await tx.deleteFrom("webhook_deliveries").where("job_id", "in", ids).execute();
       // "Not live" is "destroyed", written so that SQLite looks workers up by job (workers_job)
       // rather than walking every destroyed worker (workers_state).
       await tx.deleteFrom("workers").where("job_id", "in", ids).where("state", "not in", LIVE_WORKER_STATES).execute();

@@ -74,6 +74,8 @@ export interface JobsTable {
   trace_id: Generated<string>;
   /** The caller's W3C traceparent given at submit, normalised; "" for none. */
   trace_parent: Generated<string>;
+  /** JSON array of the job's webhook URLs (migration 0025), told of its end. */
+  notify: Generated<string>;
 }
 
 /**
@@ -222,6 +224,25 @@ export interface ReplicasTable {
   renewed_at_ms: number;
 }
 
+/** One webhook delivery of a job's end (migration 0025). */
+export interface WebhookDeliveriesTable {
+  id: string;
+  job_id: string;
+  url: string;
+  state: WebhookDeliveryState;
+  /** Requests made so far (one in flight counts). */
+  attempts: number;
+  /** When a pending delivery is due; while a request is in flight, when it may be taken again. */
+  next_attempt_at: number;
+  /** HTTP status of the last answer; null when there was none. */
+  last_status: number | null;
+  last_error: string;
+  created_at: number;
+  delivered_at: number | null;
+}
+
+export type WebhookDeliveryState = "pending" | "delivered" | "failed";
+
 export interface Database {
   jobs: JobsTable;
   workers: WorkersTable;
@@ -234,6 +255,7 @@ export interface Database {
   job_labels: JobLabelsTable;
   leases: LeasesTable;
   replicas: ReplicasTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }
 
 export type JobRow = Selectable<JobsTable>;
@@ -245,3 +267,4 @@ export type ApiKeyRow = Selectable<ApiKeysTable>;
 export type JobSecretRow = Selectable<JobSecretsTable>;
 export type LeaseRow = Selectable<LeasesTable>;
 export type ReplicaRow = Selectable<ReplicasTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;

@@ -24,6 +24,7 @@ import { describeSecretQueries } from "./secrets.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { NewToken, NewWorker, Store } from "./store.js";
 import { describeWorkerQueries } from "./workers.contract.js";
+import { describeWebhookQueries } from "./webhooks.contract.js";
 
 const PROVIDERS = ["local", "docker", "kubernetes"];
 const TOKEN_TTL_MS = 60_000;
@@ -41,6 +42,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describeSecretQueries(makeStore);
     describeQueueQueries(makeStore);
     describeReplicaQueries(makeStore);
+    describeWebhookQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;

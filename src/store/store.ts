@@ -10,6 +10,7 @@
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
  *   replicas  the leader lease and the replicas' presence rows (several control planes, one database)
+ *   webhooks  the webhook_deliveries table (written when a job ends, sent by scheduler/webhooks.ts)
  * Times are epoch ms from the caller; the store reads no clock.
  * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
  * without waiting and merges a job's "logs" hints.
@@ -28,11 +29,18 @@ import { ReplicaQueries } from "./replicas.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
+import { WebhookQueries } from "./webhooks.js";
 
 export type { JobListQuery, JobPatch, JobSearchQuery, JobSearchResult } from "./jobs.js";
 export type { WorkerPatch } from "./workers.js";
 export type { NewToken, NewWorker } from "./attempts.js";
 export type { LogChunkInput } from "./logs.js";
+export type { DeliveryOutcome } from "./webhooks.js";
+
+export interface StoreOptions {
+  /** The server's webhook URLs (HODEI_WEBHOOK_URL): every job's end is told to them too. Default none. */
+  webhookUrls?: readonly string[];
+}
 export type { NewApiKey } from "./keys.js";
 
 export class Store {
@@ -47,24 +55,27 @@ export class Store {
   readonly secrets: SecretQueries;
   private readonly hints: CoalescingPublisher;
   readonly replicas: ReplicaQueries;
+  readonly webhooks: WebhookQueries;
 
   constructor(
     readonly db: Kysely<Database>,
     readonly kind: DatabaseKind,
     readonly notifier: Notifier = new LocalNotifier(),
+    options: StoreOptions = {},
   ) {
     // A hint that cannot be sent is dropped: the database is then failing every other statement too, and polling covers it.
     this.hints = new CoalescingPublisher(notifier, () => {});
     this.jobs = new JobQueries(db, kind);
     this.workers = new WorkerQueries(db);
     this.tokens = new TokenQueries(db);
-    this.attempts = new AttemptQueries(db, kind);
+    this.attempts = new AttemptQueries(db, kind, options.webhookUrls);
     this.logs = new LogQueries(db);
     this.retention = new RetentionQueries(db, kind);
     this.meta = new MetaQueries(db);
     this.keys = new KeyQueries(db);
     this.secrets = new SecretQueries(db, kind);
     this.replicas = new ReplicaQueries(db);
+    this.webhooks = new WebhookQueries(db);
   }
 
   /** Sends a hint (notifier.ts) without waiting; never throws. */

@@ -40,6 +40,7 @@ interface RunOptions {
   pull?: string;
   nodeSelector?: Record<string, string>;
   toleration?: TolerationOption[];
+  notify?: string[];
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei run -- ls -la`;
@@ -70,6 +71,7 @@ export function registerRunCommand(program: Command): void {
     .option("--run-at <time>", "start no earlier than this ISO 8601 time, e.g. 2030-01-02T03:04:05Z (at most a year ahead)", parseIsoTime)
     .option("--delay <seconds>", "start no earlier than this many seconds from now", parsePositiveInt)
     .option("--traceparent <traceparent>", "a W3C traceparent (00-<trace id>-<span id>-<flags>) of your span: the job's trace becomes its child, and the command gets TRACEPARENT")
+    .option("--notify <url>", "POST a JSON webhook to this http(s) URL when the job ends, signed when the server has HODEI_WEBHOOK_SECRET (repeatable, at most 4)", (url: string, previous: string[] = []) => [...previous, url])
     .configureOutput({
       outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)),
     })
@@ -111,6 +113,7 @@ async function run(commandArgs: string[], options: RunOptions, command: Command)
     pullPolicy: options.pull ?? "",
     nodeSelector: options.nodeSelector ?? {},
     tolerations: options.toleration ?? [],
+    notify: options.notify ?? [],
   });
 
   if (options.detach) {

@@ -29,6 +29,7 @@ import * as m0021 from "./0021_postgres_binary_order.js";
 import * as m0022 from "./0022_leases_and_replicas.js";
 import * as m0023 from "./0023_worker_start_and_node.js";
 import * as m0024 from "./0024_job_trace.js";
+import * as m0025 from "./0025_webhook_deliveries.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -57,6 +58,7 @@ const STEPS: Record<string, Step> = {
   "0022_leases_and_replicas": m0022,
   "0023_worker_start_and_node": m0023,
   "0024_job_trace": m0024,
+  "0025_webhook_deliveries": m0025,
 };
 
 /** The first step: applying it means the database was created by this run. */
