@@ -13,6 +13,8 @@
  *   4. inspect    ask providers about live workers; an exited or missing one loses its attempt
  *   5. reap       labelled resources with no live worker row are destroyed after a grace period
  *   6. retention  finished jobs older than the retention are removed with their rows (full passes)
+ * and, on the leader before provisioning, schedules: the due ticks of every schedule fire their jobs
+ * (schedules.ts); a timer wakes the pass at the next tick.
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
@@ -41,6 +43,7 @@ import { provision } from "./provision.js";
 import { expireQueueDeadlines } from "./queue-deadlines.js";
 import { reapOrphans } from "./reap.js";
 import { removeExpiredJobs } from "./retention.js";
+import { fireDueSchedules } from "./schedules.js";
 
 export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
 export type { LossKind } from "../core/backoff.js";
@@ -64,6 +67,9 @@ export class Reconciler {
   private lastFullPassMs = 0;
   private unsubscribe: () => void = () => {};
   private lastDeadlinesMs = -Infinity;
+  private cancelScheduleWake: () => void = () => {};
+  /** At most this long between wake-ups for a schedule's tick (the timer passes run anyway), ms. */
+  private static readonly MAX_WAKE_MS = 60_000;
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log);
@@ -110,6 +116,7 @@ export class Reconciler {
     this.unsubscribe();
     this.ctx.liveness.stop();
     this.ctx.leadership.stop();
+    this.cancelScheduleWake();
     if (this.timer) clearInterval(this.timer);
     await this.running;
     await Promise.allSettled([...this.background]);
@@ -169,6 +176,7 @@ export class Reconciler {
     // Destroying first: a finished job's worker is what a user waits on.
     await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
     if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
+    if (lead()) await this.step("schedules", async () => this.wakeForSchedules(await fireDueSchedules(this.ctx)));
     await this.step("provision", () => provision(this.ctx));
     if (lead() && (!options.isNudged || full || now - this.lastDeadlinesMs >= NUDGED_DEADLINES_EVERY_MS)) {
       this.lastDeadlinesMs = now;
@@ -179,6 +187,15 @@ export class Reconciler {
     if (full && lead()) await this.step("nodes", () => loseWorkersOfDeadNodes(this.ctx));
     if (full && lead()) await this.step("retention", async () => void (await removeExpiredJobs(this.ctx)));
     if (lead()) await this.step("metrics", () => this.exportLiveWorkers());
+  }
+
+  /** Runs a pass at the next tick of a schedule, so ticks fire on time rather than at the next timer pass. */
+  private wakeForSchedules(nextDueAtMs: number | null): void {
+    this.cancelScheduleWake();
+    if (nextDueAtMs === null || this.stopped) return;
+    // A tick still due after the step (its schedule failed: logged) is retried a second later, not in a loop.
+    const delayMs = Math.min(Math.max(1000, nextDueAtMs - this.o.clock.nowMs()), Reconciler.MAX_WAKE_MS);
+    this.cancelScheduleWake = this.o.clock.setTimer(delayMs, () => this.nudge());
   }
 
   /** The live-worker gauge, on the leader only (others export nothing for it): one count per pass. */

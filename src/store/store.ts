@@ -10,6 +10,7 @@
  *   keys      the api_keys table (authenticate a call, create, list, revoke)
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
  *   replicas  the leader lease and the replicas' presence rows (several control planes, one database)
+ *   schedules job templates fired on a cron schedule (a tick's job and the schedule's advance in one transaction)
  * Times are epoch ms from the caller; the store reads no clock.
  * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
  * without waiting and merges a job's "logs" hints.
@@ -25,6 +26,7 @@ import { CoalescingPublisher, LocalNotifier, type Notifier, type NotifyChannel }
 import { RetentionQueries } from "./retention.js";
 import { SecretQueries } from "./secrets.js";
 import { ReplicaQueries } from "./replicas.js";
+import { ScheduleQueries } from "./schedules.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -34,6 +36,7 @@ export type { WorkerPatch } from "./workers.js";
 export type { NewToken, NewWorker } from "./attempts.js";
 export type { LogChunkInput } from "./logs.js";
 export type { NewApiKey } from "./keys.js";
+export type { NewSchedule, ScheduleAdvance, ScheduledJob } from "./schedules.js";
 
 export class Store {
   readonly jobs: JobQueries;
@@ -47,6 +50,7 @@ export class Store {
   readonly secrets: SecretQueries;
   private readonly hints: CoalescingPublisher;
   readonly replicas: ReplicaQueries;
+  readonly schedules: ScheduleQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -65,6 +69,7 @@ export class Store {
     this.keys = new KeyQueries(db);
     this.secrets = new SecretQueries(db, kind);
     this.replicas = new ReplicaQueries(db);
+    this.schedules = new ScheduleQueries(db, kind);
   }
 
   /** Sends a hint (notifier.ts) without waiting; never throws. */

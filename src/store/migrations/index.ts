@@ -28,6 +28,7 @@ import * as m0020 from "./0020_worker_waiting.js";
 import * as m0021 from "./0021_postgres_binary_order.js";
 import * as m0022 from "./0022_leases_and_replicas.js";
 import * as m0023 from "./0023_worker_start_and_node.js";
+import * as m0026 from "./0026_schedules.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -55,6 +56,7 @@ const STEPS: Record<string, Step> = {
   "0021_postgres_binary_order": m0021,
   "0022_leases_and_replicas": m0022,
   "0023_worker_start_and_node": m0023,
+  "0026_schedules": m0026,
 };
 
 /** The first step: applying it means the database was created by this run. */
