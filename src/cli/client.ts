@@ -1,5 +1,5 @@
 /**
- * The CLI's connection to the control plane: Connect clients of hodei.v1.JobService and KeyService
+ * The CLI's connection to the control plane: Connect clients of hodei.v1.JobService, KeyService and ScheduleService
  * over HTTP/1.1 (the same protocol plain curl speaks). The server URL comes from the global --server
  * option, else HODEI_SERVER_URL, else http://127.0.0.1:7070 (resolved by config.ts, the only reader
  * of the env); the API key from credentials.ts. An https:// server is verified with the CA file of
@@ -10,16 +10,18 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Command } from "commander";
 import { clientCaCertPath, clientServerUrl } from "../config.js";
-import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
 import { apiKeyOf, sendApiKey } from "./credentials.js";
 import { CliError, USAGE_EXIT_CODE } from "./errors.js";
 
 export type ApiClient = Client<typeof JobService>;
 export type KeyClient = Client<typeof KeyService>;
+export type ScheduleClient = Client<typeof ScheduleService>;
 
 export interface CliContext {
   client: ApiClient;
   keys: KeyClient;
+  schedules: ScheduleClient;
   serverUrl: string;
 }
 
@@ -50,7 +52,7 @@ export function connect(command: Command): CliContext {
     nodeOptions: ca ? { ca } : undefined,
     interceptors: [sendApiKey(apiKeyOf(command, serverUrl))],
   });
-  return { client: createClient(JobService, transport), keys: createClient(KeyService, transport), serverUrl };
+  return { client: createClient(JobService, transport), keys: createClient(KeyService, transport), schedules: createClient(ScheduleService, transport), serverUrl };
 }
 
 function readCaCert(path: string | undefined): string | undefined {

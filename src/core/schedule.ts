@@ -35,6 +35,13 @@ export const SCHEDULE_LIMITS = {
 
 /** The label every job a schedule fires carries (value: the schedule's name), for ListJobs by label. */
 export const SCHEDULE_LABEL = "hodei.io/schedule";
+/** The label that says which tick fired a job (value: the tick, ISO 8601 in UTC). */
+export const TICK_LABEL = "hodei.io/schedule-tick";
+
+/** The labels a schedule adds to the job of one tick. */
+export function tickLabels(name: string, tickMs: number): Record<string, string> {
+  return { [SCHEDULE_LABEL]: name, [TICK_LABEL]: new Date(tickMs).toISOString() };
+}
 
 /** A tick seen at most this late is fired (on time); later it was missed. ms. */
 export const DEFAULT_SCHEDULE_GRACE_MS = 30_000;

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import pino from "pino";
 import { ManualClock } from "../core/clock.js";
 import { validateJobSpec } from "../core/job-spec.js";
-import { cronOf, MAX_TICKS_PER_PASS, nextTickAfter, SCHEDULE_LABEL, tickKey } from "../core/schedule.js";
+import { cronOf, MAX_TICKS_PER_PASS, nextTickAfter, SCHEDULE_LABEL, TICK_LABEL, tickKey } from "../core/schedule.js";
 import { createMetrics } from "../metrics.js";
 import { openDatabase } from "../store/database.js";
 import type { JobRow, ScheduleRow } from "../store/schema.js";
@@ -81,7 +81,7 @@ describe("schedules step", () => {
     assert.deepEqual(more, [], "a second pass at the same time fires nothing more");
     assert.equal(job.idempotency_key, tickKey("every-five", Date.parse("2026-01-05T12:05:00Z")));
     assert.equal(job.idempotency_key, "schedule:every-five:2026-01-05T12:05:00.000Z");
-    assert.deepEqual(JSON.parse(job.labels), { team: "infra", [SCHEDULE_LABEL]: "every-five" });
+    assert.deepEqual(JSON.parse(job.labels), { team: "infra", [SCHEDULE_LABEL]: "every-five", [TICK_LABEL]: "2026-01-05T12:05:00.000Z" });
     assert.deepEqual(JSON.parse(job.command), ["echo", "every-five"]);
     assert.equal(job.state, "queued");
     const row = await schedule("every-five");
@@ -260,7 +260,7 @@ describe("schedules step", () => {
     const row = await create("crash", "* * * * *");
     clock.advance(30_000);
     const spec = validateJobSpec(
-      { ...JSON.parse(row.spec), idempotencyKey: tickKey("crash", row.next_run_at), labels: { team: "infra", [SCHEDULE_LABEL]: "crash" } },
+      { ...JSON.parse(row.spec), idempotencyKey: tickKey("crash", row.next_run_at), labels: { team: "infra", [SCHEDULE_LABEL]: "crash", [TICK_LABEL]: new Date(row.next_run_at).toISOString() } },
       { provider: "local", timeoutSeconds: 60, providers: ["local"] },
     );
     const earlier = await store.jobs.insert("job-before-crash", spec, clock.nowMs());

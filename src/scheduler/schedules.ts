@@ -17,7 +17,7 @@ import type { Clock } from "../core/clock.js";
 import { AlreadyExistsError, InvalidInputError, toError } from "../core/errors.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
 import { isTerminal } from "../core/job-state.js";
-import { cronOf, DEFAULT_SCHEDULE_GRACE_MS, type MissedPolicy, planTicks, SCHEDULE_LABEL, tickKey } from "../core/schedule.js";
+import { cronOf, DEFAULT_SCHEDULE_GRACE_MS, type MissedPolicy, planTicks, tickKey, tickLabels } from "../core/schedule.js";
 import { grants, providerScope } from "../core/scopes.js";
 import type { Metrics } from "../metrics.js";
 import { scopesOf } from "../store/keys.js";
@@ -116,12 +116,12 @@ async function fireSchedule(ctx: ScheduleStepContext, row: ScheduleRow, nowMs: n
   }
 }
 
-/** The job of one tick: the template, with the tick's idempotency key and the schedule's label; or why not. */
+/** The job of one tick: the template, with the tick's idempotency key and labels; or why not. */
 function specOfTick(ctx: ScheduleStepContext, row: ScheduleRow, tickMs: number, nowMs: number): JobSpec | string {
   const template = JSON.parse(row.spec) as JobSpec;
   try {
     return validateJobSpec(
-      { ...template, idempotencyKey: tickKey(row.name, tickMs), labels: { ...template.labels, [SCHEDULE_LABEL]: row.name } },
+      { ...template, idempotencyKey: tickKey(row.name, tickMs), labels: { ...template.labels, ...tickLabels(row.name, tickMs) } },
       { provider: template.provider, timeoutSeconds: template.timeoutSeconds, providers: [...ctx.providers.keys()], nowMs },
     );
   } catch (err) {

@@ -112,7 +112,7 @@ describe("ScheduleService", () => {
       [{ name: "ok", cron: "* * * * *", template: { ...template, idempotencyKey: "k" } }, /^template\.idempotencyKey: each tick sets its own/],
       [{ name: "ok", cron: "* * * * *", template: { ...template, delaySeconds: 5 } }, /^template\.delaySeconds: /],
       [{ name: "ok", cron: "* * * * *", template: { ...template, labels: { "hodei.io/schedule": "x" } } }, /^template\.labels: hodei\.io\/schedule is set by the schedule/],
-      [{ name: "ok", cron: "* * * * *", template: { ...template, labels: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`l${i}`, "v"])) } }, /^template\.labels: at most 64 labels/],
+      [{ name: "ok", cron: "* * * * *", template: { ...template, labels: Object.fromEntries(Array.from({ length: 63 }, (_, i) => [`l${i}`, "v"])) } }, /^template\.labels: at most 64 labels/],
     ];
     for (const [request, message] of cases) {
       const result = await outcome(admin.createSchedule(request));

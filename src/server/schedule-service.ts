@@ -14,7 +14,7 @@ import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AlreadyExistsError, ConflictError, InvalidInputError, NotFoundError } from "../core/errors.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
-import { cronOf, nextTickAfter, SCHEDULE_LABEL, SCHEDULE_LIMITS, validateSchedule } from "../core/schedule.js";
+import { cronOf, nextTickAfter, SCHEDULE_LIMITS, tickLabels, validateSchedule } from "../core/schedule.js";
 import type { Toleration as CoreToleration } from "../core/placement.js";
 import { ListSchedulesResponseSchema, type Schedule, ScheduleSchema, type ScheduleService, SubmitJobRequestSchema } from "../gen/hodei/v1/api_pb.js";
 import type { ScheduleRow } from "../store/schema.js";
@@ -119,7 +119,11 @@ export function createScheduleService(deps: JobServiceDeps): ServiceImpl<typeof 
   };
 }
 
-/** The template as a job spec, every error naming its field under "template."; what a schedule may not hold refused. */
+/**
+ * The template as a job spec, every error naming its field under "template."; what a schedule may
+ * not hold refused. Validated with the labels each tick adds, so a template the ticks would make
+ * invalid (too many labels) is refused now; stored without them.
+ */
 function validateTemplate(input: Partial<JobSpec> | undefined, name: string, deps: JobServiceDeps, nowMs: number): JobSpec {
   if (!input) throw new InvalidInputError("template: required: the job each tick submits (command or script, provider, ...)", "template");
   const refuse = (field: string, why: string): never => {
@@ -130,11 +134,12 @@ function validateTemplate(input: Partial<JobSpec> | undefined, name: string, dep
   }
   if (input.idempotencyKey) refuse("idempotencyKey", "each tick sets its own (schedule:<name>:<tick>); leave it empty");
   if (input.runAtMs || input.delaySeconds) refuse(input.runAtMs ? "runAt" : "delaySeconds", "a tick's job is due at its tick; leave it empty");
-  if (Object.hasOwn(input.labels ?? {}, SCHEDULE_LABEL)) refuse("labels", `${SCHEDULE_LABEL} is set by the schedule`);
+  const added = tickLabels(name, nowMs);
+  for (const label of Object.keys(added)) if (Object.hasOwn(input.labels ?? {}, label)) refuse("labels", `${label} is set by the schedule`);
   let spec: JobSpec;
   try {
     spec = validateJobSpec(
-      { ...input, labels: { ...input.labels, [SCHEDULE_LABEL]: name } },
+      { ...input, labels: { ...input.labels, ...added } },
       {
         provider: deps.defaultProvider,
         timeoutSeconds: deps.defaultTimeoutSeconds,
@@ -148,7 +153,7 @@ function validateTemplate(input: Partial<JobSpec> | undefined, name: string, dep
     throw err;
   }
   const labels = { ...spec.labels };
-  delete labels[SCHEDULE_LABEL];
+  for (const label of Object.keys(added)) delete labels[label];
   return { ...spec, labels };
 }
 
