@@ -108,9 +108,12 @@ export function nextTickAfter(cron: Cron, afterMs: number): number | null {
   return cron.nextRun(new Date(afterMs))?.getTime() ?? null;
 }
 
+/** Idempotency keys with this prefix are the schedules' own: SubmitJob refuses them. */
+export const SCHEDULE_KEY_PREFIX = "schedule:";
+
 /** The idempotency key of the job a tick fires: the same tick is always the same job. */
 export function tickKey(name: string, tickMs: number): string {
-  return `schedule:${name}:${new Date(tickMs).toISOString()}`;
+  return `${SCHEDULE_KEY_PREFIX}${name}:${new Date(tickMs).toISOString()}`;
 }
 
 export interface TickPlan {

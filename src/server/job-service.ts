@@ -24,6 +24,7 @@ import {
   ProviderSchema,
   SubmitJobResponseSchema,
 } from "../gen/hodei/v1/api_pb.js";
+import { SCHEDULE_KEY_PREFIX } from "../core/schedule.js";
 import { isOrphan } from "../scheduler/reap.js";
 import { submitJob } from "../scheduler/submit.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
@@ -135,6 +136,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         },
       );
       requireProvider(caller, spec.provider);
+      if (spec.idempotencyKey.startsWith(SCHEDULE_KEY_PREFIX)) {
+        // Else a job submitted ahead of a schedule's tick would take that tick's place.
+        throw new InvalidInputError(`idempotencyKey: the prefix "${SCHEDULE_KEY_PREFIX}" is reserved for the jobs schedules submit`, "idempotencyKey");
+      }
       const submitted = await submitJob(
         { store, log: deps.log, metrics: deps.metrics, nudge: () => deps.reconciler.nudge(), secretBox: deps.secretBox },
         {

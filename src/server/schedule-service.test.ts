@@ -13,7 +13,7 @@ import { ManualClock } from "../core/clock.js";
 import { SecretBox } from "../core/secret-box.js";
 import type { Scope } from "../core/scopes.js";
 import { hashToken, mintApiKey } from "../core/token.js";
-import { ScheduleService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
 import { createMetrics } from "../metrics.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { openDatabase } from "../store/database.js";
@@ -21,6 +21,7 @@ import { Store } from "../store/store.js";
 import { methodScopes } from "./access.js";
 import { authInterceptor } from "./authentication.js";
 import { errorInterceptor } from "./error-interceptor.js";
+import { createJobService } from "./job-service.js";
 import { LogHub } from "./log-hub.js";
 import { createScheduleService } from "./schedule-service.js";
 import { SessionRegistry } from "./worker-service.js";
@@ -39,6 +40,7 @@ describe("ScheduleService", () => {
   let store: Store;
   let clock: ManualClock;
   let clientFor: (key: string) => ReturnType<typeof createClient<typeof ScheduleService>>;
+  let jobsFor: (key: string) => ReturnType<typeof createClient<typeof JobService>>;
 
   beforeEach(async () => {
     const log = pino({ level: "silent" });
@@ -49,18 +51,24 @@ describe("ScheduleService", () => {
     const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
     const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });
-    const service = createScheduleService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    clientFor = (key) => {
+    const deps = { ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" };
+    const service = createScheduleService(deps);
+    const jobService = createJobService(deps);
+    const transportFor = (key: string) => {
       const send: Interceptor = (next) => (req) => {
         req.header.set("authorization", `Bearer ${key}`);
         return next(req);
       };
-      const transport = createRouterTransport((router) => router.service(ScheduleService, service), {
-        router: { interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })] },
-        transport: { interceptors: [send] },
-      });
-      return createClient(ScheduleService, transport);
+      return createRouterTransport(
+        (router) => {
+          router.service(ScheduleService, service);
+          router.service(JobService, jobService);
+        },
+        { router: { interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })] }, transport: { interceptors: [send] } },
+      );
     };
+    jobsFor = (key) => createClient(JobService, transportFor(key));
+    clientFor = (key) => createClient(ScheduleService, transportFor(key));
   });
   afterEach(async () => {
     await store.close();
@@ -73,6 +81,16 @@ describe("ScheduleService", () => {
   }
 
   const template = { command: ["echo", "hi"], env: { GREETING: "hello" } };
+
+  it("keeps the schedules' idempotency keys to them: SubmitJob refuses the prefix schedule:", async () => {
+    const key = mintApiKey();
+    await store.keys.insert({ name: "ci", keyHash: hashToken(key), scopes: ["submit", "provider:local"] }, clock.nowMs());
+    const result = await outcome(jobsFor(key).submitJob({ command: ["true"], idempotencyKey: "schedule:nightly:2026-01-06T03:00:00.000Z" }));
+    assert.equal(result.code, Code.InvalidArgument);
+    assert.match(result.message, /^idempotencyKey: the prefix "schedule:" is reserved/);
+    assert.equal(await store.countRows("jobs"), 0);
+    assert.equal((await jobsFor(key).submitJob({ command: ["true"], idempotencyKey: "nightly-schedule:1" })).job?.state, "queued");
+  });
 
   it("has an access rule for every method", () => {
     for (const method of ScheduleService.methods) assert.ok(methodScopes(ScheduleService.typeName, method.name)?.length, method.name);

@@ -121,6 +121,8 @@ describe("hodei schedule", { concurrency: false }, () => {
     assert.deepEqual(ticks.slice(1).filter((t, i) => t - ticks[i] !== 1), [], `no tick missing across ${downSeconds.toFixed(1)} s down (${ticks.length} ticks)`);
     assert.ok(ticks.length >= downSeconds + 6, "the ticks of the outage fired after it (within the grace)");
     assert.ok(final.every((j) => (j as unknown as { scheduleName: string }).scheduleName === "tick"));
+    const details = await runCli(server, ["jobs", "get", final[0].id]);
+    assert.match(details.stdout, /schedule\s+tick \(tick 20\d\d-\d\d-\d\dT/, "jobs get names the schedule and the tick");
     console.log(`per-second schedule through a ${downSeconds.toFixed(1)} s restart: ${ticks.length} ticks, none twice, none missing`);
     await jsonCli(server, ["schedule", "rm", "tick"]);
     assert.deepEqual(await leftoverProcesses(server), [], "no worker process left");
