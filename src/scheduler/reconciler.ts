@@ -68,6 +68,12 @@ export class Reconciler {
   private unsubscribe: () => void = () => {};
   private lastDeadlinesMs = -Infinity;
   private cancelScheduleWake: () => void = () => {};
+  /**
+   * The earliest next tick of any schedule as last read (a cache: -Infinity when unknown). Nudged
+   * passes skip the schedules step before it, so the passes of every submit cost no statement for
+   * schedules; full passes always run it (a schedule changed on another replica is seen there).
+   */
+  private scheduleDueMs = -Infinity;
   /** At most this long between wake-ups for a schedule's tick (the timer passes run anyway), ms. */
   private static readonly MAX_WAKE_MS = 60_000;
 
@@ -176,7 +182,7 @@ export class Reconciler {
     // Destroying first: a finished job's worker is what a user waits on.
     await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
     if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
-    if (lead()) await this.step("schedules", async () => this.wakeForSchedules(await fireDueSchedules(this.ctx)));
+    if (lead() && (full || now >= this.scheduleDueMs)) await this.step("schedules", async () => this.wakeForSchedules(await fireDueSchedules(this.ctx)));
     await this.step("provision", () => provision(this.ctx));
     if (lead() && (!options.isNudged || full || now - this.lastDeadlinesMs >= NUDGED_DEADLINES_EVERY_MS)) {
       this.lastDeadlinesMs = now;
@@ -189,8 +195,15 @@ export class Reconciler {
     if (lead()) await this.step("metrics", () => this.exportLiveWorkers());
   }
 
+  /** A schedule was created or resumed here: the next pass reads the schedules again. */
+  schedulesChanged(): void {
+    this.scheduleDueMs = -Infinity;
+    this.nudge();
+  }
+
   /** Runs a pass at the next tick of a schedule, so ticks fire on time rather than at the next timer pass. */
   private wakeForSchedules(nextDueAtMs: number | null): void {
+    this.scheduleDueMs = nextDueAtMs ?? Infinity;
     this.cancelScheduleWake();
     if (nextDueAtMs === null || this.stopped) return;
     // A tick still due after the step (its schedule failed: logged) is retried a second later, not in a loop.

@@ -14,6 +14,8 @@ import { createMetrics } from "../metrics.js";
 import { openDatabase } from "../store/database.js";
 import type { JobRow, ScheduleRow } from "../store/schema.js";
 import { Store } from "../store/store.js";
+import { FakeProvider } from "../../test/fixtures/fake-provider.js";
+import { Reconciler } from "./reconciler.js";
 import { fireDueSchedules, type ScheduleStepContext } from "./schedules.js";
 
 const GRACE_MS = 30_000;
@@ -302,5 +304,97 @@ describe("schedules step", () => {
     await fireDueSchedules(ctx);
     const count = await store.db.selectFrom("jobs").select(({ fn }) => fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
     assert.equal(Number(count.n), 101);
+  });
+});
+
+describe("schedules in the reconcile pass", () => {
+  let clock: ManualClock;
+  let store: Store;
+
+  beforeEach(async () => {
+    clock = new ManualClock(Date.parse("2026-01-05T12:00:30Z"));
+    const { db, kind } = await openDatabase("sqlite::memory:");
+    store = new Store(db, kind);
+  });
+  afterEach(async () => {
+    await store.close();
+  });
+
+  function replica(id: string, reconcileIntervalMs = 2000): Reconciler {
+    const provider = new FakeProvider("fake", () => clock.nowMs());
+    return new Reconciler({
+      store,
+      providers: new Map([["fake", { provider, maxWorkers: 4, workerServerUrl: "http://127.0.0.1:1" }]]),
+      clock,
+      log: pino({ level: "silent" }),
+      metrics: createMetrics(),
+      registrationTimeoutMs: 60_000,
+      heartbeatTimeoutMs: 30_000,
+      reconcileIntervalMs,
+      orphanGraceMs: 30_000,
+      stopGraceMs: 1000,
+      agents: { cancel: () => true },
+      replica: { replicaId: id, nodeId: "node-a" },
+      // Longer than the test's time: the first replica keeps the lease.
+      leaderLeaseMs: 600_000,
+    });
+  }
+
+  async function insertMinutely(): Promise<void> {
+    const spec = validateJobSpec({ command: ["true"], provider: "fake" }, { provider: "fake", timeoutSeconds: 60, providers: ["fake"] });
+    await store.schedules.insert({
+      name: "minutely",
+      cron: "* * * * *",
+      timezone: "",
+      spec: JSON.stringify(spec),
+      missed_policy: "skip",
+      concurrency: "allow",
+      paused: 0,
+      next_run_at: Date.parse("2026-01-05T12:01:00Z"),
+      created_at: clock.nowMs(),
+      created_by: null,
+    });
+  }
+
+  /** Lets queued callbacks and I/O run until `check` holds (bounded). */
+  async function until(check: () => Promise<boolean>): Promise<boolean> {
+    for (let i = 0; i < 2000; i++) {
+      if (await check()) return true;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return false;
+  }
+
+  it("wakes the pass at a schedule's next tick with a timer on the clock, not at the next timer pass", async () => {
+    await insertMinutely();
+    const leader = replica("replica-a", 600_000); // no timer pass within the test
+    leader.start();
+    assert.ok(await until(async () => leader.leadership.isLeader()), "leads after its first pass");
+    assert.ok(await until(async () => clock.pendingTimers > 0), "a wake-up is set for 12:01:00");
+    clock.advance(30_000);
+    assert.ok(await until(async () => (await store.countRows("jobs")) === 1), "the tick fired without a timer pass or a nudge");
+    await leader.stop();
+    assert.equal(clock.pendingTimers, 0, "stop cancels the wake-up");
+  });
+
+  it("fires on the leader only, before provisioning: a tick's job gets its worker in the same pass", async () => {
+    await insertMinutely();
+    const leader = replica("replica-a");
+    const follower = replica("replica-b");
+    await leader.runOnce();
+    await follower.runOnce();
+    assert.equal(leader.leadership.isLeader(), true);
+    assert.equal(follower.leadership.isLeader(), false);
+    clock.advance(30_000);
+    await follower.runOnce({ isNudged: true });
+    assert.equal(await store.countRows("jobs"), 0, "a replica that does not lead fires nothing");
+    await leader.runOnce({ isNudged: true });
+    await leader.settle();
+    const jobs = await store.db.selectFrom("jobs").selectAll().execute();
+    assert.equal(jobs.length, 1);
+    assert.equal(jobs[0].state, "provisioning", "claimed in the pass that fired it");
+    assert.equal(jobs[0].schedule_name, "minutely");
+    await leader.stop();
+    await follower.stop();
   });
 });

@@ -39,9 +39,8 @@ export function createScheduleService(deps: JobServiceDeps): ServiceImpl<typeof 
   async function changed(name: string, caller: Caller, change: () => Promise<ScheduleRow | null>): Promise<Schedule> {
     requireScheduleChange(caller, await read(name));
     const row = (await change()) ?? (await read(name));
-    // A hint: the leader arms its wake-up for the schedule's next tick.
-    deps.reconciler.nudge();
-    store.hint("reconcile");
+    // The leader arms its wake-up for the schedule's next tick (another replica's at its next full pass).
+    deps.reconciler.schedulesChanged();
     return toSchedule(row, maySeeEnvValues(caller));
   }
 
@@ -71,8 +70,7 @@ export function createScheduleService(deps: JobServiceDeps): ServiceImpl<typeof 
       });
       if (!row) throw new AlreadyExistsError(`name: a schedule named ${settings.name} already exists (hodei schedule get ${settings.name}); choose another name or remove it first`);
       deps.log.info({ schedule: row.name, cron: row.cron, timezone: row.timezone, createdBy: row.created_by }, "schedule created");
-      deps.reconciler.nudge();
-      store.hint("reconcile");
+      deps.reconciler.schedulesChanged();
       return toSchedule(row, maySeeEnvValues(caller));
     },
 
