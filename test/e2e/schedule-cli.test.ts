@@ -96,6 +96,10 @@ describe("hodei schedule", { concurrency: false }, () => {
     const noCommand = await runCli(server, ["schedule", "create", "x", "--cron", "* * * * *"]);
     assert.equal(noCommand.code, 2);
     assert.match(noCommand.stderr, /nothing to run: put the job's command after "--"/);
+    const secret = await runCli(server, ["schedule", "create", "x", "--cron", "* * * * *", "--secret", "TOKEN=s3cret", "--", "true"]);
+    assert.equal(secret.code, 2);
+    assert.match(secret.stderr, /a schedule cannot hold secrets/);
+    assert.doesNotMatch(secret.stderr, /s3cret/);
     assert.deepEqual(await jsonCli<ScheduleJson[]>(server, ["schedule", "ls"]), [], "nothing was created");
   });
 

@@ -8,7 +8,7 @@
 import type { Command } from "commander";
 import { type Schedule, ScheduleSchema } from "../../gen/hodei/v1/api_pb.js";
 import { connect } from "../client.js";
-import { formatUsageError } from "../errors.js";
+import { CliError, USAGE_EXIT_CODE, formatUsageError } from "../errors.js";
 import { NONE, formatCommand, formatRelative, formatTime, stderrColors, truncate } from "../format.js";
 import { addJobSpecOptions, type JobSpecOptions, jobRequestOf } from "../job-spec-options.js";
 import { messageJson, printJson } from "../json.js";
@@ -22,6 +22,8 @@ interface CreateOptions extends JobSpecOptions {
   concurrency?: string;
   paused?: boolean;
   json?: boolean;
+  secret?: boolean;
+  secretFile?: boolean;
 }
 
 const DASH_HINT = `put the job's command after "--", e.g. hodei schedule create nightly --cron "0 3 * * *" -- ./backup.sh`;
@@ -39,11 +41,18 @@ export function registerScheduleCommand(program: Command): void {
       .option("--timezone <tz>", "IANA time zone the expression is read in, e.g. Europe/Madrid (default UTC)")
       .option("--missed <policy>", "ticks missed while the server was down: skip (default) or run-once (one job for the latest)")
       .option("--concurrency <policy>", "allow (default), or forbid: skip a tick while the previous job has not ended")
-      .option("--paused", "create it paused (hodei schedule resume NAME starts it)"),
+      .option("--paused", "create it paused (hodei schedule resume NAME starts it)")
+      // Taken only to be refused with the reason, without echoing the value.
+      .option("--secret <NAME=VALUE>", "not accepted: a schedule cannot hold secrets", () => true)
+      .option("--secret-file <NAME=PATH>", "not accepted: a schedule cannot hold secrets", () => true),
   )
     .option("--json", "print the schedule object")
     .configureOutput({ outputError: (text, write) => write(formatUsageError(text, text.includes("unknown option") ? DASH_HINT : undefined)) })
     .action(async (name: string, commandArgs: string[], options: CreateOptions, command: Command) => {
+      if (options.secret || options.secretFile) {
+        // A schedule keeps its template for as long as it exists; secrets are kept only while their job may run.
+        throw new CliError("a schedule cannot hold secrets (it keeps its template indefinitely); have the job's command read them from a file or a credential store", USAGE_EXIT_CODE);
+      }
       const template = jobRequestOf(commandArgs, options, DASH_HINT);
       const { schedules } = connect(command);
       const created = await schedules.createSchedule({
