@@ -258,14 +258,14 @@ describe("schedules step", () => {
     assert.equal((await schedule("race")).fired_ticks, 3);
   });
 
-  it("a tick whose job exists already (the advance was lost in a crash) is that job, not a second one", async () => {
+  it("a tick whose job exists already (by its idempotency key) is that job, not a second one", async () => {
     const row = await create("crash", "* * * * *");
     clock.advance(30_000);
     const spec = validateJobSpec(
       { ...JSON.parse(row.spec), idempotencyKey: tickKey("crash", row.next_run_at), labels: { team: "infra", [SCHEDULE_LABEL]: "crash", [TICK_LABEL]: new Date(row.next_run_at).toISOString() } },
       { provider: "local", timeoutSeconds: 60, providers: ["local"] },
     );
-    const earlier = await store.jobs.insert("job-before-crash", spec, clock.nowMs());
+    const earlier = await store.jobs.insert("job-of-the-tick", spec, clock.nowMs());
     await fireDueSchedules(ctx);
     assert.equal((await store.db.selectFrom("jobs").selectAll().execute()).length, 1);
     assert.equal((await schedule("crash")).last_job_id, earlier.id);
