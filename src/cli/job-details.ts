@@ -34,6 +34,7 @@ export function printJobDetails(job: Job, nowMs: number): void {
     ["attempts", formatAttempts(job)],
     ["retry on exit", job.retryOnExitCodes || undefined],
     ["rerun of", job.rerunOf || undefined],
+    ["schedule", job.scheduleName ? `${job.scheduleName} (tick ${job.labels["hodei.io/schedule-tick"] ?? "?"})` : undefined],
     ["submitted by", job.submittedBy || undefined],
     ["trace id", job.traceId || undefined],
     ["created", `${formatTime(job.createdAt)} (${formatRelative(job.createdAt, nowMs)})`],

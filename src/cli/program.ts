@@ -15,6 +15,7 @@ import { registerLogsCommand } from "./commands/logs.js";
 import { registerProvidersCommand } from "./commands/providers.js";
 import { registerRerunCommand } from "./commands/rerun.js";
 import { registerRunCommand } from "./commands/run.js";
+import { registerScheduleCommand } from "./commands/schedule.js";
 import { registerServerCommand } from "./commands/server.js";
 import { registerTokensCommand } from "./commands/tokens.js";
 import { registerVerifyCommand } from "./commands/verify.js";
@@ -33,6 +34,7 @@ Examples:
   hodei jobs get JOB_ID --json
   hodei run --max-attempts 3 --retry-on-exit 75 -- ./flaky.sh    retry exit code 75 on a new worker
   hodei rerun JOB_ID                            run a finished job again (prints the new job's id)
+  hodei schedule create nightly --cron "0 3 * * *" --timezone Europe/Madrid -- ./backup.sh
   hodei doctor                                  check every provider with a probe worker
   hodei verify --providers docker               run the test jobs and check tokens and cleanup
   hodei keys create --name ci --scope submit,provider:local    an API key (printed once)`;
@@ -61,6 +63,7 @@ export function buildProgram(): Command {
   registerLogsCommand(program);
   registerCancelCommand(program);
   registerRerunCommand(program);
+  registerScheduleCommand(program);
   registerWorkersCommand(program);
   registerTokensCommand(program);
   registerProvidersCommand(program);

@@ -57,6 +57,8 @@ export interface ReconcilerOptions {
   replica?: ReplicaIdentity;
   /** Length of the leader lease, ms (HODEI_LEADER_LEASE_MS). Default 15000. */
   leaderLeaseMs?: number;
+  /** A schedule's tick seen later than this after its time was missed (core/schedule.ts), ms. Default 30 s. */
+  scheduleGraceMs?: number;
   /** Jobs claimed at most per claim statement for one provider (bounded by its capacity too). Default 32. */
   claimBatch?: number;
   /** Job traces (job-trace.ts). Default: off. */

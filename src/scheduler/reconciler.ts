@@ -14,6 +14,8 @@
  *   5. reap       labelled resources with no live worker row are destroyed after a grace period
  *   6. retention  finished jobs older than the retention are removed with their rows (full passes)
  *   7. webhooks   due webhook deliveries of jobs' ends are sent, off the pass (webhooks.ts)
+ * and, on the leader before provisioning, schedules: the due ticks of every schedule fire their jobs
+ * (schedules.ts); a timer wakes the pass at the next tick.
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
@@ -47,6 +49,7 @@ import { expireQueueDeadlines } from "./queue-deadlines.js";
 import { reapOrphans } from "./reap.js";
 import { removeExpiredJobs } from "./retention.js";
 import { WebhookDispatcher } from "./webhooks.js";
+import { fireDueSchedules } from "./schedules.js";
 
 export type { AgentChannel, ProviderSlot, ReconcilerOptions } from "./context.js";
 export type { LossKind } from "../core/backoff.js";
@@ -75,6 +78,15 @@ export class Reconciler {
   private lastWebhooksMs = -Infinity;
   /** Sends webhook deliveries (the leader's step). */
   readonly webhooks: WebhookDispatcher;
+  private cancelScheduleWake: () => void = () => {};
+  /**
+   * The earliest next tick of any schedule as last read (a cache: -Infinity when unknown). Nudged
+   * passes skip the schedules step before it, so the passes of every submit cost no statement for
+   * schedules; full passes always run it (a schedule changed on another replica is seen there).
+   */
+  private scheduleDueMs = -Infinity;
+  /** At most this long between wake-ups for a schedule's tick (the timer passes run anyway), ms. */
+  private static readonly MAX_WAKE_MS = 60_000;
 
   constructor(private readonly o: ReconcilerOptions) {
     const health = new ProviderHealth(o.providers, o.clock, o.log, o.metrics);
@@ -129,6 +141,7 @@ export class Reconciler {
     this.unsubscribe();
     this.ctx.liveness.stop();
     this.ctx.leadership.stop();
+    this.cancelScheduleWake();
     if (this.timer) clearInterval(this.timer);
     await this.running;
     await Promise.allSettled([...this.background]);
@@ -198,6 +211,7 @@ export class Reconciler {
     // Destroying first: a finished job's worker is what a user waits on.
     await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
     if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
+    if (lead() && (full || now >= this.scheduleDueMs)) await this.step("schedules", async () => this.wakeForSchedules(await fireDueSchedules(this.ctx)));
     await this.step("provision", () => provision(this.ctx));
     if (lead() && (!options.isNudged || full || now - this.lastDeadlinesMs >= NUDGED_DEADLINES_EVERY_MS)) {
       this.lastDeadlinesMs = now;
@@ -211,6 +225,22 @@ export class Reconciler {
       this.lastWebhooksMs = now;
       await this.step("webhooks", async () => void (await this.webhooks.runOnce()));
     }
+  }
+
+  /** A schedule was created or resumed here: the next pass reads the schedules again. */
+  schedulesChanged(): void {
+    this.scheduleDueMs = -Infinity;
+    this.nudge();
+  }
+
+  /** Runs a pass at the next tick of a schedule, so ticks fire on time rather than at the next timer pass. */
+  private wakeForSchedules(nextDueAtMs: number | null): void {
+    this.scheduleDueMs = nextDueAtMs ?? Infinity;
+    this.cancelScheduleWake();
+    if (nextDueAtMs === null || this.stopped) return;
+    // A tick still due after the step (its schedule failed: logged) is retried a second later, not in a loop.
+    const delayMs = Math.min(Math.max(1000, nextDueAtMs - this.o.clock.nowMs()), Reconciler.MAX_WAKE_MS);
+    this.cancelScheduleWake = this.o.clock.setTimer(delayMs, () => this.nudge());
   }
 
   /** Resolves when every background provider call started so far has settled (tests). */

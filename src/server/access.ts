@@ -45,6 +45,12 @@ const METHOD_SCOPES: Record<string, readonly Scope[]> = {
   "hodei.v1.JobService/ListTokens": ["read"],
   "hodei.v1.JobService/ListProviders": ["read"],
   "hodei.v1.JobService/RerunJob": ["submit"], // and provider:P, and the original readable: requireJobRead
+  "hodei.v1.ScheduleService/CreateSchedule": ["submit"], // and provider:P for the template's provider
+  "hodei.v1.ScheduleService/GetSchedule": ["read", "submit"], // submit: own schedules only, env values withheld
+  "hodei.v1.ScheduleService/ListSchedules": ["read"],
+  "hodei.v1.ScheduleService/PauseSchedule": ["submit"], // own schedules only; admin any: requireScheduleChange
+  "hodei.v1.ScheduleService/ResumeSchedule": ["submit"], // as PauseSchedule
+  "hodei.v1.ScheduleService/DeleteSchedule": ["submit"], // as PauseSchedule
   "hodei.v1.KeyService/CreateKey": ["admin"],
   "hodei.v1.KeyService/ListKeys": ["admin"],
   "hodei.v1.KeyService/RevokeKey": ["admin"],
@@ -84,6 +90,18 @@ export function requireJobRead(caller: Caller, job: { id: string; submittedBy: s
 export function requireJobCancel(caller: Caller, job: { id: string; submittedBy: string | null }): void {
   if (grants(caller.scopes, "admin") || (grants(caller.scopes, "submit") && isOwn(caller, job.submittedBy))) return;
   throw denied(caller, "admin", `to cancel job ${job.id}, which it did not submit (a submit key cancels only its own jobs)`);
+}
+
+/** GetSchedule: read, or the caller's own schedule (a schedule's jobs are submitted as the key that created it). */
+export function requireScheduleRead(caller: Caller, schedule: { name: string; created_by: string | null }): void {
+  if (grants(caller.scopes, "read") || isOwn(caller, schedule.created_by)) return;
+  throw denied(caller, "read", `to read schedule ${schedule.name}, which it did not create`);
+}
+
+/** Pause, resume, delete: the caller's own schedule with submit, any schedule with admin. */
+export function requireScheduleChange(caller: Caller, schedule: { name: string; created_by: string | null }): void {
+  if (grants(caller.scopes, "admin") || (grants(caller.scopes, "submit") && isOwn(caller, schedule.created_by))) return;
+  throw denied(caller, "admin", `to change schedule ${schedule.name}, which it did not create (a submit key changes only its own schedules)`);
 }
 
 /** Job env values may hold secrets: shown only with read. */

@@ -4,7 +4,7 @@
  * names only: their values are not in a job row at all.
  */
 import { create } from "@bufbuild/protobuf";
-import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   type ApiKey,
   ApiKeySchema,
@@ -13,6 +13,7 @@ import {
   type Job,
   JobSchema,
   type OtpToken,
+  type SubmitJobRequest,
   OtpTokenSchema,
   TimelineSchema,
   type Toleration,
@@ -24,6 +25,7 @@ import {
 } from "../gen/hodei/v1/api_pb.js";
 import { isTerminal } from "../core/job-state.js";
 import { shownTraceId } from "../core/trace-context.js";
+import type { JobSpec } from "../core/job-spec.js";
 import type { Toleration as CoreToleration } from "../core/placement.js";
 import { displayedWebhookUrl } from "../core/webhook-address.js";
 import { scopesOf } from "../store/keys.js";
@@ -128,6 +130,7 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean, de
     submittedBy: job.submitted_by ?? "",
     retryOnExitCodes: job.retry_on_exit_codes,
     rerunOf: job.rerun_of ?? "",
+    scheduleName: job.schedule_name ?? "",
     // Names only: a secret's value never leaves the server but on the worker stream.
     secretNames: JSON.parse(job.secret_names) as string[],
     priority: job.priority,
@@ -144,7 +147,7 @@ export function toJob(job: JobRow, workers: WorkerRow[], isEnvShown: boolean, de
 }
 
 /** A toleration as stored (core/placement.ts) as the API's message. */
-function tolerationToApi(t: CoreToleration): Toleration {
+export function tolerationToApi(t: CoreToleration): Toleration {
   return create(TolerationSchema, {
     key: t.key,
     operator: t.operator,
@@ -202,4 +205,32 @@ export function toApiKey(key: ApiKeyRow): ApiKey {
     lastUsedAt: ts(key.last_used_at),
     revokedAt: ts(key.revoked_at),
   });
+}
+
+/** A SubmitJobRequest as the input of core/job-spec.ts validateJobSpec (SubmitJob, and a schedule's template). */
+export function specInputOf(req: SubmitJobRequest): Partial<JobSpec> {
+  return {
+    command: req.command,
+    script: req.script,
+    provider: req.provider,
+    env: req.env,
+    timeoutSeconds: req.timeoutSeconds,
+    labels: req.labels,
+    maxAttempts: req.maxAttempts,
+    image: req.image,
+    idempotencyKey: req.idempotencyKey,
+    cpuMillis: req.resources?.cpuMillis ?? 0,
+    memoryMb: req.resources?.memoryMb ?? 0,
+    // Resources: provider details per job (validated in core/placement.ts).
+    pullPolicy: req.pullPolicy as JobSpec["pullPolicy"],
+    nodeSelector: req.nodeSelector,
+    tolerations: req.tolerations.map(tolerationFromApi),
+    retryOnExitCodes: req.retryOnExitCodes,
+    secrets: req.secrets,
+    priority: req.priority,
+    queueTimeoutSeconds: req.queueTimeoutSeconds,
+    runAtMs: req.runAt ? timestampMs(req.runAt) : 0,
+    delaySeconds: req.delaySeconds,
+    notify: req.notify,
+  };
 }

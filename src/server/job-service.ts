@@ -8,7 +8,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { AlreadyExistsError, ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
+import { ConflictError, InvalidInputError, NotFoundError, toError, withDeadline } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { isJobState, isTerminal, type JobState } from "../core/job-state.js";
 import { type JobSpec, validateJobSpec } from "../core/job-spec.js";
@@ -26,11 +26,13 @@ import {
   ProviderSchema,
   SubmitJobResponseSchema,
 } from "../gen/hodei/v1/api_pb.js";
+import { SCHEDULE_KEY_PREFIX } from "../core/schedule.js";
 import { isOrphan } from "../scheduler/reap.js";
+import { submitJob } from "../scheduler/submit.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
 import type { JobRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
-import { toJob, toOtpToken, tolerationFromApi, toWorker } from "./api-mapping.js";
+import { specInputOf, toJob, toOtpToken, toWorker } from "./api-mapping.js";
 import { refuseLostSecrets, rerunSpec } from "./rerun.js";
 import { parseLabelSelector } from "./label-selector.js";
 import type { ServiceDeps } from "./service-deps.js";
@@ -146,30 +148,7 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
     async submitJob(req, ctx) {
       const caller = ctx.values.get(CALLER);
       const spec = validateJobSpec(
-        {
-          command: req.command,
-          script: req.script,
-          provider: req.provider,
-          env: req.env,
-          timeoutSeconds: req.timeoutSeconds,
-          labels: req.labels,
-          maxAttempts: req.maxAttempts,
-          image: req.image,
-          idempotencyKey: req.idempotencyKey,
-          cpuMillis: req.resources?.cpuMillis ?? 0,
-          memoryMb: req.resources?.memoryMb ?? 0,
-          // Resources: provider details per job (validated in core/placement.ts).
-          pullPolicy: req.pullPolicy as JobSpec["pullPolicy"],
-          nodeSelector: req.nodeSelector,
-          tolerations: req.tolerations.map(tolerationFromApi),
-          retryOnExitCodes: req.retryOnExitCodes,
-          secrets: req.secrets,
-          priority: req.priority,
-          queueTimeoutSeconds: req.queueTimeoutSeconds,
-          runAtMs: req.runAt ? timestampMs(req.runAt) : 0,
-          delaySeconds: req.delaySeconds,
-          notify: req.notify,
-        },
+        specInputOf(req),
         {
           provider: deps.defaultProvider,
           timeoutSeconds: deps.defaultTimeoutSeconds,
@@ -181,24 +160,27 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
       );
       requireProvider(caller, spec.provider);
       spec.trace = traceOfNewJob(callerTrace(req.traceparent, ctx), deps.reconciler.trace.isRecording);
-      const id = newId();
-      // Sealed for this job id (the associated data), so they cannot be opened as another job's.
-      const sealed = Object.entries(spec.secrets).map(([name, value]) => deps.secretBox.seal(id, name, value));
-      const row = await store.secrets.insertJob(id, spec, clock.nowMs(), caller.keyName, sealed);
-      const isNew = row.id === id;
-      if (!isNew && row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
-        // That idempotency key's job was submitted by another API key, which this one may not read.
-        throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
+      if (spec.idempotencyKey.startsWith(SCHEDULE_KEY_PREFIX)) {
+        // Else a job submitted ahead of a schedule's tick would take that tick's place.
+        throw new InvalidInputError(`idempotencyKey: the prefix "${SCHEDULE_KEY_PREFIX}" is reserved for the jobs schedules submit`, "idempotencyKey");
       }
-      if (!isNew && row.spec_hash !== null && row.spec_hash !== specHash(spec)) {
-        // Jobs from before spec hashes (null) keep the old answer: the first job.
-        throw new AlreadyExistsError(`idempotencyKey: "${spec.idempotencyKey}" was already used for job ${row.id} with a different spec; submit the same spec to get that job, or use a new key`);
-      }
-      deps.metrics.jobsSubmitted.inc({ provider: row.provider });
-      deps.log.info({ jobId: row.id, provider: row.provider, submittedBy: row.submitted_by }, "job submitted");
-      deps.reconciler.nudge();
-      // Other replicas' passes too (store/notifier.ts): a hint, sent without waiting.
-      store.hint("reconcile");
+      const submitted = await submitJob(
+        { store, log: deps.log, metrics: deps.metrics, nudge: () => deps.reconciler.nudge(), secretBox: deps.secretBox },
+        {
+          spec,
+          nowMs: clock.nowMs(),
+          submittedBy: caller.keyName,
+          checkReused(row) {
+            // That idempotency key's job was submitted by another API key, which this one may not read.
+            if (row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
+              throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
+            }
+          },
+        },
+      );
+      // Only a schedule's tick can be handled elsewhere first.
+      if (!submitted) throw new Error("submit: no job stored");
+      const { job: row, isNew } = submitted;
       return create(SubmitJobResponseSchema, { job: toJob(row, isNew ? [] : await store.workers.listOfJob(row.id), maySeeEnvValues(caller)) });
     },
 

@@ -13,7 +13,7 @@ import pino, { type Logger } from "pino";
 import { packageRoot, parseServerConfig, type ServerConfig } from "../config.js";
 import { systemClock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
-import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
@@ -31,6 +31,7 @@ import { loadDashboard } from "./dashboard.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
 import { createKeyService } from "./key-service.js";
+import { createScheduleService } from "./schedule-service.js";
 import { type Listener, listen } from "./listener.js";
 import { LogHub } from "./log-hub.js";
 import { DatabaseReadiness } from "./readiness.js";
@@ -249,7 +250,9 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       } else {
         router.service(WorkerService, workerService);
       }
-      router.service(JobService, createJobService({ ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning, defaultQueueTimeoutSeconds: config.queueTimeoutSeconds, isWebhookPrivateAllowed: config.webhooks.isPrivateAllowed }));
+      const jobDeps = { ...common, providers, defaultProvider, defaultTimeoutSeconds: config.jobTimeoutSeconds, workerUrlWarning: urlWarning, defaultQueueTimeoutSeconds: config.queueTimeoutSeconds, isWebhookPrivateAllowed: config.webhooks.isPrivateAllowed };
+      router.service(JobService, createJobService(jobDeps));
+      router.service(ScheduleService, createScheduleService(jobDeps));
       router.service(KeyService, createKeyService(common));
     },
     fallback(req, res) {
@@ -274,6 +277,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
         routes(router) {
           router.service(WorkerService, workerService);
           refuseService(router, JobService, () => `this is the worker port (HODEI_WORKER_PORT): ${JobService.typeName} is served on HODEI_PORT (${listener.port})`);
+          refuseService(router, ScheduleService, () => `this is the worker port (HODEI_WORKER_PORT): ${ScheduleService.typeName} is served on HODEI_PORT (${listener.port})`);
         },
         fallback(_req, res) {
           res.writeHead(404, { "content-type": "application/json" });

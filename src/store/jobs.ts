@@ -59,8 +59,9 @@ export async function insertJobRows(
   nowMs: number,
   submittedBy: string | null,
   rerunOf: string | null,
+  scheduleName: string | null = null,
 ): Promise<JobRow> {
-  const inserted = await new JobQueries(tx, kind).insertRow(id, spec, nowMs, submittedBy, rerunOf);
+  const inserted = await new JobQueries(tx, kind).insertRow(id, spec, nowMs, submittedBy, rerunOf, scheduleName);
   if (inserted) await insertJobLabels(tx, id, spec.labels, nowMs);
   // Only a used idempotency key makes the insert yield no row.
   return inserted ?? tx.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
@@ -85,8 +86,8 @@ export class JobQueries {
     return this.db.transaction().execute((tx) => insertJobRows(tx, this.kind, id, spec, nowMs, submittedBy, rerunOf));
   }
 
-  /** The jobs row alone; undefined when its idempotency key is already used. */
-  async insertRow(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null, rerunOf: string | null): Promise<JobRow | undefined> {
+  /** The jobs row alone; undefined when its idempotency key is already used. scheduleName: the schedule firing it. */
+  async insertRow(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null, rerunOf: string | null, scheduleName: string | null = null): Promise<JobRow | undefined> {
     const key = spec.idempotencyKey || null;
     const runAtMs = dueAtMs(spec, nowMs);
     return this.db
@@ -118,6 +119,7 @@ export class JobQueries {
         submitted_by: submittedBy,
         retry_on_exit_codes: spec.retryOnExitCodes,
         rerun_of: rerunOf,
+        schedule_name: scheduleName,
         // Names only: the values are sealed and stored by SecretQueries.insertJob.
         secret_names: JSON.stringify(Object.keys(spec.secrets).sort()),
         priority: spec.priority,

@@ -122,7 +122,7 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
 /** Tables whose scans are fine: Kysely's and SQLite's own bookkeeping (a handful of rows, read by migrations). */
 const IGNORED_TABLES = /^(kysely_|sqlite_)/;
 
-const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas", "webhooks"] as const;
+const GROUPS = ["jobs", "workers", "tokens", "attempts", "logs", "retention", "meta", "keys", "secrets", "replicas", "webhooks", "schedules"] as const;
 
 /** Distinct SQL text -> the parameters of its first execution. */
 const statements = new Map<string, readonly unknown[]>();

@@ -76,6 +76,8 @@ export interface JobsTable {
   trace_parent: Generated<string>;
   /** JSON array of the job's webhook URLs (migration 0025), told of its end. */
   notify: Generated<string>;
+  /** The schedule that fired the job (migration 0026); null for a job submitted directly. */
+  schedule_name: Generated<string | null>;
 }
 
 /**
@@ -243,7 +245,38 @@ export interface WebhookDeliveriesTable {
 
 export type WebhookDeliveryState = "pending" | "delivered" | "failed";
 
+/** A job template submitted on a cron schedule (migration 0026, core/schedule.ts). Times are epoch ms. */
+export interface SchedulesTable {
+  name: string;
+  cron: string;
+  /** IANA name; "" is UTC. */
+  timezone: string;
+  /** JSON of the validated job template (JobSpec without secrets or idempotency key). */
+  spec: string;
+  /** skip | run-once. */
+  missed_policy: string;
+  /** allow | forbid. */
+  concurrency: string;
+  /** 0 | 1. */
+  paused: number;
+  /** The first tick not yet handled. */
+  next_run_at: number;
+  /** The tick of the last job fired. */
+  last_run_at: number | null;
+  last_job_id: string | null;
+  /** Ticks that fired a job. */
+  fired_ticks: Generated<number>;
+  /** Ticks that fired none (missed, or concurrency forbid), with the last reason. */
+  skipped_ticks: Generated<number>;
+  last_skip_reason: Generated<string>;
+  last_skipped_at: number | null;
+  created_at: number;
+  /** The API key that created it (its jobs are submitted as that key); null with auth off. */
+  created_by: string | null;
+}
+
 export interface Database {
+  schedules: SchedulesTable;
   jobs: JobsTable;
   workers: WorkersTable;
   otp_tokens: OtpTokensTable;
@@ -268,3 +301,4 @@ export type JobSecretRow = Selectable<JobSecretsTable>;
 export type LeaseRow = Selectable<LeasesTable>;
 export type ReplicaRow = Selectable<ReplicasTable>;
 export type WebhookDeliveryRow = Selectable<WebhookDeliveriesTable>;
+export type ScheduleRow = Selectable<SchedulesTable>;

@@ -19,6 +19,7 @@ import { hashToken, mintOtpToken } from "../core/token.js";
 import { describeKeyQueries } from "./keys.contract.js";
 import { describeQueueQueries } from "./queue.contract.js";
 import { describeReplicaQueries } from "./replicas.contract.js";
+import { describeScheduleQueries } from "./schedules.contract.js";
 import { describeRetentionQueries } from "./retention.contract.js";
 import { describeSecretQueries } from "./secrets.contract.js";
 import type { JobRow, WorkerRow } from "./schema.js";
@@ -43,6 +44,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     describeQueueQueries(makeStore);
     describeReplicaQueries(makeStore);
     describeWebhookQueries(makeStore);
+    describeScheduleQueries(makeStore);
 
     let store: Store;
     let clock: ManualClock;

@@ -11,6 +11,7 @@
  *   secrets   the job_secrets table (a job inserted with its sealed secrets, read at dispatch)
  *   replicas  the leader lease and the replicas' presence rows (several control planes, one database)
  *   webhooks  the webhook_deliveries table (written when a job ends, sent by scheduler/webhooks.ts)
+ *   schedules job templates fired on a cron schedule (a tick's job and the schedule's advance in one transaction)
  * Times are epoch ms from the caller; the store reads no clock.
  * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
  * without waiting and merges a job's "logs" hints.
@@ -26,6 +27,7 @@ import { CoalescingPublisher, LocalNotifier, type Notifier, type NotifyChannel }
 import { RetentionQueries } from "./retention.js";
 import { SecretQueries } from "./secrets.js";
 import { ReplicaQueries } from "./replicas.js";
+import { ScheduleQueries } from "./schedules.js";
 import type { Database } from "./schema.js";
 import { TokenQueries } from "./tokens.js";
 import { WorkerQueries } from "./workers.js";
@@ -42,6 +44,7 @@ export interface StoreOptions {
   webhookUrls?: readonly string[];
 }
 export type { NewApiKey } from "./keys.js";
+export type { NewSchedule, ScheduleAdvance, ScheduledJob } from "./schedules.js";
 
 export class Store {
   readonly jobs: JobQueries;
@@ -56,6 +59,7 @@ export class Store {
   private readonly hints: CoalescingPublisher;
   readonly replicas: ReplicaQueries;
   readonly webhooks: WebhookQueries;
+  readonly schedules: ScheduleQueries;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -76,6 +80,7 @@ export class Store {
     this.secrets = new SecretQueries(db, kind);
     this.replicas = new ReplicaQueries(db);
     this.webhooks = new WebhookQueries(db);
+    this.schedules = new ScheduleQueries(db, kind);
   }
 
   /** Sends a hint (notifier.ts) without waiting; never throws. */

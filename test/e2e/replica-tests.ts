@@ -72,7 +72,7 @@ async function startBalancer(): Promise<{ port: number; backends: number[]; clos
 /** The URL of an empty database for one cluster, whose shared data directory is given. */
 export type NewDatabase = (dataDir: string) => Promise<string>;
 
-interface Cluster {
+export interface Cluster {
   replicas: ServerProcess[];
   balancer: Awaited<ReturnType<typeof startBalancer>>;
   dataDir: string;
@@ -80,7 +80,7 @@ interface Cluster {
 }
 
 /** Starts `count` replicas on one database and data directory, one after the other (the first writes admin.key). */
-async function startReplicas(newDatabase: NewDatabase, count: number, env: Record<string, string> = {}): Promise<Cluster> {
+export async function startReplicas(newDatabase: NewDatabase, count: number, env: Record<string, string> = {}): Promise<Cluster> {
   const dataDir = mkdtempSync(join(tmpdir(), "hodei-replicas-"));
   const clusterId = `t${randomUUID().slice(0, 8)}`;
   const balancer = await startBalancer();
@@ -102,7 +102,7 @@ async function startReplicas(newDatabase: NewDatabase, count: number, env: Recor
   return { replicas, balancer, dataDir, clusterId };
 }
 
-async function stopCluster(c: Cluster): Promise<void> {
+export async function stopCluster(c: Cluster): Promise<void> {
   for (const r of c.replicas) await r.stop();
   await c.balancer.close();
   killCluster(c.clusterId);

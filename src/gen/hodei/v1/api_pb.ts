@@ -1,6 +1,6 @@
 // The client API: what the CLI, the dashboard and plain curl speak with the control plane.
-// Two services (jobs, and the API keys that may call them), served as gRPC, gRPC-Web and Connect
-// (JSON over HTTP/1.1) from the same handlers.
+// Three services (jobs, schedules that submit jobs on a cron schedule, and the API keys that may call
+// them), served as gRPC, gRPC-Web and Connect (JSON over HTTP/1.1) from the same handlers.
 //
 // Every call carries an API key, `Authorization: Bearer hodei_key_...` (unless the server runs with
 // HODEI_AUTH=off). Without a valid key a call answers unauthenticated (HTTP 401); with a key that
@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/api.proto.
  */
 export const file_hodei_v1_api: GenFile = /*@__PURE__*/
-  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLjBgoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhsKE3JldHJ5X29uX2V4aXRfY29kZXMYECABKAkSOAoHc2VjcmV0cxgTIAMoCzInLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuU2VjcmV0c0VudHJ5EhAKCHByaW9yaXR5GAsgASgFEh0KFXF1ZXVlX3RpbWVvdXRfc2Vjb25kcxgMIAEoBRIqCgZydW5fYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRlbGF5X3NlY29uZHMYDiABKAUSEwoLcHVsbF9wb2xpY3kYFSABKAkSQwoNbm9kZV9zZWxlY3RvchgWIAMoCzIsLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTm9kZVNlbGVjdG9yRW50cnkSKQoLdG9sZXJhdGlvbnMYFyADKAsyFC5ob2RlaS52MS5Ub2xlcmF0aW9uEhMKC3RyYWNlcGFyZW50GBggASgJEg4KBm5vdGlmeRgZIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMwoRTm9kZVNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKCAQoKVG9sZXJhdGlvbhILCgNrZXkYASABKAkSEAoIb3BlcmF0b3IYAiABKAkSDQoFdmFsdWUYAyABKAkSDgoGZWZmZWN0GAQgASgJEh8KEnRvbGVyYXRpb25fc2Vjb25kcxgFIAEoA0gAiAEBQhUKE190b2xlcmF0aW9uX3NlY29uZHMiMgoJUmVzb3VyY2VzEhIKCmNwdV9taWxsaXMYASABKAUSEQoJbWVtb3J5X21iGAIgASgFIi8KEVN1Ym1pdEpvYlJlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmhvZGVpLnYxLkpvYiIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIn0KD0xpc3RKb2JzUmVxdWVzdBIOCgZzdGF0ZXMYASADKAkSEAoIcHJvdmlkZXIYAiABKAkSDQoFbGltaXQYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRIWCg5sYWJlbF9zZWxlY3RvchgFIAEoCRINCgVxdWVyeRgGIAEoCSJrChBMaXN0Sm9ic1Jlc3BvbnNlEhsKBGpvYnMYASADKAsyDS5ob2RlaS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEg8KB3BhcnRpYWwYAyABKAgSEAoIZXhhbWluZWQYBCABKAUiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIdCg9SZXJ1bkpvYlJlcXVlc3QSCgoCaWQYASABKAkiRgoOR2V0TG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBIUCgxhZnRlcl9jdXJzb3IYAyABKAMigAEKCExvZ0VudHJ5Eg8KB2F0dGVtcHQYASABKAUSCwoDc2VxGAIgASgDEg4KBnN0cmVhbRgDIAEoCRIMCgRkYXRhGAQgASgMEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgGIAEoAyKhAgoIVGltZWxpbmUSKgoGcXVldWVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtwcm92aXNpb25lZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVnaXN0ZXJlZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc3RhcnRlZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZmluaXNoZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWRlc3Ryb3llZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikgIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgFEhEKCXdvcmtlcl9pZBgCIAEoCRITCgt3b3JrZXJfbmFtZRgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhQKDHdvcmtlcl9zdGF0ZRgHIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIkCgh0aW1lbGluZRgJIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEhYKCWV4aXRfY29kZRgKIAEoBUgAiAEBEg4KBnJlYXNvbhgLIAEoCUIMCgpfZXhpdF9jb2RlIoMJCgNKb2ISCgoCaWQYASABKAkSDQoFc3RhdGUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIOCgZzY3JpcHQYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSIwoDZW52GAYgAygLMhYuaG9kZWkudjEuSm9iLkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgHIAEoBRIpCgZsYWJlbHMYCCADKAsyGS5ob2RlaS52MS5Kb2IuTGFiZWxzRW50cnkSDQoFaW1hZ2UYCSABKAkSFgoJZXhpdF9jb2RlGAogASgFSACIAQESDgoGcmVhc29uGAsgASgJEhAKCGF0dGVtcHRzGAwgASgFEhQKDG1heF9hdHRlbXB0cxgNIAEoBRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoIdGltZWxpbmUYECABKAsyEi5ob2RlaS52MS5UaW1lbGluZRIqCg9hdHRlbXB0X2hpc3RvcnkYESADKAsyES5ob2RlaS52MS5BdHRlbXB0EhYKDmxvZ3NfdHJ1bmNhdGVkGBIgASgIEhcKD2xvZ3NfaW5jb21wbGV0ZRgTIAEoCBImCglyZXNvdXJjZXMYFCABKAsyEy5ob2RlaS52MS5SZXNvdXJjZXMSGgoSdW5jb3VudGVkX2F0dGVtcHRzGBUgASgFEhQKDHN1Ym1pdHRlZF9ieRgWIAEoCRIUCgxlbnZfcmVkYWN0ZWQYFyABKAgSGwoTcmV0cnlfb25fZXhpdF9jb2RlcxgdIAEoCRIQCghyZXJ1bl9vZhgeIAEoCRIUCgxzZWNyZXRfbmFtZXMYISADKAkSEAoIcHJpb3JpdHkYGCABKAUSHQoVcXVldWVfdGltZW91dF9zZWNvbmRzGBkgASgFEioKBnJ1bl9hdBgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcHVsbF9wb2xpY3kYIyABKAkSNgoNbm9kZV9zZWxlY3RvchgkIAMoCzIfLmhvZGVpLnYxLkpvYi5Ob2RlU2VsZWN0b3JFbnRyeRIpCgt0b2xlcmF0aW9ucxglIAMoCzIULmhvZGVpLnYxLlRvbGVyYXRpb24SGQoRcmVzb3VyY2VzX2FwcGxpZWQYJiABKAkSEAoIdHJhY2VfaWQYKCABKAkSLQoKZGVsaXZlcmllcxgnIAMoCzIZLmhvZGVpLnYxLldlYmhvb2tEZWxpdmVyeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMwoRTm9kZVNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfZXhpdF9jb2RlIosCCg9XZWJob29rRGVsaXZlcnkSCgoCaWQYASABKAkSCwoDdXJsGAIgASgJEg0KBXN0YXRlGAMgASgJEhAKCGF0dGVtcHRzGAQgASgFEhMKC2xhc3Rfc3RhdHVzGAUgASgFEhIKCmxhc3RfZXJyb3IYBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGVsaXZlcmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9uZXh0X2F0dGVtcHRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKEkxpc3RXb3JrZXJzUmVxdWVzdBILCgNhbGwYASABKAgSDQoFbGltaXQYAiABKAUixgIKBldvcmtlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAQgASgJEhUKDXJlc291cmNlX3R5cGUYBSABKAkSDQoFc3RhdGUYBiABKAkSDgoGam9iX2lkGAcgASgJEg8KB2F0dGVtcHQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9oZWFydGJlYXRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3llZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgMIAEoCSI4ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiEKB3dvcmtlcnMYASADKAsyEC5ob2RlaS52MS5Xb3JrZXIiIgoRTGlzdFRva2Vuc1JlcXVlc3QSDQoFbGltaXQYASABKAUixQIKCE90cFRva2VuEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhwKFHByb3ZpZGVyX3Jlc291cmNlX2lkGAMgASgJEhUKDXJlc291cmNlX3R5cGUYBCABKAkSEAoIY29uc3VtZWQYBSABKAgSDgoGam9iX2lkGAYgASgJEhEKCXdvcmtlcl9pZBgHIAEoCRIPCgdhdHRlbXB0GAggASgFEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NvbnN1bWVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdleHBpcmVkGAwgASgIIjgKEkxpc3RUb2tlbnNSZXNwb25zZRIiCgZ0b2tlbnMYASADKAsyEi5ob2RlaS52MS5PdHBUb2tlbiIWChRMaXN0UHJvdmlkZXJzUmVxdWVzdCLgAQoIUHJvdmlkZXISDAoEbmFtZRgBIAEoCRISCgppc19kZWZhdWx0GAIgASgIEg8KB2hlYWx0aHkYAyABKAgSDgoGZGV0YWlsGAQgASgJEhMKC21heF93b3JrZXJzGAUgASgFEhYKDmFjdGl2ZV93b3JrZXJzGAYgASgFEg8KB29ycGhhbnMYByABKAUSGQoRd29ya2VyX3NlcnZlcl91cmwYCCABKAkSIQoZd29ya2VyX3NlcnZlcl91cmxfd2FybmluZxgJIAEoCRIVCg1vcnBoYW5zX2Vycm9yGAogASgJIj4KFUxpc3RQcm92aWRlcnNSZXNwb25zZRIlCglwcm92aWRlcnMYASADKAsyEi5ob2RlaS52MS5Qcm92aWRlcjLwBAoKSm9iU2VydmljZRJECglTdWJtaXRKb2ISGi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0GhsuaG9kZWkudjEuU3VibWl0Sm9iUmVzcG9uc2USNQoGR2V0Sm9iEhcuaG9kZWkudjEuR2V0Sm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYiIDkAIBEkYKCExpc3RKb2JzEhkuaG9kZWkudjEuTGlzdEpvYnNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEpvYnNSZXNwb25zZSIDkAIBEjYKCUNhbmNlbEpvYhIaLmhvZGVpLnYxLkNhbmNlbEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2ISOQoHR2V0TG9ncxIYLmhvZGVpLnYxLkdldExvZ3NSZXF1ZXN0GhIuaG9kZWkudjEuTG9nRW50cnkwARJPCgtMaXN0V29ya2VycxIcLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBodLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiA5ACARJMCgpMaXN0VG9rZW5zEhsuaG9kZWkudjEuTGlzdFRva2Vuc1JlcXVlc3QaHC5ob2RlaS52MS5MaXN0VG9rZW5zUmVzcG9uc2UiA5ACARJVCg1MaXN0UHJvdmlkZXJzEh4uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1JlcXVlc3QaHy5ob2RlaS52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2UiA5ACARI0CghSZXJ1bkpvYhIZLmhvZGVpLnYxLlJlcnVuSm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYjLVAQoKS2V5U2VydmljZRJECglDcmVhdGVLZXkSGi5ob2RlaS52MS5DcmVhdGVLZXlSZXF1ZXN0GhsuaG9kZWkudjEuQ3JlYXRlS2V5UmVzcG9uc2USRgoITGlzdEtleXMSGS5ob2RlaS52MS5MaXN0S2V5c1JlcXVlc3QaGi5ob2RlaS52MS5MaXN0S2V5c1Jlc3BvbnNlIgOQAgESOQoJUmV2b2tlS2V5EhouaG9kZWkudjEuUmV2b2tlS2V5UmVxdWVzdBoQLmhvZGVpLnYxLkFwaUtleWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChJob2RlaS92MS9hcGkucHJvdG8SCGhvZGVpLnYxIjAKEENyZWF0ZUtleVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkiQwoRQ3JlYXRlS2V5UmVzcG9uc2USIQoHYXBpX2tleRgBIAEoCzIQLmhvZGVpLnYxLkFwaUtleRILCgNrZXkYAiABKAkiHgoPTGlzdEtleXNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIyChBMaXN0S2V5c1Jlc3BvbnNlEh4KBGtleXMYASADKAsyEC5ob2RlaS52MS5BcGlLZXkiIAoQUmV2b2tlS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJIrgBCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRIOCgZzY29wZXMYAiADKAkSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLjBgoQU3VibWl0Sm9iUmVxdWVzdBIPCgdjb21tYW5kGAEgAygJEg4KBnNjcmlwdBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIwCgNlbnYYBCADKAsyIy5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgFIAEoBRI2CgZsYWJlbHMYBiADKAsyJi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0LkxhYmVsc0VudHJ5EhQKDG1heF9hdHRlbXB0cxgHIAEoBRINCgVpbWFnZRgIIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCSABKAkSJgoJcmVzb3VyY2VzGAogASgLMhMuaG9kZWkudjEuUmVzb3VyY2VzEhsKE3JldHJ5X29uX2V4aXRfY29kZXMYECABKAkSOAoHc2VjcmV0cxgTIAMoCzInLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuU2VjcmV0c0VudHJ5EhAKCHByaW9yaXR5GAsgASgFEh0KFXF1ZXVlX3RpbWVvdXRfc2Vjb25kcxgMIAEoBRIqCgZydW5fYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWRlbGF5X3NlY29uZHMYDiABKAUSEwoLcHVsbF9wb2xpY3kYFSABKAkSQwoNbm9kZV9zZWxlY3RvchgWIAMoCzIsLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QuTm9kZVNlbGVjdG9yRW50cnkSKQoLdG9sZXJhdGlvbnMYFyADKAsyFC5ob2RlaS52MS5Ub2xlcmF0aW9uEhMKC3RyYWNlcGFyZW50GBggASgJEg4KBm5vdGlmeRgZIAMoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMwoRTm9kZVNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKCAQoKVG9sZXJhdGlvbhILCgNrZXkYASABKAkSEAoIb3BlcmF0b3IYAiABKAkSDQoFdmFsdWUYAyABKAkSDgoGZWZmZWN0GAQgASgJEh8KEnRvbGVyYXRpb25fc2Vjb25kcxgFIAEoA0gAiAEBQhUKE190b2xlcmF0aW9uX3NlY29uZHMiMgoJUmVzb3VyY2VzEhIKCmNwdV9taWxsaXMYASABKAUSEQoJbWVtb3J5X21iGAIgASgFIi8KEVN1Ym1pdEpvYlJlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmhvZGVpLnYxLkpvYiIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIn0KD0xpc3RKb2JzUmVxdWVzdBIOCgZzdGF0ZXMYASADKAkSEAoIcHJvdmlkZXIYAiABKAkSDQoFbGltaXQYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRIWCg5sYWJlbF9zZWxlY3RvchgFIAEoCRINCgVxdWVyeRgGIAEoCSJrChBMaXN0Sm9ic1Jlc3BvbnNlEhsKBGpvYnMYASADKAsyDS5ob2RlaS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEg8KB3BhcnRpYWwYAyABKAgSEAoIZXhhbWluZWQYBCABKAUiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIdCg9SZXJ1bkpvYlJlcXVlc3QSCgoCaWQYASABKAkiRgoOR2V0TG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBIUCgxhZnRlcl9jdXJzb3IYAyABKAMigAEKCExvZ0VudHJ5Eg8KB2F0dGVtcHQYASABKAUSCwoDc2VxGAIgASgDEg4KBnN0cmVhbRgDIAEoCRIMCgRkYXRhGAQgASgMEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmN1cnNvchgGIAEoAyKhAgoIVGltZWxpbmUSKgoGcXVldWVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtwcm92aXNpb25lZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVnaXN0ZXJlZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc3RhcnRlZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZmluaXNoZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWRlc3Ryb3llZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikgIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgFEhEKCXdvcmtlcl9pZBgCIAEoCRITCgt3b3JrZXJfbmFtZRgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIcChRwcm92aWRlcl9yZXNvdXJjZV9pZBgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhQKDHdvcmtlcl9zdGF0ZRgHIAEoCRIWCg5mYWlsdXJlX3JlYXNvbhgIIAEoCRIkCgh0aW1lbGluZRgJIAEoCzISLmhvZGVpLnYxLlRpbWVsaW5lEhYKCWV4aXRfY29kZRgKIAEoBUgAiAEBEg4KBnJlYXNvbhgLIAEoCUIMCgpfZXhpdF9jb2RlIpoJCgNKb2ISCgoCaWQYASABKAkSDQoFc3RhdGUYAiABKAkSDwoHY29tbWFuZBgDIAMoCRIOCgZzY3JpcHQYBCABKAkSEAoIcHJvdmlkZXIYBSABKAkSIwoDZW52GAYgAygLMhYuaG9kZWkudjEuSm9iLkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgHIAEoBRIpCgZsYWJlbHMYCCADKAsyGS5ob2RlaS52MS5Kb2IuTGFiZWxzRW50cnkSDQoFaW1hZ2UYCSABKAkSFgoJZXhpdF9jb2RlGAogASgFSACIAQESDgoGcmVhc29uGAsgASgJEhAKCGF0dGVtcHRzGAwgASgFEhQKDG1heF9hdHRlbXB0cxgNIAEoBRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJAoIdGltZWxpbmUYECABKAsyEi5ob2RlaS52MS5UaW1lbGluZRIqCg9hdHRlbXB0X2hpc3RvcnkYESADKAsyES5ob2RlaS52MS5BdHRlbXB0EhYKDmxvZ3NfdHJ1bmNhdGVkGBIgASgIEhcKD2xvZ3NfaW5jb21wbGV0ZRgTIAEoCBImCglyZXNvdXJjZXMYFCABKAsyEy5ob2RlaS52MS5SZXNvdXJjZXMSGgoSdW5jb3VudGVkX2F0dGVtcHRzGBUgASgFEhQKDHN1Ym1pdHRlZF9ieRgWIAEoCRIUCgxlbnZfcmVkYWN0ZWQYFyABKAgSGwoTcmV0cnlfb25fZXhpdF9jb2RlcxgdIAEoCRIQCghyZXJ1bl9vZhgeIAEoCRIUCgxzZWNyZXRfbmFtZXMYISADKAkSEAoIcHJpb3JpdHkYGCABKAUSHQoVcXVldWVfdGltZW91dF9zZWNvbmRzGBkgASgFEioKBnJ1bl9hdBgaIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcHVsbF9wb2xpY3kYIyABKAkSNgoNbm9kZV9zZWxlY3RvchgkIAMoCzIfLmhvZGVpLnYxLkpvYi5Ob2RlU2VsZWN0b3JFbnRyeRIpCgt0b2xlcmF0aW9ucxglIAMoCzIULmhvZGVpLnYxLlRvbGVyYXRpb24SGQoRcmVzb3VyY2VzX2FwcGxpZWQYJiABKAkSEAoIdHJhY2VfaWQYKCABKAkSLQoKZGVsaXZlcmllcxgnIAMoCzIZLmhvZGVpLnYxLldlYmhvb2tEZWxpdmVyeRIVCg1zY2hlZHVsZV9uYW1lGCkgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARozChFOb2RlU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgwKCl9leGl0X2NvZGUiiwIKD1dlYmhvb2tEZWxpdmVyeRIKCgJpZBgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUSEwoLbGFzdF9zdGF0dXMYBSABKAUSEgoKbGFzdF9lcnJvchgGIAEoCRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZWxpdmVyZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfYXR0ZW1wdF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMAoSTGlzdFdvcmtlcnNSZXF1ZXN0EgsKA2FsbBgBIAEoCBINCgVsaW1pdBgCIAEoBSLGAgoGV29ya2VyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSHAoUcHJvdmlkZXJfcmVzb3VyY2VfaWQYBCABKAkSFQoNcmVzb3VyY2VfdHlwZRgFIAEoCRINCgVzdGF0ZRgGIAEoCRIOCgZqb2JfaWQYByABKAkSDwoHYXR0ZW1wdBgIIAEoBRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFsYXN0X2hlYXJ0YmVhdF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGVzdHJveWVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAwgASgJIjgKE0xpc3RXb3JrZXJzUmVzcG9uc2USIQoHd29ya2VycxgBIAMoCzIQLmhvZGVpLnYxLldvcmtlciIiChFMaXN0VG9rZW5zUmVxdWVzdBINCgVsaW1pdBgBIAEoBSLFAgoIT3RwVG9rZW4SCgoCaWQYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSHAoUcHJvdmlkZXJfcmVzb3VyY2VfaWQYAyABKAkSFQoNcmVzb3VyY2VfdHlwZRgEIAEoCRIQCghjb25zdW1lZBgFIAEoCBIOCgZqb2JfaWQYBiABKAkSEQoJd29ya2VyX2lkGAcgASgJEg8KB2F0dGVtcHQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY29uc3VtZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2V4cGlyZWQYDCABKAgiOAoSTGlzdFRva2Vuc1Jlc3BvbnNlEiIKBnRva2VucxgBIAMoCzISLmhvZGVpLnYxLk90cFRva2VuIhYKFExpc3RQcm92aWRlcnNSZXF1ZXN0IuABCghQcm92aWRlchIMCgRuYW1lGAEgASgJEhIKCmlzX2RlZmF1bHQYAiABKAgSDwoHaGVhbHRoeRgDIAEoCBIOCgZkZXRhaWwYBCABKAkSEwoLbWF4X3dvcmtlcnMYBSABKAUSFgoOYWN0aXZlX3dvcmtlcnMYBiABKAUSDwoHb3JwaGFucxgHIAEoBRIZChF3b3JrZXJfc2VydmVyX3VybBgIIAEoCRIhChl3b3JrZXJfc2VydmVyX3VybF93YXJuaW5nGAkgASgJEhUKDW9ycGhhbnNfZXJyb3IYCiABKAkiPgoVTGlzdFByb3ZpZGVyc1Jlc3BvbnNlEiUKCXByb3ZpZGVycxgBIAMoCzISLmhvZGVpLnYxLlByb3ZpZGVyIqgBChVDcmVhdGVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRjcm9uGAIgASgJEhAKCHRpbWV6b25lGAMgASgJEg4KBm1pc3NlZBgEIAEoCRITCgtjb25jdXJyZW5jeRgFIAEoCRIsCgh0ZW1wbGF0ZRgGIAEoCzIaLmhvZGVpLnYxLlN1Ym1pdEpvYlJlcXVlc3QSDgoGcGF1c2VkGAcgASgIIucDCghTY2hlZHVsZRIMCgRuYW1lGAEgASgJEgwKBGNyb24YAiABKAkSEAoIdGltZXpvbmUYAyABKAkSDgoGbWlzc2VkGAQgASgJEhMKC2NvbmN1cnJlbmN5GAUgASgJEiwKCHRlbXBsYXRlGAYgASgLMhouaG9kZWkudjEuU3VibWl0Sm9iUmVxdWVzdBIOCgZwYXVzZWQYByABKAgSLwoLbmV4dF9ydW5fYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2xhc3RfcnVuX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtsYXN0X2pvYl9pZBgKIAEoCRIuCgpjcmVhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAwgASgJEhMKC2ZpcmVkX3RpY2tzGA0gASgDEhUKDXNraXBwZWRfdGlja3MYDiABKAMSGAoQbGFzdF9za2lwX3JlYXNvbhgPIAEoCRIzCg9sYXN0X3NraXBwZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGVudl9yZWRhY3RlZBgRIAEoCCIiChJHZXRTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI5ChRMaXN0U2NoZWR1bGVzUmVxdWVzdBINCgVsaW1pdBgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKFUxpc3RTY2hlZHVsZXNSZXNwb25zZRIlCglzY2hlZHVsZXMYASADKAsyEi5ob2RlaS52MS5TY2hlZHVsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJAoUUGF1c2VTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIlChVSZXN1bWVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIlChVEZWxldGVTY2hlZHVsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCTLwBAoKSm9iU2VydmljZRJECglTdWJtaXRKb2ISGi5ob2RlaS52MS5TdWJtaXRKb2JSZXF1ZXN0GhsuaG9kZWkudjEuU3VibWl0Sm9iUmVzcG9uc2USNQoGR2V0Sm9iEhcuaG9kZWkudjEuR2V0Sm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYiIDkAIBEkYKCExpc3RKb2JzEhkuaG9kZWkudjEuTGlzdEpvYnNSZXF1ZXN0GhouaG9kZWkudjEuTGlzdEpvYnNSZXNwb25zZSIDkAIBEjYKCUNhbmNlbEpvYhIaLmhvZGVpLnYxLkNhbmNlbEpvYlJlcXVlc3QaDS5ob2RlaS52MS5Kb2ISOQoHR2V0TG9ncxIYLmhvZGVpLnYxLkdldExvZ3NSZXF1ZXN0GhIuaG9kZWkudjEuTG9nRW50cnkwARJPCgtMaXN0V29ya2VycxIcLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBodLmhvZGVpLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiA5ACARJMCgpMaXN0VG9rZW5zEhsuaG9kZWkudjEuTGlzdFRva2Vuc1JlcXVlc3QaHC5ob2RlaS52MS5MaXN0VG9rZW5zUmVzcG9uc2UiA5ACARJVCg1MaXN0UHJvdmlkZXJzEh4uaG9kZWkudjEuTGlzdFByb3ZpZGVyc1JlcXVlc3QaHy5ob2RlaS52MS5MaXN0UHJvdmlkZXJzUmVzcG9uc2UiA5ACARI0CghSZXJ1bkpvYhIZLmhvZGVpLnYxLlJlcnVuSm9iUmVxdWVzdBoNLmhvZGVpLnYxLkpvYjLVAQoKS2V5U2VydmljZRJECglDcmVhdGVLZXkSGi5ob2RlaS52MS5DcmVhdGVLZXlSZXF1ZXN0GhsuaG9kZWkudjEuQ3JlYXRlS2V5UmVzcG9uc2USRgoITGlzdEtleXMSGS5ob2RlaS52MS5MaXN0S2V5c1JlcXVlc3QaGi5ob2RlaS52MS5MaXN0S2V5c1Jlc3BvbnNlIgOQAgESOQoJUmV2b2tlS2V5EhouaG9kZWkudjEuUmV2b2tlS2V5UmVxdWVzdBoQLmhvZGVpLnYxLkFwaUtleTLIAwoPU2NoZWR1bGVTZXJ2aWNlEkUKDkNyZWF0ZVNjaGVkdWxlEh8uaG9kZWkudjEuQ3JlYXRlU2NoZWR1bGVSZXF1ZXN0GhIuaG9kZWkudjEuU2NoZWR1bGUSRAoLR2V0U2NoZWR1bGUSHC5ob2RlaS52MS5HZXRTY2hlZHVsZVJlcXVlc3QaEi5ob2RlaS52MS5TY2hlZHVsZSIDkAIBElUKDUxpc3RTY2hlZHVsZXMSHi5ob2RlaS52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBofLmhvZGVpLnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIDkAIBEkMKDVBhdXNlU2NoZWR1bGUSHi5ob2RlaS52MS5QYXVzZVNjaGVkdWxlUmVxdWVzdBoSLmhvZGVpLnYxLlNjaGVkdWxlEkUKDlJlc3VtZVNjaGVkdWxlEh8uaG9kZWkudjEuUmVzdW1lU2NoZWR1bGVSZXF1ZXN0GhIuaG9kZWkudjEuU2NoZWR1bGUSRQoORGVsZXRlU2NoZWR1bGUSHy5ob2RlaS52MS5EZWxldGVTY2hlZHVsZVJlcXVlc3QaEi5ob2RlaS52MS5TY2hlZHVsZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message hodei.v1.CreateKeyRequest
@@ -1015,6 +1015,13 @@ export type Job = Message<"hodei.v1.Job"> & {
    * @generated from field: repeated hodei.v1.WebhookDelivery deliveries = 39;
    */
   deliveries: WebhookDelivery[];
+
+  /**
+   * The schedule that fired the job (ScheduleService); empty for a job submitted directly.
+   *
+   * @generated from field: string schedule_name = 41;
+   */
+  scheduleName: string;
 };
 
 /**
@@ -1423,6 +1430,303 @@ export const ListProvidersResponseSchema: GenMessage<ListProvidersResponse> = /*
   messageDesc(file_hodei_v1_api, 29);
 
 /**
+ * @generated from message hodei.v1.CreateScheduleRequest
+ */
+export type CreateScheduleRequest = Message<"hodei.v1.CreateScheduleRequest"> & {
+  /**
+   * Lowercase letters, digits and "-", at most 63, starting and ending with a letter or digit.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g.
+   * "*\/5 * * * *" or "*\/10 * * * * *"; names (MON, JAN) and nicknames (@daily) work.
+   *
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * IANA time zone the expression is read in, e.g. "Europe/Madrid"; empty means UTC.
+   *
+   * @generated from field: string timezone = 3;
+   */
+  timezone: string;
+
+  /**
+   * A tick the control plane sees more than 30 s after its time (it was down) is missed:
+   * "skip" (the default) fires nothing for it; "run-once" fires one job for the latest missed
+   * tick, unless an on-time tick fires anyway.
+   *
+   * @generated from field: string missed = 4;
+   */
+  missed: string;
+
+  /**
+   * "allow" (the default): a tick fires whatever the previous job is doing; "forbid": a tick
+   * whose previous job has not ended fires nothing (counted in skipped_ticks, with the reason).
+   *
+   * @generated from field: string concurrency = 5;
+   */
+  concurrency: string;
+
+  /**
+   * The job each tick submits, as SubmitJob takes it. Not allowed: secrets (a schedule keeps its
+   * template for ever, and secrets are deleted when their job ends), idempotency_key (each tick
+   * sets its own), run_at and delay_seconds (a tick's job is due at its tick).
+   *
+   * @generated from field: hodei.v1.SubmitJobRequest template = 6;
+   */
+  template?: SubmitJobRequest | undefined;
+
+  /**
+   * Create it paused.
+   *
+   * @generated from field: bool paused = 7;
+   */
+  paused: boolean;
+};
+
+/**
+ * Describes the message hodei.v1.CreateScheduleRequest.
+ * Use `create(CreateScheduleRequestSchema)` to create a new message.
+ */
+export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 30);
+
+/**
+ * @generated from message hodei.v1.Schedule
+ */
+export type Schedule = Message<"hodei.v1.Schedule"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * Empty: UTC.
+   *
+   * @generated from field: string timezone = 3;
+   */
+  timezone: string;
+
+  /**
+   * @generated from field: string missed = 4;
+   */
+  missed: string;
+
+  /**
+   * @generated from field: string concurrency = 5;
+   */
+  concurrency: string;
+
+  /**
+   * @generated from field: hodei.v1.SubmitJobRequest template = 6;
+   */
+  template?: SubmitJobRequest | undefined;
+
+  /**
+   * @generated from field: bool paused = 7;
+   */
+  paused: boolean;
+
+  /**
+   * The next tick to fire (unset when no tick remains); while paused, where it stopped.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_at = 8;
+   */
+  nextRunAt?: Timestamp | undefined;
+
+  /**
+   * The tick of the last job fired; unset before the first.
+   *
+   * @generated from field: google.protobuf.Timestamp last_run_at = 9;
+   */
+  lastRunAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string last_job_id = 10;
+   */
+  lastJobId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The API key that created it: its jobs are submitted as that key. Empty with HODEI_AUTH=off.
+   *
+   * @generated from field: string created_by = 12;
+   */
+  createdBy: string;
+
+  /**
+   * Ticks that fired a job, and ticks that did not (missed, or concurrency forbid), with why the
+   * last one did not.
+   *
+   * @generated from field: int64 fired_ticks = 13;
+   */
+  firedTicks: bigint;
+
+  /**
+   * @generated from field: int64 skipped_ticks = 14;
+   */
+  skippedTicks: bigint;
+
+  /**
+   * @generated from field: string last_skip_reason = 15;
+   */
+  lastSkipReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_skipped_at = 16;
+   */
+  lastSkippedAt?: Timestamp | undefined;
+
+  /**
+   * True when the caller's key lacks the read scope: template env then holds the names with empty values.
+   *
+   * @generated from field: bool env_redacted = 17;
+   */
+  envRedacted: boolean;
+};
+
+/**
+ * Describes the message hodei.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 31);
+
+/**
+ * @generated from message hodei.v1.GetScheduleRequest
+ */
+export type GetScheduleRequest = Message<"hodei.v1.GetScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hodei.v1.GetScheduleRequest.
+ * Use `create(GetScheduleRequestSchema)` to create a new message.
+ */
+export const GetScheduleRequestSchema: GenMessage<GetScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 32);
+
+/**
+ * @generated from message hodei.v1.ListSchedulesRequest
+ */
+export type ListSchedulesRequest = Message<"hodei.v1.ListSchedulesRequest"> & {
+  /**
+   * Page size: 1 to 500 (0: 100).
+   *
+   * @generated from field: int32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * From ListSchedulesResponse.next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message hodei.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 33);
+
+/**
+ * @generated from message hodei.v1.ListSchedulesResponse
+ */
+export type ListSchedulesResponse = Message<"hodei.v1.ListSchedulesResponse"> & {
+  /**
+   * By name.
+   *
+   * @generated from field: repeated hodei.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+
+  /**
+   * Set when there are more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message hodei.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 34);
+
+/**
+ * @generated from message hodei.v1.PauseScheduleRequest
+ */
+export type PauseScheduleRequest = Message<"hodei.v1.PauseScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hodei.v1.PauseScheduleRequest.
+ * Use `create(PauseScheduleRequestSchema)` to create a new message.
+ */
+export const PauseScheduleRequestSchema: GenMessage<PauseScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 35);
+
+/**
+ * @generated from message hodei.v1.ResumeScheduleRequest
+ */
+export type ResumeScheduleRequest = Message<"hodei.v1.ResumeScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hodei.v1.ResumeScheduleRequest.
+ * Use `create(ResumeScheduleRequestSchema)` to create a new message.
+ */
+export const ResumeScheduleRequestSchema: GenMessage<ResumeScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 36);
+
+/**
+ * @generated from message hodei.v1.DeleteScheduleRequest
+ */
+export type DeleteScheduleRequest = Message<"hodei.v1.DeleteScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hodei.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_hodei_v1_api, 37);
+
+/**
  * @generated from service hodei.v1.JobService
  */
 export const JobService: GenService<{
@@ -1561,4 +1865,78 @@ export const KeyService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hodei_v1_api, 1);
+
+/**
+ * Schedules: a job template submitted on a cron schedule by the control plane (the leader
+ * replica), one job per tick. Each tick's job has the idempotency key
+ * "schedule:<name>:<tick, RFC 3339 UTC>", the label hodei.io/schedule=<name> and Job.schedule_name,
+ * and is submitted as the API key that created the schedule (a revoked key's schedule skips its
+ * ticks, saying why).
+ *
+ * @generated from service hodei.v1.ScheduleService
+ */
+export const ScheduleService: GenService<{
+  /**
+   * submit, and provider:P for the template's provider P.
+   *
+   * @generated from rpc hodei.v1.ScheduleService.CreateSchedule
+   */
+  createSchedule: {
+    methodKind: "unary";
+    input: typeof CreateScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * read; or submit, for a schedule this key created (template env values withheld without read).
+   *
+   * @generated from rpc hodei.v1.ScheduleService.GetSchedule
+   */
+  getSchedule: {
+    methodKind: "unary";
+    input: typeof GetScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * read.
+   *
+   * @generated from rpc hodei.v1.ScheduleService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
+  },
+  /**
+   * submit, for a schedule this key created; admin, for any. Pausing a paused schedule answers it unchanged.
+   *
+   * @generated from rpc hodei.v1.ScheduleService.PauseSchedule
+   */
+  pauseSchedule: {
+    methodKind: "unary";
+    input: typeof PauseScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * As PauseSchedule. The schedule goes on from its next tick after now: ticks while it was
+   * paused are not fired.
+   *
+   * @generated from rpc hodei.v1.ScheduleService.ResumeSchedule
+   */
+  resumeSchedule: {
+    methodKind: "unary";
+    input: typeof ResumeScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * As PauseSchedule. Returns the schedule as it was; the jobs it fired stay.
+   *
+   * @generated from rpc hodei.v1.ScheduleService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_hodei_v1_api, 2);
 
