@@ -43,30 +43,34 @@ async function waitFinal(client: Client, id: string): Promise<Job> {
 }
 
 /** Reads the job's whole stdout back through GetLogs: its size, lines and digest. */
-async function readBack(client: Client, jobId: string): Promise<{ bytes: number; lines: number; sha256: string; entries: number; inOrder: boolean }> {
+async function readBack(client: Client, jobId: string): Promise<{ bytes: number; lines: number; sha256: string; entries: number; inOrder: boolean; firstMs: number; lastMs: number }> {
   const hash = createHash("sha256");
   let bytes = 0;
   let lines = 0;
   let entries = 0;
   let lastSeq = 0n;
   let inOrder = true;
+  let firstMs = NaN;
+  let lastMs = NaN;
   for await (const entry of client.getLogs({ jobId, follow: false })) {
     entries++;
     if (entry.seq !== lastSeq + 1n) inOrder = false;
     lastSeq = entry.seq;
     if (entry.stream !== "stdout") continue;
+    if (Number.isNaN(firstMs)) firstMs = timestampMs(entry.time!);
+    lastMs = timestampMs(entry.time!);
     hash.update(entry.data);
     bytes += entry.data.length;
     for (const b of entry.data) if (b === 10) lines++;
   }
-  return { bytes, lines, sha256: hash.digest("hex"), entries, inOrder };
+  return { bytes, lines, sha256: hash.digest("hex"), entries, inOrder, firstMs, lastMs };
 }
 
 export async function logsSection(client: Client, runs = Number(process.env.BENCH_LOG_RUNS ?? 3)): Promise<Record<string, unknown>> {
   const cmd = command();
   const expected = execFileSync(cmd[0], cmd.slice(1), { maxBuffer: 1024 * 1024 * 1024 });
   const expectedSha = createHash("sha256").update(expected).digest("hex");
-  const results: { seconds: number; mbPerS: number; clientSeconds: number }[] = [];
+  const results: { seconds: number; mbPerS: number; clientSeconds: number; phases: number[] }[] = [];
   let check: Awaited<ReturnType<typeof readBack>> | undefined;
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now();
@@ -80,7 +84,11 @@ export async function logsSection(client: Client, runs = Number(process.env.BENC
     if (!isKept || done.logsTruncated || done.logsIncomplete) {
       throw new Error(`logs job ${done.id}: read back ${check.bytes} bytes, ${check.lines} lines (expected ${expected.length}, ${LOG_LINES}), in order ${check.inOrder}, truncated ${done.logsTruncated}, incomplete ${done.logsIncomplete}`);
     }
-    results.push({ seconds, mbPerS: expected.length / seconds / 1e6, clientSeconds });
+    const started = timestampMs(done.timeline!.started!);
+    const finished = timestampMs(done.timeline!.finished!);
+    // started -> first chunk cut by the agent, -> last chunk cut, -> result stored.
+    const phases = [check.firstMs - started, check.lastMs - check.firstMs, finished - check.lastMs].map((ms) => Math.round(ms));
+    results.push({ seconds, mbPerS: expected.length / seconds / 1e6, clientSeconds, phases });
   }
   const best = results.reduce((a, b) => (b.mbPerS > a.mbPerS ? b : a));
   const sorted = [...results].sort((a, b) => a.mbPerS - b.mbPerS);
@@ -96,6 +104,8 @@ export async function logsSection(client: Client, runs = Number(process.env.BENC
     runs_mb_per_s: results.map((r) => Math.round(r.mbPerS * 10) / 10),
     submit_to_final_seconds: results.map((r) => Math.round(r.clientSeconds * 1000) / 1000),
     chunks: check?.entries ?? 0,
+    // Per run, ms: dispatch -> the agent cut the first chunk, first -> last chunk cut, last chunk cut -> result stored.
+    phases_ms: results.map((r) => ({ to_first_chunk: r.phases[0], output: r.phases[1], to_result: r.phases[2] })),
     checked: "every stdout byte read back through GetLogs, in seq order: same count, lines and SHA-256 as the command's own output",
     target: "ingest_mb_per_s at least 50",
   };

@@ -45,6 +45,8 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
     if (row) {
       ctx.metrics.workersDestroyed.inc({ provider: worker.provider });
       log.info({ providerResourceId: worker.provider_resource_id }, "worker destroyed");
+      // Its provider has room again: a job waiting for it is claimed now, not at the next pass.
+      ctx.nudge();
     }
   } catch (err) {
     const error = toError(err);
