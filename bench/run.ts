@@ -6,8 +6,11 @@
  *
  * local (top level of the JSON):
  *   baseline      spawn the agent's Node binary with a script that exits at once, wait for its exit
- *   hello world   submit `echo hello` -> job succeeded and its worker destroyed (client-observed)
- *   throughput    200 jobs submitted at once -> all succeeded and destroyed
+ *   hello world   submit `echo hello` -> job succeeded (hello_world_final_ms) and its worker destroyed
+ *                 (hello_world_ms), client-observed
+ *   throughput    (bench/throughput.ts) 200 jobs submitted at once -> all succeeded and destroyed, beside
+ *                 spawning and reaping the agent's Node process 200 times, 16 at once (the ratio)
+ * logs (the "logs" key, bench/logs.ts): a 1,000,000-line job on local, ingested MB/s, every byte checked
  * docker (the "docker" key; {"skipped": ...} when no daemon answers):
  *   baseline      through dockerode: create + start + wait + remove a container of the worker image
  *                 (network host) whose command exits at once
@@ -28,7 +31,8 @@
  * cli (the "cli" key, bench/cli.ts): p50 of `hodei run -- true` as a whole process against the
  *   bench's local server, beside `node -e 0` in the same run (target: within 1.5x).
  *
- * BENCH_ONLY=history, BENCH_ONLY=control_plane or BENCH_ONLY=cli runs that section alone (none needs a Docker daemon).
+ * BENCH_ONLY=history, control_plane, cli, throughput (the local hello world and throughput) or logs
+ * runs that section alone (none needs a Docker daemon).
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
@@ -47,10 +51,12 @@ import Dockerode from "dockerode";
 import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
-import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
+import { HODEI_BIN, sendKey, type ServerProcess, startServerProcess } from "../test/e2e/harness.js";
 import { cliSection } from "./cli.js";
 import { controlPlaneSection } from "./control-plane.js";
 import { historySection } from "./history.js";
+import { logLimitForBench, logsSection } from "./logs.js";
+import { throughputSection } from "./throughput.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
 
 const execFileAsync = promisify(execFile);
@@ -72,12 +78,14 @@ const round = (n: number) => Math.round(n * 10) / 10;
 const summary = (values: number[]) => ({ p50: round(percentile(values, 50)), p95: round(percentile(values, 95)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
 
 /** Baseline and hello-world summaries, their ratios and the phase breakdown, under fixed keys. */
-function latencyReport(baselineKey: string, base: number[], latencies: number[], phasesP50: Record<string, number>) {
+function latencyReport(baselineKey: string, base: number[], latencies: number[], phasesP50: Record<string, number>, finalLatencies: number[] = []) {
   const baselineSummary = summary(base);
   const hello = summary(latencies);
+  const final = finalLatencies.length > 0 ? summary(finalLatencies) : null;
   return {
     [baselineKey]: baselineSummary,
     hello_world_ms: hello,
+    ...(final ? { hello_world_final_ms: final, ratio_p50_final: round(final.p50 / baselineSummary.p50) } : {}),
     ratio_p50: round(hello.p50 / baselineSummary.p50),
     ratio_p95: round(hello.p95 / baselineSummary.p95),
     target: "p50 within 2x the baseline",
@@ -108,9 +116,14 @@ async function baseline(runs: number): Promise<number[]> {
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 /** Until the job has ended and its worker is destroyed (the timeline is the latest try's: a requeued job may show one destroyed). */
-async function waitDestroyed(client: Client, id: string): Promise<Job> {
+async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}): Promise<Job> {
+  let isFinal = false;
   for (;;) {
     const job = await client.getJob({ id });
+    if (ENDED.has(job.state) && !isFinal) {
+      isFinal = true;
+      onFinal();
+    }
     if (ENDED.has(job.state) && job.timeline?.destroyed) return job;
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -124,11 +137,12 @@ const ms = (t: Job["timeline"], key: "queued" | "provisioned" | "registered" | "
 /** Runs `echo hello` jobs one after the other on a provider: client-observed latency and the timeline's phases. */
 async function helloWorld(client: Client, provider: string, runs: number) {
   const latencies: number[] = [];
+  const finalLatencies: number[] = [];
   const phases: Record<string, number[]> = { provision: [], register: [], dispatch: [], run: [], destroy: [] };
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now();
     const { job } = await client.submitJob({ command: ["echo", "hello"], provider });
-    const done = await waitDestroyed(client, job!.id);
+    const done = await waitDestroyed(client, job!.id, () => finalLatencies.push(performance.now() - t0));
     latencies.push(performance.now() - t0);
     if (done.state !== "succeeded") throw new Error(`${provider} job ${done.id} ended ${done.state}: ${done.reason}`);
     const t = done.timeline;
@@ -139,7 +153,7 @@ async function helloWorld(client: Client, provider: string, runs: number) {
     phases.destroy.push(ms(t, "destroyed") - ms(t, "finished"));
   }
   const phasesP50 = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, round(percentile(v, 50))]));
-  return { latencies, phasesP50 };
+  return { latencies, finalLatencies, phasesP50 };
 }
 
 // ---- docker ---------------------------------------------------------------------------------------
@@ -206,7 +220,7 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
   for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"], provider: "docker" })).job!.id);
 
   const base = await dockerBaseline(docker, HELLO_RUNS);
-  const { latencies, phasesP50 } = await helloWorld(client, "docker", HELLO_RUNS);
+  const { latencies, finalLatencies, phasesP50 } = await helloWorld(client, "docker", HELLO_RUNS);
 
   // Every hello job was seen with its container removed; confirm with the daemon itself.
   let left: Dockerode.ContainerInfo[] = [];
@@ -219,7 +233,7 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
   return {
     runs: HELLO_RUNS,
     image: DOCKER_IMAGE,
-    ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50),
+    ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50, finalLatencies),
     containers_left: left.length,
   };
 }
@@ -260,12 +274,12 @@ async function kubernetesSection(core: k8s.CoreV1Api | null, client: Client): Pr
   await kubernetesBaseline(core, 3);
   for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"], provider: "kubernetes" })).job!.id);
   const base = await kubernetesBaseline(core, HELLO_RUNS);
-  const { latencies, phasesP50 } = await helloWorld(client, "kubernetes", HELLO_RUNS);
+  const { latencies, finalLatencies, phasesP50 } = await helloWorld(client, "kubernetes", HELLO_RUNS);
   const pods = await core.listNamespacedPod({ namespace: "default" });
   return {
     runs: HELLO_RUNS,
     api: "emulated (test/fixtures/kube-emulator: pods run as Docker containers)",
-    ...latencyReport("baseline_pod_run_ms", base, latencies, phasesP50),
+    ...latencyReport("baseline_pod_run_ms", base, latencies, phasesP50, finalLatencies),
     pods_left: pods.items.length,
   };
 }
@@ -282,17 +296,59 @@ async function verifyRun(server: { url: string; dataDir: string }, providers: st
   return { providers, ok: report.ok ?? false, jobs: report.jobs?.length ?? 0, total_ms: report.totalMs ?? null, wall_ms: round(performance.now() - t0) };
 }
 
+/** The local provider's part: hello world beside the Node spawn baseline, and throughput beside spawning agents 16 at once. */
+async function localSection(client: Client, server: { url: string; process: { pid?: number } }): Promise<Record<string, unknown>> {
+  // Warm up: first spawns pay for cold caches.
+  for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"] })).job!.id);
+  await baseline(3);
+  const base = await baseline(HELLO_RUNS);
+  const { latencies, finalLatencies, phasesP50 } = await helloWorld(client, "local", HELLO_RUNS);
+  return {
+    provider: "local",
+    runs: HELLO_RUNS,
+    ...latencyReport("baseline_node_spawn_ms", base, latencies, phasesP50, finalLatencies),
+    throughput: await throughputSection(client, THROUGHPUT_JOBS, { ...WORKER_ENV, HODEI_SERVER_URL: server.url }, server.process.pid!),
+  };
+}
+
+/** A server with the local provider only (BENCH_ONLY=throughput or logs). */
+async function localOnly(section: (client: Client, server: ServerProcess) => Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+  const server = await startServerProcess({
+    HODEI_LOCAL_MAX_WORKERS: "16",
+    ...(process.env.HODEI_LOCAL_WARM_WORKERS ? { HODEI_LOCAL_WARM_WORKERS: process.env.HODEI_LOCAL_WARM_WORKERS } : {}),
+    HODEI_LOG_LIMIT_BYTES: String(logLimitForBench()),
+    HODEI_PROVIDERS: "local",
+    // BENCH_PROFILE=DIR: a CPU profile of the server, written there when it stops.
+  }, { nodeArgs: process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [] });
+  const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] }));
+  try {
+    return await section(client, server);
+  } finally {
+    await server.stop();
+    server.cleanup();
+  }
+}
+
 async function main(): Promise<void> {
-  if (process.env.BENCH_ONLY === "control_plane") {
+  const only = process.env.BENCH_ONLY;
+  if (only === "control_plane") {
     console.log(JSON.stringify({ control_plane: await controlPlaneSection() }, null, 2));
     return;
   }
-  if (process.env.BENCH_ONLY === "cli") {
+  if (only === "cli") {
     console.log(JSON.stringify({ cli: await cliSection() }, null, 2));
     return;
   }
-  if (process.env.BENCH_ONLY) {
-    if (process.env.BENCH_ONLY !== "history") throw new Error(`BENCH_ONLY=${process.env.BENCH_ONLY}: only "history" or "control_plane" can run alone`);
+  if (only === "throughput") {
+    console.log(JSON.stringify(await localOnly(localSection), null, 2));
+    return;
+  }
+  if (only === "logs") {
+    console.log(JSON.stringify({ logs: await localOnly((client) => logsSection(client)) }, null, 2));
+    return;
+  }
+  if (only) {
+    if (only !== "history") throw new Error(`BENCH_ONLY=${only}: only "history", "control_plane", "cli", "throughput" or "logs" can run alone`);
     console.log(JSON.stringify({ history: await historySection() }, null, 2));
     return;
   }
@@ -317,30 +373,16 @@ async function main(): Promise<void> {
     ...(process.env.HODEI_LOCAL_WARM_WORKERS ? { HODEI_LOCAL_WARM_WORKERS: process.env.HODEI_LOCAL_WARM_WORKERS } : {}),
     HODEI_PROVIDERS: daemon ? "local,docker,kubernetes" : "local",
     HODEI_DEFAULT_PROVIDER: "local",
+    HODEI_LOG_LIMIT_BYTES: String(logLimitForBench()),
     HODEI_DOCKER_SOCKET: DOCKER_SOCKET,
     HODEI_DOCKER_IMAGE: DOCKER_IMAGE,
     ...(kubeconfig ? { HODEI_K8S_KUBECONFIG: kubeconfig } : {}),
   });
   const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] }));
   try {
-    // Warm up: first spawns pay for cold caches.
-    for (let i = 0; i < 3; i++) await waitDestroyed(client, (await client.submitJob({ command: ["echo", "warm"] })).job!.id);
-    await baseline(3);
-
-    const base = await baseline(HELLO_RUNS);
-    const { latencies, phasesP50 } = await helloWorld(client, "local", HELLO_RUNS);
-
-    const t0 = performance.now();
-    const ids = await Promise.all(Array.from({ length: THROUGHPUT_JOBS }, async (_, i) => (await client.submitJob({ command: ["echo", `job ${i}`] })).job!.id));
-    const finished = await waitAllDestroyed(client, new Set(ids));
-    const elapsedS = (performance.now() - t0) / 1000;
-    const failed = finished.filter((j) => j.state !== "succeeded").length;
-
     const result = {
-      provider: "local",
-      runs: HELLO_RUNS,
-      ...latencyReport("baseline_node_spawn_ms", base, latencies, phasesP50),
-      throughput: { jobs: THROUGHPUT_JOBS, seconds: round(elapsedS), jobs_per_second: round(THROUGHPUT_JOBS / elapsedS), failed },
+      ...(await localSection(client, server)),
+      logs: await logsSection(client),
       docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
       kubernetes: await kubernetesSection(core, client),
       verify: daemon
@@ -361,16 +403,6 @@ async function main(): Promise<void> {
       if (left.length > 0) console.error(`bench: removing ${left.length} container(s) left behind`);
       await removeContainers(docker, left);
     }
-  }
-}
-
-/** One ListJobs call every 50 ms, until every job of `ids` has its worker destroyed. */
-async function waitAllDestroyed(client: Client, ids: Set<string>): Promise<Job[]> {
-  for (;;) {
-    const { jobs } = await client.listJobs({ limit: 500 });
-    const mine = jobs.filter((j) => ids.has(j.id));
-    if (mine.length === ids.size && mine.every((j) => ENDED.has(j.state) && j.timeline?.destroyed)) return mine;
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

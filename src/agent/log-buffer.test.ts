@@ -157,6 +157,17 @@ describe("LogBuffer", () => {
       logs.acknowledge(2);
       assert.deepEqual(seqs(logs.chunksAfter(0)), [3], "acknowledged chunks are never resent");
     });
+
+    it("bytesAfter counts the bytes of exactly the chunks chunksAfter returns", () => {
+      const logs = buffer();
+      for (const text of ["a", "bbb", "ccccc"]) {
+        logs.append("stdout", text);
+        logs.flush();
+      }
+      assert.deepEqual([0, 1, 2, 3].map((after) => logs.bytesAfter(after)), [9, 8, 5, 0]);
+      logs.acknowledge(1);
+      assert.deepEqual([0, 1, 2].map((after) => logs.bytesAfter(after)), [8, 8, 5], "acknowledged chunks are not counted");
+    });
   });
 
   describe("log limit", () => {

@@ -125,6 +125,13 @@ export class LogBuffer {
     return this.unacked.filter((c) => c.seq > afterSeq);
   }
 
+  /** Bytes of the chunks with seq > afterSeq (not yet sent). */
+  bytesAfter(afterSeq: number): number {
+    let bytes = 0;
+    for (let i = this.unacked.length - 1; i >= 0 && this.unacked[i].seq > afterSeq; i--) bytes += this.unacked[i].data.length;
+    return bytes;
+  }
+
   acknowledge(seq: number): void {
     while (this.unacked.length > 0 && this.unacked[0].seq <= seq) {
       const chunk = this.unacked.shift()!;

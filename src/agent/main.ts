@@ -42,9 +42,19 @@ const DNS_GIVE_UP_MS = 5000;
 const WARM_PING_MS = 5000;
 /** The job's output is cut into chunks of this size (the server accepts up to 256 KiB). */
 const CHUNK_BYTES = 64 * 1024;
-/** One log batch holds at most this many chunks and about this many bytes (the server accepts 512 chunks). */
+/**
+ * One log batch holds at most this many chunks and about this many bytes (the server accepts 512
+ * chunks, in a message of at most HODEI_MAX_MESSAGE_BYTES, at least 2 MiB). Output that keeps
+ * coming is sent once a batch's worth is ready or when the flush interval ends, whichever is
+ * first: the server stores each batch in one transaction and acknowledges it once.
+ */
 const BATCH_CHUNKS = 128;
 const BATCH_BYTES = 1024 * 1024;
+/**
+ * Unacknowledged output above which the job's pipes pause (backpressure): several batches may be
+ * on their way while the server stores one, so a fast job does not wait for each acknowledgement.
+ */
+const WINDOW_BYTES = 8 * 1024 * 1024;
 /** After SIGTERM: time the job's tree gets before SIGKILL, and time to wait for the result's ack. */
 const TERMINATE_GRACE_MS = 1000;
 const TERMINATE_ACK_WAIT_MS = 2000;
@@ -231,7 +241,7 @@ class Agent {
     if (this.runJob) return; // A resend after reconnect: already running.
     this.runJob = run;
     this.redactor = new Redactor(Object.values(run.secrets));
-    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: 1024 * 1024, redactor: this.redactor });
+    this.logs = new LogBuffer({ limitBytes: Number(run.logLimitBytes) || 16 * 1024 * 1024, chunkBytes: CHUNK_BYTES, windowBytes: WINDOW_BYTES, redactor: this.redactor });
     // Secrets reach the job's processes as environment variables, and only them: never the agent's
     // own environment, argv or a log line of the agent.
     const env = { ...this.config.baseEnv, ...run.env, ...run.secrets, ...jobMarkers(this.config, this.assignment!) };
@@ -285,7 +295,9 @@ class Agent {
 
   private onOutput(stream: string, data: Buffer): void {
     const logs = this.logs!;
-    if (logs.append(stream, data)) this.pump();
+    // Full chunks wait for a batch's worth (or the flush timer below), so a busy job's output
+    // goes out in few, large batches.
+    if (logs.append(stream, data) && logs.bytesAfter(this.lastSentSeq) >= BATCH_BYTES) this.pump();
     // The first output after a quiet spell goes out at once; output that keeps coming is batched.
     if (!this.flushTimer) {
       logs.flush();

@@ -142,7 +142,8 @@ export class LocalProvider implements WorkerProvider {
     let targets = this.processesOf(pid);
     const workerIds = new Set(targets.map((p) => p.workerId).filter(Boolean));
     if (agent?.workerId) workerIds.add(agent.workerId);
-    for (const [workerId, agentPid] of this.assignedAgentPids()) if (agentPid === pid) workerIds.add(workerId);
+    // An agent this process did not spawn (the control plane restarted): its work directory names it.
+    if (!agent?.workerId) for (const [workerId, agentPid] of this.assignedAgentPids()) if (agentPid === pid) workerIds.add(workerId);
     if (targets.length > 0) {
       this.signal(targets, "SIGTERM");
       const deadline = Date.now() + graceMs;

@@ -8,7 +8,7 @@
  * Markers survive the control plane's restart, so workers can be found and reaped without any
  * state kept in memory. Processes of other users or other clusters are never touched.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 
 export interface MarkedProcess {
   pid: number;
@@ -34,20 +34,65 @@ function getBootTimeMs(): number {
 }
 const CLOCK_TICKS_PER_SECOND = 100;
 
+/** Read buffer for environ files, reused by every scan (one scan runs at a time: it is synchronous). */
+const environBuffer = Buffer.allocUnsafe(256 * 1024);
+const MANAGED = Buffer.from("HODEI_MANAGED_BY=hodei\0");
+const LOCAL = Buffer.from("HODEI_PROVIDER=local\0");
+
+/**
+ * The HODEI_* variables of a process that carries our local markers, else null. A scan reads every
+ * process's environ, so this reads it with one open, read and close into a reused buffer and looks
+ * for the markers in the bytes: no string is made of a process that is not ours. An environ larger
+ * than the buffer is read whole (rare: a job with a huge environment).
+ */
 function readEnviron(pid: number): Map<string, string> | null {
-  let raw: string;
+  let fd: number;
   try {
-    raw = readFileSync(`/proc/${pid}/environ`, "latin1");
+    fd = openSync(`/proc/${pid}/environ`, "r");
   } catch {
     return null;
   }
-  if (!raw.includes("HODEI_MANAGED_BY=hodei") || !raw.includes("HODEI_PROVIDER=local")) return null;
+  let raw: Buffer;
+  try {
+    let length = 0;
+    while (length < environBuffer.length) {
+      const n = readSync(fd, environBuffer, length, environBuffer.length - length, null);
+      if (n <= 0) break;
+      length += n;
+    }
+    raw = length < environBuffer.length ? environBuffer.subarray(0, length) : Buffer.concat([environBuffer, readRest(fd)]);
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+  // Each entry ends with NUL; the first one may also start the buffer.
+  if (!hasEntry(raw, MANAGED) || !hasEntry(raw, LOCAL)) return null;
   const env = new Map<string, string>();
-  for (const entry of raw.split("\0")) {
+  for (const entry of raw.toString("latin1").split("\0")) {
     const eq = entry.indexOf("=");
     if (eq > 0 && entry.startsWith("HODEI_")) env.set(entry.slice(0, eq), entry.slice(eq + 1));
   }
   return env;
+}
+
+/** True when `entry` (NUL-terminated) is a whole entry of the environ bytes. */
+function hasEntry(raw: Buffer, entry: Buffer): boolean {
+  for (let at = raw.indexOf(entry); at >= 0; at = raw.indexOf(entry, at + 1)) {
+    if (at === 0 || raw[at - 1] === 0) return true;
+  }
+  return false;
+}
+
+/** What is left of a file after the buffer filled up. */
+function readRest(fd: number): Buffer {
+  const parts: Buffer[] = [];
+  for (;;) {
+    const part = Buffer.allocUnsafe(256 * 1024);
+    const n = readSync(fd, part, 0, part.length, null);
+    if (n <= 0) return Buffer.concat(parts);
+    parts.push(part.subarray(0, n));
+  }
 }
 
 interface ProcStat {

@@ -49,6 +49,8 @@ async function destroyWorker(ctx: ReconcileContext, worker: WorkerRow): Promise<
       observeDestroyed(ctx.metrics, row, startMs, destroyedAt);
       ctx.trace.destroyed(row);
       log.info({ providerResourceId: worker.provider_resource_id }, "worker destroyed");
+      // Its provider has room again: a job waiting for it is claimed now, not at the next pass.
+      ctx.nudge();
     }
   } catch (err) {
     const error = toError(err);

@@ -277,7 +277,8 @@ export class AgentStream {
     }
     this.hasResult = true;
     this.out.push(msg({ case: "resultAck", value: {} }));
-    this.deps.logHub.notify(w.job_id);
+    // The job may have ended: whoever follows its log (`hodei run`) learns it now, before its worker is destroyed.
+    this.deps.logHub.notify(w.job_id, true);
     this.deps.reconciler.nudge();
   }
 

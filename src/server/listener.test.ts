@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
-import type net from "node:net";
+import net from "node:net";
+import { once } from "node:events";
+import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { after, afterEach, before, describe, it } from "node:test";
 import pino from "pino";
@@ -218,6 +220,47 @@ describe("listener without TLS", () => {
   it("sends the HTTP/2 preface to the HTTP/2 server and anything else to the HTTP/1.1 server", async () => {
     assert.equal((await http2Get(`http://127.0.0.1:${listener.port}`, {})).body, "2.0 plain");
     assert.equal((await http1Get({ isTls: false, host: "127.0.0.1", port: listener.port })).body, "1.1 plain");
+  });
+
+  it("serves an HTTP/2 client whose preface arrives in pieces (the sniffed bytes are handed to the session)", async () => {
+    // The client's bytes go out through a JS duplex that cuts its first write into 3-byte pieces,
+    // a few milliseconds apart, so the listener sniffs the preface over several reads.
+    const socket = net.connect(listener.port, "127.0.0.1");
+    await once(socket, "connect");
+    let isFirst = true;
+    const cutting = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, callback) {
+        if (!isFirst) return void socket.write(chunk, callback);
+        isFirst = false;
+        void (async () => {
+          for (let at = 0; at < chunk.length; at += 3) {
+            socket.write(chunk.subarray(at, at + 3));
+            await new Promise((r) => setTimeout(r, 2));
+          }
+          callback();
+        })();
+      },
+      destroy(err, callback) {
+        socket.destroy();
+        callback(err);
+      },
+    });
+    socket.on("data", (data: Buffer) => cutting.push(data));
+    socket.on("end", () => cutting.push(null));
+    const session = http2.connect(`http://127.0.0.1:${listener.port}`, { createConnection: () => cutting });
+    try {
+      for (const path of ["/a", "/b"]) {
+        const stream = session.request({ ":path": path });
+        let body = "";
+        stream.on("data", (c: Buffer) => (body += c));
+        await once(stream, "end");
+        assert.equal(body, "2.0 plain");
+      }
+    } finally {
+      session.destroy();
+      socket.destroy();
+    }
   });
 
   it("does not speak TLS", async () => {

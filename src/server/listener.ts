@@ -18,7 +18,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { Logger } from "pino";
 import { enforceHttp2Deadlines } from "./http2-deadlines.js";
@@ -72,35 +71,18 @@ const PLAIN_TEXT_ANSWER = (() => {
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Memory one HTTP/2 session may hold (header tables, queued frames), MB: Node's default, stated. */
 const HTTP2_MAX_SESSION_MEMORY_MB = 10;
+/**
+ * HTTP/2 flow-control windows for what clients send, bytes. HTTP/2's default is 64 KiB per stream
+ * and per connection: a sender may have that much in flight before the server's WINDOW_UPDATE
+ * comes back, so an agent streaming a large log would wait for a round trip (an event-loop turn of
+ * this server) every 64 KiB. A stream may have 2 MiB in flight (an agent's log batch is at most
+ * 1 MiB) and a connection 8 MiB. Data is read off the socket as it arrives (Connect consumes each
+ * message), so these bound what a slow handler lets a connection hold, not what it allocates.
+ */
+const HTTP2_STREAM_WINDOW_BYTES = 2 * 1024 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
 /** Refused connections are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 60_000;
-
-/** A duplex over `socket` whose readable side starts with `head`. */
-function replaying(socket: net.Socket, head: Buffer): Duplex {
-  const duplex = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      socket.write(chunk, callback);
-    },
-    final(callback) {
-      socket.end(callback);
-    },
-    destroy(err, callback) {
-      socket.destroy(err ?? undefined);
-      callback(err);
-    },
-  });
-  duplex.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!duplex.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => duplex.push(null));
-  socket.on("close", () => duplex.destroy());
-  socket.on("error", (err) => duplex.destroy(err));
-  return Object.assign(duplex, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort, setNoDelay: () => socket.setNoDelay(true) });
-}
 
 /** The connection's addresses, which tell its TCP and TLS sockets apart from every other connection's. */
 function connectionKey(socket: net.Socket): string {
@@ -149,7 +131,7 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
   h1.emit("listening");
   const h2 = http2.createServer(
     {
-      settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: MAX_HEADER_BYTES },
+      settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: MAX_HEADER_BYTES, initialWindowSize: HTTP2_STREAM_WINDOW_BYTES },
       maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
     },
     handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
@@ -159,6 +141,7 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
   const longLivedPaths = new Set(limits.longLivedPaths);
   h2.on("session", (session) => {
     sessions.add(session);
+    session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
     session.on("close", () => sessions.delete(session));
     enforceHttp2Deadlines(session, {
       idleTimeoutMs: limits.http2IdleTimeoutMs,
@@ -170,15 +153,15 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
 
   /** Hands a socket whose protocol is known to its server. */
   const route = (socket: net.Socket, isH2: boolean, seen: Buffer) => {
-    if (isH2 && seen.length > 0) {
-      // The HTTP/2 server reads the socket's native handle, which would miss the bytes already
-      // read; a JS duplex in front of the socket replays them.
-      h2.emit("connection", replaying(socket, seen));
-    } else if (isH2) {
+    socket.pause();
+    if (seen.length > 0) socket.unshift(seen);
+    if (isH2) {
+      // The HTTP/2 session takes the socket's native handle and first feeds itself what is
+      // buffered on the socket (the bytes unshifted above): every stream of it then reads and
+      // writes the socket directly, with no JS stream in between (which cost a copy and several
+      // calls per write: the agents' log streams go through here).
       h2.emit("connection", socket);
     } else {
-      socket.pause();
-      if (seen.length > 0) socket.unshift(seen);
       h1.emit("connection", socket);
       socket.resume();
     }

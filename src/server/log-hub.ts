@@ -16,8 +16,9 @@ export class LogHub {
     if (store) this.unsubscribe = store.notifier.subscribe("logs", (jobId) => this.wake(jobId));
   }
 
-  notify(jobId: string): void {
-    if (this.store) this.store.hint("logs", jobId);
+  /** The job's log grew. isEnd: its attempt's result is stored (the log is complete): followers wake now, unmerged. */
+  notify(jobId: string, isEnd = false): void {
+    if (this.store) this.store.hint("logs", jobId, isEnd);
     else this.wake(jobId);
   }
 

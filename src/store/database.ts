@@ -53,6 +53,11 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   const sqlite = new SqliteDatabase(path);
   sqlite.pragma("journal_mode = WAL");
   sqlite.pragma("synchronous = NORMAL");
+  // The WAL is copied back into the database (a checkpoint, with its fsyncs) once it holds this many
+  // pages (4 KiB each: 16 MiB), not SQLite's default 1,000 (4 MiB): a job's large log (many MB of
+  // chunk rows) then costs a checkpoint per 16 MiB, and pages written again and again (the workers'
+  // rows, the indexes) are copied once per checkpoint, not once per 4 MiB.
+  sqlite.pragma(`wal_autocheckpoint = ${SQLITE_WAL_CHECKPOINT_PAGES}`);
   // better-sqlite3 waits for a lock synchronously, blocking the whole event loop: wait only briefly
   // and let the caller retry (a reconcile step on its next pass, an agent on its next try, an API
   // client on 503). Another process holding the write lock then slows writes down, never the server.
@@ -80,6 +85,9 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDa
   if (options.notifierLog) notifier.setLog(options.notifierLog);
   return { db, kind: "postgres", isNew, notifier };
 }
+
+/** WAL size, in pages, at which a commit also checkpoints (SQLite's default: 1,000). */
+const SQLITE_WAL_CHECKPOINT_PAGES = 4000;
 
 /** Prepared statements kept per connection, by SQL text (the store has about a hundred). */
 const STATEMENT_CACHE_SIZE = 500;

@@ -52,6 +52,20 @@ describe("notifier: SQLite (in process)", () => {
     assert.deepEqual(got.sort(), ["job-a", "job-a", "job-b"]);
     publisher.close();
   });
+
+  it("sends an urgent logs hint at once, inside the job's window", async () => {
+    const notifier = new LocalNotifier();
+    const got: string[] = [];
+    notifier.subscribe("logs", (p) => got.push(p));
+    const publisher = new CoalescingPublisher(notifier, () => {}, 60_000);
+    publisher.publish("logs", "job-a");
+    publisher.publish("logs", "job-a");
+    publisher.publish("logs", "job-a", true);
+    // LocalNotifier delivers on the next turn of the event loop; the window (a minute) never closed.
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(got, ["job-a", "job-a"], "the first at once, the urgent one at once, the merged one still waits");
+    publisher.close();
+  });
 });
 
 const SKIP = skipWithoutPostgres("the PostgreSQL notifier tests");

@@ -92,7 +92,8 @@ export const LOG_HINT_COALESCE_MS = 50;
 
 /**
  * Keeps "logs" hints cheap: per job, the first is published at once and any more within
- * LOG_HINT_COALESCE_MS become one more at the end of that window. Other channels pass through.
+ * LOG_HINT_COALESCE_MS become one more at the end of that window (an urgent one goes out at once).
+ * Other channels pass through.
  */
 export class CoalescingPublisher {
   private readonly windows = new Map<string, { isPending: boolean; timer: NodeJS.Timeout }>();
@@ -103,9 +104,14 @@ export class CoalescingPublisher {
     private readonly windowMs = LOG_HINT_COALESCE_MS,
   ) {}
 
-  /** Never throws and never waits: a hint that cannot be sent is reported to onError and dropped. */
-  publish(channel: NotifyChannel, payload: string): void {
+  /**
+   * Never throws and never waits: a hint that cannot be sent is reported to onError and dropped.
+   * isUrgent: sent at once even inside the job's window (its log is complete: a follower waiting
+   * for the end, `hodei run`, should not wait for the window); the window goes on as it was.
+   */
+  publish(channel: NotifyChannel, payload: string, isUrgent = false): void {
     if (channel !== "logs") return this.send(channel, payload);
+    if (isUrgent) return this.send(channel, payload);
     const open = this.windows.get(payload);
     if (open) {
       open.isPending = true;

@@ -83,9 +83,9 @@ export class Store {
     this.schedules = new ScheduleQueries(db, kind);
   }
 
-  /** Sends a hint (notifier.ts) without waiting; never throws. */
-  hint(channel: NotifyChannel, payload = ""): void {
-    this.hints.publish(channel, payload);
+  /** Sends a hint (notifier.ts) without waiting; never throws. isUrgent: a "logs" hint not merged (CoalescingPublisher). */
+  hint(channel: NotifyChannel, payload = "", isUrgent = false): void {
+    this.hints.publish(channel, payload, isUrgent);
   }
 
   async close(): Promise<void> {

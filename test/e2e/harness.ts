@@ -45,6 +45,8 @@ export interface StartOptions {
   port?: number;
   /** Run the server in this directory without HODEI_DATA_DIR: its data directory is then the default, <cwd>/.hodei. */
   cwd?: string;
+  /** Node options for the server process (e.g. --cpu-prof for a bench). */
+  nodeArgs?: string[];
 }
 
 /** Servers started by this test process: killed when it exits, whatever happened to the test. */
@@ -78,7 +80,7 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
     HODEI_PROVIDERS: "local",
     ...env,
   };
-  const child = spawn(process.execPath, [HODEI_BIN, "server"], { env: fullEnv, cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), HODEI_BIN, "server"], { env: fullEnv, cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   child.once("exit", () => running.delete(child));
   const output: string[] = [];

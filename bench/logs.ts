@@ -1,0 +1,112 @@
+/**
+ * The `logs` section of `npm run bench` (alone: BENCH_ONLY=logs): how fast a large output is
+ * ingested on the local provider. One job prints BENCH_LOG_LINES lines (default 1,000,000:
+ * `seq 1 N`, 6.9 MB); with BENCH_LOG_LINE_BYTES=W each line is W bytes (`seq -f` with zero
+ * padding), which needs the server's log limit above N * W.
+ *
+ *   seconds          the job's timeline: dispatched (started) -> result stored (finished), so the
+ *                    command's own run, the agent's cutting, the stream, the server's checks and
+ *                    writes, and the result; not the worker's start or destroy
+ *   ingest_mb_per_s  bytes / seconds, in 10^6 bytes per second (target: at least 50)
+ *   checked          GetLogs read back every stdout byte: the same bytes as the command's own
+ *                    output (count, lines and SHA-256), in order
+ */
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { createClient } from "@connectrpc/connect";
+import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+
+type Client = ReturnType<typeof createClient<typeof JobService>>;
+
+export const LOG_LINES = Number(process.env.BENCH_LOG_LINES ?? 1_000_000);
+const LINE_BYTES = Number(process.env.BENCH_LOG_LINE_BYTES ?? 0);
+const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
+
+/** The job's command: N lines, plain `seq` or zero-padded to LINE_BYTES (newline included). */
+function command(): string[] {
+  return LINE_BYTES > 1 ? ["seq", "-f", `%0${LINE_BYTES - 1}.0f`, "1", String(LOG_LINES)] : ["seq", "1", String(LOG_LINES)];
+}
+
+/** The log limit a server needs for this section's job (with room to spare). */
+export function logLimitForBench(): number {
+  const bytes = LINE_BYTES > 1 ? LOG_LINES * LINE_BYTES : LOG_LINES * 8;
+  return Math.max(16 * 1024 * 1024, 2 * bytes);
+}
+
+async function waitFinal(client: Client, id: string): Promise<Job> {
+  for (;;) {
+    const job = await client.getJob({ id });
+    if (ENDED.has(job.state)) return job;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Reads the job's whole stdout back through GetLogs: its size, lines and digest. */
+async function readBack(client: Client, jobId: string): Promise<{ bytes: number; lines: number; sha256: string; entries: number; inOrder: boolean; firstMs: number; lastMs: number }> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  let lines = 0;
+  let entries = 0;
+  let lastSeq = 0n;
+  let inOrder = true;
+  let firstMs = NaN;
+  let lastMs = NaN;
+  for await (const entry of client.getLogs({ jobId, follow: false })) {
+    entries++;
+    if (entry.seq !== lastSeq + 1n) inOrder = false;
+    lastSeq = entry.seq;
+    if (entry.stream !== "stdout") continue;
+    if (Number.isNaN(firstMs)) firstMs = timestampMs(entry.time!);
+    lastMs = timestampMs(entry.time!);
+    hash.update(entry.data);
+    bytes += entry.data.length;
+    for (const b of entry.data) if (b === 10) lines++;
+  }
+  return { bytes, lines, sha256: hash.digest("hex"), entries, inOrder, firstMs, lastMs };
+}
+
+export async function logsSection(client: Client, runs = Number(process.env.BENCH_LOG_RUNS ?? 3)): Promise<Record<string, unknown>> {
+  const cmd = command();
+  const expected = execFileSync(cmd[0], cmd.slice(1), { maxBuffer: 1024 * 1024 * 1024 });
+  const expectedSha = createHash("sha256").update(expected).digest("hex");
+  const results: { seconds: number; mbPerS: number; clientSeconds: number; phases: number[] }[] = [];
+  let check: Awaited<ReturnType<typeof readBack>> | undefined;
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    const { job } = await client.submitJob({ command: cmd });
+    const done = await waitFinal(client, job!.id);
+    const clientSeconds = (performance.now() - t0) / 1000;
+    if (done.state !== "succeeded") throw new Error(`logs job ${done.id} ended ${done.state}: ${done.reason}`);
+    const seconds = (timestampMs(done.timeline!.finished!) - timestampMs(done.timeline!.started!)) / 1000;
+    check = await readBack(client, done.id);
+    const isKept = check.bytes === expected.length && check.lines === LOG_LINES && check.sha256 === expectedSha && check.inOrder;
+    if (!isKept || done.logsTruncated || done.logsIncomplete) {
+      throw new Error(`logs job ${done.id}: read back ${check.bytes} bytes, ${check.lines} lines (expected ${expected.length}, ${LOG_LINES}), in order ${check.inOrder}, truncated ${done.logsTruncated}, incomplete ${done.logsIncomplete}`);
+    }
+    const started = timestampMs(done.timeline!.started!);
+    const finished = timestampMs(done.timeline!.finished!);
+    // started -> first chunk cut by the agent, -> last chunk cut, -> result stored.
+    const phases = [check.firstMs - started, check.lastMs - check.firstMs, finished - check.lastMs].map((ms) => Math.round(ms));
+    results.push({ seconds, mbPerS: expected.length / seconds / 1e6, clientSeconds, phases });
+  }
+  const best = results.reduce((a, b) => (b.mbPerS > a.mbPerS ? b : a));
+  const sorted = [...results].sort((a, b) => a.mbPerS - b.mbPerS);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  return {
+    command: cmd.join(" "),
+    lines: LOG_LINES,
+    bytes: expected.length,
+    runs,
+    seconds: Math.round(median.seconds * 1000) / 1000,
+    ingest_mb_per_s: Math.round(median.mbPerS * 10) / 10,
+    best_mb_per_s: Math.round(best.mbPerS * 10) / 10,
+    runs_mb_per_s: results.map((r) => Math.round(r.mbPerS * 10) / 10),
+    submit_to_final_seconds: results.map((r) => Math.round(r.clientSeconds * 1000) / 1000),
+    chunks: check?.entries ?? 0,
+    // Per run, ms: dispatch -> the agent cut the first chunk, first -> last chunk cut, last chunk cut -> result stored.
+    phases_ms: results.map((r) => ({ to_first_chunk: r.phases[0], output: r.phases[1], to_result: r.phases[2] })),
+    checked: "every stdout byte read back through GetLogs, in seq order: same count, lines and SHA-256 as the command's own output",
+    target: "ingest_mb_per_s at least 50",
+  };
+}
