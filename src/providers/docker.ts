@@ -382,7 +382,11 @@ export class DockerProvider implements WorkerProvider {
     const status = statusOf(err);
     if (status === 409) {
       const existing = await this.docker.getContainer(spec.name).inspect({ abortSignal: signal });
-      if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return { id: existing.Id, status: existing.State.Status };
+      // Ours by its worker label, or a warm container renamed for this worker by the earlier try.
+      const labels = existing.Config.Labels ?? {};
+      if (labels[LABELS.workerId] === spec.workerId || (labels[LABELS.pool] && labels[LABELS.clusterId] === this.options.clusterId)) {
+        return { id: existing.Id, status: existing.State.Status };
+      }
     }
     if (status === 404) {
       const hint = image === this.options.defaultImage ? 'build it with "npx hodei image build"' : "pull or build it on the Docker host";
