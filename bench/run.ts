@@ -12,6 +12,7 @@
  *   baseline      through dockerode: create + start + wait + remove a container of the worker image
  *                 (network host) whose command exits at once
  *   hello world   submit `echo hello` with provider docker -> succeeded and its container removed
+ *   warm          the same with a warm pool of 2 idle containers (bench/docker-warm.ts), and its ratio
  * kubernetes (the "kubernetes" key; against the API emulator, whose pods are Docker containers):
  *   baseline      through the Kubernetes API: create a pod of the worker image that exits at once,
  *                 wait for Succeeded, delete it, wait until it is gone
@@ -46,6 +47,7 @@ import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, startServerProcess } from "../test/e2e/harness.js";
 import { controlPlaneSection } from "./control-plane.js";
+import { dockerWarmSection } from "./docker-warm.js";
 import { historySection } from "./history.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
 
@@ -217,6 +219,8 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
     image: DOCKER_IMAGE,
     ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50),
     containers_left: left.length,
+    // The same jobs with a warm pool (a server of its own: HODEI_DOCKER_WARM_WORKERS), bench/docker-warm.ts.
+    warm: await dockerWarmSection(docker, DOCKER_IMAGE, HELLO_RUNS, summary(base).p50),
   };
 }
 
