@@ -16,7 +16,9 @@
  *   a container beside it; a cold start at maxWorkers first removes an idle container. Counting and
  *   creating happen under one lock. (Replicas sharing a daemon do not share the lock: one
  *   replica's launch may race another's cold start, by one container per launch.)
- * - Refills run off the job's path: REFILL_DELAY_MS after a take or a stop, never inside start().
+ * - Refills run off the job's path, never inside start(): REFILL_DELAY_MS after a worker stops (a
+ *   launch beside a short job's registration, run and removal slowed each of them: measured), and
+ *   at the latest TAKEN_REFILL_DELAY_MS after a take (a long job does not keep the pool short).
  * - Background failures are logged and retried after FAILURE_RETRY_MS; they never end the process.
  */
 import type { Duplex } from "node:stream";
@@ -48,8 +50,10 @@ export interface WarmPoolOptions {
   log: { warn(fields: object, message: string): void };
 }
 
-/** Delay before a taken (or freed) slot is refilled: a launch must not land on the new worker's registration. */
+/** Delay before a freed slot is refilled: a launch must not land on the new worker's registration. */
 export const REFILL_DELAY_MS = 150;
+/** Latest refill after a take, when no worker stopped before. */
+export const TAKEN_REFILL_DELAY_MS = 2000;
 const FAILURE_RETRY_MS = 5000;
 
 export class WarmPool {
@@ -60,6 +64,7 @@ export class WarmPool {
   private isClosed = false;
   private isFilling = false;
   private timer: NodeJS.Timeout | null = null;
+  private timerDueMs = 0;
   private lock: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: WarmPoolOptions) {}
@@ -89,7 +94,7 @@ export class WarmPool {
       if (warm) {
         this.idle = this.idle.filter((w) => w !== warm);
         warm.unwatch();
-        this.refillSoon(REFILL_DELAY_MS);
+        this.refillSoon(TAKEN_REFILL_DELAY_MS);
         return warm;
       }
       const launch = [...this.launching].find((l) => l.serverUrl === serverUrl);
@@ -119,9 +124,13 @@ export class WarmPool {
     }
   }
 
-  /** Capacity was freed (a worker stopped): top the pool up, off the caller's path. */
+  /** Capacity was freed (a worker stopped): top the pool up, off the caller's path (an earlier refill stands). */
   refillSoon(delayMs = REFILL_DELAY_MS): void {
-    if (this.options.size <= 0 || this.isClosed || this.serverUrl === null || this.timer) return;
+    if (this.options.size <= 0 || this.isClosed || this.serverUrl === null) return;
+    const dueMs = Date.now() + delayMs;
+    if (this.timer && this.timerDueMs <= dueMs) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerDueMs = dueMs;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.fill();
