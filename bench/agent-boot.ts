@@ -77,7 +77,10 @@ try {
   const report = AGENTS.map((agent) => {
     const keys = Object.keys(runs.get(agent)![0]);
     const phases = Object.fromEntries(keys.map((k) => [k, median(runs.get(agent)!.map((r) => r[k]))]));
-    return { agent, median_ms_since_process_start: phases, agent_wall_ms: median(walls.get(agent)!) };
+    // Per run, each phase from the one before (Node's boot, which no bundle changes, drops out).
+    const steps = Object.fromEntries(keys.slice(1).map((k, i) => [`${keys[i]}_to_${k}`, median(runs.get(agent)!.map((r) => r[k] - r[keys[i]]))]));
+    steps.loaded_to_registered = median(runs.get(agent)!.map((r) => r.registered - r.loaded));
+    return { agent, median_ms_since_process_start: phases, median_step_ms: steps, agent_wall_ms: median(walls.get(agent)!) };
   });
   console.log(JSON.stringify({ runs: RUNS, agents: report, node_e_0_wall_ms: median(floors) }, null, 2));
 } finally {

@@ -32,7 +32,6 @@ import {
   readAssignmentLine,
   takeAssignmentFromEnv,
 } from "./config.js";
-import { installAgentHeaders } from "./headers.js";
 import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
@@ -420,8 +419,6 @@ class Agent {
 }
 
 async function main(): Promise<void> {
-  // Before any call: Node's own Headers would load undici on first use (headers.ts says why).
-  installAgentHeaders();
   let config: AgentConfig;
   try {
     config = readAgentConfig(process.env);
