@@ -15,6 +15,7 @@
  *   baseline      through dockerode: create + start + wait + remove a container of the worker image
  *                 (network host) whose command exits at once
  *   hello world   submit `echo hello` with provider docker -> succeeded and its container removed
+ *   warm          the same with a warm pool of 2 idle containers (bench/docker-warm.ts), and its ratio
  * kubernetes (the "kubernetes" key; against the API emulator, whose pods are Docker containers):
  *   baseline      through the Kubernetes API: create a pod of the worker image that exits at once,
  *                 wait for Succeeded, delete it, wait until it is gone
@@ -54,6 +55,7 @@ import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, type ServerProcess, startServerProcess } from "../test/e2e/harness.js";
 import { cliSection } from "./cli.js";
 import { controlPlaneSection } from "./control-plane.js";
+import { dockerWarmSection } from "./docker-warm.js";
 import { historySection } from "./history.js";
 import { logLimitForBench, logsSection } from "./logs.js";
 import { throughputSection } from "./throughput.js";
@@ -235,6 +237,8 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
     image: DOCKER_IMAGE,
     ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50, finalLatencies),
     containers_left: left.length,
+    // The same jobs with a warm pool (a server of its own: HODEI_DOCKER_WARM_WORKERS), bench/docker-warm.ts.
+    warm: await dockerWarmSection(docker, DOCKER_IMAGE, HELLO_RUNS, summary(base).p50),
   };
 }
 

@@ -58,6 +58,8 @@ await Promise.all([
     minify: true,
     sourcemap: false,
     legalComments: "none",
+    // First line of the bundle: when it starts to run (the agent's boot trace, HODEI_AGENT_BOOT_TRACE).
+    banner: { js: "globalThis.__hodeiEntryMs=performance.now();" },
     logLevel: "warning",
   }),
   build({

@@ -228,6 +228,8 @@ const ServerEnv = z.object({
   HODEI_DOCKER_RUNTIME_DIR: z.string().min(1).optional(),
   /** Containers the Docker provider runs at once. Default 8. */
   HODEI_DOCKER_MAX_WORKERS: int(1, 10_000).default(8),
+  /** Idle containers of the default image kept started and connected for the next jobs, counted against HODEI_DOCKER_MAX_WORKERS (0 turns the warm pool off). Default 0. */
+  HODEI_DOCKER_WARM_WORKERS: int(0, 64).default(0),
   /** Kubeconfig of the Kubernetes provider. Default: KUBECONFIG, else the in-cluster service account. */
   HODEI_K8S_KUBECONFIG: z.string().min(1).optional(),
   KUBECONFIG: z.string().min(1).optional(),
@@ -503,6 +505,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
       networkMode: e.HODEI_DOCKER_NETWORK_MODE,
       workerServerUrl: e.HODEI_DOCKER_WORKER_SERVER_URL,
       maxWorkers: e.HODEI_DOCKER_MAX_WORKERS,
+      warmWorkers: e.HODEI_DOCKER_WARM_WORKERS,
       runtimeDir,
     },
     kubernetes: {

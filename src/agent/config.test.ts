@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseAssignment, takeAssignmentFromEnv } from "./config.js";
+import { parseAssignment, readAgentConfig, takeAssignmentFromEnv } from "./config.js";
 
 const TOKEN = "hodei_otp_secret-value";
 
@@ -40,5 +40,12 @@ describe("the agent's assignment", () => {
         (err: Error) => err.message.startsWith("assignment: not a JSON object") && !err.message.includes("hodei_otp_"),
       );
     }
+  });
+});
+
+describe("the agent's boot trace", () => {
+  it("is on with HODEI_AGENT_BOOT_TRACE=1 only", () => {
+    assert.equal(readAgentConfig({ HODEI_SERVER_URL: "http://s", HODEI_AGENT_BOOT_TRACE: "1" }).bootTrace, true);
+    for (const value of [undefined, "", "0", "true"]) assert.equal(readAgentConfig({ HODEI_SERVER_URL: "http://s", HODEI_AGENT_BOOT_TRACE: value }).bootTrace, false);
   });
 });

@@ -27,6 +27,8 @@ export interface AgentConfig {
   markers: Record<string, string>;
   /** PEM CA certificates that verify an https:// server; undefined: the system's roots. */
   tlsCa?: string[];
+  /** HODEI_AGENT_BOOT_TRACE=1: log the boot phases once (main.ts). Default off. */
+  bootTrace?: boolean;
 }
 
 export interface Assignment {
@@ -58,6 +60,7 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     baseEnv,
     markers,
     tlsCa: readTlsCa(env),
+    bootTrace: env.HODEI_AGENT_BOOT_TRACE === "1",
   };
 }
 

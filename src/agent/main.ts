@@ -36,6 +36,13 @@ import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
 
+/**
+ * Boot phases, in ms since the process started (performance.now()): `entry` is set by the bundle's
+ * first line (scripts/build.mjs), `loaded` once every module of the bundle is evaluated. Logged
+ * once, after the first Register answer, when HODEI_AGENT_BOOT_TRACE=1.
+ */
+const boot: Record<string, number> = { entry: (globalThis as { __hodeiEntryMs?: number }).__hodeiEntryMs ?? Number.NaN, loaded: performance.now() };
+
 const AGENT_VERSION = "0.1.0";
 const DNS_GIVE_UP_MS = 5000;
 /** An idle (warm) agent pings this often to keep its connection to the control plane open. */
@@ -100,7 +107,10 @@ class Agent {
 
   /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
-    void this.client.ping({}).catch((err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }));
+    void this.client.ping({}).then(
+      () => void (boot.connected = performance.now()),
+      (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),
+    );
     // The server closes HTTP/2 connections idle for a while (HODEI_HTTP2_IDLE_TIMEOUT_MS, 15 s by
     // default): a ping now and then keeps a warm agent's connection open until its assignment.
     this.keepWarm = setInterval(() => void this.client.ping({}).catch(() => {}), WARM_PING_MS);
@@ -121,15 +131,19 @@ class Agent {
     let delayMs = 50;
     let lastLogMs = 0;
     let unresolvedSince: number | undefined;
+    boot.register = performance.now();
     for (;;) {
       try {
-        return await this.client.register({
+        const response = await this.client.register({
           otpToken: this.assignment!.otpToken,
           hostname: hostname(),
           agentVersion: AGENT_VERSION,
           instanceKey: this.instanceKey,
         });
+        this.traceBoot();
+        return response;
       } catch (err) {
+        this.traceBoot();
         const error = ConnectError.from(err);
         // A name that does not resolve rarely starts resolving: give up after a few seconds, so the
         // attempt fails with that reason instead of waiting out the whole registration deadline.
@@ -153,6 +167,14 @@ class Agent {
         delayMs = Math.min(delayMs * 2, 2000);
       }
     }
+  }
+
+  /** Logs the boot phases once (HODEI_AGENT_BOOT_TRACE=1). */
+  private traceBoot(): void {
+    if (!this.config.bootTrace || boot.registered !== undefined) return;
+    boot.registered = performance.now();
+    const fields = Object.fromEntries(Object.entries(boot).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+    log("boot phases (ms since the process started)", fields);
   }
 
   async run(): Promise<void> {
@@ -422,6 +444,7 @@ async function main(): Promise<void> {
     if (!assignment) {
       agent.preconnect();
       const line = await readAssignmentLine(process.stdin);
+      boot.assigned = performance.now();
       if (line === null) {
         // Released while idle (a warm local agent), or a container whose one delivery was cut off.
         log("stdin closed before an assignment arrived; exiting");

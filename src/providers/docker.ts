@@ -21,6 +21,13 @@
  * with a shell can run jobs. A job's own image is pulled as its pull policy says (docker-pull.ts);
  * the default image is built on this host and never pulled.
  *
+ * Warm pool (docker-pool.ts, HODEI_DOCKER_WARM_WORKERS): idle containers of the default image,
+ * created with the pool label and a name of their own (hodei-warm-<uuid>), started with our held
+ * attachment to their stdin. A job with the default image and no cpu or memory limit takes one:
+ * the container is renamed to the worker's name (hodei-worker-<uuid>) before its id is recorded, so
+ * list() maps it back to its worker by name (its labels, fixed at create, name no worker), and
+ * the assignment is written to the held attachment. Any other job starts a container cold.
+ *
  * Limits: the job's cpu and memory become the container's NanoCpus and Memory, for the whole
  * worker, its agent (Node, about 40 MiB resident) included. The agent gives the job's processes
  * the highest OOM score, so the kernel kills the job first and the agent reports it (it reads its
@@ -29,10 +36,12 @@
  * OOMKilled, a permanent failure that says so, without the job's exit code. (The agent's own score
  * is not lowered: runc refuses to start a container with a negative OomScoreAdj on some hosts.)
  */
+import { randomUUID } from "node:crypto";
 import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
+import { WarmPool, type WarmContainer } from "./docker-pool.js";
 import { ensureImage } from "./docker-pull.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
@@ -42,7 +51,12 @@ export const LABELS = {
   jobId: "io.hodei.job-id",
   attempt: "io.hodei.attempt",
   workerId: "io.hodei.worker-id",
+  /** "warm" on containers made for the warm pool (they carry no job, attempt or worker label). */
+  pool: "io.hodei.pool",
 } as const;
+
+const WORKER_PREFIX = "hodei-worker-";
+const WARM_PREFIX = "hodei-warm-";
 
 export interface DockerProviderOptions {
   clusterId: string;
@@ -56,6 +70,12 @@ export interface DockerProviderOptions {
   runtimeDir: string;
   /** Extra environment for the agent (timeouts and the like). */
   agentEnv: Record<string, string>;
+  /** Idle containers of the default image kept ready (startPool). Default 0: none. */
+  warmWorkers?: number;
+  /** The provider's capacity, which idle containers count against. Default 8. */
+  maxWorkers?: number;
+  /** Where the warm pool reports its background failures. Default: stderr. */
+  log?: { warn(fields: object, message: string): void };
   /** Injected for tests; made from socketPath otherwise. */
   docker?: Dockerode;
 }
@@ -68,58 +88,59 @@ export class DockerProvider implements WorkerProvider {
   readonly name = "docker";
   readonly resourceType = "container_id" as const;
   private readonly docker: Dockerode;
+  private readonly pool: WarmPool;
 
   constructor(private readonly options: DockerProviderOptions) {
     // A daemon that accepts connections but never answers must not hang its callers forever.
     this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath, timeout: REQUEST_TIMEOUT_MS });
+    this.pool = new WarmPool({
+      size: options.warmWorkers ?? 0,
+      maxWorkers: options.maxWorkers ?? 8,
+      create: (serverUrl) => this.createWarm(serverUrl),
+      attachAndStart: (id) => this.attachAndStart(id, `${WARM_PREFIX}container ${id}`),
+      waitExit: (id, signal) => this.waitExit(id, signal),
+      countContainers: async () => (await this.listContainers()).length,
+      remove: (id) => this.stopAndRemove(id, 0),
+      log: options.log ?? { warn: (fields, message) => process.stderr.write(`docker warm pool: ${message} ${JSON.stringify(fields, errorFields)}\n`) },
+    });
+  }
+
+  /** Starts filling the warm pool (if one is configured) for agents that reach the control plane at serverUrl. */
+  startPool(serverUrl: string): void {
+    this.pool.start(serverUrl);
   }
 
   async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const image = spec.image || this.options.defaultImage;
-    const mountsAgent = image !== this.options.defaultImage;
     if (Object.keys(spec.nodeSelector).length > 0 || spec.tolerations.length > 0) {
       throw new PermanentError("docker: a node selector and tolerations place a job on Kubernetes nodes; the docker provider runs every job on its own host: submit it to the kubernetes provider, or without them");
     }
+    // A warm container runs the default image without limits: only such jobs can take one.
+    if (image === this.options.defaultImage && spec.cpuMillis <= 0 && spec.memoryMb <= 0) {
+      const warm = await this.pool.acquire(spec.serverUrl);
+      if (warm) return this.startWarm(warm, spec, signal);
+    }
+    return this.startCold(spec, image, signal);
+  }
+
+  /** Creates the worker's container, records its id, starts it and writes its assignment. */
+  private async startCold(spec: WorkerSpec, image: string, signal?: AbortSignal): Promise<ProviderResource> {
+    const mountsAgent = image !== this.options.defaultImage;
     // The default worker image is built on this host (hodei image build), never pulled: a missing
     // one is reported by the create below, with how to build it.
     if (mountsAgent) await ensureImage(this.docker, image, spec.pullPolicy, signal);
     let id: string;
     let isFresh = true;
     try {
-      const container = await this.docker.createContainer({
-        abortSignal: signal,
-        name: spec.name,
-        Image: image,
-        Entrypoint: AGENT_COMMAND,
-        Cmd: [],
-        WorkingDir: "/",
-        Env: [
-          ...Object.entries(this.options.agentEnv).map(([k, v]) => `${k}=${v}`),
-          "HODEI_MANAGED_BY=hodei",
-          "HODEI_PROVIDER=docker",
-          `HODEI_CLUSTER_ID=${this.options.clusterId}`,
-          `HODEI_SERVER_URL=${spec.serverUrl}`,
-          "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ],
-        // The assignment (OTP token included) arrives on stdin, once: see deliverAssignment.
-        AttachStdin: true,
-        OpenStdin: true,
-        StdinOnce: true,
-        Labels: {
-          [LABELS.managedBy]: "hodei",
-          [LABELS.clusterId]: this.options.clusterId,
-          [LABELS.jobId]: spec.jobId,
-          [LABELS.attempt]: String(spec.attempt),
-          [LABELS.workerId]: spec.workerId,
-        },
-        HostConfig: {
-          NetworkMode: this.options.networkMode,
-          Init: true,
-          Memory: spec.memoryMb > 0 ? spec.memoryMb * 1024 * 1024 : undefined,
-          NanoCpus: spec.cpuMillis > 0 ? spec.cpuMillis * 1_000_000 : undefined,
-          Binds: mountsAgent ? [`${this.options.runtimeDir}:${AGENT_ROOT}:ro`] : undefined,
-        },
-      });
+      const labels = { [LABELS.jobId]: spec.jobId, [LABELS.attempt]: String(spec.attempt), [LABELS.workerId]: spec.workerId };
+      const config = this.containerConfig(image, spec.serverUrl, labels);
+      config.HostConfig = {
+        ...config.HostConfig,
+        Memory: spec.memoryMb > 0 ? spec.memoryMb * 1024 * 1024 : undefined,
+        NanoCpus: spec.cpuMillis > 0 ? spec.cpuMillis * 1_000_000 : undefined,
+        Binds: mountsAgent ? [`${this.options.runtimeDir}:${AGENT_ROOT}:ro`] : undefined,
+      };
+      const container = await this.pool.createCold(() => this.docker.createContainer({ abortSignal: signal, name: spec.name, ...config }));
       id = container.id;
     } catch (err) {
       const adopted = await this.adoptOrThrow(spec, image, err, signal);
@@ -135,30 +156,118 @@ export class DockerProvider implements WorkerProvider {
     return resource;
   }
 
+  /** What every container we create shares: the agent as entrypoint, our labels, stdin for the assignment. */
+  private containerConfig(image: string, serverUrl: string, labels: Record<string, string>): Dockerode.ContainerCreateOptions {
+    return {
+      Image: image,
+      Entrypoint: AGENT_COMMAND,
+      Cmd: [],
+      WorkingDir: "/",
+      Env: [
+        ...Object.entries(this.options.agentEnv).map(([k, v]) => `${k}=${v}`),
+        "HODEI_MANAGED_BY=hodei",
+        "HODEI_PROVIDER=docker",
+        `HODEI_CLUSTER_ID=${this.options.clusterId}`,
+        `HODEI_SERVER_URL=${serverUrl}`,
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      ],
+      // The assignment (OTP token included) arrives on stdin, once: see deliverAssignment.
+      AttachStdin: true,
+      OpenStdin: true,
+      StdinOnce: true,
+      Labels: { [LABELS.managedBy]: "hodei", [LABELS.clusterId]: this.options.clusterId, ...labels },
+      HostConfig: { NetworkMode: this.options.networkMode, Init: true },
+    };
+  }
+
   /**
    * Attach to stdin before start (so nothing written is lost), start, write the assignment line,
    * close stdin. Any failure closes the attachment too, so the agent never waits for it forever.
    */
   private async startWithAssignment(id: string, spec: WorkerSpec, signal?: AbortSignal): Promise<void> {
+    const stdin = await this.attachAndStart(id, spec.name, signal);
+    try {
+      await deliverAssignment(stdin, assignmentLine(spec), signal);
+    } finally {
+      stdin.destroy();
+    }
+  }
+
+  /** The container's stdin, attached before it starts. A failed start closes the attachment. */
+  private async attachAndStart(id: string, name: string, signal?: AbortSignal): Promise<Duplex> {
     const container = this.docker.getContainer(id);
     let stdin: Duplex;
     try {
       stdin = (await container.attach({ stream: true, stdin: true, hijack: true, abortSignal: signal })) as Duplex;
     } catch (err) {
-      throw wrap(`attach to the stdin of container ${spec.name}`, err);
+      throw wrap(`attach to the stdin of container ${name}`, err);
     }
     // A socket error must never go unhandled (it would end the process); deliverAssignment reports its own.
     stdin.on("error", () => {});
     try {
-      try {
-        await container.start({ abortSignal: signal });
-      } catch (err) {
-        if (statusOf(err) !== 304) throw wrap(`start container ${spec.name}`, err); // 304: already started
+      await container.start({ abortSignal: signal });
+    } catch (err) {
+      if (statusOf(err) !== 304) { // 304: already started
+        stdin.destroy();
+        throw wrap(`start container ${name}`, err);
       }
-      const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir: WORK_DIR };
-      await deliverAssignment(stdin, `${JSON.stringify(assignment)}\n`, signal);
+    }
+    return stdin;
+  }
+
+  /**
+   * A warm container becomes the worker: renamed to the worker's name (so list() maps it back, and
+   * a repeated start finds it by name), its id recorded, then the assignment written to the
+   * attachment held since it started. A rename that fails leaves the job to a cold start.
+   */
+  private async startWarm(warm: WarmContainer, spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
+    try {
+      await this.docker.getContainer(warm.id).rename({ name: spec.name, abortSignal: signal });
+    } catch (err) {
+      warm.stdin.destroy();
+      await this.stop(warm.id, 0).catch(() => {}); // the reaper removes it otherwise
+      // 409: a container of this name exists (an earlier try of this worker): the cold path adopts it.
+      if (isConnectionError(err)) throw wrap(`rename warm container ${warm.id} to ${spec.name}`, err);
+      return this.startCold(spec, this.options.defaultImage, signal);
+    }
+    const resource: ProviderResource = { resourceId: warm.id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: "" };
+    try {
+      await spec.onCreated(resource);
+      await deliverAssignment(warm.stdin, assignmentLine(spec), signal);
     } finally {
-      stdin.destroy();
+      warm.stdin.destroy();
+    }
+    return resource;
+  }
+
+  /**
+   * Resolves when the container is no longer running. A wait cut off by the client's request
+   * timeout (a long-lived idle container) is renewed while the container still runs.
+   */
+  private async waitExit(id: string, signal: AbortSignal): Promise<void> {
+    const container = this.docker.getContainer(id);
+    for (;;) {
+      try {
+        await container.wait({ abortSignal: signal });
+        return;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        if (statusOf(err) === 404) return;
+        const info = await container.inspect({ abortSignal: signal });
+        if (!info.State.Running) return;
+      }
+    }
+  }
+
+  /** One idle container for the pool: the default image, our labels and the pool marker, no job. */
+  private async createWarm(serverUrl: string): Promise<string> {
+    const name = `${WARM_PREFIX}${randomUUID()}`;
+    try {
+      const container = await this.docker.createContainer({ name, ...this.containerConfig(this.options.defaultImage, serverUrl, { [LABELS.pool]: "warm" }) });
+      return container.id;
+    } catch (err) {
+      if (statusOf(err) === 404) throw new PermanentError(`image ${this.options.defaultImage} not found; build it with "npx hodei image build"`);
+      throw wrap(`create warm container ${name}`, err);
     }
   }
 
@@ -181,6 +290,12 @@ export class DockerProvider implements WorkerProvider {
   }
 
   async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
+    await this.stopAndRemove(resourceId, graceMs, signal);
+    // Capacity was freed: the warm pool may grow back into it, off this caller's path.
+    this.pool.refillSoon();
+  }
+
+  private async stopAndRemove(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     const container = this.docker.getContainer(resourceId);
     try {
       await container.stop({ t: Math.ceil(graceMs / 1000), abortSignal: signal });
@@ -197,10 +312,29 @@ export class DockerProvider implements WorkerProvider {
     }
   }
 
+  /**
+   * Every container of this cluster, mapped to its worker: by its worker label, or, for a warm
+   * container that became a worker, by its name (hodei-worker-<worker id>). An idle warm container
+   * is nobody's worker: while it runs, a control plane holds its stdin and it is left alone; once
+   * it is not running (its control plane let go or died) it is listed with no worker, an orphan.
+   */
   async list(signal?: AbortSignal): Promise<ProviderResource[]> {
-    let containers: Dockerode.ContainerInfo[];
+    const resources: ProviderResource[] = [];
+    for (const c of await this.listContainers(signal)) {
+      let workerId = c.Labels[LABELS.workerId] ?? "";
+      if (!workerId && c.Labels[LABELS.pool]) {
+        const name = (c.Names[0] ?? "").replace(/^\//, "");
+        if (name.startsWith(WORKER_PREFIX)) workerId = name.slice(WORKER_PREFIX.length);
+        else if (c.State === "running") continue;
+      }
+      resources.push({ resourceId: c.Id, resourceType: "container_id", workerId, createdAtMs: c.Created * 1000 });
+    }
+    return resources;
+  }
+
+  private async listContainers(signal?: AbortSignal): Promise<Dockerode.ContainerInfo[]> {
     try {
-      containers = await this.docker.listContainers({
+      return await this.docker.listContainers({
         abortSignal: signal,
         all: true,
         filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${this.options.clusterId}`] },
@@ -208,12 +342,6 @@ export class DockerProvider implements WorkerProvider {
     } catch (err) {
       throw wrap("list containers", err);
     }
-    return containers.map((c) => ({
-      resourceId: c.Id,
-      resourceType: "container_id" as const,
-      workerId: c.Labels[LABELS.workerId] ?? "",
-      createdAtMs: c.Created * 1000,
-    }));
   }
 
   async lastOutput(resourceId: string, signal?: AbortSignal): Promise<string> {
@@ -237,10 +365,14 @@ export class DockerProvider implements WorkerProvider {
     } catch {
       return { healthy: true, detail: `daemon up; default image ${this.options.defaultImage} missing: run "npx hodei image build"` };
     }
-    return { healthy: true, detail: `daemon at ${this.options.socketPath}; image ${this.options.defaultImage}; network ${this.options.networkMode}` };
+    const warm = this.pool.size > 0 ? `; ${this.pool.idleCount} of ${this.pool.size} warm` : "";
+    return { healthy: true, detail: `daemon at ${this.options.socketPath}; image ${this.options.defaultImage}; network ${this.options.networkMode}${warm}` };
   }
 
-  async close(): Promise<void> {}
+  /** Removes the warm pool's idle containers; workers keep running. */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
 
   /**
    * Create failed: a container of that name from an earlier try is adopted (with its state: only one
@@ -250,7 +382,11 @@ export class DockerProvider implements WorkerProvider {
     const status = statusOf(err);
     if (status === 409) {
       const existing = await this.docker.getContainer(spec.name).inspect({ abortSignal: signal });
-      if (existing.Config.Labels?.[LABELS.workerId] === spec.workerId) return { id: existing.Id, status: existing.State.Status };
+      // Ours by its worker label, or a warm container renamed for this worker by the earlier try.
+      const labels = existing.Config.Labels ?? {};
+      if (labels[LABELS.workerId] === spec.workerId || (labels[LABELS.pool] && labels[LABELS.clusterId] === this.options.clusterId)) {
+        return { id: existing.Id, status: existing.State.Status };
+      }
     }
     if (status === 404) {
       const hint = image === this.options.defaultImage ? 'build it with "npx hodei image build"' : "pull or build it on the Docker host";
@@ -294,6 +430,16 @@ function deliverAssignment(stdin: Duplex, line: string, signal?: AbortSignal): P
       resolve();
     });
   });
+}
+
+function assignmentLine(spec: WorkerSpec): string {
+  const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir: WORK_DIR };
+  return `${JSON.stringify(assignment)}\n`;
+}
+
+/** JSON.stringify replacer that keeps an Error's message (its own properties are not enumerable). */
+function errorFields(_key: string, value: unknown): unknown {
+  return value instanceof Error ? { message: value.message } : value;
 }
 
 function statusOf(err: unknown): number | undefined {

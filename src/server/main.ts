@@ -125,6 +125,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   /** Worker-facing URL per provider, when configured (else derived from the listening address). */
   const workerUrls = new Map<string, string | undefined>();
   let local: LocalProvider | undefined;
+  /** Docker's warm pool starts once its worker-facing URL is known (local's fills on first use). */
+  let startDockerPool: ((workerServerUrl: string) => void) | undefined;
   if (enabled.includes("local")) {
     local = new LocalProvider({
       clusterId,
@@ -150,7 +152,11 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       networkMode: config.docker.networkMode,
       runtimeDir: config.docker.runtimeDir,
       agentEnv,
+      warmWorkers: config.docker.warmWorkers,
+      maxWorkers: config.docker.maxWorkers,
+      log: log.child({ provider: "docker" }),
     });
+    startDockerPool = (url) => docker.startPool(url);
     if (config.docker.image === DEFAULT_WORKER_IMAGE) {
       // The default image is ours and built locally: keep it in step with this agent (fast when it is).
       const Dockerode = (await import("dockerode")).default;
@@ -332,6 +338,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     const warning = urlWarning(name, slot.workerServerUrl);
     if (warning) log.warn({ provider: name, workerServerUrl: slot.workerServerUrl }, warning);
   }
+  startDockerPool?.(providers.get("docker")!.workerServerUrl);
   reconciler.start();
   sessions.start();
   isServing = true;
