@@ -4,25 +4,30 @@
  * events (a submit, an agent's exit, a result) only nudge it to run sooner. Each step is idempotent,
  * so a pass may be interrupted at any line and the next one converges.
  *
- * One pass (each step in its own module):
- *   1. destroy    stop and remove every worker in `destroying`, retried until it succeeds
- *   2. provision  claim due queued jobs (highest priority first) while providers have capacity; start
- *                 their workers. Just before it, queue deadlines: jobs that never started within
- *                 their queue timeout end timed_out
- *   3. deadlines  registration deadline, heartbeat lapse, timeout backstop, workers of ended jobs
- *   4. inspect    ask providers about live workers; an exited or missing one loses its attempt
- *   5. reap       labelled resources with no live worker row are destroyed after a grace period
- *   6. retention  finished jobs older than the retention are removed with their rows (full passes)
- *   7. webhooks   due webhook deliveries of jobs' ends are sent, off the pass (webhooks.ts)
- * and, on the leader before provisioning, schedules: the due ticks of every schedule fire their jobs
- * (schedules.ts); a timer wakes the pass at the next tick.
+ * One pass (each step in its own module; `runSteps` below runs them in this order):
+ *   0. leader lease      acquire or renew the lease (leadership.ts); "leader" below means it is held
+ *   1. destroy           stop and remove every worker in `destroying`, retried until it succeeds
+ *   2. queue deadlines   leader: jobs that never started within their queue timeout end timed_out
+ *   3. schedules         leader: the due ticks of every schedule fire their jobs (schedules.ts); a
+ *                        timer wakes the pass at the next tick
+ *   4. provision         claim due queued jobs (highest priority first) while providers have
+ *                        capacity; start their workers
+ *   5. deadlines         leader: registration deadline, heartbeat lapse, timeout backstop, workers of
+ *                        ended jobs (nudged passes: at most every 250 ms)
+ *   6. inspect           ask providers about live workers; an exited or missing one loses its attempt
+ *   7. reap              full passes: labelled resources with no live worker row are destroyed after
+ *                        a grace period
+ *   8. nodes             full passes, leader: local workers of a node with no live replica are lost
+ *   9. retention         full passes, leader: finished jobs older than the retention are removed
+ *  10. webhooks          leader: due webhook deliveries of jobs' ends are sent, off the pass
+ *                        (webhooks.ts; nudged passes: at most every 250 ms)
  *
  * A step that fails (the database is locked, a provider does not answer) is logged and the pass
  * goes on with the next step; the next pass retries it. Nothing here may end the process.
  *
  * Several replicas on one database (leadership.ts): every replica provisions; the steps that must
- * run once (queue deadlines, deadlines, reap and inspect of workers not bound to a node, the dead
- * nodes check, retention) run on the leader only, each after checking the lease is still held (a
+ * run once (queue deadlines, schedules, deadlines, reap and inspect of workers not bound to a node,
+ * the dead nodes check, retention, webhooks) run on the leader only, each after checking the lease is still held (a
  * frozen leader does not act on a lease it may have lost). Workers of a node-bound provider (local)
  * are inspected, destroyed and reaped by the replicas of their node. The gauges counted from the
  * database are read when /metrics is scraped, on the leader only (metrics.ts); passes and steps
