@@ -4,21 +4,29 @@
  * each beside a baseline measured in the same run. Prints a JSON summary. Not a test: figures only,
  * no pass/fail.
  *
- * local (top level of the JSON):
- *   baseline      spawn the agent's Node binary with a script that exits at once, wait for its exit
+ * Every provider's latency part has the same keys: <baseline key> and hello_world_ms (p50, p95, min,
+ * max), hello_world_final_ms, ratio_p50, ratio_p95 and ratio_p50_final against the baseline, target
+ * (p50 within 2x), phases_p50_ms (provision, register, dispatch, run, destroy, from the job's timeline).
+ *
+ * local (top level of the JSON: provider, runs, ...):
+ *   baseline      (baseline_node_spawn_ms) spawn the agent's Node binary with a script that exits at
+ *                 once, wait for its exit
  *   hello world   submit `echo hello` -> job succeeded (hello_world_final_ms) and its worker destroyed
  *                 (hello_world_ms), client-observed
- *   throughput    (bench/throughput.ts) 200 jobs submitted at once -> all succeeded and destroyed, beside
- *                 spawning and reaping the agent's Node process 200 times, 16 at once (the ratio)
+ *   throughput    (the "throughput" key, bench/throughput.ts) BENCH_JOBS (200) jobs submitted at once
+ *                 -> all succeeded and destroyed, beside spawning and reaping the agent's Node process
+ *                 as many times, 16 at once (the ratio)
  * logs (the "logs" key, bench/logs.ts): a 1,000,000-line job on local, ingested MB/s, every byte checked
  * docker (the "docker" key; {"skipped": ...} when no daemon answers):
  *   baseline      through dockerode: create + start + wait + remove a container of the worker image
  *                 (network host) whose command exits at once
+ *   baseline key  baseline_container_run_ms
  *   hello world   submit `echo hello` with provider docker -> succeeded and its container removed
  *   warm          the same with a warm pool of 2 idle containers (bench/docker-warm.ts), and its ratio
  * kubernetes (the "kubernetes" key; against the API emulator, whose pods are Docker containers):
  *   baseline      through the Kubernetes API: create a pod of the worker image that exits at once,
  *                 wait for Succeeded, delete it, wait until it is gone
+ *   baseline key  baseline_pod_run_ms
  *   hello world   submit `echo hello` with provider kubernetes -> succeeded and its pod deleted
  * verify (the "verify" key): `hodei verify --json` wall time for the seed's scenario (3 jobs on docker
  *   and 3 on kubernetes at once; the original took 18 s) and for all three providers.
@@ -34,7 +42,10 @@
  *
  * BENCH_ONLY=history, control_plane, cli, throughput (the local hello world and throughput) or logs
  * runs that section alone (none needs a Docker daemon).
- * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of both sections.
+ * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of every provider;
+ * BENCH_JOBS (default 200) the throughput's jobs; BENCH_LOCAL_ONLY=1 skips Docker and Kubernetes
+ * (and verify); BENCH_PROFILE=DIR writes a CPU profile of the server of BENCH_ONLY=throughput or logs.
+ * Each section's own settings are in its file's header.
  * No container is left behind: the bench's own are labelled and removed, and the server's cluster is
  * checked empty (and cleaned) at the end.
  */
