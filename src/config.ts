@@ -200,7 +200,8 @@ const ServerEnv = z.object({
   HODEI_NODE_ID: z.string().trim().min(1).max(255).optional(),
   /**
    * Several replicas on one database: length of the leader lease, ms. The leader (one replica at a
-   * time) runs deadlines, destroys, reaping and retention; it renews every third of this, and
+   * time) runs queue deadlines, schedules, deadlines, the destroys and reaping of workers not bound
+   * to a node, retention and webhook deliveries; it renews every third of this, and
    * another replica takes over within a third of it after it expires. Default 15000.
    */
   HODEI_LEADER_LEASE_MS: int(300, 600_000).default(15_000),
