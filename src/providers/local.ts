@@ -159,6 +159,9 @@ export class LocalProvider implements WorkerProvider {
         const left = this.processesOf(pid);
         if (left.length > 0) throw new Error(`local: ${left.length} process(es) of worker pid ${pid} survived SIGKILL`);
       }
+      // A process in the middle of exiting has already lost its environment (so its markers) but is
+      // not yet a zombie: wait the moment it takes, so that "stopped" means gone.
+      for (let i = 0; i < 50 && isAlive(pid); i++) await sleep(POLL_MS);
     }
     // The cgroup goes first: if it cannot be removed yet, the work directory (and its pid file) stays for the retry.
     for (const workerId of workerIds) {
