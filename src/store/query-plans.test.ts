@@ -57,6 +57,11 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     why: "the batched claim reads one provider's queue in its order, like the single claim",
   },
   {
+    sql: /^with "picked" as materialized \(select "id" from "jobs" where "state" = \?/,
+    index: "workers_provider_state",
+    why: "the batched claim counts the provider's live workers: by workers_resource (provider first) it would read every destroyed worker of the provider",
+  },
+  {
     sql: /^select "id", "finished_at" from "jobs" where "finished_at" </,
     index: "jobs_finished",
     why: "retention reads the oldest finished jobs; by state it would read and sort every finished job",

@@ -31,6 +31,7 @@ import * as m0023 from "./0023_worker_start_and_node.js";
 import * as m0024 from "./0024_job_trace.js";
 import * as m0025 from "./0025_webhook_deliveries.js";
 import * as m0026 from "./0026_schedules.js";
+import * as m0027 from "./0027_workers_provider_state.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -61,6 +62,7 @@ const STEPS: Record<string, Step> = {
   "0024_job_trace": m0024,
   "0025_webhook_deliveries": m0025,
   "0026_schedules": m0026,
+  "0027_workers_provider_state": m0027,
 };
 
 /** The first step: applying it means the database was created by this run. */
