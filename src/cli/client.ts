@@ -1,32 +1,30 @@
 /**
  * The CLI's connection to the control plane, made by the hodei/client code (src/client): one
- * transport, with the high-level client (`hodei`: jobs, logs, wait) and the generated Connect
- * clients of JobService, KeyService and ScheduleService for the other calls. The server URL comes from the global
+ * transport, with the high-level client (`hodei`: jobs, logs, wait, schedules) and the generated
+ * Connect clients of JobService and KeyService for the other calls. The server URL comes from the global
  * --server option, else HODEI_SERVER_URL, else http://127.0.0.1:7070 (client-config.ts); the API
  * key from credentials.ts. An https:// server is verified with the CA file of --ca-cert, else
  * HODEI_TLS_CA, else the system's roots.
  */
 import { readFileSync } from "node:fs";
-import { type Client, createClient } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { clientCaCertPath, clientServerUrl } from "../client-config.js";
 import { createClientOn, type HodeiClient } from "../client/client.js";
 import { InvalidArgumentError } from "../client/errors.js";
 import { createApiClients, createTransport } from "../client/transport.js";
-import { type JobService, type KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
+import type { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
 import { apiKeyOf, explainApiKey } from "./credentials.js";
 import { CliError, USAGE_EXIT_CODE } from "./errors.js";
 
 export type ApiClient = Client<typeof JobService>;
 export type KeyClient = Client<typeof KeyService>;
-export type ScheduleClient = Client<typeof ScheduleService>;
 
 export interface CliContext {
-  /** The hodei/client API: submit, get, list, cancel, rerun, logs, wait. */
+  /** The hodei/client API: submit, get, list, cancel, rerun, logs, wait, schedules. */
   hodei: HodeiClient;
   client: ApiClient;
   keys: KeyClient;
-  schedules: ScheduleClient;
   serverUrl: string;
 }
 
@@ -51,7 +49,7 @@ export function connect(command: Command): CliContext {
     );
   }
   const { jobs, keys } = createApiClients(transport);
-  return { hodei: createClientOn(transport), client: jobs, keys, schedules: createClient(ScheduleService, transport), serverUrl };
+  return { hodei: createClientOn(transport), client: jobs, keys, serverUrl };
 }
 
 function readCaCert(path: string | undefined): string | undefined {

@@ -1,6 +1,7 @@
 /**
  * The typed client of a Hodei server's JobService: submit, get, list, cancel and rerun jobs, read
- * their logs as an async iterator, and wait for a job to end. The CLI runs on it too. Every method
+ * their logs as an async iterator, and wait for a job to end; and `schedules` (schedules.ts), jobs
+ * the server submits on a cron schedule. The CLI runs on it too. Every method
  * fails with a HodeiError (errors.ts) whose `code` is the Connect code of the answer.
  *
  * wait() learns of the end from the server, not by polling: it follows the job's log stream, which
@@ -10,8 +11,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import type { Job, ListJobsRequestSchema, ListJobsResponse, LogEntry, SubmitJobRequestSchema } from "../gen/hodei/v1/api_pb.js";
-import { HodeiError, toHodeiError, WaitTimeoutError } from "./errors.js";
+import { HodeiError, mapErrors, toHodeiError, WaitTimeoutError } from "./errors.js";
 import { isEndedState, type LogsOptions, readJobLogs } from "./logs.js";
+import { createScheduleClient, type ScheduleClient } from "./schedules.js";
 import { type ApiClients, type ClientOptions, createApiClients, createTransport } from "./transport.js";
 
 /** What to run: SubmitJobRequest's fields, each optional (command or script is required). */
@@ -47,6 +49,8 @@ export interface HodeiClient {
   logs(id: string, options?: LogsOptions): AsyncGenerator<LogEntry, Job | undefined>;
   /** Resolves with the job once it has ended (succeeded, failed, canceled or timed_out). */
   wait(id: string, options?: WaitOptions): Promise<Job>;
+  /** Schedules: create, get, list, pause, resume, remove. */
+  readonly schedules: ScheduleClient;
 }
 
 export function createClient(options: ClientOptions): HodeiClient {
@@ -56,25 +60,19 @@ export function createClient(options: ClientOptions): HodeiClient {
 /** A client on a transport made by createTransport (the CLI adds interceptors of its own). */
 export function createClientOn(transport: Transport): HodeiClient {
   const api = createApiClients(transport);
-  const call = async <T>(work: Promise<T>): Promise<T> => {
-    try {
-      return await work;
-    } catch (err) {
-      throw toHodeiError(err);
-    }
-  };
   return {
     async submit(spec) {
-      const { job } = await call(api.jobs.submitJob(spec));
+      const { job } = await mapErrors(api.jobs.submitJob(spec));
       if (!job) throw new HodeiError("the server accepted the job but returned no job", "internal");
       return job;
     },
-    get: (id) => call(api.jobs.getJob({ id })),
-    list: (filter = {}) => call(api.jobs.listJobs(filter)),
-    cancel: (id) => call(api.jobs.cancelJob({ id })),
-    rerun: (id) => call(api.jobs.rerunJob({ id })),
+    get: (id) => mapErrors(api.jobs.getJob({ id })),
+    list: (filter = {}) => mapErrors(api.jobs.listJobs(filter)),
+    cancel: (id) => mapErrors(api.jobs.cancelJob({ id })),
+    rerun: (id) => mapErrors(api.jobs.rerunJob({ id })),
     logs: (id, logsOptions) => readJobLogs(api.jobs, id, logsOptions),
     wait: (id, waitOptions) => waitForEnd(api, id, waitOptions),
+    schedules: createScheduleClient(api.schedules),
   };
 }
 

@@ -143,3 +143,12 @@ export function toHodeiError(err: unknown): HodeiError {
   if (Subclass) return new Subclass(message, { cause: connectError });
   return new HodeiError(message, CODE_NAMES[connectError.code] ?? "unknown", { cause: connectError });
 }
+
+/** The call's result, or its failure as a HodeiError (toHodeiError). */
+export async function mapErrors<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    throw toHodeiError(err);
+  }
+}

@@ -6,6 +6,7 @@
  *   const job = await hodei.submit({ command: ["echo", "hello"] });
  *   for await (const entry of hodei.logs(job.id, { follow: true })) process.stdout.write(entry.data);
  *   const ended = await hodei.wait(job.id, { timeoutMs: 60_000 });
+ *   await hodei.schedules.create({ name: "nightly", cron: "0 3 * * *", template: { command: ["./backup.sh"] } });
  */
 export { createClient, type HodeiClient, type JobFilter, type JobSpec, type WaitOptions } from "./client.js";
 export {
@@ -21,5 +22,6 @@ export {
   WaitTimeoutError,
 } from "./errors.js";
 export type { LogsOptions } from "./logs.js";
+export type { ScheduleClient, ScheduleFilter, ScheduleSpec } from "./schedules.js";
 export type { ClientOptions } from "./transport.js";
-export type { Attempt, Job, ListJobsResponse, LogEntry, Resources, Timeline, Toleration } from "../gen/hodei/v1/api_pb.js";
+export type { Attempt, Job, ListJobsResponse, ListSchedulesResponse, LogEntry, Resources, Schedule, Timeline, Toleration } from "../gen/hodei/v1/api_pb.js";

@@ -5,7 +5,7 @@
  */
 import { type Client, createClient as createConnectClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
+import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
 import { InvalidArgumentError } from "./errors.js";
 
 export interface ClientOptions {
@@ -17,10 +17,11 @@ export interface ClientOptions {
   caCert?: string | Buffer;
 }
 
-/** The generated Connect clients of the two API services, on one transport. */
+/** The generated Connect clients of the API services, on one transport. */
 export interface ApiClients {
   jobs: Client<typeof JobService>;
   keys: Client<typeof KeyService>;
+  schedules: Client<typeof ScheduleService>;
 }
 
 /** A transport to the server; `interceptors` run after the API key is set (the CLI explains refusals with them). */
@@ -44,7 +45,11 @@ export function createTransport(options: ClientOptions, interceptors: Intercepto
 }
 
 export function createApiClients(transport: Transport): ApiClients {
-  return { jobs: createConnectClient(JobService, transport), keys: createConnectClient(KeyService, transport) };
+  return {
+    jobs: createConnectClient(JobService, transport),
+    keys: createConnectClient(KeyService, transport),
+    schedules: createConnectClient(ScheduleService, transport),
+  };
 }
 
 function sendToken(token: string | undefined): Interceptor {

@@ -1,6 +1,7 @@
 /**
  * hodei/client against a real server on the local provider: submit, logs as an async iterator
- * (entries arrive while the job runs), wait, its timeout, cancel, rerun, and the typed errors.
+ * (entries arrive while the job runs), wait, its timeout, cancel, rerun, schedules (create, list,
+ * pause, resume, fire, remove), and the typed errors.
  * Then the package as a dependent project sees it: `import { createClient } from "hodei/client"`
  * from a project whose node_modules/hodei is this repository, run by node and typechecked by tsc.
  * Every test ends by proving that no worker process of its cluster is left.
@@ -21,7 +22,7 @@ import {
   UnauthenticatedError,
   WaitTimeoutError,
 } from "../../src/client/index.js";
-import { anyClusterProcesses, killCluster, leftoverProcesses, ROOT, type ServerProcess, startServerProcess } from "./harness.js";
+import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, ROOT, type ServerProcess, startServerProcess } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 const text = (data: Uint8Array) => Buffer.from(data).toString("utf8");
@@ -116,6 +117,65 @@ describe("hodei/client", () => {
     assert.equal(ended.state, "canceled");
   });
 
+  it("manages a schedule: created, listed, fired (a job labelled with its name), paused, resumed, removed", async () => {
+    const name = "client-every-second";
+    const template = { command: ["sh", "-c", "echo tick"], labels: { suite: "client-schedule" } };
+    const created = await hodei.schedules.create({ name, cron: "* * * * * *", template });
+    assert.equal(created.name, name);
+    assert.equal(created.paused, false);
+    assert.equal(created.concurrency, "allow");
+    assert.deepEqual(created.template?.command, template.command);
+    assert.ok(created.nextRunAt, "an active schedule has its next tick");
+
+    const { schedules, nextPageToken } = await hodei.schedules.list();
+    assert.deepEqual(
+      schedules.map((s) => s.name),
+      [name],
+    );
+    assert.equal(nextPageToken, "");
+
+    const fired = () => hodei.list({ labelSelector: `hodei.io/schedule=${name}`, limit: 500 }).then((page) => page.jobs);
+    const first = await eventually(async () => (await fired())[0], 30_000);
+    assert.ok(first, "a tick fired a job");
+    assert.equal(first.scheduleName, name);
+    assert.equal(first.labels.suite, "client-schedule");
+    assert.equal((await hodei.wait(first.id, { timeoutMs: 60_000 })).state, "succeeded");
+    assert.equal((await hodei.schedules.get(name)).firedTicks > 0n, true);
+
+    const paused = await hodei.schedules.pause(name);
+    assert.equal(paused.paused, true);
+    assert.equal((await hodei.schedules.get(name)).paused, true);
+    const resumed = await hodei.schedules.resume(name);
+    assert.equal(resumed.paused, false);
+    assert.ok(resumed.nextRunAt, "a resumed schedule has its next tick");
+
+    const removed = await hodei.schedules.remove(name);
+    assert.equal(removed.name, name);
+    assert.deepEqual((await hodei.schedules.list()).schedules, []);
+    const gone = await hodei.schedules.get(name).catch((e: unknown) => e);
+    assert.ok(gone instanceof NotFoundError, String(gone));
+    // The jobs it fired stay; each is let end so that no worker is left.
+    const jobs = await fired();
+    assert.ok(jobs.length >= 1);
+    for (const job of jobs) assert.equal((await hodei.wait(job.id, { timeoutMs: 60_000 })).state, "succeeded");
+  });
+
+  it("fails schedule calls with the same typed errors: an unknown name, a bad cron", async () => {
+    for (const call of [hodei.schedules.get, hodei.schedules.pause, hodei.schedules.resume, hodei.schedules.remove]) {
+      const missing = await call("no-such-schedule").catch((e: unknown) => e);
+      assert.ok(missing instanceof NotFoundError, String(missing));
+      assert.equal(missing.code, "not_found");
+      assert.match(missing.message, /schedule no-such-schedule not found/);
+    }
+    const badCron = await hodei.schedules.create({ name: "bad-cron", cron: "61 * * * *", template: { command: ["true"] } }).catch((e: unknown) => e);
+    assert.ok(badCron instanceof InvalidArgumentError, String(badCron));
+    assert.equal(badCron.code, "invalid_argument");
+    assert.match(badCron.message, /^cron: /);
+    const noCommand = await hodei.schedules.create({ name: "no-command", cron: "* * * * *", template: {} }).catch((e: unknown) => e);
+    assert.ok(noCommand instanceof InvalidArgumentError, String(noCommand));
+    assert.deepEqual((await hodei.schedules.list()).schedules, [], "nothing refused was stored");
+  });
+
   it("fails with typed errors that carry the Connect code", async () => {
     const missing = await hodei.get("no-such-job").catch((e: unknown) => e);
     assert.ok(missing instanceof NotFoundError, String(missing));
@@ -178,11 +238,13 @@ console.log(JSON.stringify({ state: ended.state, output, notFound: missing insta
         (err: { stdout: string }) => err.stdout,
       );
     };
-    const good = `import { createClient, HodeiError, type Job, type LogEntry } from "hodei/client";
+    const good = `import { createClient, HodeiError, type Job, type LogEntry, type Schedule } from "hodei/client";
 export async function run(): Promise<Job> {
   const hodei = createClient({ baseUrl: "http://127.0.0.1:7070", token: "t", caCert: Buffer.from("") });
   const job = await hodei.submit({ command: ["true"], env: { A: "1" }, timeoutSeconds: 5 });
   for await (const entry of hodei.logs(job.id, { follow: true })) { const data: Uint8Array = (entry satisfies LogEntry).data; void data; }
+  const schedule: Schedule = await hodei.schedules.create({ name: "n", cron: "0 3 * * *", template: { command: ["true"] } });
+  void schedule.nextRunAt;
   try { return await hodei.wait(job.id, { timeoutMs: 1000 }); } catch (err) { if (err instanceof HodeiError) console.log(err.code); throw err; }
 }
 `;

@@ -4,6 +4,7 @@
  *                   [--concurrency allow|forbid] [--paused] [job options] -- CMD
  *   schedule ls | get NAME | pause NAME | resume NAME | rm NAME      (each with --json)
  * The job options are `hodei run`'s (job-spec-options.ts), but secrets: a schedule cannot hold them.
+ * Each command is one call of hodei/client's `schedules` (src/client/schedules.ts).
  */
 import type { Command } from "commander";
 import { type Schedule, ScheduleSchema } from "../../gen/hodei/v1/api_pb.js";
@@ -54,14 +55,14 @@ export function registerScheduleCommand(program: Command): void {
         throw new CliError("a schedule cannot hold secrets (it keeps its template indefinitely); have the job's command read them from a file or a credential store", USAGE_EXIT_CODE);
       }
       const template = jobRequestOf(commandArgs, options, DASH_HINT);
-      const { schedules } = connect(command);
-      const created = await schedules.createSchedule({
+      const { schedules } = connect(command).hodei;
+      const created = await schedules.create({
         name,
         cron: options.cron,
-        timezone: options.timezone ?? "",
-        missed: options.missed ?? "",
-        concurrency: options.concurrency ?? "",
-        paused: options.paused === true,
+        timezone: options.timezone,
+        missed: options.missed,
+        concurrency: options.concurrency,
+        paused: options.paused,
         template,
       });
       if (options.json) printJson(messageJson(ScheduleSchema, created));
@@ -75,8 +76,8 @@ export function registerScheduleCommand(program: Command): void {
     .option("--page-token <token>", "the next page, as printed by a previous listing")
     .option("--json", "print an array of schedule objects")
     .action(async (options: { limit?: number; pageToken?: string; json?: boolean }, command: Command) => {
-      const { schedules } = connect(command);
-      const response = await schedules.listSchedules({ limit: options.limit ?? 0, pageToken: options.pageToken ?? "" });
+      const { schedules } = connect(command).hodei;
+      const response = await schedules.list({ limit: options.limit, pageToken: options.pageToken });
       if (options.json) printJson(response.schedules.map((s) => messageJson(ScheduleSchema, s)));
       else printScheduleTable(response.schedules, Date.now());
       if (response.nextPageToken) process.stderr.write(stderrColors().dim(`more schedules: repeat with --page-token ${response.nextPageToken}\n`));
@@ -88,8 +89,8 @@ export function registerScheduleCommand(program: Command): void {
     .argument("<name>", "schedule name")
     .option("--json", "print the schedule object")
     .action(async (name: string, options: { json?: boolean }, command: Command) => {
-      const { schedules } = connect(command);
-      const found = await schedules.getSchedule({ name });
+      const { schedules } = connect(command).hodei;
+      const found = await schedules.get(name);
       if (options.json) printJson(messageJson(ScheduleSchema, found));
       else printScheduleDetails(found, Date.now());
     });
@@ -105,9 +106,8 @@ export function registerScheduleCommand(program: Command): void {
       .argument("<name>", "schedule name")
       .option("--json", "print the schedule object")
       .action(async (name: string, options: { json?: boolean }, command: Command) => {
-        const { schedules } = connect(command);
-        const request = { name };
-        const result = verb === "pause" ? await schedules.pauseSchedule(request) : verb === "resume" ? await schedules.resumeSchedule(request) : await schedules.deleteSchedule(request);
+        const { schedules } = connect(command).hodei;
+        const result = verb === "pause" ? await schedules.pause(name) : verb === "resume" ? await schedules.resume(name) : await schedules.remove(name);
         if (options.json) printJson(messageJson(ScheduleSchema, result));
         else process.stdout.write(`schedule ${result.name} ${done}${verb === "resume" ? `; next run ${formatTime(result.nextRunAt)}` : ""}\n`);
       });
