@@ -29,6 +29,7 @@ import SqliteDatabase from "better-sqlite3";
 import { validateJobSpec } from "../src/core/job-spec.js";
 import { workerName } from "../src/core/ids.js";
 import { JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { DEFAULT_CLAIM_BATCH } from "../src/scheduler/provision.js";
 import { openDatabase } from "../src/store/database.js";
 import { Store } from "../src/store/store.js";
 import { sendKey, startServerProcess } from "../test/e2e/harness.js";
@@ -106,6 +107,10 @@ function populate(path: string, count: number): number {
   return (performance.now() - t0) / 1000;
 }
 
+const NODE_ID = "bench-node";
+/** HODEI_LOCAL_MAX_WORKERS's default (src/config.ts). */
+const LOCAL_MAX_WORKERS = 16;
+
 /** One job's lifecycle on the store, as the scheduler and the worker service run it; its duration in µs. */
 async function lifecycle(store: Store): Promise<number> {
   const spec = validateJobSpec({ command: ["echo", "hello"] }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
@@ -115,11 +120,12 @@ async function lifecycle(store: Store): Promise<number> {
   const t0 = performance.now();
   const now = Date.now();
   await store.jobs.insert(jobId, spec, now);
-  const claimed = await store.attempts.claim(["local"], now, (job) => ({
-    worker: { id: workerId, name: workerName(workerId), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: now + 60_000 },
+  // As the reconciler claims for the local provider (node-bound, HODEI_LOCAL_MAX_WORKERS at its default).
+  const claimed = await store.attempts.claimBatch({ provider: "local", nowMs: now, limit: DEFAULT_CLAIM_BATCH, maxWorkers: LOCAL_MAX_WORKERS, nodeId: NODE_ID }, (job) => ({
+    worker: { id: workerId, name: workerName(workerId), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: now + 60_000, nodeId: NODE_ID },
     token: { id: randomUUID(), tokenHash: otpHash, expiresAtMs: now + 60_000 },
   }));
-  if (claimed?.job.id !== jobId) throw new Error("bench: the claim did not take the job just submitted");
+  if (claimed.length !== 1 || claimed[0].job.id !== jobId) throw new Error("bench: the claim did not take the job just submitted, alone");
   await store.attempts.recordProvisioned(workerId, "12345", "process_id", now);
   if (!(await store.tokens.consume(otpHash, now))) throw new Error("bench: token not consumed");
   const registered = await store.attempts.register(workerId, hex(), "bench-host", now);

@@ -9,6 +9,7 @@ import { newId, workerName } from "../core/ids.js";
 import { hashToken } from "../core/token.js";
 import type { LogEntry } from "../gen/hodei/v1/api_pb.js";
 import { chunk, startWorkerProtocol, type WorkerProtocol } from "../../test/fixtures/worker-protocol.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 describe("GetLogs", () => {
   let p: WorkerProtocol;
@@ -51,7 +52,7 @@ describe("GetLogs", () => {
     await p.store.attempts.end((await p.store.workers.get(first.worker.id))!, "queued", p.clock.nowMs(), { not_before_ms: 0 }, "lost");
     first.stream.outgoing.close();
     const otp = "hodei_otp_second";
-    const claimed = await p.store.attempts.claim(["local"], p.clock.nowMs(), (job) => {
+    const claimed = await claimOne(p.store, "local", p.clock.nowMs(), (job) => {
       const id = newId();
       return {
         worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: p.clock.nowMs() + 60_000 },

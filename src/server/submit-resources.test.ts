@@ -22,6 +22,7 @@ import { LogHub } from "./log-hub.js";
 import { SessionRegistry } from "./worker-service.js";
 import { randomBytes } from "node:crypto";
 import { SecretBox } from "../core/secret-box.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 describe("SubmitJob: resources and provider details", () => {
   let store: Store;
@@ -74,7 +75,7 @@ describe("SubmitJob: resources and provider details", () => {
     assert.equal(job.resourcesApplied, "", "no worker yet");
     assert.equal((await client.submitJob({ command: ["true"] })).job?.pullPolicy, "if-not-present");
 
-    const claimed = await store.attempts.claim(["kubernetes"], clock.nowMs(), (row) => ({
+    const claimed = await claimOne(store, "kubernetes", clock.nowMs(), (row) => ({
       worker: { id: "w1", name: "hodei-worker-w1", jobId: row.id, attempt: row.attempts, provider: row.provider, registrationDeadlineMs: clock.nowMs() + 1000 },
       token: { id: "t1", tokenHash: hashToken(mintOtpToken()), expiresAtMs: clock.nowMs() + 1000 },
     }));

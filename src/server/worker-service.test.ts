@@ -10,6 +10,7 @@ import { newId, workerName } from "../core/ids.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import { hashToken, mintOtpToken } from "../core/token.js";
 import { REGISTRATION_MS, startWorkerProtocol, type WorkerProtocol } from "../../test/fixtures/worker-protocol.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 describe("worker protocol: Register", () => {
   let p: WorkerProtocol;
@@ -116,7 +117,7 @@ describe("worker protocol: Register", () => {
     const jobRow = await store.jobs.insert(newId(), spec, clock.nowMs());
     const mint = async () => {
       const otp = mintOtpToken();
-      const claimed = await store.attempts.claim(["local"], clock.nowMs(), (job) => {
+      const claimed = await claimOne(store, "local", clock.nowMs(), (job) => {
         const id = newId();
         return {
           worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + REGISTRATION_MS },

@@ -69,25 +69,6 @@ export class AttemptQueries {
   }
 
   /**
-   * Claims the oldest due queued job of one of `providers` and writes its worker row and OTP token
-   * row (hash only) in the same transaction, so a crash never leaves a claimed job without a worker.
-   */
-  async claim(
-    providers: string[],
-    nowMs: number,
-    prepare: (job: JobRow) => { worker: NewWorker; token: NewToken },
-  ): Promise<{ job: JobRow; worker: WorkerRow } | null> {
-    if (providers.length === 0) return null;
-    return this.db.transaction().execute(async (trx) => {
-      const job = await new JobQueries(trx, this.kind).claimQueued(providers, nowMs);
-      if (!job) return null;
-      const { worker, token } = prepare(job);
-      const row = await insertWorkerRows(trx, worker, token, nowMs);
-      return { job, worker: row };
-    });
-  }
-
-  /**
    * Claims up to `limit` due queued jobs of one provider in queue order (priority desc, created_at,
    * id), never taking its live workers past maxWorkers, and writes their worker and OTP token rows
    * in the same transaction. Empty when the queue is empty or the provider is full.

@@ -234,36 +234,6 @@ export class JobQueries {
   }
 
   /**
-   * Claims the due queued job of one of `providers` with the highest priority, the oldest of
-   * those, for provisioning and counts the attempt. One statement; with several schedulers each
-   * job goes to exactly one. Reads the queue in order on jobs_queue (state, priority desc,
-   * created_at, id), skipping jobs not yet due.
-   */
-  async claimQueued(providers: string[], nowMs: number): Promise<JobRow | null> {
-    if (providers.length === 0) return null;
-    const row = await this.db
-      .updateTable("jobs")
-      .set((eb) => ({ state: "provisioning", attempts: eb("attempts", "+", 1), updated_at: nowMs }))
-      .where("id", "=", (eb) =>
-        eb
-          .selectFrom("jobs")
-          .select("id")
-          .where("state", "=", "queued")
-          .where("not_before_ms", "<=", nowMs)
-          .where("provider", "in", providers)
-          .orderBy("priority", "desc")
-          .orderBy("created_at")
-          .orderBy("id")
-          .limit(1)
-          .$if(this.kind === "postgres", (qb) => qb.forUpdate().skipLocked()),
-      )
-      .where("state", "=", "queued")
-      .returningAll()
-      .executeTakeFirst();
-    return row ?? null;
-  }
-
-  /**
    * Queued jobs counted by provider and priority, split into due ones (not_before_ms <= nowMs:
    * waiting for a worker) and delayed ones (a later run-at, a retry backoff), for the queue gauges.
    * Reads the queued range of jobs_queue only: its cost grows with the queue, not with history.

@@ -12,6 +12,7 @@ import type { SealedSecret } from "../core/secret-box.js";
 import { hashToken } from "../core/token.js";
 import type { JobRow, WorkerRow } from "./schema.js";
 import type { Store } from "./store.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 export function contractSpec(overrides: Partial<JobSpec> = {}): JobSpec {
   return validateJobSpec({ command: ["echo", "hi"], ...overrides }, { provider: "local", timeoutSeconds: 600, providers: ["local", "docker", "kubernetes"] });
@@ -47,7 +48,7 @@ export async function driveJob(
     const isLast = attempt === attempts;
     const now = clock.nowMs();
     const workerId = `${id}-w${attempt}`;
-    const claimed = await store.attempts.claim([submitted.provider], now, (job) => ({
+    const claimed = await claimOne(store, submitted.provider, now, (job) => ({
       worker: { id: workerId, name: workerName(workerId), jobId: job.id, attempt: job.attempts, provider: job.provider, registrationDeadlineMs: now + 60_000 },
       token: { id: `${workerId}-token`, tokenHash: hashToken(`${workerId}-otp`), expiresAtMs: now + 60_000 },
     }));

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { sql } from "kysely";
+import { claimOne } from "../../test/fixtures/claim.js";
 import { startPostgres, skipWithoutPostgres, type TestPostgres } from "../../test/fixtures/postgres.js";
 import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
@@ -173,15 +174,13 @@ describe("postgres: a real server", { skip: SKIP }, () => {
         for (;;) {
           inFlight++;
           maxInFlight = Math.max(maxInFlight, inFlight);
-          const claimed = await store.attempts
-            .claim(["local"], clock.nowMs(), (job) => {
-              const id = `worker-${++workers}`;
-              return {
-                worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + 30_000 },
-                token: { id: `token-${id}`, tokenHash: `hash-${id}`, expiresAtMs: clock.nowMs() + 30_000 },
-              };
-            })
-            .finally(() => inFlight--);
+          const claimed = await claimOne(store, "local", clock.nowMs(), (job) => {
+            const id = `worker-${++workers}`;
+            return {
+              worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "local", registrationDeadlineMs: clock.nowMs() + 30_000 },
+              token: { id: `token-${id}`, tokenHash: `hash-${id}`, expiresAtMs: clock.nowMs() + 30_000 },
+            };
+          }).finally(() => inFlight--);
           if (!claimed) return got;
           got.push(claimed.job.id);
         }

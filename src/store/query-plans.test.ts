@@ -21,6 +21,7 @@ import { openDatabase } from "./database.js";
 import type { Database } from "./schema.js";
 import { describeStore } from "./store.contract.js";
 import { Store } from "./store.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 /**
  * Statements allowed to scan a table in full, each with why that cannot grow with history:
@@ -47,19 +48,14 @@ const ALLOWED_SCANS: { sql: RegExp; why: string }[] = [
  */
 const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
   {
-    sql: /^update "jobs" set .* where "id" = \(select "id" from "jobs" where "state" = \?/,
-    index: "jobs_queue",
-    why: "the claim reads the queue in its order (priority desc, created_at, id) without a sort; any other index of jobs walks finished jobs too, or sorts the queue",
-  },
-  {
     sql: /^with "picked" as materialized \(select "id" from "jobs" where "state" = \?/,
     index: "jobs_queue",
-    why: "the batched claim reads one provider's queue in its order, like the single claim",
+    why: "the claim reads one provider's queue in its order (priority desc, created_at, id) without a sort; any other index of jobs walks finished jobs too, or sorts the queue",
   },
   {
     sql: /^with "picked" as materialized \(select "id" from "jobs" where "state" = \?/,
     index: "workers_provider_state",
-    why: "the batched claim counts the provider's live workers: by workers_resource (provider first) it would read every destroyed worker of the provider",
+    why: "the claim counts the provider's live workers: by workers_resource (provider first) it would read every destroyed worker of the provider",
   },
   {
     sql: /^select "id", "finished_at" from "jobs" where "finished_at" </,
@@ -181,7 +177,7 @@ async function storeWithRows(): Promise<Store> {
     clock.advance(1000);
     const now = clock.nowMs();
     await store.jobs.insert(`job-${i}`, { ...spec, provider: i % 2 ? "local" : "docker", idempotencyKey: i % 3 ? "" : `key-${i}` }, now);
-    const claimed = await store.attempts.claim(["local", "docker"], now, (job) => ({
+    const claimed = await claimOne(store, i % 2 ? "local" : "docker", now, (job) => ({
       worker: { id: `worker-${i}`, name: workerName(`worker-${i}`), jobId: job.id, attempt: job.attempts, provider: job.provider, registrationDeadlineMs: now + 60_000 },
       token: { id: `token-${i}`, tokenHash: hashToken(`otp-${i}`), expiresAtMs: now + 60_000 },
     }));

@@ -13,6 +13,7 @@ import { hashToken } from "../core/token.js";
 import { contractSpec, driveJob } from "./lifecycle.contract.js";
 import type { JobRow } from "./schema.js";
 import type { Store } from "./store.js";
+import { claimOne, TEST_MAX_WORKERS } from "../../test/fixtures/claim.js";
 
 export function describeQueueQueries(makeStore: () => Promise<Store>): void {
   describe("the queue: priority, run-at, queue deadlines, labels, spec hashes", () => {
@@ -33,13 +34,17 @@ export function describeQueueQueries(makeStore: () => Promise<Store>): void {
       return row;
     }
 
-    async function claim(providers = ["local", "docker"]) {
+    function prepare(job: JobRow) {
       const now = clock.nowMs();
-      const claimed = await store.attempts.claim(providers, now, (job) => ({
+      return {
         worker: { id: `${job.id}-w${job.attempts}`, name: workerName(`${job.id}-w${job.attempts}`), jobId: job.id, attempt: job.attempts, provider: job.provider, registrationDeadlineMs: now + 60_000 },
         token: { id: `${job.id}-t${job.attempts}`, tokenHash: hashToken(`${job.id}-otp${job.attempts}`), expiresAtMs: now + 60_000 },
-      }));
-      return claimed;
+      };
+    }
+
+    /** The next job of `provider` the reconciler's claim takes (a batch of one). */
+    function claim(provider = "local") {
+      return claimOne(store, provider, clock.nowMs(), prepare);
     }
 
     describe("claim order", () => {
@@ -53,6 +58,18 @@ export function describeQueueQueries(makeStore: () => Promise<Store>): void {
         const order = [];
         for (let claimed = await claim(); claimed; claimed = await claim()) order.push(claimed.job.id);
         assert.deepEqual(order, ["top", "high-1", "high-2", "low-1", "low-2", "neg"]);
+      });
+
+      it("takes the head of the queue in that order when a batch claims several", async () => {
+        await submit("low-1");
+        await submit("high-1", { priority: 5 });
+        await submit("neg", { priority: -3 });
+        await submit("high-2", { priority: 5 });
+        await submit("low-2");
+        await submit("top", { priority: 100 });
+        const batch = (limit: number) => store.attempts.claimBatch({ provider: "local", nowMs: clock.nowMs(), limit, maxWorkers: TEST_MAX_WORKERS, nodeId: null }, prepare);
+        assert.deepEqual((await batch(4)).map((c) => c.job.id), ["top", "high-1", "high-2", "low-1"]);
+        assert.deepEqual((await batch(4)).map((c) => c.job.id), ["low-2", "neg"]);
       });
 
       it("passes over a higher priority job that is not due yet", async () => {
@@ -197,7 +214,7 @@ export function describeQueueQueries(makeStore: () => Promise<Store>): void {
       });
 
       it("combines labels with states, the provider, the limit and paging", async () => {
-        assert.ok(await claim(["docker"]));
+        assert.ok(await claim("docker"));
         const infra: [string, string][] = [["team", "infra"]];
         assert.deepEqual(ids(await store.jobs.list({ labels: infra, states: ["provisioning"], limit: 10 })), ["b"]);
         assert.deepEqual(ids(await store.jobs.list({ labels: infra, states: ["queued", "provisioning"], limit: 10 })), ["d", "b", "a"]);

@@ -26,6 +26,7 @@ import type { JobRow, WorkerRow } from "./schema.js";
 import type { NewToken, NewWorker, Store } from "./store.js";
 import { describeWorkerQueries } from "./workers.contract.js";
 import { describeWebhookQueries } from "./webhooks.contract.js";
+import { claimOne } from "../../test/fixtures/claim.js";
 
 const PROVIDERS = ["local", "docker", "kubernetes"];
 const TOKEN_TTL_MS = 60_000;
@@ -70,7 +71,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
     async function provision(overrides: Partial<JobSpec> = {}): Promise<{ job: JobRow; worker: WorkerRow; otp: string; tokenHash: string }> {
       const submitted = await submit(overrides);
       const otp = mintOtpToken();
-      const claimed = await store.attempts.claim([submitted.provider], clock.nowMs(), (job) => prepareFor(job, hashToken(otp)));
+      const claimed = await claimOne(store, submitted.provider, clock.nowMs(), (job) => prepareFor(job, hashToken(otp)));
       assert.ok(claimed, "the job was claimed");
       assert.equal(claimed.job.id, submitted.id);
       return { job: claimed.job, worker: claimed.worker, otp, tokenHash: hashToken(otp) };
@@ -324,12 +325,16 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
     });
 
-    describe("claimQueuedJob", () => {
+    describe("the claim: which job", () => {
+      /** The job the reconciler's claim takes next of `provider`, with its worker and token rows written. */
+      const claimJob = async (provider: string, nowMs = clock.nowMs()) =>
+        (await claimOne(store, provider, nowMs, (j) => prepareFor(j, hashToken(mintOtpToken()))))?.job ?? null;
+
       it("claims the oldest due job, moves it to provisioning and counts the attempt", async () => {
         await submit({}, "old");
         clock.advance(10);
         await submit({}, "new");
-        const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
+        const claimed = await claimJob("local");
         assert.ok(claimed);
         assert.equal(claimed.id, "old");
         assert.equal(claimed.state, "provisioning");
@@ -340,70 +345,45 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it("returns null when nothing is queued", async () => {
-        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null);
+        assert.equal(await claimJob("local"), null);
         await submit();
-        assert.ok(await store.jobs.claimQueued(["local"], clock.nowMs()));
-        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null, "the only job was taken");
+        assert.ok(await claimJob("local"));
+        assert.equal(await claimJob("local"), null, "the only job was taken");
       });
 
       it("leaves a job alone until its not_before_ms (retry backoff)", async () => {
         await submit({}, "backing-off");
-        const first = await store.jobs.claimQueued(["local"], clock.nowMs());
+        const first = await claimJob("local");
         assert.ok(first);
         const retryAtMs = clock.nowMs() + 5000;
         assert.ok(await store.jobs.transition("backing-off", "queued", clock.nowMs(), { not_before_ms: retryAtMs }));
         clock.advance(10);
         await submit({}, "due");
 
-        const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
+        const claimed = await claimJob("local");
         assert.equal(claimed?.id, "due", "the older job is not due yet; the newer one is");
-        assert.equal(await store.jobs.claimQueued(["local"], retryAtMs - 1), null);
-        const retried = await store.jobs.claimQueued(["local"], retryAtMs);
+        assert.equal(await claimJob("local", retryAtMs - 1), null);
+        const retried = await claimJob("local", retryAtMs);
         assert.equal(retried?.id, "backing-off");
         assert.equal(retried?.attempts, 2, "the retry is the second attempt");
       });
 
-      it("only claims jobs of the providers it is given", async () => {
+      it("only claims jobs of the provider it is given", async () => {
         await submit({ provider: "docker" }, "docker-job");
         clock.advance(10);
         await submit({ provider: "local" }, "local-job");
-        assert.equal((await store.jobs.claimQueued(["local"], clock.nowMs()))?.id, "local-job");
-        assert.equal(await store.jobs.claimQueued(["local", "kubernetes"], clock.nowMs()), null);
-        assert.equal(await store.jobs.claimQueued([], clock.nowMs()), null);
+        assert.equal((await claimJob("local"))?.id, "local-job");
+        assert.equal(await claimJob("local"), null);
+        assert.equal(await claimJob("kubernetes"), null);
         assert.equal((await job("docker-job")).state, "queued");
-        assert.equal((await store.jobs.claimQueued(["kubernetes", "docker"], clock.nowMs()))?.id, "docker-job");
+        assert.equal((await claimJob("docker"))?.id, "docker-job");
       });
 
       it("never claims a job that is not queued", async () => {
         await submit({}, "canceled");
         assert.ok(await store.jobs.transition("canceled", "canceled", clock.nowMs()));
-        assert.equal(await store.jobs.claimQueued(["local"], clock.nowMs()), null);
+        assert.equal(await claimJob("local"), null);
         assert.equal((await job("canceled")).attempts, 0);
-      });
-
-      it("claims each job once when claims are issued back to back (8 claimers, 50 jobs)", async () => {
-        // Back to back, not concurrent: see "Issued back to back" in the header.
-        const jobIds: string[] = [];
-        for (let i = 0; i < 50; i++) {
-          jobIds.push((await submit()).id);
-          clock.advance(1);
-        }
-        const claimer = async (): Promise<string[]> => {
-          const mine: string[] = [];
-          for (;;) {
-            const claimed = await store.jobs.claimQueued(["local"], clock.nowMs());
-            if (!claimed) return mine;
-            mine.push(claimed.id);
-          }
-        };
-        const results = await Promise.all(Array.from({ length: 8 }, claimer));
-        const all = results.flat();
-        assert.equal(all.length, 50, "every claim returned a distinct job");
-        assert.deepEqual([...new Set(all)].sort(), jobIds.sort());
-        for (const row of await store.jobs.list({ limit: 100 })) {
-          assert.equal(row.state, "provisioning");
-          assert.equal(row.attempts, 1, `job ${row.id} was claimed once`);
-        }
       });
     });
 
@@ -411,7 +391,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("writes the worker row (provisioning) and the token row (hash only, no provider_resource_id)", async () => {
         const submitted = await submit({ provider: "docker" });
         const otp = mintOtpToken();
-        const claimed = await store.attempts.claim(["docker"], clock.nowMs(), (j) => prepareFor(j, hashToken(otp)));
+        const claimed = await claimOne(store, "docker", clock.nowMs(), (j) => prepareFor(j, hashToken(otp)));
         assert.ok(claimed);
         assert.equal(claimed.job.id, submitted.id);
         assert.equal(claimed.job.state, "provisioning");
@@ -443,7 +423,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("hands the claimed job (with its new attempt number) to prepare", async () => {
         await submit({}, "j");
         const seen: JobRow[] = [];
-        await store.attempts.claim(["local"], clock.nowMs(), (j) => {
+        await claimOne(store, "local", clock.nowMs(), (j) => {
           seen.push(j);
           return prepareFor(j, hashToken(mintOtpToken()));
         });
@@ -455,7 +435,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("returns null without calling prepare when nothing is due", async () => {
         let called = false;
-        const result = await store.attempts.claim(["local"], clock.nowMs(), (j) => {
+        const result = await claimOne(store, "local", clock.nowMs(), (j) => {
           called = true;
           return prepareFor(j, "x");
         });
@@ -466,7 +446,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("leaves the job queued and writes nothing when prepare throws (one transaction)", async () => {
         await submit({}, "j");
         await assert.rejects(
-          store.attempts.claim(["local"], clock.nowMs(), () => {
+          claimOne(store, "local", clock.nowMs(), () => {
             throw new Error("boom");
           }),
           /boom/,
@@ -482,7 +462,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { tokenHash } = await provision();
         await submit({}, "second");
         // Reusing a token hash violates its uniqueness: the token insert fails after the worker insert.
-        await assert.rejects(store.attempts.claim(["local"], clock.nowMs(), (j) => prepareFor(j, tokenHash)));
+        await assert.rejects(claimOne(store, "local", clock.nowMs(), (j) => prepareFor(j, tokenHash)));
         const j = await job("second");
         assert.equal(j.state, "queued");
         assert.equal(j.attempts, 0);
@@ -499,7 +479,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const claimer = async (): Promise<string[]> => {
           const mine: string[] = [];
           for (;;) {
-            const claimed = await store.attempts.claim(["local"], clock.nowMs(), (j) => prepareFor(j, hashToken(mintOtpToken())));
+            const claimed = await claimOne(store, "local", clock.nowMs(), (j) => prepareFor(j, hashToken(mintOtpToken())));
             if (!claimed) return mine;
             mine.push(claimed.job.id);
           }
@@ -509,6 +489,10 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(new Set(all).size, 20);
         assert.equal(await store.countRows("workers"), 20);
         assert.equal(await store.countRows("otp_tokens"), 20);
+        for (const row of await store.jobs.list({ limit: 100 })) {
+          assert.equal(row.state, "provisioning");
+          assert.equal(row.attempts, 1, `job ${row.id} was claimed once`);
+        }
       });
     });
 
@@ -550,12 +534,12 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("with an attempt, only applies while that attempt is the current one", async () => {
         await submit({}, "j");
-        await store.jobs.claimQueued(["local"], clock.nowMs()); // attempt 1
+        assert.ok(await claimOne(store, "local", clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())))); // attempt 1
         const before = await job("j");
         assert.equal(await store.jobs.transition("j", "failed", clock.nowMs(), {}, 2), null, "attempt 2 never started");
         assert.deepEqual(await job("j"), before);
         assert.ok(await store.jobs.transition("j", "queued", clock.nowMs(), {}, 1));
-        await store.jobs.claimQueued(["local"], clock.nowMs()); // attempt 2
+        assert.ok(await claimOne(store, "local", clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())))); // attempt 2
         assert.equal(await store.jobs.transition("j", "failed", clock.nowMs(), {}, 1), null, "attempt 1 is over");
         assert.equal((await store.jobs.transition("j", "failed", clock.nowMs(), {}, 2))?.state, "failed");
       });
@@ -817,7 +801,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const requeued = await store.attempts.end(first, "queued", clock.nowMs(), { reason: "attempt 1 failed" }, "exited with code 3", false, 3);
         assert.equal(requeued?.exit_code, null, "the job's exit code is its final answer only");
         assert.deepEqual([(await worker(first.id)).exit_code, (await worker(first.id)).failure_reason], [3, "exited with code 3"]);
-        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        const second = await claimOne(store, "local", clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
         assert.ok(second);
         assert.equal(second.worker.exit_code, null);
         await store.attempts.end(second.worker, "failed", clock.nowMs(), { exit_code: 3 }, "", false, 3);
@@ -839,7 +823,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { job: j, worker: first } = await provisioned();
         // The first attempt is lost and retried: the job is queued again and claimed for attempt 2.
         assert.ok(await store.attempts.end(first, "queued", clock.nowMs(), {}, "worker lost"));
-        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        const second = await claimOne(store, "local", clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
         assert.equal(second?.job.attempts, 2);
         const before = await job(j.id);
         assert.equal(await store.attempts.end(first, "failed", clock.nowMs(), { exit_code: 1 }, "late result"), null);
@@ -968,7 +952,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("moves the expiry of a token that still has the worker's deadline, never a consumed or revoked one", async () => {
         const submitted = await submit();
         const otp = mintOtpToken();
-        const claimed = await store.attempts.claim(["local"], clock.nowMs(), (row) => {
+        const claimed = await claimOne(store, "local", clock.nowMs(), (row) => {
           const prepared = prepareFor(row, hashToken(otp));
           return { worker: prepared.worker, token: { ...prepared.token, expiresAtMs: prepared.worker.registrationDeadlineMs } };
         });
@@ -1112,7 +1096,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         await store.logs.append(b.worker.id, [chunk(1, "b1")], null);
         // Attempt 1 of job a is lost and retried; its worker for attempt 2 logs too.
         assert.ok(await store.attempts.end(await worker(a.worker.id), "queued", clock.nowMs(), {}, "lost"));
-        const second = await store.attempts.claim(["local"], clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
+        const second = await claimOne(store, "local", clock.nowMs(), (row) => prepareFor(row, hashToken(mintOtpToken())));
         assert.equal(second?.job.id, a.job.id);
         assert.ok(await store.attempts.recordProvisioned(second.worker.id, "777", "process_id", clock.nowMs()));
         assert.ok(await store.attempts.register(second.worker.id, hashToken("second"), "h", clock.nowMs()));
