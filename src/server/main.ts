@@ -445,7 +445,10 @@ export async function runServer(): Promise<void> {
       stopping = true;
       void server.stop().then(
         () => process.exit(0),
-        () => process.exit(1),
+        (err: unknown) => {
+          server.log.error({ err }, "the server did not stop cleanly");
+          process.exit(1);
+        },
       );
     });
   }
