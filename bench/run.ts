@@ -41,7 +41,8 @@
  *   bench's local server, beside `node -e 0` in the same run (target: within 1.5x).
  *
  * BENCH_ONLY=history, control_plane, cli, throughput (the local hello world and throughput) or logs
- * runs that section alone (none needs a Docker daemon).
+ * runs that section alone (none needs a Docker daemon); BENCH_ONLY=docker (cold and warm) or
+ * kubernetes runs that provider's section alone, on a server with all three providers.
  * BENCH_RUNS (default 40) sets the number of baseline and hello-world runs of every provider;
  * BENCH_JOBS (default 200) the throughput's jobs; BENCH_LOCAL_ONLY=1 skips Docker and Kubernetes
  * (and verify); BENCH_PROFILE=DIR writes a CPU profile of the server of BENCH_ONLY=throughput or logs.
@@ -362,17 +363,20 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ logs: await localOnly((client) => logsSection(client)) }, null, 2));
     return;
   }
-  if (only) {
-    if (only !== "history") throw new Error(`BENCH_ONLY=${only}: only "history", "control_plane", "cli", "throughput" or "logs" can run alone`);
+  if (only === "history") {
     console.log(JSON.stringify({ history: await historySection() }, null, 2));
     return;
   }
+  if (only && only !== "docker" && only !== "kubernetes") {
+    throw new Error(`BENCH_ONLY=${only}: only "history", "control_plane", "cli", "throughput", "logs", "docker" or "kubernetes" can run alone`);
+  }
   // First, while nothing else runs: their own servers and databases.
-  const history = await historySection();
-  const controlPlane = await controlPlaneSection();
+  const history = only ? undefined : await historySection();
+  const controlPlane = only ? undefined : await controlPlaneSection();
   const docker = new Dockerode({ socketPath: DOCKER_SOCKET });
   // BENCH_LOCAL_ONLY=1 measures the local provider alone (quick iterations).
   const daemon = process.env.BENCH_LOCAL_ONLY ? false : await dockerAnswers(docker);
+  if (only && !daemon) throw new Error(`BENCH_ONLY=${only} needs a Docker daemon at ${DOCKER_SOCKET}`);
   const emulator = daemon ? await startKubeEmulator({ port: 0, docker, clusterLabel: `bench-${BENCH_RUN_ID.slice(0, 8)}` }) : null;
   let core: k8s.CoreV1Api | null = null;
   let kubeconfig = "";
@@ -395,6 +399,14 @@ async function main(): Promise<void> {
   });
   const client = createClient(JobService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [sendKey(server)] }));
   try {
+    if (only === "docker") {
+      console.log(JSON.stringify({ docker: await dockerSection(docker, client, server.clusterId) }, null, 2));
+      return;
+    }
+    if (only === "kubernetes") {
+      console.log(JSON.stringify({ kubernetes: await kubernetesSection(core, client) }, null, 2));
+      return;
+    }
     const result = {
       ...(await localSection(client, server)),
       logs: await logsSection(client),
