@@ -30,8 +30,12 @@
  *   bound                  what limits the figure, read from the above
  *   unloaded               the same phases with one job in flight (BENCH_CP_UNLOADED_JOBS jobs)
  *
- * Configurations (BENCH_CP_CONFIGS, ";"-separated; default "sqlite,1;sqlite,2;postgres,1;postgres,2"):
- * `<database>,<replicas>`, where database is `sqlite` (a fresh temporary file), `postgres` (a new
+ *   protocol_floor         the `floor` configuration's server CPU per job (the same calls answered by
+ *                          a replica that does nothing else: bench/control-plane-floor.ts), and each
+ *                          configuration's CPU per job over it (cpu_ratio_to_floor)
+ *
+ * Configurations (BENCH_CP_CONFIGS, ";"-separated; default "floor,1;sqlite,1;sqlite,2;postgres,1;postgres,2"):
+ * `<database>,<replicas>`, where database is `floor` (no database: the protocol's floor), `sqlite` (a fresh temporary file), `postgres` (a new
  * database per run on HODEI_TEST_POSTGRES_URL's server, or else on a throwaway PostgreSQL 15 cluster
  * this section starts and removes, test/fixtures/postgres.ts; without either the configuration is
  * skipped, and says so) or a database URL (postgres://...: it must be empty), and replicas the
@@ -44,20 +48,12 @@
  * (8: agent HTTP/2 connections per replica) change the sizes. BENCH_CP_PROFILE=DIR writes a CPU
  * profile of each replica there.
  */
-import { type ChildProcess, fork } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, openSync, closeSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
-import { create } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build } from "esbuild";
-import { AsyncQueue } from "../src/core/async-queue.js";
-import { JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { skipWithoutPostgres, startPostgres, type TestPostgres } from "../test/fixtures/postgres.js";
-import { type AgentMessage, AgentMessageSchema, WorkerService } from "../src/gen/hodei/v1/worker_pb.js";
+import { at, isRetryable, Replica, runAgent, sleep, type StatsMessage, type Trace } from "./control-plane-replica.js";
 
 const JOBS = Number(process.env.BENCH_CP_JOBS ?? 3000);
 const WARMUP_JOBS = Number(process.env.BENCH_CP_WARMUP_JOBS ?? 300);
@@ -66,13 +62,11 @@ const INFLIGHT = Number(process.env.BENCH_CP_INFLIGHT ?? 64);
 const MAX_WORKERS = Number(process.env.BENCH_CP_MAX_WORKERS ?? 128);
 const CONNECTIONS = Number(process.env.BENCH_CP_CONNECTIONS ?? 8);
 const RUNS = Number(process.env.BENCH_CP_RUNS ?? 1);
-const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "sqlite,1;sqlite,2;postgres,1;postgres,2").split(";").filter(Boolean);
-const SERVER_SOURCE = join(import.meta.dirname, "control-plane-server.ts");
-/** Bundled as dist/ is (scripts/build.mjs), so replicas run the code `hodei server` runs, without tsx. */
-const SERVER_SCRIPT = join(import.meta.dirname, "..", "dist", "bench", "control-plane-server.js");
-const OUTPUT = new TextEncoder().encode("hello\n");
+const CONFIGS = (process.env.BENCH_CP_CONFIGS ?? "floor,1;sqlite,1;sqlite,2;postgres,1;postgres,2").split(";").filter(Boolean);
+/** The replicas' sources, bundled as dist/ is (scripts/build.mjs), so replicas run the code `hodei server` runs, without tsx. */
+const SOURCES = { server: "control-plane-server", floor: "control-plane-floor" };
+const scriptOf = (name: string) => join(import.meta.dirname, "..", "dist", "bench", `${name}.js`);
 
-const at = () => performance.timeOrigin + performance.now();
 const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -80,186 +74,6 @@ function percentile(values: number[], p: number): number {
 }
 const p50p95 = (values: number[]) => ({ p50: round(percentile(values, 50), 2), p95: round(percentile(values, 95), 2) });
 
-/** One job's times (epoch ms, high resolution), from this process and the replica's. */
-interface Trace {
-  submitStart: number;
-  submitEnd?: number;
-  claimedAt?: number;
-  provisionedAt?: number;
-  tokenAt?: number;
-  registeredAt?: number;
-  runAt?: number;
-  resultAckAt?: number;
-  stoppedAt?: number;
-  failed?: string;
-  /** Register or stream calls the agent retried (unavailable: e.g. SQLite's lock held by another replica). */
-  retries?: number;
-}
-
-interface StatsMessage {
-  type: "stats";
-  at: number;
-  cpu: NodeJS.CpuUsage;
-  elu: { idle: number; active: number; utilization: number };
-  statements: Record<string, { count: number; ms: number }>;
-}
-
-/** A replica: the server child process, its agents' connections, and the jobs it was given. */
-class Replica {
-  readonly agentClients: Client<typeof WorkerService>[] = [];
-  readonly api: Client<typeof JobService>;
-  private next = 0;
-  private statsWaiter: ((stats: StatsMessage) => void) | null = null;
-  private readonly exited: Promise<void>;
-
-  private constructor(
-    readonly child: ChildProcess,
-    readonly url: string,
-    readonly adminKey: string,
-    private readonly transports: Transport[],
-  ) {
-    const apiTransport = createGrpcTransport({ baseUrl: url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${adminKey}`), next(req))] });
-    this.api = createClient(JobService, apiTransport);
-    for (const t of transports) this.agentClients.push(createClient(WorkerService, t));
-    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
-    child.once("exit", (code, signal) => {
-      if (!this.isStopping) console.error(`control_plane: a replica exited on its own (code ${code}, signal ${signal}); see its log`);
-    });
-  }
-
-  /** `sharedAdminKey`: the key the replica that created the database wrote (the others find none in their own data directory). */
-  static async start(databaseUrl: string, dataDir: string, logFile: string, onMessage: (m: Record<string, unknown>) => void, sharedAdminKey = ""): Promise<Replica> {
-    const log = openSync(logFile, "a");
-    const child = fork(SERVER_SCRIPT, [], {
-      // BENCH_CP_PROFILE=DIR: a CPU profile of each replica, written to DIR when it stops.
-      execArgv: [...(process.env.BENCH_CP_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CP_PROFILE] : [])],
-      stdio: ["ignore", log, log, "ipc"],
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: process.env.HOME ?? "/root",
-        HODEI_PORT: "0",
-        HODEI_HOST: "127.0.0.1",
-        HODEI_DATA_DIR: dataDir,
-        HODEI_DATABASE_URL: databaseUrl,
-        // Each replica is a node of its own: the bench provider's workers live in its memory.
-        HODEI_NODE_ID: `bench-${dataDir.slice(-6)}`,
-        BENCH_CP_MAX_WORKERS: String(MAX_WORKERS),
-        BENCH_CP_SQL_DETAIL: process.env.BENCH_CP_SQL_DETAIL ?? "",
-      },
-    });
-    closeSync(log);
-    const ready = await new Promise<{ url: string }>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`bench replica exited with ${code} before it was ready; see ${logFile}`)));
-      child.on("message", (m: Record<string, unknown>) => {
-        if (m.type === "ready") resolve(m as unknown as { url: string });
-        else onMessage(m);
-      });
-    });
-    const keyFile = join(dataDir, "admin.key");
-    const adminKey = existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : sharedAdminKey;
-    const transports = Array.from({ length: CONNECTIONS }, () => createGrpcTransport({ baseUrl: ready.url }));
-    const replica = new Replica(child, ready.url, adminKey, transports);
-    child.on("message", (m: Record<string, unknown>) => {
-      if (m.type === "stats") replica.statsWaiter?.(m as unknown as StatsMessage);
-    });
-    return replica;
-  }
-
-  agentClient(): Client<typeof WorkerService> {
-    return this.agentClients[this.next++ % this.agentClients.length];
-  }
-
-  stats(): Promise<StatsMessage> {
-    return new Promise((resolve) => {
-      this.statsWaiter = resolve;
-      this.child.send({ type: "stats" });
-    });
-  }
-
-  private isStopping = false;
-
-  async stop(): Promise<void> {
-    this.isStopping = true;
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.send({ type: "stop" });
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
-/** A submit is retried on unavailable only (e.g. SQLite's write lock held by another replica: nothing was stored). */
-const isRetryable = (err: unknown) => ConnectError.from(err).code === Code.Unavailable;
-/** What the agent does not retry (src/agent/main.ts): a refused token or session. Anything else is the server in trouble. */
-const AGENT_REFUSALS = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.FailedPrecondition, Code.NotFound]);
-const isAgentRetryable = (err: unknown) => !AGENT_REFUSALS.has(ConnectError.from(err).code) && !(err instanceof Error && err.message.startsWith("canceled:"));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * The agent's side of one job, as src/agent/main.ts does it, with a command that costs nothing:
- * Register and the stream are retried unless refused (50 ms doubling, as the agent does), the
- * stream resumed with hello(started) and the output and result sent again (the server ignores a resend).
- */
-async function runAgent(client: Client<typeof WorkerService>, otpToken: string, trace: Trace, onSucceeded: () => void): Promise<void> {
-  const instanceKey = randomBytes(16).toString("base64url");
-  let delayMs = 50;
-  let session;
-  for (;;) {
-    try {
-      session = await client.register({ otpToken, hostname: "bench", agentVersion: "bench", instanceKey });
-      break;
-    } catch (err) {
-      if (!isAgentRetryable(err) || delayMs > 5000) throw err;
-      trace.retries = (trace.retries ?? 0) + 1;
-      await sleep(delayMs);
-      delayMs *= 2;
-    }
-  }
-  trace.registeredAt = at();
-  let ran = false;
-  let now = 0n;
-  const sendOutput = (outgoing: AsyncQueue<AgentMessage>) => {
-    // The output, then the result right behind it on the same ordered stream (as the agent does).
-    outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: OUTPUT, timeMs: now }] } } }));
-    outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
-  };
-  delayMs = 50;
-  for (let isResumed = false; ; isResumed = true) {
-    const outgoing = new AsyncQueue<AgentMessage>();
-    outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: ran, lastSeq: 0n } } }));
-    let isAwaitingAck = ran;
-    try {
-      for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
-        if (message.kind.case === "ack" && isAwaitingAck) {
-          // Resumed after the run: the hello's ack says whether the output arrived; the result follows.
-          isAwaitingAck = false;
-          if (message.kind.value.seq < 1n) sendOutput(outgoing);
-          else outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
-        } else if (message.kind.case === "run") {
-          trace.runAt = at();
-          ran = true;
-          now = BigInt(Date.now());
-          sendOutput(outgoing);
-        } else if (message.kind.case === "resultAck") {
-          trace.resultAckAt = at();
-          onSucceeded();
-          return; // leaves at once, cutting the stream, as the agent does
-        } else if (message.kind.case === "cancel" && !ran) {
-          // After its result a cancel changes nothing (a session check saw the job end before the
-          // acknowledgement went out): the agent, whose command has finished, waits for the ack.
-          throw new Error(`canceled: ${message.kind.value.reason}`);
-        }
-      }
-      throw new Error("stream ended without a result acknowledgement");
-    } catch (err) {
-      if (!isAgentRetryable(err) || delayMs > 5000) throw new Error(`${isResumed ? "resumed stream: " : ""}${(err as Error).message}`, { cause: err });
-      trace.retries = (trace.retries ?? 0) + 1;
-      await sleep(delayMs);
-      delayMs *= 2;
-    } finally {
-      outgoing.close();
-    }
-  }
-}
 
 /** Runs `jobs` jobs with `inflight` of them in flight at a time, spread over the replicas; returns their traces and the wall time. */
 async function drive(replicas: Replica[], jobs: number, inflight: number, traces: Map<string, Trace>, succeeded: Map<string, () => void>, stopped: Map<string, () => void>) {
@@ -374,7 +188,9 @@ async function runConfig(database: string, replicaCount: number, databaseUrlOver
     dirs.push(d);
     return d;
   };
-  const databaseUrl = databaseUrlOverride ?? (database === "sqlite" ? `sqlite:${join(tempDir(), "hodei.db")}` : database);
+  const isFloor = database === "floor";
+  const databaseUrl = databaseUrlOverride ?? (database === "sqlite" || isFloor ? `sqlite:${join(tempDir(), "hodei.db")}` : database);
+  const replicaOptions = { script: scriptOf(isFloor ? SOURCES.floor : SOURCES.server), maxWorkers: MAX_WORKERS, connections: CONNECTIONS };
   const traces = new Map<string, Trace>();
   const succeeded = new Map<string, () => void>();
   const stopped = new Map<string, () => void>();
@@ -419,7 +235,7 @@ async function runConfig(database: string, replicaCount: number, databaseUrlOver
       logFiles.push(logFile);
       const index = i;
       // Replicas start one after the other: the first creates the database (migrations).
-      replicas.push(await Replica.start(databaseUrl, dir, logFile, onMessage(() => replicas[index]), replicas[0]?.adminKey));
+      replicas.push(await Replica.start(replicaOptions, databaseUrl, dir, logFile, onMessage(() => replicas[index]), replicas[0]?.adminKey));
     }
     await drive(replicas, WARMUP_JOBS, INFLIGHT, traces, succeeded, stopped);
     const unloaded = await drive(replicas, UNLOADED_JOBS, 1, traces, succeeded, stopped);
@@ -456,7 +272,7 @@ async function runConfig(database: string, replicaCount: number, databaseUrlOver
     const loadGenCoreShare = (cpuAfter.user + cpuAfter.system) / 1000 / wallMs;
     const warnings = logFiles.reduce((n, f) => n + readFileSync(f, "utf8").split("\n").filter((l) => /"level":(40|50|60)/.test(l)).length, 0);
     return {
-      database: database === "sqlite" ? "sqlite (temporary file)" : database === "postgres" ? "postgres (a new database)" : database.replace(/:\/\/[^@]*@/, "://***@"),
+      database: isFloor ? "none: the protocol's floor (bench/control-plane-floor.ts)" : database === "sqlite" ? "sqlite (temporary file)" : database === "postgres" ? "postgres (a new database)" : database.replace(/:\/\/[^@]*@/, "://***@"),
       load_average_1m_before: loadBefore,
       replicas: replicaCount,
       jobs: JOBS,
@@ -519,8 +335,8 @@ function boundOf(serverCoreShare: number, serverBusy: number, dbShare: number, l
 
 export async function controlPlaneSection(): Promise<Record<string, unknown>> {
   await build({
-    entryPoints: [SERVER_SOURCE],
-    outfile: SERVER_SCRIPT,
+    entryPoints: Object.values(SOURCES).map((name) => join(import.meta.dirname, `${name}.ts`)),
+    outdir: join(import.meta.dirname, "..", "dist", "bench"),
     bundle: true,
     platform: "node",
     format: "esm",
@@ -562,7 +378,37 @@ export async function controlPlaneSection(): Promise<Record<string, unknown>> {
   } finally {
     await postgres?.close();
   }
-  return { load_average_1m: round(loadavg()[0], 2), target_jobs_per_second: { sqlite: 1500, postgres: 1000 }, configurations: results };
+  return {
+    load_average_1m: round(loadavg()[0], 2),
+    target_jobs_per_second: { sqlite: 1500, postgres: 1000 },
+    configurations: results,
+    ...floorComparison(results),
+  };
+}
+
+/**
+ * Each configuration's server CPU per job against the floor's (the same calls with no work behind
+ * them), both measured in this run: how much of a job's cost is the control plane's own work, and
+ * how many jobs per CPU-second the protocol alone would allow one replica.
+ */
+function floorComparison(results: Record<string, unknown>[]) {
+  const cpuOf = (r: Record<string, unknown>) => {
+    const v = r.server_cpu_ms_per_job as number | { min: number } | undefined;
+    return typeof v === "number" ? v : v?.min;
+  };
+  const floor = results.find((r) => String(r.config).startsWith("floor"));
+  const floorCpu = floor && cpuOf(floor);
+  if (!floorCpu) return {};
+  return {
+    protocol_floor: {
+      server_cpu_ms_per_job: floorCpu,
+      jobs_per_server_cpu_second: round(1000 / floorCpu),
+      // Server CPU per job of each configuration over the floor's: 1 would be a control plane whose work costs nothing.
+      cpu_ratio_to_floor: Object.fromEntries(
+        results.filter((r) => r !== floor && cpuOf(r)).map((r) => [String(r.config), round(cpuOf(r)! / floorCpu, 2)]),
+      ),
+    },
+  };
 }
 
 /** The runs' jobs/s beside the server's CPU per job and jobs per CPU-second, each as its runs and range (failed runs left out). */
