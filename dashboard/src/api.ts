@@ -1,11 +1,11 @@
 /**
- * The dashboard's only way to the control plane: Connect clients of hodei.v1.JobService and
- * KeyService over the Connect protocol (binary protobuf) on the page's own origin, the API key of
+ * The dashboard's only way to the control plane: Connect clients of hodei.v1.JobService,
+ * ScheduleService and KeyService over the Connect protocol (binary protobuf) on the page's own origin, the API key of
  * the session (sessionStorage: gone when the tab closes) sent as a bearer token on every call.
  */
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { JobService, KeyService } from "../../src/gen/hodei/v1/api_pb.js";
+import { JobService, KeyService, ScheduleService } from "../../src/gen/hodei/v1/api_pb.js";
 
 const KEY_ITEM = "hodei.apiKey";
 
@@ -28,6 +28,7 @@ const transport = createConnectTransport({ baseUrl: location.origin, useBinaryFo
 
 export const jobs = createClient(JobService, transport);
 export const keys = createClient(KeyService, transport);
+export const schedules = createClient(ScheduleService, transport);
 
 export function codeOf(err: unknown): Code | undefined {
   return err instanceof ConnectError ? err.code : undefined;

@@ -7,6 +7,7 @@ import { isTyping } from "./log/log-view";
 import { JobPage } from "./pages/job";
 import { JobsPage } from "./pages/jobs";
 import { ProvidersPage, TokensPage, WorkersPage } from "./pages/fleet";
+import { SchedulesPage } from "./pages/schedules";
 import { SubmitPage } from "./pages/submit";
 import { Link, navigate, useLocation } from "./router";
 import { useCaller } from "./session";
@@ -18,6 +19,7 @@ const SHORTCUTS: [string, string][] = [
   ["g w", "workers"],
   ["g t", "tokens"],
   ["g p", "providers"],
+  ["g c", "schedules (cron)"],
   ["n", "new job"],
   ["/", "search jobs"],
   ["End / G", "log: jump to end"],
@@ -36,7 +38,7 @@ function useTheme(): [string, () => void] {
 }
 
 export function App() {
-  const { path } = useLocation();
+  const { path, search } = useLocation();
   const { caller, signOut } = useCaller();
   const [theme, toggleTheme] = useTheme();
   const [isHelpOpen, setHelpOpen] = useState(false);
@@ -51,7 +53,7 @@ export function App() {
       const now = Date.now();
       if (now - pendingG < 1000) {
         pendingG = 0;
-        const to = { j: "/", w: "/workers", t: "/tokens", p: "/providers", s: "/submit" }[e.key];
+        const to = { j: "/", w: "/workers", t: "/tokens", p: "/providers", c: "/schedules", s: "/submit" }[e.key];
         if (to) {
           e.preventDefault();
           navigate(to);
@@ -85,6 +87,7 @@ export function App() {
   else if (path === "/workers") page = <WorkersPage />;
   else if (path === "/tokens") page = <TokensPage />;
   else if (path === "/providers") page = <ProvidersPage />;
+  else if (path === "/schedules") page = <SchedulesPage key={search.get("name") ?? ""} name={search.get("name") ?? ""} />;
   else if (path === "/submit") page = <SubmitPage />;
   else page = <p className="muted">No page here. <Link to="/">Jobs</Link></p>;
 
@@ -103,6 +106,7 @@ export function App() {
         {caller.canRead && nav("/workers", "Workers")}
         {caller.canRead && nav("/tokens", "Tokens")}
         {caller.canRead && nav("/providers", "Providers")}
+        {caller.canRead && nav("/schedules", "Schedules")}
         {caller.canSubmit && nav("/submit", "Submit")}
         <span className="spacer" />
         <span className="muted small who" data-testid="who">

@@ -1,7 +1,7 @@
 /**
- * Client-side routes on the History API: /, /jobs/ID, /workers, /tokens, /providers, /submit. The
- * server answers each of them with index.html (src/server/dashboard.ts), so a reload or a shared
- * link opens the same page.
+ * Client-side routes on the History API: /, /jobs/ID, /workers, /tokens, /providers, /schedules,
+ * /submit. The server answers each of them with index.html (src/server/dashboard.ts), so a reload
+ * or a shared link opens the same page.
  */
 import { type MouseEvent, type ReactNode, useSyncExternalStore } from "react";
 

@@ -37,6 +37,14 @@ export function canRerun(caller: Caller, job: { submittedBy: string }): boolean 
   return caller.canSubmit && (caller.canRead || (caller.keyName !== null && job.submittedBy === caller.keyName));
 }
 
+/**
+ * May this caller pause, resume or remove this schedule? Admin, or submit on a schedule its key
+ * created (server/access.ts requireScheduleChange). With auth off the caller is admin.
+ */
+export function canChangeSchedule(caller: Caller, schedule: { createdBy: string }): boolean {
+  return caller.isAdmin || (caller.canSubmit && caller.keyName !== null && schedule.createdBy === caller.keyName);
+}
+
 async function learnCaller(): Promise<Caller | "refused"> {
   const read = await jobs.listProviders({}).then(
     () => true,

@@ -61,7 +61,7 @@ describe("the dashboard's files", () => {
   });
 
   it("answers / and every client-side route with index.html, revalidated and under a strict CSP", async () => {
-    for (const path of ["/", "/jobs", "/jobs/0b7e6c1a-1f2e-4c3d-9a8b-7c6d5e4f3a2b", "/workers", "/tokens", "/providers", "/submit", "/workers/", "/?state=running"]) {
+    for (const path of ["/", "/jobs", "/jobs/0b7e6c1a-1f2e-4c3d-9a8b-7c6d5e4f3a2b", "/workers", "/tokens", "/providers", "/schedules", "/submit", "/workers/", "/?state=running"]) {
       const res = await get(port, path);
       assert.equal(res.status, 200, path);
       assert.equal(res.headers["content-type"], "text/html; charset=utf-8", path);

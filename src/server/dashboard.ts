@@ -1,7 +1,7 @@
 /**
  * The web dashboard's files, served on the client port: the built single-page app (dist/dashboard,
  * made by scripts/build.mjs from dashboard/) at `/`, and its client-side routes (/jobs, /jobs/ID,
- * /workers, /tokens, /providers, /submit) answered with its index.html.
+ * /workers, /tokens, /providers, /schedules, /submit) answered with its index.html.
  *
  * Invariants:
  * - Only files found under the directory when the server starts are ever served: a request path is
@@ -41,7 +41,7 @@ const TYPES: Record<string, string> = {
 };
 
 /** Paths the app routes itself: each answers index.html. */
-const CLIENT_ROUTES = [/^\/$/, /^\/jobs\/?$/, /^\/jobs\/[A-Za-z0-9_-]{1,100}\/?$/, /^\/workers\/?$/, /^\/tokens\/?$/, /^\/providers\/?$/, /^\/submit\/?$/];
+const CLIENT_ROUTES = [/^\/$/, /^\/jobs\/?$/, /^\/jobs\/[A-Za-z0-9_-]{1,100}\/?$/, /^\/workers\/?$/, /^\/tokens\/?$/, /^\/providers\/?$/, /^\/schedules\/?$/, /^\/submit\/?$/];
 
 /** The app's own script and styles only; the API is on the same origin. */
 const CONTENT_SECURITY_POLICY =

@@ -1,7 +1,8 @@
 /**
- * One job: its state, exit code, submitter, command and settings, its attempts as a waterfall and
- * a table, and its log, live. Polled every second while it has not ended. Cancel and rerun are shown
- * only to keys that may use them (session.tsx).
+ * One job: its state, exit code, submitter, schedule and trace id, command and settings, its
+ * attempts as a waterfall and a table, its webhook deliveries, and its log, live. Polled every
+ * second while it has not ended (then every 5 s while a delivery is pending). Cancel and rerun are
+ * shown only to keys that may use them (session.tsx).
  */
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useState } from "react";
@@ -12,6 +13,10 @@ import { Link, navigate } from "../router";
 import { canCancel, canRerun, useCaller } from "../session";
 import { ErrorBox, Page, ShortId, StateBadge } from "../widgets";
 import { Waterfall } from "./waterfall";
+import { Deliveries } from "./webhooks";
+
+/** How often an ended job is read again while a webhook delivery of it is pending, ms. */
+const DELIVERY_POLL_MS = 5000;
 
 export function JobPage({ id }: { id: string }) {
   const { caller } = useCaller();
@@ -19,7 +24,12 @@ export function JobPage({ id }: { id: string }) {
   const job = useQuery({
     queryKey: ["job", id],
     queryFn: () => jobs.getJob({ id }),
-    refetchInterval: (q) => (q.state.data && FINISHED.has(q.state.data.state) && q.state.data.timeline?.destroyed ? false : 1000),
+    refetchInterval: (q) => {
+      const data = q.state.data;
+      if (!data || !FINISHED.has(data.state) || !data.timeline?.destroyed) return 1000;
+      // Ended: only a webhook delivery still being tried can change (retried for up to a day).
+      return data.deliveries.some((d) => d.state === "pending") ? DELIVERY_POLL_MS : false;
+    },
   });
   const [now, setNow] = useState(Date.now());
   const isFinished = job.data ? FINISHED.has(job.data.state) : false;
@@ -113,6 +123,25 @@ export function JobPage({ id }: { id: string }) {
             <dd>{j.priority}</dd>
           </div>
         )}
+        {j.scheduleName && (
+          <div>
+            <dt>schedule</dt>
+            <dd data-testid="job-schedule">
+              <Link to={`/schedules?name=${encodeURIComponent(j.scheduleName)}`}>{j.scheduleName}</Link>
+              {j.labels["hodei.io/schedule-tick"] && <span className="muted small"> tick {j.labels["hodei.io/schedule-tick"]}</span>}
+            </dd>
+          </div>
+        )}
+        {j.traceId && (
+          <div>
+            <dt>trace id</dt>
+            <dd>
+              <code data-testid="job-trace" title="the job's trace in your tracing backend">
+                {j.traceId}
+              </code>
+            </dd>
+          </div>
+        )}
         {j.rerunOf && (
           <div>
             <dt>rerun of</dt>
@@ -167,6 +196,7 @@ export function JobPage({ id }: { id: string }) {
           </tbody>
         </table>
       )}
+      <Deliveries deliveries={j.deliveries} />
       <h3>
         Log
         {j.logsTruncated && <span className="warn small"> truncated at the server's limit</span>}
