@@ -87,7 +87,7 @@ export function App() {
   else if (path === "/workers") page = <WorkersPage />;
   else if (path === "/tokens") page = <TokensPage />;
   else if (path === "/providers") page = <ProvidersPage />;
-  else if (path === "/schedules") page = <SchedulesPage key={search.get("name") ?? ""} name={search.get("name") ?? ""} />;
+  else if (path === "/schedules") page = <SchedulesPage key={search.toString()} name={search.get("name") ?? ""} limit={Math.min(1000, Math.max(0, Math.trunc(Number(search.get("limit"))) || 0))} />;
   else if (path === "/submit") page = <SubmitPage />;
   else page = <p className="muted">No page here. <Link to="/">Jobs</Link></p>;
 

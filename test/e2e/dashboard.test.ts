@@ -73,7 +73,7 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
   }
 
   it("answers / and its client-side routes with the app, and keeps every other route's answer", async () => {
-    for (const path of ["/", "/jobs/0b7e6c1a-1f2e-4c3d-9a8b-7c6d5e4f3a2b", "/workers", "/tokens", "/providers", "/submit"]) {
+    for (const path of ["/", "/jobs/0b7e6c1a-1f2e-4c3d-9a8b-7c6d5e4f3a2b", "/workers", "/tokens", "/providers", "/schedules", "/submit"]) {
       const res = await fetch(server.url + path);
       assert.equal(res.status, 200, path);
       assert.match(res.headers.get("content-type") ?? "", /^text\/html/);

@@ -16,12 +16,12 @@ import { type Caller, canChangeSchedule, useCaller } from "../session";
 import { ErrorBox, Page, ShortId } from "../widgets";
 
 const POLL_MS = 2000;
-const PAGE_SIZE = 100;
 const CREATE_HINT = "hodei schedule create NAME --cron EXPR -- CMD";
 
 type Verb = "pause" | "resume" | "remove";
 
-export function SchedulesPage({ name }: { name: string }) {
+/** `limit`: the page size (?limit=, 1 to 500; 0: the server's 100). */
+export function SchedulesPage({ name, limit }: { name: string; limit: number }) {
   const { caller } = useCaller();
   const client = useQueryClient();
   const [cursors, setCursors] = useState<string[]>([""]);
@@ -29,8 +29,8 @@ export function SchedulesPage({ name }: { name: string }) {
   const pageToken = cursors[cursors.length - 1];
 
   const list = useQuery({
-    queryKey: ["schedules", pageToken],
-    queryFn: () => schedules.listSchedules({ limit: PAGE_SIZE, pageToken }),
+    queryKey: ["schedules", limit, pageToken],
+    queryFn: () => schedules.listSchedules({ limit, pageToken }),
     refetchInterval: POLL_MS,
     placeholderData: keepPreviousData,
     enabled: !name && caller.canRead,
@@ -40,7 +40,6 @@ export function SchedulesPage({ name }: { name: string }) {
     queryFn: () => schedules.getSchedule({ name }),
     refetchInterval: POLL_MS,
     enabled: Boolean(name),
-    retry: (count, err) => codeOf(err) !== Code.NotFound && count < 2,
   });
   const change = useMutation({
     mutationFn: ({ verb, name }: { verb: Verb; name: string }) =>
@@ -185,10 +184,7 @@ function ScheduleTable({
             return (
               <tr key={s.name} data-schedule={s.name} data-paused={String(s.paused)}>
                 <th scope="row" data-col="name">
-                  <Link to={`/schedules?name=${encodeURIComponent(s.name)}`}>{s.name}</Link>{" "}
-                  <Link to={`/?label=${encodeURIComponent(`hodei.io/schedule=${s.name}`)}`} className="small" title="the jobs it fired">
-                    jobs
-                  </Link>
+                  <Link to={`/schedules?name=${encodeURIComponent(s.name)}`}>{s.name}</Link>
                 </th>
                 <td data-col="cron">
                   <code>{s.cron}</code>
@@ -205,7 +201,11 @@ function ScheduleTable({
                       </Link>{" "}
                       <span className="muted small" title={isoTime(ms(s.lastRunAt))}>
                         {ago(ms(s.lastRunAt), now)}
-                      </span>
+                      </span>{" "}
+                      ·{" "}
+                      <Link to={`/?label=${encodeURIComponent(`hodei.io/schedule=${s.name}`)}`} className="small" title={`the jobs ${s.name} fired`}>
+                        all
+                      </Link>
                     </>
                   ) : (
                     <span className="muted">—</span>
