@@ -5,26 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { randomBytes } from "node:crypto";
 import { toJson } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
-import { SecretBox } from "../core/secret-box.js";
 import type { Scope } from "../core/scopes.js";
-import { hashToken, mintApiKey, mintOtpToken } from "../core/token.js";
+import { mintApiKey, mintOtpToken } from "../core/token.js";
 import { JobService, KeyService, ListKeysResponseSchema } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { methodScopes } from "./access.js";
-import { authInterceptor, LAST_USED_RESOLUTION_MS } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
-import { createKeyService } from "./key-service.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
+import { LAST_USED_RESOLUTION_MS } from "./authentication.js";
+import { type Api, startApi } from "../../test/fixtures/api.js";
 
 /** The code and message a call failed with, or "ok". */
 async function outcome(call: Promise<unknown>): Promise<{ code: Code | "ok"; message: string }> {
@@ -41,46 +31,25 @@ describe("API access", () => {
   let store: Store;
   let clock: ManualClock;
   let isRequired: boolean;
+  let api: Api;
   let clientsFor: (authorization: string | null) => { jobs: ReturnType<typeof createClient<typeof JobService>>; keys: ReturnType<typeof createClient<typeof KeyService>> };
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    clock = new ManualClock();
     isRequired = true;
-    const providers = new Map<string, ProviderSlot>();
-    const secretBox = new SecretBox(randomBytes(32));
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    // The job services see providers local and docker (the spec validation reads the map's keys).
-    for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });
-    const jobService = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    const keyService = createKeyService(common);
+    api = await startApi({ isAuthRequired: () => isRequired });
+    ({ store, clock } = api);
     clientsFor = (authorization) => {
-      const send: Interceptor = (next) => (req) => {
-        if (authorization !== null) req.header.set("authorization", authorization);
-        return next(req);
-      };
-      const transport = createRouterTransport(
-        (router) => {
-          router.service(JobService, jobService);
-          router.service(KeyService, keyService);
-        },
-        { router: { interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, get isRequired() { return isRequired; } })] }, transport: { interceptors: [send] } },
-      );
+      const transport = api.transportFor(authorization);
       return { jobs: createClient(JobService, transport), keys: createClient(KeyService, transport) };
     };
   });
   afterEach(async () => {
-    await store.close();
+    await api.close();
   });
 
   /** A key with these scopes, stored; its clients. */
   async function keyWith(name: string, scopes: Scope[]) {
-    const key = mintApiKey();
-    await store.keys.insert({ name, keyHash: hashToken(key), scopes }, clock.nowMs());
-    return { key, ...clientsFor(`Bearer ${key}`) };
+    return api.keyWith(name, scopes);
   }
 
   it("has a rule for every method of JobService and KeyService", () => {

@@ -6,22 +6,12 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { toJsonString } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
-import { ManualClock } from "../core/clock.js";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { SecretBox, SecretOpenError } from "../core/secret-box.js";
-import { hashToken, mintApiKey } from "../core/token.js";
 import { JobSchema, JobService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { startWorkerProtocol, type WorkerProtocol } from "../../test/fixtures/worker-protocol.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
+import { startApi } from "../../test/fixtures/api.js";
 
 const SECRETS = { API_TOKEN: "tok-9f8e7d6c5b4a", DB_PASSWORD: "correct horse battery staple" };
 const VALUES = Object.values(SECRETS);
@@ -38,28 +28,17 @@ describe("SubmitJob with secrets", () => {
   let store: Store;
   const box = new SecretBox(Buffer.alloc(32, 0x24));
   let client: ReturnType<typeof createClient<typeof JobService>>;
+  let close: () => Promise<void>;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    const clock = new ManualClock();
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: box };
-    // A provider slot only for validation: nothing is provisioned (the reconciler never runs).
-    const providers = new Map<string, ProviderSlot>([["local", { provider: {} as ProviderSlot["provider"], maxWorkers: 1, workerServerUrl: "" }]]);
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    const key = mintApiKey();
-    await store.keys.insert({ name: "ci", keyHash: hashToken(key), scopes: ["submit", "provider:local"] }, clock.nowMs());
-    const sendKey: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${key}`);
-      return next(req);
-    };
-    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
-    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [sendKey] } }));
+    // A provider slot only for validation: nothing is provisioned.
+    const api = await startApi({ providers: ["local"], secretBox: box });
+    store = api.store;
+    client = (await api.keyWith("ci", ["submit", "provider:local"])).jobs;
+    close = api.close;
   });
   afterEach(async () => {
-    await store.close();
+    await close();
   });
 
   it("seals each secret for the job's id and answers with their names only", async () => {

@@ -7,25 +7,14 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
 import { validateJobSpec } from "../core/job-spec.js";
-import { hashToken, mintApiKey } from "../core/token.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
 import { MAX_LABEL_TERMS, parseLabelSelector } from "./label-selector.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
-import { randomBytes } from "node:crypto";
-import { SecretBox } from "../core/secret-box.js";
+import { startApi } from "../../test/fixtures/api.js";
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
 
@@ -33,36 +22,17 @@ describe("job service: the queue", () => {
   let store: Store;
   let clock: ManualClock;
   let client: ReturnType<typeof createClient<typeof JobService>>;
+  let close: () => Promise<void>;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    clock = new ManualClock();
-    const providers = new Map<string, ProviderSlot>();
-    const metrics = createMetrics();
-    const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    const service = createJobService({
-      ...common,
-      reconciler,
-      providers: new Map([["local", {} as ProviderSlot]]),
-      defaultProvider: "local",
-      defaultTimeoutSeconds: 60,
-      defaultQueueTimeoutSeconds: 600,
-      workerUrlWarning: () => "",
-    });
-    const key = mintApiKey();
-    await store.keys.insert({ name: "admin", keyHash: hashToken(key), scopes: ["admin"] }, clock.nowMs());
-    const sendKey: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${key}`);
-      return next(req);
-    };
-    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
-    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [sendKey] } }));
+    // The reconciler sees no provider: every job stays queued.
+    const api = await startApi({ providers: ["local"], reconcilerProviders: new Map(), jobService: { defaultQueueTimeoutSeconds: 600 } });
+    ({ store, clock } = api);
+    client = (await api.keyWith("admin", ["admin"])).jobs;
+    close = api.close;
   });
   afterEach(async () => {
-    await store.close();
+    await close();
   });
 
   async function failure(call: Promise<unknown>): Promise<ConnectError> {

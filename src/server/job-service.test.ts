@@ -7,26 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { randomBytes } from "node:crypto";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import { hashToken, mintApiKey } from "../core/token.js";
-import pino from "pino";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
 import { InvalidInputError } from "../core/errors.js";
-import { SecretBox } from "../core/secret-box.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
 import type { ProviderResource, WorkerProvider } from "../providers/provider.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
+import { type ProviderSlot } from "../scheduler/reconciler.js";
 import { driveJob } from "../store/lifecycle.contract.js";
 import { Store } from "../store/store.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService, parseStateFilter } from "./job-service.js";
+import { parseStateFilter } from "./job-service.js";
 import { toJob } from "./api-mapping.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
+import { type Api, startApi } from "../../test/fixtures/api.js";
 
 /** A provider that only answers health and list, as the test sets them. */
 function fakeProvider(name: string, list: () => Promise<ProviderResource[]>, healthy = true): WorkerProvider {
@@ -50,30 +41,17 @@ describe("job service reads", () => {
   const statements: string[] = [];
   const providers = new Map<string, ProviderSlot>();
   let client: ReturnType<typeof createClient<typeof JobService>>;
+  let api: Api;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:", { log: (event) => void statements.push(event.query.sql) });
-    store = new Store(db, kind);
-    clock = new ManualClock();
     providers.clear();
-    const metrics = createMetrics();
-    const secretBox = new SecretBox(randomBytes(32));
-    const common = { store, clock, log, metrics, logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    const key = mintApiKey();
-    await store.keys.insert({ name: "reader", keyHash: hashToken(key), scopes: ["read"] }, clock.nowMs());
+    api = await startApi({ providers, databaseLog: (event) => void statements.push(event.query.sql) });
+    ({ store, clock } = api);
     // The reads need the read scope, as in production.
-    const sendKey: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${key}`);
-      return next(req);
-    };
-    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
-    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [sendKey] } }));
+    client = (await api.keyWith("reader", ["read"])).jobs;
   });
   afterEach(async () => {
-    await store.close();
+    await api.close();
   });
 
   /** Statements that read the workers table, issued while `run` ran. */

@@ -3,25 +3,13 @@
  * what a rerun copies, which jobs may be rerun, and who may rerun them (access.ts).
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
-import { SecretBox } from "../core/secret-box.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import type { Scope } from "../core/scopes.js";
-import { hashToken, mintApiKey } from "../core/token.js";
-import { JobService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
+import { type Api, startApi } from "../../test/fixtures/api.js";
 
 /** The code and message a call failed with, or "ok". */
 async function outcome(call: Promise<unknown>): Promise<{ code: Code | "ok"; message: string }> {
@@ -37,35 +25,18 @@ async function outcome(call: Promise<unknown>): Promise<{ code: Code | "ok"; mes
 describe("RerunJob", () => {
   let store: Store;
   let clock: ManualClock;
-  let jobsFor: (key: string) => ReturnType<typeof createClient<typeof JobService>>;
+  let api: Api;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    clock = new ManualClock();
-    const providers = new Map<string, ProviderSlot>();
-    for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
-    jobsFor = (key) => {
-      const send: Interceptor = (next) => (req) => {
-        req.header.set("authorization", `Bearer ${key}`);
-        return next(req);
-      };
-      return createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [send] } }));
-    };
+    api = await startApi();
+    ({ store, clock } = api);
   });
   afterEach(async () => {
-    await store.close();
+    await api.close();
   });
 
   async function keyWith(name: string, scopes: Scope[]) {
-    const key = mintApiKey();
-    await store.keys.insert({ name, keyHash: hashToken(key), scopes }, clock.nowMs());
-    return jobsFor(key);
+    return (await api.keyWith(name, scopes)).jobs;
   }
 
   /** Ends a queued job as `state` (how it ended does not matter to a rerun). */

@@ -5,26 +5,15 @@
  * lists, admin changes any; env values withheld without read), pause/resume/delete, and the bounds.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
-import { SecretBox } from "../core/secret-box.js";
 import type { Scope } from "../core/scopes.js";
 import { hashToken, mintApiKey } from "../core/token.js";
 import { JobService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
 import { methodScopes } from "./access.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
-import { LogHub } from "./log-hub.js";
-import { createScheduleService } from "./schedule-service.js";
-import { SessionRegistry } from "./worker-service.js";
+import { type Api, startApi } from "../../test/fixtures/api.js";
 
 async function outcome(call: Promise<unknown>): Promise<{ code: Code | "ok"; message: string }> {
   try {
@@ -39,45 +28,20 @@ async function outcome(call: Promise<unknown>): Promise<{ code: Code | "ok"; mes
 describe("ScheduleService", () => {
   let store: Store;
   let clock: ManualClock;
-  let clientFor: (key: string) => ReturnType<typeof createClient<typeof ScheduleService>>;
+  let api: Api;
   let jobsFor: (key: string) => ReturnType<typeof createClient<typeof JobService>>;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    clock = new ManualClock(Date.parse("2026-01-05T12:00:30Z"));
-    const providers = new Map<string, ProviderSlot>();
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
-    for (const name of ["local", "docker"]) providers.set(name, { provider: { name } as never, maxWorkers: 1, workerServerUrl: "" });
-    const deps = { ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" };
-    const service = createScheduleService(deps);
-    const jobService = createJobService(deps);
-    const transportFor = (key: string) => {
-      const send: Interceptor = (next) => (req) => {
-        req.header.set("authorization", `Bearer ${key}`);
-        return next(req);
-      };
-      return createRouterTransport(
-        (router) => {
-          router.service(ScheduleService, service);
-          router.service(JobService, jobService);
-        },
-        { router: { interceptors: [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })] }, transport: { interceptors: [send] } },
-      );
-    };
-    jobsFor = (key) => createClient(JobService, transportFor(key));
-    clientFor = (key) => createClient(ScheduleService, transportFor(key));
+    api = await startApi({ clock: new ManualClock(Date.parse("2026-01-05T12:00:30Z")) });
+    ({ store, clock } = api);
+    jobsFor = (key) => api.clientsFor(key).jobs;
   });
   afterEach(async () => {
-    await store.close();
+    await api.close();
   });
 
   async function keyWith(name: string, scopes: Scope[]) {
-    const key = mintApiKey();
-    await store.keys.insert({ name, keyHash: hashToken(key), scopes }, clock.nowMs());
-    return clientFor(key);
+    return (await api.keyWith(name, scopes)).schedules;
   }
 
   const template = { command: ["echo", "hi"], env: { GREETING: "hello" } };

@@ -6,51 +6,29 @@
  */
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
-import pino from "pino";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
-import { hashToken, mintApiKey, mintOtpToken } from "../core/token.js";
+import { hashToken, mintOtpToken } from "../core/token.js";
 import { JobService } from "../gen/hodei/v1/api_pb.js";
-import { createMetrics } from "../metrics.js";
-import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
-import { openDatabase } from "../store/database.js";
 import { Store } from "../store/store.js";
-import { authInterceptor } from "./authentication.js";
-import { errorInterceptor } from "./error-interceptor.js";
-import { createJobService } from "./job-service.js";
-import { LogHub } from "./log-hub.js";
-import { SessionRegistry } from "./worker-service.js";
-import { randomBytes } from "node:crypto";
-import { SecretBox } from "../core/secret-box.js";
 import { claimOne } from "../../test/fixtures/claim.js";
+import { startApi } from "../../test/fixtures/api.js";
 
 describe("SubmitJob: resources and provider details", () => {
   let store: Store;
   let clock: ManualClock;
   let client: ReturnType<typeof createClient<typeof JobService>>;
+  let close: () => Promise<void>;
 
   beforeEach(async () => {
-    const log = pino({ level: "silent" });
-    const { db, kind } = await openDatabase("sqlite::memory:");
-    store = new Store(db, kind);
-    clock = new ManualClock();
-    const providers = new Map<string, ProviderSlot>();
-    const common = { store, clock, log, metrics: createMetrics(), logHub: new LogHub(), sessions: new SessionRegistry(), stopGraceMs: 1000, secretBox: new SecretBox(randomBytes(32)) };
-    const reconciler = new Reconciler({ ...common, providers, registrationTimeoutMs: 1000, heartbeatTimeoutMs: 1000, reconcileIntervalMs: 1000, orphanGraceMs: 0, agents: common.sessions });
     // Only the names matter to SubmitJob's validation.
-    for (const name of ["local", "kubernetes"]) providers.set(name, { provider: undefined as never, maxWorkers: 1, workerServerUrl: "" });
-    const service = createJobService({ ...common, reconciler, providers, defaultProvider: "local", defaultTimeoutSeconds: 60, workerUrlWarning: () => "" });
-    const key = mintApiKey();
-    await store.keys.insert({ name: "admin", keyHash: hashToken(key), scopes: ["admin"] }, clock.nowMs());
-    const sendKey: Interceptor = (next) => (req) => {
-      req.header.set("authorization", `Bearer ${key}`);
-      return next(req);
-    };
-    const interceptors = [errorInterceptor(log), authInterceptor({ store, clock, log, isRequired: true })];
-    client = createClient(JobService, createRouterTransport((router) => router.service(JobService, service), { router: { interceptors }, transport: { interceptors: [sendKey] } }));
+    const api = await startApi({ providers: ["local", "kubernetes"] });
+    ({ store, clock } = api);
+    client = (await api.keyWith("admin", ["admin"])).jobs;
+    close = api.close;
   });
   afterEach(async () => {
-    await store.close();
+    await close();
   });
 
   it("stores them as given, defaults the pull policy, and shows how the latest attempt applied the limits", async () => {
