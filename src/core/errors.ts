@@ -50,6 +50,14 @@ export class UnavailableError extends Error {
   override name = "UnavailableError";
 }
 
+/**
+ * Something around the server that its operator must fix, found at start (the database cannot be
+ * used, the port is taken): `hodei server` says it in one line and exits 1, without a stack trace.
+ */
+export class StartupError extends Error {
+  override name = "StartupError";
+}
+
 /** Turns anything thrown into an Error, keeping the original as cause. */
 export function toError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -20,6 +20,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
 import type { Logger } from "pino";
+import { StartupError } from "../core/errors.js";
 import { enforceHttp2Deadlines } from "./http2-deadlines.js";
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
@@ -240,7 +241,7 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
   });
 
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (err) => reject(explainListenError(err, options)));
     server.listen(options.port, options.host, () => {
       server.off("error", reject);
       resolve();
@@ -261,4 +262,20 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
       });
     },
   };
+}
+
+/** Why the port cannot be had, and which setting to change: a StartupError for what the operator must fix. */
+export function explainListenError(err: NodeJS.ErrnoException, options: Pick<ListenOptions, "port" | "host" | "name">): Error {
+  const variable = options.name === "worker" ? "HODEI_WORKER_PORT" : "HODEI_PORT";
+  const where = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
+  switch (err.code) {
+    case "EADDRINUSE":
+      return new StartupError(`cannot listen on ${where}: the port is in use (another hodei server?): stop that process or set ${variable} to a free port`, { cause: err });
+    case "EACCES":
+      return new StartupError(`cannot listen on ${where}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE): set ${variable} to a port above 1023`, { cause: err });
+    case "EADDRNOTAVAIL":
+      return new StartupError(`cannot listen on ${where}: no interface of this machine has the address ${options.host}: fix HODEI_HOST`, { cause: err });
+    default:
+      return err;
+  }
 }

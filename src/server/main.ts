@@ -27,6 +27,7 @@ import { Store } from "../store/store.js";
 import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";
 import { authInterceptor } from "./authentication.js";
+import { StartupError } from "../core/errors.js";
 import { loadDashboard } from "./dashboard.js";
 import { errorInterceptor } from "./error-interceptor.js";
 import { createJobService } from "./job-service.js";
@@ -428,6 +429,11 @@ export async function runServer(): Promise<void> {
   try {
     server = await startServer(config);
   } catch (err) {
+    // Something around the server to fix (the database, the port): one line, exit 1.
+    if (err instanceof StartupError) {
+      process.stderr.write(`hodei: ${err.message}\n`);
+      process.exit(1);
+    }
     // A setting that proves wrong only once used (a TLS file, the default provider): said like a parse error.
     if (!(err as Error).message?.startsWith("invalid configuration")) throw err;
     process.stderr.write(`hodei: ${(err as Error).message}\n`);

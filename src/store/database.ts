@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, type LogConfig, SqliteDialect } from "kysely";
-import { InvalidInputError } from "../core/errors.js";
+import { InvalidInputError, StartupError } from "../core/errors.js";
 import { migrateTo, migrateToLatest } from "./migrations/index.js";
 import { newLocalNotifier, type Notifier, type NotifierLog } from "./notifier.js";
 import { PgNotifier } from "./pg-notifier.js";
@@ -49,9 +49,7 @@ export function sqlitePathFromUrl(url: string): string {
 export async function openDatabase(url: string, options: OpenOptions = {}): Promise<OpenedDatabase> {
   if (isPostgresUrl(url)) return openPostgres(url, options);
   const path = sqlitePathFromUrl(url);
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-  const sqlite = new SqliteDatabase(path);
-  sqlite.pragma("journal_mode = WAL");
+  const sqlite = openSqliteFile(path);
   sqlite.pragma("synchronous = NORMAL");
   // The WAL is copied back into the database (a checkpoint, with its fsyncs) once it holds this many
   // pages (4 KiB each: 16 MiB), not SQLite's default 1,000 (4 MiB): a job's large log (many MB of
@@ -66,6 +64,30 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), log: options.log });
   const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
   return { db, kind: "sqlite", isNew, notifier: newLocalNotifier() };
+}
+
+/**
+ * Opens the SQLite file (made, with its directory, if missing) in WAL mode: a path that cannot be a
+ * database (a directory, a file of something else, no write permission) is a StartupError naming it.
+ */
+function openSqliteFile(path: string): SqliteDatabase.Database {
+  let sqlite: SqliteDatabase.Database | undefined;
+  try {
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    sqlite = new SqliteDatabase(path);
+    sqlite.pragma("journal_mode = WAL");
+    return sqlite;
+  } catch (err) {
+    sqlite?.close();
+    const e = err as NodeJS.ErrnoException;
+    const hint =
+      e.code === "SQLITE_NOTADB"
+        ? "the file is not a SQLite database"
+        : e.code === "EACCES" || e.code === "SQLITE_READONLY" || e.code === "SQLITE_CANTOPEN"
+          ? "it cannot be opened for writing here (a directory, or no permission)"
+          : "see the cause";
+    throw new StartupError(`cannot use the database sqlite:${path}: ${hint}: fix HODEI_DATABASE_URL or HODEI_DATA_DIR (${e.message})`, { cause: err });
+  }
 }
 
 async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDatabase> {

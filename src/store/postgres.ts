@@ -13,7 +13,7 @@
  */
 import pg from "pg";
 import { Kysely, type LogConfig, PostgresDialect } from "kysely";
-import { InvalidInputError } from "../core/errors.js";
+import { InvalidInputError, StartupError } from "../core/errors.js";
 import type { Database } from "./schema.js";
 
 /** pg's type oid of int8 (bigint). */
@@ -86,7 +86,7 @@ export function poolConfig(url: string, options: PostgresPoolOptions): pg.PoolCo
  * What a failure to reach the database means, in words that say what to fix. The message names
  * the URL without its password.
  */
-export function explainConnectError(err: unknown, url: string): Error {
+export function explainConnectError(err: unknown, url: string): StartupError {
   const e = err as { code?: string; message?: string };
   const where = redactDatabaseUrl(url);
   const message = e?.message ?? String(err);
@@ -116,7 +116,7 @@ export function explainConnectError(err: unknown, url: string): Error {
           ? "TLS failed: check sslmode and sslrootcert in HODEI_DATABASE_URL"
           : "see the cause";
   }
-  return new Error(`cannot use the database ${where}: ${hint} (${message.replaceAll(url, where)})`, { cause: err });
+  return new StartupError(`cannot use the database ${where}: ${hint} (${message.replaceAll(url, where)})`, { cause: err });
 }
 
 export interface PostgresHandle {
