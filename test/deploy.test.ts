@@ -229,13 +229,13 @@ describe("deploy/kubernetes/hodei.yaml", () => {
       assert.equal(env.HODEI_AUTH, "required");
     });
 
-    it("grants create, get, list and delete on Secrets for the per-pod token Secrets, and nothing more on them", () => {
+    it("grants create, get, list, patch and delete on Secrets for the per-pod token Secrets, and nothing more on them", () => {
       const role = one("Role");
       const onSecrets = role.rules.filter((r: { resources: string[] }) => r.resources.includes("secrets") || r.resources.includes("*"));
       assert.equal(onSecrets.length, 1);
       assert.deepEqual(onSecrets[0].apiGroups, [""]);
       assert.deepEqual(onSecrets[0].resources, ["secrets"]);
-      assert.deepEqual([...onSecrets[0].verbs].sort(), ["create", "delete", "get", "list"]);
+      assert.deepEqual([...onSecrets[0].verbs].sort(), ["create", "delete", "get", "list", "patch"]);
       assert.ok(!role.rules.some((r: { verbs: string[] }) => r.verbs.includes("*")), "no wildcard verb");
       assert.ok(!docs.some((d) => d.kind === "ClusterRole" || d.kind === "ClusterRoleBinding"), "nothing outside the namespace");
     });

@@ -21,7 +21,7 @@
  * bad id is one error at start rather than a 422 on every pod.
  *
  * The OTP token is not in the pod spec: each pod reads it from a Secret of its own, created right
- * after the pod and owned by it (kubernetes-token-secret.ts says why in that order).
+ * before the pod and then made owned by it (kubernetes-token-secret.ts says why in that order).
  */
 import * as k8s from "@kubernetes/client-node";
 import { InvalidInputError, PermanentError } from "../core/errors.js";
@@ -57,6 +57,8 @@ export interface KubernetesProviderOptions {
   tolerations: Toleration[];
   /** Extra environment for the agent (timeouts and the like). */
   agentEnv: Record<string, string>;
+  /** Where failures the start survives are reported (a token Secret left without its owner). Default: stderr. */
+  log?: { warn(fields: object, message: string): void };
 }
 
 /** Waiting reasons after which the pod will never run as it is. */
@@ -68,12 +70,15 @@ const WORK_DIR = "/tmp/hodei-work";
  * goes only once the kubelet has stopped the container, so "404" really means destroyed.
  */
 const MIN_STOP_GRACE_SECONDS = 1;
+/** How long a failed start waits for the delete of the Secret it made. */
+const CLEANUP_CALL_MS = 10_000;
 
 export class KubernetesProvider implements WorkerProvider {
   readonly name = "kubernetes";
   readonly resourceType = "pod_name" as const;
   private readonly core: k8s.CoreV1Api;
   private readonly secrets: TokenSecrets;
+  private readonly log: { warn(fields: object, message: string): void };
   /** One watch on our pods, resumed from its last resourceVersion whenever the server ends it. */
   readonly watch: PodWatch;
   /** Called when a pod of ours changes, so the reconcile pass can look at once. */
@@ -88,6 +93,7 @@ export class KubernetesProvider implements WorkerProvider {
       );
     }
     this.core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
+    this.log = options.log ?? { warn: (fields, message) => process.stderr.write(`kubernetes: ${message} ${JSON.stringify(fields, errorFields)}\n`) };
     this.secrets = new TokenSecrets(this.core, options.namespace, POD_LABELS.workerId);
     this.watch = new PodWatch({
       kubeConfig: options.kubeConfig,
@@ -102,23 +108,23 @@ export class KubernetesProvider implements WorkerProvider {
   }
 
   async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
-    const { namespace } = this.options;
     const body = this.podFor(spec);
+    const labels = this.labelsFor(spec);
+    // The Secret first, so the kubelet finds it whenever it gets to the pod (kubernetes-token-secret.ts).
+    await this.secrets.create(spec.name, spec.workerId, spec.otpToken, labels, signal);
     let pod: k8s.V1Pod;
     try {
-      pod = await this.core.createNamespacedPod({ namespace, body }, withSignal(signal));
+      pod = await this.createPod(spec, body, signal);
     } catch (err) {
-      if (codeOf(err) === 409) {
-        pod = await this.core.readNamespacedPod({ name: spec.name, namespace }, withSignal(signal));
-        if (pod.metadata?.labels?.[POD_LABELS.workerId] !== spec.workerId) throw new Error(`kubernetes: pod ${spec.name} exists and is not this worker's`);
-      } else if (codeOf(err) === 422 || codeOf(err) === 400 || codeOf(err) === 403) {
-        throw new PermanentError(`kubernetes: the pod was refused: ${messageOf(err)}`);
-      } else {
-        throw wrap(`create pod ${spec.name}`, err);
-      }
+      await this.deleteUnusedSecret(spec);
+      throw err;
     }
-    // The pod waits for this Secret (its token); recorded only once the pod can start.
-    await this.secrets.create(pod, spec.otpToken, this.labelsFor(spec), signal);
+    try {
+      await this.secrets.own(pod, signal);
+    } catch (err) {
+      // The pod can start: its Secret goes once the agent registered, or by the reconcile pass's backstop.
+      this.log.warn({ err, workerId: spec.workerId, secret: tokenSecretName(spec.name) }, "the token Secret could not be given its pod as owner; the reconcile pass deletes it");
+    }
     const resource: ProviderResource = {
       resourceId: pod.metadata?.name ?? spec.name,
       resourceType: "pod_name",
@@ -129,6 +135,35 @@ export class KubernetesProvider implements WorkerProvider {
     await spec.onCreated(resource);
     this.watch.ensure();
     return resource;
+  }
+
+  /** Creates the pod; one of this worker that already exists (an earlier try of the same start) is taken. */
+  private async createPod(spec: WorkerSpec, body: k8s.V1Pod, signal?: AbortSignal): Promise<k8s.V1Pod> {
+    const { namespace } = this.options;
+    try {
+      return await this.core.createNamespacedPod({ namespace, body }, withSignal(signal));
+    } catch (err) {
+      if (codeOf(err) === 409) {
+        const pod = await this.core.readNamespacedPod({ name: spec.name, namespace }, withSignal(signal));
+        if (pod.metadata?.labels?.[POD_LABELS.workerId] !== spec.workerId) throw new Error(`kubernetes: pod ${spec.name} exists and is not this worker's`);
+        return pod;
+      }
+      if (codeOf(err) === 422 || codeOf(err) === 400 || codeOf(err) === 403) throw new PermanentError(`kubernetes: the pod was refused: ${messageOf(err)}`);
+      throw wrap(`create pod ${spec.name}`, err);
+    }
+  }
+
+  /**
+   * A start whose pod create failed deletes the Secret it made, with a signal of its own (the
+   * start's may be why it failed). A delete that fails too is left to the reconcile pass.
+   */
+  private async deleteUnusedSecret(spec: WorkerSpec): Promise<void> {
+    const name = tokenSecretName(spec.name);
+    try {
+      await this.secrets.delete(name, AbortSignal.timeout(CLEANUP_CALL_MS));
+    } catch (err) {
+      this.log.warn({ err, workerId: spec.workerId, secret: name }, "the token Secret of a pod that could not be created was not deleted; the reconcile pass deletes it");
+    }
   }
 
   async inspect(resourceId: string, signal?: AbortSignal): Promise<WorkerStatus> {
@@ -339,4 +374,9 @@ function describeLimits(limits: Record<string, string> | undefined): string {
   const parts = Object.entries(limits ?? {}).map(([name, value]) => `${name} ${value}`);
   if (parts.length === 0) return "";
   return `limits (and requests) of the pod's container: ${parts.join(", ")}; enforced by the kubelet for the whole worker, its agent (about 40 MiB) included`;
+}
+
+/** JSON.stringify replacer that writes an Error as its message. */
+function errorFields(_key: string, value: unknown): unknown {
+  return value instanceof Error ? value.message : value;
 }

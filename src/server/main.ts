@@ -210,6 +210,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       nodeSelector: config.kubernetes.nodeSelector,
       tolerations: config.kubernetes.tolerations,
       agentEnv,
+      log: log.child({ provider: "kubernetes" }),
     });
     providers.set("kubernetes", { provider: kubernetes, maxWorkers: config.kubernetes.maxWorkers, workerServerUrl: "", pendingTimeoutMs: config.kubernetes.pendingTimeoutMs });
     workerUrls.set("kubernetes", config.kubernetes.workerServerUrl);
