@@ -38,6 +38,12 @@ export function createMetrics() {
     orphansReaped: new Counter({ name: "hodei_orphans_reaped_total", help: "Orphans destroyed", labelNames: ["provider"], registers: [registry] }),
     liveWorkers: new Gauge({ name: "hodei_live_workers", help: "Workers not yet destroyed (exported by the leader replica only)", labelNames: ["provider"], registers: [registry], collect }),
     webhookDeliveries: new Counter({ name: "hodei_webhook_deliveries_total", help: "Webhook requests by result: delivered (2xx), retried (failed, tried again later), failed (given up)", labelNames: ["result"], registers: [registry] }),
+    scheduleTicks: new Counter({
+      name: "hodei_schedule_ticks_total",
+      help: "Schedule ticks handled, by result: fired (a job was submitted) or skipped, with why (missed, concurrency_forbid, creator_key, invalid_template, job_exists)",
+      labelNames: ["result", "reason"],
+      registers: [registry],
+    }),
     leader: new Gauge({ name: "hodei_leader", help: "1 on the replica that holds the leader lease, else 0", registers: [registry] }),
     ...operationsMetrics(registry, collect),
     startupSeconds: new Histogram({

@@ -71,6 +71,11 @@ describe("schedules step", () => {
 
   const ticksOf = async (name: string) => (await jobsOf(name)).map((j) => j.idempotency_key!.slice(`schedule:${name}:`.length));
   const schedule = async (name: string) => (await store.schedules.get(name))!;
+  /** hodei_schedule_ticks_total by "result/reason" (what /metrics would show). */
+  const ticksCounted = async () => {
+    const { values } = await ctx.metrics.scheduleTicks.get();
+    return Object.fromEntries(values.map((v) => [`${v.labels.result}/${v.labels.reason}`, v.value]));
+  };
 
   it("fires one job per tick with the tick's idempotency key, the schedule's label and name, then waits for the next tick", async () => {
     await create("every-five", "*/5 * * * *");
@@ -127,6 +132,7 @@ describe("schedules step", () => {
     assert.equal(row.skipped_ticks, 10);
     assert.match(row.last_skip_reason, /missed: 10 tick\(s\) up to 2026-01-05T12:10:00.000Z came more than 30 s before/);
     assert.equal(row.next_run_at, Date.parse("2026-01-05T12:12:00Z"));
+    assert.deepEqual(await ticksCounted(), { "fired/": 1, "skipped/missed": 10 });
   });
 
   it("missed skip with no on-time tick fires nothing at all", async () => {
@@ -136,6 +142,7 @@ describe("schedules step", () => {
     assert.deepEqual(await jobsOf("minutely"), []);
     assert.equal((await schedule("minutely")).next_run_at, Date.parse("2026-01-05T12:11:00Z"));
     assert.equal((await schedule("minutely")).skipped_ticks, 10);
+    assert.deepEqual(await ticksCounted(), { "skipped/missed": 10 });
   });
 
   it("missed run-once: one job for the latest missed tick, however long the outage, never a burst", async () => {
@@ -178,6 +185,7 @@ describe("schedules step", () => {
     clock.advance(MINUTE);
     await fireDueSchedules(ctx);
     assert.deepEqual(await ticksOf("forbid"), ["2026-01-05T12:01:00.000Z", "2026-01-05T12:03:00.000Z"]);
+    assert.deepEqual(await ticksCounted(), { "fired/": 2, "skipped/concurrency_forbid": 1 });
   });
 
   it("allow fires every tick whatever the previous job does", async () => {
@@ -256,6 +264,7 @@ describe("schedules step", () => {
     const ticks = await ticksOf("race");
     assert.deepEqual(ticks, ["2026-01-05T12:00:31.000Z", "2026-01-05T12:00:32.000Z", "2026-01-05T12:00:33.000Z"]);
     assert.equal((await schedule("race")).fired_ticks, 3);
+    assert.deepEqual(await ticksCounted(), { "fired/": 3 }, "each tick counted once, by the pass that fired it");
   });
 
   it("a tick whose job exists already (by its idempotency key) is that job, not a second one", async () => {
@@ -284,6 +293,7 @@ describe("schedules step", () => {
     await fireDueSchedules(ctx);
     assert.equal((await jobsOf("owned")).length, 1);
     assert.match((await schedule("owned")).last_skip_reason, /the API key "ci" that created the schedule was revoked/);
+    assert.deepEqual(await ticksCounted(), { "fired/": 1, "skipped/creator_key": 1 });
   });
 
   it("a template that is no longer valid (its provider was disabled) is skipped with the reason; the schedule moves on", async () => {
@@ -294,6 +304,7 @@ describe("schedules step", () => {
     const row = await schedule("docker");
     assert.match(row.last_skip_reason, /the template is no longer valid \(provider: unknown provider "docker"/);
     assert.equal(row.next_run_at, Date.parse("2026-01-05T12:02:00Z"));
+    assert.deepEqual(await ticksCounted(), { "skipped/invalid_template": 1 });
   });
 
   it("reads due schedules a batch at a time and asks for another pass when a batch is full", async () => {

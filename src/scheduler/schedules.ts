@@ -85,7 +85,8 @@ async function fireSchedule(ctx: ScheduleStepContext, row: ScheduleRow, nowMs: n
     ctx.log.warn({ schedule: row.name, count, latestMissed: iso(plan.skippedMissedMs) }, "schedule ticks missed");
   }
   if (plan.fire.length === 0) {
-    await ctx.store.schedules.skip({ name: row.name, expectedNextRunAt: expected, nextRunAt: plan.nextRunAtMs, skipped });
+    const isMoved = await ctx.store.schedules.skip({ name: row.name, expectedNextRunAt: expected, nextRunAt: plan.nextRunAtMs, skipped });
+    if (isMoved && skipped) countSkipped(ctx, "missed", skipped.count);
     return;
   }
   const refusal = await refusalOfCreator(ctx.store, row);
@@ -93,17 +94,22 @@ async function fireSchedule(ctx: ScheduleStepContext, row: ScheduleRow, nowMs: n
   for (const [i, tickMs] of plan.fire.entries()) {
     const nextRunAt = i + 1 < plan.fire.length ? plan.fire[i + 1] : plan.nextRunAtMs;
     const advance: ScheduleAdvance = { name: row.name, expectedNextRunAt: expected, nextRunAt, skipped };
+    /** Missed ticks this advance records, counted once it is written. */
+    const missed = skipped?.count ?? 0;
     skipped = undefined;
-    const why = refusal ?? (row.concurrency === "forbid" ? await stillRunning(ctx.store, lastJobId) : null);
-    const spec = why ?? specOfTick(ctx, row, tickMs, nowMs);
-    if (typeof spec === "string") {
-      const reason = `tick ${iso(tickMs)} fired no job: ${spec}`;
+    const forbid = row.concurrency === "forbid" && refusal === null ? await stillRunning(ctx.store, lastJobId) : null;
+    const template = refusal ?? forbid ?? specOfTick(ctx, row, tickMs, nowMs);
+    if (typeof template === "string") {
+      const reason = `tick ${iso(tickMs)} fired no job: ${template}`;
       const isMoved = await ctx.store.schedules.skip({ ...advance, skipped: { count: (advance.skipped?.count ?? 0) + 1, reason, atMs: nowMs } });
       if (!isMoved) return;
-      ctx.log.info({ schedule: row.name, tick: iso(tickMs), reason: spec }, "schedule tick skipped");
+      countSkipped(ctx, "missed", missed);
+      countSkipped(ctx, refusal !== null ? "creator_key" : forbid !== null ? "concurrency_forbid" : "invalid_template", 1);
+      ctx.log.info({ schedule: row.name, tick: iso(tickMs), reason: template }, "schedule tick skipped");
       expected = nextRunAt;
       continue;
     }
+    const spec = template;
     let submitted;
     try {
       submitted = await submitJob(ctx, { spec, nowMs, submittedBy: row.created_by, schedule: { ...advance, tickMs } });
@@ -111,11 +117,14 @@ async function fireSchedule(ctx: ScheduleStepContext, row: ScheduleRow, nowMs: n
       // The tick's key names a job with another spec (a schedule removed and made again): the schedule moved on with it.
       if (!(err instanceof AlreadyExistsError)) throw err;
       ctx.log.warn({ schedule: row.name, tick: iso(tickMs), err: err.message }, "schedule tick's job already exists with another spec");
+      countSkipped(ctx, "job_exists", 1);
       expected = nextRunAt;
       continue;
     }
     // Handled by another replica first (a change of leader): it goes on from there.
     if (!submitted) return;
+    countSkipped(ctx, "missed", missed);
+    ctx.metrics.scheduleTicks.inc({ result: "fired", reason: "" });
     lastJobId = submitted.job.id;
     expected = nextRunAt;
   }
@@ -167,6 +176,11 @@ async function stillRunning(store: Store, lastJobId: string | null): Promise<str
   // A job removed by retention had ended.
   if (!job || isTerminal(job.state)) return null;
   return `the previous job ${job.id} is still ${job.state} (concurrency forbid)`;
+}
+
+/** Skipped ticks for /metrics (hodei_schedule_ticks_total), by why: a bounded set of reasons. */
+function countSkipped(ctx: ScheduleStepContext, reason: "missed" | "concurrency_forbid" | "creator_key" | "invalid_template" | "job_exists", count: number): void {
+  if (count > 0) ctx.metrics.scheduleTicks.inc({ result: "skipped", reason }, count);
 }
 
 /** Ticks from fromMs to toMs inclusive, counted up to MAX_COUNTED_MISSED. */
