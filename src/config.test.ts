@@ -251,6 +251,21 @@ describe("HODEI_QUEUE_TIMEOUT", () => {
   });
 });
 
+describe("HODEI_SCHEDULE_GRACE", () => {
+  it("is 30 s by default and reads a duration", () => {
+    assert.equal(parseServerConfig({}).scheduleGraceMs, 30_000);
+    assert.equal(parseServerConfig({ HODEI_SCHEDULE_GRACE: "5m" }).scheduleGraceMs, 300_000);
+    assert.equal(parseServerConfig({ HODEI_SCHEDULE_GRACE: "1d" }).scheduleGraceMs, 86_400_000);
+  });
+
+  it("refuses 0, more than a day and anything not a duration, naming the variable", () => {
+    assert.throws(() => parseServerConfig({ HODEI_SCHEDULE_GRACE: "0" }), /0 is not allowed: every tick is seen a little late[\s\S]*HODEI_SCHEDULE_GRACE/);
+    for (const bad of ["2d", "30", "soon"]) {
+      assert.throws(() => parseServerConfig({ HODEI_SCHEDULE_GRACE: bad }), /is not a duration[\s\S]*HODEI_SCHEDULE_GRACE/, `"${bad}" is refused`);
+    }
+  });
+});
+
 describe("the Kubernetes provider's placement settings (resources)", () => {
   it("waits 10 minutes for an unschedulable pod by default, reads a duration, and 0 for no limit", () => {
     assert.equal(parseServerConfig({}).kubernetes.pendingTimeoutMs, 10 * 60_000);

@@ -156,6 +156,12 @@ const ServerEnv = z.object({
    * then ends timed_out, saying why it never started. Default: unset (as is 0), jobs wait for ever.
    */
   HODEI_QUEUE_TIMEOUT: duration(30 * DURATION_UNIT_MS.d, "0 (or unset) lets jobs wait for ever").optional(),
+  /**
+   * How late a schedule's tick may be seen and still fire (a pass that came late, a restart): a tick
+   * older than this was missed, and the schedule's missed policy applies. A duration (`30s`, `5m`).
+   * Default 30s.
+   */
+  HODEI_SCHEDULE_GRACE: duration(DURATION_UNIT_MS.d, "0 is not allowed: every tick is seen a little late").refine((ms) => ms > 0, "0 is not allowed: every tick is seen a little late; use e.g. 30s").default(30_000),
   // Webhooks of jobs' ends (scheduler/webhooks.ts; README "Webhooks").
   /**
    * A URL told of every job's end, besides the job's own (hodei run --notify). Checked like those:
@@ -473,6 +479,7 @@ export function parseServerConfig(env: NodeJS.ProcessEnv = process.env) {
     /** HODEI_NODE_ID, else the hostname. */
     nodeId: e.HODEI_NODE_ID ?? hostname(),
     leaderLeaseMs: e.HODEI_LEADER_LEASE_MS,
+    scheduleGraceMs: e.HODEI_SCHEDULE_GRACE,
     orphanGraceMs: e.HODEI_ORPHAN_GRACE_MS,
     stopGraceMs: e.HODEI_STOP_GRACE_MS,
     logLimitBytes: e.HODEI_LOG_LIMIT_BYTES,

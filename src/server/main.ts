@@ -189,6 +189,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     retentionMs: config.retentionMs,
     replica,
     leaderLeaseMs: config.leaderLeaseMs,
+    scheduleGraceMs: config.scheduleGraceMs,
     trace,
     webhooks: config.webhooks,
   });
