@@ -88,6 +88,11 @@ const EXPECTED_INDEXES: { sql: RegExp; index: string; why: string }[] = [
     why: "ListJobs by state: the newest page of one state is one index range, no sort",
   },
   {
+    sql: /^select \* from "jobs" where "provider" = \? order by "created_at" desc, "id" desc limit \?$/,
+    index: "jobs_provider_created",
+    why: "ListJobs by provider: the newest page of one provider is one index range; by jobs_created a rare provider walks the whole history",
+  },
+  {
     sql: /^select \* from "jobs" where "state" = \? and "queue_deadline_ms" <= \?/,
     index: "jobs_queue_deadline",
     why: "every pass reads the jobs past their queue deadline: one range per state, not every queued job",

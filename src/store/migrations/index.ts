@@ -32,6 +32,7 @@ import * as m0024 from "./0024_job_trace.js";
 import * as m0025 from "./0025_webhook_deliveries.js";
 import * as m0026 from "./0026_schedules.js";
 import * as m0027 from "./0027_workers_provider_state.js";
+import * as m0028 from "./0028_jobs_provider_created.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -63,6 +64,7 @@ const STEPS: Record<string, Step> = {
   "0025_webhook_deliveries": m0025,
   "0026_schedules": m0026,
   "0027_workers_provider_state": m0027,
+  "0028_jobs_provider_created": m0028,
 };
 
 /** The first step: applying it means the database was created by this run. */
