@@ -29,6 +29,16 @@ export function clientAdminKeyPath(env: NodeJS.ProcessEnv = process.env): string
   return join(resolve(env.HODEI_DATA_DIR || ".hodei"), "admin.key");
 }
 
+/** Where `hodei image build` keeps the agent runtime (--data-dir, else HODEI_DATA_DIR, as the server does). */
+export function clientDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? (env.HODEI_DATA_DIR || ".hodei");
+}
+
+/** The Docker daemon `hodei image build` talks to: HODEI_DOCKER_SOCKET, as the server's Docker provider. */
+export function clientDockerSocket(env: NodeJS.ProcessEnv = process.env): string {
+  return env.HODEI_DOCKER_SOCKET || "/var/run/docker.sock";
+}
+
 /**
  * The CLI's CA certificate file (PEM) for an https:// server: --ca-cert, else HODEI_TLS_CA.
  * Undefined: the system's roots verify the server.

@@ -112,3 +112,16 @@ describe("the dashboard's imports", () => {
     }
   });
 });
+
+describe("who reads the environment", () => {
+  // The settings' one reader per program: the control plane's (config.ts, handing the OTEL_* ones to
+  // tracing-config.ts), the CLI's (client-config.ts) and the agent's (agent/config.ts, from main.ts).
+  const READERS = new Set(["config.ts", "client-config.ts", "agent/config.ts", "agent/main.ts"]);
+  it("only the configuration modules read process.env (a comment may name it)", () => {
+    const readers = sourceFiles(SRC)
+      .filter((file) => readFileSync(file, "utf8").split("\n").some((line) => /process\.env\b/.test(line) && !/^\s*(\*|\/\/)/.test(line)))
+      .map((file) => relative(SRC, file));
+    assert.ok(readers.includes("config.ts"), "the check finds config.ts, which reads it");
+    assert.deepEqual(readers.filter((file) => !READERS.has(file)), []);
+  });
+});

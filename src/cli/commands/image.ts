@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import type { Command } from "commander";
+import { clientDataDir, clientDockerSocket } from "../../client-config.js";
 import { CliError } from "../errors.js";
 import { loadHints, loadHintsText } from "../image-hints.js";
 import { printJson } from "../json.js";
@@ -36,8 +37,8 @@ export function registerImageCommand(program: Command): void {
       const images = await import("../../providers/docker-image.js");
       const { packageRoot } = await import("../../config.js");
       const tag = options.tag ?? images.DEFAULT_WORKER_IMAGE;
-      const dataDir = options.dataDir ?? process.env.HODEI_DATA_DIR ?? ".hodei";
-      const socketPath = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";
+      const dataDir = clientDataDir(options.dataDir);
+      const socketPath = clientDockerSocket();
 
       const runtime = await explain(
         images.assembleAgentRuntime({
