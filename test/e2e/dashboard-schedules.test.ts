@@ -162,6 +162,17 @@ describe("the dashboard's schedules, traces and webhooks", { skip: skip || undef
     await page.getByRole("button", { name: "Remove cleanup" }).click();
     const dialog = page.getByRole("alertdialog", { name: "Remove schedule cleanup?" });
     await dialog.waitFor();
+    // A modal dialog keeps the focus: it opens on "Keep it", and Tab / Shift+Tab go round its two buttons.
+    const focused = () => page.evaluate(() => document.activeElement?.textContent?.trim() ?? "");
+    assert.equal(await focused(), "Keep it");
+    const seen: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await page.keyboard.press("Tab");
+      seen.push(await focused());
+    }
+    await page.keyboard.press("Shift+Tab");
+    seen.push(await focused());
+    assert.deepEqual(seen, ["Remove cleanup", "Keep it", "Remove cleanup", "Keep it"]);
     await dialog.getByRole("button", { name: "Keep it" }).click();
     await dialog.waitFor({ state: "detached" });
     assert.equal(await isGone("cleanup"), false, "kept");

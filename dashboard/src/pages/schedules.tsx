@@ -7,7 +7,7 @@
  * a schedule it created (session.tsx canChangeSchedule); a disabled button says why.
  */
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { type ReactNode, useState } from "react";
+import { type KeyboardEvent, type ReactNode, useState } from "react";
 import type { Schedule } from "../../../src/gen/hodei/v1/api_pb.js";
 import { Code, codeOf, schedules } from "../api";
 import { ago, commandOf, isoTime, ms } from "../format";
@@ -252,6 +252,15 @@ function ScheduleTable({
   );
 }
 
+/** Tab and Shift+Tab go round the dialog's buttons and never leave it (a modal dialog holds the focus). */
+function keepFocusIn(e: KeyboardEvent<HTMLElement>): void {
+  const buttons = [...e.currentTarget.querySelectorAll("button")];
+  if (buttons.length === 0) return;
+  const at = buttons.indexOf(document.activeElement as HTMLButtonElement);
+  e.preventDefault();
+  buttons[at < 0 ? 0 : (at + (e.shiftKey ? buttons.length - 1 : 1)) % buttons.length].focus();
+}
+
 /** Asks before removing: a removed schedule fires no more jobs and cannot be brought back (only created anew). */
 function ConfirmRemove({ schedule, onCancel, onConfirm }: { schedule: Schedule; onCancel: () => void; onConfirm: () => void }) {
   return (
@@ -263,7 +272,10 @@ function ConfirmRemove({ schedule, onCancel, onConfirm }: { schedule: Schedule; 
         aria-labelledby="remove-title"
         aria-describedby="remove-text"
         onClick={(e) => e.stopPropagation()}
-        onKeyDown={(e) => e.key === "Escape" && onCancel()}
+        onKeyDown={(e) => {
+          if (e.key === "Escape") onCancel();
+          else if (e.key === "Tab") keepFocusIn(e);
+        }}
       >
         <h3 id="remove-title">Remove schedule {schedule.name}?</h3>
         <p id="remove-text">
