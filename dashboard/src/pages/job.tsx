@@ -49,7 +49,7 @@ export function JobPage({ id }: { id: string }) {
   });
 
   if (job.error) return <Page title={<>Job <ShortId id={id} /></>}><ErrorBox error={job.error} /></Page>;
-  if (!job.data) return <Page title={<>Job <ShortId id={id} /></>}><p className="muted">loading…</p></Page>;
+  if (!job.data) return <Page title={<>Job <ShortId id={id} /></>}><p className="muted" role="status" aria-busy="true">loading…</p></Page>;
   const j = job.data;
   const finishedAt = ms(j.finishedAt);
   const actions = (
