@@ -38,20 +38,6 @@ export const AGENT_COMMAND = Object.freeze([
   `${AGENT_ROOT}/agent.cjs`,
 ]) as string[];
 
-/**
- * Node flags of an agent started ahead of need. --no-lazy: V8 compiles the whole agent bundle as it
- * loads instead of each function at its first call, so the job's path (Register, the stream, the
- * job's start, its result) runs no compiler. Measured on warm local hello-world jobs: the agent's
- * CPU from Register to its result about 4 ms lower (of 16), p50 to destroyed 56-59 -> 49-51 ms. It
- * costs the idle agent about 60 ms more boot (before the job exists) and 5 MB more resident memory
- * (58.5 -> 63.5 MB), so an agent started for a job at once (no warm one ready, a cold container)
- * boots without it: AGENT_COMMAND has no such flag, WARM_AGENT_COMMAND has.
- */
-export const WARM_NODE_FLAGS: readonly string[] = Object.freeze(["--no-lazy"]);
-
-/** AGENT_COMMAND of an agent started ahead of need (a warm container): WARM_NODE_FLAGS before the agent. */
-export const WARM_AGENT_COMMAND = Object.freeze([...AGENT_COMMAND.slice(0, -1), ...WARM_NODE_FLAGS, AGENT_COMMAND[AGENT_COMMAND.length - 1]]) as string[];
-
 /** Bump when the layout changes, so existing runtimes are rebuilt. */
 const LAYOUT_VERSION = "hodei-agent-runtime/1";
 const HASH_FILE = ".hash";

@@ -40,7 +40,7 @@ import { randomUUID } from "node:crypto";
 import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
-import { AGENT_COMMAND, AGENT_ROOT, WARM_AGENT_COMMAND } from "./docker-image.js";
+import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
 import { WarmPool, type WarmContainer } from "./docker-pool.js";
 import { ensureImage } from "./docker-pull.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
@@ -287,9 +287,7 @@ export class DockerProvider implements WorkerProvider {
   private async createWarm(serverUrl: string): Promise<string> {
     const name = `${WARM_PREFIX}${randomUUID()}`;
     try {
-      // Its agent boots ahead of need: it compiles all of its code then (agent-runtime.ts WARM_NODE_FLAGS).
-      const config = { ...this.containerConfig(this.options.defaultImage, serverUrl, { [LABELS.pool]: "warm" }), Entrypoint: WARM_AGENT_COMMAND };
-      const container = await this.docker.createContainer({ name, ...config });
+      const container = await this.docker.createContainer({ name, ...this.containerConfig(this.options.defaultImage, serverUrl, { [LABELS.pool]: "warm" }) });
       return container.id;
     } catch (err) {
       if (statusOf(err) === 404) throw new PermanentError(`image ${this.options.defaultImage} not found; build it with "npx hodei image build"`);

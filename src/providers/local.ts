@@ -3,8 +3,7 @@
  * with its own work directory. provider_resource_id is the agent's pid (resource_type process_id).
  *
  * Agents are started ahead of need ("warm", HODEI_LOCAL_WARM_WORKERS of them): booting Node and
- * loading the agent take most of a short job's time, so that happens before a job arrives (and a
- * warm agent compiles all of its code then: WARM_NODE_FLAGS). An idle
+ * loading the agent take most of a short job's time, so that happens before a job arrives. An idle
  * agent holds no secret and no identity; start() hands one its assignment (OTP token, worker id,
  * work directory) on stdin. That is the only way an agent gets work, with or without a warm one.
  * An idle agent exits when its stdin closes, so idle agents die with the control plane.
@@ -24,7 +23,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PermanentError } from "../core/errors.js";
-import { WARM_NODE_FLAGS } from "./agent-runtime.js";
 import { LocalCgroups } from "./local-cgroup.js";
 import { findMarkedProcesses, isAlive, type MarkedProcess, readStat } from "./process-table.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
@@ -60,7 +58,6 @@ const POLL_MS = 20;
 /** Delay before a taken warm agent is replaced. */
 const REFILL_DELAY_MS = 150;
 const AGENT_PID_FILE = ".agent-pid";
-
 
 export class LocalProvider implements WorkerProvider {
   readonly name = "local";
@@ -238,11 +235,10 @@ export class LocalProvider implements WorkerProvider {
 
   private fillPool(serverUrl: string): void {
     const wanted = this.options.warmWorkers ?? 0;
-    while (!this.isClosed && this.idle.length < wanted) this.idle.push(this.spawnAgent(serverUrl, WARM_NODE_FLAGS));
+    while (!this.isClosed && this.idle.length < wanted) this.idle.push(this.spawnAgent(serverUrl));
   }
 
-  /** nodeFlags: before the agent's path (a warm agent's, WARM_NODE_FLAGS). */
-  private spawnAgent(serverUrl: string, nodeFlags: readonly string[] = []): Agent {
+  private spawnAgent(serverUrl: string): Agent {
     const warmId = randomUUID();
     const poolDir = join(this.options.workRoot, ".pool");
     mkdirSync(poolDir, { recursive: true });
@@ -250,7 +246,7 @@ export class LocalProvider implements WorkerProvider {
     const logFd = openSync(logPath, "a");
     let child: ChildProcess;
     try {
-      child = spawn(this.options.nodePath, [...nodeFlags, this.options.agentPath], {
+      child = spawn(this.options.nodePath, [this.options.agentPath], {
         cwd: this.options.workRoot,
         detached: true,
         stdio: ["pipe", logFd, logFd],
