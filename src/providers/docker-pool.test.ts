@@ -1,6 +1,6 @@
 /**
  * The Docker provider's warm pool on a real Docker daemon: idle containers exist before a job,
- * a job takes one (renamed to the worker's name, its id recorded before the assignment is written,
+ * a job takes one (its id recorded before the assignment is written, renamed to the worker's name off the job's path,
  * the token nowhere in its config), each is used once, the pool refills off the job's path and
  * within capacity, idle containers give way to cold starts at capacity, list() leaves live idle
  * containers alone and reports dead ones, and close() removes the pool.
@@ -75,7 +75,8 @@ describe("DockerProvider warm pool", { skip: SKIP }, () => {
 
       const p = await protocol.provision({ recordResource: false, command: ["sh", "-c", "echo ready; sleep 60"] });
       let isRunningAtRecord = false;
-      const resource = await provider.start({
+      let nameAtRecord = "";
+      const spec = {
         ...workerSpec(),
         workerId: p.worker.id,
         name: p.worker.name,
@@ -83,19 +84,26 @@ describe("DockerProvider warm pool", { skip: SKIP }, () => {
         attempt: p.worker.attempt,
         otpToken: p.otp,
         serverUrl: protocol.url,
-        onCreated: async (r) => {
-          isRunningAtRecord = (await docker.getContainer(r.resourceId).inspect()).State.Running;
+        onCreated: async (r: { resourceId: string; resourceType: "container_id" | "pod_name" | "process_id" }) => {
+          const atRecord = await docker.getContainer(r.resourceId).inspect();
+          isRunningAtRecord = atRecord.State.Running;
+          nameAtRecord ||= atRecord.Name;
           await protocol.store.attempts.recordProvisioned(p.worker.id, r.resourceId, r.resourceType, protocol.clock.nowMs());
         },
-      });
+      };
+      const resource = await provider.start(spec);
       resourceId = resource.resourceId;
       assert.ok(idleIds.has(resourceId), "the worker is one of the idle containers");
       assert.equal(isRunningAtRecord, true, "its id is recorded (and the token bound to it) before the assignment is written");
+      assert.match(nameAtRecord, /^\/hodei-warm-/, "recorded before the rename: the daemon's rename is not on the job's path");
+      assert.equal((await docker.getContainer(resourceId).inspect()).Name, `/${p.worker.name}`, "renamed to the worker's name once start() returns");
+      const again = await provider.start(spec);
+      assert.equal(again.resourceId, resourceId, "a repeated start returns the same container");
+      assert.equal((await ourContainers()).filter((c) => idleIds.has(c.Id) && c.Id !== resourceId && isIdle(c)).length, 1, "and takes no other idle container");
       const output = async () => (await protocol.store.logs.read(p.job.id, { attempt: 0, seq: 0 }, 1000)).map((row) => Buffer.from(row.data).toString()).join("");
       assert.match(await eventually(output, (text) => text.includes("ready")), /^ready$/m, "the warm agent registered with its token and runs the job");
 
       const info = await docker.getContainer(resourceId).inspect();
-      assert.equal(info.Name, `/${p.worker.name}`, "renamed to the worker's name");
       assert.equal(JSON.stringify(info).includes(p.otp), false, "docker inspect shows no token");
       assert.deepEqual(await provider.list(), [{ resourceId, resourceType: "container_id", workerId: p.worker.id, createdAtMs: (await provider.list())[0].createdAtMs }], "list() maps it back to its worker by name");
 

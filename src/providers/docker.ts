@@ -24,9 +24,9 @@
  * Warm pool (docker-pool.ts, HODEI_DOCKER_WARM_WORKERS): idle containers of the default image,
  * created with the pool label and a name of their own (hodei-warm-<uuid>), started with our held
  * attachment to their stdin. A job with the default image and no cpu or memory limit takes one:
- * the container is renamed to the worker's name (hodei-worker-<uuid>) before its id is recorded, so
- * list() maps it back to its worker by name (its labels, fixed at create, name no worker), and
- * the assignment is written to the held attachment. Any other job starts a container cold.
+ * its id is recorded, then the assignment is written to the held attachment while the daemon
+ * renames the container to the worker's name (hodei-worker-<uuid>), so list() maps it back to its
+ * worker by name (its labels, fixed at create, name no worker). Any other job starts cold.
  *
  * Limits: the job's cpu and memory become the container's NanoCpus and Memory, for the whole
  * worker, its agent (Node, about 40 MiB resident) included. The agent gives the job's processes
@@ -74,7 +74,7 @@ export interface DockerProviderOptions {
   warmWorkers?: number;
   /** The provider's capacity, which idle containers count against. Default 8. */
   maxWorkers?: number;
-  /** Where the warm pool reports its background failures. Default: stderr. */
+  /** Where the warm pool and a failed rename of a taken warm container are reported. Default: stderr. */
   log?: { warn(fields: object, message: string): void };
   /** Injected for tests; made from socketPath otherwise. */
   docker?: Dockerode;
@@ -89,8 +89,12 @@ export class DockerProvider implements WorkerProvider {
   readonly resourceType = "container_id" as const;
   private readonly docker: Dockerode;
   private readonly pool: WarmPool;
+  private readonly log: { warn(fields: object, message: string): void };
+  /** Warm containers taken for a worker by this process, by the worker's name, until stopped. */
+  private readonly takenByName = new Map<string, string>();
 
   constructor(private readonly options: DockerProviderOptions) {
+    this.log = options.log ?? { warn: (fields, message) => process.stderr.write(`docker: ${message} ${JSON.stringify(fields, errorFields)}\n`) };
     // A daemon that accepts connections but never answers must not hang its callers forever.
     this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath, timeout: REQUEST_TIMEOUT_MS });
     this.pool = new WarmPool({
@@ -101,7 +105,7 @@ export class DockerProvider implements WorkerProvider {
       waitExit: (id, signal) => this.waitExit(id, signal),
       countContainers: async () => (await this.listContainers()).length,
       remove: (id) => this.stopAndRemove(id, 0),
-      log: options.log ?? { warn: (fields, message) => process.stderr.write(`docker warm pool: ${message} ${JSON.stringify(fields, errorFields)}\n`) },
+      log: this.log,
     });
   }
 
@@ -117,6 +121,13 @@ export class DockerProvider implements WorkerProvider {
     }
     // A warm container runs the default image without limits: only such jobs can take one.
     if (image === this.options.defaultImage && spec.cpuMillis <= 0 && spec.memoryMb <= 0) {
+      // A repeat of a warm start in this process (its rename may still be on its way): the same container.
+      const taken = this.takenByName.get(spec.name);
+      if (taken) {
+        const resource: ProviderResource = { resourceId: taken, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: "" };
+        await spec.onCreated(resource);
+        return resource;
+      }
       const warm = await this.pool.acquire(spec.serverUrl);
       if (warm) return this.startWarm(warm, spec, signal);
     }
@@ -216,26 +227,39 @@ export class DockerProvider implements WorkerProvider {
   }
 
   /**
-   * A warm container becomes the worker: renamed to the worker's name (so list() maps it back, and
-   * a repeated start finds it by name), its id recorded, then the assignment written to the
-   * attachment held since it started. A rename that fails leaves the job to a cold start.
+   * A warm container becomes the worker: its id recorded (the token is bound to it), the assignment
+   * written to the attachment held since it started, and meanwhile the container renamed to the
+   * worker's name, so that list() maps it back (its labels, fixed at create, name no worker) and a
+   * repeated start finds it by name. The rename is on the daemon, not on the job's path: start()
+   * returns once both are done. A rename that fails is logged: the container stays the worker by
+   * its id (inspect, stop), and list() takes it for an idle one while it runs, for an orphan after.
    */
   private async startWarm(warm: WarmContainer, spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
-    try {
-      await this.docker.getContainer(warm.id).rename({ name: spec.name, abortSignal: signal });
-    } catch (err) {
-      warm.stdin.destroy();
-      await this.stop(warm.id, 0).catch(() => {}); // the reaper removes it otherwise
-      // 409: a container of this name exists (an earlier try of this worker): the cold path adopts it.
-      if (isConnectionError(err)) throw wrap(`rename warm container ${warm.id} to ${spec.name}`, err);
-      return this.startCold(spec, this.options.defaultImage, signal);
-    }
     const resource: ProviderResource = { resourceId: warm.id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: "" };
+    this.takenByName.set(spec.name, warm.id);
     try {
       await spec.onCreated(resource);
+    } catch (err) {
+      // Not recorded: nothing may run in it. It goes (the reaper removes it otherwise).
+      warm.stdin.destroy();
+      await this.stop(warm.id, 0).catch(() => {});
+      throw err;
+    }
+    const renamed = this.docker
+      .getContainer(warm.id)
+      .rename({ name: spec.name, abortSignal: signal })
+      .then(
+        () => true,
+        (err: unknown) => {
+          this.log.warn({ err, containerId: warm.id, name: spec.name }, "could not rename a taken warm container to its worker's name; it stays the worker by its id");
+          return false;
+        },
+      );
+    try {
       await deliverAssignment(warm.stdin, assignmentLine(spec), signal);
     } finally {
       warm.stdin.destroy();
+      await renamed;
     }
     return resource;
   }
@@ -291,6 +315,7 @@ export class DockerProvider implements WorkerProvider {
 
   async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     await this.stopAndRemove(resourceId, graceMs, signal);
+    for (const [name, id] of this.takenByName) if (id === resourceId) this.takenByName.delete(name);
     // Capacity was freed: the warm pool may grow back into it, off this caller's path.
     this.pool.refillSoon();
   }

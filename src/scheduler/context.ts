@@ -76,6 +76,11 @@ export interface ReconcileContext extends ReconcilerOptions {
   readonly destroying: Set<string>;
   /** Worker ids to inspect on the next pass (their stream closed, their process exited). */
   readonly suspects: Set<string>;
+  /**
+   * Worker ids the destroy step passed over because their start was in flight here: the end of
+   * that start runs a pass at once for them (a clean start runs none, see provision.ts).
+   */
+  readonly destroyAfterStart: Set<string>;
   readonly health: ProviderHealth;
   /** Every provider call goes through here: bounded concurrency, time limits that abort. */
   readonly calls: ProviderCalls;

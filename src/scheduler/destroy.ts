@@ -13,7 +13,11 @@ export async function destroyWorkers(ctx: ReconcileContext, isLeader: boolean): 
   for await (const worker of eachWorker(ctx, ["destroying"])) {
     // Another replica's (a worker of another node; not the leader): not ours to stop. A start still
     // in flight: stopped once it returned and recorded what it created.
-    if (!isInMyCare(ctx, worker, isLeader) || isStartInFlight(ctx, worker)) continue;
+    if (!isInMyCare(ctx, worker, isLeader)) continue;
+    if (isStartInFlight(ctx, worker)) {
+      if (worker.start_owner === ctx.leadership.identity.replicaId) ctx.destroyAfterStart.add(worker.id);
+      continue;
+    }
     if (ctx.destroying.has(worker.id)) continue;
     ctx.destroying.add(worker.id);
     ctx.inBackground("worker destroy", async () => {

@@ -76,6 +76,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
   const log = ctx.log.child({ jobId: job.id, workerId: worker.id, provider: job.provider });
   let recorded: WorkerRow | null | undefined;
   let isStartCleared = false;
+  let isClean = false;
   const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "", isStartDone = false) => {
     recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied, isStartDone);
     isStartCleared = isStartDone && recorded !== null;
@@ -103,6 +104,7 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied, true);
     observeProvisioned(ctx.metrics, worker, recorded?.provisioned_at ?? ctx.clock.nowMs());
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
+    isClean = recorded !== null;
   } catch (err) {
     const error = toError(err);
     ctx.metrics.workerStartFailures.inc({ provider: job.provider });
@@ -118,5 +120,9 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     // The start returned, either way: no longer in flight (unless recordProvisioned said so already).
     if (!isStartCleared) await ctx.store.attempts.endStart(worker.id, ctx.leadership.identity.replicaId);
   }
-  ctx.nudge();
+  // A clean start leaves the pass nothing to do: the agent registers by itself, and a pass now would
+  // hold this process's event loop just as its Register arrives. A failed start, an attempt that
+  // ended meanwhile, or a destroy step that passed this worker over while it started, runs one now.
+  const isAwaited = ctx.destroyAfterStart.delete(worker.id);
+  if (!isClean || isAwaited) ctx.nudge();
 }

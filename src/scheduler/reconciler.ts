@@ -118,6 +118,7 @@ export class Reconciler {
       trace,
       destroying: new Set(),
       suspects: new Set(),
+      destroyAfterStart: new Set(),
       health,
       calls: new ProviderCalls(health, o.clock, PROVIDER_CONCURRENCY, o.metrics, trace),
       liveness,

@@ -56,6 +56,22 @@ describe("worker protocol: Register", () => {
     assert.equal(token?.instance_key_hash, hashToken("k"), "only the instance key's hash is stored");
   });
 
+  it("wakes no reconcile pass: a registration leaves the pass nothing to do, and a pass then would delay the agent", async () => {
+    const hints: string[] = [];
+    const unsubscribe = p.store.notifier.subscribe("reconcile", (payload) => hints.push(payload));
+    try {
+      const { otp, worker } = await p.provision();
+      await new Promise((resolve) => setImmediate(resolve)); // hints of the provisioning, if any, are delivered
+      hints.length = 0;
+      await p.client.register({ otpToken: otp, hostname: "h", agentVersion: "test", instanceKey: "k" });
+      assert.equal((await p.store.workers.get(worker.id))?.state, "registered");
+      await new Promise((resolve) => setImmediate(resolve)); // local hints are delivered on a later tick
+      assert.deepEqual(hints, []);
+    } finally {
+      unsubscribe();
+    }
+  });
+
   it("refuses a replayed token and changes nothing", async () => {
     const { otp, worker } = await p.provision();
     await p.client.register({ otpToken: otp, hostname: "first", agentVersion: "test", instanceKey: "k" });

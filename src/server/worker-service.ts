@@ -186,8 +186,6 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       "worker registered; provider_resource_id taken from the OTP token",
     );
     if (worker.registered_at === now) deps.reconciler.trace.registered(worker); // a repeated Register keeps the first time: its span was emitted
-    // A hint for the reconcile pass of every replica (store/notifier.ts).
-    store.hint("reconcile");
     return create(RegisterResponseSchema, {
       sessionToken: session,
       workerId: worker.id,

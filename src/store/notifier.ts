@@ -5,7 +5,7 @@
  * subscriber that receives one re-reads the database.
  *
  * Channels and their payloads (ids only, never data):
- *   reconcile  ""      a job was submitted or canceled, a worker registered: run the pass now
+ *   reconcile  ""      a job was submitted or canceled: run the pass now
  *   cancel     job id  the job was canceled: an agent of it connected to this process is told now
  *   logs       job id  the job's log grew: its followers on this process read now
  * The payload "" on any channel means "anything may have changed" (a listener that reconnected
