@@ -104,6 +104,26 @@ describe("Reconciler nudges", () => {
     assert.equal(worker.start_owner, null, "the start is no longer in flight");
   });
 
+  it("a submit's own reconcile hint runs no second pass; another replica's hint, or a reconnect's, runs one", async () => {
+    reconciler.start();
+    await quiesce();
+    const before = passes.begun;
+    // What scheduler/submit.ts does: nudge this pass, and hint the other replicas.
+    await submit();
+    reconciler.nudge();
+    store.hint("reconcile");
+    await until(() => provider.workers.size === 1, "the job's worker is started");
+    await quiesce();
+    assert.equal(passes.begun - before, 1, "one pass for the submit: its own hint came back and was skipped");
+
+    await store.notifier.publish("reconcile", "another-replica");
+    await until(() => passes.begun - before === 2, "another replica's hint runs a pass");
+    await quiesce();
+    await store.notifier.publish("reconcile", "");
+    await until(() => passes.begun - before === 3, "a listener's reconnect (payload \"\") runs a pass");
+    await quiesce();
+  });
+
   it("runs a pass when a start fails, so the job's retry or end is seen at once", async () => {
     provider.nextStartError = new Error("no room");
     await submit();

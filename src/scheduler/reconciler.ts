@@ -132,8 +132,11 @@ export class Reconciler {
 
   start(): void {
     this.stopped = false;
-    // A "reconcile" hint from any replica (a submit, a cancel, a registration) runs a pass now.
-    this.unsubscribe = this.o.store.notifier.subscribe("reconcile", () => this.nudge());
+    // A "reconcile" hint from another replica (a submit, a cancel) runs a pass now; this process's
+    // own come back too, but whoever sent them nudged this pass already (Store.hintOrigin).
+    this.unsubscribe = this.o.store.notifier.subscribe("reconcile", (origin) => {
+      if (origin !== this.o.store.hintOrigin) this.nudge();
+    });
     this.ctx.liveness.start();
     this.ctx.leadership.start();
     this.nudge();

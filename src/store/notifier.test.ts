@@ -95,7 +95,8 @@ describe("notifier: PostgreSQL (LISTEN/NOTIFY)", { skip: SKIP }, () => {
       assert.equal(await received, "job-42");
       const reconcile = next(b, "reconcile");
       a.hint("reconcile");
-      assert.equal(await reconcile, "");
+      assert.equal(await reconcile, a.hintOrigin, "a reconcile hint names the store that sent it (its own reconciler skips it)");
+      assert.notEqual(a.hintOrigin, b.hintOrigin);
     } finally {
       await a.close();
       await b.close();

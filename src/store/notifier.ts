@@ -5,7 +5,9 @@
  * subscriber that receives one re-reads the database.
  *
  * Channels and their payloads (ids only, never data):
- *   reconcile  ""      a job was submitted or canceled: run the pass now
+ *   reconcile  origin  a job was submitted or canceled: run the pass now (the payload is the
+ *                      publishing Store's hintOrigin, so that its own reconciler, already nudged,
+ *                      skips it)
  *   cancel     job id  the job was canceled: an agent of it connected to this process is told now
  *   logs       job id  the job's log grew: its followers on this process read now
  * The payload "" on any channel means "anything may have changed" (a listener that reconnected

@@ -16,6 +16,7 @@
  * `notifier` carries hints between the processes of this database (notifier.ts); `hint` sends one
  * without waiting and merges a job's "logs" hints.
  */
+import { randomUUID } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import { AttemptQueries } from "./attempts.js";
 import type { DatabaseKind } from "./database.js";
@@ -83,9 +84,16 @@ export class Store {
     this.schedules = new ScheduleQueries(db, kind);
   }
 
+  /**
+   * This store's mark on its "reconcile" hints (notifier.ts): whoever publishes one has nudged its
+   * own pass already, so its own reconciler ignores the hint when it comes back (in process on
+   * SQLite, through LISTEN on PostgreSQL) instead of running a second pass for nothing.
+   */
+  readonly hintOrigin = randomUUID();
+
   /** Sends a hint (notifier.ts) without waiting; never throws. isUrgent: a "logs" hint not merged (CoalescingPublisher). */
   hint(channel: NotifyChannel, payload = "", isUrgent = false): void {
-    this.hints.publish(channel, payload, isUrgent);
+    this.hints.publish(channel, channel === "reconcile" && payload === "" ? this.hintOrigin : payload, isUrgent);
   }
 
   async close(): Promise<void> {

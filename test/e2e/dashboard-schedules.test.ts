@@ -163,7 +163,7 @@ describe("the dashboard's schedules, traces and webhooks", { skip: skip || undef
     const dialog = page.getByRole("alertdialog", { name: "Remove schedule cleanup?" });
     await dialog.waitFor();
     // A modal dialog keeps the focus: it opens on "Keep it", and Tab / Shift+Tab go round its two buttons.
-    const focused = () => page.evaluate(() => document.activeElement?.textContent?.trim() ?? "");
+    const focused = () => page.evaluate<string>(`document.activeElement?.textContent?.trim() ?? ""`);
     assert.equal(await focused(), "Keep it");
     const seen: string[] = [];
     for (let i = 0; i < 3; i++) {
