@@ -6,7 +6,7 @@
  *
  * Every provider's latency part has the same keys: <baseline key> and hello_world_ms (p50, p95, min,
  * max), hello_world_final_ms, ratio_p50, ratio_p95 and ratio_p50_final against the baseline, target
- * (p50 within 2x), phases_p50_ms (provision, register, dispatch, run, destroy, from the job's timeline).
+ * (hello_world_ms p50 within 1.5x on local and Kubernetes, 1.3x on Docker), phases_p50_ms (provision, register, dispatch, run, destroy, from the job's timeline).
  *
  * local (top level of the JSON: provider, runs, ...):
  *   baseline      (baseline_node_spawn_ms) spawn the agent's Node binary with a script that exits at
@@ -92,7 +92,7 @@ const round = (n: number) => Math.round(n * 10) / 10;
 const summary = (values: number[]) => ({ p50: round(percentile(values, 50)), p95: round(percentile(values, 95)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
 
 /** Baseline and hello-world summaries, their ratios and the phase breakdown, under fixed keys. */
-function latencyReport(baselineKey: string, base: number[], latencies: number[], phasesP50: Record<string, number>, finalLatencies: number[] = []) {
+function latencyReport(baselineKey: string, base: number[], latencies: number[], phasesP50: Record<string, number>, finalLatencies: number[], targetRatio: number) {
   const baselineSummary = summary(base);
   const hello = summary(latencies);
   const final = finalLatencies.length > 0 ? summary(finalLatencies) : null;
@@ -102,7 +102,7 @@ function latencyReport(baselineKey: string, base: number[], latencies: number[],
     ...(final ? { hello_world_final_ms: final, ratio_p50_final: round(final.p50 / baselineSummary.p50) } : {}),
     ratio_p50: round(hello.p50 / baselineSummary.p50),
     ratio_p95: round(hello.p95 / baselineSummary.p95),
-    target: "p50 within 2x the baseline",
+    target: `hello_world_ms p50 within ${targetRatio}x the baseline`,
     phases_p50_ms: phasesP50,
   };
 }
@@ -247,7 +247,7 @@ async function dockerSection(docker: Dockerode | null, client: Client, clusterId
   return {
     runs: HELLO_RUNS,
     image: DOCKER_IMAGE,
-    ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50, finalLatencies),
+    ...latencyReport("baseline_container_run_ms", base, latencies, phasesP50, finalLatencies, 1.3),
     containers_left: left.length,
     // The same jobs with a warm pool (a server of its own: HODEI_DOCKER_WARM_WORKERS), bench/docker-warm.ts.
     warm: await dockerWarmSection(docker, DOCKER_IMAGE, HELLO_RUNS, summary(base).p50),
@@ -295,7 +295,7 @@ async function kubernetesSection(core: k8s.CoreV1Api | null, client: Client): Pr
   return {
     runs: HELLO_RUNS,
     api: "emulated (test/fixtures/kube-emulator: pods run as Docker containers)",
-    ...latencyReport("baseline_pod_run_ms", base, latencies, phasesP50, finalLatencies),
+    ...latencyReport("baseline_pod_run_ms", base, latencies, phasesP50, finalLatencies, 1.5),
     pods_left: pods.items.length,
   };
 }
@@ -322,7 +322,7 @@ async function localSection(client: Client, server: { url: string; process: { pi
   return {
     provider: "local",
     runs: HELLO_RUNS,
-    ...latencyReport("baseline_node_spawn_ms", base, latencies, phasesP50, finalLatencies),
+    ...latencyReport("baseline_node_spawn_ms", base, latencies, phasesP50, finalLatencies, 1.5),
     throughput: await throughputSection(client, THROUGHPUT_JOBS, { ...WORKER_ENV, HODEI_SERVER_URL: server.url }, server.process.pid!),
   };
 }
