@@ -84,14 +84,21 @@ const WORK_DIR = "/tmp/hodei-work";
 /** Per request; above any stop grace period we use (stop waits that long for the container). */
 const REQUEST_TIMEOUT_MS = 120_000;
 
+/** How long a taken warm container is remembered for a repeated start of its worker, ms (a start's retries end well within it). */
+const TAKEN_KEPT_MS = 10 * 60_000;
+
 export class DockerProvider implements WorkerProvider {
   readonly name = "docker";
   readonly resourceType = "container_id" as const;
   private readonly docker: Dockerode;
   private readonly pool: WarmPool;
   private readonly log: { warn(fields: object, message: string): void };
-  /** Warm containers taken for a worker by this process, by the worker's name, until stopped. */
-  private readonly takenByName = new Map<string, string>();
+  /**
+   * Warm containers taken for a worker by this process, by the worker's name: a repeated start of
+   * the worker returns the same container. Kept until stopped here, or TAKEN_KEPT_MS at most (a
+   * replica that is not the leader never stops the workers it started, so the map must not grow).
+   */
+  private readonly takenByName = new Map<string, { id: string; atMs: number }>();
 
   constructor(private readonly options: DockerProviderOptions) {
     this.log = options.log ?? { warn: (fields, message) => process.stderr.write(`docker: ${message} ${JSON.stringify(fields, errorFields)}\n`) };
@@ -122,7 +129,7 @@ export class DockerProvider implements WorkerProvider {
     // A warm container runs the default image without limits: only such jobs can take one.
     if (image === this.options.defaultImage && spec.cpuMillis <= 0 && spec.memoryMb <= 0) {
       // A repeat of a warm start in this process (its rename may still be on its way): the same container.
-      const taken = this.takenByName.get(spec.name);
+      const taken = this.takenByName.get(spec.name)?.id;
       if (taken) {
         const resource: ProviderResource = { resourceId: taken, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: "" };
         await spec.onCreated(resource);
@@ -236,7 +243,13 @@ export class DockerProvider implements WorkerProvider {
    */
   private async startWarm(warm: WarmContainer, spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     const resource: ProviderResource = { resourceId: warm.id, resourceType: "container_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: "" };
-    this.takenByName.set(spec.name, warm.id);
+    const nowMs = Date.now();
+    // Entries are in insertion order: the oldest go first, once past TAKEN_KEPT_MS.
+    for (const [name, entry] of this.takenByName) {
+      if (nowMs - entry.atMs < TAKEN_KEPT_MS) break;
+      this.takenByName.delete(name);
+    }
+    this.takenByName.set(spec.name, { id: warm.id, atMs: nowMs });
     try {
       await spec.onCreated(resource);
     } catch (err) {
@@ -315,7 +328,7 @@ export class DockerProvider implements WorkerProvider {
 
   async stop(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     await this.stopAndRemove(resourceId, graceMs, signal);
-    for (const [name, id] of this.takenByName) if (id === resourceId) this.takenByName.delete(name);
+    for (const [name, entry] of this.takenByName) if (entry.id === resourceId) this.takenByName.delete(name);
     // Capacity was freed: the warm pool may grow back into it, off this caller's path.
     this.pool.refillSoon();
   }

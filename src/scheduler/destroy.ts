@@ -18,6 +18,8 @@ export async function destroyWorkers(ctx: ReconcileContext, isLeader: boolean): 
       if (worker.start_owner === ctx.leadership.identity.replicaId) ctx.destroyAfterStart.add(worker.id);
       continue;
     }
+    // No longer in flight: an entry added by a step that read the row before the start ended goes.
+    ctx.destroyAfterStart.delete(worker.id);
     if (ctx.destroying.has(worker.id)) continue;
     ctx.destroying.add(worker.id);
     ctx.inBackground("worker destroy", async () => {

@@ -28,10 +28,13 @@ describe("leader lease", () => {
     await store.close();
   });
 
-  function replica(id: string, nodeId = "node-a") {
+  /** Process keys of this "machine" whose process is gone (what process-key.ts would find in /proc). */
+  const goneProcesses = new Set<string>();
+
+  function replica(id: string, nodeId = "node-a", processKey: string | null = null) {
     const log = pino({ level: "silent" });
     const liveness = new Liveness(clock, log);
-    const lease = new Leadership({ replicaId: id, nodeId }, { store, clock, liveness, log, leaseMs: LEASE_MS });
+    const lease = new Leadership({ replicaId: id, nodeId, processKey }, { store, clock, liveness, log, leaseMs: LEASE_MS, isProcessGone: (key) => goneProcesses.has(key) });
     const r = { lease, liveness, isFrozen: false };
     replicas.push(r);
     return r;
@@ -61,6 +64,52 @@ describe("leader lease", () => {
       tookOverAfterMs += LEASE_MS / 3;
     }
     assert.ok(tookOverAfterMs <= LEASE_MS / 3, `taken over ${tookOverAfterMs} ms after the expiry`);
+    assert.equal((await store.replicas.getLease("leader"))?.holder, "b");
+  });
+
+  it("is taken over at once, not at its expiry, when the holder's process on this node is known to be gone", async () => {
+    goneProcesses.clear();
+    const a = replica("a", "node-a", "boot/ns/101/500");
+    assert.equal(await a.lease.ensure(), true);
+    const epoch = (await store.replicas.getLease("leader"))!.epoch;
+    // a is SIGKILLed; b is the server started again on the same machine a moment later.
+    a.isFrozen = true;
+    const b = replica("b", "node-a", "boot/ns/202/900");
+    tick(1000);
+    assert.equal(await b.lease.ensure(), false, "while a's process runs (as far as anyone can tell), its lease holds");
+    goneProcesses.add("boot/ns/101/500");
+    assert.equal(await b.lease.ensure(), true, "its process is gone: b leads now, 14 s before the lease would expire");
+    const lease = await store.replicas.getLease("leader");
+    assert.equal(lease?.holder, "b");
+    assert.equal(lease?.epoch, epoch + 1, "a change of hands");
+  });
+
+  it("waits for the expiry when the holder is on another node, has no process key, or only seems gone", async () => {
+    goneProcesses.clear();
+    goneProcesses.add("boot/ns/101/500");
+    goneProcesses.add("boot/ns/303/700");
+    // On another node: its process key says nothing about this machine's processes.
+    const a = replica("a", "node-b", "boot/ns/101/500");
+    assert.equal(await a.lease.ensure(), true);
+    a.isFrozen = true;
+    const b = replica("b", "node-a", "boot/ns/202/900");
+    tick(1000);
+    assert.equal(await b.lease.ensure(), false, "a holder on another node keeps its lease until it expires");
+    tick(LEASE_MS);
+    assert.equal(await b.lease.ensure(), true, "taken at the expiry, as before");
+    // A holder from before process keys (null): the same.
+    b.isFrozen = true;
+    await store.replicas.renewPresence("b", "node-a", clock.nowMs(), null);
+    const c = replica("c", "node-a", "boot/ns/303/800");
+    assert.equal(await c.lease.ensure(), false, "no process key: no proof, no takeover");
+  });
+
+  it("takes over only if the lease is still the one it saw (holder and epoch), so two survivors cannot both win", async () => {
+    const a = replica("a", "node-a", "boot/ns/101/500");
+    await a.lease.ensure();
+    const { epoch } = (await store.replicas.getLease("leader"))!;
+    assert.ok(await store.replicas.takeOverLease("leader", "a", epoch, "b", clock.nowMs() + LEASE_MS));
+    assert.equal(await store.replicas.takeOverLease("leader", "a", epoch, "c", clock.nowMs() + LEASE_MS), null, "the second one finds b there");
     assert.equal((await store.replicas.getLease("leader"))?.holder, "b");
   });
 

@@ -8,7 +8,9 @@
  * provisions. The lease is a row in the database, acquired or renewed by one guarded statement
  * (store/replicas.ts) at least every third of its length; a replica that is not the leader tries
  * to acquire it as often, so it takes over within a third of a lease after the holder's lease
- * expired (at most one lease plus a third after the holder died).
+ * expired (at most one lease plus a third after the holder died). Sooner when the holder ran on
+ * this node and its process is provably gone (process-key.ts): a server restarted after a crash, or
+ * a replica beside one that died, takes the lease at once, by a statement guarded by holder and epoch.
  *
  * Invariants:
  * - no two leaders at once: a replica counts itself leader only until the expiry it wrote, measured
@@ -25,7 +27,9 @@ import type { Logger } from "pino";
 import type { Clock } from "../core/clock.js";
 import { toError } from "../core/errors.js";
 import type { Store } from "../store/store.js";
+import type { LeaseRow } from "../store/schema.js";
 import type { Liveness } from "./liveness.js";
+import { isProcessGone as isProcessGoneOnThisMachine } from "./process-key.js";
 
 /** The lease's name in the leases table. */
 export const LEADER_LEASE = "leader";
@@ -37,6 +41,8 @@ export interface ReplicaIdentity {
   replicaId: string;
   /** The machine it runs on (HODEI_NODE_ID, default the hostname): local workers belong to it. */
   nodeId: string;
+  /** Its process (process-key.ts), recorded with its presence; null or absent where unknown. */
+  processKey?: string | null;
 }
 
 export class Leadership {
@@ -49,7 +55,16 @@ export class Leadership {
 
   constructor(
     readonly identity: ReplicaIdentity,
-    private readonly o: { store: Store; clock: Clock; liveness: Liveness; log: Logger; leaseMs: number; onChange?: (isLeader: boolean) => void },
+    private readonly o: {
+      store: Store;
+      clock: Clock;
+      liveness: Liveness;
+      log: Logger;
+      leaseMs: number;
+      onChange?: (isLeader: boolean) => void;
+      /** Whether the process of a process key is known to be gone (process-key.ts; tests replace it). */
+      isProcessGone?: (processKey: string) => boolean;
+    },
   ) {}
 
   get leaseMs(): number {
@@ -103,8 +118,8 @@ export class Leadership {
     const from = this.o.clock.nowMs();
     const { replicaId, nodeId } = this.identity;
     try {
-      await this.o.store.replicas.renewPresence(replicaId, nodeId, from);
-      const row = await this.o.store.replicas.acquireLease(LEADER_LEASE, replicaId, from, from + this.o.leaseMs);
+      await this.o.store.replicas.renewPresence(replicaId, nodeId, from, this.identity.processKey ?? null);
+      const row = (await this.o.store.replicas.acquireLease(LEADER_LEASE, replicaId, from, from + this.o.leaseMs)) ?? (await this.takeOverFromGoneHolder(from));
       if (row && !this.isReleased) {
         if (!wasLeader || row.epoch !== this.epoch) this.o.log.info({ replicaId, nodeId, epoch: row.epoch }, "this replica is the leader");
         this.epoch = row.epoch;
@@ -119,6 +134,24 @@ export class Leadership {
     }
     if (wasLeader !== this.heldUntilMs > 0) this.o.onChange?.(this.heldUntilMs > 0);
     return this.isLeader();
+  }
+
+  /**
+   * The lease is held and not expired: when its holder is a replica of this node whose process is
+   * known to be gone (the same machine's boot and PID namespace: process-key.ts), takes it over now
+   * rather than after its expiry. Anything less than proof leaves it to expire.
+   */
+  private async takeOverFromGoneHolder(from: number): Promise<LeaseRow | null> {
+    const isProcessGone = this.o.isProcessGone ?? isProcessGoneOnThisMachine;
+    const lease = await this.o.store.replicas.getLease(LEADER_LEASE);
+    if (!lease || lease.holder === "" || lease.holder === this.identity.replicaId || lease.expires_at_ms <= from) return null;
+    const holder = await this.o.store.replicas.getPresence(lease.holder);
+    if (!holder?.process_key || holder.node_id !== this.identity.nodeId || !isProcessGone(holder.process_key)) return null;
+    const row = await this.o.store.replicas.takeOverLease(LEADER_LEASE, lease.holder, lease.epoch, this.identity.replicaId, from + this.o.leaseMs);
+    if (row) {
+      this.o.log.info({ replicaId: this.identity.replicaId, previousLeader: lease.holder, previousLeaderProcess: holder.process_key }, "the leader's process is gone from this machine: taking the lease over without waiting for it to expire");
+    }
+    return row;
   }
 
   private lose(): void {

@@ -133,6 +133,25 @@ describe("Reconciler nudges", () => {
     assert.ok(passes.begun >= 2, "the claiming pass, then at least the one the failed start nudged");
   });
 
+  it("destroys a worker whose attempt ended during its start, unseen by any destroy step, as soon as the start returns", async () => {
+    let release = () => {};
+    provider.hold = new Promise((resolve) => (release = resolve));
+    const job = await submit();
+    reconciler.start();
+    await until(() => provider.workers.size === 1, "the worker is created and recorded, its start still in flight");
+    await quiesce(true);
+    // The job ends without a pass seeing it (as when a destroy step read the worker a moment before):
+    // only the start's own end can tell that the worker must go now.
+    assert.ok(await store.attempts.cancel(job.id, "canceled by the test", clock.nowMs(), clock.nowMs() + 1000));
+    const begun = passes.begun;
+    release();
+    await until(() => provider.stopped.length === 1, "stopped right after its start returned, with no timer pass");
+    assert.ok(passes.begun > begun, "the start's end ran a pass");
+    await quiesce();
+    const [worker] = await store.workers.listOfJob(job.id);
+    assert.equal(worker.state, "destroyed");
+  });
+
   it("destroys a worker whose job was canceled during its start as soon as the start returns", async () => {
     let release = () => {};
     provider.hold = new Promise((resolve) => (release = resolve));

@@ -77,6 +77,8 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
   let recorded: WorkerRow | null | undefined;
   let isStartCleared = false;
   let isClean = false;
+  /** The worker's state when its start was cleared (endStart): destroying means its attempt ended meanwhile. */
+  let stateAtEnd: WorkerRow["state"] | null = null;
   const record = async (resourceId: string, resourceType: WorkerRow["resource_type"] & string, resourcesApplied = "", isStartDone = false) => {
     recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied, isStartDone);
     isStartCleared = isStartDone && recorded !== null;
@@ -118,11 +120,12 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     }
   } finally {
     // The start returned, either way: no longer in flight (unless recordProvisioned said so already).
-    if (!isStartCleared) await ctx.store.attempts.endStart(worker.id, ctx.leadership.identity.replicaId);
+    if (!isStartCleared) stateAtEnd = await ctx.store.attempts.endStart(worker.id, ctx.leadership.identity.replicaId);
   }
   // A clean start leaves the pass nothing to do: the agent registers by itself, and a pass now would
   // hold this process's event loop just as its Register arrives. A failed start, an attempt that
-  // ended meanwhile, or a destroy step that passed this worker over while it started, runs one now.
+  // ended meanwhile (the row says destroying when the start was cleared, whether or not a destroy
+  // step saw it in flight), or a destroy step that passed this worker over while it started, runs one now.
   const isAwaited = ctx.destroyAfterStart.delete(worker.id);
-  if (!isClean || isAwaited) ctx.nudge();
+  if (!isClean || isAwaited || stateAtEnd === "destroying") ctx.nudge();
 }

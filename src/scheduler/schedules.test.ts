@@ -281,6 +281,17 @@ describe("schedules step", () => {
     assert.equal((await schedule("crash")).next_run_at, row.next_run_at + MINUTE);
   });
 
+  it("a tick whose key names a job of another spec (the schedule was removed and made again) moves on and is counted as job_exists", async () => {
+    const row = await create("remade", "* * * * *");
+    clock.advance(30_000);
+    const other = validateJobSpec({ command: ["echo", "the old schedule's command"], idempotencyKey: tickKey("remade", row.next_run_at) }, { provider: "local", timeoutSeconds: 60, providers: ["local"] });
+    await store.jobs.insert("job-of-the-old-schedule", other, clock.nowMs());
+    await fireDueSchedules(ctx);
+    assert.equal((await store.db.selectFrom("jobs").selectAll().execute()).length, 1, "no second job for the tick");
+    assert.equal((await schedule("remade")).next_run_at, row.next_run_at + MINUTE, "the schedule moved on");
+    assert.deepEqual(await ticksCounted(), { "skipped/job_exists": 1 });
+  });
+
   it("the ticks of a schedule whose creating key was revoked fire nothing, saying why", async () => {
     await store.keys.insert({ name: "ci", keyHash: "h", scopes: ["submit", "provider:local"] }, clock.nowMs());
     await create("owned", "* * * * *", { createdBy: "ci" });

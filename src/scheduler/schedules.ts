@@ -117,6 +117,8 @@ async function fireSchedule(ctx: ScheduleStepContext, row: ScheduleRow, nowMs: n
       // The tick's key names a job with another spec (a schedule removed and made again): the schedule moved on with it.
       if (!(err instanceof AlreadyExistsError)) throw err;
       ctx.log.warn({ schedule: row.name, tick: iso(tickMs), err: err.message }, "schedule tick's job already exists with another spec");
+      // The schedule's advance was written with the job's insert: its missed ticks are recorded too.
+      countSkipped(ctx, "missed", missed);
       countSkipped(ctx, "job_exists", 1);
       expected = nextRunAt;
       continue;

@@ -241,9 +241,10 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
   });
 
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(explainListenError(err, options)));
+    const onError = (err: NodeJS.ErrnoException) => reject(explainListenError(err, options));
+    server.once("error", onError);
     server.listen(options.port, options.host, () => {
-      server.off("error", reject);
+      server.off("error", onError);
       resolve();
     });
   });

@@ -19,6 +19,7 @@ import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
 import type { WorkerProvider } from "../providers/provider.js";
 import { openJobTrace } from "../scheduler/job-trace.js";
+import { currentProcessKey } from "../scheduler/process-key.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
@@ -101,7 +102,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   const metrics = createMetrics();
   const logHub = new LogHub(store);
   // Several replicas may share the database: a new id per process start, on its machine's node.
-  const replica = { replicaId: newId(), nodeId: config.nodeId };
+  const replica = { replicaId: newId(), nodeId: config.nodeId, processKey: currentProcessKey() };
   log.info(replica, "replica starting");
   const sessions = new SessionRegistry({ store, log });
   const stopFollowingCancels = sessions.followCancels(store.notifier);

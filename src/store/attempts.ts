@@ -143,10 +143,11 @@ export class AttemptQueries {
    * The start() of a worker returned (either way): it is no longer in flight. Guarded by the owner,
    * so a late return of a start another replica took over does not clear that one's.
    */
-  async endStart(workerId: string, owner: string): Promise<void> {
-    await runCompiled(this.db, "attempts.endStart", [workerId, owner], (p) =>
-      this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", p(0)).where("start_owner", "=", p(1)),
+  async endStart(workerId: string, owner: string): Promise<WorkerRow["state"] | null> {
+    const row = await firstRow(this.db, "attempts.endStart", [workerId, owner], (p) =>
+      this.db.updateTable("workers").set({ start_owner: null, start_deadline_ms: null }).where("id", "=", p(0)).where("start_owner", "=", p(1)).returning("state"),
     );
+    return row?.state ?? null;
   }
 
   /**

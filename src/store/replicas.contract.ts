@@ -69,6 +69,17 @@ export function describeReplicaQueries(makeStore: () => Promise<Store>): void {
         assert.equal(results.filter(Boolean).length, 1);
       });
 
+      it("is taken over before its expiry only from the holder and epoch seen (a holder whose process is gone), once", async () => {
+        const now = clock.nowMs();
+        const a = await store.replicas.acquireLease("leader", "a", now, now + 15_000);
+        assert.equal(await store.replicas.takeOverLease("leader", "a", a!.epoch + 1, "b", now + 15_000), null, "another epoch: nothing");
+        assert.equal(await store.replicas.takeOverLease("leader", "z", a!.epoch, "b", now + 15_000), null, "another holder: nothing");
+        const b = await store.replicas.takeOverLease("leader", "a", a!.epoch, "b", now + 20_000);
+        assert.deepEqual([b?.holder, b?.epoch, b?.expires_at_ms], ["b", a!.epoch + 1, now + 20_000]);
+        assert.equal(await store.replicas.takeOverLease("leader", "a", a!.epoch, "c", now + 20_000), null, "a second survivor finds it taken");
+        assert.equal(await store.replicas.acquireLease("leader", "a", now + 1, now + 15_001), null, "the old holder cannot renew it");
+      });
+
       it("released, it is free at once; a release by another replica changes nothing", async () => {
         const now = clock.nowMs();
         await store.replicas.acquireLease("leader", "a", now, now + 15_000);
@@ -86,8 +97,12 @@ export function describeReplicaQueries(makeStore: () => Promise<Store>): void {
         await store.replicas.renewPresence("r1", "node-a", 5000);
         const rows = await store.replicas.listPresence();
         assert.deepEqual(rows.map((r) => [r.id, r.node_id, r.started_at_ms, r.renewed_at_ms]), [["r1", "node-a", 1000, 5000], ["r2", "node-b", 1000, 1000]]);
-        assert.equal(await store.replicas.removeStalePresence(2000), 1);
-        await store.replicas.removePresence("r1");
+        await store.replicas.renewPresence("r2", "node-b", 6000, "boot/pid:[1]/42/777");
+        assert.deepEqual(await store.replicas.getPresence("r2"), { id: "r2", node_id: "node-b", started_at_ms: 1000, renewed_at_ms: 6000, process_key: "boot/pid:[1]/42/777" });
+        assert.equal((await store.replicas.getPresence("r1"))?.process_key, null, "unknown where none was given");
+        assert.equal(await store.replicas.getPresence("nobody"), undefined);
+        assert.equal(await store.replicas.removeStalePresence(5500), 1, "r1, last renewed at 5000");
+        await store.replicas.removePresence("r2");
         assert.deepEqual(await store.replicas.listPresence(), []);
       });
     });

@@ -49,13 +49,35 @@ export class ReplicaQueries {
     return this.db.selectFrom("leases").selectAll().where("name", "=", name).executeTakeFirst();
   }
 
-  /** Records that the replica runs now (an insert the first time, then an update). */
-  async renewPresence(id: string, nodeId: string, nowMs: number): Promise<void> {
+  /** Records that the replica runs now (an insert the first time, then an update), with its process key when known. */
+  async renewPresence(id: string, nodeId: string, nowMs: number, processKey: string | null = null): Promise<void> {
     await this.db
       .insertInto("replicas")
-      .values({ id, node_id: nodeId, started_at_ms: nowMs, renewed_at_ms: nowMs })
-      .onConflict((oc) => oc.column("id").doUpdateSet({ renewed_at_ms: nowMs, node_id: nodeId }))
+      .values({ id, node_id: nodeId, started_at_ms: nowMs, renewed_at_ms: nowMs, process_key: processKey })
+      .onConflict((oc) => oc.column("id").doUpdateSet({ renewed_at_ms: nowMs, node_id: nodeId, process_key: processKey }))
       .execute();
+  }
+
+  /** One replica's presence row. */
+  async getPresence(id: string): Promise<ReplicaRow | undefined> {
+    return this.db.selectFrom("replicas").selectAll().where("id", "=", id).executeTakeFirst();
+  }
+
+  /**
+   * Takes the lease from `from`, whose process is known to be gone, before it expires: guarded by
+   * holder and epoch, so it succeeds only if nobody renewed or took it meanwhile. A change of hands
+   * increments epoch. Null when the guard did not hold.
+   */
+  async takeOverLease(name: string, from: string, epoch: number, holder: string, expiresAtMs: number): Promise<LeaseRow | null> {
+    const row = await this.db
+      .updateTable("leases")
+      .set({ holder, epoch: epoch + 1, expires_at_ms: expiresAtMs })
+      .where("name", "=", name)
+      .where("holder", "=", from)
+      .where("epoch", "=", epoch)
+      .returningAll()
+      .executeTakeFirst();
+    return row ?? null;
   }
 
   /** A replica that stops cleanly leaves. */

@@ -224,6 +224,8 @@ export interface ReplicasTable {
   node_id: string;
   started_at_ms: number;
   renewed_at_ms: number;
+  /** The replica's process (scheduler/process-key.ts), migration 0029; null where unknown. */
+  process_key: string | null;
 }
 
 /** One webhook delivery of a job's end (migration 0025). */

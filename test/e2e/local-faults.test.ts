@@ -1,6 +1,7 @@
 /**
  * Faults and limits on the local provider: the control plane killed mid-job and restarted,
- * a worker lost while the control plane is down, and a job that prints 50 MB.
+ * a worker lost while the control plane is down, the leader killed and started again (it leads at
+ * once), and a job that prints 50 MB.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -54,6 +55,40 @@ describe("the control plane killed with SIGKILL mid-job", () => {
       assert.match(job.reason, /disappeared|killed|heartbeat/);
       assert.equal(job.logsIncomplete, true, "the logs are marked incomplete");
       assert.deepEqual(await leftoverProcesses(second!), []);
+    } finally {
+      killCluster(clusterId);
+      await first.kill();
+      await second?.stop();
+      first.cleanup();
+    }
+  });
+});
+
+describe("the leader killed with SIGKILL and started again on the same machine", () => {
+  it("leads at once, without waiting out its old lease: the old process is provably gone", async () => {
+    // A lease far longer than the test may wait: leading within it proves the takeover.
+    const env = { HODEI_LEADER_LEASE_MS: "300000", HODEI_LOCAL_MAX_WORKERS: "1" };
+    const first = await startServerProcess(env);
+    const { clusterId, dataDir, port } = first;
+    let second: ServerProcess | undefined;
+    try {
+      await eventually(() => first.output.some((line) => line.includes('"this replica is the leader"')));
+      await first.kill();
+      second = await startServerProcess(env, { dataDir, clusterId, port });
+      const restarted = second;
+      await eventually(() => restarted.output.some((line) => line.includes('"this replica is the leader"')), 30_000);
+      const takeover = restarted.output.find((line) => line.includes("the leader's process is gone from this machine"));
+      assert.ok(takeover, "it says why it took the lease before its expiry");
+      // A leader step runs: with the one slot taken, a job past its queue timeout is ended by the
+      // queue-deadlines step, which only the leader runs.
+      const busy = (await runCli(restarted, ["run", "--detach", "--", "sleep 60"])).stdout.trim();
+      await jobWhen(restarted, busy, (j) => j.state === "running", 30_000);
+      const waiting = (await runCli(restarted, ["run", "--detach", "--queue-timeout", "1", "--", "true"])).stdout.trim();
+      const job = await jobWhen(restarted, waiting, (j) => j.state === "timed_out", 30_000);
+      assert.match(job.reason, /never started/);
+      await runCli(restarted, ["cancel", busy]);
+      await jobWhen(restarted, busy, (j) => Boolean(j.timeline.destroyed), 30_000);
+      assert.deepEqual(await leftoverProcesses(restarted), []);
     } finally {
       killCluster(clusterId);
       await first.kill();

@@ -2,7 +2,7 @@
  * ListJobs by provider (the dashboard's and `hodei jobs --provider`'s filter): the newest jobs of one
  * provider as one range of (provider, created_at, id), read in order. Without it SQLite walked
  * jobs_created from the newest job and filtered, so a provider with few jobs among many of another
- * read the whole history (59-65 ms at 100,000 jobs). Only inserts write it: neither column changes
+ * read the whole history (25 ms for 10 jobs of one provider among 100,000, in-memory SQLite). Only inserts write it: neither column changes
  * after a job is stored.
  */
 import type { Kysely } from "kysely";

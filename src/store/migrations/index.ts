@@ -33,6 +33,7 @@ import * as m0025 from "./0025_webhook_deliveries.js";
 import * as m0026 from "./0026_schedules.js";
 import * as m0027 from "./0027_workers_provider_state.js";
 import * as m0028 from "./0028_jobs_provider_created.js";
+import * as m0029 from "./0029_replica_process_key.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -65,6 +66,7 @@ const STEPS: Record<string, Step> = {
   "0026_schedules": m0026,
   "0027_workers_provider_state": m0027,
   "0028_jobs_provider_created": m0028,
+  "0029_replica_process_key": m0029,
 };
 
 /** The first step: applying it means the database was created by this run. */
