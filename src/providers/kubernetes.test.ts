@@ -312,6 +312,20 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
       }
     });
 
+    it("is woken by the pod's watch when the pod goes, not by its poll", async () => {
+      // A poll of ten minutes: a stop that returns within the test's time was woken by the watch.
+      const provider = new KubernetesProvider({ clusterId: CLUSTER_ID, kubeConfig, namespace: NS, defaultImage: DEFAULT_WORKER_IMAGE, imagePullSecrets: [], nodeSelector: {}, tolerations: [], agentEnv: { HODEI_REGISTER_TIMEOUT_MS: "60000" }, stopPollMs: 600_000 });
+      const core = kubeConfig.makeApiClient(k8s.CoreV1Api);
+      try {
+        const resource = await provider.start(workerSpec());
+        await eventually(() => provider.inspect(resource.resourceId), (s) => s.state === "running");
+        await provider.stop(resource.resourceId, 1000);
+        assert.equal((await core.readNamespacedPod({ name: resource.resourceId, namespace: NS }).catch((e) => e)).code, 404, "gone when stop returns");
+      } finally {
+        await provider.close();
+      }
+    });
+
     it("refuses, at start, a cluster id that the API server would refuse as a label value", () => {
       for (const clusterId of ["prod-", "-prod", "x".repeat(64), "a b", ""]) {
         assert.throws(

@@ -59,6 +59,8 @@ export interface KubernetesProviderOptions {
   agentEnv: Record<string, string>;
   /** Where failures the start survives are reported (a token Secret left without its owner). Default: stderr. */
   log?: { warn(fields: object, message: string): void };
+  /** How often a stopping pod is read again at most, ms; its watch event wakes the wait sooner. Default 250. */
+  stopPollMs?: number;
 }
 
 /** Waiting reasons after which the pod will never run as it is. */
@@ -72,6 +74,9 @@ const WORK_DIR = "/tmp/hodei-work";
 const MIN_STOP_GRACE_SECONDS = 1;
 /** How long a failed start waits for the delete of the Secret it made. */
 const CLEANUP_CALL_MS = 10_000;
+
+/** A stopping pod is read again this often at most while waiting for it to go (its watch event wakes the wait sooner), ms. */
+const DEFAULT_STOP_POLL_MS = 250;
 
 export class KubernetesProvider implements WorkerProvider {
   readonly name = "kubernetes";
@@ -99,8 +104,33 @@ export class KubernetesProvider implements WorkerProvider {
       kubeConfig: options.kubeConfig,
       namespace: options.namespace,
       labelSelector: this.selector,
-      onChange: (name) => this.onWorkerChange(name),
+      onChange: (name) => {
+        this.podChanged.get(name)?.();
+        this.onWorkerChange(name);
+      },
     });
+  }
+
+  /** stop() calls waiting for a pod to go, by pod name: the watch wakes them (a hint; they poll too). */
+  private readonly podChanged = new Map<string, () => void>();
+
+  /**
+   * A wait that ends after ms, or sooner when the watch reports a change of the pod. Registered at
+   * once, before the caller reads the pod, so that an event between the read and the wait is not
+   * missed; `end` drops it (the caller is done).
+   */
+  private podChangeOrTimeout(name: string, ms: number): { changed: Promise<void>; end: () => void } {
+    let end = () => {};
+    const changed = new Promise<void>((resolve) => {
+      end = () => {
+        clearTimeout(timer);
+        if (this.podChanged.get(name) === end) this.podChanged.delete(name);
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      this.podChanged.set(name, end);
+    });
+    return { changed, end };
   }
 
   private get selector(): string {
@@ -191,17 +221,21 @@ export class KubernetesProvider implements WorkerProvider {
     } catch (err) {
       if (codeOf(err) !== 404) throw wrap(`delete pod ${resourceId}`, err);
     }
-    // Destroyed means gone: wait for the pod to disappear (the kubelet stops it first).
+    // Destroyed means gone: wait for the pod to disappear (the kubelet stops it first). The pod watch
+    // (running since the pod's start) wakes the wait at its DELETED event; reading the pod stays the truth.
+    this.watch.ensure();
     const deadline = Date.now() + Math.max(graceMs, MIN_STOP_GRACE_SECONDS * 1000) + 30_000;
     while (Date.now() < deadline) {
       signal?.throwIfAborted();
+      const wait = this.podChangeOrTimeout(resourceId, this.options.stopPollMs ?? DEFAULT_STOP_POLL_MS);
       try {
         await this.core.readNamespacedPod({ name: resourceId, namespace }, withSignal(signal));
       } catch (err) {
+        wait.end();
         if (codeOf(err) === 404) return;
         throw wrap(`read pod ${resourceId}`, err);
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await wait.changed;
     }
     throw new Error(`kubernetes: pod ${resourceId} still exists ${Math.round((graceMs + 30_000) / 1000)}s after its deletion`);
   }
