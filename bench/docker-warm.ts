@@ -10,17 +10,16 @@
  * No container is left behind: the server's cluster is checked empty (and cleaned) at the end.
  */
 import { randomUUID } from "node:crypto";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import Dockerode from "dockerode";
-import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
 import { LABELS } from "../src/providers/docker.js";
 import { sendKey, startServerProcess } from "../test/e2e/harness.js";
+import { phasesOf, waitDestroyed } from "./job-timeline.js";
 
 const WARM_WORKERS = 2;
-const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -28,26 +27,6 @@ function percentile(values: number[], p: number): number {
 }
 const round = (n: number) => Math.round(n * 10) / 10;
 const summary = (values: number[]) => ({ p50: round(percentile(values, 50)), p95: round(percentile(values, 95)), min: round(Math.min(...values)), max: round(Math.max(...values)) });
-const ms = (job: Job, key: "queued" | "provisioned" | "registered" | "started" | "finished" | "destroyed") => {
-  const value = job.timeline?.[key];
-  return value ? timestampMs(value) : NaN;
-};
-
-type Client = ReturnType<typeof createClient<typeof JobService>>;
-
-/** Polls the job until its worker is destroyed; onFinal is called when it is first seen in a final state (what `hodei run` waits for). */
-async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}): Promise<Job> {
-  let isFinal = false;
-  for (;;) {
-    const job = await client.getJob({ id });
-    if (ENDED.has(job.state) && !isFinal) {
-      isFinal = true;
-      onFinal();
-    }
-    if (ENDED.has(job.state) && job.timeline?.destroyed) return job;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function idleCount(docker: Dockerode, clusterId: string): Promise<number> {
   const cs = await docker.listContainers({ filters: { label: [`${LABELS.clusterId}=${clusterId}`, `${LABELS.pool}=warm`] } });
@@ -78,11 +57,7 @@ async function helloOnServer(docker: Dockerode, image: string, runs: number, war
       const done = await waitDestroyed(client, job!.id, () => finalLatencies.push(performance.now() - t0));
       latencies.push(performance.now() - t0);
       if (done.state !== "succeeded") throw new Error(`docker job ${done.id} ended ${done.state}: ${done.reason}`);
-      phases.provision.push(ms(done, "provisioned") - ms(done, "queued"));
-      phases.register.push(ms(done, "registered") - ms(done, "provisioned"));
-      phases.dispatch.push(ms(done, "started") - ms(done, "registered"));
-      phases.run.push(ms(done, "finished") - ms(done, "started"));
-      phases.destroy.push(ms(done, "destroyed") - ms(done, "finished"));
+      for (const [phase, value] of Object.entries(phasesOf(done.timeline))) phases[phase].push(value);
     }
   } finally {
     await server.stop();

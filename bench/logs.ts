@@ -16,12 +16,12 @@ import { createHash } from "node:crypto";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { ENDED } from "./job-timeline.js";
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 export const LOG_LINES = Number(process.env.BENCH_LOG_LINES ?? 1_000_000);
 const LINE_BYTES = Number(process.env.BENCH_LOG_LINE_BYTES ?? 0);
-const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 
 /** The job's command: N lines, plain `seq` or zero-padded to LINE_BYTES (newline included). */
 function command(): string[] {

@@ -57,11 +57,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import * as k8s from "@kubernetes/client-node";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import Dockerode from "dockerode";
-import { type Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { LABELS } from "../src/providers/docker.js";
 import { startKubeEmulator } from "../test/fixtures/kube-emulator/index.js";
 import { HODEI_BIN, sendKey, type ServerProcess, startServerProcess } from "../test/e2e/harness.js";
@@ -69,6 +68,7 @@ import { cliSection } from "./cli.js";
 import { controlPlaneSection } from "./control-plane.js";
 import { dockerWarmSection } from "./docker-warm.js";
 import { historySection } from "./history.js";
+import { phasesOf, waitDestroyed } from "./job-timeline.js";
 import { logLimitForBench, logsSection } from "./logs.js";
 import { throughputSection } from "./throughput.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
@@ -82,7 +82,6 @@ const DOCKER_IMAGE = DEFAULT_WORKER_IMAGE;
 /** Marks the bench's own baseline containers, so that they are all found and removed. */
 const BENCH_LABEL = "io.hodei.bench-run";
 const BENCH_RUN_ID = randomUUID();
-const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -129,24 +128,6 @@ async function baseline(runs: number): Promise<number[]> {
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
-/** Until the job has ended and its worker is destroyed (the timeline is the latest try's: a requeued job may show one destroyed). */
-async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}): Promise<Job> {
-  let isFinal = false;
-  for (;;) {
-    const job = await client.getJob({ id });
-    if (ENDED.has(job.state) && !isFinal) {
-      isFinal = true;
-      onFinal();
-    }
-    if (ENDED.has(job.state) && job.timeline?.destroyed) return job;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-const ms = (t: Job["timeline"], key: "queued" | "provisioned" | "registered" | "started" | "finished" | "destroyed") => {
-  const value = t?.[key];
-  return value ? timestampMs(value) : NaN;
-};
 
 /** Runs `echo hello` jobs one after the other on a provider: client-observed latency and the timeline's phases. */
 async function helloWorld(client: Client, provider: string, runs: number) {
@@ -159,12 +140,7 @@ async function helloWorld(client: Client, provider: string, runs: number) {
     const done = await waitDestroyed(client, job!.id, () => finalLatencies.push(performance.now() - t0));
     latencies.push(performance.now() - t0);
     if (done.state !== "succeeded") throw new Error(`${provider} job ${done.id} ended ${done.state}: ${done.reason}`);
-    const t = done.timeline;
-    phases.provision.push(ms(t, "provisioned") - ms(t, "queued"));
-    phases.register.push(ms(t, "registered") - ms(t, "provisioned"));
-    phases.dispatch.push(ms(t, "started") - ms(t, "registered"));
-    phases.run.push(ms(t, "finished") - ms(t, "started"));
-    phases.destroy.push(ms(t, "destroyed") - ms(t, "finished"));
+    for (const [phase, value] of Object.entries(phasesOf(done.timeline))) phases[phase].push(value);
   }
   const phasesP50 = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, round(percentile(v, 50))]));
   return { latencies, finalLatencies, phasesP50 };

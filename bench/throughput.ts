@@ -17,12 +17,12 @@ import { join } from "node:path";
 import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { ROOT } from "../test/e2e/harness.js";
+import { ENDED } from "./job-timeline.js";
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 export const LOCAL_CONCURRENCY = 16;
 const AGENT_PATH = join(ROOT, "dist", "agent.cjs");
-const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 const round = (n: number) => Math.round(n * 10) / 10;
 
 /** CPU time of a process itself and of its reaped children (agents, their shells), ms, from /proc. */

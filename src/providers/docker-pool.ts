@@ -195,9 +195,12 @@ export class WarmPool {
         void this.options.remove(id).catch((err: unknown) => this.options.log.warn({ err, containerId: id }, "could not remove an exited warm container; the reaper will"));
         this.refillSoon(FAILURE_RETRY_MS);
       };
-      void this.options.waitExit(id, watch.signal).then(onGone, () => {
-        if (!watch.signal.aborted) onGone(); // the daemon lost the watch: trust the container no more
-      });
+      void this.options
+        .waitExit(id, watch.signal)
+        .then(onGone, () => {
+          if (!watch.signal.aborted) onGone(); // the daemon lost the watch: trust the container no more
+        })
+        .catch((err: unknown) => this.options.log.warn({ err, containerId: id }, "could not handle a warm container's exit; the reaper will"));
       if (this.isClosed) {
         await this.discard(warm);
         return false;

@@ -142,6 +142,8 @@ export class Leadership {
    * rather than after its expiry. Anything less than proof leaves it to expire.
    */
   private async takeOverFromGoneHolder(from: number): Promise<LeaseRow | null> {
+    // Without a key of its own (no /proc here) a replica can judge no process: no reads for nothing.
+    if (!this.identity.processKey) return null;
     const isProcessGone = this.o.isProcessGone ?? isProcessGoneOnThisMachine;
     const lease = await this.o.store.replicas.getLease(LEADER_LEASE);
     if (!lease || lease.holder === "" || lease.holder === this.identity.replicaId || lease.expires_at_ms <= from) return null;
