@@ -42,6 +42,7 @@ import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
 import { WarmPool, type WarmContainer } from "./docker-pool.js";
+import { wasOomKilled } from "./docker-oom.js";
 import { ensureImage } from "./docker-pull.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
@@ -321,7 +322,7 @@ export class DockerProvider implements WorkerProvider {
     if (state.Status === "created") return { state: "pending" };
     // The same job in the same memory would be killed again: no retry. (The job's own processes
     // killed while the agent lives are reported by the agent, which reads its cgroup.)
-    if (state.OOMKilled) return { state: "exited", exitCode: state.ExitCode, reason: "was killed for running out of memory (OOMKilled: the job needs more than its memory limit)", permanent: true };
+    if (await wasOomKilled(this.docker, info, signal)) return { state: "exited", exitCode: state.ExitCode, reason: "was killed for running out of memory (OOMKilled: the job needs more than its memory limit)", permanent: true };
     const reason = state.ExitCode === 137 ? "was killed (SIGKILL, exit code 137)" : `exited with code ${state.ExitCode}`;
     return { state: "exited", exitCode: state.ExitCode, reason };
   }
