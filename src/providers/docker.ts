@@ -44,7 +44,7 @@ import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
 import { WarmPool, type WarmContainer } from "./docker-pool.js";
 import { wasOomKilled } from "./docker-oom.js";
 import { ensureImage } from "./docker-pull.js";
-import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
+import { type ProviderHealth, type ProviderLog, type ProviderResource, stderrLog, type WorkerProvider, type WorkerSpec, type WorkerStatus } from "./provider.js";
 
 export const LABELS = {
   managedBy: "io.hodei.managed-by",
@@ -76,7 +76,7 @@ export interface DockerProviderOptions {
   /** The provider's capacity, which idle containers count against. Default 8. */
   maxWorkers?: number;
   /** Where the warm pool and a failed rename of a taken warm container are reported. Default: stderr. */
-  log?: { warn(fields: object, message: string): void };
+  log?: ProviderLog;
   /** Injected for tests; made from socketPath otherwise. */
   docker?: Dockerode;
 }
@@ -93,7 +93,7 @@ export class DockerProvider implements WorkerProvider {
   readonly resourceType = "container_id" as const;
   private readonly docker: Dockerode;
   private readonly pool: WarmPool;
-  private readonly log: { warn(fields: object, message: string): void };
+  private readonly log: ProviderLog;
   /**
    * Warm containers taken for a worker by this process, by the worker's name: a repeated start of
    * the worker returns the same container. Kept until stopped here, or TAKEN_KEPT_MS at most (a
@@ -102,7 +102,7 @@ export class DockerProvider implements WorkerProvider {
   private readonly takenByName = new Map<string, { id: string; atMs: number }>();
 
   constructor(private readonly options: DockerProviderOptions) {
-    this.log = options.log ?? { warn: (fields, message) => process.stderr.write(`docker: ${message} ${JSON.stringify(fields, errorFields)}\n`) };
+    this.log = options.log ?? stderrLog("docker");
     // A daemon that accepts connections but never answers must not hang its callers forever.
     this.docker = options.docker ?? new Dockerode({ socketPath: options.socketPath, timeout: REQUEST_TIMEOUT_MS });
     this.pool = new WarmPool({
@@ -476,10 +476,6 @@ function assignmentLine(spec: WorkerSpec): string {
   return `${JSON.stringify(assignment)}\n`;
 }
 
-/** JSON.stringify replacer that keeps an Error's message (its own properties are not enumerable). */
-function errorFields(_key: string, value: unknown): unknown {
-  return value instanceof Error ? { message: value.message } : value;
-}
 
 function statusOf(err: unknown): number | undefined {
   return (err as { statusCode?: number } | undefined)?.statusCode;

@@ -31,7 +31,7 @@ import { AGENT_COMMAND } from "./agent-runtime.js";
 import { codeOf, messageOf, withSignal, wrap } from "./kubernetes-api.js";
 import { isWaitingForTokenSecret, tokenEnvVar, tokenSecretName, TokenSecrets } from "./kubernetes-token-secret.js";
 import { PodWatch } from "./kubernetes-watch.js";
-import type { ProviderHealth, ProviderResource, TokenSecret, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
+import { type ProviderHealth, type ProviderLog, type ProviderResource, stderrLog, type TokenSecret, type WorkerProvider, type WorkerSpec, type WorkerStatus } from "./provider.js";
 
 export const POD_LABELS = {
   managedBy: "app.kubernetes.io/managed-by",
@@ -58,7 +58,7 @@ export interface KubernetesProviderOptions {
   /** Extra environment for the agent (timeouts and the like). */
   agentEnv: Record<string, string>;
   /** Where failures the start survives are reported (a token Secret left without its owner). Default: stderr. */
-  log?: { warn(fields: object, message: string): void };
+  log?: ProviderLog;
   /** How often a stopping pod is read again at most, ms; its watch event wakes the wait sooner. Default 250. */
   stopPollMs?: number;
 }
@@ -83,7 +83,7 @@ export class KubernetesProvider implements WorkerProvider {
   readonly resourceType = "pod_name" as const;
   private readonly core: k8s.CoreV1Api;
   private readonly secrets: TokenSecrets;
-  private readonly log: { warn(fields: object, message: string): void };
+  private readonly log: ProviderLog;
   /** One watch on our pods, resumed from its last resourceVersion whenever the server ends it. */
   readonly watch: PodWatch;
   /** Called when a pod of ours changes, so the reconcile pass can look at once. */
@@ -98,7 +98,7 @@ export class KubernetesProvider implements WorkerProvider {
       );
     }
     this.core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
-    this.log = options.log ?? { warn: (fields, message) => process.stderr.write(`kubernetes: ${message} ${JSON.stringify(fields, errorFields)}\n`) };
+    this.log = options.log ?? stderrLog("kubernetes");
     this.secrets = new TokenSecrets(this.core, options.namespace, POD_LABELS.workerId);
     this.watch = new PodWatch({
       kubeConfig: options.kubeConfig,
@@ -410,7 +410,3 @@ function describeLimits(limits: Record<string, string> | undefined): string {
   return `limits (and requests) of the pod's container: ${parts.join(", ")}; enforced by the kubelet for the whole worker, its agent (about 40 MiB) included`;
 }
 
-/** JSON.stringify replacer that writes an Error as its message. */
-function errorFields(_key: string, value: unknown): unknown {
-  return value instanceof Error ? value.message : value;
-}

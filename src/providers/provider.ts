@@ -127,3 +127,14 @@ export interface WorkerProvider {
   /** Releases clients and watchers; does not stop workers. */
   close(): Promise<void>;
 }
+
+/** Where a provider logs what it cannot hand back (a failed step off the caller's path). */
+export interface ProviderLog {
+  warn(fields: object, message: string): void;
+}
+
+/** The log of a provider given none: one line on stderr, an Error written as its message. */
+export function stderrLog(provider: string): ProviderLog {
+  const replacer = (_key: string, value: unknown) => (value instanceof Error ? { message: value.message } : value);
+  return { warn: (fields, message) => process.stderr.write(`${provider}: ${message} ${JSON.stringify(fields, replacer)}\n`) };
+}
