@@ -12,8 +12,8 @@ const DIST = new URL("../dist/", import.meta.url);
 export const CLI_FILE = fileURLToPath(new URL("cli.cjs", DIST));
 export const CACHE_FILE = fileURLToPath(new URL("cli.cache", DIST));
 
-/** Compiles and runs the bundle (it runs the command line in process.argv); returns its script. */
-export function loadCli({ useCache = true } = {}) {
+/** The bundle compiled, with the code cache unless useCache is false; script.cachedDataRejected says whether V8 took it. */
+export function compileCli({ useCache = true } = {}) {
   let cachedData;
   if (useCache) {
     try {
@@ -23,7 +23,12 @@ export function loadCli({ useCache = true } = {}) {
     }
   }
   const source = `(function (exports, require, module, __filename, __dirname, __hodeiImport) {${readFileSync(CLI_FILE, "utf8")}\n})`;
-  const script = new vm.Script(source, { filename: CLI_FILE, cachedData });
+  return new vm.Script(source, { filename: CLI_FILE, cachedData });
+}
+
+/** Compiles and runs the bundle (it runs the command line in process.argv); returns its script. */
+export function loadCli(options) {
+  const script = compileCli(options);
   const module = { exports: {} };
   const hodeiImport = (specifier) => import(specifier.startsWith("./") ? new URL(specifier, DIST).href : specifier);
   script.runInThisContext()(module.exports, createRequire(CLI_FILE), module, CLI_FILE, fileURLToPath(DIST), hodeiImport);

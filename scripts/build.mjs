@@ -1,5 +1,7 @@
 // Builds what runs without tsx:
-// - the agent as one self-contained CommonJS file (it is copied into worker images as is);
+// - the agent as one self-contained CommonJS bundle (dist/agent-main.cjs), V8's code cache of it
+//   (dist/agent-main.cache) and dist/agent.cjs, which runs the one with the other
+//   (scripts/agent-loader.cjs); the three are copied into worker images as they are;
 // - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
 //   it, since loading them file by file from node_modules costs more than running the command, and
 //   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses; the
@@ -11,7 +13,7 @@
 //   (dist/types, tsc -p tsconfig.client.json);
 // - the web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /.
 import { execFile } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import { promisify } from "node:util";
 import { build } from "esbuild";
 import { build as buildDashboard } from "vite";
@@ -53,11 +55,27 @@ const node = { bundle: true, platform: "node", format: "esm", target: "node20", 
  */
 const OWN_HEADERS = ["src/core/headers.ts"];
 
+/**
+ * Writes dist/agent-main.cache (scripts/agent-code-cache.cjs): the agent runs once with a made-up
+ * assignment on stdin against an address where nothing listens, and gives up at once.
+ */
+async function agentCodeCache() {
+  const assignment = { otpToken: "none", workerId: "code-cache", workerName: "code-cache", jobId: "code-cache", attempt: 1, workDir: "/nonexistent" };
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HODEI_SERVER_URL: "http://127.0.0.1:9", HODEI_REGISTER_TIMEOUT_MS: "200" };
+  const child = execFile(process.execPath, ["scripts/agent-code-cache.cjs"], { env, timeout: 30_000 });
+  child.stdin.end(`${JSON.stringify(assignment)}\n`);
+  const code = await new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", resolve);
+  });
+  if (code !== 0) throw new Error(`scripts/agent-code-cache.cjs exited ${code}`);
+}
+
 rmSync("dist", { recursive: true, force: true });
 await Promise.all([
   build({
     entryPoints: ["src/agent/main.ts"],
-    outfile: "dist/agent.cjs",
+    outfile: "dist/agent-main.cjs",
     bundle: true,
     platform: "node",
     format: "cjs",
@@ -65,10 +83,14 @@ await Promise.all([
     minify: true,
     sourcemap: false,
     legalComments: "none",
-    // First line of the bundle: when it starts to run (the agent's boot trace, HODEI_AGENT_BOOT_TRACE).
-    banner: { js: "globalThis.__hodeiEntryMs=performance.now();" },
+    // When the agent started to run (its boot trace, HODEI_AGENT_BOOT_TRACE): set by dist/agent.cjs
+    // before it compiles the bundle, or here when the bundle is run on its own.
+    banner: { js: "globalThis.__hodeiEntryMs??=performance.now();" },
     inject: OWN_HEADERS,
     logLevel: "warning",
+  }).then(() => {
+    copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs");
+    return agentCodeCache();
   }),
   build({
     ...node,

@@ -6,7 +6,8 @@
  *   bin/node                     the host's node (process.execPath, symlinks resolved)
  *   lib/<each library ldd lists> copied with symlinks followed, under the name node asks for
  *   lib/ld-linux-x86-64.so.2     the loader; running node through it needs no glibc in the image
- *   agent.cjs                    the bundled agent (dist/agent.cjs)
+ *   agent.cjs                    the agent (dist/agent.cjs), which runs the bundle beside it with
+ *   agent-main.cjs, .cache       V8's code cache of it (both copied when they are beside agentPath)
  *   .hash                        content hash of all the above (written last)
  *
  * Inside a worker it sits at AGENT_ROOT, and the worker's command is AGENT_COMMAND.
@@ -20,7 +21,7 @@ import { execFile } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 
 export const AGENT_ROOT = "/opt/hodei";
@@ -39,7 +40,10 @@ export const AGENT_COMMAND = Object.freeze([
 ]) as string[];
 
 /** Bump when the layout changes, so existing runtimes are rebuilt. */
-const LAYOUT_VERSION = "hodei-agent-runtime/1";
+const LAYOUT_VERSION = "hodei-agent-runtime/2";
+
+/** What dist/agent.cjs starts, beside it: the bundle and its code cache (scripts/agent-loader.cjs). */
+const AGENT_COMPANIONS = ["agent-main.cjs", "agent-main.cache"];
 const HASH_FILE = ".hash";
 
 export interface AgentRuntimeOptions {
@@ -63,12 +67,13 @@ export async function assembleAgentRuntime(options: AgentRuntimeOptions): Promis
   const nodePath = await realpath(options.nodePath);
   await requireFile(options.agentPath, "build it with `npm run build`");
   const libraries = await sharedLibraries(nodePath);
-  const hash = await runtimeHash(nodePath, options.agentPath, libraries);
+  const agentFiles = await agentFilesOf(options.agentPath);
+  const hash = await runtimeHash(nodePath, agentFiles, libraries);
   if ((await readRuntimeHash(dir)) === hash) return { dir, hash };
 
   const staging = `${dir}.tmp-${randomUUID().slice(0, 8)}`;
   try {
-    await writeRuntime(staging, nodePath, options.agentPath, libraries, hash);
+    await writeRuntime(staging, nodePath, agentFiles, libraries, hash);
     await moveIntoPlace(staging, dir, hash);
   } finally {
     await rm(staging, { recursive: true, force: true });
@@ -118,11 +123,24 @@ export function parseLdd(output: string, nodePath: string): Library[] {
   return libraries;
 }
 
-/** sha256 over the layout version, node's bytes, the agent's bytes and each library's name, real path and size. */
-async function runtimeHash(nodePath: string, agentPath: string, libraries: Library[]): Promise<string> {
+/** The agent's files: agentPath as agent.cjs, and its companions found beside it under their own names. */
+async function agentFilesOf(agentPath: string): Promise<{ name: string; path: string }[]> {
+  const files = [{ name: "agent.cjs", path: agentPath }];
+  for (const name of AGENT_COMPANIONS) {
+    const path = join(dirname(agentPath), name);
+    if (await stat(path).then((s) => s.isFile(), () => false)) files.push({ name, path });
+  }
+  return files;
+}
+
+/** sha256 over the layout version, node's bytes, each agent file's name and bytes, and each library's name, real path and size. */
+async function runtimeHash(nodePath: string, agentFiles: { name: string; path: string }[], libraries: Library[]): Promise<string> {
   const hash = createHash("sha256").update(`${LAYOUT_VERSION}\n`);
-  for (const file of [nodePath, agentPath]) {
-    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(nodePath)) hash.update(chunk as Buffer);
+  hash.update("\n");
+  for (const file of agentFiles) {
+    hash.update(`${file.name}\n`);
+    for await (const chunk of createReadStream(file.path)) hash.update(chunk as Buffer);
     hash.update("\n");
   }
   for (const lib of libraries) {
@@ -132,7 +150,7 @@ async function runtimeHash(nodePath: string, agentPath: string, libraries: Libra
   return hash.digest("hex");
 }
 
-async function writeRuntime(dir: string, nodePath: string, agentPath: string, libraries: Library[], hash: string): Promise<void> {
+async function writeRuntime(dir: string, nodePath: string, agentFiles: { name: string; path: string }[], libraries: Library[], hash: string): Promise<void> {
   await mkdir(join(dir, "bin"), { recursive: true });
   await mkdir(join(dir, "lib"));
   await copyFile(nodePath, join(dir, "bin", "node"));
@@ -141,8 +159,10 @@ async function writeRuntime(dir: string, nodePath: string, agentPath: string, li
     await copyFile(lib.path, join(dir, "lib", lib.name)); // copyFile follows symlinks
     await chmod(join(dir, "lib", lib.name), 0o755); // the loader is executed; the rest as Debian ships them
   }
-  await copyFile(agentPath, join(dir, "agent.cjs"));
-  await chmod(join(dir, "agent.cjs"), 0o644);
+  for (const file of agentFiles) {
+    await copyFile(file.path, join(dir, file.name));
+    await chmod(join(dir, file.name), 0o644);
+  }
   await writeFile(join(dir, HASH_FILE), `${hash}\n`); // last: its presence means complete
 }
 

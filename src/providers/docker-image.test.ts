@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -109,6 +109,27 @@ describe("docker worker image", { skip: SKIP }, () => {
     assert.notEqual(updated.hash, old.hash);
     assert.match(await readFile(join(runtimeDir, "agent.cjs"), "utf8"), /v2/);
     assert.deepEqual(await readdir(workDir), ["agent-runtime", "agent.cjs"], "no staging or old directory is left");
+  });
+
+  it("carries the bundle and the code cache found beside the agent, and is rebuilt when either changes", async () => {
+    const companions = join(workDir, "with-companions");
+    await mkdir(companions);
+    const loader = join(companions, "agent.cjs");
+    await writeFile(loader, 'require("./agent-main.cjs");\n');
+    await writeFile(join(companions, "agent-main.cjs"), 'console.log("main");\n');
+    const target = join(companions, "agent-runtime");
+    const assembleWith = () => assembleAgentRuntime({ targetDir: target, nodePath: process.execPath, agentPath: loader });
+    const first = await assembleWith();
+    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), 'console.log("main");\n');
+    await assert.rejects(stat(join(target, "agent-main.cache")), /ENOENT/, "no cache beside the agent: none in the runtime");
+    await writeFile(join(companions, "agent-main.cache"), "cache-bytes");
+    const withCache = await assembleWith();
+    assert.notEqual(withCache.hash, first.hash);
+    assert.equal(await readFile(join(target, "agent-main.cache"), "utf8"), "cache-bytes");
+    await writeFile(join(companions, "agent-main.cjs"), 'console.log("main v2");\n');
+    const updated = await assembleWith();
+    assert.notEqual(updated.hash, withCache.hash);
+    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), 'console.log("main v2");\n');
   });
 
   it("builds the worker image, and a second build with nothing changed returns at once", async () => {

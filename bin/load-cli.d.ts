@@ -1,0 +1,6 @@
+import type { Script } from "node:vm";
+
+export const CLI_FILE: string;
+export const CACHE_FILE: string;
+export function compileCli(options?: { useCache?: boolean }): Script;
+export function loadCli(options?: { useCache?: boolean }): Script;
