@@ -14,7 +14,7 @@ import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js"
 import { startWorkerProtocol } from "../../test/fixtures/worker-protocol.js";
 import { PermanentError } from "../core/errors.js";
 import { DockerProvider, LABELS } from "./docker.js";
-import { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "./docker-image.js";
+import { AGENT_COMMAND, assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "./docker-image.js";
 import { describeProvider, eventually, workerSpec } from "./provider.contract.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -85,6 +85,26 @@ describe("DockerProvider", { skip: SKIP }, () => {
         assert.equal(info.HostConfig.NanoCpus, 500_000_000);
       } finally {
         await provider.stop(resource.resourceId, 1000);
+      }
+      assert.deepEqual(await ourContainers(), []);
+    });
+
+    it("starts the agent from its code cache in the worker image (the runtime's node takes the build's cache)", async () => {
+      const check = 'const l = require("/opt/hodei/agent.cjs"); process.stdout.write(String(l.compile().cachedDataRejected))';
+      const container = await docker.createContainer({
+        Image: DEFAULT_WORKER_IMAGE,
+        Entrypoint: [AGENT_COMMAND[0]],
+        Cmd: [...AGENT_COMMAND.slice(1, -1), "-e", check],
+        Labels: { [LABELS.managedBy]: "hodei", [LABELS.clusterId]: CLUSTER_ID },
+        HostConfig: { NetworkMode: "none" },
+      });
+      try {
+        await container.start();
+        assert.equal((await container.wait()).StatusCode, 0);
+        const output = (await container.logs({ stdout: true, stderr: true })).toString("utf8");
+        assert.match(output, /false$/, `V8 took the cache: ${output}`);
+      } finally {
+        await container.remove({ force: true });
       }
       assert.deepEqual(await ourContainers(), []);
     });
