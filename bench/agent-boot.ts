@@ -14,6 +14,9 @@
  *
  *   BENCH_RUNS=15 npx tsx bench/agent-boot.ts
  *   AGENT=before.cjs,after.cjs npx tsx bench/agent-boot.ts   (several bundles, runs interleaved)
+ *   IMAGES=hodei-worker:a,hodei-worker:b npx tsx bench/agent-boot.ts
+ *       (the agent of each worker image in a container, `docker run -i --network host`, as a cold
+ *       Docker worker starts it; the phases are then since the process started in its container)
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -21,7 +24,8 @@ import { resolve } from "node:path";
 import { ROOT, startServerProcess } from "../test/e2e/harness.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
-const AGENTS = (process.env.AGENT ?? resolve(ROOT, "dist", "agent.cjs")).split(",");
+const IMAGES = process.env.IMAGES ? process.env.IMAGES.split(",") : [];
+const AGENTS = IMAGES.length > 0 ? IMAGES.map((image) => `image:${image}`) : (process.env.AGENT ?? resolve(ROOT, "dist", "agent.cjs")).split(",");
 const ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
 
 const median = (values: number[]) => {
@@ -32,10 +36,11 @@ const median = (values: number[]) => {
 function runOnce(agent: string, serverUrl: string): Promise<{ phases: Record<string, number>; wallMs: number }> {
   return new Promise((resolvePhases, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [agent], {
-      env: { ...ENV, HODEI_SERVER_URL: serverUrl, HODEI_AGENT_BOOT_TRACE: "1", HODEI_REGISTER_TIMEOUT_MS: "5000" },
-      stdio: ["pipe", "ignore", "pipe"],
-    });
+    const agentEnv = { HODEI_SERVER_URL: serverUrl, HODEI_AGENT_BOOT_TRACE: "1", HODEI_REGISTER_TIMEOUT_MS: "5000" };
+    const [command, args] = agent.startsWith("image:")
+      ? ["docker", ["run", "-i", "--rm", "--network", "host", ...Object.entries(agentEnv).flatMap(([k, v]) => ["-e", `${k}=${v}`]), agent.slice("image:".length)]]
+      : [process.execPath, [agent]];
+    const child = spawn(command, args, { env: { ...ENV, ...agentEnv }, stdio: ["pipe", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     const assignment = { otpToken: `hodei_otp_${randomUUID()}`, workerId: randomUUID(), workerName: "bench", jobId: randomUUID(), attempt: 1, workDir: `/tmp/hodei-boot-${randomUUID()}` };
