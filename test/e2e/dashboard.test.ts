@@ -272,6 +272,19 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     await waitDestroyed(server, rerunId);
   });
 
+  it("shows Rerun disabled, saying why, for a job whose secrets were deleted when it ended", async () => {
+    const { job } = await api.submitJob({ command: ["true"], secrets: { DEPLOY_TOKEN: "s3cr3t-value" } });
+    assert.equal((await waitDestroyed(server, job!.id)).state, "succeeded");
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${job!.id}`);
+    await signIn(page, server.adminKey);
+    await page.getByTestId("job-state").filter({ hasText: "succeeded" }).waitFor();
+    const rerun = page.getByRole("button", { name: "Rerun" });
+    assert.equal(await rerun.isDisabled(), true);
+    assert.equal(await rerun.getAttribute("title"), "Its secrets (DEPLOY_TOKEN) were deleted when it ended: submit it again with them");
+    assert.doesNotMatch(await page.content(), /s3cr3t-value/);
+  });
+
   it("lists the job's OTP token as consumed, with its provider_resource_id", async () => {
     assert.ok(submittedId, "the submit test ran first");
     const [token] = (await jsonCli<TokenJson[]>(server, ["tokens"])).filter((t) => t.jobId === submittedId);

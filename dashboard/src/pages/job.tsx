@@ -59,8 +59,14 @@ export function JobPage({ id }: { id: string }) {
           {cancel.isPending ? "canceling…" : "Cancel"}
         </button>
       )}
-      {isFinished && canRerun(caller, j) && j.secretNames.length === 0 && (
-        <button type="button" onClick={() => rerun.mutate()} disabled={rerun.isPending} data-shortcut="rerun">
+      {isFinished && canRerun(caller, j) && (
+        <button
+          type="button"
+          onClick={() => rerun.mutate()}
+          disabled={rerun.isPending || j.secretNames.length > 0}
+          title={j.secretNames.length > 0 ? `Its secrets (${j.secretNames.join(", ")}) were deleted when it ended: submit it again with them` : undefined}
+          data-shortcut="rerun"
+        >
           {rerun.isPending ? "submitting…" : "Rerun"}
         </button>
       )}
