@@ -56,10 +56,6 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   // chunk rows) then costs a checkpoint per 16 MiB, and pages written again and again (the workers'
   // rows, the indexes) are copied once per checkpoint, not once per 4 MiB.
   sqlite.pragma(`wal_autocheckpoint = ${SQLITE_WAL_CHECKPOINT_PAGES}`);
-  // better-sqlite3 waits for a lock synchronously, blocking the whole event loop: wait only briefly
-  // and let the caller retry (a reconcile step on its next pass, an agent on its next try, an API
-  // client on 503). Another process holding the write lock then slows writes down, never the server.
-  sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   sqlite.pragma("foreign_keys = ON");
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), log: options.log });
   const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
@@ -128,17 +124,61 @@ export const BEGIN_TRANSACTION = "begin immediate";
  * every query anew, which costs about as much as running a short one. Safe because the dialect
  * runs one query at a time on its one connection (a statement is never in use twice at once).
  * Past STATEMENT_CACHE_SIZE texts (lists of varying length make new ones) the oldest is dropped.
+ *
+ * It also keeps the event loop free while another process holds the write lock for long (a backup,
+ * a sqlite3 shell): better-sqlite3 waits out busy_timeout synchronously, so every write that met
+ * the lock would stop the whole server for SQLITE_BUSY_TIMEOUT_MS, and a few writes a second (log
+ * chunks, heartbeats, passes) would stop it for good. After a write fails with SQLITE_BUSY the
+ * connection does not wait at all (busy_timeout 0: a write fails at once while the lock is held,
+ * and its caller retries as it does for any busy database); the first write that gets the lock
+ * (a write statement, or the immediate begin of a transaction) brings the wait back.
  */
-function withStatementCache(sqlite: SqliteDatabase.Database) {
-  const statements = new Map<string, SqliteDatabase.Statement>();
+export function withStatementCache(sqlite: SqliteDatabase.Database) {
+  // better-sqlite3 waits for a lock synchronously, blocking the whole event loop: wait only briefly
+  // and let the caller retry (a reconcile step on its next pass, an agent on its next try, an API
+  // client on 503). Another process holding the write lock then slows writes down, never the server.
+  sqlite.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  let isContended = false;
+  const setContended = (contended: boolean) => {
+    isContended = contended;
+    sqlite.pragma(`busy_timeout = ${contended ? 0 : SQLITE_BUSY_TIMEOUT_MS}`);
+  };
+  const watched = <T>(takesWriteLock: boolean, run: () => T): T => {
+    let result: T;
+    try {
+      result = run();
+    } catch (err) {
+      if (!isContended && (err as { code?: string }).code === "SQLITE_BUSY") setContended(true);
+      throw err;
+    }
+    if (isContended && takesWriteLock) setContended(false);
+    return result;
+  };
+  const wrap = (statement: SqliteDatabase.Statement, sql: string) => {
+    // Transaction control statements are read-only to SQLite; an immediate begin still takes the lock.
+    const takesWriteLock = !statement.readonly || sql === BEGIN_TRANSACTION;
+    return {
+      reader: statement.reader,
+      all: (parameters: unknown[]) => watched(takesWriteLock, () => statement.all(parameters)),
+      run: (parameters: unknown[]) => watched(takesWriteLock, () => statement.run(parameters)),
+      iterate: (parameters: unknown[]) => watched(takesWriteLock, () => statement.iterate(parameters)),
+    };
+  };
+  type Wrapped = ReturnType<typeof wrap>;
+  const wrapped = new Map<string, Wrapped>();
   return {
     close: () => sqlite.close(),
-    prepare(sql: string): SqliteDatabase.Statement {
-      let statement = statements.get(sql);
+    /** Whether writes currently fail at once instead of waiting for the lock (see above). */
+    get isContended() {
+      return isContended;
+    },
+    prepare(sql: string): Wrapped {
+      let statement = wrapped.get(sql);
       if (!statement) {
-        statement = sqlite.prepare(sql === "begin" ? BEGIN_TRANSACTION : sql);
-        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
-        statements.set(sql, statement);
+        const text = sql === "begin" ? BEGIN_TRANSACTION : sql;
+        statement = wrap(sqlite.prepare(text), text);
+        if (wrapped.size >= STATEMENT_CACHE_SIZE) wrapped.delete(wrapped.keys().next().value!);
+        wrapped.set(sql, statement);
       }
       return statement;
     },
