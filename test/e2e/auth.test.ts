@@ -19,12 +19,12 @@ import {
   type JobJson,
   jobWhen,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   type ServerProcess,
   spawnCli,
   startServerProcess,
+  stopLeavingNothing,
   waitDestroyed,
 } from "./harness.js";
 
@@ -38,14 +38,6 @@ async function call(server: ServerProcess, method: string, body: unknown, key?: 
     body: JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as { code?: string; message?: string } };
-}
-
-async function stopServer(server: ServerProcess): Promise<void> {
-  await server.stop();
-  const left = await anyClusterProcesses(server.clusterId);
-  killCluster(server.clusterId);
-  server.cleanup();
-  assert.deepEqual(left, [], "stopping the server releases its idle agents");
 }
 
 describe("API keys, through a real server", () => {
@@ -69,7 +61,7 @@ describe("API keys, through a real server", () => {
     server = await startServerProcess({ HODEI_LOG_LEVEL: "debug" });
   });
   after(async () => {
-    await stopServer(server);
+    await stopLeavingNothing(server);
   });
 
   it("answers a call without a key with 401 unauthenticated, saying how to get a key; health, readiness and metrics stay open", async () => {
@@ -326,7 +318,7 @@ describe("the admin key file", () => {
       assert.match(cli.stderr, /unknown or revoked/);
       assert.ok(cli.stderr.includes(join(dataDir, "admin.key")), "the CLI says which key it sent");
     } finally {
-      await stopServer(server);
+      await stopLeavingNothing(server);
     }
   });
 });
@@ -350,7 +342,7 @@ describe("HODEI_ADMIN_KEY_FILE (the operator's key, a mounted Secret in a cluste
       const keys = JSON.parse((await runCli(server, ["keys", "ls", "--json"], { env: { HODEI_TOKEN: given } })).stdout) as { name: string }[];
       assert.deepEqual(keys.map((k) => k.name), ["admin"], "stored once, not again at every start");
     } finally {
-      await stopServer(server);
+      await stopLeavingNothing(server);
     }
     writeFileSync(keyFile, "not-a-key\n");
     await assert.rejects(startServerProcess({ HODEI_ADMIN_KEY_FILE: keyFile }), /HODEI_ADMIN_KEY_FILE=.*does not hold an API key: it must be hodei_key_ and 43 base64url characters/);
@@ -388,7 +380,7 @@ describe("HODEI_AUTH=off", () => {
       await waitDestroyed({ url: server.url }, job.id);
       assert.deepEqual(await leftoverProcesses(server), []);
     } finally {
-      await stopServer(server);
+      await stopLeavingNothing(server);
     }
   });
 });
@@ -411,7 +403,7 @@ describe("the one-command start", () => {
     server = await startServerProcess({ HODEI_HOST: "0.0.0.0" }, { cwd });
   });
   after(async () => {
-    await stopServer(server);
+    await stopLeavingNothing(server);
     rmSync(cwd, { recursive: true, force: true });
   });
 

@@ -22,7 +22,7 @@ import {
   UnauthenticatedError,
   WaitTimeoutError,
 } from "../../src/client/index.js";
-import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, ROOT, type ServerProcess, startServerProcess } from "./harness.js";
+import { eventually, leftoverProcesses, ROOT, type ServerProcess, startServerProcess, stopLeavingNothing } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 const text = (data: Uint8Array) => Buffer.from(data).toString("utf8");
@@ -42,12 +42,8 @@ describe("hodei/client", () => {
     assert.deepEqual(left, [], `worker processes left behind: ${JSON.stringify(left)}`);
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
     rmSync(scratch, { recursive: true, force: true });
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   it("follows a job's logs as an async iterator: entries arrive while it runs, and the ended job is the return value", async () => {

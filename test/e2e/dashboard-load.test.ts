@@ -17,7 +17,7 @@ import Database from "better-sqlite3";
 import type { Browser, Page } from "playwright-core";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { browserMissing, launchBrowser, signIn } from "./browser.js";
-import { anyClusterProcesses, killCluster, leftoverProcesses, type ServerProcess, sendKey, startServerProcess, waitDestroyed } from "./harness.js";
+import { leftoverProcesses, type ServerProcess, sendKey, startServerProcess, stopLeavingNothing, waitDestroyed } from "./harness.js";
 
 const skip = browserMissing();
 /** HODEI_DASHBOARD_LOAD_JOBS: fewer jobs, for a quick run while working on the dashboard. */
@@ -74,11 +74,7 @@ describe("the dashboard with 100,000 jobs and a 1,000,000-line log", { skip: ski
   });
   after(async () => {
     await browser?.close();
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   /** Loads the page anew (a full navigation) and waits for its data: ms as the browser measured it. */

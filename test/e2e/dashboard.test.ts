@@ -16,15 +16,14 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { JobService, KeyService } from "../../src/gen/hodei/v1/api_pb.js";
 import { browserMissing, launchBrowser, signIn } from "./browser.js";
 import {
-  anyClusterProcesses,
   eventually,
   jobWhen,
-  killCluster,
   leftoverProcesses,
   ROOT,
   type ServerProcess,
   sendKey,
   startServerProcess,
+  stopLeavingNothing,
   type TokenJson,
   jsonCli,
   waitDestroyed,
@@ -54,11 +53,7 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
   });
   after(async () => {
     await browser?.close();
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   async function newPage(): Promise<Page> {

@@ -5,6 +5,7 @@
  * directory (HODEI_DATA_DIR) and finds the admin key there as it would on the server's machine;
  * raw requests send `bearer(server)`.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -252,6 +253,19 @@ export function killCluster(clusterId: string): void {
       // gone
     }
   }
+}
+
+/**
+ * Stops the server and proves it left no process of its cluster, idle agents included. Whatever is
+ * left is killed and the data directory removed before the check fails, so one failure does not
+ * cascade.
+ */
+export async function stopLeavingNothing(server: Pick<ServerProcess, "stop" | "cleanup" | "clusterId">, message = "stopping the server releases its idle agents"): Promise<void> {
+  await server.stop();
+  const left = await anyClusterProcesses(server.clusterId);
+  killCluster(server.clusterId);
+  server.cleanup();
+  assert.deepEqual(left, [], message);
 }
 
 /** A job as `hodei jobs get --json` prints it (the fields the tests read). */

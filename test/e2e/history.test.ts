@@ -7,15 +7,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
-  anyClusterProcesses,
   eventually,
   type JobJson,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   type ServerProcess,
   startServerProcess,
+  stopLeavingNothing,
   type TokenJson,
   type WorkerJson,
 } from "./harness.js";
@@ -27,11 +26,7 @@ describe("history", () => {
     server = await startServerProcess({ HODEI_RETENTION: "1s" });
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   it("removes a finished job after HODEI_RETENTION; jobs get then says it was removed and exits 1", async () => {

@@ -11,7 +11,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, afterEach, before, describe, it } from "node:test";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
-import { anyClusterProcesses, eventually, killCluster, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess } from "./harness.js";
+import { eventually, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess, stopLeavingNothing } from "./harness.js";
 import { http1Request, msUntilClosed, openSocket } from "./raw-wire.js";
 
 const SHORT = {
@@ -23,14 +23,6 @@ const SHORT = {
 };
 /** A failing test ends after this; passing ones close in about the configured timeout. */
 const FAIL_AFTER_MS = 10_000;
-
-async function stopServer(server: ServerProcess): Promise<void> {
-  await server.stop();
-  const left = await anyClusterProcesses(server.clusterId);
-  killCluster(server.clusterId);
-  server.cleanup();
-  assert.deepEqual(left, [], "stopping the server releases its idle agents");
-}
 
 describe("connections that do nothing, with short configured timeouts", () => {
   let server: ServerProcess;
@@ -53,7 +45,7 @@ describe("connections that do nothing, with short configured timeouts", () => {
   afterEach(() => {
     for (const o of opened.splice(0)) o.destroy();
   });
-  after(() => stopServer(server));
+  after(() => stopLeavingNothing(server));
 
   it("closes a socket that sends nothing once the sniff deadline passes", async () => {
     const ms = await msUntilClosed(await open(), FAIL_AFTER_MS, "silent socket");
@@ -155,7 +147,7 @@ describe("quiet log followers, with short configured timeouts", () => {
   before(async () => {
     server = await startServerProcess({ ...Object.fromEntries(Object.entries(SHORT).map(([k, v]) => [k, String(v)])), HODEI_LOG_LEVEL: "debug" });
   });
-  after(() => stopServer(server));
+  after(() => stopLeavingNothing(server));
 
   it("are not cut while a job prints nothing for longer than every timeout, and get its final output", async () => {
     const id = (await runCli(server, ["run", "--detach", "--", "sleep 4; echo done"])).stdout.trim();
@@ -190,7 +182,7 @@ describe("connection cap", () => {
   });
   after(async () => {
     for (const s of sockets) s.destroy();
-    await stopServer(server);
+    await stopLeavingNothing(server);
   });
 
   it("closes connections beyond HODEI_MAX_CONNECTIONS at once, and serves again when some close", async () => {
@@ -216,7 +208,7 @@ describe("connections that do nothing, with the default configuration", () => {
   });
   after(async () => {
     for (const o of opened) o.destroy();
-    await stopServer(server);
+    await stopLeavingNothing(server);
   });
 
   it("closes each within 30 s: silent, partial headers, unfinished body, HTTP/2 without streams", async () => {

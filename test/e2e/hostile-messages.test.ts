@@ -10,7 +10,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, before, describe, it } from "node:test";
 import { GetJobRequestSchema, JobService, ListJobsRequestSchema, SubmitJobRequestSchema } from "../../src/gen/hodei/v1/api_pb.js";
-import { anyClusterProcesses, bearer, killCluster, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess } from "./harness.js";
+import { bearer, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess, stopLeavingNothing } from "./harness.js";
 import { envelope, gzipBomb, http1Request as http1Raw, http2Request as http2Raw, procCpuSeconds, procMemoryBytes, type RawResponse, resetPeakMemory, sendChunked } from "./raw-wire.js";
 
 const SUBMIT = "/hodei.v1.JobService/SubmitJob";
@@ -71,11 +71,7 @@ describe("hostile messages", () => {
     server = await startServerProcess();
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   describe("message size", () => {

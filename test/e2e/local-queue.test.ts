@@ -10,16 +10,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
-  anyClusterProcesses,
   bearer,
   type JobJson,
   jobWhen,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   type ServerProcess,
   startServerProcess,
+  stopLeavingNothing,
   waitDestroyed,
   type WorkerJson,
 } from "./harness.js";
@@ -41,12 +40,8 @@ describe("the queue on the local provider, one worker at a time", () => {
     assert.deepEqual(await jsonCli<WorkerJson[]>(server, ["workers"]), [], "no worker should be live");
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
     rmSync(gates, { recursive: true, force: true });
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   /** Submits a job that holds the only worker until `open()` is called; resolves once it runs. */

@@ -17,19 +17,11 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { after, afterEach, before, describe, it } from "node:test";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { makeTestTls, type TestTls } from "../fixtures/tls.js";
-import { anyClusterProcesses, bearer, eventually, type JobJson, killCluster, leftoverProcesses, runCli, sendKey, type ServerProcess, startServerProcess } from "./harness.js";
+import { bearer, eventually, type JobJson, leftoverProcesses, runCli, sendKey, type ServerProcess, startServerProcess, stopLeavingNothing } from "./harness.js";
 import { http1Request, msUntilClosed, openSocket } from "./raw-wire.js";
 
 const SNIFF_TIMEOUT_MS = 800;
 const FAIL_AFTER_MS = 10_000;
-
-async function stopServer(server: ServerProcess): Promise<void> {
-  await server.stop();
-  const left = await anyClusterProcesses(server.clusterId);
-  killCluster(server.clusterId);
-  server.cleanup();
-  assert.deepEqual(left, [], "stopping the server releases its idle agents");
-}
 
 /** An HTTPS request (what curl --cacert does), with the ALPN protocols the caller offers. */
 function httpsRequest(url: string, options: { path: string; ca?: string; alpn?: string[]; body?: string; headers?: Record<string, string> }): Promise<{ status: number; body: string; alpn: string | false }> {
@@ -65,7 +57,7 @@ describe("TLS on the local provider", () => {
     assert.deepEqual(await leftoverProcesses(server), []);
   });
   after(async () => {
-    await stopServer(server);
+    await stopLeavingNothing(server);
     material.cleanup();
   });
 
@@ -175,7 +167,7 @@ describe("TLS without HODEI_TLS_CA on the server", () => {
     });
   });
   after(async () => {
-    await stopServer(server);
+    await stopLeavingNothing(server);
     material.cleanup();
   });
 

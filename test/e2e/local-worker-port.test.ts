@@ -12,19 +12,11 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { WorkerService } from "../../src/gen/hodei/v1/worker_pb.js";
 import { makeTestTls, type TestTls } from "../fixtures/tls.js";
-import { anyClusterProcesses, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+import { jsonCli, leftoverProcesses, runCli, type ServerProcess, startServerProcess, stopLeavingNothing } from "./harness.js";
 import { http1Request, msUntilClosed, openSocket } from "./raw-wire.js";
 
 const SNIFF_TIMEOUT_MS = 800;
 const FAIL_AFTER_MS = 10_000;
-
-async function stopServer(server: ServerProcess): Promise<void> {
-  await server.stop();
-  const left = await anyClusterProcesses(server.clusterId);
-  killCluster(server.clusterId);
-  server.cleanup();
-  assert.deepEqual(left, [], "stopping the server releases its idle agents");
-}
 
 async function refusal(call: Promise<unknown>): Promise<ConnectError> {
   const err = await call.then(
@@ -46,7 +38,7 @@ describe("a separate worker port (HODEI_WORKER_PORT)", () => {
   afterEach(async () => {
     assert.deepEqual(await leftoverProcesses(server), []);
   });
-  after(() => stopServer(server));
+  after(() => stopLeavingNothing(server));
 
   it("runs a job end to end, its worker given the worker port", async () => {
     assert.notEqual(server.workerPort, server.port);
@@ -110,7 +102,7 @@ describe("the worker port with TLS", () => {
     assert.deepEqual(await leftoverProcesses(server), []);
   });
   after(async () => {
-    await stopServer(server);
+    await stopLeavingNothing(server);
     material.cleanup();
   });
 

@@ -5,19 +5,18 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
-  anyClusterProcesses,
   bearer,
   eventually,
   type JobJson,
   jobWhen,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   type ServerProcess,
   sleep,
   spawnCli,
   startServerProcess,
+  stopLeavingNothing,
   type TokenJson,
   waitDestroyed,
   type WorkerJson,
@@ -42,11 +41,7 @@ describe("hodei on the local provider", () => {
     await assertNothingLeft(server);
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   it("runs hello world, prints its output and exits 0", async () => {

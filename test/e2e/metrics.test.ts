@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse } from "yaml";
 import { familyNames, value } from "../fixtures/prometheus-text.js";
-import { anyClusterProcesses, eventually, jobWhen, killCluster, leftoverProcesses, ROOT, runCli, type ServerProcess, startServerProcess, waitDestroyed } from "./harness.js";
+import { eventually, jobWhen, leftoverProcesses, ROOT, runCli, type ServerProcess, startServerProcess, stopLeavingNothing, waitDestroyed } from "./harness.js";
 
 const DASHBOARD = resolve(ROOT, "deploy/grafana/hodei-dashboard.json");
 const ALERTS = resolve(ROOT, "deploy/prometheus/hodei-alerts.yaml");
@@ -45,13 +45,9 @@ describe("metrics of a running server (local provider, one worker at a time)", (
   });
   after(async () => {
     const left = await leftoverProcesses(server);
-    await server.stop();
-    const all = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
     rmSync(gates, { recursive: true, force: true });
+    await stopLeavingNothing(server);
     assert.deepEqual(left, [], `worker processes left behind: ${JSON.stringify(left)}`);
-    assert.deepEqual(all, [], "stopping the server releases its idle agents");
   });
 
   async function scrape(): Promise<string> {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { startPostgres, skipWithoutPostgres, type TestPostgres } from "../fixtures/postgres.js";
-import { anyClusterProcesses, eventually, type JobJson, jobWhen, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, spawnCli, startServerProcess, waitDestroyed, type WorkerJson } from "./harness.js";
+import { anyClusterProcesses, eventually, type JobJson, jobWhen, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, spawnCli, startServerProcess, stopLeavingNothing, waitDestroyed, type WorkerJson } from "./harness.js";
 
 const SKIP = skipWithoutPostgres("hodei server on PostgreSQL");
 
@@ -106,11 +106,7 @@ describe("hodei server on PostgreSQL", { skip: SKIP }, () => {
       assert.ok(steps.rows.every((r) => r.n === "1"));
     } finally {
       for (const s of servers) {
-        await s.stop();
-        const left = await anyClusterProcesses(s.clusterId);
-        killCluster(s.clusterId);
-        s.cleanup();
-        assert.deepEqual(left, [], "a stopped server leaves no process");
+        await stopLeavingNothing(s, "a stopped server leaves no process");
       }
     }
   });

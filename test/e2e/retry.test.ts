@@ -10,16 +10,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
-  anyClusterProcesses,
   bearer,
   type JobJson,
   jobWhen,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   type ServerProcess,
   startServerProcess,
+  stopLeavingNothing,
   type WorkerJson,
 } from "./harness.js";
 
@@ -53,12 +52,8 @@ describe("exit-code retries and reruns on the local provider", () => {
     assert.deepEqual(workers, [], "no worker should be live");
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
     rmSync(dir, { recursive: true, force: true });
-    assert.deepEqual(left, [], "stopping the server releases its idle agents");
+    await stopLeavingNothing(server);
   });
 
   async function lastJob(): Promise<RetriedJobJson> {

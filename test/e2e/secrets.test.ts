@@ -18,17 +18,16 @@ import SqliteDatabase from "better-sqlite3";
 import { JobService } from "../../src/gen/hodei/v1/api_pb.js";
 import { findMarkedProcesses } from "../../src/providers/process-table.js";
 import {
-  anyClusterProcesses,
   eventually,
   type JobJson,
   jobWhen,
   jsonCli,
-  killCluster,
   leftoverProcesses,
   runCli,
   sendKey,
   type ServerProcess,
   startServerProcess,
+  stopLeavingNothing,
   waitDestroyed,
   type WorkerJson,
 } from "./harness.js";
@@ -90,12 +89,8 @@ describe("job secrets on the local provider", () => {
     assert.deepEqual(await leftoverProcesses(server), [], "no worker process is left");
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
+    await stopLeavingNothing(server);
     assert.deepEqual(leaks(server.output.join("\n")), [], "the server never logged a secret");
-    server.cleanup();
-    assert.deepEqual(left, []);
   });
 
   async function lastJob(): Promise<SecretJobJson> {

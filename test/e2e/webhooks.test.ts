@@ -16,7 +16,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
-import { anyClusterProcesses, eventually, type JobJson, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess } from "./harness.js";
+import { anyClusterProcesses, eventually, type JobJson, jsonCli, killCluster, leftoverProcesses, runCli, type ServerProcess, startServerProcess, stopLeavingNothing } from "./harness.js";
 
 const SECRET = "whsec-e2e-0123456789abcdef";
 
@@ -227,11 +227,7 @@ describe("webhooks without HODEI_WEBHOOK_ALLOW_PRIVATE", () => {
     server = await startServerProcess({ HODEI_WEBHOOK_SECRET: SECRET });
   });
   after(async () => {
-    await server.stop();
-    const left = await anyClusterProcesses(server.clusterId);
-    killCluster(server.clusterId);
-    server.cleanup();
-    assert.deepEqual(left, []);
+    await stopLeavingNothing(server);
   });
 
   it("refuses a private, loopback or metadata URL at submit, naming the field, and runs nothing", async () => {
