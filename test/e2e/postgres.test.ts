@@ -69,8 +69,19 @@ describe("hodei server on PostgreSQL", { skip: SKIP }, () => {
 
   it("answers /readyz 503 while the database refuses connections and 200 once it is back", async () => {
     const name = new URL(url).pathname.slice(1);
-    // A refused or reset connection (a kept-alive socket the server closed meanwhile) reads as 0: polled again.
-    const ready = async () => fetch(`${server.url}/readyz`).then((r) => r.status, () => 0);
+    // A refused or reset connection (a kept-alive socket the server closed meanwhile) reads as 0: polled
+    // again, and the last such error is kept for the failure message.
+    let lastError = "";
+    const ready = async () =>
+      fetch(`${server.url}/readyz`, { signal: AbortSignal.timeout(10_000) }).then(
+        (r) => r.status,
+        (err: Error) => {
+          lastError = `${err.message}${err.cause ? ` (${(err.cause as Error).message ?? String(err.cause)})` : ""}`;
+          return 0;
+        },
+      );
+    const diagnosis = () =>
+      `last error: ${lastError || "none"}; server exit code: ${server.process.exitCode}; its last output:\n${server.output.slice(-15).join("\n")}`;
     assert.equal(await ready(), 200);
     try {
       await postgres.query(`alter database "${name}" allow_connections false`);
@@ -78,14 +89,14 @@ describe("hodei server on PostgreSQL", { skip: SKIP }, () => {
       // Generous bounds: on a loaded machine (CI) the server's passes and probes queue up.
       let seen = 0;
       const startedMs = Date.now();
-      assert.equal(await eventually(async () => ((seen = await ready()) === 503 ? 503 : null), 30_000), 503, `last /readyz status: ${seen}`);
+      assert.equal(await eventually(async () => ((seen = await ready()) === 503 ? 503 : null), 30_000), 503, `last /readyz status: ${seen}; ${diagnosis()}`);
       console.log(`# /readyz answered 503 ${Date.now() - startedMs} ms after the database stopped accepting connections`);
       const body = await (await fetch(`${server.url}/readyz`)).text();
       assert.match(body, /^database unavailable: /);
     } finally {
       await postgres.query(`alter database "${name}" allow_connections true`);
     }
-    assert.equal(await eventually(async () => ((await ready()) === 200 ? 200 : null), 30_000), 200);
+    assert.equal(await eventually(async () => ((await ready()) === 200 ? 200 : null), 30_000), 200, diagnosis());
     // And it works again: the pool and the listener reconnected.
     const after = await runCli(server, ["run", "--", "echo", "back"]);
     assert.equal(after.code, 0, after.stderr);
