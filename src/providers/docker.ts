@@ -41,8 +41,8 @@ import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
-import { WarmPool, type WarmContainer } from "./docker-pool.js";
 import { wasOomKilled } from "./docker-oom.js";
+import { WarmPool, type WarmContainer } from "./docker-pool.js";
 import { ensureImage } from "./docker-pull.js";
 import { type ProviderHealth, type ProviderLog, type ProviderResource, stderrLog, type WorkerProvider, type WorkerSpec, type WorkerStatus } from "./provider.js";
 
@@ -475,7 +475,6 @@ function assignmentLine(spec: WorkerSpec): string {
   const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir: WORK_DIR };
   return `${JSON.stringify(assignment)}\n`;
 }
-
 
 function statusOf(err: unknown): number | undefined {
   return (err as { statusCode?: number } | undefined)?.statusCode;

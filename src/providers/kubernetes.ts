@@ -409,4 +409,3 @@ function describeLimits(limits: Record<string, string> | undefined): string {
   if (parts.length === 0) return "";
   return `limits (and requests) of the pod's container: ${parts.join(", ")}; enforced by the kubelet for the whole worker, its agent (about 40 MiB) included`;
 }
-
