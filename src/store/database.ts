@@ -11,6 +11,7 @@ import { InvalidInputError, StartupError } from "../core/errors.js";
 import { migrateTo, migrateToLatest } from "./migrations/index.js";
 import { newLocalNotifier, type Notifier, type NotifierLog } from "./notifier.js";
 import { PgNotifier } from "./pg-notifier.js";
+import { SqliteCheckpointer } from "./sqlite-checkpointer.js";
 import { createPostgresDatabase, DEFAULT_POOL_OPTIONS, isPostgresUrl, type PostgresPoolOptions, withMigrationLock } from "./postgres.js";
 import type { Database } from "./schema.js";
 
@@ -51,15 +52,23 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
   const path = sqlitePathFromUrl(url);
   const sqlite = openSqliteFile(path);
   sqlite.pragma("synchronous = NORMAL");
-  // The WAL is copied back into the database (a checkpoint, with its fsyncs) once it holds this many
-  // pages (4 KiB each: 16 MiB), not SQLite's default 1,000 (4 MiB): a job's large log (many MB of
-  // chunk rows) then costs a checkpoint per 16 MiB, and pages written again and again (the workers'
-  // rows, the indexes) are copied once per checkpoint, not once per 4 MiB.
-  sqlite.pragma(`wal_autocheckpoint = ${SQLITE_WAL_CHECKPOINT_PAGES}`);
+  // A file in WAL mode is checkpointed (the WAL copied back into the database, with its fsyncs) by a
+  // thread of its own, every second, off the event loop (sqlite-checkpointer.ts). This connection's
+  // own autocheckpoint is the backstop should that thread fall behind or fail: at 64 MiB of WAL
+  // (16,000 pages of 4 KiB), or 16 MiB without the thread (an in-memory database has no WAL).
+  const isWal = sqlite.pragma("journal_mode", { simple: true }) === "wal";
+  const checkpointer = isWal ? new SqliteCheckpointer(path, { log: options.notifierLog }) : null;
+  sqlite.pragma(`wal_autocheckpoint = ${checkpointer ? 4 * SQLITE_WAL_CHECKPOINT_PAGES : SQLITE_WAL_CHECKPOINT_PAGES}`);
   sqlite.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }), log: options.log });
-  const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
-  return { db, kind: "sqlite", isNew, notifier: newLocalNotifier() };
+  const connection = withStatementCache(sqlite, () => void checkpointer?.stop().catch(() => {}));
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: connection }), log: options.log });
+  try {
+    const { isNew } = options.migrateUpTo ? await migrateTo(db, "sqlite", options.migrateUpTo) : await migrateToLatest(db, "sqlite");
+    return { db, kind: "sqlite", isNew, notifier: newLocalNotifier() };
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
 }
 
 /**
@@ -104,7 +113,7 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDa
   return { db, kind: "postgres", isNew, notifier };
 }
 
-/** WAL size, in pages, at which a commit also checkpoints (SQLite's default: 1,000). */
+/** WAL size, in pages, at which a commit also checkpoints without the checkpoint thread (SQLite's default: 1,000). */
 const SQLITE_WAL_CHECKPOINT_PAGES = 4000;
 
 /** Prepared statements kept per connection, by SQL text (the store has about a hundred). */
@@ -133,7 +142,7 @@ export const BEGIN_TRANSACTION = "begin immediate";
  * and its caller retries as it does for any busy database); the first write that gets the lock
  * (a write statement, or the immediate begin of a transaction) brings the wait back.
  */
-export function withStatementCache(sqlite: SqliteDatabase.Database) {
+export function withStatementCache(sqlite: SqliteDatabase.Database, onClose: () => void = () => {}) {
   // better-sqlite3 waits for a lock synchronously, blocking the whole event loop: wait only briefly
   // and let the caller retry (a reconcile step on its next pass, an agent on its next try, an API
   // client on 503). Another process holding the write lock then slows writes down, never the server.
@@ -167,7 +176,10 @@ export function withStatementCache(sqlite: SqliteDatabase.Database) {
   type Wrapped = ReturnType<typeof wrap>;
   const wrapped = new Map<string, Wrapped>();
   return {
-    close: () => sqlite.close(),
+    close: () => {
+      onClose();
+      sqlite.close();
+    },
     /** Whether writes currently fail at once instead of waiting for the lock (see above). */
     get isContended() {
       return isContended;
