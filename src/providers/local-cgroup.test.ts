@@ -47,7 +47,10 @@ describe("LocalCgroups", () => {
       const hog = joinCgroupArgv(cgroup.procs, ["sh", "-c", "head -c 200m /dev/zero | tail > /dev/null"]);
       const result = spawnSync(hog[0], hog.slice(1), { encoding: "utf8" });
       assert.equal(result.status, 137, `killed by SIGKILL (exit 128+9); stderr: ${result.stderr}`);
-      assert.equal(readOomKills(cgroup.oomCount), 1, "the OOM killer's kill is counted in the job's group");
+      // At least one: the kernel may kill more than one process of the group (the pipe's two ends).
+      // The agent asks only whether the count grew while the job ran (OomWatch).
+      const kills = readOomKills(cgroup.oomCount) ?? 0;
+      assert.ok(kills >= 1, `the OOM killer's kill is counted in the job's group (counted ${kills})`);
 
       // A process left in the group (one that dropped our markers, say) goes with it.
       const sleeper = joinCgroupArgv(cgroup.procs, ["sh", "-c", "exec env -i sleep 300"]);
