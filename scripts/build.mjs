@@ -11,9 +11,13 @@
 //   dependencies left in node_modules;
 // - `hodei/client` (dist/client.js, ESM, dependencies in node_modules) and its declarations
 //   (dist/types, tsc -p tsconfig.client.json);
-// - the web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /.
-import { execFile } from "node:child_process";
-import { copyFileSync, readFileSync, rmSync } from "node:fs";
+// - the web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /;
+// - then the two code caches, taken after one real job through a throwaway server (writeCodeCaches).
+import { execFile, spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { build } from "esbuild";
 import { build as buildDashboard } from "vite";
@@ -56,19 +60,54 @@ const node = { bundle: true, platform: "node", format: "esm", target: "node20", 
 const OWN_HEADERS = ["src/core/headers.ts"];
 
 /**
- * Writes dist/agent-main.cache (scripts/agent-code-cache.cjs): the agent runs once with a made-up
- * assignment on stdin against an address where nothing listens, and gives up at once.
+ * Writes the V8 code caches of the agent (dist/agent-main.cache, scripts/agent-code-cache.cjs) and of
+ * the CLI (dist/cli.cache, scripts/code-cache.mjs) from one real job, so that what a job's path runs
+ * is compiled when they are taken, not only the boot: a throwaway server (SQLite in a temporary
+ * directory, the local provider, no warm agents, a loopback port) whose agent is
+ * scripts/agent-code-cache.cjs, and `hodei run -- true` through it. Both caches are written at
+ * their process's clean exit; the build fails, saying why, if either is missing.
  */
-async function agentCodeCache() {
-  const assignment = { otpToken: "none", workerId: "code-cache", workerName: "code-cache", jobId: "code-cache", attempt: 1, workDir: "/nonexistent" };
-  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HODEI_SERVER_URL: "http://127.0.0.1:9", HODEI_REGISTER_TIMEOUT_MS: "200" };
-  const child = execFile(process.execPath, ["scripts/agent-code-cache.cjs"], { env, timeout: 30_000 });
-  child.stdin.end(`${JSON.stringify(assignment)}\n`);
-  const code = await new Promise((resolve, reject) => {
-    child.once("error", reject);
-    child.once("exit", resolve);
-  });
-  if (code !== 0) throw new Error(`scripts/agent-code-cache.cjs exited ${code}`);
+async function writeCodeCaches() {
+  const dataDir = mkdtempSync(join(tmpdir(), "hodei-build-"));
+  const base = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? dataDir, HODEI_DATA_DIR: dataDir };
+  const env = { ...base, HODEI_PORT: "0", HODEI_PROVIDERS: "local", HODEI_LOCAL_WARM_WORKERS: "0", HODEI_AGENT_PATH: resolve("scripts/agent-code-cache.cjs") };
+  const server = spawn(process.execPath, ["bin/hodei.js", "server"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise((resolveExit) => server.once("exit", resolveExit));
+  const output = [];
+  try {
+    const url = await new Promise((resolveUrl, reject) => {
+      const timer = setTimeout(() => reject(new Error("the server did not listen within 60 s")), 60_000);
+      for (const stream of [server.stdout, server.stderr]) {
+        createInterface({ input: stream }).on("line", (line) => {
+          output.push(line);
+          if (line.includes('"server listening"')) {
+            clearTimeout(timer);
+            resolveUrl(JSON.parse(line).url);
+          }
+        });
+      }
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`the server exited with ${code} before listening`));
+      });
+    });
+    await promisify(execFile)(process.execPath, ["scripts/code-cache.mjs"], { env: { ...base, HODEI_SERVER_URL: url }, timeout: 60_000 });
+    // The agent writes its cache as it exits, just after the job's end that `run` waited for.
+    for (let waited = 0; !existsSync("dist/agent-main.cache"); waited += 50) {
+      if (waited > 30_000) throw new Error("the job's agent did not write dist/agent-main.cache within 30 s of the job's end");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!existsSync("dist/cli.cache")) throw new Error("`hodei run -- true` did not write dist/cli.cache");
+  } catch (err) {
+    const said = err.stderr ? `\nhodei run said: ${err.stderr}` : "";
+    throw new Error(`writing the code caches failed: ${err.message}${said}\nthe build's server said:\n${output.join("\n")}`);
+  } finally {
+    server.kill("SIGTERM");
+    const killer = setTimeout(() => server.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(killer);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 }
 
 rmSync("dist", { recursive: true, force: true });
@@ -88,10 +127,7 @@ await Promise.all([
     banner: { js: "globalThis.__hodeiEntryMs??=performance.now();" },
     inject: OWN_HEADERS,
     logLevel: "warning",
-  }).then(() => {
-    copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs");
-    return agentCodeCache();
-  }),
+  }).then(() => copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs")),
   build({
     ...node,
     entryPoints: ["src/cli/main.ts"],
@@ -103,7 +139,7 @@ await Promise.all([
     minify: true,
     legalComments: "none",
     sourcemap: true,
-  }).then(() => promisify(execFile)(process.execPath, ["scripts/code-cache.mjs"])),
+  }),
   build({
     ...node,
     entryPoints: { main: "src/server/main.ts", config: "src/config.ts", "docker-image": "src/providers/docker-image.ts" },
@@ -118,3 +154,4 @@ await Promise.all([
   }),
   buildDashboard({ configFile: "dashboard/vite.config.ts" }),
 ]);
+await writeCodeCaches();
