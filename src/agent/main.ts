@@ -283,20 +283,43 @@ class Agent {
       },
       (stream, data) => this.onOutput(stream, data),
     );
-    void this.job.done.then((outcome) => {
-      if (outcome.exitCode !== 0 && !outcome.canceled && !outcome.timedOut && !outcome.error && oom.wasKilled()) {
-        const limit = run.memoryMb > 0 ? `its memory limit of ${run.memoryMb} MiB` : "the memory available to it";
-        outcome.error = `the command was killed for running out of memory: it needed more than ${limit} (the kernel's OOM killer, exit code ${outcome.exitCode})`;
-      }
-      this.outcome = outcome;
-      // The output is complete: what was held back as a possible start of a secret goes out now.
-      this.logs!.end();
-      if (outcome.timedOut) this.logs!.system(`\n[hodei] timed out after ${run.timeoutSeconds}s; the process tree was killed\n`);
-      if (outcome.error) this.logs!.system(`\n[hodei] ${outcome.error}\n`);
-      this.logs!.flush();
-      this.pump();
+    void this.job.done
+      .then((outcome) => this.onJobDone(run, oom, outcome))
+      .catch((err: unknown) => this.onFinishFailed(err));
+  }
+
+  /** The job's process tree is gone: its output completed, then the result after the last chunk. */
+  private onJobDone(run: RunJob, oom: OomWatch, outcome: CommandOutcome): void {
+    if (outcome.exitCode !== 0 && !outcome.canceled && !outcome.timedOut && !outcome.error && oom.wasKilled()) {
+      const limit = run.memoryMb > 0 ? `its memory limit of ${run.memoryMb} MiB` : "the memory available to it";
+      outcome.error = `the command was killed for running out of memory: it needed more than ${limit} (the kernel's OOM killer, exit code ${outcome.exitCode})`;
+    }
+    this.outcome = outcome;
+    // The output is complete: what was held back as a possible start of a secret goes out now.
+    this.logs!.end();
+    if (outcome.timedOut) this.logs!.system(`\n[hodei] timed out after ${run.timeoutSeconds}s; the process tree was killed\n`);
+    if (outcome.error) this.logs!.system(`\n[hodei] ${outcome.error}\n`);
+    this.logs!.flush();
+    this.pump();
+    this.maybeSendResult();
+  }
+
+  /**
+   * Finishing the job threw (a bug of the agent's, not the job's): the job fails with that reason
+   * rather than the attempt vanishing with a crashed agent (which the control plane would retry as
+   * an infrastructure loss, and which would fail the same way again).
+   */
+  private onFinishFailed(err: unknown): void {
+    const reason = `the agent failed while reporting the job's end: ${err instanceof Error ? err.message : String(err)}`;
+    log("finishing the job failed", { error: reason });
+    try {
+      const now = Date.now();
+      this.outcome = { ...(this.outcome ?? { exitCode: -1, signal: "", timedOut: false, canceled: false, startedAtMs: now, finishedAtMs: now }), error: reason };
       this.maybeSendResult();
-    });
+    } catch (again) {
+      log("reporting that failure failed too; giving up on the attempt", { error: again instanceof Error ? again.message : String(again) });
+      this.abandon(reason);
+    }
   }
 
   private cancel(reason: string, graceMs: number): void {
