@@ -1,9 +1,10 @@
 /**
  * What the bench's sections read of a job: whether it ended, waiting until its worker is destroyed
- * (with the moment it was first seen final, what `hodei run` waits for), and its timeline's phases.
+ * (with the moment it was first seen final, the way `hodei run` sees it), and its timeline's phases.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { createClient } from "@connectrpc/connect";
+import { readJobLogs } from "../src/client/logs.js";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 
 export const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
@@ -11,11 +12,21 @@ export const ENDED = new Set(["succeeded", "failed", "canceled", "timed_out"]);
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 /**
- * Polls until the job has ended and its worker is destroyed (the timeline is the latest try's: a
- * requeued job may show one destroyed); onFinal is called when it is first seen in a final state.
+ * Waits for the job's end the way `hodei run` does, with the client's readJobLogs (its logs followed
+ * until the stream's last entry, the job as it ended), and calls onFinal then; with `poll`, the end
+ * is found by reading the job every 5 ms instead (how the bench measured it before; kept for
+ * comparisons). Then polls until its worker is destroyed (the timeline is the latest try's: a
+ * requeued job may show one destroyed).
  */
-export async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}): Promise<Job> {
+export async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}, poll = false): Promise<Job> {
   let isFinal = false;
+  if (!poll) {
+    const entries = readJobLogs(client, id, { follow: true });
+    let next = await entries.next();
+    while (!next.done) next = await entries.next();
+    isFinal = next.value !== undefined && ENDED.has(next.value.state);
+    if (isFinal) onFinal();
+  }
   for (;;) {
     const job = await client.getJob({ id });
     if (ENDED.has(job.state) && !isFinal) {

@@ -3,8 +3,9 @@
  * the stream breaks (server restarted, connection lost) reading resumes after the last cursor seen,
  * so no entry is yielded twice or skipped, with exponential backoff; any entry received resets the
  * budget. A follow only ends when the job has ended (the server closes the stream once the job is
- * final and its workers can send nothing more): a stream that closes cleanly while the job is still
- * going is treated as broken. An answer from the server (not found, refused) is never retried.
+ * final and its workers can send nothing more, its last entry carrying the ended job; from a server
+ * that sends no such entry, the job is read once): a stream that closes cleanly while the job is
+ * still going is treated as broken. An answer from the server (not found, refused) is never retried.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
@@ -43,7 +44,12 @@ export async function* readJobLogs(jobs: Client<typeof JobService>, jobId: strin
   let failures = 0;
   for (;;) {
     try {
-      for await (const entry of jobs.getLogs({ jobId, follow, afterCursor }, { signal })) {
+      for await (const entry of jobs.getLogs({ jobId, follow, afterCursor, endWithJob: follow }, { signal })) {
+        // The stream's last entry: the job as it ended (a server without it just closes the stream).
+        if (entry.job) {
+          if (isEndedState(entry.job.state)) return entry.job;
+          break;
+        }
         afterCursor = entry.cursor;
         failures = 0;
         yield entry;

@@ -21,9 +21,9 @@ describe("GetLogs", () => {
     await p.close();
   });
 
-  async function read(jobId: string, afterCursor = 0n, follow = false): Promise<LogEntry[]> {
+  async function read(jobId: string, afterCursor = 0n, follow = false, endWithJob = false): Promise<LogEntry[]> {
     const entries: LogEntry[] = [];
-    for await (const entry of p.api.getLogs({ jobId, afterCursor, follow })) entries.push(entry);
+    for await (const entry of p.api.getLogs({ jobId, afterCursor, follow, endWithJob })) entries.push(entry);
     return entries;
   }
 
@@ -105,6 +105,42 @@ describe("GetLogs", () => {
       Array.from({ length: 1234 }, (_, i) => i + 1),
     );
     assert.equal(Buffer.concat(followed.map((e) => e.data)).toString(), Array.from({ length: 1234 }, (_, i) => `${i + 1}\n`).join(""));
+  });
+
+  it("ends a follow that asks for it with the ended job, in an entry with no output whose cursor is the last one's", async () => {
+    const { job, worker, stream } = await p.running();
+    await sendAll(stream, 3, (i) => `line ${i}\n`);
+    // Followed while the job runs: the end entry comes only once the result is stored.
+    const following = read(job.id, 0n, true, true);
+    await new Promise((r) => setTimeout(r, 50));
+    stream.send({ case: "result", value: { exitCode: 7, lastSeq: 3n } });
+    await stream.next();
+    stream.outgoing.close();
+    const followed = await following;
+    assert.equal(followed.length, 4);
+    const end = followed[3];
+    assert.equal(end.job?.id, job.id);
+    assert.equal(end.job?.state, "failed");
+    assert.equal(end.job?.exitCode, 7);
+    assert.equal(end.data.length, 0);
+    assert.equal(end.cursor, followed[2].cursor);
+    assert.ok(followed.slice(0, 3).every((e) => e.job === undefined));
+    assert.equal((await p.store.workers.get(worker.id))?.state, "destroying");
+    // Resuming after the end entry's cursor yields nothing more than the end again.
+    const resumed = await read(job.id, end.cursor, true, true);
+    assert.deepEqual(resumed.map((e) => [e.data.length, e.job?.state]), [[0, "failed"]]);
+    // Not asked for (older clients), or without follow: no such entry.
+    assert.equal((await read(job.id, 0n, true)).length, 3);
+    assert.equal((await read(job.id, 0n, false, true)).length, 3);
+  });
+
+  it("ends the follow of a job without output with the job, cursor after_cursor", async () => {
+    const { job, stream } = await p.running();
+    stream.send({ case: "result", value: { exitCode: 0, lastSeq: 0n } });
+    await stream.next();
+    stream.outgoing.close();
+    const followed = await read(job.id, 0n, true, true);
+    assert.deepEqual(followed.map((e) => [e.cursor, e.job?.state]), [[0n, "succeeded"]]);
   });
 
   it("refuses a negative cursor", async () => {

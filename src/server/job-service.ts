@@ -30,7 +30,7 @@ import { SCHEDULE_KEY_PREFIX } from "../core/schedule.js";
 import { isOrphan } from "../scheduler/reap.js";
 import { submitJob } from "../scheduler/submit.js";
 import type { ProviderSlot } from "../scheduler/reconciler.js";
-import type { JobRow } from "../store/schema.js";
+import type { JobRow, WorkerRow } from "../store/schema.js";
 import { CALLER, type Caller, maySeeEnvValues, requireJobCancel, requireJobRead, requireProvider } from "./access.js";
 import { specInputOf, toJob, toOtpToken, toWorker } from "./api-mapping.js";
 import { refuseLostSecrets, rerunSpec } from "./rerun.js";
@@ -130,8 +130,13 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
   async function loadJob(id: string, caller: Caller) {
     const job = await readJob(id);
     requireJobRead(caller, owner(job));
-    const deliveries = isTerminal(job.state) ? await store.webhooks.listOfJob(id) : [];
-    return toJob(job, await store.workers.listOfJob(id), maySeeEnvValues(caller), deliveries);
+    return jobSeenBy(caller, job, await store.workers.listOfJob(id));
+  }
+
+  /** The API's job of rows already read, as `caller` may see it (with its webhook deliveries once ended). */
+  async function jobSeenBy(caller: Caller, job: JobRow, workers: WorkerRow[]) {
+    const deliveries = isTerminal(job.state) ? await store.webhooks.listOfJob(job.id) : [];
+    return toJob(job, workers, maySeeEnvValues(caller), deliveries);
   }
 
   /** "Not found", or for a job removed by retention (while its record is kept) exactly that. */
@@ -294,6 +299,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         if (isDone) {
           // Whatever was stored between the last read and that check.
           yield* drain();
+          // The job as it ended, so that the client need not read it again (`hodei run` returns on it).
+          if (req.endWithJob) yield create(LogEntrySchema, { cursor: cursorOf(position), job: await jobSeenBy(caller, job, workers) });
           return;
         }
         if (ctx.signal.aborted) return;
@@ -404,6 +411,10 @@ function positionOf(cursor: bigint): { attempt: number; seq: number } {
   return { attempt: Number(cursor >> CURSOR_SEQ_BITS), seq: Number(cursor & ((1n << CURSOR_SEQ_BITS) - 1n)) };
 }
 
+function cursorOf(position: { attempt: number; seq: number }): bigint {
+  return (BigInt(position.attempt) << CURSOR_SEQ_BITS) | BigInt(position.seq);
+}
+
 function toLogEntry(row: { attempt: number; seq: number; stream: string; data: Uint8Array; time_ms: number }): LogEntry {
   return create(LogEntrySchema, {
     attempt: row.attempt,
@@ -411,6 +422,6 @@ function toLogEntry(row: { attempt: number; seq: number; stream: string; data: U
     stream: row.stream,
     data: row.data,
     time: timestampFromMs(Number(row.time_ms)),
-    cursor: (BigInt(row.attempt) << CURSOR_SEQ_BITS) | BigInt(row.seq),
+    cursor: cursorOf(row),
   });
 }

@@ -13,6 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, afterEach, before, describe, it } from "node:test";
+import { createClientOn } from "../../src/client/client.js";
+import { createTransport } from "../../src/client/transport.js";
 import {
   createClient,
   HodeiError,
@@ -68,6 +70,29 @@ describe("hodei/client", () => {
     assert.equal(rest.join(""), "second\n");
     assert.equal(next.value?.state, "succeeded");
     assert.equal(next.value?.exitCode, 0);
+  });
+
+  it("learns the end from the log stream's last entry: wait and a follow make no GetJob call", async () => {
+    const calls: string[] = [];
+    const counting = createClientOn(
+      createTransport({ baseUrl: server.url, token: server.adminKey }, [
+        (next) => async (req) => {
+          calls.push(req.method.name);
+          return next(req);
+        },
+      ]),
+    );
+    const job = await counting.submit({ command: ["sh", "-c", "echo out; exit 4"] });
+    const ended = await counting.wait(job.id, { onLog: () => {} });
+    assert.equal(ended.state, "failed");
+    assert.equal(ended.exitCode, 4);
+    const again = counting.logs(job.id, { follow: true });
+    const seen: string[] = [];
+    let next = await again.next();
+    for (; !next.done; next = await again.next()) seen.push(text(next.value.data));
+    assert.equal(seen.join(""), "out\n");
+    assert.equal(next.value?.id, job.id);
+    assert.deepEqual(calls, ["SubmitJob", "GetLogs", "GetLogs"]);
   });
 
   it("wait resolves with the ended job; list finds it; rerun runs its spec again as a new job", async () => {
