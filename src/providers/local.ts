@@ -21,6 +21,7 @@
 import { randomUUID } from "node:crypto";
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PermanentError } from "../core/errors.js";
 import { LocalCgroups } from "./local-cgroup.js";
@@ -166,7 +167,8 @@ export class LocalProvider implements WorkerProvider {
     // The cgroup goes first: if it cannot be removed yet, the work directory (and its pid file) stays for the retry.
     for (const workerId of workerIds) {
       await this.cgroups.remove(workerId);
-      rmSync(this.workDir(workerId), { recursive: true, force: true });
+      // Off the event loop: removing a job's files is filesystem work the control plane need not wait on.
+      await rm(this.workDir(workerId), { recursive: true, force: true });
     }
     this.spawned.delete(resourceId);
     for (const [name, id] of this.byName) if (id === resourceId) this.byName.delete(name);
