@@ -11,8 +11,9 @@
  * local (top level of the JSON: provider, runs, ...):
  *   baseline      (baseline_node_spawn_ms) spawn the agent's Node binary with a script that exits at
  *                 once, wait for its exit
- *   hello world   submit `echo hello` -> job succeeded (hello_world_final_ms) and its worker destroyed
- *                 (hello_world_ms), client-observed
+ *   hello world   submit `echo hello` -> job succeeded (hello_world_final_ms: seen as `hodei run` sees
+ *                 it, the client's log follow ending with the job) and its worker destroyed
+ *                 (hello_world_ms, by polling the job), client-observed
  *   throughput    (the "throughput" key, bench/throughput.ts) BENCH_JOBS (200) jobs submitted at once
  *                 -> all succeeded and destroyed, beside spawning and reaping the agent's Node process
  *                 as many times, 16 at once (the ratio)
