@@ -3,16 +3,17 @@
  * provider): the routes it answers beside the API's, sign-in, what a read-only key is shown, a job
  * submitted from the form whose log lines appear while it runs, search by id prefix and command,
  * doctor and verify run from the Providers page, ANSI colours in a log,
- * cancel and rerun from a job's page, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
+ * cancel and rerun from a job's page, a job's end shown from its log stream alone, and the tokens page. Every test proves no worker process is left; the browser is closed at the end.
  * HODEI_SCREENSHOTS=1 also saves each page to docs/screenshots/.
  */
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import type { Browser, BrowserContext, Page } from "playwright-core";
+import type { Browser, BrowserContext, Page, Route } from "playwright-core";
 import { JobService, KeyService } from "../../src/gen/hodei/v1/api_pb.js";
 import { browserMissing, launchBrowser, signIn } from "./browser.js";
 import {
@@ -265,6 +266,31 @@ describe("the web dashboard", { skip: skip || undefined }, () => {
     assert.equal(rerun.rerunOf, job!.id);
     await api.cancelJob({ id: rerunId });
     await waitDestroyed(server, rerunId);
+  });
+
+  it("shows a job's end from its log stream's last entry, even while reading the job hangs", async () => {
+    const go = join(tmpdir(), `hodei-dashboard-go-${process.pid}-${Date.now()}`);
+    const { job } = await api.submitJob({ command: [`echo waiting; while [ ! -e ${go} ]; do sleep 0.05; done; echo done; exit 3`], labels: { suite: "dashboard" } });
+    const page = await newPage();
+    await page.goto(`${server.url}/jobs/${job!.id}`);
+    await signIn(page, server.adminKey);
+    await page.getByTestId("job-state").filter({ hasText: "running" }).waitFor({ timeout: 20_000 });
+    await page.locator(".line .tx", { hasText: "waiting" }).waitFor({ timeout: 20_000 });
+    // From here on the page's reads of the job never get an answer (held until the end of the test):
+    // only the log can tell it the end.
+    const held: Route[] = [];
+    await page.route("**/hodei.v1.JobService/GetJob", (route) => void held.push(route));
+    try {
+      writeFileSync(go, "");
+      await page.getByTestId("job-state").filter({ hasText: "failed" }).waitFor({ timeout: 20_000 });
+      assert.equal(await page.getByTestId("job-exit").innerText(), "3");
+      await page.locator(".line .tx", { hasText: "done" }).waitFor();
+    } finally {
+      await page.unroute("**/hodei.v1.JobService/GetJob");
+      for (const route of held) await route.abort().catch(() => {});
+      rmSync(go, { force: true });
+    }
+    await waitDestroyed(server, job!.id);
   });
 
   it("shows Rerun disabled, saying why, for a job whose secrets were deleted when it ended", async () => {

@@ -1,6 +1,7 @@
 /**
  * A job's log, live: GetLogs with follow (history, then new lines as they arrive, until the job
- * ended), resumed after its last cursor when the stream breaks. Only the visible lines are in the
+ * ended: the stream's last entry carries the ended job, handed to onEnded), resumed after its last
+ * cursor when the stream breaks. Only the visible lines are in the
  * DOM (@tanstack/react-virtual, fixed 16 px rows), and the buffer is re-rendered at most every
  * 100 ms, so a million lines neither freeze the tab nor a fast writer the page. ANSI colours (SGR)
  * are drawn per line; stderr lines are marked; following keeps the end in view until the reader
@@ -8,6 +9,7 @@
  */
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { memo, useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
+import type { Job } from "../../../src/gen/hodei/v1/api_pb.js";
 import { Code, codeOf, jobs, messageOf } from "../api";
 import { type AnsiStyle, isPlain, isThemed, parseAnsi } from "./ansi";
 import { LogBuffer, STDERR, STDOUT, SYSTEM } from "./log-buffer";
@@ -18,7 +20,8 @@ const RESUME_AFTER_MS = 1000;
 
 type Filter = "all" | "stdout" | "stderr";
 
-export function LogView({ jobId, isFinished }: { jobId: string; isFinished: boolean }) {
+/** onEnded: the job as it ended, from the stream's last entry (the page need not wait for its next read). */
+export function LogView({ jobId, isFinished, onEnded }: { jobId: string; isFinished: boolean; onEnded?: (job: Job) => void }) {
   const buffer = useRef(new LogBuffer());
   const [, setVersion] = useState(0);
   const [status, setStatus] = useState<"loading" | "live" | "ended" | "error">("loading");
@@ -28,6 +31,8 @@ export function LogView({ jobId, isFinished }: { jobId: string; isFinished: bool
   const scroller = useRef<HTMLDivElement>(null);
   const isFinishedRef = useRef(isFinished);
   isFinishedRef.current = isFinished;
+  const onEndedRef = useRef(onEnded);
+  onEndedRef.current = onEnded;
 
   useEffect(() => {
     buffer.current = new LogBuffer();
@@ -40,7 +45,11 @@ export function LogView({ jobId, isFinished }: { jobId: string; isFinished: bool
       for (;;) {
         try {
           setStatus((s) => (s === "error" ? "live" : s));
-          for await (const entry of jobs.getLogs({ jobId, follow: true, afterCursor: buffer.current.lastCursor }, { signal: abort.signal })) {
+          for await (const entry of jobs.getLogs({ jobId, follow: true, endWithJob: true, afterCursor: buffer.current.lastCursor }, { signal: abort.signal })) {
+            if (entry.job) {
+              onEndedRef.current?.(entry.job);
+              continue;
+            }
             buffer.current.append(entry);
             setStatus("live");
             render();

@@ -208,7 +208,7 @@ export function JobPage({ id }: { id: string }) {
         {j.logsTruncated && <span className="warn small"> truncated at the server's limit</span>}
         {j.logsIncomplete && <span className="warn small"> incomplete: the worker ended before every line arrived</span>}
       </h3>
-      <LogView jobId={j.id} isFinished={isFinished} />
+      <LogView jobId={j.id} isFinished={isFinished} onEnded={(ended) => client.setQueryData(["job", id], ended)} />
     </Page>
   );
 }
