@@ -1,7 +1,8 @@
 /**
  * One job: its state, exit code, submitter, schedule and trace id, command and settings, its
  * attempts as a waterfall and a table, its webhook deliveries, and its log, live. Polled every
- * second while it has not ended (then every 5 s while a delivery is pending). Cancel and rerun are
+ * second until its worker is destroyed (then every 5 s while a delivery is pending); its end comes
+ * at once from the log stream's last entry. Cancel and rerun are
  * shown only to keys that may use them (session.tsx).
  */
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
