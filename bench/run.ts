@@ -73,6 +73,7 @@ import { phasesOf, waitDestroyed } from "./job-timeline.js";
 import { logLimitForBench, logsSection } from "./logs.js";
 import { throughputSection } from "./throughput.js";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
+import { tempDir } from "../test/fixtures/temp-dir.js";
 
 const execFileAsync = promisify(execFile);
 const WORKER_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
@@ -358,7 +359,7 @@ async function main(): Promise<void> {
   let core: k8s.CoreV1Api | null = null;
   let kubeconfig = "";
   if (emulator) {
-    kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-bench-kube-")), "kubeconfig");
+    kubeconfig = join(tempDir("hodei-bench-kube-"), "kubeconfig");
     emulator.writeKubeconfig(kubeconfig);
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(kubeconfig);

@@ -4,15 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { joinCgroupArgv, OomWatch, ownOomCountFile, readOomKills, wrapJobArgv } from "./job-cgroup.js";
+import { tempDir } from "../../test/fixtures/temp-dir.js";
 
 describe("the job's cgroup, from the agent", () => {
   it("has the job's shell write its own pid to every cgroup.procs, then run the command as that same process", () => {
-    const dir = mkdtempSync(join(tmpdir(), "hodei-join-"));
+    const dir = tempDir("hodei-join-");
     const procs = [join(dir, "memory.procs"), join(dir, "cpu.procs")];
     for (const file of procs) writeFileSync(file, "");
     const argv = joinCgroupArgv(procs, ["sh", "-c", 'echo "pid $$"; echo "args: $0 $1"', "a b", "c"]);
@@ -40,7 +40,7 @@ describe("the job's cgroup, from the agent", () => {
   });
 
   it("reads oom_kill from memory.events (v2) and memory.oom_control (v1)", () => {
-    const dir = mkdtempSync(join(tmpdir(), "hodei-oom-"));
+    const dir = tempDir("hodei-oom-");
     writeFileSync(join(dir, "memory.events"), "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n");
     writeFileSync(join(dir, "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n");
     assert.equal(readOomKills(join(dir, "memory.events")), 2);
@@ -49,23 +49,23 @@ describe("the job's cgroup, from the agent", () => {
   });
 
   it("finds a container's own count: v1 by the memory controller's line, v2 by the 0:: line, at the path or at the namespace root", () => {
-    const root = mkdtempSync(join(tmpdir(), "hodei-cgroupfs-"));
+    const root = tempDir("hodei-cgroupfs-");
     mkdirSync(join(root, "memory"), { recursive: true });
     writeFileSync(join(root, "memory", "memory.oom_control"), "oom_kill 0\n");
     // Docker on cgroup v1: the path names the host's view, the container sees its own group at the root.
     const v1 = "4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/docker/abc\n";
     assert.equal(ownOomCountFile(v1, root), join(root, "memory", "memory.oom_control"));
-    const v2Root = mkdtempSync(join(tmpdir(), "hodei-cgroup2-"));
+    const v2Root = tempDir("hodei-cgroup2-");
     mkdirSync(join(v2Root, "kubepods", "pod1"), { recursive: true });
     writeFileSync(join(v2Root, "kubepods", "pod1", "memory.events"), "oom_kill 0\n");
     assert.equal(ownOomCountFile("0::/kubepods/pod1\n", v2Root), join(v2Root, "kubepods", "pod1", "memory.events"));
     writeFileSync(join(v2Root, "memory.events"), "oom_kill 0\n");
     assert.equal(ownOomCountFile("0::/\n", v2Root), join(v2Root, "memory.events"), "a cgroup namespace: its root");
-    assert.equal(ownOomCountFile("0::/elsewhere\n", mkdtempSync(join(tmpdir(), "hodei-none-"))), "", "nothing readable: no detection");
+    assert.equal(ownOomCountFile("0::/elsewhere\n", tempDir("hodei-none-")), "", "nothing readable: no detection");
   });
 
   it("reports an OOM kill only when the count grew while the job ran", () => {
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-watch-")), "memory.events");
+    const file = join(tempDir("hodei-watch-"), "memory.events");
     writeFileSync(file, "oom_kill 4\n");
     const watch = new OomWatch(file);
     assert.equal(watch.wasKilled(), false, "kills before the job started are not its");

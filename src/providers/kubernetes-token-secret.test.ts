@@ -11,8 +11,6 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
@@ -32,6 +30,7 @@ import { Store } from "../store/store.js";
 import { KubernetesProvider, POD_LABELS } from "./kubernetes.js";
 import { tokenSecretName, TokenSecrets } from "./kubernetes-token-secret.js";
 import { eventually, workerSpec } from "./provider.contract.js";
+import { tempDir } from "../../test/fixtures/temp-dir.js";
 
 const SKIP = REAL_CLUSTER_KUBECONFIG ? "only the emulator can deny a verb and record the order of writes (HODEI_TEST_KUBECONFIG is set)" : skipWithoutDocker("the Kubernetes token Secret tests");
 const ID = randomUUID().slice(0, 8);
@@ -53,7 +52,7 @@ describe("the Kubernetes token Secret's order", { skip: SKIP }, () => {
 
   before(async () => {
     emulator = await startKubeEmulator({ docker, clusterLabel: LABEL, configRetryMs: 60_000, onAnswer: (answer) => void answers.push(answer) });
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-kube-")), "kubeconfig");
+    const file = join(tempDir("hodei-kube-"), "kubeconfig");
     emulator.writeKubeconfig(file);
     const kubeConfig = new k8s.KubeConfig();
     kubeConfig.loadFromFile(file);

@@ -10,8 +10,6 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
@@ -25,6 +23,7 @@ import { classifyPod, KubernetesProvider, POD_LABELS } from "./kubernetes.js";
 import { PodWatch } from "./kubernetes-watch.js";
 import { TOKEN_SECRET_KEY, tokenSecretName } from "./kubernetes-token-secret.js";
 import { describeProvider, eventually, workerSpec } from "./provider.contract.js";
+import { tempDir } from "../../test/fixtures/temp-dir.js";
 
 const SKIP = skipWithoutCluster("the Kubernetes tests");
 
@@ -152,7 +151,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
     it("reads a pod the kubelet reached before its token Secret as pending while the Secret exists, and as lost (not permanently) once it is gone", { skip: emulatorOnly("retry a pod's configuration slowly") }, async () => {
       // An emulator whose kubelet retries slowly, so the pod keeps showing CreateContainerConfigError after its Secret appeared.
       const slow = await startKubeEmulator({ port: 0, docker, clusterLabel: `${EMULATOR_LABEL}-slow`, configRetryMs: 60_000 });
-      const file = join(mkdtempSync(join(tmpdir(), "hodei-kube-")), "kubeconfig");
+      const file = join(tempDir("hodei-kube-"), "kubeconfig");
       slow.writeKubeconfig(file);
       const config = new k8s.KubeConfig();
       config.loadFromFile(file);
@@ -346,7 +345,7 @@ describe("KubernetesProvider", { skip: SKIP }, () => {
 
       before(async () => {
         small = await startKubeEmulator({ port: 0, docker, clusterLabel: label, images: { nodeImages: [DEFAULT_WORKER_IMAGE] }, nodeAllocatable: { cpu: "1", memory: "4Gi", pods: "110" }, forceDeleteLingerMs: 3000 });
-        const file = join(mkdtempSync(join(tmpdir(), "hodei-kube-")), "kubeconfig");
+        const file = join(tempDir("hodei-kube-"), "kubeconfig");
         small.writeKubeconfig(file);
         smallConfig = new k8s.KubeConfig();
         smallConfig.loadFromFile(file);

@@ -7,16 +7,16 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { joinCgroupArgv } from "../agent/job-cgroup.js";
 import { LocalCgroups, readOomKills } from "./local-cgroup.js";
+import { tempDir } from "../../test/fixtures/temp-dir.js";
 
 /** A mountinfo file describing the given cgroup mounts. */
 function mountinfo(mounts: { path: string; fstype: "cgroup" | "cgroup2"; options: string }[]): string {
-  const file = join(mkdtempSync(join(tmpdir(), "hodei-mountinfo-")), "mountinfo");
+  const file = join(tempDir("hodei-mountinfo-"), "mountinfo");
   writeFileSync(file, mounts.map((m, i) => `${30 + i} 23 0:${40 + i} / ${m.path} rw,relatime - ${m.fstype} ${m.fstype} ${m.options}`).join("\n") + "\n");
   return file;
 }
@@ -81,7 +81,7 @@ describe("LocalCgroups", () => {
   });
 
   it("uses cgroup v2 where the unified hierarchy has the controllers: memory.max, no swap, cpu.max", () => {
-    const root = mkdtempSync(join(tmpdir(), "hodei-cgroup2-"));
+    const root = tempDir("hodei-cgroup2-");
     writeFileSync(join(root, "cgroup.controllers"), "cpuset cpu io memory pids\n");
     const cgroups = new LocalCgroups({ clusterId: "c1", mountinfoPath: mountinfo([{ path: root, fstype: "cgroup2", options: "rw" }]) });
     const workerDir = join(root, "hodei", "c1", "w1");
@@ -102,7 +102,7 @@ describe("LocalCgroups", () => {
     assert.equal(unlimited.cgroup, null);
     assert.match(unlimited.applied, /^memory 64 MiB: NOT enforced: no cgroup hierarchy on this machine has the memory controller \(no cgroup v2 mount\); the job may use all of this machine's memory; cpu 0\.5: NOT enforced/);
     assert.match(none.describe(), /memory limits not enforced/);
-    const hybrid = mkdtempSync(join(tmpdir(), "hodei-hybrid-"));
+    const hybrid = tempDir("hodei-hybrid-");
     writeFileSync(join(hybrid, "cgroup.controllers"), "hugetlb\n");
     const v2Only = new LocalCgroups({ clusterId: "c1", mountinfoPath: mountinfo([{ path: hybrid, fstype: "cgroup2", options: "rw" }]) });
     assert.match(v2Only.create("w1", { memoryMb: 64, cpuMillis: 0 }).applied, /cgroup v2 at .* offers: hugetlb/);

@@ -13,6 +13,7 @@ import { LocalCgroups } from "./local-cgroup.js";
 import { findMarkedProcesses, isAlive } from "./process-table.js";
 import type { ProviderResource } from "./provider.js";
 import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL, workerSpec } from "./provider.contract.js";
+import { tempDir } from "../../test/fixtures/temp-dir.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const AGENT_PATH = join(ROOT, "dist", "agent.cjs");
@@ -247,7 +248,7 @@ describe("LocalProvider", () => {
     });
 
     it("gives a job with limits a cgroup of its own, named in its assignment, and stop removes it; without a usable cgroup it says nothing is enforced", async () => {
-      const cgroupRoot = mkdtempSync(join(tmpdir(), "hodei-fake-cgroup2-"));
+      const cgroupRoot = tempDir("hodei-fake-cgroup2-");
       writeFileSync(join(cgroupRoot, "cgroup.controllers"), "cpu memory\n");
       const mountinfo = join(cgroupRoot, "mountinfo");
       writeFileSync(mountinfo, `41 31 0:38 / ${cgroupRoot} rw,relatime - cgroup2 cgroup2 rw\n`);

@@ -6,14 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { docker, skipWithoutDocker } from "../fixtures/docker-daemon.js";
 import { LABELS } from "../../src/providers/docker.js";
 import { busyboxRootfs, importRootfs } from "../../src/providers/docker-image.js";
 import { eventually, type JobJson, jsonCli, runCli, type ServerProcess, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
+import { tempDir } from "../fixtures/temp-dir.js";
 
 const SKIP = skipWithoutDocker("the Docker end-to-end tests");
 
@@ -98,7 +98,7 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
   });
 
   it("runs a multi-line script", async () => {
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-docker-script-")), "job.sh");
+    const file = join(tempDir("hodei-docker-script-"), "job.sh");
     writeFileSync(file, 'echo "in $(pwd)"\nfor i in 1 2 3; do\n  echo "line $i"\ndone\n');
     const result = await runCli(server, ["run", "--provider", "docker", "--script", file]);
     assert.equal(result.code, 0, result.stderr);
@@ -178,7 +178,7 @@ describe("hodei on the docker provider", { skip: SKIP }, () => {
       `echo "submit: $(${post("SubmitJob", '{"command":["touch","/tmp/escaped"],"provider":"local"}')})"`,
       `echo "key files: $(find / -name admin.key 2>/dev/null | wc -l)"`,
     ].join("\n");
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-escape-")), "escape.sh");
+    const file = join(tempDir("hodei-escape-"), "escape.sh");
     writeFileSync(file, script);
     const before = (await jsonCli<JobJson[]>(server, ["jobs", "ls", "--limit", "500"])).length;
     const run = await runCli(server, ["run", "--provider", "docker", "--script", file]);

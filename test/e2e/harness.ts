@@ -105,6 +105,10 @@ export async function startServerProcess(env: Record<string, string> = {}, optio
       clearTimeout(timer);
       reject(new Error(`server exited with ${code} before listening:\n${output.join("\n")}`));
     });
+  }).catch((err: unknown) => {
+    // A server that never listened is gone: the data directory made for it goes too.
+    if (!options.cwd && options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
+    throw err;
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const keyFile = join(dataDir, "admin.key");

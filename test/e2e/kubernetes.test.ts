@@ -8,8 +8,6 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import * as k8s from "@kubernetes/client-node";
@@ -17,6 +15,7 @@ import { docker } from "../fixtures/docker-daemon.js";
 import { emulatorOnly, ensureWorkerImage, kubernetesServerEnv, ownSelector, REAL_CLUSTER_KUBECONFIG, skipWithoutCluster, startTestCluster, type TestCluster } from "../fixtures/kube-cluster.js";
 import { startKubeEmulator } from "../fixtures/kube-emulator/index.js";
 import { eventually, type JobJson, jsonCli, runCli, type ServerProcess, sleep, startServerProcess, type TokenJson, waitDestroyed } from "./harness.js";
+import { tempDir } from "../fixtures/temp-dir.js";
 
 const SKIP = skipWithoutCluster("the Kubernetes end-to-end tests");
 /** Suites that start emulators of their own. */
@@ -171,7 +170,7 @@ describe("a pod whose agent cannot register yet", { skip: EMULATOR_ONLY }, () =>
     const label = `wait-${randomUUID().slice(0, 8)}`;
     await ensureWorkerImage();
     const emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
-    const kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-wait-")), "kubeconfig");
+    const kubeconfig = join(tempDir("hodei-kube-wait-"), "kubeconfig");
     emulator.writeKubeconfig(kubeconfig);
     const kc = new k8s.KubeConfig();
     kc.loadFromFile(kubeconfig);
@@ -219,7 +218,7 @@ describe("the seed's DNS failure: pods given host.docker.internal", { skip: EMUL
     const label = `dns-${randomUUID().slice(0, 8)}`;
     await ensureWorkerImage();
     const emulator = await startKubeEmulator({ port: 0, docker, clusterLabel: label });
-    const kubeconfig = join(mkdtempSync(join(tmpdir(), "hodei-kube-dns-")), "kubeconfig");
+    const kubeconfig = join(tempDir("hodei-kube-dns-"), "kubeconfig");
     emulator.writeKubeconfig(kubeconfig);
     let server: ServerProcess | undefined;
     try {

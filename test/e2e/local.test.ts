@@ -22,6 +22,7 @@ import {
   type WorkerJson,
   workerProcesses,
 } from "./harness.js";
+import { tempDir } from "../fixtures/temp-dir.js";
 
 
 async function assertNothingLeft(server: ServerProcess): Promise<void> {
@@ -105,10 +106,9 @@ describe("hodei on the local provider", () => {
   });
 
   it("runs a multi-line script from a file, with env", async () => {
-    const { writeFileSync, mkdtempSync } = await import("node:fs");
+    const { writeFileSync } = await import("node:fs");
     const { join } = await import("node:path");
-    const { tmpdir } = await import("node:os");
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-script-")), "job.sh");
+    const file = join(tempDir("hodei-script-"), "job.sh");
     writeFileSync(file, 'set -e\necho "greeting: $GREETING"\nfor i in 1 2 3; do\n  echo "line $i"\ndone\necho to-stderr >&2\n');
     const result = await runCli(server, ["run", "-e", "GREETING=hola", "--script", file]);
     assert.equal(result.code, 0, result.stderr);

@@ -8,8 +8,7 @@
  * worker process is left.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { createClient } from "@connectrpc/connect";
@@ -31,6 +30,7 @@ import {
   waitDestroyed,
   type WorkerJson,
 } from "./harness.js";
+import { tempDir } from "../fixtures/temp-dir.js";
 
 const SECRET = "hunter2";
 /** Every form of the value that must never be shown (in output; the tests' commands may name it). */
@@ -212,7 +212,7 @@ describe("job secrets on the local provider", () => {
   });
 
   it("deletes the secret when the job fails, is canceled or times out, and reads --secret-file", async () => {
-    const file = join(mkdtempSync(join(tmpdir(), "hodei-secret-")), "token");
+    const file = join(tempDir("hodei-secret-"), "token");
     writeFileSync(file, `${SECRET}\n`, { mode: 0o600 });
 
     const failed = await runCli(server, ["run", "--secret-file", `SECRET=${file}`, "--", '[ "$SECRET" = hunter2 ] && echo matched; exit 3']);
