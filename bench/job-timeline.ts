@@ -13,26 +13,16 @@ type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 /**
  * Waits for the job's end the way `hodei run` does, with the client's readJobLogs (its logs followed
- * until the stream's last entry, the job as it ended), and calls onFinal then; with `poll`, the end
- * is found by reading the job every 5 ms instead (how the bench measured it before; kept for
- * comparisons). Then polls until its worker is destroyed (the timeline is the latest try's: a
- * requeued job may show one destroyed).
+ * until the stream's last entry, the job as it ended: it returns only then), and calls onFinal then.
+ * Then polls until its worker is destroyed (the timeline is the latest try's: a requeued job may
+ * show one destroyed).
  */
-export async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}, poll = false): Promise<Job> {
-  let isFinal = false;
-  if (!poll) {
-    const entries = readJobLogs(client, id, { follow: true });
-    let next = await entries.next();
-    while (!next.done) next = await entries.next();
-    isFinal = next.value !== undefined && ENDED.has(next.value.state);
-    if (isFinal) onFinal();
-  }
+export async function waitDestroyed(client: Client, id: string, onFinal: () => void = () => {}): Promise<Job> {
+  const entries = readJobLogs(client, id, { follow: true });
+  while (!(await entries.next()).done);
+  onFinal();
   for (;;) {
     const job = await client.getJob({ id });
-    if (ENDED.has(job.state) && !isFinal) {
-      isFinal = true;
-      onFinal();
-    }
     if (ENDED.has(job.state) && job.timeline?.destroyed) return job;
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -483,7 +483,10 @@ async function main(): Promise<void> {
   }
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.once(signal, () => {
-      void agent.terminate().finally(() => process.exit(143));
+      void agent
+        .terminate()
+        .catch((err: unknown) => log("reporting the stop failed", { error: err instanceof Error ? err.message : String(err) }))
+        .finally(() => process.exit(143));
     });
   }
   try {
