@@ -39,7 +39,7 @@ function runOnce(agent: string, serverUrl: string): Promise<{ phases: Record<str
     const agentEnv = { HODEI_SERVER_URL: serverUrl, HODEI_AGENT_BOOT_TRACE: "1", HODEI_REGISTER_TIMEOUT_MS: "5000" };
     const [command, args] = agent.startsWith("image:")
       ? ["docker", ["run", "-i", "--rm", "--network", "host", ...Object.entries(agentEnv).flatMap(([k, v]) => ["-e", `${k}=${v}`]), agent.slice("image:".length)]]
-      : [process.execPath, [agent]];
+      : agent.endsWith(".blob") ? [process.execPath, ["--snapshot-blob", agent]] : [process.execPath, [agent]];
     const child = spawn(command, args, { env: { ...ENV, ...agentEnv }, stdio: ["pipe", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));

@@ -8,7 +8,10 @@
 # Layout (other code depends on it exactly; see src/providers/agent-runtime.ts):
 #   /opt/hodei/bin/node                    node from the node image
 #   /opt/hodei/lib/<each lib ldd lists>    and /opt/hodei/lib/ld-linux-x86-64.so.2, the loader
-#   /opt/hodei/agent.cjs                   dist/agent.cjs
+#   /opt/hodei/agent.cjs, agent-main.cjs   dist/agent.cjs and the agent's bundle it runs
+#   /opt/hodei/agent-snapshot.cjs          dist/agent-snapshot.cjs, the startup snapshot's entry
+#   /opt/hodei/agent.blob                  the startup snapshot, built by this very node (a snapshot
+#                                          is refused by any other); workers start from it
 # Node runs through its own loader and libraries, so the final stage needs no glibc of its own.
 # Build for linux/amd64: the loader's fixed name is the x86-64 one.
 
@@ -32,7 +35,13 @@ RUN set -eu; \
     cp -L "$loader" /opt/hodei/lib/ld-linux-x86-64.so.2; \
     chmod 0755 /opt/hodei/bin/node /opt/hodei/lib/*; \
     /opt/hodei/lib/ld-linux-x86-64.so.2 --library-path /opt/hodei/lib /opt/hodei/bin/node -e 'process.versions.node'
-COPY dist/agent.cjs /opt/hodei/agent.cjs
+COPY dist/agent.cjs dist/agent-main.cjs dist/agent-snapshot.cjs /opt/hodei/
+# As src/providers/agent-runtime.ts builds it (scripts/agent-snapshot.cjs says why in two runs).
+RUN set -eu; \
+    cd /opt/hodei; \
+    HODEI_SNAPSHOT_LAZY_KEYS="$(./bin/node agent-snapshot.cjs --lazy-keys)" \
+      ./bin/node --snapshot-blob agent.blob --build-snapshot agent-snapshot.cjs; \
+    chmod 0644 agent.cjs agent-main.cjs agent-snapshot.cjs agent.blob
 
 FROM ${BASE_IMAGE}
 COPY --from=runtime /opt/hodei /opt/hodei
@@ -42,4 +51,4 @@ RUN mkdir -p /usr/bin /usr/local/bin /work /tmp \
  && chmod 1777 /tmp
 ENV PATH=/usr/local/bin:/usr/bin:/bin
 WORKDIR /work
-CMD ["/opt/hodei/lib/ld-linux-x86-64.so.2", "--library-path", "/opt/hodei/lib", "/opt/hodei/bin/node", "/opt/hodei/agent.cjs"]
+CMD ["/opt/hodei/lib/ld-linux-x86-64.so.2", "--library-path", "/opt/hodei/lib", "/opt/hodei/bin/node", "--snapshot-blob", "/opt/hodei/agent.blob"]

@@ -1,7 +1,9 @@
 // Builds what runs without tsx:
 // - the agent as one self-contained CommonJS bundle (dist/agent-main.cjs), V8's code cache of it
 //   (dist/agent-main.cache) and dist/agent.cjs, which runs the one with the other
-//   (scripts/agent-loader.cjs); the three are copied into worker images as they are;
+//   (scripts/agent-loader.cjs): how local workers start; and dist/agent-snapshot.cjs, the entry
+//   from which an agent runtime (src/providers/agent-runtime.ts) builds the startup snapshot that
+//   Docker and Kubernetes workers start from, with the node they run;
 // - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
 //   it, since loading them file by file from node_modules costs more than running the command, and
 //   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses; the
@@ -127,7 +129,10 @@ await Promise.all([
     banner: { js: "globalThis.__hodeiEntryMs??=performance.now();" },
     inject: OWN_HEADERS,
     logLevel: "warning",
-  }).then(() => copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs")),
+  }).then(() => {
+    copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs");
+    copyFileSync("scripts/agent-snapshot.cjs", "dist/agent-snapshot.cjs");
+  }),
   build({
     ...node,
     entryPoints: ["src/cli/main.ts"],

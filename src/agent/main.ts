@@ -35,10 +35,12 @@ import {
 import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
+import { warmUp } from "./warm-up.js";
 
 /**
  * Boot phases, in ms since the process started (performance.now()): `entry` is set by the bundle's
- * first line (scripts/build.mjs), `loaded` once every module of the bundle is evaluated. Logged
+ * first line (scripts/build.mjs), `loaded` once every module of the bundle is evaluated (both the
+ * moment main starts, and `snapshot` is 1, in a worker started from a startup snapshot). Logged
  * once, after the first Register answer, when HODEI_AGENT_BOOT_TRACE=1.
  */
 const boot: Record<string, number> = { entry: (globalThis as { __hodeiEntryMs?: number }).__hodeiEntryMs ?? Number.NaN, loaded: performance.now() };
@@ -498,4 +500,17 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+/**
+ * Run as a startup snapshot's bundle (scripts/agent-snapshot.cjs), main waits for the worker that
+ * deserializes the snapshot: boot.entry and boot.loaded are then that moment. Otherwise it runs now.
+ */
+const snapshot = (globalThis as { __hodeiSnapshot?: { setMain(main: () => void, warmUp: () => void): void } }).__hodeiSnapshot;
+if (snapshot) {
+  snapshot.setMain(() => {
+    boot.entry = boot.loaded = performance.now();
+    boot.snapshot = 1;
+    void main();
+  }, warmUp);
+} else {
+  void main();
+}

@@ -6,11 +6,16 @@
  *   bin/node                     the host's node (process.execPath, symlinks resolved)
  *   lib/<each library ldd lists> copied with symlinks followed, under the name node asks for
  *   lib/ld-linux-x86-64.so.2     the loader; running node through it needs no glibc in the image
- *   agent.cjs                    the agent (dist/agent.cjs), which runs the bundle beside it with
- *   agent-main.cjs, .cache       V8's code cache of it (both copied when they are beside agentPath)
- *   .hash                        content hash of all the above (written last)
+ *   agent.cjs                    the agent (dist/agent.cjs), which runs the bundle beside it
+ *   agent-main.cjs               the agent's bundle (copied when it is beside agentPath)
+ *   agent-snapshot.cjs           the entry of the startup snapshot (scripts/agent-snapshot.cjs: the
+ *                                one beside agentPath, else the package's dist/agent-snapshot.cjs)
+ *   agent.blob                   the startup snapshot, built here by bin/node itself: the bundle
+ *                                evaluated and warmed up (without a bundle, its main runs agent.cjs)
+ *   .hash                        content hash of the inputs (written last)
  *
- * Inside a worker it sits at AGENT_ROOT, and the worker's command is AGENT_COMMAND.
+ * Inside a worker it sits at AGENT_ROOT, and the worker's command is AGENT_COMMAND: node started
+ * from the snapshot, which saves a cold worker the bundle's load (bench/agent-boot.ts).
  *
  * Invariants: a directory with a .hash is complete. assembleAgentRuntime does nothing when .hash
  * matches the inputs, and otherwise builds a temporary sibling and renames it into place, so a
@@ -23,28 +28,30 @@ import { createReadStream } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { packageRoot } from "../config.js";
 
 export const AGENT_ROOT = "/opt/hodei";
 const LOADER_NAME = "ld-linux-x86-64.so.2";
 
+/** Node through the runtime's own loader and libraries (add node's arguments). Frozen. */
+export const NODE_COMMAND = Object.freeze([`${AGENT_ROOT}/lib/${LOADER_NAME}`, "--library-path", `${AGENT_ROOT}/lib`, `${AGENT_ROOT}/bin/node`]) as string[];
+
 /**
- * How every worker starts the agent: node through the runtime's own loader and libraries.
+ * How every worker starts the agent: node from the runtime's startup snapshot.
  * Frozen (mutating it throws), but typed string[] so it can be handed to Docker's Cmd/Entrypoint as is.
  */
-export const AGENT_COMMAND = Object.freeze([
-  `${AGENT_ROOT}/lib/${LOADER_NAME}`,
-  "--library-path",
-  `${AGENT_ROOT}/lib`,
-  `${AGENT_ROOT}/bin/node`,
-  `${AGENT_ROOT}/agent.cjs`,
-]) as string[];
+export const AGENT_COMMAND = Object.freeze([...NODE_COMMAND, "--snapshot-blob", `${AGENT_ROOT}/agent.blob`]) as string[];
 
 /** Bump when the layout changes, so existing runtimes are rebuilt. */
-const LAYOUT_VERSION = "hodei-agent-runtime/2";
+const LAYOUT_VERSION = "hodei-agent-runtime/3";
 
-/** What dist/agent.cjs starts, beside it: the bundle and its code cache (scripts/agent-loader.cjs). */
-const AGENT_COMPANIONS = ["agent-main.cjs", "agent-main.cache"];
+/** What dist/agent.cjs starts, beside it: the bundle (scripts/agent-loader.cjs). Copied when present. */
+const AGENT_COMPANIONS = ["agent-main.cjs"];
+const SNAPSHOT_ENTRY = "agent-snapshot.cjs";
+const SNAPSHOT_BLOB = "agent.blob";
 const HASH_FILE = ".hash";
+/** Building the snapshot takes about a second; a node that hangs must not hold the assembly for ever. */
+const SNAPSHOT_BUILD_TIMEOUT_MS = 60_000;
 
 export interface AgentRuntimeOptions {
   /** Where the runtime goes (e.g. <data dir>/agent-runtime); created with its parents. */
@@ -123,14 +130,43 @@ export function parseLdd(output: string, nodePath: string): Library[] {
   return libraries;
 }
 
-/** The agent's files: agentPath as agent.cjs, and its companions found beside it under their own names. */
+/**
+ * The agent's files: agentPath as agent.cjs, its companions found beside it under their own names,
+ * and the snapshot's entry (beside it, else the package's own).
+ */
 async function agentFilesOf(agentPath: string): Promise<{ name: string; path: string }[]> {
+  const isFile = (path: string) => stat(path).then((s) => s.isFile(), () => false);
   const files = [{ name: "agent.cjs", path: agentPath }];
   for (const name of AGENT_COMPANIONS) {
     const path = join(dirname(agentPath), name);
-    if (await stat(path).then((s) => s.isFile(), () => false)) files.push({ name, path });
+    if (await isFile(path)) files.push({ name, path });
   }
+  const besideAgent = join(dirname(agentPath), SNAPSHOT_ENTRY);
+  const entry = (await isFile(besideAgent)) ? besideAgent : join(packageRoot(), "dist", SNAPSHOT_ENTRY);
+  await requireFile(entry, "build it with `npm run build`");
+  files.push({ name: SNAPSHOT_ENTRY, path: entry });
   return files;
+}
+
+/**
+ * Builds the startup snapshot in dir with dir's own node (the binary workers run: a snapshot is
+ * refused by any other), in two runs (scripts/agent-snapshot.cjs says why). Throws with node's
+ * own words when it cannot: the runtime is then not assembled.
+ */
+async function buildSnapshot(dir: string): Promise<void> {
+  const node = join(dir, "bin", "node");
+  const entry = join(dir, SNAPSHOT_ENTRY);
+  // Nothing of this process's environment (NODE_OPTIONS, say) may change what the snapshot holds.
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+  const run = promisify(execFile);
+  const options = { env, timeout: SNAPSHOT_BUILD_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 };
+  try {
+    const { stdout: lazyKeys } = await run(node, [entry, "--lazy-keys"], options);
+    await run(node, ["--snapshot-blob", join(dir, SNAPSHOT_BLOB), "--build-snapshot", entry], { ...options, env: { ...env, HODEI_SNAPSHOT_LAZY_KEYS: lazyKeys } });
+  } catch (err) {
+    const detail = ((err as { stderr?: string }).stderr || (err as Error).message).trim().split("\n").slice(0, 12).join("\n");
+    throw new Error(`agent runtime: building the agent's startup snapshot with ${node} failed: ${detail}`, { cause: err });
+  }
 }
 
 /** sha256 over the layout version, node's bytes, each agent file's name and bytes, and each library's name, real path and size. */
@@ -163,6 +199,8 @@ async function writeRuntime(dir: string, nodePath: string, agentFiles: { name: s
     await copyFile(file.path, join(dir, file.name));
     await chmod(join(dir, file.name), 0o644);
   }
+  await buildSnapshot(dir);
+  await chmod(join(dir, SNAPSHOT_BLOB), 0o644);
   await writeFile(join(dir, HASH_FILE), `${hash}\n`); // last: its presence means complete
 }
 

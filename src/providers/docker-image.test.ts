@@ -1,19 +1,23 @@
 /**
  * The agent runtime and the offline worker image on a real Docker daemon: idempotent assembly and
  * build, node and busybox in the image, and the runtime mounted into an image with no node and no
- * glibc. Uses a stand-in agent (a script that prints), so it needs no `npm run build`.
+ * glibc. Uses a stand-in agent (a script that prints), so it needs of `npm run build` only the
+ * snapshot's entry (dist/agent-snapshot.cjs).
  * Skips, with a visible reason, when no daemon answers. Everything it creates carries the label
  * io.hodei.test=<run id>, and the suite ends by proving none of it is left.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import Dockerode from "dockerode";
-import { AGENT_COMMAND, assembleAgentRuntime, buildWorkerImage, busyboxRootfs, importRootfs } from "./docker-image.js";
+import { AGENT_COMMAND, assembleAgentRuntime, buildWorkerImage, busyboxRootfs, importRootfs, NODE_COMMAND } from "./docker-image.js";
 
+const execFileAsync = promisify(execFile);
 const SOCKET = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";
 const docker = new Dockerode({ socketPath: SOCKET });
 const daemonProblem = await Promise.race([
@@ -28,7 +32,6 @@ const TEST_LABEL = "io.hodei.test";
 const LABEL_FILTER = { label: [`${TEST_LABEL}=${RUN_ID}`] };
 const WORKER_TAG = `hodei-worker-test:${RUN_ID}`;
 const BUSYBOX_TAG = `hodei-test-busybox:${RUN_ID}`;
-const NODE_ONLY = AGENT_COMMAND.slice(0, 4); // loader, --library-path, lib dir, node
 
 interface Run {
   exitCode: number;
@@ -111,25 +114,25 @@ describe("docker worker image", { skip: SKIP }, () => {
     assert.deepEqual(await readdir(workDir), ["agent-runtime", "agent.cjs"], "no staging or old directory is left");
   });
 
-  it("carries the bundle and the code cache found beside the agent, and is rebuilt when either changes", async () => {
+  it("carries the bundle found beside the agent, and is rebuilt (its snapshot too) when it changes", async () => {
     const companions = join(workDir, "with-companions");
     await mkdir(companions);
     const loader = join(companions, "agent.cjs");
     await writeFile(loader, 'require("./agent-main.cjs");\n');
-    await writeFile(join(companions, "agent-main.cjs"), 'console.log("main");\n');
+    // A bundle hands its main to the snapshot it is built into (src/agent/main.ts does).
+    const bundle = (word: string) => `globalThis.__hodeiSnapshot.setMain(() => console.log("${word}"), () => {});\n`;
+    await writeFile(join(companions, "agent-main.cjs"), bundle("main"));
     const target = join(companions, "agent-runtime");
     const assembleWith = () => assembleAgentRuntime({ targetDir: target, nodePath: process.execPath, agentPath: loader });
+    const fromSnapshot = () => execFileAsync(join(target, "bin", "node"), ["--snapshot-blob", join(target, "agent.blob")]).then((r) => r.stdout);
     const first = await assembleWith();
-    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), 'console.log("main");\n');
-    await assert.rejects(stat(join(target, "agent-main.cache")), /ENOENT/, "no cache beside the agent: none in the runtime");
-    await writeFile(join(companions, "agent-main.cache"), "cache-bytes");
-    const withCache = await assembleWith();
-    assert.notEqual(withCache.hash, first.hash);
-    assert.equal(await readFile(join(target, "agent-main.cache"), "utf8"), "cache-bytes");
-    await writeFile(join(companions, "agent-main.cjs"), 'console.log("main v2");\n');
+    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), bundle("main"));
+    assert.equal(await fromSnapshot(), "main\n");
+    await writeFile(join(companions, "agent-main.cjs"), bundle("main v2"));
     const updated = await assembleWith();
-    assert.notEqual(updated.hash, withCache.hash);
-    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), 'console.log("main v2");\n');
+    assert.notEqual(updated.hash, first.hash);
+    assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), bundle("main v2"));
+    assert.equal(await fromSnapshot(), "main v2\n");
   });
 
   it("builds the worker image, and a second build with nothing changed returns at once", async () => {
@@ -151,7 +154,7 @@ describe("docker worker image", { skip: SKIP }, () => {
   });
 
   it("runs node through the runtime's loader, the agent, and busybox in the worker image", async () => {
-    const node = await runContainer(WORKER_TAG, [...NODE_ONLY, "-e", "console.log(process.versions.node)"]);
+    const node = await runContainer(WORKER_TAG, [...NODE_COMMAND, "-e", "console.log(process.versions.node)"]);
     assert.deepEqual(node, { exitCode: 0, stdout: `${process.versions.node}\n`, stderr: "" });
 
     const agent = await runContainer(WORKER_TAG, [...AGENT_COMMAND]);
@@ -166,7 +169,7 @@ describe("docker worker image", { skip: SKIP }, () => {
     const bare = await runContainer(BUSYBOX_TAG, ["/bin/sh", "-c", "ls / | tr '\\n' ' '"]);
     assert.doesNotMatch(bare.stdout, /\blib|\busr\b|\bopt\b/, `the bare image holds only ${bare.stdout}`);
 
-    const node = await runContainer(BUSYBOX_TAG, [...NODE_ONLY, "-e", "console.log(process.versions.node)"], [`${runtimeDir}:/opt/hodei:ro`]);
+    const node = await runContainer(BUSYBOX_TAG, [...NODE_COMMAND, "-e", "console.log(process.versions.node)"], [`${runtimeDir}:/opt/hodei:ro`]);
     assert.deepEqual(node, { exitCode: 0, stdout: `${process.versions.node}\n`, stderr: "" });
   });
 

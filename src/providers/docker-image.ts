@@ -21,12 +21,12 @@ import type Dockerode from "dockerode";
 import { AGENT_COMMAND, AGENT_ROOT, readRuntimeHash } from "./agent-runtime.js";
 import { type TarEntry, tarStream } from "./tar.js";
 
-export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime } from "./agent-runtime.js";
+export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime, NODE_COMMAND } from "./agent-runtime.js";
 /** hodei-worker:<package version> (core/worker-image.ts says why never latest). */
 export { DEFAULT_WORKER_IMAGE } from "../core/worker-image.js";
 export const BUILD_HASH_LABEL = "io.hodei.build-hash";
 /** Bump when the image layout or config below changes, so existing images are rebuilt. */
-const RECIPE_VERSION = "hodei-worker-image/1";
+const RECIPE_VERSION = "hodei-worker-image/2";
 const CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
 const WORKER_PATH = "/usr/local/bin:/usr/bin:/bin";
 

@@ -89,20 +89,22 @@ describe("DockerProvider", { skip: SKIP }, () => {
       assert.deepEqual(await ourContainers(), []);
     });
 
-    it("starts the agent from its code cache in the worker image (the runtime's node takes the build's cache)", async () => {
-      const check = 'const l = require("/opt/hodei/agent.cjs"); process.stdout.write(String(l.compile().cachedDataRejected))';
+    it("starts the agent from its startup snapshot in the worker image (built by the image's own node)", async () => {
       const container = await docker.createContainer({
         Image: DEFAULT_WORKER_IMAGE,
-        Entrypoint: [AGENT_COMMAND[0]],
-        Cmd: [...AGENT_COMMAND.slice(1, -1), "-e", check],
+        Entrypoint: AGENT_COMMAND,
+        Env: ["HODEI_SERVER_URL=http://127.0.0.1:1", "HODEI_AGENT_BOOT_TRACE=1", "HODEI_REGISTER_TIMEOUT_MS=200", "HODEI_OTP_TOKEN=hodei_otp_x", "HODEI_WORKER_ID=w", "HODEI_WORKER_NAME=n", "HODEI_JOB_ID=j"],
         Labels: { [LABELS.managedBy]: "hodei", [LABELS.clusterId]: CLUSTER_ID },
         HostConfig: { NetworkMode: "none" },
       });
       try {
         await container.start();
-        assert.equal((await container.wait()).StatusCode, 0);
+        assert.equal((await container.wait()).StatusCode, 1, "nothing listens: registration fails");
         const output = (await container.logs({ stdout: true, stderr: true })).toString("utf8");
-        assert.match(output, /false$/, `V8 took the cache: ${output}`);
+        const boot = output.split("\n").find((l) => l.includes("boot phases"));
+        assert.ok(boot, output);
+        assert.match(boot, /"snapshot":1/, `started from the snapshot: ${boot}`);
+        assert.match(output, /register with http:\/\/127\.0\.0\.1:1 failed/);
       } finally {
         await container.remove({ force: true });
       }

@@ -1,0 +1,66 @@
+/**
+ * The agent runtime's startup snapshot (agent.blob, built by src/providers/agent-runtime.ts from
+ * scripts/agent-snapshot.cjs), on this host without Docker: a worker started from it runs the
+ * agent's main at once and reads its own environment, not the builder's; an agent of one's own
+ * (no bundle beside it) still runs; a bundle that does not hand its main over fails the assembly.
+ * The worker image and a real job through it are in src/providers/docker.test.ts.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { assembleAgentRuntime } from "../src/providers/agent-runtime.js";
+import { ROOT } from "./e2e/harness.js";
+import { tempDir } from "./fixtures/temp-dir.js";
+
+/** Runs node from the runtime's snapshot, as AGENT_COMMAND does (without the loader: this host's libraries are the runtime's). */
+function runFromSnapshot(runtimeDir: string, env: Record<string, string>) {
+  return spawnSync(join(runtimeDir, "bin", "node"), ["--snapshot-blob", join(runtimeDir, "agent.blob")], {
+    input: "",
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+}
+
+describe("the agent's startup snapshot", () => {
+  it("starts the agent's main at once, with the worker's own environment", async () => {
+    const runtime = await assembleAgentRuntime({ targetDir: join(tempDir("hodei-snapshot-"), "rt"), nodePath: process.execPath, agentPath: join(ROOT, "dist", "agent.cjs") });
+    // Nothing listens on port 1; the builder had no HODEI_SERVER_URL at all.
+    const env = { HODEI_SERVER_URL: "http://127.0.0.1:1", HODEI_AGENT_BOOT_TRACE: "1", HODEI_REGISTER_TIMEOUT_MS: "200" };
+    const assignment = { HODEI_OTP_TOKEN: "hodei_otp_x", HODEI_WORKER_ID: "w", HODEI_WORKER_NAME: "hodei-worker-w", HODEI_JOB_ID: "j", HODEI_WORK_DIR: tempDir("hodei-snapshot-work-") };
+    const run = runFromSnapshot(runtime.dir, { ...env, ...assignment });
+    assert.equal(run.status, 1, run.stderr);
+    const lines = run.stderr.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const boot = lines.find((l) => l.msg === "boot phases (ms since the process started)");
+    assert.ok(boot, run.stderr);
+    assert.equal(boot.snapshot, 1, "started from the snapshot");
+    assert.equal(boot.entry, boot.loaded, "no module evaluated after the start");
+    assert.match(String(lines.at(-1)?.error), /^register with http:\/\/127\.0\.0\.1:1 failed: .*ECONNREFUSED/);
+
+    const misconfigured = runFromSnapshot(runtime.dir, {});
+    assert.equal(misconfigured.status, 2);
+    assert.match(misconfigured.stderr, /HODEI_SERVER_URL is not set/);
+  });
+
+  it("runs an agent of one's own, with no bundle beside it, from the agent.cjs beside the blob", async () => {
+    const dir = tempDir("hodei-snapshot-own-");
+    writeFileSync(join(dir, "agent.cjs"), 'console.log("own agent", process.env.HODEI_SERVER_URL);\n');
+    const runtime = await assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent.cjs") });
+    const run = runFromSnapshot(runtime.dir, { HODEI_SERVER_URL: "http://127.0.0.1:2" });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, "own agent http://127.0.0.1:2\n");
+  });
+
+  it("refuses a bundle that does not hand its main to the snapshot, saying so", async () => {
+    const dir = tempDir("hodei-snapshot-bad-");
+    mkdirSync(join(dir, "agent"));
+    writeFileSync(join(dir, "agent", "agent.cjs"), 'require("./agent-main.cjs");\n');
+    writeFileSync(join(dir, "agent", "agent-main.cjs"), 'console.log("runs at once");\n');
+    await assert.rejects(
+      assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent", "agent.cjs") }),
+      /building the agent's startup snapshot with .* failed: [\s\S]*did not hand its main to the snapshot/,
+    );
+  });
+});
