@@ -138,11 +138,16 @@ export class WarmPool {
     this.timer.unref();
   }
 
-  /** Stops refilling and removes every idle container (their agents see stdin close and exit). */
+  /**
+   * Stops refilling and removes every idle container (their agents see stdin close and exit).
+   * Returns once no launch can create a container any more: one waiting for the lock (behind a cold
+   * start) finds the pool closed and creates none; one past it is awaited and its container removed.
+   */
   async close(): Promise<void> {
     this.isClosed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    await this.locked(async () => {});
     await Promise.all([...this.launching].map((l) => l.done));
     const idle = this.idle;
     this.idle = [];
@@ -171,6 +176,7 @@ export class WarmPool {
     const launch = { serverUrl, done: new Promise<void>((resolve) => (markDone = resolve)) };
     try {
       const id = await this.locked(async () => {
+        if (this.isClosed) return null;
         const count = await this.options.countContainers();
         if (count + this.coldInFlight >= this.options.maxWorkers) return null;
         this.launching.add(launch); // in the same tick as the count: a start from now on waits for it
