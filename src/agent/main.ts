@@ -1,8 +1,9 @@
 /**
- * The worker agent: redeems its OTP token, then holds one bidirectional stream to the control
- * plane (reconnecting with its session if the stream drops), runs the job it is sent, streams its
- * output as acknowledged chunks, heartbeats, and reports the result only once every chunk is
- * acknowledged. It exits when the server has acknowledged the result.
+ * The worker agent: redeems its OTP token (and gets its job in the answer, or else on the stream),
+ * then holds one bidirectional stream to the control plane (reconnecting with its session if the
+ * stream drops), runs the job, streams its output as acknowledged chunks, heartbeats, and reports
+ * the result only once every chunk is acknowledged. It exits when the server has acknowledged the
+ * result.
  *
  * Stopped from outside (SIGTERM: its provider stopping it, an eviction) it kills the job's tree,
  * flushes the logs, reports an interrupted result so the job is not blamed, waits briefly for its
@@ -141,6 +142,7 @@ class Agent {
           hostname: hostname(),
           agentVersion: AGENT_VERSION,
           instanceKey: this.instanceKey,
+          runInAnswer: true,
         });
         this.traceBoot();
         return response;
@@ -182,6 +184,9 @@ class Agent {
   async run(): Promise<void> {
     this.session = await this.register();
     log("registered", { workerId: this.session.workerId, jobId: this.session.jobId, attempt: this.session.attempt });
+    // The job came in the answer: it starts while the stream connects (its output waits for it;
+    // the hello then says started). Otherwise it comes on the stream.
+    if (this.session.run) this.start(this.session.run);
     let lostSince: number | null = null;
     let delayMs = 100;
     while (!this.finished) {

@@ -19,7 +19,7 @@ import { ConflictError, InvalidInputError, toError, UnavailableError } from "../
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { SecretOpenError } from "../core/secret-box.js";
 import { commandTraceparent } from "../core/trace-context.js";
-import { type AgentMessage, type JobResult, type LogChunk, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
+import { type AgentMessage, type JobResult, type LogChunk, type RunJob, RunJobSchema, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
 import type { LogBudget } from "../store/logs.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
@@ -157,81 +157,16 @@ export class AgentStream {
   }
 
   private async onHello(started: boolean): Promise<void> {
-    const { store, clock } = this.deps;
-    const w = this.worker;
-    this.out.push(msg({ case: "ack", value: { seq: BigInt(w.log_seq) } }));
+    this.out.push(msg({ case: "ack", value: { seq: BigInt(this.worker.log_seq) } }));
     if (started) return;
-    if (w.provider_resource_id === null) throw new Error(`worker ${w.id} has no provider_resource_id; refusing to dispatch`);
-    // Opened before the dispatch: a job whose secrets do not open never starts.
-    const opened = await this.openSecrets();
-    if (opened === null) return;
-    const { secrets } = opened;
-    // The job as the dispatch wrote it, else as openSecrets just read it: no read after a write.
-    let job = opened.job;
-    if (w.state === "registered") {
-      const dispatched = await store.attempts.dispatchReturning(w, clock.nowMs());
-      if (!dispatched) {
-        this.sendCancel("the job ended before it could start");
-        return;
-      }
-      this.worker = dispatched.worker;
-      job = dispatched.job;
-      observeDispatched(this.deps.metrics, dispatched.job, dispatched.worker, dispatched.worker.started_at ?? clock.nowMs());
-      this.deps.logHub.notify(w.job_id);
-      this.deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
-    }
-    if (!job || job.attempts !== w.attempt || isTerminal(job.state)) {
-      this.sendCancel("the job ended before it could start");
+    const dispatch = await dispatchJob(this.deps, this.worker);
+    if ("stop" in dispatch) {
+      this.sendCancel(dispatch.stop);
       return;
     }
-    this.job = job;
-    this.out.push(
-      msg({
-        case: "run",
-        value: {
-          jobId: job.id,
-          attempt: w.attempt,
-          command: JSON.parse(job.command) as string[],
-          script: job.script,
-          env: withTraceparent(JSON.parse(job.env) as Record<string, string>, job, w.attempt),
-          timeoutSeconds: job.timeout_seconds,
-          logLimitBytes: BigInt(this.deps.logLimitBytes),
-          heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
-          secrets,
-          // Resources: what the provider applied, for the top of the job's log and an out-of-memory reason.
-          resourcesApplied: this.worker.resources_applied,
-          memoryMb: job.memory_mb,
-        },
-      }),
-    );
-  }
-
-  /**
-   * The job's secrets, opened for its RunJob: this stream is the only way a secret's value leaves
-   * the control plane. Null when they do not open (the server's key changed, a row was damaged or
-   * is missing): the attempt then fails for good (retrying cannot help) and the agent is told to stop.
-   */
-  private async openSecrets(): Promise<{ secrets: Record<string, string>; job: JobRow | undefined } | null> {
-    const { store, secretBox, log } = this.deps;
-    const w = this.worker;
-    const job = await store.jobs.get(w.job_id);
-    // An ended job has no secrets left; the checks after this tell its agent to stop.
-    if (!job || isTerminal(job.state)) return { secrets: {}, job };
-    const names = JSON.parse(job.secret_names) as string[];
-    if (names.length === 0) return { secrets: {}, job };
-    try {
-      const sealed = await store.secrets.listOfJob(job.id);
-      const missing = names.filter((name) => !sealed.some((s) => s.name === name));
-      if (missing.length > 0) throw new SecretOpenError(`secret ${missing.map((n) => `"${n}"`).join(", ")} of job ${job.id} is not in the database`);
-      return { secrets: Object.fromEntries(sealed.map((s) => [s.name, secretBox.open(job.id, s)])), job };
-    } catch (err) {
-      if (!(err instanceof SecretOpenError)) throw err;
-      const reason = `the job's secrets cannot be opened: ${err.message}`;
-      log.error({ jobId: job.id, workerId: w.id, reason }, "job secrets do not open; the job fails");
-      await this.deps.reconciler.loseAttempt(w, reason, "secrets", "permanent");
-      this.sendCancel(reason);
-      return null;
-    }
+    this.worker = dispatch.worker;
+    this.job = dispatch.job;
+    this.out.push(msg({ case: "run", value: dispatch.run }));
   }
 
   private async onLogs(chunks: LogChunk[]): Promise<void> {
@@ -368,6 +303,77 @@ export class AgentStream {
     if (!fresh || !isInProgress) return;
     const reason = `the worker ${w.name} was stopped by its provider (${w.provider}) while the job ran; the command itself did not fail`;
     await this.deps.reconciler.loseAttempt(fresh, reason, "interrupted", "disruption");
+  }
+}
+
+/** How a worker's agent is to start its job: its RunJob and the rows as dispatched, or why it is to stop instead. */
+export type Dispatch = { run: RunJob; job: JobRow; worker: WorkerRow } | { stop: string };
+
+/**
+ * The one dispatch path, for Register's answer (run_in_answer) and for a stream's hello alike: the
+ * job's secrets are opened, then a registered worker and its job move to running together (once),
+ * and the RunJob is built. A worker already running (a repeated Register, a hello before the agent
+ * started) gets its RunJob again. Never to a worker whose provider_resource_id is unknown.
+ */
+export async function dispatchJob(deps: WorkerServiceDeps, worker: WorkerRow): Promise<Dispatch> {
+  const { store, clock } = deps;
+  if (worker.provider_resource_id === null) throw new Error(`worker ${worker.id} has no provider_resource_id; refusing to dispatch`);
+  // Opened before the dispatch: a job whose secrets do not open never starts.
+  const opened = await openSecrets(deps, worker);
+  if ("stop" in opened) return opened;
+  // The job as the dispatch wrote it, else as openSecrets just read it: no read after a write.
+  let job = opened.job;
+  let w = worker;
+  if (worker.state === "registered") {
+    const dispatched = await store.attempts.dispatchReturning(worker, clock.nowMs());
+    if (!dispatched) return { stop: "the job ended before it could start" };
+    w = dispatched.worker;
+    job = dispatched.job;
+    observeDispatched(deps.metrics, dispatched.job, dispatched.worker, dispatched.worker.started_at ?? clock.nowMs());
+    deps.logHub.notify(w.job_id);
+    deps.log.info({ jobId: w.job_id, workerId: w.id }, "job dispatched");
+  }
+  if (!job || job.attempts !== w.attempt || isTerminal(job.state)) return { stop: "the job ended before it could start" };
+  const run = create(RunJobSchema, {
+    jobId: job.id,
+    attempt: w.attempt,
+    command: JSON.parse(job.command) as string[],
+    script: job.script,
+    env: withTraceparent(JSON.parse(job.env) as Record<string, string>, job, w.attempt),
+    timeoutSeconds: job.timeout_seconds,
+    logLimitBytes: BigInt(deps.logLimitBytes),
+    heartbeatIntervalMs: deps.heartbeatIntervalMs,
+    secrets: opened.secrets,
+    // Resources: what the provider applied, for the top of the job's log and an out-of-memory reason.
+    resourcesApplied: w.resources_applied,
+    memoryMb: job.memory_mb,
+  });
+  return { run, job, worker: w };
+}
+
+/**
+ * The job's secrets, opened for its RunJob: the RunJob is the only way a secret's value leaves the
+ * control plane. When they do not open (the server's key changed, a row was damaged or is
+ * missing) the attempt fails for good (retrying cannot help), and the answer says to stop.
+ */
+async function openSecrets(deps: WorkerServiceDeps, w: WorkerRow): Promise<{ secrets: Record<string, string>; job: JobRow | undefined } | { stop: string }> {
+  const { store, secretBox, log } = deps;
+  const job = await store.jobs.get(w.job_id);
+  // An ended job has no secrets left; the checks after this tell its agent to stop.
+  if (!job || isTerminal(job.state)) return { secrets: {}, job };
+  const names = JSON.parse(job.secret_names) as string[];
+  if (names.length === 0) return { secrets: {}, job };
+  try {
+    const sealed = await store.secrets.listOfJob(job.id);
+    const missing = names.filter((name) => !sealed.some((s) => s.name === name));
+    if (missing.length > 0) throw new SecretOpenError(`secret ${missing.map((n) => `"${n}"`).join(", ")} of job ${job.id} is not in the database`);
+    return { secrets: Object.fromEntries(sealed.map((s) => [s.name, secretBox.open(job.id, s)])), job };
+  } catch (err) {
+    if (!(err instanceof SecretOpenError)) throw err;
+    const reason = `the job's secrets cannot be opened: ${err.message}`;
+    log.error({ jobId: job.id, workerId: w.id, reason }, "job secrets do not open; the job fails");
+    await deps.reconciler.loseAttempt(w, reason, "secrets", "permanent");
+    return { stop: reason };
   }
 }
 

@@ -171,6 +171,57 @@ describe("worker protocol: Register", () => {
     assert.equal(victimRow?.provider_resource_id, victim.resourceId);
   });
 
+  describe("the job in Register's answer (run_in_answer)", () => {
+    it("dispatches the job in the Register and answers with its RunJob; the stream then sends no second one", async () => {
+      const { otp, worker, job } = await p.provision({ command: ["echo", "hi"], secrets: { TOKEN: "s3cret-value" } });
+      const res = await p.client.register({ otpToken: otp, hostname: "h", agentVersion: "test", instanceKey: "k", runInAnswer: true });
+      assert.equal(res.run?.jobId, job.id);
+      assert.deepEqual(res.run?.command, ["echo", "hi"]);
+      assert.equal(res.run?.attempt, 1);
+      assert.deepEqual(res.run?.secrets, { TOKEN: "s3cret-value" }, "opened for the RunJob, as on the stream");
+      const row = await p.store.workers.get(worker.id);
+      assert.equal(row?.state, "running");
+      assert.equal(row?.started_at, p.clock.nowMs());
+      assert.equal((await p.store.jobs.get(job.id))?.state, "running");
+      const stream = p.openStream(res.sessionToken);
+      stream.send({ case: "hello", value: { started: true, lastSeq: 0n } });
+      assert.equal((await stream.next()).kind.case, "ack");
+      stream.send({ case: "result", value: { exitCode: 0, lastSeq: 0n } });
+      assert.equal((await stream.next()).kind.case, "resultAck", "no run came between: the agent has it");
+      assert.equal((await p.store.jobs.get(job.id))?.state, "succeeded");
+      stream.outgoing.close();
+    });
+
+    it("answers without a job when it ended before the Register, and the stream tells the agent to stop", async () => {
+      const { otp, worker, job } = await p.provision();
+      await p.store.jobs.transition(job.id, "canceled", p.clock.nowMs(), { reason: "user" });
+      const res = await p.client.register({ otpToken: otp, hostname: "h", agentVersion: "test", instanceKey: "k", runInAnswer: true });
+      assert.equal(res.run, undefined);
+      assert.equal((await p.store.workers.get(worker.id))?.state, "registered", "not dispatched");
+      const stream = p.openStream(res.sessionToken);
+      stream.send({ case: "hello", value: { started: false, lastSeq: 0n } });
+      assert.equal((await stream.next()).kind.case, "ack");
+      const stop = await stream.next();
+      assert.equal(stop.kind.case, "cancel");
+      stream.outgoing.close();
+    });
+
+    it("gives the same job again to a repeated Register of the same agent, the worker still running", async () => {
+      const { otp, worker, job } = await p.provision();
+      const lost = await p.client.register({ otpToken: otp, hostname: "h", agentVersion: "test", instanceKey: "agent-key", runInAnswer: true });
+      const startedAt = (await p.store.workers.get(worker.id))?.started_at;
+      p.clock.advance(10);
+      const again = await p.client.register({ otpToken: otp, hostname: "h", agentVersion: "test", instanceKey: "agent-key", runInAnswer: true });
+      assert.equal(again.run?.jobId, job.id);
+      assert.equal(again.run?.attempt, lost.run?.attempt);
+      const row = await p.store.workers.get(worker.id);
+      assert.equal(row?.state, "running", "not moved back to registered");
+      assert.equal(row?.started_at, startedAt, "dispatched once");
+      assert.equal(row?.session_hash, hashToken(again.sessionToken));
+      assert.equal((await registerError(otp, "thief", "guessed-key")).code, Code.Unauthenticated, "still only for the same agent");
+    });
+  });
+
   describe("a repeated Register (its answer was lost to a server failure)", () => {
     it("is honoured for the same agent before its stream connected: a fresh session, the first one revoked", async () => {
       const { otp, worker } = await p.provision();

@@ -10,8 +10,9 @@
  * (register-limiter.ts); a valid token never waits.
  *
  * Connect: one stream per agent connection, authenticated by the session (agent-stream.ts reacts
- * to what the agent sends). The job is dispatched here (never to a worker whose
- * provider_resource_id is unknown); log chunks are checked and stored, then acknowledged; the
+ * to what the agent sends). The job is dispatched in Register's answer when the agent asks
+ * (run_in_answer), else on the stream after its hello, by one function (dispatchJob), never to a
+ * worker whose provider_resource_id is unknown; log chunks are checked and stored, then acknowledged; the
  * result is recorded only after checking every chunk up to its last one is received. A stream
  * that closes without a result makes the reconcile pass look at the worker; one on which the agent
  * is silent past the heartbeat timeout is ended.
@@ -27,7 +28,7 @@ import type { Notifier } from "../store/notifier.js";
 import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
 import { observeRegistered } from "../scheduler/metrics.js";
-import { AgentStream } from "./agent-stream.js";
+import { AgentStream, dispatchJob } from "./agent-stream.js";
 import { clientAddressKey } from "./client-address.js";
 import type { RegisterLimiter } from "./register-limiter.js";
 import type { ServiceDeps } from "./service-deps.js";
@@ -146,7 +147,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
   // Silence is checked this often on each stream (a comparison, no I/O).
   const silenceCheckMs = Math.max(250, Math.min(deps.heartbeatIntervalMs, deps.heartbeatTimeoutMs / 4));
 
-  type RegisterRequest = { otpToken: string; hostname: string; agentVersion: string; instanceKey: string };
+  type RegisterRequest = { otpToken: string; hostname: string; agentVersion: string; instanceKey: string; runInAnswer: boolean };
 
   async function register(req: RegisterRequest, ctx: HandlerContext) {
     try {
@@ -186,12 +187,16 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       "worker registered; provider_resource_id taken from the OTP token",
     );
     if (worker.registered_at === now) deps.reconciler.trace.registered(worker); // a repeated Register keeps the first time: its span was emitted
+    // The job in the answer, when the agent takes it there: otherwise (or when it is to stop, which
+    // its stream then tells it) the job comes on the stream after its hello.
+    const dispatch = req.runInAnswer && worker.provider_resource_id !== null ? await dispatchJob(deps, worker) : null;
     return create(RegisterResponseSchema, {
       sessionToken: session,
       workerId: worker.id,
       jobId: worker.job_id,
       attempt: worker.attempt,
       heartbeatIntervalMs: deps.heartbeatIntervalMs,
+      run: dispatch && "run" in dispatch ? dispatch.run : undefined,
     });
   }
 

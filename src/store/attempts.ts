@@ -11,7 +11,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { isTerminal, type JobState } from "../core/job-state.js";
-import { LIVE_WORKER_STATES, workerStatesLeadingTo, type ResourceType } from "../core/worker-state.js";
+import { LIVE_WORKER_STATES, workerStatesLeadingTo, type ResourceType, type WorkerState } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
 import { type JobPatch, JobQueries } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
@@ -201,7 +201,8 @@ export class AttemptQueries {
    * A repeated Register (its first answer was lost): a fresh session replaces the earlier one, so
    * that one stops working. Only while the worker's stream has never connected and its
    * registration deadline has not passed (waiting covers a server that died between consuming the
-   * token and registering). The caller has checked the agent's instance key against the token.
+   * token and registering; running, a first Register that dispatched the job in its lost answer:
+   * the worker stays running). The caller has checked the agent's instance key against the token.
    * `deadlineCheckMs` is the time the deadline is compared with (the caller's present time, which
    * leaves out the control plane's own absences); by default nowMs.
    */
@@ -209,14 +210,14 @@ export class AttemptQueries {
     const row = await this.db
       .updateTable("workers")
       .set((eb) => ({
-        state: "registered",
+        state: eb.case().when("state", "=", "running").then(eb.val<WorkerState>("running")).else(eb.val<WorkerState>("registered")).end(),
         session_hash: sessionHash,
         reported_hostname: hostname,
         registered_at: eb.fn.coalesce("registered_at", eb.val(nowMs)),
         last_heartbeat_ms: nowMs,
       }))
       .where("id", "=", workerId)
-      .where("state", "in", ["waiting", "registered"])
+      .where("state", "in", ["waiting", "registered", "running"])
       .where("stream_connected_at", "is", null)
       .where("registration_deadline_ms", ">", deadlineCheckMs)
       .returningAll()
