@@ -12,7 +12,8 @@
 //   the real module on first use, in the worker. esbuild's interop copies a module's property names
 //   when the bundle loads, so a stand-in lists the real ones, read by the same node (--lazy-keys).
 // - Functions that ran while the snapshot was built keep their bytecode in it; the rest are compiled
-//   in every worker. So the bundle's warm-up (src/agent/warm-up.ts) runs here, once.
+//   in every worker. So the bundle's warm-up (src/agent/warm-up.ts) runs here, once, to its end:
+//   Node drains the event loop before it takes the snapshot.
 // - Nothing of the builder's environment may matter in a worker: process.env, argv and the clocks
 //   are the worker's after deserialization; the bundle reads them only in main().
 // Without agent-main.cjs beside this file (an agent of one's own, as tests use), the snapshot holds
@@ -52,7 +53,22 @@ function buildSnapshot() {
   globalThis.__hodeiSnapshot = {
     setMain(main, warmUp) {
       run = main;
-      warmUp();
+      // Node takes the snapshot once the event loop is empty, so an asynchronous warm-up completes
+      // first; one that fails fails the build.
+      let isWarm = false;
+      Promise.resolve(warmUp()).then(
+        () => (isWarm = true),
+        (err) => {
+          process.stderr.write(`the agent's warm-up failed: ${err && err.stack ? err.stack : err}\n`);
+          process.exit(1);
+        },
+      );
+      v8.startupSnapshot.addSerializeCallback(() => {
+        if (!isWarm) {
+          process.stderr.write("the agent's warm-up never finished (a promise nothing settles); no snapshot is written\n");
+          process.exit(1);
+        }
+      });
     },
   };
   const mod = { exports: {} };

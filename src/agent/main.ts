@@ -509,7 +509,7 @@ async function main(): Promise<void> {
  * Run as a startup snapshot's bundle (scripts/agent-snapshot.cjs), main waits for the worker that
  * deserializes the snapshot: boot.entry and boot.loaded are then that moment. Otherwise it runs now.
  */
-const snapshot = (globalThis as { __hodeiSnapshot?: { setMain(main: () => void, warmUp: () => void): void } }).__hodeiSnapshot;
+const snapshot = (globalThis as { __hodeiSnapshot?: { setMain(main: () => void, warmUp: () => Promise<void>): void } }).__hodeiSnapshot;
 if (snapshot) {
   snapshot.setMain(() => {
     boot.entry = boot.loaded = performance.now();
