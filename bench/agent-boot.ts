@@ -13,7 +13,8 @@
  * and, as a floor, the wall time of `node -e 0`.
  *
  *   BENCH_RUNS=15 npx tsx bench/agent-boot.ts
- *   AGENT=before.cjs,after.cjs npx tsx bench/agent-boot.ts   (several bundles, runs interleaved)
+ *   AGENT=before.cjs,after.cjs npx tsx bench/agent-boot.ts   (several bundles, runs interleaved;
+ *       a path ending in .blob is a startup snapshot, run as `node --snapshot-blob <it>`)
  *   IMAGES=hodei-worker:a,hodei-worker:b npx tsx bench/agent-boot.ts
  *       (the agent of each worker image in a container, `docker run -i --network host`, as a cold
  *       Docker worker starts it; the phases are then since the process started in its container)
