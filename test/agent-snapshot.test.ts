@@ -14,6 +14,8 @@ import { assembleAgentRuntime } from "../src/providers/agent-runtime.js";
 import { ROOT } from "./e2e/harness.js";
 import { tempDir } from "./fixtures/temp-dir.js";
 
+const SNAPSHOT_ENTRY = join(ROOT, "dist", "agent-snapshot.cjs");
+
 /** Runs node from the runtime's snapshot, as AGENT_COMMAND does (without the loader: this host's libraries are the runtime's). */
 function runFromSnapshot(runtimeDir: string, env: Record<string, string>) {
   return spawnSync(join(runtimeDir, "bin", "node"), ["--snapshot-blob", join(runtimeDir, "agent.blob")], {
@@ -47,7 +49,7 @@ describe("the agent's startup snapshot", () => {
   it("runs an agent of one's own, with no bundle beside it, from the agent.cjs beside the blob", async () => {
     const dir = tempDir("hodei-snapshot-own-");
     writeFileSync(join(dir, "agent.cjs"), 'console.log("own agent", process.env.HODEI_SERVER_URL);\n');
-    const runtime = await assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent.cjs") });
+    const runtime = await assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent.cjs"), snapshotEntryPath: SNAPSHOT_ENTRY });
     const run = runFromSnapshot(runtime.dir, { HODEI_SERVER_URL: "http://127.0.0.1:2" });
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout, "own agent http://127.0.0.1:2\n");
@@ -59,7 +61,7 @@ describe("the agent's startup snapshot", () => {
     writeFileSync(join(dir, "agent", "agent.cjs"), 'require("./agent-main.cjs");\n');
     writeFileSync(join(dir, "agent", "agent-main.cjs"), 'console.log("runs at once");\n');
     await assert.rejects(
-      assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent", "agent.cjs") }),
+      assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent", "agent.cjs"), snapshotEntryPath: SNAPSHOT_ENTRY }),
       /building the agent's startup snapshot with .* failed: [\s\S]*did not hand its main to the snapshot/,
     );
   });

@@ -8,8 +8,8 @@
  *   lib/ld-linux-x86-64.so.2     the loader; running node through it needs no glibc in the image
  *   agent.cjs                    the agent (dist/agent.cjs), which runs the bundle beside it
  *   agent-main.cjs               the agent's bundle (copied when it is beside agentPath)
- *   agent-snapshot.cjs           the entry of the startup snapshot (scripts/agent-snapshot.cjs: the
- *                                one beside agentPath, else the package's dist/agent-snapshot.cjs)
+ *   agent-snapshot.cjs           the entry of the startup snapshot (scripts/agent-snapshot.cjs:
+ *                                snapshotEntryPath, by default the one beside agentPath)
  *   agent.blob                   the startup snapshot, built here by bin/node itself: the bundle
  *                                evaluated and warmed up (without a bundle, its main runs agent.cjs)
  *   .hash                        content hash of the inputs (written last)
@@ -28,7 +28,6 @@ import { createReadStream } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { packageRoot } from "../config.js";
 
 export const AGENT_ROOT = "/opt/hodei";
 const LOADER_NAME = "ld-linux-x86-64.so.2";
@@ -60,6 +59,8 @@ export interface AgentRuntimeOptions {
   nodePath: string;
   /** The bundled agent, dist/agent.cjs. */
   agentPath: string;
+  /** The snapshot's entry, dist/agent-snapshot.cjs. Default: agent-snapshot.cjs beside agentPath. */
+  snapshotEntryPath?: string;
 }
 
 /** A shared object to copy: its name inside lib/ and the host file it comes from. */
@@ -74,7 +75,7 @@ export async function assembleAgentRuntime(options: AgentRuntimeOptions): Promis
   const nodePath = await realpath(options.nodePath);
   await requireFile(options.agentPath, "build it with `npm run build`");
   const libraries = await sharedLibraries(nodePath);
-  const agentFiles = await agentFilesOf(options.agentPath);
+  const agentFiles = await agentFilesOf(options.agentPath, options.snapshotEntryPath ?? join(dirname(options.agentPath), SNAPSHOT_ENTRY));
   const hash = await runtimeHash(nodePath, agentFiles, libraries);
   if ((await readRuntimeHash(dir)) === hash) return { dir, hash };
 
@@ -130,21 +131,15 @@ export function parseLdd(output: string, nodePath: string): Library[] {
   return libraries;
 }
 
-/**
- * The agent's files: agentPath as agent.cjs, its companions found beside it under their own names,
- * and the snapshot's entry (beside it, else the package's own).
- */
-async function agentFilesOf(agentPath: string): Promise<{ name: string; path: string }[]> {
-  const isFile = (path: string) => stat(path).then((s) => s.isFile(), () => false);
+/** The agent's files: agentPath as agent.cjs, its companions found beside it under their own names, and the snapshot's entry. */
+async function agentFilesOf(agentPath: string, snapshotEntryPath: string): Promise<{ name: string; path: string }[]> {
   const files = [{ name: "agent.cjs", path: agentPath }];
   for (const name of AGENT_COMPANIONS) {
     const path = join(dirname(agentPath), name);
-    if (await isFile(path)) files.push({ name, path });
+    if (await stat(path).then((s) => s.isFile(), () => false)) files.push({ name, path });
   }
-  const besideAgent = join(dirname(agentPath), SNAPSHOT_ENTRY);
-  const entry = (await isFile(besideAgent)) ? besideAgent : join(packageRoot(), "dist", SNAPSHOT_ENTRY);
-  await requireFile(entry, "build it with `npm run build`");
-  files.push({ name: SNAPSHOT_ENTRY, path: entry });
+  await requireFile(snapshotEntryPath, "it is dist/agent-snapshot.cjs of `npm run build`");
+  files.push({ name: SNAPSHOT_ENTRY, path: snapshotEntryPath });
   return files;
 }
 
@@ -156,13 +151,12 @@ async function agentFilesOf(agentPath: string): Promise<{ name: string; path: st
 async function buildSnapshot(dir: string): Promise<void> {
   const node = join(dir, "bin", "node");
   const entry = join(dir, SNAPSHOT_ENTRY);
-  // Nothing of this process's environment (NODE_OPTIONS, say) may change what the snapshot holds.
-  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+  // An environment of its own: nothing of this process's (NODE_OPTIONS, say) may change what the snapshot holds.
   const run = promisify(execFile);
-  const options = { env, timeout: SNAPSHOT_BUILD_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 };
+  const options = { env: {}, timeout: SNAPSHOT_BUILD_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 };
   try {
     const { stdout: lazyKeys } = await run(node, [entry, "--lazy-keys"], options);
-    await run(node, ["--snapshot-blob", join(dir, SNAPSHOT_BLOB), "--build-snapshot", entry], { ...options, env: { ...env, HODEI_SNAPSHOT_LAZY_KEYS: lazyKeys } });
+    await run(node, ["--snapshot-blob", join(dir, SNAPSHOT_BLOB), "--build-snapshot", entry], { ...options, env: { HODEI_SNAPSHOT_LAZY_KEYS: lazyKeys } });
   } catch (err) {
     const detail = ((err as { stderr?: string }).stderr || (err as Error).message).trim().split("\n").slice(0, 12).join("\n");
     throw new Error(`agent runtime: building the agent's startup snapshot with ${node} failed: ${detail}`, { cause: err });

@@ -18,6 +18,8 @@ import Dockerode from "dockerode";
 import { AGENT_COMMAND, assembleAgentRuntime, buildWorkerImage, busyboxRootfs, importRootfs, NODE_COMMAND } from "./docker-image.js";
 
 const execFileAsync = promisify(execFile);
+/** The build's snapshot entry: the stand-in agents below have none beside them. */
+const SNAPSHOT_ENTRY = join(import.meta.dirname, "..", "..", "dist", "agent-snapshot.cjs");
 const SOCKET = process.env.HODEI_DOCKER_SOCKET ?? "/var/run/docker.sock";
 const docker = new Dockerode({ socketPath: SOCKET });
 const daemonProblem = await Promise.race([
@@ -77,7 +79,7 @@ describe("docker worker image", { skip: SKIP }, () => {
   let workDir: string;
   let runtimeDir: string;
   let agentPath: string;
-  const assemble = () => assembleAgentRuntime({ targetDir: runtimeDir, nodePath: process.execPath, agentPath });
+  const assemble = () => assembleAgentRuntime({ targetDir: runtimeDir, nodePath: process.execPath, agentPath, snapshotEntryPath: SNAPSHOT_ENTRY });
 
   before(async () => {
     workDir = await mkdtemp(join(tmpdir(), "hodei-image-test-"));
@@ -123,7 +125,7 @@ describe("docker worker image", { skip: SKIP }, () => {
     const bundle = (word: string) => `globalThis.__hodeiSnapshot.setMain(() => console.log("${word}"), () => {});\n`;
     await writeFile(join(companions, "agent-main.cjs"), bundle("main"));
     const target = join(companions, "agent-runtime");
-    const assembleWith = () => assembleAgentRuntime({ targetDir: target, nodePath: process.execPath, agentPath: loader });
+    const assembleWith = () => assembleAgentRuntime({ targetDir: target, nodePath: process.execPath, agentPath: loader, snapshotEntryPath: SNAPSHOT_ENTRY });
     const fromSnapshot = () => execFileAsync(join(target, "bin", "node"), ["--snapshot-blob", join(target, "agent.blob")]).then((r) => r.stdout);
     const first = await assembleWith();
     assert.equal(await readFile(join(target, "agent-main.cjs"), "utf8"), bundle("main"));

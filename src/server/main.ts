@@ -146,7 +146,12 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     const { DockerProvider } = await import("../providers/docker.js");
     const { assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } = await import("../providers/docker-image.js");
     // Jobs that name their own image get the agent mounted from here.
-    const runtime = await assembleAgentRuntime({ targetDir: config.docker.runtimeDir, nodePath: config.local.nodePath, agentPath: config.local.agentPath });
+    const runtime = await assembleAgentRuntime({
+      targetDir: config.docker.runtimeDir,
+      nodePath: config.local.nodePath,
+      agentPath: config.local.agentPath,
+      snapshotEntryPath: join(packageRoot(), "dist", "agent-snapshot.cjs"),
+    });
     const docker = new DockerProvider({
       clusterId,
       socketPath: config.docker.socketPath,
