@@ -2,8 +2,9 @@
  * The local provider's throughput beside what this machine can do at best, measured in the same run
  * (the machine may be shared: compare the ratio, not the raw figures).
  *
- *   baseline    spawn-and-reap of the agent's own Node process (`node dist/agent.cjs` with its stdin
- *               closed: it boots, loads the agent, sees no assignment and exits) BENCH_JOBS times,
+ *   baseline    spawn-and-reap of the agent's own Node process, started as a local worker is (`node
+ *               --snapshot-blob dist/agent.blob` when this node built it, else `node dist/agent.cjs`),
+ *               with its stdin closed (it boots, sees no assignment and exits) BENCH_JOBS times,
  *               16 at once (HODEI_LOCAL_MAX_WORKERS): the cost floor of one local worker. Measured
  *               before and after the jobs; the mean of the two is the baseline.
  *   throughput  BENCH_JOBS `echo` jobs submitted at once to a server with 16 local workers at most:
@@ -16,6 +17,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
+import { localSnapshotFor } from "../src/providers/agent-runtime.js";
 import { ROOT } from "../test/e2e/harness.js";
 import { ENDED } from "./job-timeline.js";
 
@@ -23,6 +25,9 @@ type Client = ReturnType<typeof createClient<typeof JobService>>;
 
 export const LOCAL_CONCURRENCY = 16;
 const AGENT_PATH = join(ROOT, "dist", "agent.cjs");
+/** How the server starts a local agent (src/server/main.ts): from the build's snapshot when this node built it. */
+const SNAPSHOT = localSnapshotFor(AGENT_PATH, process.execPath);
+const AGENT_ARGS = SNAPSHOT ? ["--snapshot-blob", SNAPSHOT] : [AGENT_PATH];
 const round = (n: number) => Math.round(n * 10) / 10;
 
 /** CPU time of a process itself and of its reaped children (agents, their shells), ms, from /proc. */
@@ -34,7 +39,7 @@ export function cpuMs(pid: number | "self"): { self: number; children: number } 
 }
 
 /**
- * Spawns `node dist/agent.cjs` `total` times, `concurrency` at once, each with stdin closed (so it
+ * Spawns the agent (AGENT_ARGS) `total` times, `concurrency` at once, each with stdin closed (so it
  * exits as soon as it has booted), and waits for every exit: processes per second.
  */
 export async function spawnBaseline(total: number, concurrency: number, env: Record<string, string>): Promise<{ seconds: number; jobs_per_second: number }> {
@@ -48,7 +53,7 @@ export async function spawnBaseline(total: number, concurrency: number, env: Rec
         return;
       }
       started++;
-      const child = spawn(process.execPath, [AGENT_PATH], { stdio: ["ignore", "ignore", "ignore"], env });
+      const child = spawn(process.execPath, AGENT_ARGS, { stdio: ["ignore", "ignore", "ignore"], env });
       child.once("error", reject);
       child.once("exit", (code) => {
         if (code !== 0) return reject(new Error(`baseline agent exited with ${code}`));

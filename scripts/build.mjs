@@ -1,9 +1,10 @@
 // Builds what runs without tsx:
 // - the agent as one self-contained CommonJS bundle (dist/agent-main.cjs), V8's code cache of it
 //   (dist/agent-main.cache) and dist/agent.cjs, which runs the one with the other
-//   (scripts/agent-loader.cjs): how local workers start; and dist/agent-snapshot.cjs, the entry
-//   from which an agent runtime (src/providers/agent-runtime.ts) builds the startup snapshot that
-//   Docker and Kubernetes workers start from, with the node they run;
+//   (scripts/agent-loader.cjs); dist/agent-snapshot.cjs, the entry from which a startup snapshot
+//   of the agent is built by the node that will run it: dist/agent.blob by this node, which local
+//   workers start from when they run on it (else from agent.cjs), and an agent runtime's own for
+//   Docker and Kubernetes workers (src/providers/agent-runtime.ts);
 // - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
 //   it, since loading them file by file from node_modules costs more than running the command, and
 //   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses; the
@@ -21,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
+import { pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { build as buildDashboard } from "vite";
 
@@ -112,6 +114,18 @@ async function writeCodeCaches() {
   }
 }
 
+/**
+ * Builds dist/agent.blob, the agent's startup snapshot, with this node, and records which node
+ * built it (dist/agent.blob.json): local workers start from it when they run on this same node
+ * binary (src/providers/agent-runtime.ts, localSnapshotFor), and run dist/agent.cjs otherwise.
+ * Docker and Kubernetes workers get a snapshot of their own, built by the node of their runtime.
+ */
+async function writeLocalSnapshot() {
+  const { buildAgentSnapshot, recordSnapshotNode } = await import(pathToFileURL(resolve("dist/server/docker-image.js")).href);
+  await buildAgentSnapshot(process.execPath, resolve("dist/agent-snapshot.cjs"), resolve("dist/agent.blob"));
+  await recordSnapshotNode(resolve("dist/agent.blob"), process.execPath);
+}
+
 rmSync("dist", { recursive: true, force: true });
 await Promise.all([
   build({
@@ -160,3 +174,4 @@ await Promise.all([
   buildDashboard({ configFile: "dashboard/vite.config.ts" }),
 ]);
 await writeCodeCaches();
+await writeLocalSnapshot();

@@ -24,7 +24,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync, realpathSync, statSync } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -143,23 +143,64 @@ async function agentFilesOf(agentPath: string, snapshotEntryPath: string): Promi
   return files;
 }
 
-/**
- * Builds the startup snapshot in dir with dir's own node (the binary workers run: a snapshot is
- * refused by any other), in two runs (scripts/agent-snapshot.cjs says why). Throws with node's
- * own words when it cannot: the runtime is then not assembled.
- */
+/** Builds the startup snapshot in dir with dir's own node (the binary workers run). */
 async function buildSnapshot(dir: string): Promise<void> {
-  const node = join(dir, "bin", "node");
-  const entry = join(dir, SNAPSHOT_ENTRY);
+  await buildAgentSnapshot(join(dir, "bin", "node"), join(dir, SNAPSHOT_ENTRY), join(dir, SNAPSHOT_BLOB));
+}
+
+/**
+ * Builds the agent's startup snapshot at blob with node, from entry (dist/agent-snapshot.cjs, which
+ * takes the bundle beside it), in two runs (scripts/agent-snapshot.cjs says why). Only that node
+ * binary can start from it: any other refuses it. Throws with node's own words when it cannot.
+ */
+export async function buildAgentSnapshot(node: string, entry: string, blob: string): Promise<void> {
   // An environment of its own: nothing of this process's (NODE_OPTIONS, say) may change what the snapshot holds.
   const run = promisify(execFile);
   const options = { env: {}, timeout: SNAPSHOT_BUILD_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 };
   try {
     const { stdout: lazyKeys } = await run(node, [entry, "--lazy-keys"], options);
-    await run(node, ["--snapshot-blob", join(dir, SNAPSHOT_BLOB), "--build-snapshot", entry], { ...options, env: { HODEI_SNAPSHOT_LAZY_KEYS: lazyKeys } });
+    await run(node, ["--snapshot-blob", blob, "--build-snapshot", entry], { ...options, env: { HODEI_SNAPSHOT_LAZY_KEYS: lazyKeys } });
   } catch (err) {
     const detail = ((err as { stderr?: string }).stderr || (err as Error).message).trim().split("\n").slice(0, 12).join("\n");
     throw new Error(`agent runtime: building the agent's startup snapshot with ${node} failed: ${detail}`, { cause: err });
+  }
+}
+
+/**
+ * Local workers' snapshot: dist/agent.blob, built by `npm run build` with the build's node, and
+ * beside it agent.blob.json, which names that node (real path, size, modification time). Only
+ * that binary can start from the blob, so a local worker uses it only when nodePath is the same
+ * file (checked by localSnapshotFor); otherwise it runs agentPath as before.
+ */
+interface SnapshotNode {
+  node: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** Writes blob's record of the node that built it (see SnapshotNode). */
+export async function recordSnapshotNode(blob: string, node: string): Promise<void> {
+  const real = await realpath(node);
+  const { size, mtimeMs } = await stat(real);
+  const record: SnapshotNode = { node: real, size, mtimeMs };
+  await writeFile(`${blob}.json`, `${JSON.stringify(record)}\n`);
+}
+
+/**
+ * The startup snapshot beside agentPath (agent.blob) when it was built by nodePath's binary, for
+ * local workers to start from (`node --snapshot-blob`); undefined otherwise: no blob or record, or
+ * another node (a snapshot is refused by any other binary: the worker would not start).
+ */
+export function localSnapshotFor(agentPath: string, nodePath: string): string | undefined {
+  const blob = join(dirname(agentPath), SNAPSHOT_BLOB);
+  try {
+    const record = JSON.parse(readFileSync(`${blob}.json`, "utf8")) as SnapshotNode;
+    const real = realpathSync(nodePath);
+    const { size, mtimeMs } = statSync(real);
+    const isSameNode = record.node === real && record.size === size && record.mtimeMs === mtimeMs;
+    return isSameNode && statSync(blob).isFile() ? blob : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -21,7 +21,7 @@ import type Dockerode from "dockerode";
 import { AGENT_COMMAND, AGENT_ROOT, readRuntimeHash } from "./agent-runtime.js";
 import { type TarEntry, tarStream } from "./tar.js";
 
-export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime, NODE_COMMAND } from "./agent-runtime.js";
+export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime, buildAgentSnapshot, NODE_COMMAND, recordSnapshotNode } from "./agent-runtime.js";
 /** hodei-worker:<package version> (core/worker-image.ts says why never latest). */
 export { DEFAULT_WORKER_IMAGE } from "../core/worker-image.js";
 export const BUILD_HASH_LABEL = "io.hodei.build-hash";

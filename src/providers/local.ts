@@ -34,6 +34,11 @@ export interface LocalProviderOptions {
   agentPath: string;
   /** The node binary that runs the agent. */
   nodePath: string;
+  /**
+   * A startup snapshot of the agent built by nodePath (agent-runtime.ts, localSnapshotFor): agents
+   * then start as `node --snapshot-blob <it>`, the bundle already evaluated. None: `node agentPath`.
+   */
+  snapshotBlob?: string;
   /** Parent of the per-worker work directories. */
   workRoot: string;
   /** Environment every worker starts from (PATH, HOME, ...); never the server's secrets. */
@@ -204,7 +209,8 @@ export class LocalProvider implements WorkerProvider {
 
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
-    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}); ${this.idle.length} warm; ${this.cgroups.describe()}` };
+    const start = this.options.snapshotBlob ? `, from ${this.options.snapshotBlob}` : "";
+    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm; ${this.cgroups.describe()}` };
   }
 
   /** Releases idle agents (they exit); assigned agents keep running. */
@@ -248,7 +254,8 @@ export class LocalProvider implements WorkerProvider {
     const logFd = openSync(logPath, "a");
     let child: ChildProcess;
     try {
-      child = spawn(this.options.nodePath, [this.options.agentPath], {
+      const args = this.options.snapshotBlob ? ["--snapshot-blob", this.options.snapshotBlob] : [this.options.agentPath];
+      child = spawn(this.options.nodePath, args, {
         cwd: this.options.workRoot,
         detached: true,
         stdio: ["pipe", logFd, logFd],

@@ -17,6 +17,7 @@ import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import { createMetrics } from "../metrics.js";
 import { LocalProvider } from "../providers/local.js";
+import { localSnapshotFor } from "../providers/agent-runtime.js";
 import type { WorkerProvider } from "../providers/provider.js";
 import { openJobTrace } from "../scheduler/job-trace.js";
 import { currentProcessKey } from "../scheduler/process-key.js";
@@ -134,6 +135,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       clusterId,
       agentPath: config.local.agentPath,
       nodePath: config.local.nodePath,
+      // The build's snapshot of the agent, when this node built it (else agents run agent.cjs).
+      snapshotBlob: localSnapshotFor(config.local.agentPath, config.local.nodePath),
       workRoot: join(config.dataDir, "work"),
       warmWorkers: config.local.warmWorkers,
       baseEnv: config.local.baseEnv,
