@@ -1,17 +1,18 @@
 /**
- * The agent runtime's startup snapshot (agent.blob, built by src/providers/agent-runtime.ts from
- * scripts/agent-snapshot.cjs), on this host without Docker: a worker started from it runs the
- * agent's main at once and reads its own environment, not the builder's; an agent of one's own
- * (no bundle beside it) still runs; a bundle that does not hand its main over fails the assembly.
- * The worker image and a real job through it are in src/providers/docker.test.ts.
+ * The agent's startup snapshots (agent.blob, built by src/providers/agent-runtime.ts from
+ * scripts/agent-snapshot.cjs), on this host without Docker: a worker started from an agent
+ * runtime's runs the agent's main at once and reads its own environment, not the builder's; an
+ * agent of one's own (no bundle beside it) still runs; a bundle that does not hand its main over
+ * fails the assembly. The build's (dist/agent.blob) is used by local workers only on the node that
+ * built it, and a local job's agent runs from it. The worker image is in src/providers/docker.test.ts.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { assembleAgentRuntime } from "../src/providers/agent-runtime.js";
-import { ROOT } from "./e2e/harness.js";
+import { assembleAgentRuntime, localSnapshotFor, recordSnapshotNode } from "../src/providers/agent-runtime.js";
+import { ROOT, runCli, startServerProcess, stopLeavingNothing } from "./e2e/harness.js";
 import { tempDir } from "./fixtures/temp-dir.js";
 
 const SNAPSHOT_ENTRY = join(ROOT, "dist", "agent-snapshot.cjs");
@@ -64,5 +65,36 @@ describe("the agent's startup snapshot", () => {
       assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent", "agent.cjs"), snapshotEntryPath: SNAPSHOT_ENTRY }),
       /building the agent's startup snapshot with .* failed: [\s\S]*did not hand its main to the snapshot/,
     );
+  });
+
+  it("is used by local workers only on the node that built it (dist/agent.blob and its record)", async () => {
+    const dist = join(ROOT, "dist");
+    assert.equal(localSnapshotFor(join(dist, "agent.cjs"), process.execPath), join(dist, "agent.blob"), "npm run build made it with this node");
+    // The same bytes at another path are another binary as far as the record goes: not used.
+    const dir = tempDir("hodei-snapshot-node-");
+    const otherNode = join(dir, "node");
+    copyFileSync(process.execPath, otherNode);
+    assert.equal(localSnapshotFor(join(dist, "agent.cjs"), otherNode), undefined);
+    // An agent with no blob beside it (tests' own agents, HODEI_AGENT_PATH) runs as it is.
+    writeFileSync(join(dir, "agent.cjs"), "\n");
+    assert.equal(localSnapshotFor(join(dir, "agent.cjs"), process.execPath), undefined);
+    // A blob whose record names this node is taken; a record of another node is not.
+    writeFileSync(join(dir, "agent.blob"), "not read here");
+    await recordSnapshotNode(join(dir, "agent.blob"), process.execPath);
+    assert.equal(localSnapshotFor(join(dir, "agent.cjs"), process.execPath), join(dir, "agent.blob"));
+    await recordSnapshotNode(join(dir, "agent.blob"), otherNode);
+    assert.equal(localSnapshotFor(join(dir, "agent.cjs"), process.execPath), undefined);
+  });
+
+  it("starts a local job's agent from the build's snapshot", async () => {
+    const server = await startServerProcess({ HODEI_LOCAL_WARM_WORKERS: "0" });
+    try {
+      // HODEI_WORKER_PID is the agent's pid (a marker every process of the job carries).
+      const result = await runCli(server, ["run", "--", "sh", "-c", 'tr "\\0" " " < /proc/$HODEI_WORKER_PID/cmdline']);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stdout.trim(), `${process.execPath} --snapshot-blob ${join(ROOT, "dist", "agent.blob")}`);
+    } finally {
+      await stopLeavingNothing(server);
+    }
   });
 });
