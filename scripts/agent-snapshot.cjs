@@ -31,7 +31,7 @@ if (process.argv.includes("--lazy-keys")) {
 function buildSnapshot() {
   const v8 = require("node:v8");
   const { existsSync, readFileSync } = require("node:fs");
-  const { join } = require("node:path");
+  const { dirname, join } = require("node:path");
   if (!v8.startupSnapshot.isBuildingSnapshot()) {
     throw new Error("agent-snapshot.cjs builds a startup snapshot: run it with node --snapshot-blob <file> --build-snapshot, or with --lazy-keys");
   }
@@ -39,7 +39,7 @@ function buildSnapshot() {
   if (!existsSync(bundlePath)) {
     v8.startupSnapshot.setDeserializeMainFunction(() => {
       const blob = process.execArgv[process.execArgv.indexOf("--snapshot-blob") + 1];
-      const agent = join(require("node:path").dirname(blob), "agent.cjs");
+      const agent = join(dirname(blob), "agent.cjs");
       require("node:module").createRequire(agent)(agent);
     });
     return;

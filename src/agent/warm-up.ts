@@ -1,9 +1,9 @@
 /**
  * The agent's warm-up for its startup snapshot (scripts/agent-snapshot.cjs): runs, once, while the
  * snapshot is built, the code every worker runs on its way to a job's result short of the network
- * and the job's process: its configuration and assignment, the log buffer with redaction, the
- * worker protocol's messages both ways, and a Register and a Connect stream through the real gRPC
- * client over an HTTP/2 stand-in that answers in memory (AnsweringStream). V8 keeps the bytecode of
+ * and the job's process: its configuration and assignment, the log buffer with redaction, and a
+ * Ping, a Register and a Connect stream (every message of the worker protocol, both ways) through
+ * the real gRPC client over an HTTP/2 stand-in that answers in memory (AnsweringStream). V8 keeps the bytecode of
  * functions that ran in the snapshot, so workers need not compile them (measured: decision 0004).
  *
  * It touches nothing outside the process: no file, socket, child process or timer that outlives
@@ -12,16 +12,14 @@
  */
 import type * as http2 from "node:http2";
 import { Duplex } from "node:stream";
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AsyncQueue } from "../core/async-queue.js";
 import {
   type AgentMessage,
   AgentMessageSchema,
-  PingRequestSchema,
   PingResponseSchema,
-  RegisterRequestSchema,
   RegisterResponseSchema,
   ServerMessageSchema,
   WorkerService,
@@ -37,14 +35,6 @@ export async function warmUp(): Promise<void> {
   );
   jobMarkers(config, assignment);
   createClient(WorkerService, createGrpcTransport({ baseUrl: config.serverUrl }));
-  await callsInMemory(assignment.otpToken);
-
-  const roundTrip = <T extends Parameters<typeof toBinary>[0]>(schema: T, init: Parameters<typeof create<T>>[1]) =>
-    fromBinary(schema, toBinary(schema, create(schema, init)));
-  roundTrip(PingRequestSchema, {});
-  roundTrip(PingResponseSchema, { serverTimeMs: 1n });
-  roundTrip(RegisterRequestSchema, { otpToken: assignment.otpToken, hostname: "h", agentVersion: "0", instanceKey: "k" });
-  roundTrip(RegisterResponseSchema, { sessionToken: "s", workerId: "w", jobId: "j", attempt: 1, heartbeatIntervalMs: 5000 });
 
   const redactor = new Redactor(["warm-up-secret"]);
   redactor.redactText("a warm-up-secret here");
@@ -56,56 +46,28 @@ export async function warmUp(): Promise<void> {
   logs.flush();
   logs.bytesAfter(0);
   logs.shouldPause();
-  const chunks = logs.chunksAfter(0);
-  const agentMessages: MessageInitShape<typeof AgentMessageSchema>["kind"][] = [
-    { case: "hello", value: { started: false, lastSeq: 0n } },
-    { case: "logs", value: { chunks: chunks.map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) })) } },
-    { case: "heartbeat", value: { timeMs: 1n } },
-    {
-      case: "result",
-      value: { exitCode: 0, signal: "", timedOut: false, canceled: false, error: "", lastSeq: BigInt(logs.lastSeq), droppedBytes: 0n, startedAtMs: 1n, finishedAtMs: 2n, interrupted: false },
-    },
-  ];
-  for (const kind of agentMessages) roundTrip(AgentMessageSchema, { kind });
-  logs.acknowledge(logs.lastSeq);
+  await callsInMemory(assignment.otpToken, logs);
   logs.unacknowledged();
   logs.isFullyAcknowledged();
+}
 
+/**
+ * A Ping, a Register and a Connect stream through the gRPC client, answered in memory: every
+ * message of the worker protocol both ways (hello, the log buffer's chunks, a heartbeat, the
+ * result; ack, run, cancel, resultAck) is encoded and decoded as on a real connection.
+ */
+async function callsInMemory(otpToken: string, logs: LogBuffer): Promise<void> {
+  const authority = "http://warm-up.invalid";
   const serverMessages: MessageInitShape<typeof ServerMessageSchema>["kind"][] = [
-    { case: "ack", value: { seq: 1n } },
-    {
-      case: "run",
-      value: {
-        jobId: "j",
-        attempt: 1,
-        command: ["echo", "hello"],
-        script: "",
-        env: { A: "1" },
-        timeoutSeconds: 0,
-        logLimitBytes: 1n,
-        heartbeatIntervalMs: 5000,
-        workingDir: "",
-        secrets: { S: "warm-up-secret" },
-        resourcesApplied: "",
-        memoryMb: 0,
-      },
-    },
+    { case: "ack", value: { seq: 0n } },
+    { case: "run", value: { jobId: "j", attempt: 1, command: ["true"], env: { A: "1" }, secrets: { S: "v" }, logLimitBytes: 1n, heartbeatIntervalMs: 5000 } },
     { case: "cancel", value: { reason: "r", graceMs: 1 } },
     { case: "resultAck", value: {} },
   ];
-  for (const kind of serverMessages) roundTrip(ServerMessageSchema, { kind });
-}
-
-/** A Register and a Connect stream (hello, logs, result; ack, run, resultAck) through the gRPC client, answered in memory. */
-async function callsInMemory(otpToken: string): Promise<void> {
-  const authority = "http://warm-up.invalid";
   const answers: Record<string, Uint8Array[]> = {
-    "/hodei.v1.WorkerService/Register": [toBinary(RegisterResponseSchema, create(RegisterResponseSchema, { sessionToken: "s", workerId: "w", jobId: "j", attempt: 1 }))],
-    "/hodei.v1.WorkerService/Connect": [
-      { case: "ack", value: { seq: 0n } },
-      { case: "run", value: { jobId: "j", attempt: 1, command: ["true"], env: { A: "1" }, secrets: { S: "v" } } },
-      { case: "resultAck", value: {} },
-    ].map((kind) => toBinary(ServerMessageSchema, create(ServerMessageSchema, { kind: kind as MessageInitShape<typeof ServerMessageSchema>["kind"] }))),
+    "/hodei.v1.WorkerService/Ping": [toBinary(PingResponseSchema, create(PingResponseSchema, { serverTimeMs: 1n }))],
+    "/hodei.v1.WorkerService/Register": [toBinary(RegisterResponseSchema, create(RegisterResponseSchema, { sessionToken: "s", workerId: "w", jobId: "j", attempt: 1, heartbeatIntervalMs: 5000 }))],
+    "/hodei.v1.WorkerService/Connect": serverMessages.map((kind) => toBinary(ServerMessageSchema, create(ServerMessageSchema, { kind }))),
   };
   type Sessions = NonNullable<Parameters<typeof createGrpcTransport>[0]["sessionManager"]>;
   const sessions: Sessions = {
@@ -114,13 +76,18 @@ async function callsInMemory(otpToken: string): Promise<void> {
     notifyResponseByteRead: () => {},
   };
   const client = createClient(WorkerService, createGrpcTransport({ baseUrl: authority, sessionManager: sessions }));
+  await client.ping({});
   const session = await client.register({ otpToken, hostname: "h", agentVersion: "0", instanceKey: "k", runInAnswer: true });
   const outgoing = new AsyncQueue<AgentMessage>();
-  outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: false, lastSeq: 0n } } }));
+  const send = (kind: MessageInitShape<typeof AgentMessageSchema>["kind"]) => outgoing.push(create(AgentMessageSchema, { kind }));
+  send({ case: "hello", value: { started: false, lastSeq: 0n } });
   for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
+    if (message.kind.case === "ack") logs.acknowledge(Number(message.kind.value.seq));
     if (message.kind.case === "run") {
-      outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: new Uint8Array([104, 105, 10]), timeMs: 1n }] } } }));
-      outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n } } }));
+      const chunks = logs.chunksAfter(0).map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) }));
+      send({ case: "logs", value: { chunks } });
+      send({ case: "heartbeat", value: { timeMs: 1n } });
+      send({ case: "result", value: { exitCode: 0, lastSeq: BigInt(logs.lastSeq), startedAtMs: 1n, finishedAtMs: 2n } });
     }
     if (message.kind.case === "resultAck") outgoing.close();
   }

@@ -143,11 +143,6 @@ async function agentFilesOf(agentPath: string, snapshotEntryPath: string): Promi
   return files;
 }
 
-/** Builds the startup snapshot in dir with dir's own node (the binary workers run). */
-async function buildSnapshot(dir: string): Promise<void> {
-  await buildAgentSnapshot(join(dir, "bin", "node"), join(dir, SNAPSHOT_ENTRY), join(dir, SNAPSHOT_BLOB));
-}
-
 /**
  * Builds the agent's startup snapshot at blob with node, from entry (dist/agent-snapshot.cjs, which
  * takes the bundle beside it), in two runs (scripts/agent-snapshot.cjs says why). Only that node
@@ -234,7 +229,8 @@ async function writeRuntime(dir: string, nodePath: string, agentFiles: { name: s
     await copyFile(file.path, join(dir, file.name));
     await chmod(join(dir, file.name), 0o644);
   }
-  await buildSnapshot(dir);
+  // With dir's own node: the binary workers run (any other refuses the snapshot).
+  await buildAgentSnapshot(join(dir, "bin", "node"), join(dir, SNAPSHOT_ENTRY), join(dir, SNAPSHOT_BLOB));
   await chmod(join(dir, SNAPSHOT_BLOB), 0o644);
   await writeFile(join(dir, HASH_FILE), `${hash}\n`); // last: its presence means complete
 }

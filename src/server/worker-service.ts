@@ -12,8 +12,9 @@
  * Connect: one stream per agent connection, authenticated by the session (agent-stream.ts reacts
  * to what the agent sends). The job is dispatched in Register's answer when the agent asks
  * (run_in_answer), else on the stream after its hello, by one function (dispatchJob), never to a
- * worker whose provider_resource_id is unknown; log chunks are checked and stored, then acknowledged; the
- * result is recorded only after checking every chunk up to its last one is received. A stream
+ * worker whose provider_resource_id is unknown; log chunks are checked and stored, then
+ * acknowledged; the result is recorded only after checking every chunk up to its last one is
+ * received. A stream
  * that closes without a result makes the reconcile pass look at the worker; one on which the agent
  * is silent past the heartbeat timeout is ended.
  */
