@@ -219,7 +219,7 @@ export class DockerProvider implements WorkerProvider {
     try {
       stdin = (await container.attach({ stream: true, stdin: true, hijack: true, abortSignal: signal })) as Duplex;
     } catch (err) {
-      throw wrap(`attach to the stdin of container ${name}`, err);
+      throw this.wrap(`attach to the stdin of container ${name}`, err);
     }
     // A socket error must never go unhandled (it would end the process); deliverAssignment reports its own.
     stdin.on("error", () => {});
@@ -228,7 +228,7 @@ export class DockerProvider implements WorkerProvider {
     } catch (err) {
       if (statusOf(err) !== 304) { // 304: already started
         stdin.destroy();
-        throw wrap(`start container ${name}`, err);
+        throw this.wrap(`start container ${name}`, err);
       }
     }
     return stdin;
@@ -305,7 +305,7 @@ export class DockerProvider implements WorkerProvider {
       return container.id;
     } catch (err) {
       if (statusOf(err) === 404) throw new PermanentError(`image ${this.options.defaultImage} not found; build it with "npx hodei image build"`);
-      throw wrap(`create warm container ${name}`, err);
+      throw this.wrap(`create warm container ${name}`, err);
     }
   }
 
@@ -315,7 +315,7 @@ export class DockerProvider implements WorkerProvider {
       info = await this.docker.getContainer(resourceId).inspect({ abortSignal: signal });
     } catch (err) {
       if (statusOf(err) === 404) return { state: "gone" };
-      throw wrap(`inspect container ${resourceId}`, err);
+      throw this.wrap(`inspect container ${resourceId}`, err);
     }
     const state = info.State;
     if (state.Running || state.Restarting) return { state: "running" };
@@ -340,14 +340,14 @@ export class DockerProvider implements WorkerProvider {
       await container.stop({ t: Math.ceil(graceMs / 1000), abortSignal: signal });
     } catch (err) {
       const status = statusOf(err);
-      if (status !== 304 && status !== 404) throw wrap(`stop container ${resourceId}`, err);
+      if (status !== 304 && status !== 404) throw this.wrap(`stop container ${resourceId}`, err);
     }
     try {
       await container.remove({ force: true, v: true, abortSignal: signal });
     } catch (err) {
       const status = statusOf(err);
       // 404: gone already; 409: removal already in progress (the next pass confirms it is gone).
-      if (status !== 404 && status !== 409) throw wrap(`remove container ${resourceId}`, err);
+      if (status !== 404 && status !== 409) throw this.wrap(`remove container ${resourceId}`, err);
     }
   }
 
@@ -379,7 +379,7 @@ export class DockerProvider implements WorkerProvider {
         filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${this.options.clusterId}`] },
       });
     } catch (err) {
-      throw wrap("list containers", err);
+      throw this.wrap("list containers", err);
     }
   }
 
@@ -431,8 +431,17 @@ export class DockerProvider implements WorkerProvider {
       const hint = image === this.options.defaultImage ? 'build it with "npx hodei image build"' : "pull or build it on the Docker host";
       throw new PermanentError(`image ${image} not found; ${hint}`);
     }
-    if (isConnectionError(err)) throw new UnavailableError(`Docker daemon at ${this.options.socketPath} not answering (${(err as Error).message})`);
-    throw wrap(`create container ${spec.name}`, err);
+    throw this.wrap(`create container ${spec.name}`, err);
+  }
+
+  /**
+   * A failed daemon call as an error that says what failed; one that could not reach the daemon
+   * (refused, reset, no socket) is an UnavailableError naming the daemon's socket.
+   */
+  private wrap(what: string, err: unknown): Error {
+    const message = (err as Error).message;
+    if (isConnectionError(err)) return new UnavailableError(`Docker daemon at ${this.options.socketPath} not answering: ${what}: ${message}`);
+    return new Error(`docker: ${what}: ${message}`, { cause: err });
   }
 }
 
@@ -483,11 +492,6 @@ function statusOf(err: unknown): number | undefined {
 function isConnectionError(err: unknown): boolean {
   const code = (err as { code?: string } | undefined)?.code;
   return code === "ECONNREFUSED" || code === "ENOENT" || code === "EACCES" || code === "ECONNRESET";
-}
-
-function wrap(what: string, err: unknown): Error {
-  if (isConnectionError(err)) return new UnavailableError(`docker: ${what}: ${(err as Error).message}`);
-  return new Error(`docker: ${what}: ${(err as Error).message}`, { cause: err });
 }
 
 /** Docker's multiplexed log format: 8-byte frame headers (stream, 0, 0, 0, size as uint32 BE). */
