@@ -7,7 +7,9 @@
 //   Docker and Kubernetes workers (src/providers/agent-runtime.ts);
 // - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
 //   it, since loading them file by file from node_modules costs more than running the command, and
-//   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses; the
+//   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses, and
+//   dist/cli-lazy.json, the property names of the built-in modules that bin/load-cli.js loads only
+//   when a command uses them, as this node has them; the
 //   server's dependencies stay in node_modules and what only some commands need (the server, the
 //   image build, config.ts) is the separate build below, which those commands import;
 // - the control plane (dist/server/main.js), config.ts and the image build as ESM with their
@@ -17,7 +19,7 @@
 // - the web dashboard (dashboard/, Vite) into dist/dashboard, which the server serves at /;
 // - then the two code caches, taken after one real job through a throwaway server (writeCodeCaches).
 import { execFile, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -25,6 +27,7 @@ import { promisify } from "node:util";
 import { pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { build as buildDashboard } from "vite";
+import { LAZY_FILE, lazyKeys } from "../bin/load-cli.js";
 
 /** Bundled into the CLI: what client commands load. Every other dependency stays external. */
 const CLI_BUNDLED = new Set(["commander", "picocolors", "cli-table3", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf"]);
@@ -158,7 +161,7 @@ await Promise.all([
     minify: true,
     legalComments: "none",
     sourcemap: true,
-  }),
+  }).then(() => writeFileSync(LAZY_FILE, `${JSON.stringify(lazyKeys())}\n`)),
   build({
     ...node,
     entryPoints: { main: "src/server/main.ts", config: "src/config.ts", "docker-image": "src/providers/docker-image.ts" },
