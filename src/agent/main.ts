@@ -23,7 +23,7 @@ import {
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
-import { type CommandOutcome, type RunningCommand, startCommand } from "./command.js";
+import { type CommandOutcome, type RunningCommand, startCommand, warmUpSpawn } from "./command.js";
 import {
   type AgentConfig,
   type Assignment,
@@ -110,6 +110,7 @@ class Agent {
 
   /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
+    warmUpSpawn();
     void this.client.ping({}).then(
       () => void (boot.connected = performance.now()),
       (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),

@@ -1,0 +1,45 @@
+/**
+ * The warm agent's throwaway spawn (warmUpSpawn): it starts and reaps one `sh -c :`, and without a
+ * shell it neither throws nor ends the agent. Each case runs in a process of its own, whose
+ * children are then read from /proc.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { describe, it } from "node:test";
+
+const COMMAND = new URL("./command.ts", import.meta.url).href;
+
+/** Runs warmUpSpawn in a child node with PATH as given; it prints, 300 ms later, its remaining children. */
+function runWarmUp(path: string) {
+  const script = `
+    const { warmUpSpawn } = await import(${JSON.stringify(COMMAND)});
+    const fs = await import("node:fs");
+    warmUpSpawn();
+    const started = fs.readFileSync("/proc/self/task/" + process.pid + "/children", "utf8").trim();
+    setTimeout(() => {
+      const left = fs.readFileSync("/proc/self/task/" + process.pid + "/children", "utf8").trim();
+      process.stdout.write(JSON.stringify({ started, left }));
+    }, 300);`;
+  return spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    env: { PATH: path, HOME: process.env.HOME },
+    encoding: "utf8",
+    // The child's node and tsx are found by absolute path: PATH is the case under test.
+    cwd: process.cwd(),
+  });
+}
+
+describe("warmUpSpawn", () => {
+  it("starts one shell that exits and is reaped", { skip: process.platform !== "linux" && "reads /proc" }, () => {
+    const run = runWarmUp(process.env.PATH ?? "/usr/bin:/bin");
+    assert.equal(run.status, 0, run.stderr);
+    const { started, left } = JSON.parse(run.stdout) as { started: string; left: string };
+    assert.match(started, /^\d+$/, "one child right after the call");
+    assert.equal(left, "", "no child left 300 ms later");
+  });
+
+  it("without a shell to start, neither throws nor ends the agent", { skip: process.platform !== "linux" && "reads /proc" }, () => {
+    const run = runWarmUp("/nonexistent");
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal((JSON.parse(run.stdout) as { left: string }).left, "");
+  });
+});
