@@ -21,12 +21,16 @@
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { ROOT, startServerProcess } from "../test/e2e/harness.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const IMAGES = process.env.IMAGES ? process.env.IMAGES.split(",") : [];
 const AGENTS = IMAGES.length > 0 ? IMAGES.map((image) => `image:${image}`) : (process.env.AGENT ?? resolve(ROOT, "dist", "agent.cjs")).split(",");
+/** The agents' work directories (each agent makes its own): removed at the end. */
+const WORK_ROOT = mkdtempSync(join(tmpdir(), "hodei-boot-"));
 const ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
 
 const median = (values: number[]) => {
@@ -44,7 +48,7 @@ function runOnce(agent: string, serverUrl: string): Promise<{ phases: Record<str
     const child = spawn(command, args, { env: { ...ENV, ...agentEnv }, stdio: ["pipe", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const assignment = { otpToken: `hodei_otp_${randomUUID()}`, workerId: randomUUID(), workerName: "bench", jobId: randomUUID(), attempt: 1, workDir: `/tmp/hodei-boot-${randomUUID()}` };
+    const assignment = { otpToken: `hodei_otp_${randomUUID()}`, workerId: randomUUID(), workerName: "bench", jobId: randomUUID(), attempt: 1, workDir: join(WORK_ROOT, randomUUID()) };
     child.stdin.end(`${JSON.stringify(assignment)}\n`);
     child.once("error", reject);
     child.once("exit", () => {
@@ -93,4 +97,5 @@ try {
 } finally {
   await server.stop();
   server.cleanup();
+  rmSync(WORK_ROOT, { recursive: true, force: true });
 }
