@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { assembleAgentRuntime, localSnapshotFor, recordSnapshotNode } from "../src/providers/agent-runtime.js";
@@ -65,6 +65,25 @@ describe("the agent's startup snapshot", () => {
       assembleAgentRuntime({ targetDir: join(dir, "rt"), nodePath: process.execPath, agentPath: join(dir, "agent", "agent.cjs"), snapshotEntryPath: SNAPSHOT_ENTRY }),
       /building the agent's startup snapshot with .* failed: [\s\S]*did not hand its main to the snapshot/,
     );
+  });
+
+  it("is rebuilt when its node binary changes, and only then (node is known by identity, not read whole)", async () => {
+    const dir = tempDir("hodei-snapshot-rebuild-");
+    const node = join(dir, "node");
+    copyFileSync(process.execPath, node);
+    chmodSync(node, 0o755);
+    const options = { targetDir: join(dir, "rt"), nodePath: node, agentPath: join(ROOT, "dist", "agent.cjs") };
+    const first = await assembleAgentRuntime(options);
+    const builtAt = statSync(join(first.dir, "agent.blob")).mtimeMs;
+    const again = await assembleAgentRuntime(options);
+    assert.equal(again.hash, first.hash);
+    assert.equal(statSync(join(again.dir, "agent.blob")).mtimeMs, builtAt, "an up-to-date runtime is left as it is");
+    // The same binary rewritten in place (a package upgrade of the same size would do this): rebuilt.
+    const later = new Date(Date.now() + 5000);
+    utimesSync(node, later, later);
+    const rebuilt = await assembleAgentRuntime(options);
+    assert.notEqual(rebuilt.hash, first.hash);
+    assert.notEqual(statSync(join(rebuilt.dir, "agent.blob")).mtimeMs, builtAt);
   });
 
   it("is used by local workers only on the node that built it (dist/agent.blob and its record)", async () => {
