@@ -24,7 +24,7 @@ import { currentProcessKey } from "../scheduler/process-key.js";
 import { type ProviderSlot, Reconciler } from "../scheduler/reconciler.js";
 import { resolveClusterId } from "../store/cluster-id.js";
 import { openDatabase } from "../store/database.js";
-import { redactDatabaseUrl } from "../store/postgres.js";
+import { redactDatabaseUrl } from "../store/database-url.js";
 import { Store } from "../store/store.js";
 import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";

@@ -10,9 +10,8 @@ import { Kysely, type LogConfig, SqliteDialect } from "kysely";
 import { InvalidInputError, StartupError } from "../core/errors.js";
 import { migrateTo, migrateToLatest } from "./migrations/index.js";
 import { newLocalNotifier, type Notifier, type NotifierLog } from "./notifier.js";
-import { PgNotifier } from "./pg-notifier.js";
 import { SqliteCheckpointer } from "./sqlite-checkpointer.js";
-import { createPostgresDatabase, DEFAULT_POOL_OPTIONS, isPostgresUrl, type PostgresPoolOptions, withMigrationLock } from "./postgres.js";
+import { DEFAULT_POOL_OPTIONS, isPostgresUrl, type PostgresPoolOptions } from "./database-url.js";
 import type { Database } from "./schema.js";
 
 export type DatabaseKind = "sqlite" | "postgres";
@@ -96,6 +95,8 @@ function openSqliteFile(path: string): SqliteDatabase.Database {
 }
 
 async function openPostgres(url: string, options: OpenOptions): Promise<OpenedDatabase> {
+  // Loaded here only: a server on SQLite never loads the driver (store/database-url.ts).
+  const [{ createPostgresDatabase, withMigrationLock }, { PgNotifier }] = await Promise.all([import("./postgres.js"), import("./pg-notifier.js")]);
   const poolOptions = options.pool ?? DEFAULT_POOL_OPTIONS;
   // Migrations get a connection of their own without the statement time limit: a step that
   // rewrites a big table may take longer than any query of the running control plane should.

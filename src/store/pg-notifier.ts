@@ -12,7 +12,8 @@
  */
 import pg from "pg";
 import { type Notifier, type NotifierLog, type NotifyChannel, NOTIFY_CHANNELS, Subscribers } from "./notifier.js";
-import { poolConfig, type PostgresPoolOptions, redactDatabaseUrl } from "./postgres.js";
+import { type PostgresPoolOptions, redactDatabaseUrl } from "./database-url.js";
+import { poolConfig } from "./postgres.js";
 
 /** PostgreSQL channel names: one namespace per product in the database. */
 const PG_CHANNEL: Record<NotifyChannel, string> = { reconcile: "hodei_reconcile", cancel: "hodei_cancel", logs: "hodei_logs" };

@@ -12,7 +12,8 @@ import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import { openDatabase } from "./database.js";
-import { parseInt8, redactDatabaseUrl } from "./postgres.js";
+import { redactDatabaseUrl } from "./database-url.js";
+import { parseInt8 } from "./postgres.js";
 import { Store } from "./store.js";
 
 const SKIP = skipWithoutPostgres("the PostgreSQL store tests");

@@ -15,6 +15,7 @@ import pg from "pg";
 import { Kysely, type LogConfig, PostgresDialect } from "kysely";
 import { InvalidInputError, StartupError } from "../core/errors.js";
 import type { Database } from "./schema.js";
+import { type PostgresPoolOptions, redactDatabaseUrl } from "./database-url.js";
 
 /** pg's type oid of int8 (bigint). */
 const INT8_OID = 20;
@@ -22,26 +23,6 @@ const INT8_OID = 20;
 export const MIGRATION_LOCK_KEY = 0x686f6465; // "hode"
 /** Extra time the client waits for an answer past the server's own statement_timeout, ms. */
 const CLIENT_ANSWER_MARGIN_MS = 1000;
-
-export interface PostgresPoolOptions {
-  /** Connections in the pool. Default 10. */
-  size: number;
-  /** Opening a connection, ms. Default 5000. */
-  connectTimeoutMs: number;
-  /** One statement, and one idle transaction, ms. Default 30000. */
-  statementTimeoutMs: number;
-}
-
-export const DEFAULT_POOL_OPTIONS: PostgresPoolOptions = { size: 10, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 };
-
-export function isPostgresUrl(url: string): boolean {
-  return url.startsWith("postgres://") || url.startsWith("postgresql://");
-}
-
-/** The URL with its password (in the user part or a password= parameter) replaced by ***. */
-export function redactDatabaseUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, "$1:***@").replace(/([?&]password=)[^&]*/i, "$1***");
-}
 
 /** int8 as a number; a value a number cannot hold exactly is an error, never a silent rounding. */
 export function parseInt8(text: string): number {
