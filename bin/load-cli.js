@@ -13,6 +13,7 @@
 const { readFileSync } = require("node:fs");
 const { createRequire } = require("node:module");
 const { join } = require("node:path");
+const { pathToFileURL } = require("node:url");
 const vm = require("node:vm");
 
 const DIST = join(__dirname, "..", "dist");
@@ -81,7 +82,7 @@ function standIn(load, keys) {
 function loadCli(options) {
   const script = compileCli(options);
   const module = { exports: {} };
-  const hodeiImport = (specifier) => import(specifier.startsWith("./") ? require("node:url").pathToFileURL(join(DIST, specifier)).href : specifier);
+  const hodeiImport = (specifier) => import(specifier.startsWith("./") ? pathToFileURL(join(DIST, specifier)).href : specifier);
   script.runInThisContext()(module.exports, bundleRequire(), module, CLI_FILE, DIST, hodeiImport);
   return script;
 }

@@ -163,22 +163,29 @@ export async function buildAgentSnapshot(node: string, entry: string, blob: stri
 }
 
 /**
+ * Which node binary a path names: its real path, device, inode, size, mtime and ctime. A binary
+ * replaced (a new inode) or rewritten in place (new times) is another. Reading its ~100 MB instead
+ * cost 130 to 185 ms on every server start (the runtime's hash below).
+ */
+function nodeIdentity(nodePath: string): string {
+  const real = realpathSync(nodePath);
+  const { dev, ino, size, mtimeMs, ctimeMs } = statSync(real);
+  return `${real} ${dev} ${ino} ${size} ${mtimeMs} ${ctimeMs}`;
+}
+
+/**
  * Local workers' snapshot: dist/agent.blob, built by `npm run build` with the build's node, and
- * beside it agent.blob.json, which names that node (real path, size, modification time). Only
- * that binary can start from the blob, so a local worker uses it only when nodePath is the same
- * file (checked by localSnapshotFor); otherwise it runs agentPath as before.
+ * beside it agent.blob.json, which names that node (nodeIdentity). Only that binary can start from
+ * the blob, so a local worker uses it only when nodePath is the same binary (checked by
+ * localSnapshotFor); otherwise it runs agentPath as before.
  */
 interface SnapshotNode {
   node: string;
-  size: number;
-  mtimeMs: number;
 }
 
 /** Writes blob's record of the node that built it (see SnapshotNode). */
 export async function recordSnapshotNode(blob: string, node: string): Promise<void> {
-  const real = await realpath(node);
-  const { size, mtimeMs } = await stat(real);
-  const record: SnapshotNode = { node: real, size, mtimeMs };
+  const record: SnapshotNode = { node: nodeIdentity(node) };
   await writeFile(`${blob}.json`, `${JSON.stringify(record)}\n`);
 }
 
@@ -191,22 +198,16 @@ export function localSnapshotFor(agentPath: string, nodePath: string): string | 
   const blob = join(dirname(agentPath), SNAPSHOT_BLOB);
   try {
     const record = JSON.parse(readFileSync(`${blob}.json`, "utf8")) as SnapshotNode;
-    const real = realpathSync(nodePath);
-    const { size, mtimeMs } = statSync(real);
-    const isSameNode = record.node === real && record.size === size && record.mtimeMs === mtimeMs;
-    return isSameNode && statSync(blob).isFile() ? blob : undefined;
+    return record.node === nodeIdentity(nodePath) && statSync(blob).isFile() ? blob : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** sha256 over the layout version, node's identity (path, device, inode, size, mtime, ctime), each agent file's name and bytes, and each library's name, real path and size. */
+/** sha256 over the layout version, node's identity (nodeIdentity), each agent file's name and bytes, and each library's name, real path and size. */
 async function runtimeHash(nodePath: string, agentFiles: { name: string; path: string }[], libraries: Library[]): Promise<string> {
   const hash = createHash("sha256").update(`${LAYOUT_VERSION}\n`);
-  // The node binary by its identity, as the libraries below: reading its ~100 MB on every server
-  // start cost 130 to 185 ms. Replaced (a new inode) or rewritten in place (a new mtime and ctime), it changes.
-  const node = await stat(nodePath);
-  hash.update(`node ${nodePath} ${node.dev} ${node.ino} ${node.size} ${node.mtimeMs} ${node.ctimeMs}\n`);
+  hash.update(`node ${nodeIdentity(nodePath)}\n`); // by identity, as the libraries below
   for (const file of agentFiles) {
     hash.update(`${file.name}\n`);
     for await (const chunk of createReadStream(file.path)) hash.update(chunk as Buffer);
