@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import { docker, skipWithoutDocker } from "../../test/fixtures/docker-daemon.js";
 import { startWorkerProtocol } from "../../test/fixtures/worker-protocol.js";
 import { PermanentError } from "../core/errors.js";
-import { DockerProvider, LABELS } from "./docker.js";
+import { DockerProvider, type DockerProviderOptions, LABELS } from "./docker.js";
 import { AGENT_COMMAND, assembleAgentRuntime, buildWorkerImage, DEFAULT_WORKER_IMAGE } from "./docker-image.js";
 import { describeProvider, eventually, workerSpec } from "./provider.contract.js";
 
@@ -27,8 +27,9 @@ async function ourContainers(clusterId = CLUSTER_ID) {
   return docker.listContainers({ all: true, filters: { label: [`${LABELS.managedBy}=hodei`, `${LABELS.clusterId}=${clusterId}`] } });
 }
 
-function makeProvider(clusterId = CLUSTER_ID, defaultImage = DEFAULT_WORKER_IMAGE) {
+function makeProvider(clusterId = CLUSTER_ID, defaultImage = DEFAULT_WORKER_IMAGE, extra: Partial<DockerProviderOptions> = {}) {
   return new DockerProvider({
+    ...extra,
     clusterId,
     socketPath: "/var/run/docker.sock",
     defaultImage,
@@ -287,6 +288,65 @@ describe("DockerProvider", { skip: SKIP }, () => {
         for (const id of ids) await provider.stop(id, 1000);
       }
       assert.deepEqual(await ourContainers(), []);
+    });
+
+    describe("destroy", () => {
+      /** A container of this cluster running `script` (busybox sh), with an open stdin; started. */
+      async function runningContainer(script: string) {
+        const container = await docker.createContainer({
+          Image: DEFAULT_WORKER_IMAGE,
+          Entrypoint: [],
+          Cmd: ["sh", "-c", script],
+          OpenStdin: true,
+          StdinOnce: true,
+          Labels: { [LABELS.managedBy]: "hodei", [LABELS.clusterId]: CLUSTER_ID },
+          HostConfig: { NetworkMode: "host", Init: true },
+        });
+        await container.start();
+        return container;
+      }
+      /** The daemon's actions on a container since `sinceS` (kill, die, stop, destroy...), read once the events up to now are in. */
+      async function actionsOf(id: string, sinceS: number): Promise<Array<{ action: string; signal?: string }>> {
+        const stream = (await docker.getEvents({ since: sinceS, until: Math.ceil(Date.now() / 1000) + 1, filters: { container: [id] } })) as unknown as NodeJS.ReadableStream;
+        let text = "";
+        for await (const chunk of stream) text += chunk.toString();
+        return text
+          .split("\n")
+          .filter((l) => l.trim())
+          .map((l) => JSON.parse(l) as { Action: string; Actor: { Attributes: Record<string, string> } })
+          .map((e) => ({ action: e.Action, signal: e.Actor.Attributes.signal }));
+      }
+
+      it("lets a container that stops by itself go without signalling it, then removes it", async () => {
+        const provider = makeProvider(CLUSTER_ID, DEFAULT_WORKER_IMAGE, { selfExitWaitMs: 30_000 });
+        const sinceS = Math.floor(Date.now() / 1000) - 1;
+        // It exits once it reads a line, which it gets while destroy waits: an agent leaving after its result.
+        const container = await runningContainer("read line; exit 0");
+        const stdin = (await container.attach({ stream: true, stdin: true, hijack: true })) as Duplex;
+        const stopping = provider.stop(container.id, 10_000);
+        stdin.end("done\n");
+        await stopping;
+        stdin.destroy();
+        await assert.rejects(container.inspect(), (err: { statusCode?: number }) => err.statusCode === 404, "removed");
+        const actions = await actionsOf(container.id, sinceS);
+        assert.ok(actions.some((a) => a.action === "die"), `it exited: ${JSON.stringify(actions)}`);
+        assert.ok(actions.some((a) => a.action === "destroy"), `it was removed: ${JSON.stringify(actions)}`);
+        assert.ok(!actions.some((a) => a.action === "kill" || a.action === "stop"), `no signal, no stop: ${JSON.stringify(actions)}`);
+      });
+
+      it("stops (SIGTERM) a container that is still running after the wait, then removes it", async () => {
+        const provider = makeProvider(CLUSTER_ID, DEFAULT_WORKER_IMAGE, { selfExitWaitMs: 50 });
+        const sinceS = Math.floor(Date.now() / 1000) - 1;
+        const container = await runningContainer("trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done");
+        await provider.stop(container.id, 10_000);
+        await assert.rejects(container.inspect(), (err: { statusCode?: number }) => err.statusCode === 404, "removed");
+        const actions = await actionsOf(container.id, sinceS);
+        assert.deepEqual(
+          actions.filter((a) => a.action === "kill").map((a) => a.signal),
+          ["15"],
+          `one SIGTERM (the stop), no SIGKILL: ${JSON.stringify(actions)}`,
+        );
+      });
     });
 
     it("reports the container's last output", async () => {

@@ -5,8 +5,10 @@
  *
  * Every container is named hodei-worker-<uuid> and carries our labels (managed-by, cluster id, job,
  * attempt, worker); list() finds them by the managed-by and cluster labels only, so two
- * installations sharing a daemon never see each other's containers. Destroy is stop with a grace
- * period, then remove, always by container id; a container that is already gone is not an error.
+ * installations sharing a daemon never see each other's containers. Destroy waits a moment for the
+ * container to stop by itself (an agent whose result was acknowledged exits at once), then stops it
+ * with a grace period if it still runs, then removes it, always by container id; a container that
+ * is already gone is not an error.
  *
  * The OTP token never enters the container's configuration (Env, Cmd, Labels: what `docker inspect`
  * shows anyone allowed to read the daemon's state). The container is created with an open stdin that
@@ -77,6 +79,8 @@ export interface DockerProviderOptions {
   maxWorkers?: number;
   /** Where the warm pool and a failed rename of a taken warm container are reported. Default: stderr. */
   log?: ProviderLog;
+  /** How long destroy waits for a container to stop by itself before it stops it, ms. Default SELF_EXIT_WAIT_MS. */
+  selfExitWaitMs?: number;
   /** Injected for tests; made from socketPath otherwise. */
   docker?: Dockerode;
 }
@@ -87,6 +91,12 @@ const REQUEST_TIMEOUT_MS = 120_000;
 
 /** How long a taken warm container is remembered for a repeated start of its worker, ms (a start's retries end well within it). */
 const TAKEN_KEPT_MS = 10 * 60_000;
+/**
+ * How long destroy waits for a container to stop by itself before it stops it. An agent whose
+ * result was acknowledged exits at once, and the daemon sees it gone 25 to 45 ms later; a stop sent
+ * meanwhile (SIGTERM to an agent already leaving) took about 40 ms more on its own.
+ */
+const SELF_EXIT_WAIT_MS = 100;
 
 export class DockerProvider implements WorkerProvider {
   readonly name = "docker";
@@ -336,11 +346,13 @@ export class DockerProvider implements WorkerProvider {
 
   private async stopAndRemove(resourceId: string, graceMs: number, signal?: AbortSignal): Promise<void> {
     const container = this.docker.getContainer(resourceId);
-    try {
-      await container.stop({ t: Math.ceil(graceMs / 1000), abortSignal: signal });
-    } catch (err) {
-      const status = statusOf(err);
-      if (status !== 304 && status !== 404) throw this.wrap(`stop container ${resourceId}`, err);
+    if (!(await this.stoppedWithin(container, Math.min(graceMs, this.options.selfExitWaitMs ?? SELF_EXIT_WAIT_MS), signal))) {
+      try {
+        await container.stop({ t: Math.ceil(graceMs / 1000), abortSignal: signal });
+      } catch (err) {
+        const status = statusOf(err);
+        if (status !== 304 && status !== 404) throw this.wrap(`stop container ${resourceId}`, err);
+      }
     }
     try {
       await container.remove({ force: true, v: true, abortSignal: signal });
@@ -348,6 +360,21 @@ export class DockerProvider implements WorkerProvider {
       const status = statusOf(err);
       // 404: gone already; 409: removal already in progress (the next pass confirms it is gone).
       if (status !== 404 && status !== 409) throw this.wrap(`remove container ${resourceId}`, err);
+    }
+  }
+
+  /**
+   * True when the container is not running within `ms` (it exited, never started, or is stopping).
+   * Anything else (still running, gone, the daemon's error, an abort) is false: stop and remove,
+   * which say what is wrong, come next.
+   */
+  private async stoppedWithin(container: Dockerode.Container, ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (ms <= 0) return false;
+    try {
+      await container.wait({ condition: "not-running", abortSignal: signal ? AbortSignal.any([signal, AbortSignal.timeout(ms)]) : AbortSignal.timeout(ms) });
+      return true;
+    } catch {
+      return false;
     }
   }
 
