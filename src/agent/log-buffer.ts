@@ -21,6 +21,11 @@ export interface Chunk {
   timeMs: number;
 }
 
+/** A chunk as the worker protocol carries it (LogChunk: int64 fields as bigint). */
+export function wireChunk(c: Chunk): { seq: bigint; stream: string; data: Uint8Array; timeMs: bigint } {
+  return { seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) };
+}
+
 export interface LogBufferOptions {
   limitBytes: number;
   /** Pending output of one stream is cut into chunks of exactly this size (the last one may be smaller). */

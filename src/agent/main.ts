@@ -34,7 +34,7 @@ import {
   takeAssignmentFromEnv,
 } from "./config.js";
 import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
-import { LogBuffer } from "./log-buffer.js";
+import { LogBuffer, wireChunk } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
 import { warmUp } from "./warm-up.js";
 
@@ -384,7 +384,7 @@ class Agent {
         create(AgentMessageSchema, {
           kind: {
             case: "logs",
-            value: { chunks: batch.map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) })) },
+            value: { chunks: batch.map(wireChunk) },
           },
         }),
       );

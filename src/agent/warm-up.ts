@@ -25,7 +25,7 @@ import {
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
 import { jobMarkers, parseAssignment, readAgentConfig } from "./config.js";
-import { LogBuffer } from "./log-buffer.js";
+import { LogBuffer, wireChunk } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
 
 export async function warmUp(): Promise<void> {
@@ -84,8 +84,7 @@ async function callsInMemory(otpToken: string, logs: LogBuffer): Promise<void> {
   for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
     if (message.kind.case === "ack") logs.acknowledge(Number(message.kind.value.seq));
     if (message.kind.case === "run") {
-      const chunks = logs.chunksAfter(0).map((c) => ({ seq: BigInt(c.seq), stream: c.stream, data: c.data, timeMs: BigInt(c.timeMs) }));
-      send({ case: "logs", value: { chunks } });
+      send({ case: "logs", value: { chunks: logs.chunksAfter(0).map(wireChunk) } });
       send({ case: "heartbeat", value: { timeMs: 1n } });
       send({ case: "result", value: { exitCode: 0, lastSeq: BigInt(logs.lastSeq), startedAtMs: 1n, finishedAtMs: 2n } });
     }

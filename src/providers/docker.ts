@@ -371,7 +371,7 @@ export class DockerProvider implements WorkerProvider {
   private async stoppedWithin(container: Dockerode.Container, ms: number, signal?: AbortSignal): Promise<boolean> {
     if (ms <= 0) return false;
     try {
-      await container.wait({ condition: "not-running", abortSignal: signal ? AbortSignal.any([signal, AbortSignal.timeout(ms)]) : AbortSignal.timeout(ms) });
+      await container.wait({ condition: "not-running", abortSignal: AbortSignal.any([AbortSignal.timeout(ms), ...(signal ? [signal] : [])]) });
       return true;
     } catch {
       return false;
