@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { sql } from "kysely";
+import pg from "pg";
 import { claimOne } from "../../test/fixtures/claim.js";
 import { startPostgres, skipWithoutPostgres, type TestPostgres } from "../../test/fixtures/postgres.js";
 import { ManualClock } from "../core/clock.js";
@@ -65,6 +66,64 @@ describe("postgres: a real server", { skip: SKIP }, () => {
     const url = new URL(postgres.adminUrl);
     url.pathname = "/hodei_missing_database";
     await assert.rejects(openDatabase(url.toString()), /the database does not exist: create it/);
+  });
+
+  it("survives a connection the server ends while a query or a transaction holds it: the caller gets the error, the process goes on", async () => {
+    const url = await postgres.createDatabase("hodei_terminated");
+    const name = new URL(url).pathname.slice(1);
+    const opened = await openDatabase(url);
+    const admin = new pg.Client({ connectionString: postgres.adminUrl });
+    await admin.connect();
+    // An 'error' event nobody listens to would end this process (the test runner reports it).
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error) => uncaught.push(err);
+    process.on("uncaughtException", onUncaught);
+    try {
+      const terminate = async (what: string) => {
+        for (let i = 0; i < 200; i++) {
+          const r = await admin.query<{ pid: number }>("select pid from pg_stat_activity where datname = $1 and query like $2 and pid <> pg_backend_pid()", [name, `%${what}%`]);
+          if (r.rows[0]) {
+            await admin.query("select pg_terminate_backend($1)", [r.rows[0].pid]);
+            return;
+          }
+          await new Promise((done) => setTimeout(done, 25));
+        }
+        throw new Error(`no backend ran ${what}`);
+      };
+      // 1. Between two statements of a transaction (the connection checked out, no query on it).
+      let inside: () => void = () => {};
+      const insideReached = new Promise<void>((r) => (inside = r));
+      let release: () => void = () => {};
+      const released = new Promise<void>((r) => (release = r));
+      const transaction = opened.db.transaction().execute(async (trx) => {
+        await sql`select 1 as marker_two`.execute(trx);
+        inside();
+        await released;
+        await sql`select 2`.execute(trx);
+      });
+      transaction.catch(() => {});
+      await insideReached;
+      await terminate("marker_two");
+      // The connection's end reaches its client (a loopback socket: at once; the margin is for a busy machine).
+      await new Promise((r) => setTimeout(r, 200));
+      release();
+      await assert.rejects(transaction, /not queryable|terminat/i);
+      // 2. While a statement runs: the statement fails with the server's reason.
+      const sleeping = sql`select pg_sleep(30) as marker_one`.execute(opened.db);
+      sleeping.catch(() => {});
+      await terminate("marker_one");
+      await assert.rejects(sleeping, /terminating connection due to administrator command/);
+      // That connection went back to the pool before its end arrived; the end removes it from there.
+      await new Promise((r) => setTimeout(r, 200));
+      // The pool dropped both dead connections and works on.
+      assert.equal((await sql<{ n: number }>`select 1 as n`.execute(opened.db)).rows[0].n, 1);
+      assert.deepEqual(uncaught.map((e) => e.message), []);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      await admin.end();
+      await opened.db.destroy();
+      await postgres.drop(url);
+    }
   });
 
   it("migrates one fresh database with three replicas starting at once: each step runs once", async () => {

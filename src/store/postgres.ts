@@ -110,6 +110,12 @@ export function createPostgresDatabase(url: string, options: PostgresPoolOptions
   // An idle connection the server ended (a restart, pg_terminate_backend) is an event, not a crash:
   // the pool drops it and opens another when needed.
   pool.on("error", () => {});
+  // A connection in use (a statement running, or a transaction between two statements) that the
+  // server ends emits 'error' on its client, where the pool listens only while it is idle: without a
+  // listener of its own that event would end the process. The statement in flight, or the next one,
+  // fails with that error, which its caller handles; the pool drops the broken connection when it is
+  // released.
+  pool.on("connect", (client) => client.on("error", () => {}));
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log }), pool };
 }
 
