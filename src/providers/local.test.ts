@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
@@ -282,6 +282,30 @@ describe("LocalProvider", () => {
       await assert.rejects(broken.start(workerSpec()), (err: unknown) => err instanceof PermanentError && /npm run build/.test(err.message));
       assert.equal((await broken.health()).healthy, false);
       assert.deepEqual(await broken.list(), []);
+    });
+
+    it("fails a start whose agent process cannot be created (here: no Node binary there) with the reason, and the process goes on", async () => {
+      // The operating system's refusal (ENOENT here, EAGAIN at the process limit) comes as an
+      // 'error' event on the child: unheard, it would end the control plane (the test runner reports it).
+      const missing = join(workRoot, "no-such-node");
+      const broken = new LocalProvider(localOptions(workRoot, { nodePath: missing }));
+      await assert.rejects(broken.start(workerSpec()), (err: Error) => err.message.includes(`could not start ${missing}`) && /ENOENT/.test(err.message));
+      await broken.close();
+      // The warm pool's refill, off any job's path: the first start works, then the binary goes away.
+      const node = join(workRoot, "node-that-goes-away");
+      symlinkSync(process.execPath, node);
+      const pooled = new LocalProvider(localOptions(workRoot, { nodePath: node, warmWorkers: 1 }));
+      try {
+        const spec = workerSpec();
+        const resource = await pooled.start(spec);
+        rmSync(node);
+        const health = await eventually(() => pooled.health(), (h) => /last refill failed/.test(h.detail));
+        assert.match(health.detail, /0 warm \(the last refill failed: local: could not start .*node-that-goes-away.*ENOENT/);
+        await pooled.stop(resource.resourceId, GRACE_MS);
+      } finally {
+        await pooled.close();
+      }
+      assert.deepEqual(readdirSync(join(workRoot, ".pool")), [], "no log file of a refused agent is left");
     });
   });
 });

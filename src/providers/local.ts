@@ -58,6 +58,8 @@ interface Agent {
   logPath: string;
   workerId?: string;
   exit?: { code: number | null; signal: NodeJS.Signals | null };
+  /** The system refused to create the process (no pid): its reason arrives on the next tick. */
+  spawnError?: Error;
 }
 
 const POLL_MS = 20;
@@ -74,6 +76,8 @@ export class LocalProvider implements WorkerProvider {
   private readonly byName = new Map<string, string>(); // worker name -> pid
   private idle: Agent[] = [];
   private isClosed = false;
+  /** The last warm pool fill the system refused, for health(); empty once a fill succeeds. */
+  private fillError = "";
   /** Called when an agent this process spawned exits, so the reconcile pass can look at once. */
   onWorkerChange: (resourceId: string) => void = () => {};
 
@@ -98,7 +102,8 @@ export class LocalProvider implements WorkerProvider {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
     }
     const agent = this.takeIdle(spec.serverUrl) ?? this.spawnAgent(spec.serverUrl);
-    const pid = agent.child.pid!;
+    if (agent.child.pid === undefined) throw await this.spawnFailure(agent);
+    const pid = agent.child.pid;
     const workDir = this.workDir(spec.workerId);
     mkdirSync(workDir, { recursive: true });
     // Recorded before the agent learns who it is, so a restart can always map it back.
@@ -210,7 +215,7 @@ export class LocalProvider implements WorkerProvider {
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
     const start = this.options.snapshotBlob ? `, from ${this.options.snapshotBlob}` : "";
-    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm; ${this.cgroups.describe()}` };
+    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm${this.fillError ? ` (the last refill failed: ${this.fillError})` : ""}; ${this.cgroups.describe()}` };
   }
 
   /** Releases idle agents (they exit); assigned agents keep running. */
@@ -243,7 +248,35 @@ export class LocalProvider implements WorkerProvider {
 
   private fillPool(serverUrl: string): void {
     const wanted = this.options.warmWorkers ?? 0;
-    while (!this.isClosed && this.idle.length < wanted) this.idle.push(this.spawnAgent(serverUrl));
+    while (!this.isClosed && this.idle.length < wanted) {
+      let agent: Agent;
+      try {
+        agent = this.spawnAgent(serverUrl);
+      } catch (err) {
+        // A full disk for its log, or a refusal Node throws: a refill is never worth the process.
+        this.fillError = `local: could not start a warm agent: ${(err as Error).message}`;
+        return;
+      }
+      if (agent.child.pid === undefined) {
+        // The next start spawns its own agent, and fails with the reason if the system still refuses.
+        void this.spawnFailure(agent).then((err) => (this.fillError = err.message));
+        return;
+      }
+      this.fillError = "";
+      this.idle.push(agent);
+    }
+  }
+
+  /** Why the system refused to create an agent's process; its pool log file is removed. */
+  private async spawnFailure(agent: Agent): Promise<Error> {
+    await new Promise((resolve) => setImmediate(resolve));
+    try {
+      rmSync(agent.logPath, { force: true });
+    } catch {
+      // Only a log file of the pool's directory.
+    }
+    const reason = agent.spawnError?.message ?? "no process id";
+    return new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}: ${reason}`, { cause: agent.spawnError });
   }
 
   private spawnAgent(serverUrl: string): Agent {
@@ -272,8 +305,12 @@ export class LocalProvider implements WorkerProvider {
     } finally {
       closeSync(logFd);
     }
-    if (child.pid === undefined) throw new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}`);
     const agent: Agent = { child, warmId, serverUrl, logPath };
+    // The system's refusal to create the process (EAGAIN at the process limit, ENOENT, EACCES) is an
+    // 'error' event on the next tick, and then the child has no pid and no exit: unheard, that event
+    // would end the control plane. The caller reports it (spawnFailure).
+    child.once("error", (err) => (agent.spawnError = err));
+    if (child.pid === undefined) return agent;
     child.stdin?.on("error", () => {}); // An agent that died while idle: its exit is handled below.
     child.once("exit", (code, signal) => {
       agent.exit = { code, signal };
