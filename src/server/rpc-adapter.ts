@@ -65,7 +65,17 @@ export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest,
       return;
     }
     // The client's address travels to the handlers as a context value (client-address.ts).
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, clientContextValues(req));
+    let uReq: ReturnType<typeof universalRequestFromNodeRequest>;
+    try {
+      uReq = universalRequestFromNodeRequest(req, res, undefined, clientContextValues(req));
+    } catch (err) {
+      // It throws, inside Node's 'request' event, when the request's Host makes no URL: none (HTTP/1.0
+      // needs none), empty, or not a host. An answer, not the end of the process.
+      options.log.debug({ err, host: req.headers.host ?? null }, "request refused: no usable Host");
+      res.writeHead(400, { "content-type": "application/json" });
+      res.end(JSON.stringify({ code: "invalid_argument", message: "the request's Host header is missing or not a host: send Host: HOST[:PORT]" }));
+      return;
+    }
     if (isEnveloped(uReq.header.get("content-type"))) uReq.body = wholeEnvelopes(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))

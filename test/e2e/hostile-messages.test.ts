@@ -4,6 +4,7 @@
  * it is refused with a client error that says what is wrong, and that the server is unharmed.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import zlib from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -72,6 +73,34 @@ describe("hostile messages", () => {
   });
   after(async () => {
     await stopLeavingNothing(server);
+  });
+
+  describe("the Host header", () => {
+    /** One raw HTTP/1.x request on its own connection; the status line of the answer. */
+    const rawStatusLine = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(server.port, "127.0.0.1", () => socket.write(request));
+        let answer = "";
+        socket.on("data", (d: Buffer) => (answer += d.toString("latin1")));
+        socket.on("close", () => resolve(answer));
+        socket.on("error", reject);
+        setTimeout(() => socket.end(), 2000).unref();
+      });
+
+    it("refuses an API call without a usable Host (HTTP/1.0 without one, empty, not a host) with 400, and serves on", async () => {
+      const body = "{}";
+      const head = (version: string, host: string | null) =>
+        `POST ${LIST} HTTP/${version}\r\n${host === null ? "" : `Host: ${host}\r\n`}authorization: Bearer ${server.adminKey}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`;
+      for (const [version, host] of [["1.0", null], ["1.1", ""], ["1.1", "a b"], ["1.0", "[::1"]] as const) {
+        const answer = await rawStatusLine(head(version, host));
+        assert.match(answer, /^HTTP\/1\.1 400 /, `HTTP/${version} with Host ${JSON.stringify(host)}: ${answer.slice(0, 200)}`);
+        if (host !== "") assert.match(answer, /Host header is missing or not a host/);
+        assert.equal(server.process.exitCode, null, "the server still runs");
+      }
+      // And a well-formed call still works.
+      const ok = await http1Request(server.url, { path: LIST, headers: { "content-type": "application/json" }, body: "{}" });
+      assert.equal(ok.status, 200);
+    });
   });
 
   describe("message size", () => {
