@@ -263,6 +263,35 @@ describe("listener without TLS", () => {
     }
   });
 
+  it("answers 500 to a request whose handler throws, over both protocols, and serves on", async () => {
+    const throwing = await listen(
+      (req, res) => {
+        if (req.url === "/throw") throw new Error("handler bug");
+        versionHandler(req, res);
+      },
+      { port: 0, host: "127.0.0.1", limits: LIMITS, log },
+    );
+    try {
+      const h1 = await http1Get({ isTls: false, host: "127.0.0.1", port: throwing.port, path: "/throw" });
+      assert.deepEqual([h1.status, h1.body], [500, "internal error\n"]);
+      const session = http2.connect(`http://127.0.0.1:${throwing.port}`);
+      try {
+        const status = await new Promise<number>((resolve, reject) => {
+          const stream = session.request({ ":path": "/throw" });
+          stream.on("response", (headers) => resolve(Number(headers[":status"])));
+          stream.on("error", reject);
+          stream.resume();
+        });
+        assert.equal(status, 500);
+      } finally {
+        session.close();
+      }
+      assert.equal((await http1Get({ isTls: false, host: "127.0.0.1", port: throwing.port })).body, "1.1 plain");
+    } finally {
+      await throwing.close();
+    }
+  });
+
   it("does not speak TLS", async () => {
     await assert.rejects(http1Get({ isTls: true, host: "127.0.0.1", port: listener.port, rejectUnauthorized: false }), /EPROTO|wrong version|socket hang up|ECONNRESET/);
   });

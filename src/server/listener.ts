@@ -113,6 +113,21 @@ function refusePlainText(socket: net.Socket, firstBytes: Buffer): void {
 
 export async function listen(handler: Handler, options: ListenOptions): Promise<Listener> {
   const { limits, log } = options;
+  // A handler that throws inside Node's 'request' event would end the process: that request gets a
+  // 500 instead (rpc-adapter.ts answers the one known case, a request without a usable Host, itself).
+  const guarded = ((req: Parameters<Handler>[0], res: Parameters<Handler>[1]) => {
+    try {
+      handler(req, res);
+    } catch (err) {
+      log.error({ err, path: req.url }, "request handler threw");
+      try {
+        if (!res.headersSent) res.writeHead(500, { "content-type": "text/plain" });
+        res.end("internal error\n");
+      } catch {
+        (req.socket as net.Socket | undefined)?.destroy();
+      }
+    }
+  }) as Handler;
   const h1 = http.createServer(
     {
       headersTimeout: limits.headersTimeoutMs,
@@ -122,7 +137,7 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
       maxHeaderSize: MAX_HEADER_BYTES,
     },
-    handler as http.RequestListener,
+    guarded as http.RequestListener,
   );
   h1.keepAliveTimeout = limits.keepAliveTimeoutMs;
   // DANGER: Node starts the checker of headersTimeout/requestTimeout (and the list of connections
@@ -135,7 +150,7 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
       settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: MAX_HEADER_BYTES, initialWindowSize: HTTP2_STREAM_WINDOW_BYTES },
       maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
     },
-    handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    guarded as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
   );
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -248,6 +263,9 @@ export async function listen(handler: Handler, options: ListenOptions): Promise<
       resolve();
     });
   });
+  // Once listening, an accept that fails for good (out of file descriptors or memory) is an 'error'
+  // on the server: logged; unheard, it would end the process.
+  server.on("error", (err) => log.error({ err, port: options.name }, "accepting a connection failed"));
   const address = server.address() as net.AddressInfo;
 
   return {
