@@ -1,11 +1,15 @@
 /**
  * The warm agent's throwaway spawn (warmUpSpawn): it starts and reaps one `sh -c :`, and without a
  * shell it neither throws nor ends the agent. Each case runs in a process of its own, whose
- * children are then read from /proc.
+ * children are then read from /proc. And a job's command that the system refuses to start.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import { startCommand } from "./command.js";
 
 const COMMAND = new URL("./command.ts", import.meta.url).href;
 
@@ -41,5 +45,25 @@ describe("warmUpSpawn", () => {
     const run = runWarmUp("/nonexistent");
     assert.equal(run.status, 0, run.stderr);
     assert.equal((JSON.parse(run.stdout) as { left: string }).left, "");
+  });
+});
+
+describe("startCommand", () => {
+  it("fails a command the system refuses to exec (an argument over MAX_ARG_STRLEN: E2BIG) with the reason, without throwing", async () => {
+    const workDir = mkdtempSync(join(tmpdir(), "hodei-command-"));
+    try {
+      const output: string[] = [];
+      const running = startCommand({ command: [`: ${"x".repeat(200 * 1024)}`], script: "", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, workDir, timeoutSeconds: 10 }, (_s, d) => output.push(d.toString()));
+      assert.equal(running.pid, undefined);
+      const outcome = await running.done;
+      assert.equal(outcome.exitCode, -1);
+      assert.match(outcome.error, /^could not start the command: .*E2BIG/);
+      assert.deepEqual(output, []);
+      // The same call with an argument Linux accepts runs.
+      const ok = await startCommand({ command: [`: ${"x".repeat(1024)}`], script: "", env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, workDir, timeoutSeconds: 10 }, () => {}).done;
+      assert.deepEqual([ok.exitCode, ok.error], [0, ""]);
+    } finally {
+      rmSync(workDir, { recursive: true, force: true });
+    }
   });
 });

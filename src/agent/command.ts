@@ -5,9 +5,10 @@
  * tree (the group, then anything left) on cancel, timeout, or when the main process exits.
  * Output is passed on as the bytes the job wrote: it is not necessarily text, and nothing decodes it.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import { wrapJobArgv } from "./job-cgroup.js";
 
 export interface CommandSpec {
@@ -70,6 +71,17 @@ export function shellArgv(spec: CommandSpec): string[] {
   return ["sh", "-c", 'exec "$@"', "sh", ...spec.command];
 }
 
+/** A command that never started: the job fails with `error`. */
+function notStarted(error: string, startedAtMs: number): RunningCommand {
+  return {
+    pid: undefined,
+    cancel() {},
+    pause() {},
+    resume() {},
+    done: Promise.resolve({ exitCode: -1, signal: "", timedOut: false, canceled: false, error, startedAtMs, finishedAtMs: Date.now() }),
+  };
+}
+
 export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: Buffer) => void): RunningCommand {
   const startedAtMs = Date.now();
   let argv: string[];
@@ -77,21 +89,21 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
     const isWrapped = (spec.cgroupProcs?.length ?? 0) > 0 || spec.oomScoreAdj !== undefined;
     argv = isWrapped ? wrapJobArgv({ procs: spec.cgroupProcs ?? [], oomScoreAdj: spec.oomScoreAdj }, shellArgv(spec)) : shellArgv(spec);
   } catch (err) {
-    const error = `could not prepare the command: ${(err as Error).message}`;
-    return {
-      pid: undefined,
-      cancel() {},
-      pause() {},
-      resume() {},
-      done: Promise.resolve({ exitCode: -1, signal: "", timedOut: false, canceled: false, error, startedAtMs, finishedAtMs: Date.now() }),
-    };
+    return notStarted(`could not prepare the command: ${(err as Error).message}`, startedAtMs);
   }
-  const child = spawn(argv[0], argv.slice(1), {
-    cwd: spec.workDir,
-    env: spec.env,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  let child: ChildProcessByStdio<null, Readable, Readable>;
+  try {
+    child = spawn(argv[0], argv.slice(1), {
+      cwd: spec.workDir,
+      env: spec.env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+  } catch (err) {
+    // Node throws, rather than emitting 'error', when the system refuses the exec's arguments
+    // (E2BIG: one argument over Linux's MAX_ARG_STRLEN, which submit refuses too) or memory (ENOMEM).
+    return notStarted(`could not start the command: ${(err as Error).message}`, startedAtMs);
+  }
   let timedOut = false;
   let canceled = false;
   let killTimer: NodeJS.Timeout | undefined;

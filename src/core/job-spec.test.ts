@@ -124,6 +124,14 @@ describe("validateJobSpec", () => {
       assertRejected({ command: ["echo", "a\0b"] }, "command");
     });
 
+    it("one argument or one NAME=VALUE longer than Linux starts a program with (MAX_ARG_STRLEN), saying to use a script", () => {
+      assertRejected({ command: ["echo", "x".repeat(SPEC_LIMITS.argBytes + 1)] }, "command", /argument 1 is 131072 bytes.*script/);
+      assertRejected({ command: [`: ${"x".repeat(SPEC_LIMITS.argBytes)}`] }, "command", /argument 0/);
+      assert.equal(validateJobSpec({ command: ["echo", "x".repeat(SPEC_LIMITS.argBytes)] }, DEFAULTS).command[1].length, SPEC_LIMITS.argBytes);
+      assertRejected({ command: ["true"], env: { A: "x".repeat(SPEC_LIMITS.argBytes - 1) } }, "env", /"A" is too long/);
+      assert.equal(validateJobSpec({ command: ["true"], env: { A: "x".repeat(SPEC_LIMITS.argBytes - 2) } }, DEFAULTS).env.A.length, SPEC_LIMITS.argBytes - 2);
+    });
+
     it("a script larger than the limit", () => {
       assertRejected({ script: "x".repeat(SPEC_LIMITS.scriptBytes + 1) }, "script");
     });
@@ -158,7 +166,7 @@ describe("validateJobSpec", () => {
     });
 
     it("env larger than the byte limit", () => {
-      assertRejected({ command: ["true"], env: { BIG: "x".repeat(SPEC_LIMITS.envBytes) } }, "env", /too large/);
+      assertRejected({ command: ["true"], env: { BIG: "x".repeat(SPEC_LIMITS.envBytes) } }, "env", /"BIG" is too long/);
       const halves = { A: "x".repeat(SPEC_LIMITS.envBytes / 2), B: "x".repeat(SPEC_LIMITS.envBytes / 2) };
       assertRejected({ command: ["true"], env: halves }, "env", /too large/);
     });

@@ -58,6 +58,8 @@ export interface JobSpec {
 export const SPEC_LIMITS = {
   commandArgs: 4096,
   commandBytes: 256 * 1024,
+  /** One argument, or one NAME=VALUE of the environment: Linux refuses a longer one (MAX_ARG_STRLEN, with its NUL). */
+  argBytes: 128 * 1024 - 1,
   scriptBytes: 1024 * 1024,
   envVars: 256,
   envBytes: 128 * 1024,
@@ -116,6 +118,10 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
   if (command.length > 0 && command[0].trim() === "") fail("command", "the first element (the program) must not be empty");
   const commandBytes = command.reduce((sum, arg) => sum + bytes(arg), 0);
   if (commandBytes > SPEC_LIMITS.commandBytes) fail("command", `at most ${SPEC_LIMITS.commandBytes} bytes in all`);
+  const longArg = command.findIndex((arg) => bytes(arg) > SPEC_LIMITS.argBytes);
+  if (longArg >= 0) {
+    fail("command", `argument ${longArg} is ${bytes(command[longArg])} bytes; Linux starts no program with an argument over ${SPEC_LIMITS.argBytes} bytes: put long text in script instead`);
+  }
   if (command.some((arg) => arg.includes("\0"))) fail("command", "arguments must not contain NUL bytes");
   if (bytes(script) > SPEC_LIMITS.scriptBytes) fail("script", `at most ${SPEC_LIMITS.scriptBytes} bytes`);
 
@@ -133,6 +139,7 @@ export function validateJobSpec(input: Partial<JobSpec>, defaults: SpecDefaults)
     if (name.startsWith("HODEI_")) fail("env", `"${name}": the HODEI_ prefix is reserved`);
     if (value.includes("\0")) fail("env", `"${name}" must not contain NUL bytes`);
     envBytes += bytes(name) + bytes(value);
+    if (bytes(name) + 1 + bytes(value) > SPEC_LIMITS.argBytes) fail("env", `"${name}" is too long: Linux starts no program with a NAME=VALUE over ${SPEC_LIMITS.argBytes} bytes`);
   }
   if (envBytes > SPEC_LIMITS.envBytes) fail("env", `too large: ${envBytes} bytes, at most ${SPEC_LIMITS.envBytes}`);
 
