@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
@@ -282,6 +282,35 @@ describe("LocalProvider", () => {
       await assert.rejects(broken.start(workerSpec()), (err: unknown) => err instanceof PermanentError && /npm run build/.test(err.message));
       assert.equal((await broken.health()).healthy, false);
       assert.deepEqual(await broken.list(), []);
+    });
+
+    it("fails a start whose work directory cannot be made, and its agent exits instead of leaking", async () => {
+      const spec = workerSpec();
+      writeFileSync(join(workRoot, spec.workerId), "a file where the work directory goes");
+      await assert.rejects(start(spec), /prepare the work directory .*EEXIST|ENOTDIR/);
+      const left = await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000);
+      assert.deepEqual(left, [], "the agent taken for it exited");
+    });
+
+    it("goes on when the log file of an idle agent that exits cannot be removed", async () => {
+      provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
+      const first = await start();
+      const idle = await eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)), (found) => found.length === 1, 5000);
+      assert.equal(idle.length, 1, "one idle agent waits");
+      // Its log file turns into a directory with something in it: removing it throws (EISDIR).
+      const poolDir = join(workRoot, ".pool");
+      const [logName] = readdirSync(poolDir);
+      rmSync(join(poolDir, logName));
+      mkdirSync(join(poolDir, logName, "inside"), { recursive: true });
+      process.kill(idle[0].pid, "SIGKILL");
+      // Its exit is handled (it leaves the pool), and the provider serves on.
+      assert.match((await eventually(() => provider.health(), (h) => / 0 warm/.test(h.detail), 5000)).detail, / 0 warm/);
+      const second = await start();
+      assert.notEqual(second.resourceId, String(idle[0].pid));
+      await provider.stop(first.resourceId, GRACE_MS);
+      await provider.stop(second.resourceId, GRACE_MS);
+      await provider.close();
+      assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "released idle agents exit");
     });
 
     it("fails a start whose agent process cannot be created (here: no Node binary there) with the reason, and the process goes on", async () => {

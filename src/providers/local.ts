@@ -105,9 +105,16 @@ export class LocalProvider implements WorkerProvider {
     if (agent.child.pid === undefined) throw await this.spawnFailure(agent);
     const pid = agent.child.pid;
     const workDir = this.workDir(spec.workerId);
-    mkdirSync(workDir, { recursive: true });
-    // Recorded before the agent learns who it is, so a restart can always map it back.
-    writeFileSync(join(workDir, AGENT_PID_FILE), String(pid));
+    try {
+      mkdirSync(workDir, { recursive: true });
+      // Recorded before the agent learns who it is, so a restart can always map it back.
+      writeFileSync(join(workDir, AGENT_PID_FILE), String(pid));
+    } catch (err) {
+      // A full disk, say: this agent is in no map and has no pid file, so nothing would ever reap
+      // it. Closing its stdin makes it exit (as an idle agent does).
+      agent.child.stdin?.end();
+      throw new Error(`local: prepare the work directory ${workDir}: ${(err as Error).message}`, { cause: err });
+    }
     try {
       renameSync(agent.logPath, join(workDir, ".agent.log"));
     } catch {
@@ -318,7 +325,11 @@ export class LocalProvider implements WorkerProvider {
         this.onWorkerChange(String(child.pid));
       } else {
         this.idle = this.idle.filter((a) => a !== agent);
-        rmSync(logPath, { force: true });
+        try {
+          rmSync(logPath, { force: true });
+        } catch {
+          // A log file of the pool's directory; an error here must not end the control plane.
+        }
       }
     });
     child.unref();
