@@ -462,6 +462,9 @@ class Agent {
 }
 
 async function main(): Promise<void> {
+  // The agent's log is diagnostics only: a write that fails (a full disk under a local agent's log
+  // file, a closed pipe) must not end the agent and its job.
+  process.stderr.on("error", () => {});
   let config: AgentConfig;
   try {
     config = readAgentConfig(process.env);
