@@ -32,7 +32,7 @@ describe("the agent's log", () => {
       // write's ENOSPC ends it with code 1 here.
       const early = await Promise.race([exited, new Promise<"running">((resolve) => setTimeout(() => resolve("running"), 1000))]);
       assert.equal(early, "running", "the agent still waits for its assignment");
-      agent.stdin.end(); // released while idle: it exits 0
+      agent.stdin?.end(); // released while idle: it exits 0
       assert.equal(await exited, 0);
     } finally {
       closeSync(full);

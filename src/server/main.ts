@@ -74,8 +74,34 @@ export interface ServerHooks {
   spanProcessor?: unknown;
 }
 
+/** Bytes of log lines kept while stdout refuses them (a full disk); beyond that new lines are dropped. */
+const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * stdout, as pino's default destination, except that a failed write is not the end of the server:
+ * pino handles EPIPE only and re-emits any other error (ENOSPC on a full disk) where nobody listens.
+ * The lines wait, up to LOG_BUFFER_BYTES, and are written once writes succeed again. While writes
+ * fail, the flush at exit is skipped: sonic-boom's retries a failing write for ever, so the process
+ * would never exit.
+ */
+function logDestination(): pino.DestinationStream {
+  const destination = pino.destination({ dest: 1, maxLength: LOG_BUFFER_BYTES });
+  const flushSync = destination.flushSync;
+  let isFailing = false;
+  destination.on("error", () => {
+    if (isFailing) return;
+    isFailing = true;
+    destination.flushSync = () => {};
+    destination.once("write", () => {
+      isFailing = false;
+      destination.flushSync = flushSync;
+    });
+  });
+  return destination;
+}
+
 export async function startServer(config: ServerConfig = parseServerConfig(), hooks: ServerHooks = {}): Promise<RunningServer> {
-  const log = pino({ level: config.logLevel, base: { service: "hodei" } });
+  const log = pino({ level: config.logLevel, base: { service: "hodei" } }, logDestination());
   // Read before anything starts: a bad certificate stops the server with the reason.
   const serverTls = config.tls ? loadServerTls(config.tls) : undefined;
   for (const warning of serverTls?.warnings ?? []) log.warn(warning);

@@ -2,16 +2,19 @@
  * The control plane itself misbehaving while jobs run on the local provider: frozen (SIGSTOP, as a
  * paused VM or a long event-loop block would) for longer than the heartbeat timeout, and its SQLite
  * database write-locked by another process for 15 s. Neither may fail a healthy job, lose a log line
- * or end the server. The waits here are the faults themselves (how long the server stays frozen or
+ * or end the server; nor may a log it cannot write (stdout on a full disk). The waits here are the faults themselves (how long the server stays frozen or
  * locked); everything else is awaited as an event.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, it } from "node:test";
-import { bearer, eventually, jobWhen, killCluster, leftoverProcesses, ROOT, runCli, sleep, startServerProcess } from "./harness.js";
+import { bearer, eventually, HODEI_BIN, jobWhen, killCluster, leftoverProcesses, ROOT, runCli, sleep, startServerProcess } from "./harness.js";
 
 const HEARTBEAT_TIMEOUT_MS = 3000;
 
@@ -121,6 +124,53 @@ describe("the SQLite database write-locked by another process for 15 s", () => {
       killCluster(server.clusterId);
       await server.stop();
       server.cleanup();
+    }
+  });
+});
+
+describe("the server's log on a full disk (stdout on /dev/full)", () => {
+  it("serves on and runs jobs, its log lines waiting instead of ending it", async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, "127.0.0.1", () => {
+        const { port: free } = probe.address() as net.AddressInfo;
+        probe.close(() => resolve(free));
+      });
+    });
+    const dataDir = mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+    const clusterId = `t${randomUUID().slice(0, 8)}`;
+    const full = openSync("/dev/full", "w");
+    const server = spawn(process.execPath, [HODEI_BIN, "server"], {
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", HODEI_PORT: String(port), HODEI_DATA_DIR: dataDir, HODEI_CLUSTER_ID: clusterId, HODEI_PROVIDERS: "local", HODEI_LOCAL_WARM_WORKERS: "0" },
+      stdio: ["ignore", full, "pipe"],
+    });
+    closeSync(full);
+    let stderr = "";
+    server.stderr!.on("data", (d: Buffer) => (stderr += d));
+    const ref = { url: `http://127.0.0.1:${port}`, dataDir, clusterId };
+    try {
+      const health = await eventually(async () => (await fetch(`${ref.url}/healthz`, { signal: AbortSignal.timeout(2000) }).catch(() => null))?.status === 200 || server.exitCode !== null, 30_000);
+      assert.equal(server.exitCode, null, `the server ended: ${stderr}`);
+      assert.ok(health, `the server never answered /healthz (it hangs once a log write failed); its stderr: ${stderr}`);
+      for (const word of ["one", "two"]) {
+        const run = await runCli(ref, ["run", "--", "echo", word]);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(run.stdout, `${word}\n`);
+      }
+      assert.equal(server.exitCode, null, "the server still runs");
+      // And it stops when told to, though its last lines cannot be written.
+      const exited = new Promise<number | null>((resolve) => server.once("exit", (code) => resolve(code)));
+      server.kill("SIGTERM");
+      const code = await Promise.race([exited, sleep(15_000).then(() => "still running")]);
+      assert.equal(code, 0, "SIGTERM ends it within 15 s, with code 0");
+    } finally {
+      if (server.exitCode === null) {
+        const exited = new Promise((resolve) => server.once("exit", resolve));
+        server.kill("SIGKILL");
+        await exited;
+      }
+      assert.deepEqual(await leftoverProcesses(ref), []);
+      killCluster(clusterId);
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
