@@ -73,8 +73,16 @@ export class PgNotifier implements Notifier {
 
   private async connect(isReconnect: boolean): Promise<void> {
     if (this.isClosed) return;
-    const { max: _max, query_timeout: _q, statement_timeout: _s, idle_in_transaction_session_timeout: _i, ...config } = poolConfig(this.url, this.options);
-    const client = new pg.Client({ ...config, application_name: LISTENER_APPLICATION_NAME });
+    let client: pg.Client;
+    try {
+      // Reads the URL's TLS files again: one missing now fails this try, which is retried like a lost connection.
+      const { max: _max, query_timeout: _q, statement_timeout: _s, idle_in_transaction_session_timeout: _i, ...config } = poolConfig(this.url, this.options);
+      client = new pg.Client({ ...config, application_name: LISTENER_APPLICATION_NAME });
+    } catch (err) {
+      this.log.warn({ err, database: redactDatabaseUrl(this.url), retryMs: this.retryMs }, "database listener cannot connect; retrying");
+      this.scheduleReconnect();
+      return;
+    }
     let hasDropped = false;
     const onDrop = (err?: Error) => {
       if (hasDropped) return;

@@ -4,6 +4,9 @@
  * binary order whatever the database's locale, and claims from many connections at once.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { sql } from "kysely";
 import pg from "pg";
@@ -14,7 +17,8 @@ import { workerName } from "../core/ids.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import { openDatabase } from "./database.js";
 import { redactDatabaseUrl } from "./database-url.js";
-import { parseInt8 } from "./postgres.js";
+import { PgNotifier } from "./pg-notifier.js";
+import { createPostgresDatabase, parseInt8 } from "./postgres.js";
 import { Store } from "./store.js";
 
 const SKIP = skipWithoutPostgres("the PostgreSQL store tests");
@@ -49,6 +53,47 @@ describe("postgres: values and URLs", () => {
       assert.doesNotMatch(err.message, /hunter2/);
       return true;
     });
+  });
+});
+
+describe("postgres: TLS files named by the URL", () => {
+  it("are read once: one removed later fails no connection attempt by a throw, on the pool or the listener", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hodei-pg-tls-"));
+    const ca = join(dir, "ca.pem");
+    writeFileSync(ca, "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n");
+    // Nothing listens on port 1: every connection attempt fails, as while a database restarts.
+    const url = `postgres://hodei@127.0.0.1:1/hodei?sslmode=verify-full&sslrootcert=${ca}`;
+    const options = { size: 1, connectTimeoutMs: 2000, statementTimeoutMs: 1000 };
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error) => uncaught.push(err);
+    process.on("uncaughtException", onUncaught);
+    process.on("unhandledRejection", onUncaught);
+    const { pool } = createPostgresDatabase(url, options);
+    const warnings: string[] = [];
+    const notifier = new PgNotifier(url, options, pool);
+    notifier.setLog({ warn: (_fields, message) => warnings.push(message), info() {} });
+    try {
+      rmSync(ca);
+      // Two queries on a pool of one: the second connection is opened where pg-pool handles the
+      // first one's failure, which is where a throw would escape.
+      const results = await Promise.allSettled([pool.query("select 1"), pool.query("select 1")]);
+      for (const r of results) {
+        assert.equal(r.status, "rejected");
+        assert.match(String((r as PromiseRejectedResult).reason?.message), /ECONNREFUSED/);
+      }
+      // The listener's (re)connection reads the URL again: the missing file is a failed try, retried.
+      notifier.subscribe("reconcile", () => {});
+      for (let i = 0; i < 100 && warnings.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.match(warnings[0] ?? "", /database listener (cannot connect|lost); re(trying|connecting)/);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(uncaught.map((e) => e.message), []);
+    } finally {
+      process.off("uncaughtException", onUncaught);
+      process.off("unhandledRejection", onUncaught);
+      await notifier.close();
+      await pool.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

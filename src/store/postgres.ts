@@ -12,6 +12,7 @@
  *  - the password never appears in a log line or an error (redactDatabaseUrl).
  */
 import pg from "pg";
+import { parse as parseConnectionString } from "pg-connection-string";
 import { Kysely, type LogConfig, PostgresDialect } from "kysely";
 import { InvalidInputError, StartupError } from "../core/errors.js";
 import type { Database } from "./schema.js";
@@ -50,9 +51,18 @@ export function poolConfig(url: string, options: PostgresPoolOptions): pg.PoolCo
       `HODEI_DATABASE_URL ${redactDatabaseUrl(url)} is not a PostgreSQL URL Hodei can use (${(err as Error).message}): write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=PATH]`,
     );
   }
+  // Parsed once, TLS files (sslrootcert, sslcert, sslkey) read now: given the URL itself, pg would
+  // parse it and read them again for every new connection, and a file missing at that moment would
+  // throw where pg-pool opens a connection, ending the process. As pg does, the URL's own parameters
+  // win over the defaults below.
+  let fromUrl: ReturnType<typeof parseConnectionString>;
+  try {
+    fromUrl = parseConnectionString(url);
+  } catch (err) {
+    throw new InvalidInputError(`HODEI_DATABASE_URL ${redactDatabaseUrl(url)}: ${(err as Error).message.replaceAll(url, redactDatabaseUrl(url))}`);
+  }
   const limit = options.statementTimeoutMs;
-  return {
-    connectionString: url,
+  const defaults = {
     max: options.size,
     connectionTimeoutMillis: options.connectTimeoutMs,
     // 0: no limit (the migration connection only).
@@ -61,6 +71,7 @@ export function poolConfig(url: string, options: PostgresPoolOptions): pg.PoolCo
     application_name: "hodei",
     types,
   };
+  return { ...defaults, ...(fromUrl as pg.PoolConfig) };
 }
 
 /**
