@@ -46,6 +46,14 @@ describe("postgres: values and URLs", () => {
     });
   });
 
+  it("refuses, at start, a URL whose TLS file is missing, naming it without the password", async () => {
+    await assert.rejects(openDatabase("postgres://u:hunter2@127.0.0.1:1/hodei?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"), (err: Error) => {
+      assert.match(err.message, /HODEI_DATABASE_URL postgres:\/\/u:\*\*\*@.*ENOENT.*\/nonexistent\/ca\.pem/);
+      assert.doesNotMatch(err.message, /hunter2/);
+      return true;
+    });
+  });
+
   it("says nothing listens when the port is closed, without the password", async () => {
     await assert.rejects(openDatabase("postgres://u:hunter2@127.0.0.1:1/hodei", { pool: { size: 1, connectTimeoutMs: 2000, statementTimeoutMs: 1000 } }), (err: Error) => {
       assert.match(err.message, /nothing listens there/);
