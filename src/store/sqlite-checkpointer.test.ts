@@ -82,6 +82,7 @@ describe("SqliteCheckpointer", () => {
     await checkpointer.exited;
     clearInterval(keepAlive);
     assert.deepEqual(warnings, ["the WAL checkpoint thread failed; the database's own autocheckpoint goes on"]);
+    await assert.rejects(checkpointer.checkpoint(), /the WAL checkpoint thread has exited/);
     await checkpointer.stop();
   });
 

@@ -62,6 +62,7 @@ export class SqliteCheckpointer {
   private nextId = 1;
   private cancelTimer: (() => void) | null = null;
   private isStopped = false;
+  private hasExited = false;
   /** Resolves when the thread has exited. */
   readonly exited: Promise<void>;
 
@@ -81,6 +82,7 @@ export class SqliteCheckpointer {
     this.worker.on("error", (err) => this.log?.warn({ err }, "the WAL checkpoint thread failed; the database's own autocheckpoint goes on"));
     this.exited = new Promise((resolve) =>
       this.worker.once("exit", () => {
+        this.hasExited = true;
         for (const waiter of this.waiting.values()) waiter.reject(new Error("the WAL checkpoint thread has exited"));
         this.waiting.clear();
         resolve();
@@ -92,6 +94,8 @@ export class SqliteCheckpointer {
   /** One passive checkpoint now, in the thread (the step the timer runs). */
   checkpoint(): Promise<CheckpointResult> {
     if (this.isStopped) return Promise.reject(new Error("the WAL checkpointer is stopped"));
+    // A message to a thread that has exited is never answered.
+    if (this.hasExited) return Promise.reject(new Error("the WAL checkpoint thread has exited"));
     const id = this.nextId++;
     // Referenced while an answer is awaited (so a caller awaiting it keeps the process up), never otherwise.
     this.worker.ref();
