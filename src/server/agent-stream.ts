@@ -406,15 +406,30 @@ class PeerGone extends Error {
   }
 }
 
-/** The messages of `source` until `signal` aborts (then it stops waiting for the next one). */
-async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+/**
+ * The messages of `source` until `signal` aborts (then it stops waiting for the next one). Each read
+ * races the abort with a listener of its own, removed once the read settles: a race against one
+ * promise pending for the stream's whole life would keep a reaction per message (about 350 bytes)
+ * until the stream ended.
+ */
+export async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
   const it = source[Symbol.asyncIterator]();
-  const aborted = new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
-  aborted.catch(() => {});
   try {
     while (!signal.aborted) {
-      const read = it.next().catch((err: unknown) => Promise.reject(new PeerGone(toError(err))));
-      const next = await Promise.race([read, aborted]);
+      const next = await new Promise<IteratorResult<T>>((resolve, reject) => {
+        const onAbort = () => reject(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        it.next().then(
+          (result) => {
+            signal.removeEventListener("abort", onAbort);
+            resolve(result);
+          },
+          (err: unknown) => {
+            signal.removeEventListener("abort", onAbort);
+            reject(new PeerGone(toError(err)));
+          },
+        );
+      });
       if (next.done) return;
       yield next.value;
     }
