@@ -453,7 +453,10 @@ function dockerDaemonAnswers(socketPath: string, timeoutMs = 1000): Promise<bool
   });
 }
 
-/** `hodei server`: runs until SIGTERM or SIGINT. */
+/** How long a stop asked by SIGTERM or SIGINT may take before the process exits anyway, ms. */
+const SHUTDOWN_DEADLINE_MS = 25_000;
+
+/** `hodei server`: runs until SIGTERM or SIGINT (a second one, or the deadline, ends it at once). */
 export async function runServer(): Promise<void> {
   let config: ServerConfig;
   try {
@@ -484,8 +487,17 @@ export async function runServer(): Promise<void> {
   let stopping = false;
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {
-      if (stopping) return;
+      if (stopping) {
+        server.log.warn({ signal }, "asked again to stop: exiting now");
+        process.exit(1);
+      }
       stopping = true;
+      // A stop that waits on something frozen (the database, a provider's API) still ends, before
+      // Kubernetes' default grace of 30 s runs out and it sends SIGKILL.
+      setTimeout(() => {
+        server.log.error({ deadlineMs: SHUTDOWN_DEADLINE_MS }, "the server did not stop in time; exiting");
+        process.exit(1);
+      }, SHUTDOWN_DEADLINE_MS).unref();
       void server.stop().then(
         () => process.exit(0),
         (err: unknown) => {

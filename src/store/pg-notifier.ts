@@ -20,6 +20,8 @@ const PG_CHANNEL: Record<NotifyChannel, string> = { reconcile: "hodei_reconcile"
 const BY_PG_CHANNEL = new Map(NOTIFY_CHANNELS.map((c) => [PG_CHANNEL[c], c]));
 const FIRST_RETRY_MS = 100;
 const MAX_RETRY_MS = 5000;
+/** How long close() waits for the database to end the listener's connection. */
+const CLOSE_WAIT_MS = 2000;
 /** The listener's application_name, so that operators (and tests) can find its connection. */
 export const LISTENER_APPLICATION_NAME = "hodei-listener";
 
@@ -68,7 +70,15 @@ export class PgNotifier implements Notifier {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const client = this.client;
     this.client = null;
-    await client?.end().catch(() => {});
+    if (!client) return;
+    // end() waits for the database to close its side: a frozen one (a stopped process, a paused VM)
+    // never does, and a server's shutdown must not wait for it.
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), CLOSE_WAIT_MS)));
+    const isLate = await Promise.race([client.end().then(() => false, () => false), gaveUp]);
+    clearTimeout(timer);
+    // Not to keep the process up for a connection nobody will close (unref: in pg, not in its types).
+    if (isLate) (client as unknown as { unref(): void }).unref();
   }
 
   private async connect(isReconnect: boolean): Promise<void> {
@@ -76,7 +86,8 @@ export class PgNotifier implements Notifier {
     let client: pg.Client;
     try {
       // Reads the URL's TLS files again: one missing now fails this try, which is retried like a lost connection.
-      const { max: _max, query_timeout: _q, statement_timeout: _s, idle_in_transaction_session_timeout: _i, ...config } = poolConfig(this.url, this.options);
+      // query_timeout stays: it bounds the LISTEN below (a database that logs in, then never answers).
+      const { max: _max, statement_timeout: _s, idle_in_transaction_session_timeout: _i, ...config } = poolConfig(this.url, this.options);
       client = new pg.Client({ ...config, application_name: LISTENER_APPLICATION_NAME });
     } catch (err) {
       this.log.warn({ err, database: redactDatabaseUrl(this.url), retryMs: this.retryMs }, "database listener cannot connect; retrying");

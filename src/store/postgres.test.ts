@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -101,6 +102,81 @@ describe("postgres: TLS files named by the URL", () => {
       await notifier.close();
       await pool.end();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * A PostgreSQL that logs anyone in, answers the first `answered` queries (as a LISTEN: one
+ * CommandComplete per statement, then ready), then freezes: it reads on and never answers or closes,
+ * as a stopped process or a paused VM does.
+ */
+async function frozenPostgres(answered: number): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const message = (type: string, body: Buffer) => {
+    const head = Buffer.alloc(5);
+    head.write(type, 0, "latin1");
+    head.writeUInt32BE(body.length + 4, 1);
+    return Buffer.concat([head, body]);
+  };
+  const ready = message("Z", Buffer.from("I"));
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    let left = answered;
+    socket.once("data", () => {
+      socket.write(Buffer.concat([message("R", Buffer.alloc(4)), ready])); // AuthenticationOk, ReadyForQuery
+      socket.on("data", (data: Buffer) => {
+        if (data[0] !== 0x51 || left-- <= 0) return; // 'Q', and still answering
+        const statements = data.toString("latin1").split(";").length;
+        const done = Array.from({ length: statements }, () => message("C", Buffer.from("LISTEN\0")));
+        socket.write(Buffer.concat([...done, ready]));
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `postgres://hodei@127.0.0.1:${port}/hodei`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe("postgres: a database that freezes", () => {
+  const options = { size: 1, connectTimeoutMs: 2000, statementTimeoutMs: 300 };
+
+  it("does not hold the listener's close (a server's shutdown) for ever", async () => {
+    const frozen = await frozenPostgres(1);
+    const { pool } = createPostgresDatabase(frozen.url, options);
+    const notifier = new PgNotifier(frozen.url, options, pool);
+    try {
+      notifier.subscribe("reconcile", () => {});
+      await notifier.listening;
+      const closed = notifier.close().then(() => "closed");
+      assert.equal(await Promise.race([closed, new Promise((r) => setTimeout(() => r("still waiting"), 10_000))]), "closed");
+    } finally {
+      await pool.end();
+      await frozen.close();
+    }
+  });
+
+  it("retries a LISTEN it gets no answer to, instead of waiting for it for ever", async () => {
+    const frozen = await frozenPostgres(0);
+    const { pool } = createPostgresDatabase(frozen.url, options);
+    const notifier = new PgNotifier(frozen.url, options, pool);
+    const warnings: string[] = [];
+    notifier.setLog({ warn: (_f, message) => warnings.push(message), info() {} });
+    try {
+      notifier.subscribe("reconcile", () => {});
+      // The LISTEN's limit is the statement limit plus the client's margin: 1.3 s here.
+      for (let i = 0; i < 250 && warnings.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(warnings.slice(0, 1), ["database listener lost; reconnecting"]);
+    } finally {
+      await notifier.close();
+      await pool.end();
+      await frozen.close();
     }
   });
 });

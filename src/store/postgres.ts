@@ -42,7 +42,7 @@ const types = {
 /** The pg configuration of the URL with Hodei's limits. Throws an InvalidInputError for a URL that cannot be read. */
 export function poolConfig(url: string, options: PostgresPoolOptions): pg.PoolConfig {
   try {
-    // Parsed here only to fail early with a clear message; pg parses it again (TLS files included).
+    // Checked here to fail early with a clear message; parsed for pg below.
     const parsed = new URL(url);
     if (!parsed.hostname && !parsed.searchParams.get("host")) throw new Error("no host");
     if (parsed.pathname === "/" || parsed.pathname === "") throw new Error("no database name");
