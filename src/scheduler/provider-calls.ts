@@ -1,7 +1,12 @@
 /**
  * Every call the control plane makes to a provider goes through here, so that a hung Docker daemon
  * or Kubernetes API cannot pile calls up or freeze a pass:
- * - at most `concurrency` calls per provider are in flight (a full pass inspects every live worker);
+ * - at most `concurrency` calls per provider and lane are in flight (a full pass inspects every live
+ *   worker). Starts and stops, which wait on a resource's life (up to a minute, or a pod stuck
+ *   terminating), have a lane of their own: the quick calls a pass waits for (inspect, list, last
+ *   output) never queue behind them;
+ * - waiting for a slot is bounded by the call's time limit too: a call that gets none in time fails
+ *   (and its step retries at the next pass) instead of holding the pass;
  * - a call that takes longer than its time limit is aborted (its AbortSignal fires) and rejects with
  *   UnavailableError, which marks the provider unavailable;
  * - while a provider is marked unavailable, further calls fail at once instead of queueing behind
@@ -18,8 +23,10 @@ import { type JobTrace, NO_JOB_TRACE } from "./job-trace.js";
 import { timeProviderCall } from "./metrics.js";
 import type { ProviderHealth } from "./provider-health.js";
 
-/** Calls in flight per provider. */
+/** Calls in flight per provider and lane. */
 export const PROVIDER_CONCURRENCY = 8;
+/** The calls of the slow lane: they last as long as a resource takes to start or to stop. */
+const SLOW_CALLS = new Set(["start", "stop"]);
 
 export class ProviderCalls {
   private readonly inFlight = new Map<string, number>();
@@ -38,7 +45,9 @@ export class ProviderCalls {
    * `worker`: the worker the call is about, whose job's trace records it.
    */
   async run<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>, worker?: WorkerRow): Promise<T> {
-    await this.acquire(provider);
+    if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
+    const lane = `${provider} ${SLOW_CALLS.has(what) ? "slow" : "quick"}`;
+    await this.acquire(lane, `${provider} ${what}`, timeoutMs);
     const startMs = this.clock.nowMs();
     try {
       if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
@@ -49,7 +58,7 @@ export class ProviderCalls {
       if (worker) this.trace.providerCall(worker, what, startMs, this.clock.nowMs(), { error: toError(err) });
       throw err;
     } finally {
-      this.release(provider);
+      this.release(lane);
     }
   }
 
@@ -63,22 +72,32 @@ export class ProviderCalls {
     }
   }
 
-  private async acquire(provider: string): Promise<void> {
-    const n = this.inFlight.get(provider) ?? 0;
+  /** Takes a slot of `lane`, waiting at most timeoutMs for one (the call then has its own timeoutMs). */
+  private async acquire(lane: string, what: string, timeoutMs: number): Promise<void> {
+    const n = this.inFlight.get(lane) ?? 0;
     if (n < this.concurrency) {
-      this.inFlight.set(provider, n + 1);
+      this.inFlight.set(lane, n + 1);
       return;
     }
-    await new Promise<void>((resolve) => {
-      const queue = this.waiting.get(provider) ?? [];
-      queue.push(resolve);
-      this.waiting.set(provider, queue);
+    const queue = this.waiting.get(lane) ?? [];
+    this.waiting.set(lane, queue);
+    await new Promise<void>((resolve, reject) => {
+      const cancelTimer = this.clock.setTimer(timeoutMs, () => {
+        queue.splice(queue.indexOf(take), 1);
+        // Not UnavailableError: the calls in flight say whether the provider answers.
+        reject(new Error(`${what}: no free call slot within ${timeoutMs} ms (${this.concurrency} calls of its kind in flight); retried at the next pass`));
+      });
+      const take = () => {
+        cancelTimer();
+        resolve();
+      };
+      queue.push(take);
     });
   }
 
-  private release(provider: string): void {
-    const next = this.waiting.get(provider)?.shift();
+  private release(lane: string): void {
+    const next = this.waiting.get(lane)?.shift();
     if (next) next(); // the slot passes to the next waiter
-    else this.inFlight.set(provider, (this.inFlight.get(provider) ?? 1) - 1);
+    else this.inFlight.set(lane, (this.inFlight.get(lane) ?? 1) - 1);
   }
 }

@@ -493,6 +493,32 @@ describe("Reconciler", () => {
     });
   });
 
+  describe("stops that hang (pods stuck terminating)", () => {
+    it("hold no pass: the live workers are inspected while every stop slot is taken", async () => {
+      reconciler = makeReconciler({ providers: new Map([["fake", { provider, maxWorkers: 20, workerServerUrl: "http://x" }]]) });
+      const jobs = [];
+      for (let i = 0; i < PROVIDER_CONCURRENCY + 4; i++) jobs.push(await submit());
+      await pass();
+      const workers = [];
+      for (const j of jobs) workers.push(await agentStarts(j.id));
+      let release!: () => void;
+      provider.stopGate = new Promise<void>((resolve) => (release = resolve));
+      // Enough workers to destroy to take every stop slot, with stops that do not return.
+      for (const w of workers.slice(0, PROVIDER_CONCURRENCY)) await store.workers.transition(w.id, "destroying", { finished_at: clock.nowMs() });
+      const inspects = () => provider.calls.filter((c) => c === "inspect").length;
+      const inspectsBefore = inspects();
+      tick(INTERVAL_MS);
+      let isDone = false;
+      const running = reconciler.runOnce().then(() => (isDone = true));
+      await settleMicrotasks();
+      assert.equal(provider.calls.filter((c) => c === "stop").length, PROVIDER_CONCURRENCY, "every stop slot is held");
+      assert.equal(inspects() - inspectsBefore, 4, "each live worker was inspected, without waiting for the stops");
+      assert.equal(isDone, true, "the pass ended with the stops still hanging");
+      release();
+      await running;
+    });
+  });
+
   describe("failures of the control plane's own steps", () => {
     it("logs a failed step and goes on with the rest of the pass", async () => {
       const j = await submit();
