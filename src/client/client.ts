@@ -11,6 +11,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import type { Job, ListJobsRequestSchema, ListJobsResponse, LogEntry, SubmitJobRequestSchema } from "../gen/hodei/v1/api_pb.js";
+import { abortAfter } from "../core/abort.js";
 import { HodeiError, mapErrors, toHodeiError, WaitTimeoutError } from "./errors.js";
 import { isEndedState, type LogsOptions, readJobLogs } from "./logs.js";
 import { createScheduleClient, type ScheduleClient } from "./schedules.js";
@@ -81,9 +82,9 @@ async function waitForEnd(api: ApiClients, jobId: string, options: WaitOptions =
   if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
     throw new HodeiError(`timeoutMs: a positive number of milliseconds, got ${timeoutMs}`, "invalid_argument");
   }
-  const deadline = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
-  const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
-  const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
+  // Not AbortSignal.any with AbortSignal.timeout: on Node 20 that time limit may never fire (core/abort.ts).
+  const limit = abortAfter(timeoutMs, options.signal);
+  const signal = limit.signal;
   try {
     if (!onLog) {
       // Nothing to show: an ended job needs no log stream.
@@ -97,7 +98,9 @@ async function waitForEnd(api: ApiClients, jobId: string, options: WaitOptions =
       onLog?.(next.value);
     }
   } catch (err) {
-    if (deadline?.aborted && !options.signal?.aborted) throw new WaitTimeoutError(jobId, timeoutMs!, { cause: err });
+    if (limit.timedOut() && !options.signal?.aborted) throw new WaitTimeoutError(jobId, timeoutMs!, { cause: err });
     throw toHodeiError(err);
+  } finally {
+    limit.dispose();
   }
 }

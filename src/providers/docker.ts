@@ -41,6 +41,7 @@
 import { randomUUID } from "node:crypto";
 import type { Duplex } from "node:stream";
 import Dockerode from "dockerode";
+import { abortAfter } from "../core/abort.js";
 import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
 import { wasOomKilled } from "./docker-oom.js";
@@ -81,6 +82,8 @@ export interface DockerProviderOptions {
   log?: ProviderLog;
   /** How long destroy waits for a container to stop by itself before it stops it, ms. Default SELF_EXIT_WAIT_MS. */
   selfExitWaitMs?: number;
+  /** How long one wait on an idle warm container lasts before it is renewed, ms. Default WAIT_RENEW_MS. */
+  waitRenewMs?: number;
   /** Injected for tests; made from socketPath otherwise. */
   docker?: Dockerode;
 }
@@ -88,6 +91,12 @@ export interface DockerProviderOptions {
 const WORK_DIR = "/tmp/hodei-work";
 /** Per request; above any stop grace period we use (stop waits that long for the container). */
 const REQUEST_TIMEOUT_MS = 120_000;
+/**
+ * A wait on an idle container is renewed this often, ms: the daemon sends the wait's headers at once
+ * and its body only at the exit, and a request cut by the client's own timeout after the headers
+ * never settles (docker-modem), so each wait is aborted by us, well before that timeout.
+ */
+const WAIT_RENEW_MS = 60_000;
 
 /** How long a taken warm container is remembered for a repeated start of its worker, ms (a start's retries end well within it). */
 const TAKEN_KEPT_MS = 10 * 60_000;
@@ -289,20 +298,23 @@ export class DockerProvider implements WorkerProvider {
   }
 
   /**
-   * Resolves when the container is no longer running. A wait cut off by the client's request
-   * timeout (a long-lived idle container) is renewed while the container still runs.
+   * Resolves when the container is no longer running. Each wait lasts at most waitRenewMs (see
+   * WAIT_RENEW_MS), and is renewed while the container still runs.
    */
   private async waitExit(id: string, signal: AbortSignal): Promise<void> {
     const container = this.docker.getContainer(id);
     for (;;) {
+      const renew = abortAfter(this.options.waitRenewMs ?? WAIT_RENEW_MS, signal);
       try {
-        await container.wait({ abortSignal: signal });
+        await container.wait({ abortSignal: renew.signal });
         return;
       } catch (err) {
         if (signal.aborted) throw err;
         if (statusOf(err) === 404) return;
         const info = await container.inspect({ abortSignal: signal });
         if (!info.State.Running) return;
+      } finally {
+        renew.dispose();
       }
     }
   }
@@ -370,11 +382,14 @@ export class DockerProvider implements WorkerProvider {
    */
   private async stoppedWithin(container: Dockerode.Container, ms: number, signal?: AbortSignal): Promise<boolean> {
     if (ms <= 0) return false;
+    const limit = abortAfter(ms, signal);
     try {
-      await container.wait({ condition: "not-running", abortSignal: AbortSignal.any([AbortSignal.timeout(ms), ...(signal ? [signal] : [])]) });
+      await container.wait({ condition: "not-running", abortSignal: limit.signal });
       return true;
     } catch {
       return false;
+    } finally {
+      limit.dispose();
     }
   }
 
