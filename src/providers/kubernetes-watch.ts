@@ -14,6 +14,9 @@
  *   dropped and the next watch starts from now, which sends ADDED for every pod, so every worker is
  *   nudged once and nothing is lost.
  * - BOOKMARKs carry no object change: they move the resourceVersion and nudge nothing.
+ * - A watch the server has not answered within connectTimeoutMs is given up and tried again (the
+ *   client's own connect limit is lost inside client-node's Watch), and a late answer to it is
+ *   closed: an API server or proxy that accepts and never answers costs latency, never the watch.
  */
 import * as k8s from "@kubernetes/client-node";
 
@@ -25,11 +28,14 @@ export interface PodWatchOptions {
   onChange: (podName: string) => void;
   /** Wait before a watch that failed is tried again, ms. Default 2000. */
   retryDelayMs?: number;
+  /** How long a watch may wait for the server's answer before it is tried again, ms. Default 30000. */
+  connectTimeoutMs?: number;
   /** Runs `connect` after delayMs; default an unref'd setTimeout. Tests pass their own to hold a restart. */
   schedule?: (connect: () => void, delayMs: number) => void;
 }
 
 const DEFAULT_RETRY_DELAY_MS = 2000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 
 export class PodWatch {
   private request: AbortController | null = null;
@@ -69,6 +75,7 @@ export class PodWatch {
     const end = (err: unknown) => {
       if (hasEnded) return;
       hasEnded = true;
+      clearTimeout(connectTimer);
       this.request = null;
       this.isConnecting = false;
       if ((err as { statusCode?: number } | null)?.statusCode === 410) this.resourceVersion = undefined;
@@ -76,6 +83,9 @@ export class PodWatch {
       const delayMs = err || delivered === 0 ? (this.options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS) : 0;
       (this.options.schedule ?? defaultSchedule)(() => this.connect(), delayMs);
     };
+    const connectTimeoutMs = this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const connectTimer = setTimeout(() => end(new Error(`the pod watch got no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    connectTimer.unref();
     const query: Record<string, string | boolean> = { labelSelector, allowWatchBookmarks: true };
     if (this.resourceVersion) query.resourceVersion = this.resourceVersion;
     new k8s.Watch(kubeConfig)
@@ -97,9 +107,14 @@ export class PodWatch {
       )
       .then(
         (request) => {
+          clearTimeout(connectTimer);
+          if (hasEnded || this.isClosed) {
+            // Given up (its answer came too late) or closed meanwhile: another watch runs or none should.
+            request.abort();
+            return;
+          }
           this.isConnecting = false;
-          if (this.isClosed) request.abort();
-          else if (!hasEnded) this.request = request;
+          this.request = request;
         },
         end,
       );
