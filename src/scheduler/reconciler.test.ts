@@ -493,6 +493,37 @@ describe("Reconciler", () => {
     });
   });
 
+  describe("a down provider whose health check hangs", () => {
+    it("holds each pass at most a second, is checked once at a time, and stays down until it answers", async () => {
+      const j = await submit();
+      provider.isUp = false;
+      await pass(); // the start fails as a daemon that does not answer: the provider is marked down
+      provider.hung.add("health");
+      const healthChecks = () => provider.calls.filter((c) => c === "health").length;
+      tick(PROVIDER_RETRY_MS);
+      let isDone = false;
+      const running = reconciler.runOnce().then(() => (isDone = true));
+      await settleMicrotasks();
+      assert.equal(healthChecks(), 1);
+      assert.equal(isDone, false, "the pass waits for the re-check a moment");
+      clock.advance(1_000);
+      await running;
+      assert.equal((await job(j.id)).state, "queued", "still down: its jobs wait");
+      // The next pass, the check still hanging: not started again, and the pass is not held.
+      tick(INTERVAL_MS);
+      await reconciler.runOnce();
+      assert.equal(healthChecks(), 1, "one re-check at a time");
+      provider.hung.delete("health");
+      provider.isUp = true;
+      tick(PROVIDER_CALL_MS); // the hung check is aborted at its limit: still down, checked again later
+      await settleMicrotasks();
+      tick(PROVIDER_RETRY_MS);
+      await pass();
+      assert.equal(healthChecks(), 2);
+      assert.equal((await job(j.id)).state, "provisioning", "up again: its job starts");
+    });
+  });
+
   describe("stops that hang (pods stuck terminating)", () => {
     it("hold no pass: the live workers are inspected while every stop slot is taken", async () => {
       reconciler = makeReconciler({ providers: new Map([["fake", { provider, maxWorkers: 20, workerServerUrl: "http://x" }]]) });
