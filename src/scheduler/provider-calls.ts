@@ -45,12 +45,12 @@ export class ProviderCalls {
    * `worker`: the worker the call is about, whose job's trace records it.
    */
   async run<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>, worker?: WorkerRow): Promise<T> {
-    if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
+    this.refuseIfUnavailable(provider, what); // before queueing behind calls to a hung provider
     const lane = `${provider} ${SLOW_CALLS.has(what) ? "slow" : "quick"}`;
     await this.acquire(lane, `${provider} ${what}`, timeoutMs);
     const startMs = this.clock.nowMs();
     try {
-      if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
+      this.refuseIfUnavailable(provider, what); // and again: it may have been marked while this call waited
       const result = await this.withDeadline(provider, what, timeoutMs, call);
       if (worker) this.trace.providerCall(worker, what, startMs, this.clock.nowMs(), { result });
       return result;
@@ -60,6 +60,10 @@ export class ProviderCalls {
     } finally {
       this.release(lane);
     }
+  }
+
+  private refuseIfUnavailable(provider: string, what: string): void {
+    if (this.health.isMarkedUnavailable(provider)) throw new UnavailableError(`${provider} ${what}: the provider is unavailable`);
   }
 
   private async withDeadline<T>(provider: string, what: string, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {

@@ -22,6 +22,8 @@ export class ProviderHealth {
   private readonly lastUnavailableMs = new Map<string, number>();
   /** Why each unavailable provider is so, in words. */
   private readonly details = new Map<string, string>();
+  /** Health re-checks in flight, by provider (at most one each). */
+  private readonly rechecks = new Map<string, Promise<void>>();
 
   constructor(
     private readonly providers: Map<string, ProviderSlot>,
@@ -79,8 +81,6 @@ export class ProviderHealth {
     }
     return new Set([...this.providers.keys()].filter((name) => !this.unhealthyUntil.has(name)));
   }
-
-  private readonly rechecks = new Map<string, Promise<void>>();
 
   /** One health check of a down provider; never rejects. */
   private async recheck(name: string, slot: ProviderSlot): Promise<void> {
