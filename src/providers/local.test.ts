@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
 import { PermanentError } from "../core/errors.js";
-import { LocalProvider, type LocalProviderOptions } from "./local.js";
+import { LocalProvider, type LocalProviderOptions, waitForExit } from "./local.js";
 import { LocalCgroups } from "./local-cgroup.js";
-import { findMarkedProcesses, isAlive } from "./process-table.js";
+import { findMarkedProcesses, isAlive, readStat } from "./process-table.js";
 import type { ProviderResource } from "./provider.js";
 import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL, workerSpec } from "./provider.contract.js";
 import { tempDir } from "../../test/fixtures/temp-dir.js";
@@ -282,6 +282,37 @@ describe("LocalProvider", () => {
       await assert.rejects(broken.start(workerSpec()), (err: unknown) => err instanceof PermanentError && /npm run build/.test(err.message));
       assert.equal((await broken.health()).healthy, false);
       assert.deepEqual(await broken.list(), []);
+    });
+
+    it("never hands a job to an idle agent that died but whose exit is not yet handled", async () => {
+      provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
+      const first = await start();
+      const idle = await eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)), (found) => found.length === 1, 5000);
+      assert.equal(idle.length, 1, "one idle agent waits");
+      // Killed from outside, and seen dead in /proc before this process's event loop handles its exit.
+      process.kill(idle[0].pid, "SIGKILL");
+      const deadline = Date.now() + 5000;
+      while (readStat(idle[0].pid)?.state !== "Z" && Date.now() < deadline);
+      assert.equal(readStat(idle[0].pid)?.state, "Z", "the killed agent is a zombie, its exit not yet reaped");
+      const second = await start();
+      assert.notEqual(second.resourceId, String(idle[0].pid), "a new agent takes the job, not the dead one");
+      assert.equal(isAlive(Number(second.resourceId)), true);
+      await provider.stop(first.resourceId, GRACE_MS);
+      await provider.stop(second.resourceId, GRACE_MS);
+      await provider.close();
+      assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "released idle agents exit");
+    });
+
+    it("waiting for an agent's exit leaves no listener behind when it times out", async () => {
+      const child = spawn("sleep", ["30"], { stdio: "ignore" });
+      helpers.push(child);
+      const before = child.listenerCount("exit");
+      for (let i = 0; i < 5; i++) await waitForExit({ child }, 5);
+      assert.equal(child.listenerCount("exit"), before, "each timed-out wait removed its listener");
+      const exited = waitForExit({ child }, 5000);
+      child.kill("SIGKILL");
+      await exited;
+      assert.equal(child.listenerCount("exit"), before, "a wait that saw the exit leaves none either");
     });
 
     it("fails a start whose work directory cannot be made, and its agent exits instead of leaking", async () => {

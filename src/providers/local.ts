@@ -249,7 +249,9 @@ export class LocalProvider implements WorkerProvider {
   private takeIdle(serverUrl: string): Agent | undefined {
     // Agents for another server URL are of no use: release them.
     for (const agent of this.idle.filter((a) => a.serverUrl !== serverUrl)) agent.child.stdin?.end();
-    this.idle = this.idle.filter((a) => a.serverUrl === serverUrl && !a.exit && a.child.pid !== undefined);
+    // An agent killed from outside is dead in /proc (a zombie) a moment before its exit event is
+    // handled: handing it a job then would lose that attempt. Its exit event removes it for good.
+    this.idle = this.idle.filter((a) => a.serverUrl === serverUrl && !a.exit && a.child.pid !== undefined && isAlive(a.child.pid));
     return this.idle.shift();
   }
 
@@ -377,14 +379,20 @@ export class LocalProvider implements WorkerProvider {
   }
 }
 
-function waitForExit(agent: Agent, timeoutMs: number): Promise<void> {
+/** Resolves when the agent has exited, or after timeoutMs; leaves no listener on the child either way. */
+export function waitForExit(agent: Pick<Agent, "child" | "exit">, timeoutMs: number): Promise<void> {
   if (agent.exit) return Promise.resolve();
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    agent.child.once("exit", () => {
+    const exited = () => {
       clearTimeout(timer);
       resolve();
-    });
+    };
+    // An agent stuck in the kernel outlives many waits (two per pass): each removes its listener.
+    const timer = setTimeout(() => {
+      agent.child.off("exit", exited);
+      resolve();
+    }, timeoutMs);
+    agent.child.once("exit", exited);
   });
 }
 
