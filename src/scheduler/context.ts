@@ -74,6 +74,8 @@ export interface ReconcileContext extends ReconcilerOptions {
    * and a second stop after a change of leader is harmless (stop is idempotent).
    */
   readonly destroying: Set<string>;
+  /** Orphans (`provider/resourceId`) whose stop is in flight in this process, off the pass (reap.ts). */
+  readonly reaping: Set<string>;
   /** Worker ids to inspect on the next pass (their stream closed, their process exited). */
   readonly suspects: Set<string>;
   /**

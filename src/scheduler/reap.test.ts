@@ -75,9 +75,47 @@ describe("reap orphans", () => {
     ];
     clock.advance(GRACE_MS);
     statements.length = 0;
-    await reconciler().runOnce();
+    const r = reconciler();
+    await r.runOnce();
+    await r.settle();
     assert.deepEqual(stopped.sort(), ["pid-of-destroyed", "pid-unknown"], "the young orphan waits for its grace; the owned resource stays");
     assert.equal(statements.filter((sql) => /^select \* from "workers" where "id" in/.test(sql)).length, 1);
+  });
+
+  it("stops orphans off the pass: a pass ends while their stops hang, and the next one starts no second stop", async () => {
+    const at = clock.nowMs();
+    resources = ["pid-a", "pid-b"].map((resourceId) => ({ resourceId, resourceType: "process_id", workerId: `never-recorded-${resourceId}`, createdAtMs: at }));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const hanging: WorkerProvider = {
+      ...provider,
+      stop: async (resourceId) => {
+        stopped.push(resourceId);
+        await released;
+      },
+    };
+    clock.advance(GRACE_MS);
+    const r = reconciler(hanging);
+    const timedOut = Symbol("timed out");
+    const within = async <T>(p: Promise<T>) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        return await Promise.race([p, new Promise<typeof timedOut>((resolve) => (timer = setTimeout(() => resolve(timedOut), 2000)))]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    assert.notEqual(await within(r.runOnce()), timedOut, "the pass ended while both stops hang");
+    assert.deepEqual(stopped.sort(), ["pid-a", "pid-b"], "both stops started at once, not one after the other");
+    clock.advance(1000); // The next full pass (reconcileIntervalMs), well within the stops' time limit.
+    assert.notEqual(await within(r.runOnce()), timedOut);
+    assert.deepEqual(stopped.sort(), ["pid-a", "pid-b"], "a stop in flight is not started again");
+    release();
+    await r.settle();
+    clock.advance(1000);
+    await r.runOnce();
+    await r.settle();
+    assert.deepEqual(stopped.sort(), ["pid-a", "pid-a", "pid-b", "pid-b"], "once settled, a resource still listed is stopped again");
   });
 
   it("deletes token secrets whose token is spent at once, unowned ones past the grace, and never one still waiting to be redeemed", async () => {

@@ -1,7 +1,8 @@
 /**
  * Step 5 of a full pass: labelled resources of each provider that no live worker row owns
  * (orphans: a crash between create and record, a worker row destroyed while its resource lived on,
- * another control plane's leftovers of this cluster) are destroyed once older than the grace.
+ * another control plane's leftovers of this cluster) are destroyed once older than the grace, off
+ * the pass (a stop can take its whole grace), one stop per resource at a time.
  * The worker rows of one provider's resources are read in one query, however many there are.
  *
  * Providers that keep OTP tokens beside their workers (the listTokenSecrets capability: a
@@ -43,14 +44,22 @@ export async function reapOrphans(ctx: ReconcileContext, isLeader: boolean): Pro
       if (worker && isStartInFlight(ctx, worker)) continue;
       if (!isOrphan(resource, worker)) continue;
       if (now - resource.createdAtMs < ctx.orphanGraceMs) continue;
+      // Off the pass, as a worker's destroy is: a stop can take its whole grace, or hang to its limit.
+      const key = `${name}/${resource.resourceId}`;
+      if (ctx.reaping.has(key)) continue;
+      ctx.reaping.add(key);
       ctx.metrics.orphansDetected.inc({ provider: name });
       ctx.log.warn({ provider: name, providerResourceId: resource.resourceId, workerId: resource.workerId }, "orphan found; destroying it");
-      try {
-        await ctx.calls.run(name, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resource.resourceId, ctx.stopGraceMs, signal));
-        ctx.metrics.orphansReaped.inc({ provider: name });
-      } catch (err) {
-        ctx.log.warn({ err: toError(err), providerResourceId: resource.resourceId }, "orphan destroy failed; the next pass retries");
-      }
+      ctx.inBackground("orphan destroy", async () => {
+        try {
+          await ctx.calls.run(name, "stop", stopCallMs(ctx), (signal) => slot.provider.stop(resource.resourceId, ctx.stopGraceMs, signal));
+          ctx.metrics.orphansReaped.inc({ provider: name });
+        } catch (err) {
+          ctx.log.warn({ err: toError(err), providerResourceId: resource.resourceId }, "orphan destroy failed; the next pass retries");
+        } finally {
+          ctx.reaping.delete(key);
+        }
+      });
     }
     await reapTokenSecrets(ctx, name, slot.provider, resources);
   }

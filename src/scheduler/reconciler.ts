@@ -117,6 +117,7 @@ export class Reconciler {
       ...o,
       trace,
       destroying: new Set(),
+      reaping: new Set(),
       suspects: new Set(),
       destroyAfterStart: new Set(),
       health,
