@@ -10,6 +10,12 @@
  * - at most the log limit (plus a small allowance for the agent's own system lines) is stored,
  *   whatever the agent sends; past it one marker is written and later chunks are only acknowledged;
  * - a stream on which the agent has been silent longer than the heartbeat timeout is ended;
+ * - what waits to be sent to the agent is bounded however slowly it reads (an agent that sends and
+ *   never reads costs no memory per message): a message replaces an unsent one of its kind, so at
+ *   most one of each kind waits (acks are cumulative and never go back on a stream, a RunJob sent
+ *   again is the same job, a cancel is sent once, a result ack says nothing more a second time).
+ *   Connect takes the next message only when the HTTP/2 stream has room (it awaits 'drain'), so
+ *   the stream's own buffer is bounded too;
  * - a job's secrets are opened only to be put in its RunJob, never logged nor kept.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -52,6 +58,8 @@ export class AgentStream {
   readonly out = new AsyncQueue<ServerMessage>();
   private lastMessageMs: number;
   private cancelSent = false;
+  /** The highest seq acknowledged on this stream: an ack never goes back (a repeated hello reads an older log_seq). */
+  private ackedSeq = 0;
   private readonly stop = new AbortController();
   /** The job as this stream sent it in RunJob (its fields that never change are read again at the result). */
   private job: JobRow | undefined;
@@ -129,15 +137,22 @@ export class AgentStream {
     this.out.close();
   }
 
-  push(message: ServerMessage): void {
-    this.out.push(message);
+  /** Queues a message for the agent in place of an unsent one of its kind (see the invariants above). */
+  private send(message: ServerMessage): void {
+    this.out.pushReplacing(message, (queued) => queued.kind.case === message.kind.case);
+  }
+
+  /** Acknowledges every chunk up to seq (cumulative), or up to a higher seq already acknowledged here. */
+  private sendAck(seq: number): void {
+    this.ackedSeq = Math.max(this.ackedSeq, seq);
+    this.send(msg({ case: "ack", value: { seq: BigInt(this.ackedSeq) } }));
   }
 
   /** Tells the agent to cancel, once per stream (a second cancel would only repeat the agent's note). */
   sendCancel(reason: string, graceMs = this.deps.stopGraceMs): void {
     if (this.cancelSent) return;
     this.cancelSent = true;
-    this.out.push(msg({ case: "cancel", value: { reason, graceMs } }));
+    this.send(msg({ case: "cancel", value: { reason, graceMs } }));
   }
 
   /** Records why the stream ends: an error of ours is sent to the agent; a broken connection has no one to tell. */
@@ -157,7 +172,7 @@ export class AgentStream {
   }
 
   private async onHello(started: boolean): Promise<void> {
-    this.out.push(msg({ case: "ack", value: { seq: BigInt(this.worker.log_seq) } }));
+    this.sendAck(this.worker.log_seq);
     if (started) return;
     const dispatch = await dispatchJob(this.deps, this.worker);
     if ("stop" in dispatch) {
@@ -166,7 +181,7 @@ export class AgentStream {
     }
     this.worker = dispatch.worker;
     this.job = dispatch.job;
-    this.out.push(msg({ case: "run", value: dispatch.run }));
+    this.send(msg({ case: "run", value: dispatch.run }));
   }
 
   private async onLogs(chunks: LogChunk[]): Promise<void> {
@@ -191,7 +206,7 @@ export class AgentStream {
     this.stored = { logSeq: outcome.logSeq, isTruncated: outcome.isTruncated };
     observeLogBytes(this.deps.metrics, w.provider, outcome.storedBytes);
     if (outcome.truncatedNow) this.deps.log.warn({ jobId: w.job_id, workerId: w.id, limitBytes: this.deps.logLimitBytes }, "agent sent more than the log limit; the log was cut");
-    this.out.push(msg({ case: "ack", value: { seq: BigInt(outcome.logSeq) } }));
+    this.sendAck(outcome.logSeq);
     this.deps.logHub.notify(w.job_id);
   }
 
@@ -211,7 +226,7 @@ export class AgentStream {
       throw err;
     }
     this.hasResult = true;
-    this.out.push(msg({ case: "resultAck", value: {} }));
+    this.send(msg({ case: "resultAck", value: {} }));
     // The job may have ended: whoever follows its log (`hodei run`) learns it now, before its worker is destroyed.
     this.deps.logHub.notify(w.job_id, true);
     this.deps.reconciler.nudge();
