@@ -18,7 +18,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import type Dockerode from "dockerode";
+import { abortAfter } from "../core/abort.js";
 import { AGENT_COMMAND, AGENT_ROOT, readRuntimeHash } from "./agent-runtime.js";
+import { inspectImage } from "./docker-pull.js";
 import { type TarEntry, tarStream } from "./tar.js";
 
 export { AGENT_COMMAND, AGENT_ROOT, assembleAgentRuntime, buildAgentSnapshot, NODE_COMMAND, recordSnapshotNode } from "./agent-runtime.js";
@@ -44,6 +46,8 @@ export interface BuildWorkerImageOptions {
   busyboxPath?: string;
   /** Extra image labels (part of the build hash). Default none. */
   labels?: Record<string, string>;
+  /** Gives up every daemon call of the build (a daemon that answers pings but stalls on images). */
+  signal?: AbortSignal;
 }
 
 export interface WorkerImage {
@@ -57,13 +61,13 @@ export interface WorkerImage {
 
 export async function buildWorkerImage(docker: Dockerode, options: BuildWorkerImageOptions): Promise<WorkerImage> {
   const startedMs = performance.now();
-  const { tag, runtimeDir, busyboxPath = "/bin/busybox", labels = {} } = options;
+  const { tag, runtimeDir, busyboxPath = "/bin/busybox", labels = {}, signal } = options;
   const runtimeHash = await readRuntimeHash(runtimeDir);
   if (!runtimeHash) throw new Error(`worker image: no agent runtime in ${runtimeDir}: assemble it first (hodei image build does)`);
   const caBundle = (await isFile(CA_BUNDLE)) ? CA_BUNDLE : null;
   const hash = await imageHash(runtimeHash, busyboxPath, caBundle, labels);
 
-  const existing = await inspectImage(docker, tag);
+  const existing = await findImage(docker, tag, signal);
   const result = (image: Dockerode.ImageInspectInfo, built: boolean): WorkerImage => ({
     tag, id: image.Id, built, sizeBytes: image.Size, seconds: (performance.now() - startedMs) / 1000,
   });
@@ -79,30 +83,35 @@ export async function buildWorkerImage(docker: Dockerode, options: BuildWorkerIm
       `CMD ${JSON.stringify(AGENT_COMMAND)}`,
       ...labelChanges({ ...labels, [BUILD_HASH_LABEL]: hash }),
     ],
+    signal,
   });
-  const image = await inspectImage(docker, tag);
+  const image = await findImage(docker, tag, signal);
   if (image?.Config?.Labels?.[BUILD_HASH_LABEL] !== hash) {
     throw new Error(`worker image: ${tag} was imported but does not carry ${BUILD_HASH_LABEL}=${hash}; is another build replacing it?`);
   }
-  if (existing && existing.Id !== image.Id) await removeUnusedImage(docker, existing.Id);
+  if (existing && existing.Id !== image.Id) await removeUnusedImage(docker, existing.Id, signal);
   return result(image, true);
 }
 
 /** Imports a root filesystem as a one-layer image named tag. changes are Dockerfile lines (ENV, CMD, LABEL, ...). */
-export async function importRootfs(docker: Dockerode, options: { tag: string; entries: TarEntry[]; changes: string[] }): Promise<void> {
-  const abort = new AbortController();
+export async function importRootfs(docker: Dockerode, options: { tag: string; entries: TarEntry[]; changes: string[]; signal?: AbortSignal }): Promise<void> {
   const tar = tarStream(options.entries);
+  const tarFailed = new AbortController();
   let tarError: Error | undefined;
   tar.on("error", (err) => {
     tarError = err;
-    abort.abort(err);
+    tarFailed.abort(err);
   });
+  // The request ends when the tar fails or the caller gives up.
+  const abort = abortAfter(undefined, options.signal, tarFailed.signal);
   try {
     const progress = await docker.importImage(tar, { ...splitTag(options.tag), changes: options.changes, abortSignal: abort.signal });
     await readProgress(progress);
   } catch (err) {
-    const cause = tarError ?? (err as Error);
+    const cause = tarError ?? (options.signal?.aborted ? (options.signal.reason as Error) : (err as Error));
     throw new Error(`docker: import ${options.tag}: ${cause.message}`, { cause });
+  } finally {
+    abort.dispose();
   }
 }
 
@@ -198,9 +207,10 @@ function splitTag(reference: string): { repo: string; tag: string } {
   return { repo: reference, tag: "latest" };
 }
 
-async function inspectImage(docker: Dockerode, tag: string): Promise<Dockerode.ImageInspectInfo | null> {
+/** The image named tag, or null when there is none. */
+async function findImage(docker: Dockerode, tag: string, signal?: AbortSignal): Promise<Dockerode.ImageInspectInfo | null> {
   try {
-    return await docker.getImage(tag).inspect();
+    return await inspectImage(docker, tag, signal);
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode === 404) return null;
     throw new Error(`docker: inspect image ${tag}: ${(err as Error).message}`, { cause: err });
@@ -223,8 +233,8 @@ async function readProgress(stream: NodeJS.ReadableStream): Promise<void> {
  * tag (Docker refuses both without force, which is what we want). Optional cleanup, so a refusal
  * is not an error.
  */
-async function removeUnusedImage(docker: Dockerode, id: string): Promise<void> {
-  await docker.getImage(id).remove().catch(() => undefined);
+async function removeUnusedImage(docker: Dockerode, id: string, signal?: AbortSignal): Promise<void> {
+  await docker.getImage(id).remove({ abortSignal: signal }).catch(() => undefined);
 }
 
 async function isFile(path: string): Promise<boolean> {

@@ -25,7 +25,7 @@ export type ImageSource = "present" | "pulled";
 /** Makes `image` available on the host as `policy` says, or throws why it cannot be. */
 export async function ensureImage(docker: Dockerode, image: string, policy: PullPolicy, signal?: AbortSignal): Promise<ImageSource> {
   if (policy !== "always") {
-    if (await isPresent(docker, image)) return "present";
+    if (await isPresent(docker, image, signal)) return "present";
     if (policy === "never") {
       throw new PermanentError(`image ${image} is not on the Docker host and the job's pull policy is never: pull or build it there first, or submit with --pull if-not-present`);
     }
@@ -34,12 +34,28 @@ export async function ensureImage(docker: Dockerode, image: string, policy: Pull
   return "pulled";
 }
 
-async function isPresent(docker: Dockerode, image: string): Promise<boolean> {
+/**
+ * docker image inspect that a signal can cut off: dockerode's Image.inspect drops an abortSignal,
+ * so a daemon that answers pings but stalls on images held its caller for ever. Rejects with the
+ * daemon's error (statusCode 404 for a missing image), or the signal's reason once it aborts.
+ */
+export function inspectImage(docker: Dockerode, image: string, signal?: AbortSignal): Promise<Dockerode.ImageInspectInfo> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    docker.modem.dial(
+      { path: `/images/${image}/json`, method: "GET", abortSignal: signal, statusCodes: { 200: true, 404: "no such image", 500: "server error" }, options: {} },
+      (err: unknown, data: unknown) => (err ? reject(signal?.aborted ? signal.reason : err) : resolve(data as Dockerode.ImageInspectInfo)),
+    );
+  });
+}
+
+async function isPresent(docker: Dockerode, image: string, signal?: AbortSignal): Promise<boolean> {
   try {
-    await docker.getImage(image).inspect(); // dockerode takes no abortSignal for images
+    await inspectImage(docker, image, signal);
     return true;
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode === 404) return false;
+    if (signal?.aborted) throw signal.reason;
     throw daemonError(`inspect image ${image}`, err);
   }
 }

@@ -46,7 +46,7 @@ import { PermanentError, UnavailableError } from "../core/errors.js";
 import { AGENT_COMMAND, AGENT_ROOT } from "./docker-image.js";
 import { wasOomKilled } from "./docker-oom.js";
 import { WarmPool, type WarmContainer } from "./docker-pool.js";
-import { ensureImage } from "./docker-pull.js";
+import { ensureImage, inspectImage } from "./docker-pull.js";
 import { type ProviderHealth, type ProviderLog, type ProviderResource, stderrLog, type WorkerProvider, type WorkerSpec, type WorkerStatus } from "./provider.js";
 
 export const LABELS = {
@@ -442,8 +442,9 @@ export class DockerProvider implements WorkerProvider {
       return { healthy: false, detail: `Docker daemon at ${this.options.socketPath} not answering: ${(err as Error).message}` };
     }
     try {
-      await this.docker.getImage(this.options.defaultImage).inspect(); // no abortSignal in dockerode for images
-    } catch {
+      await inspectImage(this.docker, this.options.defaultImage, signal);
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
       return { healthy: true, detail: `daemon up; default image ${this.options.defaultImage} missing: run "npx hodei image build"` };
     }
     const warm = this.pool.size > 0 ? `; ${this.pool.idleCount} of ${this.pool.size} warm` : "";
