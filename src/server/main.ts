@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { LogConfig } from "kysely";
 import pino, { type Logger } from "pino";
 import { packageRoot, parseServerConfig, type ServerConfig } from "../config.js";
+import { abortAfter } from "../core/abort.js";
 import { systemClock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
 import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
@@ -72,7 +73,12 @@ export interface ServerHooks {
    * in-memory exporter), whether or not OTEL_EXPORTER_OTLP_ENDPOINT is set.
    */
   spanProcessor?: unknown;
+  /** The time limit of the default worker image's build at start (tests), ms. Default IMAGE_BUILD_LIMIT_MS. */
+  imageBuildLimitMs?: number;
 }
+
+/** How long the start waits for the default worker image's build (about 2 s here) before going on without it. */
+const IMAGE_BUILD_LIMIT_MS = 120_000;
 
 /** Bytes of log lines kept while stdout refuses them (a full disk); beyond that new lines are dropped. */
 const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
@@ -195,13 +201,17 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     startDockerPool = (url) => docker.startPool(url);
     if (config.docker.image === DEFAULT_WORKER_IMAGE) {
       // The default image is ours and built locally: keep it in step with this agent (fast when it is).
+      // A daemon that answers pings but stalls on images must not hold the server's start for ever.
       const Dockerode = (await import("dockerode")).default;
-      const image = await buildWorkerImage(new Dockerode({ socketPath: config.docker.socketPath }), { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir }).catch(
-        (err: Error) => {
-          log.warn({ err }, "could not build the default worker image; docker jobs need it");
+      const limitMs = hooks.imageBuildLimitMs ?? IMAGE_BUILD_LIMIT_MS;
+      const limit = abortAfter(limitMs);
+      const image = await buildWorkerImage(new Dockerode({ socketPath: config.docker.socketPath }), { tag: DEFAULT_WORKER_IMAGE, runtimeDir: runtime.dir, signal: limit.signal })
+        .catch((err: Error) => {
+          const within = limit.timedOut() ? ` within ${limitMs / 1000} s (the Docker daemon stalled)` : "";
+          log.warn({ err }, `could not build the default worker image${within}; docker jobs need it`);
           return null;
-        },
-      );
+        })
+        .finally(() => limit.dispose());
       if (image?.built) log.info({ image: image.tag, seconds: image.seconds }, "default worker image built");
     }
     providers.set("docker", { provider: docker, maxWorkers: config.docker.maxWorkers, workerServerUrl: "" });
@@ -465,6 +475,14 @@ export async function runServer(): Promise<void> {
     process.stderr.write(`hodei: ${(err as Error).message}\n`);
     process.exit(2);
   }
+  // Every background task handles its own failure; should one still slip through, it is logged and
+  // the server goes on: one failed step never ends the control plane, from the start on (tasks begin
+  // before the server listens: the warm pools, the first passes).
+  let log: Logger | null = null;
+  process.on("unhandledRejection", (reason) => {
+    if (log) log.error({ err: reason }, "unhandled rejection (a bug: please report it); the server goes on");
+    else process.stderr.write(`hodei: unhandled rejection while starting (a bug: please report it): ${String((reason as Error)?.stack ?? reason)}\n`);
+  });
   let server: RunningServer;
   try {
     server = await startServer(config);
@@ -479,11 +497,7 @@ export async function runServer(): Promise<void> {
     process.stderr.write(`hodei: ${(err as Error).message}\n`);
     process.exit(2);
   }
-  // Every background task handles its own failure; should one still slip through, it is logged and
-  // the server goes on: one failed step never ends the control plane.
-  process.on("unhandledRejection", (reason) => {
-    server.log.error({ err: reason }, "unhandled rejection (a bug: please report it); the server goes on");
-  });
+  log = server.log;
   let stopping = false;
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     process.on(signal, () => {

@@ -174,3 +174,52 @@ describe("the server's log on a full disk (stdout on /dev/full)", () => {
     }
   });
 });
+
+describe("a rejection nobody handles while the server starts", () => {
+  it("is logged, and the server starts and serves", async () => {
+    // A preload that leaves a rejected promise unhandled as the server makes its data directory,
+    // before it listens: a bug of that kind in any task started during the start. (Until the start
+    // first waits on I/O, Node reports no rejection: the preload delays the listen to make it wait.)
+    const dir = mkdtempSync(join(tmpdir(), "hodei-preload-"));
+    const dataDir = join(dir, "data");
+    const preload = join(dir, "reject-while-starting.cjs");
+    writeFileSync(
+      preload,
+      `if (require("node:worker_threads").isMainThread) {
+  const fs = require("node:fs");
+  const mkdirSync = fs.mkdirSync;
+  fs.mkdirSync = function (path, ...rest) {
+    if (String(path).startsWith(${JSON.stringify(dataDir)})) {
+      fs.mkdirSync = mkdirSync;
+      Promise.reject(new Error("a rejection nobody handles, while the server starts"));
+    }
+    return mkdirSync.call(this, path, ...rest);
+  };
+  // A start that waits on I/O before it listens, as one on PostgreSQL does: the rejection is seen then.
+  const net = require("node:net");
+  const listen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function (...args) {
+    net.Server.prototype.listen = listen;
+    setTimeout(() => listen.apply(this, args), 100);
+    return this;
+  };
+}
+`,
+    );
+    try {
+      const server = await startServerProcess({ HODEI_LOCAL_WARM_WORKERS: "0" }, { dataDir, nodeArgs: ["--require", preload] });
+      try {
+        await eventually(async () => server.output.join("\n").includes("a rejection nobody handles"), 5000);
+        assert.match(server.output.join("\n"), /unhandled rejection while starting .*a rejection nobody handles, while the server starts/);
+        const run = await runCli(server, ["run", "--", "echo", "served"]);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(run.stdout, "served\n");
+      } finally {
+        await server.stop();
+        server.cleanup();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
