@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { checkedLookup, type Resolve, sendWebhook, type WebhookRequest } from "./webhook-send.js";
+import { checkedLookup, LookupLimiter, MAX_LOOKUPS, type Resolve, sendWebhook, type WebhookRequest } from "./webhook-send.js";
 
 interface Seen {
   path: string;
@@ -153,5 +153,53 @@ describe("checkedLookup", () => {
   it("passes a resolver's error on", async () => {
     const failing: Resolve = (_h, _o, callback) => callback(Object.assign(new Error("getaddrinfo ENOTFOUND hooks.example.com"), { code: "ENOTFOUND" }), []);
     assert.equal((await run(failing, true)).err?.code, "ENOTFOUND");
+  });
+});
+
+describe("LookupLimiter: webhook lookups never take libuv's whole threadpool", () => {
+  /** A resolver that never answers until told to: a webhook host whose DNS server is down. */
+  function hangingResolver() {
+    const pending: { hostname: string; answer: () => void }[] = [];
+    const resolve: Resolve = (hostname, _options, callback) => {
+      pending.push({ hostname, answer: () => callback(null, [{ address: "127.0.0.1", family: 4 }]) });
+    };
+    return { resolve, pending };
+  }
+
+  it("runs at most its limit at once, starts a waiting one when one answers, and drops one whose request is gone", async () => {
+    const { resolve, pending } = hangingResolver();
+    const limiter = new LookupLimiter(resolve, MAX_LOOKUPS);
+    const answered: string[] = [];
+    const gone = new AbortController();
+    for (const name of ["a.test", "b.test", "c.test", "d.test"]) {
+      limiter.lookup(name, { all: true }, () => void answered.push(name), name === "c.test" ? gone.signal : undefined);
+    }
+    assert.equal(MAX_LOOKUPS, 2);
+    assert.deepEqual(pending.map((p) => p.hostname), ["a.test", "b.test"], "two of the four asked the resolver");
+    assert.equal(limiter.queued, 2);
+    gone.abort(); // c.test's request timed out while it waited
+    pending.shift()!.answer();
+    assert.deepEqual(answered, ["a.test"]);
+    assert.deepEqual(pending.map((p) => p.hostname), ["b.test", "d.test"], "c.test was dropped unasked, d.test took the turn");
+    for (const p of pending.splice(0)) p.answer();
+    assert.deepEqual(answered, ["a.test", "b.test", "d.test"]);
+    assert.equal(limiter.active, 0);
+    assert.equal(limiter.queued, 0);
+  });
+
+  it("sendWebhook: requests to a name whose resolver hangs end at their time limit, and only the limit's lookups were started", async () => {
+    const { resolve, pending } = hangingResolver();
+    const limiter = new LookupLimiter(resolve, MAX_LOOKUPS);
+    const outcomes = await Promise.all(
+      [1, 2, 3, 4, 5].map((i) =>
+        sendWebhook({ url: `http://hooks-${i}.test/`, body: "{}", headers: {}, timeoutMs: 300, isPrivateAllowed: true }, undefined, limiter.lookup),
+      ),
+    );
+    for (const outcome of outcomes) assert.match(outcome.error, /no answer within 300 ms/);
+    assert.equal(pending.length, 2, "two lookups held a thread; the three that waited were dropped with their requests");
+    for (const p of pending.splice(0)) p.answer(); // late answers, to sockets already destroyed: nothing connects or throws
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(limiter.active, 0);
+    assert.equal(limiter.queued, 0);
   });
 });

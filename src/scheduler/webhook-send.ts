@@ -40,14 +40,70 @@ export type WebhookSender = (request: WebhookRequest, signal?: AbortSignal) => P
 /** The error code our lookup gives a name that resolves to a refused address. */
 const REFUSED_CODE = "EHODEI_ADDRESS_REFUSED";
 
-export type Resolve = (hostname: string, options: { all: true; family?: number; hints?: number }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
+/** dns.lookup's shape with all: true; `signal` says the request is gone (a limiter drops a lookup still waiting). */
+export type Resolve = (hostname: string, options: { all: true; family?: number; hints?: number }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void, signal?: AbortSignal) => void;
+
+/**
+ * Webhook name lookups at once, across the process. dns.lookup is getaddrinfo on one of libuv's
+ * four threads, held until the resolver answers: a resolver that does not (a webhook host whose DNS
+ * server is down) holds it for its whole timeout, 5 s or more per try. Unbounded, eight deliveries
+ * to such a host took every thread, and the server's file writes, compression and crypto waited.
+ */
+export const MAX_LOOKUPS = 2;
+
+/**
+ * Runs at most `max` resolves at once; the others wait their turn, and one whose request is gone
+ * meanwhile (its signal aborted: the request's time limit, the server stopping) is dropped unasked.
+ */
+export class LookupLimiter {
+  private running = 0;
+  private readonly waiting: { start: () => void; signal?: AbortSignal }[] = [];
+
+  constructor(
+    private readonly resolve: Resolve,
+    private readonly max: number,
+  ) {}
+
+  /** Lookups started and not yet answered (tests). */
+  get active(): number {
+    return this.running;
+  }
+
+  /** Lookups waiting for a turn (tests). */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  readonly lookup: Resolve = (hostname, options, callback, signal) => {
+    const start = () => {
+      this.running++;
+      this.resolve(hostname, options, (err, addresses) => {
+        this.running--;
+        this.next();
+        callback(err, addresses);
+      });
+    };
+    if (this.running < this.max) start();
+    else this.waiting.push({ start, signal });
+  };
+
+  private next(): void {
+    while (this.running < this.max) {
+      const turn = this.waiting.shift();
+      if (!turn) return;
+      if (!turn.signal?.aborted) turn.start();
+    }
+  }
+}
+
+const systemLookups = new LookupLimiter(dnsLookup as unknown as Resolve, MAX_LOOKUPS);
 
 /**
  * A `lookup` for sockets that refuses names resolving to any refused address (one bad address
  * among good ones is enough: which one the socket would use is not ours to guess), unless
  * `isPrivateAllowed`. `resolve` is dns.lookup; tests give their own.
  */
-export function checkedLookup(resolve: Resolve = dnsLookup as unknown as Resolve, isPrivateAllowed = false): LookupFunction {
+export function checkedLookup(resolve: Resolve = systemLookups.lookup, isPrivateAllowed = false, signal?: AbortSignal): LookupFunction {
   return (hostname, options, callback) => {
     resolve(hostname, { all: true, family: options.family as number | undefined, hints: options.hints }, (err, addresses) => {
       if (err) return callback(err, "", 0);
@@ -60,7 +116,7 @@ export function checkedLookup(resolve: Resolve = dnsLookup as unknown as Resolve
       }
       if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
       callback(null, addresses[0].address, addresses[0].family);
-    });
+    }, signal);
   };
 }
 
@@ -70,11 +126,14 @@ export async function sendWebhook(request: WebhookRequest, signal?: AbortSignal,
   if (problem) return { status: null, error: `refused: ${problem}`, isRefused: true };
   const url = new URL(request.url);
   const client = url.protocol === "https:" ? https : http;
+  // Ends with the request: a lookup still waiting for its turn is then dropped (LookupLimiter).
+  const gone = new AbortController();
   return new Promise<SendOutcome>((resolve) => {
     let isSettled = false;
     const settle = (outcome: SendOutcome) => {
       if (isSettled) return;
       isSettled = true;
+      gone.abort();
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       resolve(outcome);
@@ -85,7 +144,7 @@ export async function sendWebhook(request: WebhookRequest, signal?: AbortSignal,
         method: "POST",
         headers: { ...request.headers, "content-length": String(Buffer.byteLength(request.body)) },
         agent: false,
-        lookup: checkedLookup(resolveName, request.isPrivateAllowed),
+        lookup: checkedLookup(resolveName, request.isPrivateAllowed, gone.signal),
       },
       (res) => {
         // The status is all we need: the body is not read, and the connection goes with it.
