@@ -6,7 +6,7 @@
  *   a seq out of range, an oversized chunk or batch is refused with InvalidArgument (the stream ends);
  * - checking the numbering and storing are one guarded transaction (store/logs.ts), which also
  *   refuses every chunk once the attempt has ended; after the result on this stream nothing more
- *   is accepted;
+ *   is accepted (a second result or a second hello is refused with InvalidArgument);
  * - at most the log limit (plus a small allowance for the agent's own system lines) is stored,
  *   whatever the agent sends; past it one marker is written and later chunks are only acknowledged;
  * - a stream on which the agent has been silent longer than the heartbeat timeout is ended;
@@ -58,6 +58,7 @@ export class AgentStream {
   readonly out = new AsyncQueue<ServerMessage>();
   private lastMessageMs: number;
   private cancelSent = false;
+  private hasHello = false;
   /** The highest seq acknowledged on this stream: an ack never goes back (a repeated hello reads an older log_seq). */
   private ackedSeq = 0;
   private readonly stop = new AbortController();
@@ -172,6 +173,9 @@ export class AgentStream {
   }
 
   private async onHello(started: boolean): Promise<void> {
+    // Each hello costs a dispatch (reads, the job's secrets opened): once per stream, as agents send it.
+    if (this.hasHello) throw new InvalidInputError("hello: sent once per stream, as its first message; reconnect to say it again", "hello");
+    this.hasHello = true;
     this.sendAck(this.worker.log_seq);
     if (started) return;
     const dispatch = await dispatchJob(this.deps, this.worker);
@@ -217,6 +221,7 @@ export class AgentStream {
 
   private async onResult(result: JobResult): Promise<void> {
     const w = this.worker;
+    if (this.hasResult) throw new InvalidInputError("result: already recorded on this stream; it is sent once (again only on a new stream, when its ack was lost)", "result");
     if (result.lastSeq < 0n || result.lastSeq > BigInt(MAX_SEQ)) throw new InvalidInputError(`result: lastSeq must be between 0 and ${MAX_SEQ}`, "lastSeq");
     try {
       if (result.interrupted) await this.recordInterrupted();
