@@ -56,6 +56,15 @@ describe("worker protocol: Register", () => {
     assert.equal(token?.instance_key_hash, hashToken("k"), "only the instance key's hash is stored");
   });
 
+  it("keeps at most 255 characters of the hostname an agent reports, in the row and in the log", async () => {
+    const { otp, worker } = await p.provision();
+    const hostname = "h".repeat(100_000);
+    await p.client.register({ otpToken: otp, hostname, agentVersion: "test", instanceKey: "k" });
+    assert.equal((await p.store.workers.get(worker.id))?.reported_hostname, "h".repeat(255));
+    const logged = p.lines.find((l) => l.msg?.startsWith("worker registered") && l.workerId === worker.id) as { reportedHostname?: string } | undefined;
+    assert.equal(logged?.reportedHostname, "h".repeat(255), "the log line carries the bounded hostname, not 100,000 characters");
+  });
+
   it("wakes no reconcile pass: a registration leaves the pass nothing to do, and a pass then would delay the agent", async () => {
     const hints: string[] = [];
     const unsubscribe = p.store.notifier.subscribe("reconcile", (payload) => hints.push(payload));

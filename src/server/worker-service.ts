@@ -184,7 +184,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       log.warn({ workerId: worker.id, jobId: worker.job_id }, "repeated Register from the same agent honoured; its earlier session is revoked");
     }
     log.info(
-      { workerId: worker.id, jobId: worker.job_id, attempt: worker.attempt, providerResourceId: token.provider_resource_id, reportedHostname: req.hostname },
+      { workerId: worker.id, jobId: worker.job_id, attempt: worker.attempt, providerResourceId: token.provider_resource_id, reportedHostname: hostname },
       "worker registered; provider_resource_id taken from the OTP token",
     );
     if (worker.registered_at === now) deps.reconciler.trace.registered(worker); // a repeated Register keeps the first time: its span was emitted
