@@ -19,6 +19,18 @@ export interface AgentConfig {
   registerTimeoutMs: number;
   /** How long to keep trying to reconnect a lost stream before giving up on the attempt. */
   reconnectWindowMs: number;
+  /**
+   * HTTP/2 keep-alive (transport.ts): while a call is open, a PING after this long without a byte
+   * from the control plane, ms. HODEI_AGENT_PING_INTERVAL_MS, default 10000.
+   */
+  pingIntervalMs: number;
+  /**
+   * A PING unanswered for this long ends the connection and its calls, ms; a silently dead
+   * connection is so found within pingIntervalMs + pingTimeoutMs (20 s by default, before the
+   * server's heartbeat timeout, 30 s, ends the stream on its side). HODEI_AGENT_PING_TIMEOUT_MS,
+   * default 10000.
+   */
+  pingTimeoutMs: number;
   /** Log output is cut into a chunk after this long without a flush. */
   flushIntervalMs: number;
   /** The job's environment starts from these (PATH, HOME, ...). */
@@ -56,12 +68,23 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     serverUrl,
     registerTimeoutMs: Number(env.HODEI_REGISTER_TIMEOUT_MS || 60_000),
     reconnectWindowMs: Number(env.HODEI_RECONNECT_WINDOW_MS || 120_000),
+    pingIntervalMs: positiveMs(env, "HODEI_AGENT_PING_INTERVAL_MS", 10_000),
+    pingTimeoutMs: positiveMs(env, "HODEI_AGENT_PING_TIMEOUT_MS", 10_000),
     flushIntervalMs: Number(env.HODEI_LOG_FLUSH_INTERVAL_MS || 25),
     baseEnv,
     markers,
     tlsCa: readTlsCa(env),
     bootTrace: env.HODEI_AGENT_BOOT_TRACE === "1",
   };
+}
+
+/** A duration from the environment: unset or empty is the default; anything but a positive number of ms is refused. */
+function positiveMs(env: NodeJS.ProcessEnv, name: string, defaultMs: number): number {
+  const value = env[name];
+  if (value === undefined || value === "") return defaultMs;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms <= 0) throw new Error(`${name} must be a positive whole number of milliseconds (got "${value}")`);
+  return ms;
 }
 
 /** Parses the assignment line; throws with a message saying what is missing (never echoing the line: it holds the token). */

@@ -14,7 +14,6 @@ import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   AgentMessageSchema,
   type AgentMessage,
@@ -36,6 +35,7 @@ import {
 import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
 import { LogBuffer, wireChunk } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
+import { createAgentTransport } from "./transport.js";
 import { warmUp } from "./warm-up.js";
 
 /**
@@ -68,6 +68,13 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 /** After SIGTERM: time the job's tree gets before SIGKILL, and time to wait for the result's ack. */
 const TERMINATE_GRACE_MS = 1000;
 const TERMINATE_ACK_WAIT_MS = 2000;
+/**
+ * One Register call gets at most this long (and never past the register timeout): the server answers
+ * in milliseconds (one guarded UPDATE), so a call without an answer by then is taken as lost (a
+ * server or a proxy that accepted the connection and went silent) and retried on a new connection.
+ * A retry is safe: the server honours a repeat from the same instance key.
+ */
+const REGISTER_ATTEMPT_MS = 10_000;
 /** Answers to Register that say the token itself is refused: retrying cannot help. */
 const REGISTER_REFUSALS = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.FailedPrecondition]);
 
@@ -102,22 +109,25 @@ class Agent {
    */
   private readonly instanceKey = randomBytes(32).toString("base64url");
 
+  /** Closes the connection to the control plane, so the next call dials anew (transport.ts). */
+  private readonly dropConnection: (reason: Error) => void;
+
   constructor(private readonly config: AgentConfig) {
-    // An https:// server is verified with the configured CA, else the system's roots (Node's default).
-    const transport = createGrpcTransport({ baseUrl: config.serverUrl, nodeOptions: config.tlsCa ? { ca: config.tlsCa } : undefined });
+    const { transport, dropConnection } = createAgentTransport(config);
     this.client = createClient(WorkerService, transport);
+    this.dropConnection = dropConnection;
   }
 
   /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
     warmUpSpawn();
-    void this.client.ping({}).then(
+    void this.client.ping({}, { timeoutMs: WARM_PING_MS }).then(
       () => void (boot.connected = performance.now()),
       (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),
     );
     // The server closes HTTP/2 connections idle for a while (HODEI_HTTP2_IDLE_TIMEOUT_MS, 15 s by
     // default): a ping now and then keeps a warm agent's connection open until its assignment.
-    this.keepWarm = setInterval(() => void this.client.ping({}).catch(() => {}), WARM_PING_MS);
+    this.keepWarm = setInterval(() => void this.client.ping({}, { timeoutMs: WARM_PING_MS }).catch(() => {}), WARM_PING_MS);
     this.keepWarm.unref();
   }
 
@@ -137,19 +147,29 @@ class Agent {
     let unresolvedSince: number | undefined;
     boot.register = performance.now();
     for (;;) {
+      // Every call has a time limit of its own, so register() settles by its deadline even when
+      // the server never answers: the deadline is otherwise checked only after a call failed.
+      const attemptMs = Math.max(1, Math.min(REGISTER_ATTEMPT_MS, deadline - Date.now()));
       try {
-        const response = await this.client.register({
-          otpToken: this.assignment!.otpToken,
-          hostname: hostname(),
-          agentVersion: AGENT_VERSION,
-          instanceKey: this.instanceKey,
-          runInAnswer: true,
-        });
+        const response = await this.client.register(
+          {
+            otpToken: this.assignment!.otpToken,
+            hostname: hostname(),
+            agentVersion: AGENT_VERSION,
+            instanceKey: this.instanceKey,
+            runInAnswer: true,
+          },
+          { timeoutMs: attemptMs },
+        );
         this.traceBoot();
         return response;
       } catch (err) {
         this.traceBoot();
         const error = ConnectError.from(err);
+        const isUnanswered = error.code === Code.DeadlineExceeded;
+        // Waiting on the same connection cannot help a call that got no answer: the next dials anew.
+        if (isUnanswered) this.dropConnection(error);
+        const reason = isUnanswered ? `no answer in ${attemptMs} ms (register timeout ${this.config.registerTimeoutMs} ms)` : error.message;
         // A name that does not resolve rarely starts resolving: give up after a few seconds, so the
         // attempt fails with that reason instead of waiting out the whole registration deadline.
         if (/ENOTFOUND|EAI_AGAIN/.test(error.message)) {
@@ -162,11 +182,11 @@ class Agent {
         // cut off by a server that died: aborted, canceled): retry until the register timeout.
         // A server that consumed the token before dying honours the retry by our instance key.
         if (REGISTER_REFUSALS.has(error.code) || Date.now() + delayMs > deadline) {
-          throw new Error(`register with ${this.config.serverUrl} failed: ${error.message}`, { cause: err });
+          throw new Error(`register with ${this.config.serverUrl} failed: ${reason}`, { cause: err });
         }
         if (Date.now() - lastLogMs > 2000) {
           lastLogMs = Date.now();
-          log("cannot register with the control plane yet; retrying", { serverUrl: this.config.serverUrl, error: error.message });
+          log("cannot register with the control plane yet; retrying", { serverUrl: this.config.serverUrl, error: reason });
         }
         await sleep(delayMs);
         delayMs = Math.min(delayMs * 2, 2000);
@@ -228,12 +248,23 @@ class Agent {
     const heartbeat = setInterval(() => {
       outgoing.push(create(AgentMessageSchema, { kind: { case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } }));
     }, heartbeatMs);
+    // The server acknowledges the hello at once. A stream with no answer within the keep-alive's
+    // bound never opened (a dial or a TLS handshake that hangs, which no PING covers, or a server
+    // that went silent): it is given up, on a new connection next time.
+    const openLimitMs = this.config.pingIntervalMs + this.config.pingTimeoutMs;
+    const opening = new AbortController();
+    const openTimer = setTimeout(() => {
+      const error = new ConnectError(`no answer from the control plane in ${openLimitMs} ms`, Code.DeadlineExceeded);
+      opening.abort(error);
+      this.dropConnection(error);
+    }, openLimitMs);
     try {
-      const responses = this.client.connect(outgoing, { headers: { authorization: `Bearer ${this.session!.sessionToken}` } });
+      const responses = this.client.connect(outgoing, { headers: { authorization: `Bearer ${this.session!.sessionToken}` }, signal: opening.signal });
       let first = true;
       for await (const message of responses) {
         if (first) {
           first = false;
+          clearTimeout(openTimer);
           onConnected();
           this.pump();
         }
@@ -261,6 +292,7 @@ class Agent {
         }
       }
     } finally {
+      clearTimeout(openTimer);
       clearInterval(heartbeat);
       outgoing.close();
       if (this.outgoing === outgoing) this.outgoing = null;

@@ -27,6 +27,7 @@ import {
 import { jobMarkers, parseAssignment, readAgentConfig } from "./config.js";
 import { LogBuffer, wireChunk } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
+import { createAgentTransport } from "./transport.js";
 
 export async function warmUp(): Promise<void> {
   const config = readAgentConfig({ HODEI_SERVER_URL: "http://127.0.0.1:1", HODEI_PROVIDER: "docker", HODEI_CLUSTER_ID: "warm-up", PATH: "/usr/bin:/bin" });
@@ -34,7 +35,7 @@ export async function warmUp(): Promise<void> {
     JSON.stringify({ otpToken: "hodei_otp_warm-up", workerId: "w", workerName: "hodei-worker-w", jobId: "j", attempt: 1, workDir: "/tmp/hodei-work" }),
   );
   jobMarkers(config, assignment);
-  createClient(WorkerService, createGrpcTransport({ baseUrl: config.serverUrl }));
+  createClient(WorkerService, createAgentTransport(config).transport);
 
   const redactor = new Redactor(["warm-up-secret"]);
   redactor.redactText("a warm-up-secret here");
