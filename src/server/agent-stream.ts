@@ -46,6 +46,10 @@ export const MAX_BATCH_CHUNKS = 512;
 /** Room past the log limit for the agent's own short system lines (its truncation marker, a cancel or timeout note). */
 export const SYSTEM_ALLOWANCE_BYTES = 64 * 1024;
 const STREAMS = new Set(["stdout", "stderr", "system"]);
+/** Characters kept of a result's error (it becomes the job's reason); the rest is cut with a note. */
+export const MAX_ERROR_CHARS = 4096;
+/** A result's signal: a name as Node reports it (SIGKILL, SIGRTMIN+3 is not one Node gives). */
+const SIGNAL_NAME = /^SIG[A-Z0-9]{1,12}$/;
 /** Why a stream's reading stopped when end() stops it: never shown, only compared. */
 const STREAM_ENDED = new Error("agent stream ended");
 
@@ -223,6 +227,9 @@ export class AgentStream {
     const w = this.worker;
     if (this.hasResult) throw new InvalidInputError("result: already recorded on this stream; it is sent once (again only on a new stream, when its ack was lost)", "result");
     if (result.lastSeq < 0n || result.lastSeq > BigInt(MAX_SEQ)) throw new InvalidInputError(`result: lastSeq must be between 0 and ${MAX_SEQ}`, "lastSeq");
+    if (result.signal !== "" && !SIGNAL_NAME.test(result.signal)) throw new InvalidInputError(`result: signal "${result.signal.slice(0, 32)}" is not a signal name (SIGKILL, SIGTERM, ...)`, "signal");
+    // The error becomes the job's reason, which every job listing, webhook and trace carries.
+    if (result.error.length > MAX_ERROR_CHARS) result = { ...result, error: `${result.error.slice(0, MAX_ERROR_CHARS)}… (${result.error.length - MAX_ERROR_CHARS} more characters cut by the control plane)` };
     try {
       if (result.interrupted) await this.recordInterrupted();
       else await this.recordResult(result);

@@ -8,7 +8,7 @@ import { after, before, beforeEach, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { chunk, HEARTBEAT_TIMEOUT_MS, startWorkerProtocol, type WorkerProtocol } from "../../test/fixtures/worker-protocol.js";
 import { envelope, http2Request } from "../../test/e2e/raw-wire.js";
-import { MAX_BATCH_CHUNKS, MAX_CHUNK_BYTES, SYSTEM_ALLOWANCE_BYTES } from "./agent-stream.js";
+import { MAX_BATCH_CHUNKS, MAX_CHUNK_BYTES, MAX_ERROR_CHARS, SYSTEM_ALLOWANCE_BYTES } from "./agent-stream.js";
 
 const LIMIT = 64 * 1024;
 
@@ -52,6 +52,26 @@ describe("worker protocol: the Connect stream", () => {
     assert.equal(done?.state, "failed");
     assert.equal(done?.exit_code, 3);
     assert.equal(done?.logs_incomplete, 1);
+  });
+
+  it(`keeps at most ${MAX_ERROR_CHARS} characters of a result's error as the job's reason, saying how much was cut`, async () => {
+    const { job, stream } = await p.running();
+    stream.send({ case: "result", value: { exitCode: 0, error: "e".repeat(1_000_000), lastSeq: 0n } });
+    assert.equal((await stream.next()).kind.case, "resultAck");
+    stream.outgoing.close();
+    const done = await p.store.jobs.get(job.id);
+    assert.equal(done?.state, "failed");
+    assert.equal(done?.reason, `${"e".repeat(MAX_ERROR_CHARS)}… (${1_000_000 - MAX_ERROR_CHARS} more characters cut by the control plane)`);
+  });
+
+  it("refuses a result whose signal is not a signal name, and records nothing", async () => {
+    const { job, stream } = await p.running();
+    stream.send({ case: "result", value: { exitCode: 137, signal: "K".repeat(100_000), lastSeq: 0n } });
+    const error = await stream.end();
+    stream.outgoing.close();
+    assert.equal(error?.code, Code.InvalidArgument);
+    assert.match(error.rawMessage, /^result: signal "K{32}" is not a signal name/);
+    assert.equal((await p.store.jobs.get(job.id))?.state, "running");
   });
 
   it("stores output that is not UTF-8 byte for byte", async () => {
