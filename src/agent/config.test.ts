@@ -48,4 +48,14 @@ describe("the agent's boot trace", () => {
     assert.equal(readAgentConfig({ HODEI_SERVER_URL: "http://s", HODEI_AGENT_BOOT_TRACE: "1" }).bootTrace, true);
     for (const value of [undefined, "", "0", "true"]) assert.equal(readAgentConfig({ HODEI_SERVER_URL: "http://s", HODEI_AGENT_BOOT_TRACE: value }).bootTrace, false);
   });
+
+  it("refuses a duration that is not a positive whole number of ms, naming the variable (NaN made register retry for ever)", () => {
+    for (const name of ["HODEI_REGISTER_TIMEOUT_MS", "HODEI_RECONNECT_WINDOW_MS", "HODEI_LOG_FLUSH_INTERVAL_MS"]) {
+      for (const value of ["abc", "-5", "0", "1.5"]) {
+        assert.throws(() => readAgentConfig({ HODEI_SERVER_URL: "http://s", [name]: value }), new RegExp(`${name} must be a positive whole number of milliseconds \\(got "${value.replace(".", "\\.")}"\\)`));
+      }
+    }
+    const config = readAgentConfig({ HODEI_SERVER_URL: "http://s", HODEI_REGISTER_TIMEOUT_MS: "1500", HODEI_RECONNECT_WINDOW_MS: "", HODEI_LOG_FLUSH_INTERVAL_MS: "10" });
+    assert.deepEqual([config.registerTimeoutMs, config.reconnectWindowMs, config.flushIntervalMs], [1500, 120_000, 10]);
+  });
 });

@@ -66,11 +66,11 @@ export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   if (env.HODEI_PROVIDER) markers.HODEI_PROVIDER = env.HODEI_PROVIDER;
   return {
     serverUrl,
-    registerTimeoutMs: Number(env.HODEI_REGISTER_TIMEOUT_MS || 60_000),
-    reconnectWindowMs: Number(env.HODEI_RECONNECT_WINDOW_MS || 120_000),
+    registerTimeoutMs: positiveMs(env, "HODEI_REGISTER_TIMEOUT_MS", 60_000),
+    reconnectWindowMs: positiveMs(env, "HODEI_RECONNECT_WINDOW_MS", 120_000),
     pingIntervalMs: positiveMs(env, "HODEI_AGENT_PING_INTERVAL_MS", 10_000),
     pingTimeoutMs: positiveMs(env, "HODEI_AGENT_PING_TIMEOUT_MS", 10_000),
-    flushIntervalMs: Number(env.HODEI_LOG_FLUSH_INTERVAL_MS || 25),
+    flushIntervalMs: positiveMs(env, "HODEI_LOG_FLUSH_INTERVAL_MS", 25),
     baseEnv,
     markers,
     tlsCa: readTlsCa(env),
