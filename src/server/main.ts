@@ -10,7 +10,7 @@ import type http2 from "node:http2";
 import { join } from "node:path";
 import type { LogConfig } from "kysely";
 import pino, { type Logger } from "pino";
-import { packageRoot, parseServerConfig, type ServerConfig } from "../config.js";
+import { isLoopbackHost, packageRoot, parseServerConfig, type ServerConfig } from "../config.js";
 import { abortAfter } from "../core/abort.js";
 import { systemClock } from "../core/clock.js";
 import { newId } from "../core/ids.js";
@@ -37,6 +37,7 @@ import { createJobService } from "./job-service.js";
 import { createKeyService } from "./key-service.js";
 import { createScheduleService } from "./schedule-service.js";
 import { type Listener, listen } from "./listener.js";
+import { guardLoopbackHost } from "./host-guard.js";
 import { LogHub } from "./log-hub.js";
 import { DatabaseReadiness } from "./readiness.js";
 import { refuseService } from "./refused-services.js";
@@ -368,7 +369,9 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     log,
     tls: serverTls && { cert: serverTls.cert, key: serverTls.key },
   };
-  const listener = await listen(handler, { ...listenOptions, port: config.port, name: "main" });
+  // Without authentication, on loopback: requests addressed by a name a web page could rebind are refused (host-guard.ts).
+  const mainHandler = !config.isAuthRequired && isLoopbackHost(config.host) ? guardLoopbackHost(handler) : handler;
+  const listener = await listen(mainHandler, { ...listenOptions, port: config.port, name: "main" });
   if (workerHandler) {
     workerListener = await listen(workerHandler, { ...listenOptions, port: config.workerPort!, name: "worker" }).catch(async (err: unknown) => {
       await listener.close();

@@ -5,6 +5,7 @@
  * and the commands that use every scope (verify, doctor). Every test proves no process is left.
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -379,6 +380,47 @@ describe("HODEI_AUTH=off", () => {
       assert.equal(job.submittedBy, "");
       await waitDestroyed({ url: server.url }, job.id);
       assert.deepEqual(await leftoverProcesses(server), []);
+    } finally {
+      await stopLeavingNothing(server);
+    }
+  });
+});
+
+describe("HODEI_AUTH=off on loopback, against DNS rebinding", () => {
+  /** A request to the server with a Host header of our choosing (what a rebound page sends). */
+  function request(server: ServerProcess, path: string, host: string, body?: string): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(`${server.url}${path}`, { method: body === undefined ? "GET" : "POST", headers: { host, ...(body === undefined ? {} : { "content-type": "application/json" }) } }, (res) => {
+        let text = "";
+        res.on("data", (d: Buffer) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  it("refuses API and dashboard requests addressed to another name, and serves loopback names", async () => {
+    const server = await startServerProcess({ HODEI_AUTH: "off", HODEI_LOCAL_WARM_WORKERS: "0" });
+    try {
+      const submit = JSON.stringify({ command: ["sh", "-c", "echo rebound"] });
+      const port = new URL(server.url).port;
+      for (const host of [`rebind.attacker.example:${port}`, "rebind.attacker.example", `127.0.0.1.attacker.example:${port}`, `localhost.attacker.example:${port}`]) {
+        const refused = await request(server, "/hodei.v1.JobService/SubmitJob", host, submit);
+        assert.equal(refused.status, 403, host);
+        assert.match(refused.text, /runs without authentication \(HODEI_AUTH=off\) and answers requests addressed to 127\.0\.0\.1, localhost or this machine's name only/);
+        assert.equal((await request(server, "/", host)).status, 403, `the dashboard, for ${host}`);
+      }
+      assert.deepEqual(await jsonCli<JobJson[]>({ url: server.url }, ["jobs"]), [], "no refused submit stored a job");
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `app.localhost:${port}`]) {
+        const served = await request(server, "/hodei.v1.JobService/ListJobs", host, "{}");
+        assert.equal(served.status, 200, `${host}: ${served.text}`);
+      }
+      const run = await runCli({ url: server.url }, ["run", "--", "echo", "local"]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout, "local\n", "the CLI and agents, on loopback, are served");
+      const [job] = await jsonCli<JobJson[]>({ url: server.url }, ["jobs"]);
+      await waitDestroyed({ url: server.url }, job.id);
     } finally {
       await stopLeavingNothing(server);
     }
