@@ -4,7 +4,7 @@
  * HODEI_WORKER_PORT: the worker API on its own port), over TLS when HODEI_TLS_CERT is set. SIGTERM or
  * SIGINT stops it cleanly; running workers keep running and reconnect when a server is back.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, statSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
 import { join } from "node:path";
@@ -114,7 +114,12 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   for (const warning of serverTls?.warnings ?? []) log.warn(warning);
   if (config.unusedTlsCaPath) log.warn("HODEI_TLS_CA is set but TLS is off (HODEI_TLS_CERT and HODEI_TLS_KEY are not): workers are not given it");
   const clock = systemClock;
-  mkdirSync(config.dataDir, { recursive: true });
+  // The database, the keys and the local jobs' work directories live here: for this user only.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const dataDirMode = statSync(config.dataDir).mode & 0o777;
+  if (dataDirMode & 0o077) {
+    log.warn({ path: config.dataDir, mode: dataDirMode.toString(8) }, "the data directory can be read by other users (its database holds jobs' commands, environment and logs): chmod 700 it");
+  }
   const { db, kind, isNew, notifier } = await openDatabase(config.databaseUrl, { pool: config.databasePool, notifierLog: log, log: hooks.databaseLog });
   const store = new Store(db, kind, notifier, { webhookUrls: config.webhooks.urls });
   const cluster = await resolveClusterId(store.meta, { override: config.clusterIdOverride, databaseUrl: config.databaseUrl, isNewDatabase: isNew });

@@ -77,7 +77,8 @@ export async function openDatabase(url: string, options: OpenOptions = {}): Prom
 function openSqliteFile(path: string): SqliteDatabase.Database {
   let sqlite: SqliteDatabase.Database | undefined;
   try {
-    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    // Made for this user only, as the data directory is: the database holds commands, env values and logs.
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     sqlite = new SqliteDatabase(path);
     sqlite.pragma("journal_mode = WAL");
     return sqlite;

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -303,6 +303,28 @@ describe("the admin key file", () => {
       await first.stop();
       assert.deepEqual(await anyClusterProcesses(clusterId), []);
       first.cleanup();
+    }
+  });
+
+  it("lives in a data directory made for its user only (0700); one that others can read is warned about", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "hodei-e2e-"));
+    const dataDir = join(parent, "data");
+    const first = await startServerProcess({}, { dataDir });
+    try {
+      assert.equal(statSync(dataDir).mode & 0o777, 0o700, "made 0700");
+      assert.ok(!first.output.some((line) => line.includes("the data directory can be read by other users")));
+      await first.stop();
+      chmodSync(dataDir, 0o755);
+      const second = await startServerProcess({}, { dataDir, clusterId: first.clusterId });
+      try {
+        const warned = second.output.find((line) => line.includes("the data directory can be read by other users"));
+        assert.ok(warned?.includes('"level":40') && warned.includes('"mode":"755"') && warned.includes("chmod 700"), second.output.join("\n"));
+      } finally {
+        await stopLeavingNothing(second);
+      }
+    } finally {
+      await first.stop();
+      rmSync(parent, { recursive: true, force: true });
     }
   });
 
