@@ -183,6 +183,22 @@ describe("API access", () => {
     assert.equal((await outcome(admin.keys.createKey({ name: "ci", scopes: ["read"] }))).code, Code.FailedPrecondition, "a revoked key keeps its name");
   });
 
+  it("cancels a revoked key's jobs that have not started, delayed ones included, and no other key's", async () => {
+    const admin = await keyWith("root", ["admin"]);
+    const leaked = await keyWith("leaked", ["submit", "provider:local"]);
+    const other = await keyWith("other", ["submit", "provider:local"]);
+    const planted = (await leaked.jobs.submitJob({ command: ["true"], delaySeconds: 3600 })).job!;
+    const queued = (await leaked.jobs.submitJob({ command: ["true"] })).job!;
+    const others = (await other.jobs.submitJob({ command: ["true"] })).job!;
+    await admin.keys.revokeKey({ name: "leaked" });
+    for (const id of [planted.id, queued.id]) {
+      const job = await store.jobs.get(id);
+      assert.equal(job?.state, "canceled", id);
+      assert.equal(job?.reason, 'canceled: the API key "leaked" that submitted it was revoked before it started');
+    }
+    assert.equal((await store.jobs.get(others.id))?.state, "queued", "another key's job is left alone");
+  });
+
   it("writes a key's last use at most once a minute", async () => {
     const reader = await keyWith("reader", ["read"]);
     await reader.jobs.listJobs({});

@@ -1,7 +1,9 @@
 /**
  * API keys over the API (hodei.v1.KeyService): create, list, revoke. Every method needs admin
  * (access.ts). A new key is returned once, in CreateKey's answer; only its hash is stored, and
- * nothing here logs it. Revoking takes effect at once: every call looks its key up (authentication.ts).
+ * nothing here logs it. Revoking takes effect at once: every call looks its key up (authentication.ts),
+ * and the key's jobs that have not started are canceled (none would be claimed anyway: provision
+ * skips them).
  */
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -23,8 +25,26 @@ export function validateKeyName(name: string): string {
   return name;
 }
 
-export function createKeyService(deps: Pick<ServiceDeps, "store" | "clock" | "log">): ServiceImpl<typeof KeyService> {
+/** Jobs cancelled per read when a key is revoked. */
+const REVOKE_CANCEL_PAGE = 500;
+
+export function createKeyService(deps: Pick<ServiceDeps, "store" | "clock" | "log" | "reconciler">): ServiceImpl<typeof KeyService> {
   const { store, clock, log } = deps;
+
+  /**
+   * A revoked key's jobs that have not started their command are canceled: a key revoked because it
+   * leaked must not leave behind jobs it planted (delayed up to a year). Running ones finish.
+   */
+  async function cancelNotStarted(name: string): Promise<number> {
+    const reason = `canceled: the API key "${name}" that submitted it was revoked before it started`;
+    let canceled = 0;
+    for (;;) {
+      const ids = await store.jobs.notStartedIdsOf(name, REVOKE_CANCEL_PAGE);
+      for (const id of ids) if (await deps.reconciler.cancelJob(id, reason)) canceled++;
+      if (ids.length < REVOKE_CANCEL_PAGE) return canceled;
+    }
+  }
+
   return {
     async createKey(req, ctx) {
       const name = validateKeyName(req.name);
@@ -44,7 +64,8 @@ export function createKeyService(deps: Pick<ServiceDeps, "store" | "clock" | "lo
       if (!req.name) throw new InvalidInputError("name: required", "name");
       const revoked = await store.keys.revoke(req.name, clock.nowMs());
       if (revoked) {
-        log.info({ keyName: req.name, by: ctx.values.get(CALLER).keyName }, "api key revoked");
+        const canceledJobs = await cancelNotStarted(req.name);
+        log.info({ keyName: req.name, by: ctx.values.get(CALLER).keyName, canceledJobs }, "api key revoked; its jobs that had not started are canceled");
         return toApiKey(revoked);
       }
       // Nothing to revoke: already revoked (answered as it is), or no such key.

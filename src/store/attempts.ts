@@ -104,6 +104,9 @@ export class AttemptQueries {
               .where("state", "=", "queued")
               .where("not_before_ms", "<=", req.nowMs)
               .where("provider", "=", req.provider)
+              // A job whose API key was revoked never starts (RevokeKey cancels such jobs; this also
+              // holds should a revocation's cancels not all have been written).
+              .where((eb) => eb.not(eb.exists(eb.selectFrom("api_keys").select("api_keys.name").whereRef("api_keys.name", "=", "jobs.submitted_by").where("api_keys.revoked_at", "is not", null))))
               .orderBy("priority", "desc")
               .orderBy("created_at")
               .orderBy("id")

@@ -163,6 +163,24 @@ export class JobQueries {
   }
 
   /**
+   * Ids of the jobs an API key submitted that have not started their command (queued, including
+   * those waiting for a retry, or provisioning), oldest first, at most `limit`: what a revocation
+   * cancels. Read through each state's range of jobs_state_created_id.
+   */
+  async notStartedIdsOf(keyName: string, limit: number): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("jobs")
+      .select("id")
+      .where("state", "in", ["queued", "provisioning"])
+      .where("submitted_by", "=", keyName)
+      .orderBy("created_at")
+      .orderBy("id")
+      .limit(limit)
+      .execute();
+    return rows.map((row) => row.id);
+  }
+
+  /**
    * Newest first. With several states, the newest `limit` jobs of each state are read (each one
    * range of jobs_state_created_id) and merged: `state in (...)` would read and sort every job in
    * those states, which for finished states is the whole history.

@@ -60,6 +60,19 @@ export function describeQueueQueries(makeStore: () => Promise<Store>): void {
         assert.deepEqual(order, ["top", "high-1", "high-2", "low-1", "low-2", "neg"]);
       });
 
+      it("never claims a job whose API key is revoked; a job of a working key, or of none, is claimed", async () => {
+        for (const name of ["leaked", "fine"]) await store.keys.insert({ name, keyHash: hashToken(`key-${name}`), scopes: ["submit", "provider:local"] }, clock.nowMs());
+        for (const [id, by] of [["planted", "leaked"], ["ok", "fine"], ["anonymous", null]] as const) {
+          await store.jobs.insert(id, contractSpec({ priority: id === "planted" ? 100 : 0 }), clock.nowMs(), by);
+        }
+        assert.ok(await store.keys.revoke("leaked", clock.nowMs()));
+        assert.deepEqual(await store.jobs.notStartedIdsOf("leaked", 10), ["planted"]);
+        const order = [];
+        for (let claimed = await claim(); claimed; claimed = await claim()) order.push(claimed.job.id);
+        assert.deepEqual(order, ["anonymous", "ok"], "the revoked key's job, first by priority, is passed over (the others: same time, by id)");
+        assert.equal((await store.jobs.get("planted"))?.state, "queued");
+      });
+
       it("takes the head of the queue in that order when a batch claims several", async () => {
         await submit("low-1");
         await submit("high-1", { priority: 5 });
