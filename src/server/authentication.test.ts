@@ -145,7 +145,7 @@ describe("API access", () => {
     assert.deepEqual((await admin.jobs.getJob({ id: job!.id })).env, { TOKEN: "t0p" });
   });
 
-  it("does not give a submit key another key's job through a reused idempotency key", async () => {
+  it("does not give any key another key's job through a reused idempotency key", async () => {
     const first = await keyWith("first", ["submit", "provider:local"]);
     const second = await keyWith("second", ["submit", "provider:local"]);
     const { job } = await first.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" });
@@ -153,6 +153,11 @@ describe("API access", () => {
     assert.equal(again.code, Code.FailedPrecondition);
     assert.match(again.message, /idempotencyKey: already used by a job another API key submitted/);
     assert.equal((await first.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job?.id, job!.id, "its own key gets its job back");
+    // Nor a key that may read every job: handed over, the job would run with the first key's secrets.
+    const reader = await keyWith("ci-rs", ["read", "submit", "provider:local"]);
+    const substituted = await outcome(reader.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" }));
+    assert.equal(substituted.code, Code.FailedPrecondition);
+    assert.match(substituted.message, /already used by a job another API key submitted/);
   });
 
   it("manages keys with admin: created once, listed without secrets, revoked at once", async () => {

@@ -176,8 +176,10 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
           nowMs: clock.nowMs(),
           submittedBy: caller.keyName,
           checkReused(row) {
-            // That idempotency key's job was submitted by another API key, which this one may not read.
-            if (row.submitted_by !== caller.keyName && !maySeeEnvValues(caller)) {
+            // That idempotency key's job was submitted by another API key: never handed over as this
+            // caller's (its secrets, whose values are not compared, would be the other key's), whatever
+            // this key may read.
+            if (row.submitted_by !== caller.keyName) {
               throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
             }
           },
