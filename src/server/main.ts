@@ -283,7 +283,9 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   }
 
   let isServing = false;
-  const readiness = new DatabaseReadiness(() => store.ping(), clock);
+  const readiness = new DatabaseReadiness(() => store.ping(), clock, {
+    onChange: (answer) => (answer.isReady ? log.info("the database answers again; /readyz is ready") : log.warn({ reason: answer.reason }, "the database does not answer; /readyz is unready")),
+  });
   const registerLimiter = new RegisterLimiter(config.registerLimits, clock, log);
   const common = { store, clock, log, metrics, reconciler, logHub, sessions, stopGraceMs: config.stopGraceMs, secretBox };
   const urlWarning = (provider: string, url: string) => workerUrlWarning(provider, url) || tlsUrlWarning(serverTls, url);
@@ -356,7 +358,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     if (path === "/healthz") return send(isServing ? 200 : 503, "text/plain", isServing ? "ok\n" : "starting\n");
     if (path === "/readyz") {
       const database = await readiness.check();
-      if (!database.isReady) return send(503, "text/plain", `database unavailable: ${database.reason}\n`);
+      // Why stays in the server's log: the probe is open to anyone, and the reason may name hosts and users.
+      if (!database.isReady) return send(503, "text/plain", "database unavailable (the server's log says why)\n");
       return send(isServing ? 200 : 503, "text/plain", isServing ? "ready\n" : "starting\n");
     }
     // Open like the probes, for scrapers that hold no API key: counts by provider and state only,

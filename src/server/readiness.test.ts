@@ -25,6 +25,21 @@ describe("readiness", () => {
     assert.deepEqual(await readiness.check(), { isReady: false, reason: "no answer within 50 ms" });
   });
 
+  it("tells onChange when the answer changes, and only then", async () => {
+    const clock = new ManualClock();
+    let fail: string | null = null;
+    const seen: string[] = [];
+    const readiness = new DatabaseReadiness(async () => {
+      if (fail) throw new Error(fail);
+    }, clock, { onChange: (a) => void seen.push(a.isReady ? "ready" : a.reason) });
+    for (const next of [null, null, "connect ECONNREFUSED 10.0.0.5:5432", "connect ECONNREFUSED 10.0.0.5:5432", "password authentication failed", null, null]) {
+      fail = next;
+      await readiness.check();
+      clock.advance(1000);
+    }
+    assert.deepEqual(seen, ["connect ECONNREFUSED 10.0.0.5:5432", "password authentication failed", "ready"], "the first ready answer is no change; repeats are not told");
+  });
+
   it("SQLite: ready while the database answers, unready once it is gone", async () => {
     const { db, kind } = await openDatabase("sqlite::memory:");
     const store = new Store(db, kind);

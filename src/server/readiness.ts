@@ -2,7 +2,7 @@
  * /readyz's view of the database: one cheap `select 1` (Store.ping) with a short time limit, its
  * answer kept for a second so that a flood of probes costs the pool at most one statement a second,
  * and concurrent probes share the one in flight. A database that does not answer in time is unready,
- * with the reason.
+ * with the reason (for the log: see onChange).
  */
 import type { Clock } from "../core/clock.js";
 
@@ -13,6 +13,11 @@ export interface ReadinessOptions {
   cacheMs?: number;
   /** How long the ping may take before the database counts as not answering, ms. Default 2000. */
   timeoutMs?: number;
+  /**
+   * Told when the answer changes (ready, unready, or another reason): the reason goes to the log,
+   * never to the probe's answer, which anyone may ask (it may name hosts, addresses and users).
+   */
+  onChange?: (answer: Readiness) => void;
 }
 
 export class DatabaseReadiness {
@@ -20,6 +25,7 @@ export class DatabaseReadiness {
   private inFlight: Promise<Readiness> | null = null;
   private readonly cacheMs: number;
   private readonly timeoutMs: number;
+  private readonly onChange: (answer: Readiness) => void;
 
   constructor(
     private readonly ping: () => Promise<void>,
@@ -28,6 +34,7 @@ export class DatabaseReadiness {
   ) {
     this.cacheMs = options.cacheMs ?? 1000;
     this.timeoutMs = options.timeoutMs ?? 2000;
+    this.onChange = options.onChange ?? (() => {});
   }
 
   async check(): Promise<Readiness> {
@@ -50,7 +57,10 @@ export class DatabaseReadiness {
     } finally {
       clearTimeout(timer);
     }
+    const previous = this.last?.answer;
     this.last = { atMs: this.clock.nowMs(), answer };
+    const reasonOf = (a: Readiness | undefined) => (a === undefined ? undefined : a.isReady ? "" : a.reason);
+    if (reasonOf(previous) !== reasonOf(answer) && (previous !== undefined || !answer.isReady)) this.onChange(answer);
     return answer;
   }
 }
