@@ -12,7 +12,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import { hostname } from "node:os";
-import { isLoopbackHost } from "../client-config.js";
+import { isLoopbackHost } from "../config.js";
 import { WorkerService } from "../gen/hodei/v1/worker_pb.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
