@@ -59,11 +59,19 @@ async function enforcePage(ctx: ReconcileContext, active: WorkerRow[]): Promise<
       if (isStartInFlight(ctx, worker)) continue;
       const seconds = Math.round(ctx.registrationTimeoutMs / 1000);
       const output = await lastOutputOf(ctx, worker);
+      // A start still on the row past its start deadline never returned: the replica running it died
+      // (or hung) mid-start, so the agent may never have been given its assignment. The control
+      // plane's loss, not the job's: retried without counting (a disruption).
+      const isAbandonedStart = worker.start_owner !== null;
+      const why = isAbandonedStart
+        ? `; the control plane replica starting it (${worker.start_owner}) never finished the start, so the loss is not the job's`
+        : "";
       await loseAttempt(
         ctx,
         worker,
-        `the worker did not register within ${seconds}s (it could not reach the control plane at its worker-facing URL, or failed to start)${output ? `; its last output: ${output}` : ""}`,
+        `the worker did not register within ${seconds}s (it could not reach the control plane at its worker-facing URL, or failed to start)${why}${output ? `; its last output: ${output}` : ""}`,
         "registration_deadline",
+        isAbandonedStart ? "disruption" : "infrastructure",
       );
       continue;
     }
