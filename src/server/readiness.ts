@@ -26,6 +26,8 @@ export class DatabaseReadiness {
   private readonly cacheMs: number;
   private readonly timeoutMs: number;
   private readonly onChange: (answer: Readiness) => void;
+  /** Why the last answer was unready ("": ready; a start counts as ready, so a first ready answer is no change). */
+  private lastReason = "";
 
   constructor(
     private readonly ping: () => Promise<void>,
@@ -57,10 +59,12 @@ export class DatabaseReadiness {
     } finally {
       clearTimeout(timer);
     }
-    const previous = this.last?.answer;
     this.last = { atMs: this.clock.nowMs(), answer };
-    const reasonOf = (a: Readiness | undefined) => (a === undefined ? undefined : a.isReady ? "" : a.reason);
-    if (reasonOf(previous) !== reasonOf(answer) && (previous !== undefined || !answer.isReady)) this.onChange(answer);
+    const reason = answer.isReady ? "" : answer.reason;
+    if (reason !== this.lastReason) {
+      this.lastReason = reason;
+      this.onChange(answer);
+    }
     return answer;
   }
 }
