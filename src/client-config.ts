@@ -1,18 +1,12 @@
 /**
  * The CLI's settings from its environment: where the server is, the API key, the CA file. Apart
  * from config.ts (which re-exports these), the only reader of process.env outside the agent; it
- * has no dependency, so a CLI command does not load the server's configuration schema to start.
+ * depends only on a pure helper of core, so a CLI command does not load the server's configuration
+ * schema to start.
  */
 import { join, resolve } from "node:path";
 
-/**
- * Whether a host name or address is this machine's loopback (127.0.0.0/8, ::1, localhost), as in
- * HODEI_HOST or a URL's hostname ("[::1]").
- */
-export function isLoopbackHost(host: string): boolean {
-  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
-  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
-}
+export { isLoopbackHost } from "./core/loopback.js";
 
 /** The CLI's settings: where the server is. */
 export function clientServerUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {

@@ -48,8 +48,8 @@ const ALLOWED: Record<string, string[]> = {
   "tracing-config": [],
   // core is pure: config checks HODEI_K8S_NODE_SELECTOR / TOLERATIONS with the rules jobs are checked with.
   config: ["core", "client-config", "tracing-config"],
-  // The CLI's settings (server URL, key, CA file): no dependency, loaded on every CLI start.
-  "client-config": [],
+  // The CLI's settings (server URL, key, CA file): loaded on every CLI start, so only core's pure helpers.
+  "client-config": ["core"],
   // hodei/client, the typed client of the API for Node programs (and the CLI's).
   client: ["client", "gen", "core"],
   scheduler: ["core", "store", "providers", "scheduler", "metrics", "tracing-config"],

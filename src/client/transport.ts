@@ -2,9 +2,14 @@
  * The connection to a Hodei server: Connect over HTTP/1.1 (the protocol plain curl speaks), the API
  * key as `Authorization: Bearer <key>` on every request, and for an https:// server the CA that
  * verifies it (else the system's roots). Creating a transport opens no connection.
+ *
+ * Responses are compressed (gzip or brotli, the server's choice of level) except from a server on
+ * this machine: over loopback, compressing a job's output only costs both sides CPU (`hodei run`
+ * of a job printing 7 MB took a quarter less time without it).
  */
 import { type Client, createClient as createConnectClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { isLoopbackHost } from "../core/loopback.js";
 import { JobService, KeyService, ScheduleService } from "../gen/hodei/v1/api_pb.js";
 import { InvalidArgumentError } from "./errors.js";
 
@@ -39,6 +44,7 @@ export function createTransport(options: ClientOptions, interceptors: Intercepto
   return createConnectTransport({
     baseUrl: options.baseUrl,
     httpVersion: "1.1",
+    acceptCompression: acceptsCompression(url) ? undefined : [],
     nodeOptions: ca !== undefined && ca.length > 0 ? { ca } : undefined,
     interceptors: [sendToken(options.token), ...interceptors],
   });
@@ -50,6 +56,11 @@ export function createApiClients(transport: Transport): ApiClients {
     keys: createConnectClient(KeyService, transport),
     schedules: createConnectClient(ScheduleService, transport),
   };
+}
+
+/** Whether to ask this server for compressed responses (connect-node's gzip and brotli): not over loopback. */
+export function acceptsCompression(url: URL): boolean {
+  return !isLoopbackHost(url.hostname);
 }
 
 function sendToken(token: string | undefined): Interceptor {

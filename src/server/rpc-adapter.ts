@@ -4,6 +4,7 @@
  * edge needs, which that adapter has no hook for:
  * - a bound on every request message, as received and after decompression (readMaxBytes; zlib's
  *   maxOutputLength stops inflating there), and on every response message (writeMaxBytes);
+ * - responses compressed at fast levels, whichever compression a client asks for (compression.ts);
  * - strict JSON: unknown fields and invalid UTF-8 are refused, not ignored or replaced;
  * - unary decode failures answered InvalidArgument (unary-decode-errors.ts);
  * - enveloped bodies handed over one whole envelope per chunk (whole-envelopes.ts), which keeps
@@ -16,10 +17,11 @@ import type { DescService } from "@bufbuild/protobuf";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouter, createConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
 import { clientContextValues } from "./client-address.js";
+import { API_COMPRESSIONS } from "./compression.js";
 import { withUnaryDecodeErrors } from "./unary-decode-errors.js";
 import { isEnveloped, wholeEnvelopes } from "./whole-envelopes.js";
 
@@ -48,7 +50,8 @@ export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest,
   const router = createConnectRouter({
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxResponseMessageBytes,
-    acceptCompression: [compressionGzip, compressionBrotli],
+    // gzip and brotli, responses at fast levels (compression.ts): a client picks the response's.
+    acceptCompression: API_COMPRESSIONS,
     jsonOptions,
     interceptors: options.interceptors,
   });
