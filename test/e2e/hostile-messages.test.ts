@@ -12,7 +12,7 @@ import { compressionBrotli, compressionGzip, createGrpcTransport } from "@connec
 import { after, before, describe, it } from "node:test";
 import { GetJobRequestSchema, JobService, ListJobsRequestSchema, SubmitJobRequestSchema } from "../../src/gen/hodei/v1/api_pb.js";
 import { bearer, leftoverProcesses, runCli, type ServerProcess, sendKey, startServerProcess, stopLeavingNothing } from "./harness.js";
-import { envelope, gzipBomb, http1Request as http1Raw, http2Request as http2Raw, procCpuSeconds, procMemoryBytes, type RawResponse, resetPeakMemory, sendChunked } from "./raw-wire.js";
+import { brotliBomb, envelope, gzipBomb, http1Request as http1Raw, http2Request as http2Raw, procCpuSeconds, procMemoryBytes, type RawResponse, resetPeakMemory, sendChunked } from "./raw-wire.js";
 
 const SUBMIT = "/hodei.v1.JobService/SubmitJob";
 const LIST = "/hodei.v1.JobService/ListJobs";
@@ -124,6 +124,20 @@ describe("hostile messages", () => {
       });
       console.log(`gzip bomb (Connect, ${bomb.length} bytes -> 300 MiB): status ${res!.status}, RSS growth ${(growth.rss / MB).toFixed(1)} MiB, peak growth ${(growth.peak / MB).toFixed(1)} MiB`);
       assert.ok(res!.status >= 400 && res!.status < 500, `status ${res!.status}`);
+      assert.equal(connectError(res!).code, "resource_exhausted");
+      assert.match(connectError(res!).message ?? "", new RegExp(`${DEFAULT_MAX_MESSAGE_BYTES} after decompression`));
+      assert.ok(growth.rss < 100 * MB, `RSS grew ${growth.rss} bytes`);
+      assert.ok(growth.peak < 100 * MB, `peak RSS grew ${growth.peak} bytes`);
+    });
+
+    it("refuses a brotli Connect body that inflates past the limit with a 4xx, without the server's memory growing 100 MB", async () => {
+      const bomb = await brotliBomb(300 * MB);
+      assert.ok(bomb.length < 400 * 1024, `the bomb is small on the wire (${bomb.length} bytes)`);
+      let res: RawResponse | undefined;
+      const growth = await memoryGrowth(async () => {
+        res = await http1Request(server.url, { path: SUBMIT, headers: { "content-type": "application/json", "content-encoding": "br" }, body: bomb });
+      });
+      console.log(`brotli bomb (Connect, ${bomb.length} bytes -> 300 MiB): status ${res!.status}, RSS growth ${(growth.rss / MB).toFixed(1)} MiB, peak growth ${(growth.peak / MB).toFixed(1)} MiB`);
       assert.equal(connectError(res!).code, "resource_exhausted");
       assert.match(connectError(res!).message ?? "", new RegExp(`${DEFAULT_MAX_MESSAGE_BYTES} after decompression`));
       assert.ok(growth.rss < 100 * MB, `RSS grew ${growth.rss} bytes`);

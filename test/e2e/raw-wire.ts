@@ -66,16 +66,24 @@ export function envelope(flags: number, data: Buffer): Buffer {
 }
 
 /** gzip of `inflatedBytes` zero bytes, made chunk by chunk (the test process never holds the inflated form). */
-export async function gzipBomb(inflatedBytes: number): Promise<Buffer> {
-  const gzip = zlib.createGzip({ level: 9 });
+export function gzipBomb(inflatedBytes: number): Promise<Buffer> {
+  return compressedZeros(zlib.createGzip({ level: 9 }), inflatedBytes);
+}
+
+/** Brotli of `inflatedBytes` zero bytes (quality 1: quick to make, a few KiB all the same). */
+export function brotliBomb(inflatedBytes: number): Promise<Buffer> {
+  return compressedZeros(zlib.createBrotliCompress({ params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } }), inflatedBytes);
+}
+
+async function compressedZeros(compressor: zlib.Gzip | zlib.BrotliCompress, inflatedBytes: number): Promise<Buffer> {
   const out: Buffer[] = [];
-  gzip.on("data", (c: Buffer) => out.push(c));
-  const done = new Promise((resolve) => gzip.on("end", resolve));
+  compressor.on("data", (c: Buffer) => out.push(c));
+  const done = new Promise((resolve) => compressor.on("end", resolve));
   const zeros = Buffer.alloc(1024 * 1024);
   for (let written = 0; written < inflatedBytes; written += zeros.length) {
-    if (!gzip.write(zeros)) await new Promise((resolve) => gzip.once("drain", resolve));
+    if (!compressor.write(zeros)) await new Promise((resolve) => compressor.once("drain", resolve));
   }
-  gzip.end();
+  compressor.end();
   await done;
   return Buffer.concat(out);
 }
