@@ -12,6 +12,7 @@ import { validateJobSpec } from "../core/job-spec.js";
 import { cronOf, MAX_TICKS_PER_PASS, nextTickAfter, SCHEDULE_LABEL, TICK_LABEL, tickKey } from "../core/schedule.js";
 import { createMetrics } from "../metrics.js";
 import { openDatabase } from "../store/database.js";
+import { storedIdempotencyKey } from "../store/jobs.js";
 import type { JobRow, ScheduleRow } from "../store/schema.js";
 import { Store } from "../store/store.js";
 import { FakeProvider } from "../../test/fixtures/fake-provider.js";
@@ -69,7 +70,8 @@ describe("schedules step", () => {
     return store.db.selectFrom("jobs").selectAll().where("schedule_name", "=", name).orderBy("idempotency_key").execute();
   }
 
-  const ticksOf = async (name: string) => (await jobsOf(name)).map((j) => j.idempotency_key!.slice(`schedule:${name}:`.length));
+  /** Each job's tick, from its stored idempotency key ("<created_by>:schedule:<name>:<tick>", store/jobs.ts). */
+  const ticksOf = async (name: string) => (await jobsOf(name)).map((j) => j.idempotency_key!.slice(j.idempotency_key!.indexOf(`schedule:${name}:`) + `schedule:${name}:`.length));
   const schedule = async (name: string) => (await store.schedules.get(name))!;
   /** hodei_schedule_ticks_total by "result/reason" (what /metrics would show). */
   const ticksCounted = async () => {
@@ -86,8 +88,8 @@ describe("schedules step", () => {
     await fireDueSchedules(ctx);
     const [job, ...more] = await jobsOf("every-five");
     assert.deepEqual(more, [], "a second pass at the same time fires nothing more");
-    assert.equal(job.idempotency_key, tickKey("every-five", Date.parse("2026-01-05T12:05:00Z")));
-    assert.equal(job.idempotency_key, "schedule:every-five:2026-01-05T12:05:00.000Z");
+    assert.equal(job.idempotency_key, storedIdempotencyKey(null, tickKey("every-five", Date.parse("2026-01-05T12:05:00Z"))));
+    assert.equal(job.idempotency_key, ":schedule:every-five:2026-01-05T12:05:00.000Z", "stored in the namespace of the schedule's creator (none here)");
     assert.deepEqual(JSON.parse(job.labels), { team: "infra", [SCHEDULE_LABEL]: "every-five", [TICK_LABEL]: "2026-01-05T12:05:00.000Z" });
     assert.deepEqual(JSON.parse(job.command), ["echo", "every-five"]);
     assert.equal(job.state, "queued");

@@ -32,11 +32,6 @@ export interface Submission {
   submittedBy: string | null;
   /** A schedule's tick: the job is stored with the schedule's advance, in one transaction. */
   schedule?: ScheduleAdvance & { tickMs: number };
-  /**
-   * Called with the job an idempotency key already names, before specs are compared (which would
-   * name that job): throws when the caller may not know of it.
-   */
-  checkReused?: (job: JobRow) => void;
 }
 
 /** The stored job and whether this call made it; null when a schedule's tick was handled elsewhere first. */
@@ -57,7 +52,6 @@ export async function submitJob(ctx: SubmitContext, s: Submission): Promise<{ jo
     job = await store.secrets.insertJob(id, spec, s.nowMs, s.submittedBy, sealed);
   }
   const isNew = job.id === id;
-  if (!isNew) s.checkReused?.(job);
   if (!isNew && job.spec_hash !== null && job.spec_hash !== specHash(spec)) {
     // Jobs from before spec hashes (null) keep the old answer: the first job.
     throw new AlreadyExistsError(

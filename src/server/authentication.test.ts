@@ -145,19 +145,22 @@ describe("API access", () => {
     assert.deepEqual((await admin.jobs.getJob({ id: job!.id })).env, { TOKEN: "t0p" });
   });
 
-  it("does not give any key another key's job through a reused idempotency key", async () => {
+  it("gives each API key idempotency keys of its own: another key's use of one neither blocks it nor hands over that key's job", async () => {
     const first = await keyWith("first", ["submit", "provider:local"]);
     const second = await keyWith("second", ["submit", "provider:local"]);
     const { job } = await first.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" });
-    const again = await outcome(second.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" }));
-    assert.equal(again.code, Code.FailedPrecondition);
-    assert.match(again.message, /idempotencyKey: already used by a job another API key submitted/);
-    assert.equal((await first.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job?.id, job!.id, "its own key gets its job back");
+    const theirs = (await second.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job!;
+    assert.notEqual(theirs.id, job!.id, "the second key gets a job of its own");
+    assert.equal((await second.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job?.id, theirs.id, "and gets it back on a retry");
+    assert.equal((await first.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job?.id, job!.id, "the first key still gets its job back");
     // Nor a key that may read every job: handed over, the job would run with the first key's secrets.
     const reader = await keyWith("ci-rs", ["read", "submit", "provider:local"]);
-    const substituted = await outcome(reader.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" }));
-    assert.equal(substituted.code, Code.FailedPrecondition);
-    assert.match(substituted.message, /already used by a job another API key submitted/);
+    const own = (await reader.jobs.submitJob({ command: ["true"], idempotencyKey: "deploy-42" })).job!;
+    assert.ok(own.id !== job!.id && own.id !== theirs.id, "a reader's submit is its own job too");
+    // A different spec under a key's own idempotency key is still refused, naming its own job.
+    const changed = await outcome(first.jobs.submitJob({ command: ["false"], idempotencyKey: "deploy-42" }));
+    assert.equal(changed.code, Code.AlreadyExists);
+    assert.match(changed.message, new RegExp(`already used for job ${job!.id}`));
   });
 
   it("manages keys with admin: created once, listed without secrets, revoked at once", async () => {

@@ -174,15 +174,8 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         {
           spec,
           nowMs: clock.nowMs(),
+          // Idempotency keys are per API key (store/jobs.ts): a reused one finds this key's job only.
           submittedBy: caller.keyName,
-          checkReused(row) {
-            // That idempotency key's job was submitted by another API key: never handed over as this
-            // caller's (its secrets, whose values are not compared, would be the other key's), whatever
-            // this key may read.
-            if (row.submitted_by !== caller.keyName) {
-              throw new ConflictError("idempotencyKey: already used by a job another API key submitted; choose another key");
-            }
-          },
         },
       );
       // Only a schedule's tick can be handled elsewhere first.

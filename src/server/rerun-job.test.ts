@@ -8,6 +8,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ManualClock } from "../core/clock.js";
 import { validateJobSpec } from "../core/job-spec.js";
 import type { Scope } from "../core/scopes.js";
+import { storedIdempotencyKey } from "../store/jobs.js";
 import { Store } from "../store/store.js";
 import { type Api, startApi } from "../../test/fixtures/api.js";
 
@@ -91,7 +92,8 @@ describe("RerunJob", () => {
     assert.equal(Number(rerun.runAt!.seconds) * 1000, clock.nowMs() - (clock.nowMs() % 1000));
     assert.equal(rerun.retryOnExitCodes, "3,4");
     assert.equal((await store.jobs.get(rerun.id))?.idempotency_key, null, "a rerun is a new submission, not a repeat");
-    assert.equal((await store.jobs.get(original!.id))?.idempotency_key, "deploy-42", "the original keeps its key");
+    const originalRow = (await store.jobs.get(original!.id))!;
+    assert.equal(originalRow.idempotency_key, storedIdempotencyKey(originalRow.submitted_by, "deploy-42"), "the original keeps its key");
     const again = await admin.rerunJob({ id: original!.id });
     assert.notEqual(again.id, rerun.id, "each rerun is a new job");
     assert.equal((await admin.getJob({ id: rerun.id })).rerunOf, original!.id, "GetJob shows it too");

@@ -64,7 +64,18 @@ export async function insertJobRows(
   const inserted = await new JobQueries(tx, kind).insertRow(id, spec, nowMs, submittedBy, rerunOf, scheduleName);
   if (inserted) await insertJobLabels(tx, id, spec.labels, nowMs);
   // Only a used idempotency key makes the insert yield no row.
-  return inserted ?? tx.selectFrom("jobs").selectAll().where("idempotency_key", "=", spec.idempotencyKey).executeTakeFirstOrThrow();
+  return inserted ?? tx.selectFrom("jobs").selectAll().where("idempotency_key", "=", storedIdempotencyKey(submittedBy, spec.idempotencyKey)).executeTakeFirstOrThrow();
+}
+
+/**
+ * An idempotency key as stored: in the namespace of the API key that submits it, "<name>:<key>"
+ * ("" for no key: auth off). One API key's idempotency keys never meet another's, as Stripe scopes
+ * them to an account: a key cannot take the keys another will use (CI build numbers are
+ * predictable) and have that one's submits refused. API key names never hold ":"
+ * (server/key-service.ts), so the form is unambiguous. A rotated API key starts a new namespace.
+ */
+export function storedIdempotencyKey(submittedBy: string | null, key: string): string {
+  return `${submittedBy ?? ""}:${key}`;
 }
 
 export class JobQueries {
@@ -74,8 +85,8 @@ export class JobQueries {
   ) {}
 
   /**
-   * Stores a validated spec as a queued job. With an idempotency key already used, returns the first
-   * job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
+   * Stores a validated spec as a queued job. With an idempotency key this API key already used,
+   * returns the first job. The insert itself yields to an existing key (ON CONFLICT DO NOTHING), so two concurrent
    * submits with one key both get the first job instead of one of them a unique-constraint error.
    * submittedBy: the name of the API key that submits it (null: none, auth off). rerunOf: the id of
    * the job it reruns (RerunJob; null: submitted directly).
@@ -88,7 +99,7 @@ export class JobQueries {
 
   /** The jobs row alone; undefined when its idempotency key is already used. scheduleName: the schedule firing it. */
   async insertRow(id: string, spec: JobSpec, nowMs: number, submittedBy: string | null, rerunOf: string | null, scheduleName: string | null = null): Promise<JobRow | undefined> {
-    const key = spec.idempotencyKey || null;
+    const key = spec.idempotencyKey ? storedIdempotencyKey(submittedBy, spec.idempotencyKey) : null;
     const runAtMs = dueAtMs(spec, nowMs);
     return this.db
       .insertInto("jobs")

@@ -25,6 +25,7 @@ export interface JobsTable {
   cpu_millis: number;
   /** MiB; 0 means no limit. */
   memory_mb: number;
+  /** "<API key name>:<key>" (storedIdempotencyKey in jobs.ts): unique, per API key. */
   idempotency_key: string | null;
   max_attempts: number;
   /** Attempts started so far; the current attempt's number. */

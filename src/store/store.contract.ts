@@ -205,6 +205,17 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         assert.equal(await store.countRows("jobs"), 1);
       });
 
+      it("keeps idempotency keys per API key: one key's use of a key neither blocks another's nor is found by it", async () => {
+        const a = await store.jobs.insert("job-a", spec({ idempotencyKey: "build-7" }), clock.nowMs(), "team-a");
+        const b = await store.jobs.insert("job-b", spec({ idempotencyKey: "build-7", command: ["other"] }), clock.nowMs(), "team-b");
+        const none = await store.jobs.insert("job-n", spec({ idempotencyKey: "build-7" }), clock.nowMs(), null);
+        assert.deepEqual([a.id, b.id, none.id], ["job-a", "job-b", "job-n"]);
+        assert.equal((await store.jobs.insert("job-a2", spec({ idempotencyKey: "build-7" }), clock.nowMs(), "team-a")).id, "job-a");
+        assert.equal((await store.jobs.insert("job-b2", spec({ idempotencyKey: "build-7" }), clock.nowMs(), "team-b")).id, "job-b");
+        assert.equal((await store.jobs.insert("job-n2", spec({ idempotencyKey: "build-7" }), clock.nowMs(), null)).id, "job-n");
+        assert.equal(await store.countRows("jobs"), 3);
+      });
+
       it("stores every job that has no idempotency key", async () => {
         await store.jobs.insert("job-1", spec(), clock.nowMs());
         await store.jobs.insert("job-2", spec(), clock.nowMs());

@@ -34,6 +34,7 @@ import * as m0026 from "./0026_schedules.js";
 import * as m0027 from "./0027_workers_provider_state.js";
 import * as m0028 from "./0028_jobs_provider_created.js";
 import * as m0029 from "./0029_replica_process_key.js";
+import * as m0030 from "./0030_idempotency_key_scope.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -67,6 +68,7 @@ const STEPS: Record<string, Step> = {
   "0027_workers_provider_state": m0027,
   "0028_jobs_provider_created": m0028,
   "0029_replica_process_key": m0029,
+  "0030_idempotency_key_scope": m0030,
 };
 
 /** The first step: applying it means the database was created by this run. */

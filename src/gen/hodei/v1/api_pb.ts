@@ -236,8 +236,9 @@ export type SubmitJobRequest = Message<"hodei.v1.SubmitJobRequest"> & {
 
   /**
    * Optional caller-chosen key: a second submit with the same key and the same spec returns the
-   * first job; with a different spec it answers already_exists (HTTP 409) naming the key. A key is
-   * free again once its job is removed by retention.
+   * first job; with a different spec it answers already_exists (HTTP 409) naming the key. Keys
+   * belong to the API key that submits: another API key's use of one neither blocks it nor is
+   * answered with its job. A key is free again once its job is removed by retention.
    *
    * @generated from field: string idempotency_key = 9;
    */
