@@ -300,6 +300,11 @@ describe("postgres: a real server", { skip: SKIP }, () => {
         finished_at: 2000,
       } as never)
       .execute();
+    // A job with an idempotency key: 0030 moves it into its API key's namespace.
+    await old.db
+      .insertInto("jobs" as never)
+      .values({ ...(await old.db.selectFrom("jobs" as never).selectAll().executeTakeFirstOrThrow()), id: "keyed-job", idempotency_key: "deploy-1", submitted_by: "ci" } as never)
+      .execute();
     await old.db.destroy();
     const now = await openDatabase(url);
     try {
@@ -311,7 +316,9 @@ describe("postgres: a real server", { skip: SKIP }, () => {
       assert.equal(job?.priority, 0);
       assert.equal(job?.secret_names, "[]");
       const labelled = await store.jobs.list({ limit: 10, labels: [["team", "a"]] });
-      assert.deepEqual(labelled.map((j) => j.id), ["old-job"], "0014 copied the labels into job_labels");
+      assert.deepEqual(labelled.map((j) => j.id).sort(), ["keyed-job", "old-job"], "0014 copied the labels into job_labels");
+      assert.equal(job?.idempotency_key, null);
+      assert.equal((await store.jobs.get("keyed-job"))?.idempotency_key, "ci:deploy-1", "0030 scoped the key to its API key");
     } finally {
       await now.db.destroy();
       await postgres.drop(url);
