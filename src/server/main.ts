@@ -29,6 +29,7 @@ import { redactDatabaseUrl } from "../store/database-url.js";
 import { Store } from "../store/store.js";
 import { SecretBox } from "../core/secret-box.js";
 import { ensureAdminKey } from "./admin-key.js";
+import { agentEnvOf } from "./agent-env.js";
 import { authInterceptor } from "./authentication.js";
 import { StartupError } from "../core/errors.js";
 import { loadDashboard } from "./dashboard.js";
@@ -155,13 +156,8 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
   if (!providerNames.includes(defaultProvider)) {
     throw new Error(`invalid configuration: HODEI_DEFAULT_PROVIDER "${defaultProvider}" is not an enabled provider (${providerNames.join(",")})`);
   }
-  const agentEnv: Record<string, string> = {
-    HODEI_REGISTER_TIMEOUT_MS: String(config.registrationTimeoutMs),
-    HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
-  };
-  // The CA that verifies the server reaches every worker on every provider this way: each provider
-  // puts agentEnv in its workers' environment. A public certificate, not a secret.
-  if (serverTls?.caPem) agentEnv.HODEI_TLS_CA_PEM = serverTls.caPem;
+  // Each provider puts agentEnv in its workers' environment (agent-env.ts).
+  const agentEnv = agentEnvOf(config, serverTls?.caPem);
   const providers = new Map<string, ProviderSlot>();
   /** Worker-facing URL per provider, when configured (else derived from the listening address). */
   const workerUrls = new Map<string, string | undefined>();
