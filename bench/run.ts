@@ -338,7 +338,7 @@ async function main(): Promise<void> {
     return;
   }
   if (only === "logs") {
-    console.log(JSON.stringify({ logs: await localOnly((client) => logsSection(client)) }, null, 2));
+    console.log(JSON.stringify({ logs: await localOnly((client, server) => logsSection(client, server)) }, null, 2));
     return;
   }
   if (only === "history") {
@@ -387,7 +387,7 @@ async function main(): Promise<void> {
     }
     const result = {
       ...(await localSection(client, server)),
-      logs: await logsSection(client),
+      logs: await logsSection(client, server),
       docker: await dockerSection(daemon ? docker : null, client, server.clusterId),
       kubernetes: await kubernetesSection(core, client),
       verify: daemon
