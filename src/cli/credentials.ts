@@ -1,14 +1,17 @@
 /**
  * Which API key the CLI sends (the client sends it as `Authorization: Bearer <key>`): the global --token, else
  * HODEI_TOKEN, else, only for a server on a loopback address, the admin key the server wrote to
- * admin.key in its data directory (HODEI_DATA_DIR, default ./.hodei, as for the server). So the
- * one-command start needs no setup, and a key file is never sent to another machine.
+ * admin.key in its data directory (HODEI_DATA_DIR, default ./.hodei, as for the server), and only
+ * when the server listening there is run by that file's owner (loopback-listener.ts; where /proc/net
+ * cannot tell, as on macOS, it is sent). So the one-command start needs no setup, a key file is
+ * never sent to another machine, and another local user who listens on the port is not handed it.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { clientAdminKeyPath, clientToken, isLoopbackHost } from "../client-config.js";
 import { CliError } from "./errors.js";
+import { loopbackListenerUids } from "./loopback-listener.js";
 
 export interface ApiKeyChoice {
   /** Undefined: none found; the request goes without one (and a server with auth on refuses it). */
@@ -22,19 +25,29 @@ export function apiKeyOf(command: Command, serverUrl: string): ApiKeyChoice {
   const given = clientToken(flag);
   if (given !== undefined) return { key: given.trim(), source: flag !== undefined ? "--token" : "HODEI_TOKEN" };
   const path = clientAdminKeyPath();
-  let hostname = "";
+  let url: URL | undefined;
   try {
-    hostname = new URL(serverUrl).hostname;
+    url = new URL(serverUrl);
   } catch {
     // An invalid URL is reported by connect().
   }
-  if (!isLoopbackHost(hostname)) return { source: "no --token or HODEI_TOKEN" };
+  if (!url || !isLoopbackHost(url.hostname)) return { source: "no --token or HODEI_TOKEN" };
+  let key: string;
+  let owner: number;
   try {
-    return { key: readFileSync(path, "utf8").trim(), source: path };
+    key = readFileSync(path, "utf8").trim();
+    owner = statSync(path).uid;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { source: `no --token, HODEI_TOKEN or ${path}` };
     throw new CliError(`cannot read the admin key ${path}: ${(err as Error).message} (give --token or HODEI_TOKEN instead)`, 1, { cause: err });
   }
+  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+  const uids = loopbackListenerUids(url.hostname, port);
+  if (uids !== null && !(uids.length > 0 && uids.every((uid) => uid === owner))) {
+    const served = uids.length === 0 ? "nothing listens there" : `it is served by uid ${uids.join(", ")}`;
+    return { source: `not ${path}: it belongs to uid ${owner}, but ${served} (give --token or HODEI_TOKEN to send a key to that server)` };
+  }
+  return { key, source: path };
 }
 
 /**
