@@ -51,7 +51,7 @@ describe("who listens on a loopback address (/proc/net/tcp, tcp6)", () => {
       ],
     );
     try {
-      assert.deepEqual(loopbackListenerUids("127.0.0.1", 7070, dir).sort(), [1000, 2000], "two owners: both are reported");
+      assert.deepEqual(loopbackListenerUids("127.0.0.1", 7070, dir)?.sort(), [1000, 2000], "two owners: both are reported");
       assert.deepEqual(loopbackListenerUids("[::1]", 7071, dir), [2001]);
       assert.deepEqual(loopbackListenerUids("::1", 7070, dir), [2000]);
       assert.deepEqual(loopbackListenerUids("127.0.0.1", 7071, dir), [], "::1 takes no IPv4 connection");
