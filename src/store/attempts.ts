@@ -292,7 +292,10 @@ export class AttemptQueries {
     return this.db.transaction().execute(async (tx) => {
       const job = await new JobQueries(tx, this.kind).transition(worker.job_id, to, nowMs, jobPatch, worker.attempt, isUncounted);
       await new WorkerQueries(tx).transition(worker.id, "destroying", { finished_at: nowMs, failure_reason: failureReason, exit_code: exitCode });
-      await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
+      // A worker that registered redeemed its one token first (WorkerService.register): nothing to
+      // revoke, and a statement saved at the end of every attempt that ran. A row read before its
+      // registration still revokes, which then changes nothing.
+      if (worker.registered_at === null) await revokeUnusedTokens(tx, { workerId: worker.id }, nowMs);
       if (job && isTerminal(job.state)) await this.finishJob(tx, job, nowMs);
       return job;
     });
