@@ -14,7 +14,7 @@ import { createClientOn, type HodeiClient } from "../client/client.js";
 import { InvalidArgumentError } from "../client/errors.js";
 import { createApiClients, createTransport } from "../client/transport.js";
 import type { JobService, KeyService } from "../gen/hodei/v1/api_pb.js";
-import { apiKeyOf, explainApiKey } from "./credentials.js";
+import { adminKeyGuard, apiKeyOf, explainApiKey } from "./credentials.js";
 import { CliError, USAGE_EXIT_CODE } from "./errors.js";
 
 export type ApiClient = Client<typeof JobService>;
@@ -40,7 +40,7 @@ export function connect(command: Command): CliContext {
   const key = apiKeyOf(command, serverUrl);
   let transport;
   try {
-    transport = createTransport({ baseUrl: serverUrl, token: key.key, caCert }, [explainApiKey(key)]);
+    transport = createTransport({ baseUrl: serverUrl, token: key.key, caCert }, [adminKeyGuard(key), explainApiKey(key)]);
   } catch (err) {
     if (!(err instanceof InvalidArgumentError)) throw err;
     throw new CliError(

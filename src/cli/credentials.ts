@@ -18,6 +18,12 @@ export interface ApiKeyChoice {
   key?: string;
   /** Where the key came from, or where none was found: what an "unauthenticated" answer names. */
   source: string;
+  /**
+   * The key is a data directory's admin.key: it goes only to a listener run by the file's owner,
+   * checked before every call (adminKeyGuard), since the server may stop and another process take
+   * its port while a command runs (a `hodei run` that resumes its log stream).
+   */
+  adminKey?: { path: string; owner: number; host: string; port: number };
 }
 
 export function apiKeyOf(command: Command, serverUrl: string): ApiKeyChoice {
@@ -41,13 +47,30 @@ export function apiKeyOf(command: Command, serverUrl: string): ApiKeyChoice {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { source: `no --token, HODEI_TOKEN or ${path}` };
     throw new CliError(`cannot read the admin key ${path}: ${(err as Error).message} (give --token or HODEI_TOKEN instead)`, 1, { cause: err });
   }
-  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
-  const uids = loopbackListenerUids(url.hostname, port);
-  if (uids !== null && !(uids.length > 0 && uids.every((uid) => uid === owner))) {
-    const served = uids.length === 0 ? "nothing listens there" : `it is served by uid ${uids.join(", ")}`;
-    return { source: `not ${path}: it belongs to uid ${owner}, but ${served} (give --token or HODEI_TOKEN to send a key to that server)` };
-  }
-  return { key, source: path };
+  return { key, source: path, adminKey: { path, owner, host: url.hostname, port: Number(url.port) || (url.protocol === "https:" ? 443 : 80) } };
+}
+
+/**
+ * Before each call: when the key is a data directory's admin.key, the call carries it only if every
+ * socket listening for the server's address belongs to the key file's owner (loopback-listener.ts);
+ * otherwise the key is taken off the call, which goes without one, and `source` says why. Where
+ * /proc/net cannot be read, the key goes. Must come after the transport's interceptor that sets it.
+ */
+export function adminKeyGuard(choice: ApiKeyChoice, procNet?: string): Interceptor {
+  return (next) => (req) => {
+    const admin = choice.adminKey;
+    if (admin) {
+      const uids = loopbackListenerUids(admin.host, admin.port, procNet);
+      if (uids !== null && !(uids.length > 0 && uids.every((uid) => uid === admin.owner))) {
+        req.header.delete("authorization");
+        const served = uids.length === 0 ? "nothing listens there" : `it is served by uid ${uids.join(", ")}`;
+        choice.source = `not ${admin.path}: it belongs to uid ${admin.owner}, but ${served} (give --token or HODEI_TOKEN to send a key to that server)`;
+      } else {
+        choice.source = admin.path;
+      }
+    }
+    return next(req);
+  };
 }
 
 /**
