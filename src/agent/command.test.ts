@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -13,8 +13,8 @@ import { startCommand } from "./command.js";
 
 const COMMAND = new URL("./command.ts", import.meta.url).href;
 
-/** Runs warmUpSpawn in a child node with PATH as given; it prints, 300 ms later, its remaining children. */
-function runWarmUp(path: string) {
+/** Runs warmUpSpawn in a child node with PATH as given (and more environment, if given); it prints, 300 ms later, its remaining children. */
+function runWarmUp(path: string, env: Record<string, string> = {}) {
   const script = `
     const { warmUpSpawn } = await import(${JSON.stringify(COMMAND)});
     const fs = await import("node:fs");
@@ -25,7 +25,7 @@ function runWarmUp(path: string) {
       process.stdout.write(JSON.stringify({ started, left }));
     }, 300);`;
   return spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
-    env: { PATH: path, HOME: process.env.HOME },
+    env: { ...env, PATH: path, HOME: process.env.HOME },
     encoding: "utf8",
     // The child's node and tsx are found by absolute path: PATH is the case under test.
     cwd: process.cwd(),
@@ -39,6 +39,22 @@ describe("warmUpSpawn", () => {
     const { started, left } = JSON.parse(run.stdout) as { started: string; left: string };
     assert.match(started, /^\d+$/, "one child right after the call");
     assert.equal(left, "", "no child left 300 ms later");
+  });
+
+  it("gives the shell PATH alone, not the agent's markers (else it shows as one more agent in the local provider's scans)", { skip: process.platform !== "linux" && "reads /proc" }, () => {
+    // A `sh` of our own, found first on PATH, writes the environment it got.
+    const dir = mkdtempSync(join(tmpdir(), "hodei-warm-sh-"));
+    try {
+      const seen = join(dir, "environment");
+      writeFileSync(join(dir, "sh"), `#!/bin/sh\nenv > ${seen}\n`, { mode: 0o755 });
+      const run = runWarmUp(`${dir}:${process.env.PATH ?? "/usr/bin:/bin"}`, { HODEI_CLUSTER_ID: "c1", HODEI_WARM_ID: "w1", HODEI_MANAGED_BY: "hodei" });
+      assert.equal(run.status, 0, run.stderr);
+      const environment = readFileSync(seen, "utf8");
+      assert.match(environment, /^PATH=/m);
+      assert.doesNotMatch(environment, /HODEI_/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("without a shell to start, neither throws nor ends the agent", { skip: process.platform !== "linux" && "reads /proc" }, () => {
