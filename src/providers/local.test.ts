@@ -87,8 +87,21 @@ describe("LocalProvider", () => {
         }
       }
       for (const resource of started) await provider.stop(resource.resourceId, GRACE_MS);
+      // Idle warm agents exit once released: a test that failed midway leaves none to the next ones.
+      await provider.close();
+      await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000);
       rmSync(workRoot, { recursive: true, force: true });
     });
+
+    /**
+     * The pool's idle agents, once there are `count`: the marked processes whose warm id names a log
+     * file in the pool's directory. Marked processes alone are not enough: a child an agent forks
+     * (its warm-up shell) carries the agent's markers until it execs, so a scan can catch it.
+     */
+    async function idleAgents(count: number) {
+      const poolDir = join(workRoot, ".pool");
+      return eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => existsSync(join(poolDir, `${p.warmId}.log`))), (found) => found.length === count, 5000);
+    }
 
     async function start(spec = workerSpec()): Promise<ProviderResource> {
       const resource = await provider.start(spec);
@@ -167,11 +180,8 @@ describe("LocalProvider", () => {
     it("keeps warm agents booted, hands the next worker to one, and releases them on close", async () => {
       provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
       const first = await start();
-      const idle = await eventually(
-        async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)),
-        (found) => found.length === 1,
-        5000,
-      );
+      const idle = await idleAgents(1);
+      assert.ok(idle.every((p) => p.pid !== Number(first.resourceId)), "the first worker's agent is not idle");
       assert.equal(idle.length, 1, "one idle agent waits");
       assert.deepEqual((await provider.list()).map((r) => r.resourceId), [first.resourceId], "an idle agent is not a worker");
       const second = await start();
@@ -287,7 +297,8 @@ describe("LocalProvider", () => {
     it("never hands a job to an idle agent that died but whose exit is not yet handled", async () => {
       provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
       const first = await start();
-      const idle = await eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)), (found) => found.length === 1, 5000);
+      const idle = await idleAgents(1);
+      assert.ok(idle.every((p) => p.pid !== Number(first.resourceId)), "the first worker's agent is not idle");
       assert.equal(idle.length, 1, "one idle agent waits");
       // Killed from outside, and seen dead in /proc before this process's event loop handles its exit.
       process.kill(idle[0].pid, "SIGKILL");
@@ -326,7 +337,8 @@ describe("LocalProvider", () => {
     it("goes on when the log file of an idle agent that exits cannot be removed", async () => {
       provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
       const first = await start();
-      const idle = await eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => p.pid !== Number(first.resourceId)), (found) => found.length === 1, 5000);
+      const idle = await idleAgents(1);
+      assert.ok(idle.every((p) => p.pid !== Number(first.resourceId)), "the first worker's agent is not idle");
       assert.equal(idle.length, 1, "one idle agent waits");
       // Its log file turns into a directory with something in it: removing it throws (EISDIR).
       const poolDir = join(workRoot, ".pool");
