@@ -12,20 +12,23 @@ import { describe, it } from "node:test";
 import { startCommand } from "./command.js";
 
 const COMMAND = new URL("./command.ts", import.meta.url).href;
+const CONFIG = new URL("./config.ts", import.meta.url).href;
 
 /** Runs warmUpSpawn in a child node with PATH as given (and more environment, if given); it prints, 300 ms later, its remaining children. */
 function runWarmUp(path: string, env: Record<string, string> = {}) {
   const script = `
     const { warmUpSpawn } = await import(${JSON.stringify(COMMAND)});
+    const { readAgentConfig } = await import(${JSON.stringify(CONFIG)});
     const fs = await import("node:fs");
-    warmUpSpawn();
+    // As the agent's main does: the environment a job would get.
+    warmUpSpawn(readAgentConfig(process.env).baseEnv);
     const started = fs.readFileSync("/proc/self/task/" + process.pid + "/children", "utf8").trim();
     setTimeout(() => {
       const left = fs.readFileSync("/proc/self/task/" + process.pid + "/children", "utf8").trim();
       process.stdout.write(JSON.stringify({ started, left }));
     }, 300);`;
   return spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
-    env: { ...env, PATH: path, HOME: process.env.HOME },
+    env: { HODEI_SERVER_URL: "http://127.0.0.1:9", ...env, PATH: path, HOME: process.env.HOME },
     encoding: "utf8",
     // The child's node and tsx are found by absolute path: PATH is the case under test.
     cwd: process.cwd(),
@@ -41,7 +44,7 @@ describe("warmUpSpawn", () => {
     assert.equal(left, "", "no child left 300 ms later");
   });
 
-  it("gives the shell PATH alone, not the agent's markers (else it shows as one more agent in the local provider's scans)", { skip: process.platform !== "linux" && "reads /proc" }, () => {
+  it("gives the shell a job's environment, not the agent's markers (else it shows as one more agent in the local provider's scans)", { skip: process.platform !== "linux" && "reads /proc" }, () => {
     // A `sh` of our own, found first on PATH, writes the environment it got.
     const dir = mkdtempSync(join(tmpdir(), "hodei-warm-sh-"));
     try {

@@ -48,13 +48,13 @@ export interface RunningCommand {
  * more than the next ones, measured), and started from the startup snapshot the agent has
  * `node:child_process` only as a stand-in that loads at first use (scripts/agent-snapshot.cjs).
  * Both would otherwise fall on the job. Its failure is of no consequence: the job's own spawn says
- * what is wrong. It gets PATH alone, not the agent's environment: with the agent's HODEI_* markers
- * it showed in the local provider's scans as one more idle agent while it ran (a test that waited
- * for the pool's agent took it for that once, under load).
+ * what is wrong. It gets the environment a job gets from the agent (`baseEnv`: no HODEI_*
+ * variable), not the agent's own: with the agent's markers it showed in the local provider's scans
+ * as one more idle agent while it ran.
  */
-export function warmUpSpawn(): void {
+export function warmUpSpawn(baseEnv: Record<string, string>): void {
   try {
-    const child = spawn("sh", ["-c", ":"], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    const child = spawn("sh", ["-c", ":"], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: baseEnv });
     child.once("error", () => {});
     child.stdout.resume();
     child.stderr.resume();

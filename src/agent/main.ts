@@ -120,7 +120,7 @@ class Agent {
 
   /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
   preconnect(): void {
-    warmUpSpawn();
+    warmUpSpawn(this.config.baseEnv);
     void this.client.ping({}, { timeoutMs: WARM_PING_MS }).then(
       () => void (boot.connected = performance.now()),
       (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),
