@@ -22,7 +22,7 @@ import { createHash } from "node:crypto";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
-import { HODEI_BIN } from "../test/e2e/harness.js";
+import { cliEnv, HODEI_BIN } from "../test/e2e/harness.js";
 import { ENDED } from "./job-timeline.js";
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
@@ -79,9 +79,8 @@ function timeCliRun(server: { url: string; dataDir: string }, cmd: string[]): Pr
   return new Promise((resolve, reject) => {
     const hash = createHash("sha256");
     const t0 = performance.now();
-    // What a user's shell would give; HODEI_DATA_DIR: the CLI finds the server's admin key there.
-    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", HODEI_SERVER_URL: server.url, HODEI_DATA_DIR: server.dataDir };
-    const child = spawn(process.execPath, [HODEI_BIN, "run", "--", ...cmd], { env, stdio: ["ignore", "pipe", "inherit"] });
+    // What a user's shell would give (the tests' CLI environment); the CLI finds the admin key in HODEI_DATA_DIR.
+    const child = spawn(process.execPath, [HODEI_BIN, "run", "--", ...cmd], { env: cliEnv(server), stdio: ["ignore", "pipe", "inherit"] });
     child.stdout.on("data", (data: Buffer) => hash.update(data));
     child.once("error", reject);
     child.once("close", (code) => {

@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { HODEI_BIN } from "./harness.js";
+import { runCli } from "./harness.js";
 
 const isRoot = process.getuid?.() === 0;
 const ADMIN_KEY = "hodei_admin_test-key-0123456789";
@@ -48,18 +48,6 @@ function startRecorder(uid?: number): Promise<{ port: number; seen: (string | nu
   });
 }
 
-function runCli(port: number, dataDir: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", HODEI_SERVER_URL: `http://127.0.0.1:${port}`, HODEI_DATA_DIR: dataDir };
-    const child = spawn(process.execPath, [HODEI_BIN, ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr!.on("data", (data: Buffer) => (stderr += data.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stderr }));
-  });
-}
-
-// Skipped for a developer who is not root; CI (root) never skips it: under CI=true it runs, and fails without root.
 describe("the CLI's admin key", { skip: isRoot || process.env.CI ? false : "needs root, to run a listener as another user (uid 65534)" }, () => {
   let dataDir: string;
   const children: ChildProcess[] = [];
@@ -79,7 +67,7 @@ describe("the CLI's admin key", { skip: isRoot || process.env.CI ? false : "need
   it("is sent to a server run by the key file's owner", async () => {
     const recorder = await startRecorder();
     children.push(recorder.child);
-    const run = await runCli(recorder.port, dataDir, ["jobs"]);
+    const run = await runCli({ url: `http://127.0.0.1:${recorder.port}`, dataDir }, ["jobs"]);
     assert.notEqual(run.code, 0, "the recorder refuses every call");
     assert.deepEqual(recorder.seen, [`Bearer ${ADMIN_KEY}`]);
     assert.match(run.stderr, /recorded \(API key used: .*admin\.key\)/);
@@ -88,7 +76,7 @@ describe("the CLI's admin key", { skip: isRoot || process.env.CI ? false : "need
   it("is not sent to a listener another user put on the port, and the refusal says why", async () => {
     const recorder = await startRecorder(NOBODY);
     children.push(recorder.child);
-    const run = await runCli(recorder.port, dataDir, ["jobs"]);
+    const run = await runCli({ url: `http://127.0.0.1:${recorder.port}`, dataDir }, ["jobs"]);
     assert.notEqual(run.code, 0);
     assert.equal(recorder.seen.length, 1, "the call reached the listener");
     assert.deepEqual(recorder.seen, [null], "without the admin key");

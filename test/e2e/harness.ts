@@ -162,7 +162,7 @@ export function sendKey(server: { adminKey: string }): Interceptor {
 }
 
 /** The environment of a CLI process: the server's URL and data directory (where it finds admin.key), then `extra`. */
-function cliEnv(server: ServerRef | null, extra: Record<string, string> = {}): Record<string, string> {
+export function cliEnv(server: ServerRef | null, extra: Record<string, string> = {}): Record<string, string> {
   return {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: process.env.HOME ?? "/root",
