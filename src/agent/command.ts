@@ -6,9 +6,9 @@
  * Output is passed on as the bytes the job wrote: it is not necessarily text, and nothing decodes it.
  */
 import { type ChildProcessByStdio, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { wrapJobArgv } from "./job-cgroup.js";
 
 export interface CommandSpec {
@@ -43,24 +43,95 @@ export interface RunningCommand {
 }
 
 /**
- * Starts a throwaway `sh -c :` the way a job's command is started. A warm agent calls it while it
- * waits for its job: Node's first spawn in a process runs code nothing has compiled yet (about 4 ms
- * more than the next ones, measured), and started from the startup snapshot the agent has
- * `node:child_process` only as a stand-in that loads at first use (scripts/agent-snapshot.cjs).
- * Both would otherwise fall on the job. Its failure is of no consequence: the job's own spawn says
- * what is wrong. It gets the environment a job gets from the agent (`baseEnv`: no HODEI_*
- * variable), not the agent's own: with the agent's markers it showed in the local provider's scans
- * as one more idle agent while it ran.
+ * A shell started ahead of the job by an agent that waits for its assignment: `sh -s`, in a
+ * session of its own, with the environment a job gets from the agent (`baseEnv`: no HODEI_*
+ * variable, so that it never shows as one more agent in the local provider's scans), reading
+ * its script from a pipe. The job's start then writes one script to it (the job's variables,
+ * `cd`, `exec` of the command's argv) instead of forking: Node's spawn holds the agent's event
+ * loop for the fork and the exec of `sh` (5 to 8 ms measured here, a third of a warm job's run),
+ * and the first spawn of a process runs code nothing has compiled yet, or, started from the startup
+ * snapshot, loads `node:child_process` (scripts/agent-snapshot.cjs). It holds no secret until the
+ * job's script reaches it, and exits at the end of its input: when the agent exits without a job
+ * (released while idle, killed), the pipe closes and so does the shell.
  */
-export function warmUpSpawn(baseEnv: Record<string, string>): void {
+export interface PreparedShell {
+  child: ChildProcessByStdio<Writable, Readable, Readable>;
+  /** The environment it was started with: the script exports only what the job's differs in. */
+  env: Record<string, string>;
+  failed: boolean;
+}
+
+export function prepareShell(baseEnv: Record<string, string>): PreparedShell | undefined {
   try {
-    const child = spawn("sh", ["-c", ":"], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: baseEnv });
-    child.once("error", () => {});
-    child.stdout.resume();
-    child.stderr.resume();
+    const child = spawn("sh", ["-s"], { detached: true, stdio: ["pipe", "pipe", "pipe"], env: baseEnv });
+    const prepared: PreparedShell = { child, env: baseEnv, failed: false };
+    child.once("error", () => void (prepared.failed = true));
+    child.stdin.on("error", () => void (prepared.failed = true)); // EPIPE: it is gone
+    return prepared;
   } catch {
-    // Nothing to warm.
+    return undefined; // No shell to prepare: the job's spawn says what is wrong.
   }
+}
+
+/** Lets a shell that will not run a job go: it reads the end of its input and exits. */
+export function releaseShell(prepared: PreparedShell): void {
+  prepared.child.stdout.resume();
+  prepared.child.stderr.resume();
+  prepared.child.stdin.end();
+}
+
+/** Linux's limit on one argument or NAME=VALUE (MAX_ARG_STRLEN), and a total well under ARG_MAX. */
+const MAX_ARG_BYTES = 128 * 1024 - 1;
+const MAX_EXEC_BYTES = 1024 * 1024;
+const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+
+/**
+ * The script that makes the prepared shell the job's process, as a fresh spawn of argv would be:
+ * the job's environment (what differs from the shell's, and OLDPWD as the job's, which `cd`
+ * sets), its working directory, stdin from /dev/null, then exec of argv. Undefined when the job
+ * is better started by a spawn of its own, which reports the failure as before: a variable name
+ * the shell cannot export, an argument Linux would refuse (E2BIG), a working directory that is
+ * not one.
+ */
+export function shellScript(prepared: PreparedShell, argv: string[], env: Record<string, string>, workDir: string): string | undefined {
+  let total = 0;
+  for (const arg of argv) {
+    const bytes = Buffer.byteLength(arg);
+    if (bytes > MAX_ARG_BYTES || arg.includes("\0")) return undefined;
+    total += bytes + 1;
+  }
+  const lines: string[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    const bytes = Buffer.byteLength(name) + 1 + Buffer.byteLength(value);
+    if (!SHELL_NAME.test(name) || bytes > MAX_ARG_BYTES || value.includes("\0")) return undefined;
+    total += bytes + 1;
+    if (prepared.env[name] !== value) lines.push(`export ${name}=${quote(value)}`);
+  }
+  for (const name of Object.keys(prepared.env)) if (!(name in env)) lines.push(`unset ${name}`);
+  if (total > MAX_EXEC_BYTES) return undefined;
+  try {
+    if (!statSync(workDir).isDirectory()) return undefined;
+  } catch {
+    return undefined;
+  }
+  lines.push(`cd -- ${quote(workDir)} || exit 126`);
+  lines.push("OLDPWD" in env ? `export OLDPWD=${quote(env.OLDPWD)}` : "unset OLDPWD");
+  lines.push(`exec ${argv.map(quote).join(" ")} </dev/null`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** The prepared shell, given the job's script, when it is alive and the job suits it; else undefined (and it is let go). */
+function takeShell(prepared: PreparedShell | undefined, argv: string[], spec: CommandSpec): ChildProcessByStdio<null, Readable, Readable> | undefined {
+  if (!prepared) return undefined;
+  const { child } = prepared;
+  const script = prepared.failed || child.pid === undefined || child.exitCode !== null || child.signalCode !== null ? undefined : shellScript(prepared, argv, spec.env, spec.workDir);
+  if (script === undefined) {
+    releaseShell(prepared);
+    return undefined;
+  }
+  child.stdin.end(script);
+  return child as unknown as ChildProcessByStdio<null, Readable, Readable>;
 }
 
 export function shellArgv(spec: CommandSpec): string[] {
@@ -84,7 +155,12 @@ function notStarted(error: string, startedAtMs: number): RunningCommand {
   };
 }
 
-export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: Buffer) => void): RunningCommand {
+/**
+ * Starts the job's command: in the prepared shell when one is given and suits the job (see
+ * shellScript), else by a spawn of its own. Either way the job's process is argv's, the leader of
+ * its own process group, with the job's environment, working directory and no stdin.
+ */
+export function startCommand(spec: CommandSpec, onOutput: (stream: string, data: Buffer) => void, prepared?: PreparedShell): RunningCommand {
   const startedAtMs = Date.now();
   let argv: string[];
   try {
@@ -95,7 +171,7 @@ export function startCommand(spec: CommandSpec, onOutput: (stream: string, data:
   }
   let child: ChildProcessByStdio<null, Readable, Readable>;
   try {
-    child = spawn(argv[0], argv.slice(1), {
+    child = takeShell(prepared, argv, spec) ?? spawn(argv[0], argv.slice(1), {
       cwd: spec.workDir,
       env: spec.env,
       detached: true,

@@ -22,7 +22,7 @@ import {
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
-import { type CommandOutcome, type RunningCommand, startCommand, warmUpSpawn } from "./command.js";
+import { type CommandOutcome, type PreparedShell, prepareShell, type RunningCommand, startCommand } from "./command.js";
 import {
   type AgentConfig,
   type Assignment,
@@ -118,9 +118,9 @@ class Agent {
     this.dropConnection = dropConnection;
   }
 
-  /** While idle: open the connection to the control plane and warm the call path ahead of the assignment. */
+  /** While idle: open the connection to the control plane, warm the call path and prepare the job's shell ahead of the assignment. */
   preconnect(): void {
-    warmUpSpawn(this.config.baseEnv);
+    this.shell = prepareShell(this.config.baseEnv);
     void this.client.ping({}, { timeoutMs: WARM_PING_MS }).then(
       () => void (boot.connected = performance.now()),
       (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),
@@ -132,6 +132,8 @@ class Agent {
   }
 
   private keepWarm: NodeJS.Timeout | null = null;
+  /** The job's shell, started while the agent waited for its assignment (command.ts); used once. */
+  private shell: PreparedShell | undefined;
 
   assign(assignment: Assignment): void {
     if (this.keepWarm) clearInterval(this.keepWarm);
@@ -322,7 +324,9 @@ class Agent {
         oomScoreAdj: run.memoryMb > 0 ? JOB_OOM_SCORE_ADJ : undefined,
       },
       (stream, data) => this.onOutput(stream, data),
+      this.shell,
     );
+    this.shell = undefined;
     void this.job.done
       .then((outcome) => this.onJobDone(run, oom, outcome))
       .catch((err: unknown) => this.onFinishFailed(err));
