@@ -121,6 +121,9 @@ class Agent {
   /** While idle: open the connection to the control plane, warm the call path and prepare the job's shell ahead of the assignment. */
   preconnect(): void {
     this.shell = prepareShell(this.config.baseEnv);
+    // Also the agent's first log line, which costs about 2 ms (stderr's first write, the clock's
+    // time zone): paid now rather than on the job's path, where "registered" would be the first.
+    log("idle: waiting for an assignment on stdin");
     void this.client.ping({}, { timeoutMs: WARM_PING_MS }).then(
       () => void (boot.connected = performance.now()),
       (err: unknown) => log("control plane not reachable yet", { error: ConnectError.from(err).message }),
