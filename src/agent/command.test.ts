@@ -95,6 +95,7 @@ describe("the prepared shell", () => {
 
       const cases = [
         { command: ["true"], workDir: join(workDir, "missing") },
+        { command: ["true"], workDir: "relative/missing" },
         { command: [`: ${"x".repeat(200 * 1024)}`], workDir },
       ];
       for (const c of cases) {

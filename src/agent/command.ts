@@ -7,7 +7,7 @@
  */
 import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { wrapJobArgv } from "./job-cgroup.js";
 
@@ -92,7 +92,7 @@ const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
  * sets), its working directory, stdin from /dev/null, then exec of argv. Undefined when the job
  * is better started by a spawn of its own, which reports the failure as before: a variable name
  * the shell cannot export, an argument Linux would refuse (E2BIG), a working directory that is
- * not one.
+ * not one or is relative.
  */
 export function shellScript(prepared: PreparedShell, argv: string[], env: Record<string, string>, workDir: string): string | undefined {
   let total = 0;
@@ -111,7 +111,8 @@ export function shellScript(prepared: PreparedShell, argv: string[], env: Record
   for (const name of Object.keys(prepared.env)) if (!(name in env)) lines.push(`unset ${name}`);
   if (total > MAX_EXEC_BYTES) return undefined;
   try {
-    if (!statSync(workDir).isDirectory()) return undefined;
+    // Relative, it would be resolved by `cd` (and CDPATH, which the job may set), not as a spawn's cwd is.
+    if (!isAbsolute(workDir) || !statSync(workDir).isDirectory()) return undefined;
   } catch {
     return undefined;
   }
