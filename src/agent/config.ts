@@ -33,7 +33,7 @@ export interface AgentConfig {
   pingTimeoutMs: number;
   /** Log output is cut into a chunk after this long without a flush. */
   flushIntervalMs: number;
-  /** The job's environment starts from these (PATH, HOME, ...). */
+  /** The job's environment starts from these (PATH, HOME, ...): the agent's, without HODEI_* and HODEI_AGENT_OWN_ENV's variables. */
   baseEnv: Record<string, string>;
   /** Non-secret markers passed on to every process of the job. */
   markers: Record<string, string>;
@@ -57,9 +57,12 @@ export interface Assignment {
 export function readAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   const serverUrl = env.HODEI_SERVER_URL ?? "";
   if (!serverUrl) throw new Error("HODEI_SERVER_URL is not set: the agent needs the control plane's worker-facing address");
+  // The job's environment is the agent's, without HODEI_* and the variables the server set for
+  // the agent's process alone (HODEI_AGENT_OWN_ENV, comma-separated: its malloc tuning).
+  const own = new Set((env.HODEI_AGENT_OWN_ENV ?? "").split(",").filter(Boolean));
   const baseEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
-    if (value !== undefined && !key.startsWith("HODEI_")) baseEnv[key] = value;
+    if (value !== undefined && !key.startsWith("HODEI_") && !own.has(key)) baseEnv[key] = value;
   }
   const markers: Record<string, string> = { HODEI_MANAGED_BY: env.HODEI_MANAGED_BY ?? "hodei" };
   if (env.HODEI_CLUSTER_ID) markers.HODEI_CLUSTER_ID = env.HODEI_CLUSTER_ID;

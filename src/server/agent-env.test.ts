@@ -12,7 +12,17 @@ describe("the agent's settings from the server", () => {
       HODEI_RECONNECT_WINDOW_MS: "120000",
       HODEI_AGENT_PING_INTERVAL_MS: "10000",
       HODEI_AGENT_PING_TIMEOUT_MS: "10000",
+      GLIBC_TUNABLES: "glibc.malloc.hugetlb=1",
+      HODEI_AGENT_OWN_ENV: "GLIBC_TUNABLES",
     });
+  });
+
+  it("tunes the agent's malloc, and its jobs get none of it: their base environment is the rest of the agent's", () => {
+    const env = { PATH: "/usr/bin:/bin", HOME: "/root", HODEI_SERVER_URL: "http://127.0.0.1:7070", HODEI_PROVIDER: "docker", ...agentEnvOf({ ...base, heartbeatTimeoutMs: 30_000 }) };
+    assert.equal(env.GLIBC_TUNABLES, "glibc.malloc.hugetlb=1");
+    assert.deepEqual(readAgentConfig(env).baseEnv, { PATH: "/usr/bin:/bin", HOME: "/root" });
+    // Without the server's list (an older server), the agent's environment passes on as before.
+    assert.deepEqual(readAgentConfig({ HODEI_SERVER_URL: "http://127.0.0.1:7070", GLIBC_TUNABLES: "glibc.malloc.check=3" }).baseEnv, { GLIBC_TUNABLES: "glibc.malloc.check=3" });
   });
 
   it("keeps the agent's detection of a dead connection under any heartbeat timeout, as the agent reads it", () => {

@@ -121,6 +121,26 @@ describe("hodei on the local provider", () => {
     assert.equal(result.code, 0, result.stderr);
     assert.doesNotMatch(result.stdout, /HODEI_OTP_TOKEN|hodei_otp_/);
     assert.match(result.stdout, /HODEI_JOB_ID=/);
+    // Nor the agent's own malloc tuning (server/agent-env.ts), which its process does have.
+    assert.doesNotMatch(result.stdout, /GLIBC_TUNABLES|HODEI_AGENT_OWN_ENV/);
+  });
+
+  it("tunes the agents' malloc (huge pages), in their own environment only", { skip: process.platform !== "linux" && "reads /proc" }, async () => {
+    const { readFileSync, readdirSync } = await import("node:fs");
+    const idleAgents = () => readdirSync("/proc").filter((p) => /^\d+$/.test(p)).flatMap((pid) => {
+      try {
+        const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+        return environ.includes(`HODEI_CLUSTER_ID=${server.clusterId}`) && environ.some((v) => v.startsWith("HODEI_WARM_ID=")) ? [environ] : [];
+      } catch {
+        return [];
+      }
+    });
+    // The pool fills once the provider has started a worker, off that job's path.
+    assert.equal((await runCli(server, ["run", "--", "true"])).code, 0);
+    await eventually(() => idleAgents().length > 0);
+    const agents = idleAgents();
+    assert.ok(agents.length > 0, "the server's idle agents are found");
+    for (const environ of agents) assert.ok(environ.includes("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"), environ.filter((v) => v.startsWith("GLIBC")).join(" ") || "no GLIBC_TUNABLES");
   });
 
   it("cancels a running job and kills its whole process tree", async () => {
