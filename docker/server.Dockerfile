@@ -6,5 +6,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY . .
 RUN npm ci && npm prune --omit=dev
+# glibc's malloc in transparent huge pages: log ingest spends much of its time in page faults
+# otherwise (docs/operations.md, "Memory and log throughput").
+ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 ENTRYPOINT ["node", "/app/bin/hodei.js"]
 CMD ["server"]
