@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { sql } from "kysely";
 import pg from "pg";
 import { claimOne } from "../../test/fixtures/claim.js";
+import { OLD_JOBS, OLD_SECRETS } from "../../test/fixtures/old-secret-rows.js";
 import { startPostgres, skipWithoutPostgres, type TestPostgres } from "../../test/fixtures/postgres.js";
 import { ManualClock } from "../core/clock.js";
 import { workerName } from "../core/ids.js";
@@ -319,6 +320,25 @@ describe("postgres: a real server", { skip: SKIP }, () => {
       assert.deepEqual(labelled.map((j) => j.id).sort(), ["keyed-job", "old-job"], "0014 copied the labels into job_labels");
       assert.equal(job?.idempotency_key, null);
       assert.equal((await store.jobs.get("keyed-job"))?.idempotency_key, "ci:deploy-1", "0030 scoped the key to its API key");
+    } finally {
+      await now.db.destroy();
+      await postgres.drop(url);
+    }
+  });
+
+  it("names the secrets of jobs from before 0018 (migration 0031), so that their end deletes them", async () => {
+    const url = await postgres.createDatabase("hodei_migrate_secrets");
+    const old = await openDatabase(url, { migrateUpTo: "0017_job_secrets" });
+    await old.db.insertInto("jobs" as never).values(OLD_JOBS as never).execute();
+    await old.db.insertInto("job_secrets" as never).values(OLD_SECRETS as never).execute();
+    await old.db.destroy();
+    const now = await openDatabase(url);
+    try {
+      const store = new Store(now.db, now.kind);
+      assert.equal((await store.jobs.get("with-secrets"))?.secret_names, '["API_TOKEN","DB_PASSWORD"]');
+      assert.equal((await store.jobs.get("without"))?.secret_names, "[]");
+      for (const id of ["with-secrets", "without"]) assert.ok(await store.attempts.cancel(id, "done", 2000, 3000));
+      assert.equal(await store.countRows("job_secrets"), 0, "the secrets went with their job's end");
     } finally {
       await now.db.destroy();
       await postgres.drop(url);

@@ -35,6 +35,7 @@ import * as m0027 from "./0027_workers_provider_state.js";
 import * as m0028 from "./0028_jobs_provider_created.js";
 import * as m0029 from "./0029_replica_process_key.js";
 import * as m0030 from "./0030_idempotency_key_scope.js";
+import * as m0031 from "./0031_job_secret_names_backfill.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -69,6 +70,7 @@ const STEPS: Record<string, Step> = {
   "0028_jobs_provider_created": m0028,
   "0029_replica_process_key": m0029,
   "0030_idempotency_key_scope": m0030,
+  "0031_job_secret_names_backfill": m0031,
 };
 
 /** The first step: applying it means the database was created by this run. */
