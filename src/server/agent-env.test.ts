@@ -18,7 +18,7 @@ describe("the agent's settings from the server", () => {
   });
 
   it("tunes the agent's malloc, and its jobs get none of it: their base environment is the rest of the agent's", () => {
-    const env = { PATH: "/usr/bin:/bin", HOME: "/root", HODEI_SERVER_URL: "http://127.0.0.1:7070", HODEI_PROVIDER: "docker", ...agentEnvOf({ ...base, heartbeatTimeoutMs: 30_000 }) };
+    const env: Record<string, string> = { PATH: "/usr/bin:/bin", HOME: "/root", HODEI_SERVER_URL: "http://127.0.0.1:7070", HODEI_PROVIDER: "docker", ...agentEnvOf({ ...base, heartbeatTimeoutMs: 30_000 }) };
     assert.equal(env.GLIBC_TUNABLES, "glibc.malloc.hugetlb=1");
     assert.deepEqual(readAgentConfig(env).baseEnv, { PATH: "/usr/bin:/bin", HOME: "/root" });
     // Without the server's list (an older server), the agent's environment passes on as before.
