@@ -5,10 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { isAlive } from "../providers/process-table.js";
 import { type PreparedShell, prepareShell, startCommand } from "./command.js";
 
 const COMMAND = new URL("./command.ts", import.meta.url).href;
@@ -33,8 +34,6 @@ function runPrepared(path: string, env: Record<string, string> = {}, then = "ret
     cwd: process.cwd(),
   });
 }
-
-const isAlive = (pid: number) => existsSync(`/proc/${pid}`) && !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
 
 async function gone(pid: number): Promise<boolean> {
   for (let i = 0; i < 200 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 10));

@@ -108,7 +108,11 @@ export function shellScript(prepared: PreparedShell, argv: string[], env: Record
     total += bytes + 1;
     if (prepared.env[name] !== value) lines.push(`export ${name}=${quote(value)}`);
   }
-  for (const name of Object.keys(prepared.env)) if (!(name in env)) lines.push(`unset ${name}`);
+  for (const name of Object.keys(prepared.env)) {
+    if (name in env) continue;
+    if (!SHELL_NAME.test(name)) return undefined;
+    lines.push(`unset ${name}`);
+  }
   if (total > MAX_EXEC_BYTES) return undefined;
   try {
     // Relative, it would be resolved by `cd` (and CDPATH, which the job may set), not as a spawn's cwd is.

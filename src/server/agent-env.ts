@@ -24,8 +24,8 @@ import type { ServerConfig } from "../config.js";
 /** The agent's own default ping interval and timeout, ms (agent/config.ts). */
 const AGENT_PING_DEFAULT_MS = 10_000;
 
-/** glibc's tunables for the agent's process: malloc in transparent huge pages. */
-export const AGENT_GLIBC_TUNABLES = "glibc.malloc.hugetlb=1";
+/** Variables for the agent's process alone, kept from its jobs: glibc's malloc in transparent huge pages. */
+const AGENT_OWN_ENV = { GLIBC_TUNABLES: "glibc.malloc.hugetlb=1" };
 
 export function agentKeepAliveMs(heartbeatTimeoutMs: number): number {
   return Math.max(1, Math.min(AGENT_PING_DEFAULT_MS, Math.floor(heartbeatTimeoutMs / 3)));
@@ -38,9 +38,8 @@ export function agentEnvOf(config: Pick<ServerConfig, "registrationTimeoutMs" | 
     HODEI_RECONNECT_WINDOW_MS: String(config.reconnectWindowMs),
     HODEI_AGENT_PING_INTERVAL_MS: keepAliveMs,
     HODEI_AGENT_PING_TIMEOUT_MS: keepAliveMs,
-    GLIBC_TUNABLES: AGENT_GLIBC_TUNABLES,
-    // The variables above without the HODEI_ prefix are the agent's, not its jobs'.
-    HODEI_AGENT_OWN_ENV: "GLIBC_TUNABLES",
+    ...AGENT_OWN_ENV,
+    HODEI_AGENT_OWN_ENV: Object.keys(AGENT_OWN_ENV).join(","),
     ...(caPem ? { HODEI_TLS_CA_PEM: caPem } : {}),
   };
 }

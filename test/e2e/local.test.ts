@@ -22,6 +22,7 @@ import {
   type WorkerJson,
   workerProcesses,
 } from "./harness.js";
+import { findMarkedProcesses } from "../../src/providers/process-table.js";
 import { tempDir } from "../fixtures/temp-dir.js";
 
 
@@ -126,21 +127,21 @@ describe("hodei on the local provider", () => {
   });
 
   it("tunes the agents' malloc (huge pages), in their own environment only", { skip: process.platform !== "linux" && "reads /proc" }, async () => {
-    const { readFileSync, readdirSync } = await import("node:fs");
-    const idleAgents = () => readdirSync("/proc").filter((p) => /^\d+$/.test(p)).flatMap((pid) => {
+    const { readFileSync } = await import("node:fs");
+    const idleAgents = () => findMarkedProcesses(server.clusterId).filter((p) => p.warmId !== "" && p.workerId === "");
+    // The pool fills once the provider has started a worker, off that job's path.
+    assert.equal((await runCli(server, ["run", "--", "true"])).code, 0);
+    await eventually(() => idleAgents().length > 0);
+    // An agent that left meanwhile (the job's, after its result) has no environ to read.
+    const environs = idleAgents().flatMap(({ pid }) => {
       try {
-        const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
-        return environ.includes(`HODEI_CLUSTER_ID=${server.clusterId}`) && environ.some((v) => v.startsWith("HODEI_WARM_ID=")) ? [environ] : [];
+        return [readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")];
       } catch {
         return [];
       }
     });
-    // The pool fills once the provider has started a worker, off that job's path.
-    assert.equal((await runCli(server, ["run", "--", "true"])).code, 0);
-    await eventually(() => idleAgents().length > 0);
-    const agents = idleAgents();
-    assert.ok(agents.length > 0, "the server's idle agents are found");
-    for (const environ of agents) assert.ok(environ.includes("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"), environ.filter((v) => v.startsWith("GLIBC")).join(" ") || "no GLIBC_TUNABLES");
+    assert.ok(environs.length > 0, "the server's idle agents are found");
+    for (const environ of environs) assert.ok(environ.includes("GLIBC_TUNABLES=glibc.malloc.hugetlb=1"), environ.filter((v) => v.startsWith("GLIBC")).join(" ") || "no GLIBC_TUNABLES");
   });
 
   it("cancels a running job and kills its whole process tree", async () => {
