@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -75,6 +75,52 @@ describe("the prepared shell", () => {
         const fresh = await runJob({ ...spec, env, workDir, timeoutSeconds: 10 });
         const inShell = await runJob({ ...spec, env, workDir, timeoutSeconds: 10 }, prepareShell(baseEnv));
         assert.deepEqual([inShell.output, inShell.stderr], [fresh.output, fresh.stderr]);
+      }
+    } finally {
+      rmSync(workDir, { recursive: true, force: true });
+    }
+  });
+
+  it("execs an argv-form command itself (one exec fewer than the spawn's sh -c 'exec \"$@\"'), and fails one as the spawn does", linux, async () => {
+    const workDir = mkdtempSync(join(tmpdir(), "hodei-prepared-"));
+    try {
+      const notExecutable = join(workDir, "data.txt");
+      writeFileSync(notExecutable, "x\n");
+      const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", LANG: "C" };
+      // The sh that the job's PATH finds says when it runs: a spawn runs it to exec the command, the prepared shell does not.
+      const bin = join(workDir, "bin");
+      mkdirSync(bin);
+      writeFileSync(join(bin, "sh"), '#!/bin/sh\necho "sh ran" >&2\nexec /bin/sh "$@"\n', { mode: 0o755 });
+      const counting = { ...env, PATH: `${bin}:${env.PATH}` };
+      const spawned = await runJob({ command: ["echo", "hi"], script: "", env: counting, workDir, timeoutSeconds: 10 });
+      assert.deepEqual([spawned.output, spawned.stderr], ["hi\n", "sh ran\n"]);
+      const prepared = prepareShell(env)!;
+      const direct = await runJob({ command: ["echo", "hi"], script: "", env: counting, workDir, timeoutSeconds: 10 }, prepared);
+      assert.equal(direct.pid, prepared.child.pid);
+      assert.deepEqual([direct.output, direct.stderr], ["hi\n", ""], "no sh between the prepared shell and the command");
+      const cases: Array<{ why: string; command: string[]; env?: Record<string, string> }> = [
+        { why: "a command found on PATH, arguments kept as given", command: ["printf", "%s|", "a b", "", "it's", "$HOME", "-x", "*"] },
+        { why: "a missing command", command: ["no-such-command-hodei", "x"] },
+        { why: "a file that is not executable", command: [notExecutable] },
+        { why: "a name that is only a builtin", command: ["cd", "/"] },
+        { why: "a name like an option", command: ["-x", "y"] },
+        { why: "an exit status", command: ["sh", "-c", "exit 7"] },
+        // The spawn's sh is not found (ENOENT): the job is spawned, and the shell let go.
+        { why: "a PATH without sh", command: ["ls", "/"], env: { PATH: workDir } },
+        { why: "a PATH with sh only in a relative directory", command: ["ls", "/"], env: { PATH: "bin" } },
+      ];
+      for (const c of cases) {
+        const jobEnv = { ...env, ...c.env };
+        const fresh = await runJob({ command: c.command, script: "", env: jobEnv, workDir, timeoutSeconds: 10 });
+        const shell = prepareShell(env)!;
+        const got = await runJob({ command: c.command, script: "", env: jobEnv, workDir, timeoutSeconds: 10 }, shell);
+        if (c.env?.PATH) assert.ok(got.pid !== shell.child.pid && (await gone(shell.child.pid!)), `${c.why}: spawned, the shell let go`);
+        else assert.equal(got.pid, shell.child.pid, `${c.why}: ran in the prepared shell`);
+        assert.deepEqual(
+          { exitCode: got.outcome.exitCode, error: got.outcome.error, stdout: got.output, stderr: got.stderr },
+          { exitCode: fresh.outcome.exitCode, error: fresh.outcome.error, stdout: fresh.output, stderr: fresh.stderr },
+          c.why,
+        );
       }
     } finally {
       rmSync(workDir, { recursive: true, force: true });

@@ -6,7 +6,7 @@
  * Output is passed on as the bytes the job wrote: it is not necessarily text, and nothing decodes it.
  */
 import { type ChildProcessByStdio, spawn } from "node:child_process";
-import { statSync, writeFileSync } from "node:fs";
+import { accessSync, constants, statSync, writeFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { wrapJobArgv } from "./job-cgroup.js";
@@ -85,6 +85,8 @@ const MAX_ARG_BYTES = 128 * 1024 - 1;
 const MAX_EXEC_BYTES = 1024 * 1024;
 const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+/** The shell script of an argv-form command (shellArgv): exec of its arguments, as given. */
+const EXEC_ARGS = 'exec "$@"';
 
 /**
  * The script that makes the prepared shell the job's process, as a fresh spawn of argv would be:
@@ -114,6 +116,8 @@ export function shellScript(prepared: PreparedShell, argv: string[], env: Record
     lines.push(`unset ${name}`);
   }
   if (total > MAX_EXEC_BYTES) return undefined;
+  // A spawn that would not find argv's program reports ENOENT, which the shell's exec would not say.
+  if (!argv[0].includes("/") && !isOnPath(argv[0], env.PATH)) return undefined;
   try {
     // Relative, it would be resolved by `cd` (and CDPATH, which the job may set), not as a spawn's cwd is.
     if (!isAbsolute(workDir) || !statSync(workDir).isDirectory()) return undefined;
@@ -122,8 +126,40 @@ export function shellScript(prepared: PreparedShell, argv: string[], env: Record
   }
   lines.push(`cd -- ${quote(workDir)} || exit 126`);
   lines.push("OLDPWD" in env ? `export OLDPWD=${quote(env.OLDPWD)}` : "unset OLDPWD");
-  lines.push(`exec ${argv.map(quote).join(" ")} </dev/null`);
+  const command = argvFormCommand(argv);
+  if (command) {
+    // argv's own `sh -c 'exec "$@"'` would only exec the command: this shell does it, one exec
+    // fewer, when both would be found (else the wrapper runs and fails as a spawn's would). eval:
+    // an exec that fails anyway (a name that is only a builtin, a file that is not executable)
+    // says so as the wrapper does, at its line 1 (dash; busybox still counts the script's lines).
+    lines.push(`set -- ${command.map(quote).join(" ")}`);
+    lines.push(`if command -v -- sh >/dev/null && command -v -- "$1" >/dev/null; then eval 'exec "$@" </dev/null'; fi`);
+    lines.push(`exec sh -c ${quote(EXEC_ARGS)} sh "$@" </dev/null`);
+  } else {
+    lines.push(`exec ${argv.map(quote).join(" ")} </dev/null`);
+  }
   return `${lines.join("\n")}\n`;
+}
+
+/** Whether `name` is an executable file in an absolute directory of `path` (a spawn would find it there). */
+function isOnPath(name: string, path: string | undefined): boolean {
+  for (const dir of (path ?? "").split(":")) {
+    if (!isAbsolute(dir)) continue;
+    const file = join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      if (statSync(file).isFile()) return true;
+    } catch {
+      // Not here.
+    }
+  }
+  return false;
+}
+
+/** What an argv-form job's shellArgv runs (sh -c 'exec "$@"' sh <command...>): its command, else undefined. */
+function argvFormCommand(argv: string[]): string[] | undefined {
+  const [sh, c, script, name] = argv;
+  return argv.length > 4 && sh === "sh" && c === "-c" && script === EXEC_ARGS && name === "sh" ? argv.slice(4) : undefined;
 }
 
 /** The prepared shell, given the job's script, when it is alive and the job suits it; else undefined (and it is let go). */
@@ -146,7 +182,7 @@ export function shellArgv(spec: CommandSpec): string[] {
     return ["sh", file];
   }
   if (spec.command.length === 1) return ["sh", "-c", spec.command[0]];
-  return ["sh", "-c", 'exec "$@"', "sh", ...spec.command];
+  return ["sh", "-c", EXEC_ARGS, "sh", ...spec.command];
 }
 
 /** A command that never started: the job fails with `error`. */
