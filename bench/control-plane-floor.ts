@@ -3,9 +3,10 @@
  * that answers the same calls a job makes, over the same listener, Connect handler and codec as
  * the real server (listen, createRpcHandler, the configured edge limits), and does nothing else:
  * no database, no API key lookup, no reconcile pass, no provider. SubmitJob hands the job's
- * "token" to the bench's agents at once (the same IPC message the bench provider sends), Register
- * answers a session, and the stream answers hello with RunJob, the log chunk with its ack and the
- * result with ResultAck, then reports the worker stopped.
+ * "token" to the bench's agents at once (the same IPC message the bench provider sends), the
+ * stream's register is answered with a session and RunJob (the unary Register with a session), its
+ * hello with an ack (or RunJob, when it was not in the answer), the log chunk with its ack and the
+ * result with ResultAck, then it reports the worker stopped.
  *
  * Measured with the same agents, client and job count as the real configurations, its CPU per job
  * is what the RPCs alone cost: what the control plane's own work is compared with, and the bound
@@ -62,12 +63,27 @@ const handler = createRpcHandler({
         return { sessionToken };
       },
       async *connect(messages: AsyncIterable<AgentMessage>, ctx) {
-        const sessionToken = (ctx.requestHeader.get("authorization") ?? "").replace(/^Bearer /, "");
-        const worker = sessions.get(sessionToken);
-        if (!worker) throw new ConnectError("unknown session", Code.Unauthenticated);
+        let sessionToken = (ctx.requestHeader.get("authorization") ?? "").replace(/^Bearer /, "");
+        let worker = sessions.get(sessionToken);
+        let isRunSent = false;
+        if (!worker && sessionToken) throw new ConnectError("unknown session", Code.Unauthenticated);
         for await (const message of messages) {
-          if (message.kind.case === "hello") {
-            yield create(ServerMessageSchema, { kind: { case: "run", value: { jobId: worker.jobId, attempt: 1, command: ["echo", "hello"] } } });
+          if (message.kind.case === "register" && !worker) {
+            // An agent that registers on its stream: the session and the job in the answer.
+            worker = tokens.get(message.kind.value.otpToken);
+            if (!worker) throw new ConnectError("unknown token", Code.Unauthenticated);
+            tokens.delete(message.kind.value.otpToken);
+            sessionToken = randomUUID();
+            sessions.set(sessionToken, worker);
+            isRunSent = message.kind.value.runInAnswer;
+            const run = isRunSent ? { jobId: worker.jobId, attempt: 1, command: ["echo", "hello"] } : undefined;
+            yield create(ServerMessageSchema, { kind: { case: "registered", value: { sessionToken, workerId: worker.workerId, jobId: worker.jobId, attempt: 1, run } } });
+          } else if (!worker) {
+            throw new ConnectError("register first", Code.InvalidArgument);
+          } else if (message.kind.case === "hello") {
+            if (isRunSent) yield create(ServerMessageSchema, { kind: { case: "ack", value: { seq: 0n } } });
+            else yield create(ServerMessageSchema, { kind: { case: "run", value: { jobId: worker.jobId, attempt: 1, command: ["echo", "hello"] } } });
+            isRunSent = true;
           } else if (message.kind.case === "logs") {
             const last = message.kind.value.chunks.at(-1);
             yield create(ServerMessageSchema, { kind: { case: "ack", value: { seq: last?.seq ?? 0n } } });

@@ -141,49 +141,49 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 
 /**
  * The agent's side of one job, as src/agent/main.ts does it, with a command that costs nothing:
- * Register and the stream are retried unless refused (50 ms doubling, as the agent does), the
- * stream resumed with hello(started) and the output and result sent again (the server ignores a resend).
+ * it registers on its stream (the job in the answer, then its hello), the stream is retried unless
+ * refused (50 ms doubling, as the agent does): before the answer with the same token and instance
+ * key, after it with the session, resumed with hello(started) and the output and result sent again
+ * (the server ignores a resend).
  */
 export async function runAgent(client: Client<typeof WorkerService>, otpToken: string, trace: Trace, onSucceeded: () => void): Promise<void> {
   const instanceKey = randomBytes(16).toString("base64url");
-  let delayMs = 50;
-  let session;
-  for (;;) {
-    try {
-      session = await client.register({ otpToken, hostname: "bench", agentVersion: "bench", instanceKey });
-      break;
-    } catch (err) {
-      if (!isAgentRetryable(err) || delayMs > 5000) throw err;
-      trace.retries = (trace.retries ?? 0) + 1;
-      await sleep(delayMs);
-      delayMs *= 2;
-    }
-  }
-  trace.registeredAt = at();
+  let session: string | null = null;
   let ran = false;
   let now = 0n;
+  const hello = (started: boolean) => create(AgentMessageSchema, { kind: { case: "hello", value: { started, lastSeq: 0n } } });
   const sendOutput = (outgoing: AsyncQueue<AgentMessage>) => {
     // The output, then the result right behind it on the same ordered stream (as the agent does).
     outgoing.push(create(AgentMessageSchema, { kind: { case: "logs", value: { chunks: [{ seq: 1n, stream: "stdout", data: OUTPUT, timeMs: now }] } } }));
     outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
   };
-  delayMs = 50;
+  const start = (outgoing: AsyncQueue<AgentMessage>) => {
+    trace.runAt = at();
+    ran = true;
+    now = BigInt(Date.now());
+    sendOutput(outgoing);
+  };
+  let delayMs = 50;
   for (let isResumed = false; ; isResumed = true) {
     const outgoing = new AsyncQueue<AgentMessage>();
-    outgoing.push(create(AgentMessageSchema, { kind: { case: "hello", value: { started: ran, lastSeq: 0n } } }));
-    let isAwaitingAck = ran;
+    if (session === null) outgoing.push(create(AgentMessageSchema, { kind: { case: "register", value: { otpToken, hostname: "bench", agentVersion: "bench", instanceKey, runInAnswer: true } } }));
+    else outgoing.push(hello(ran));
+    let isAwaitingAck = session !== null && ran;
     try {
-      for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
-        if (message.kind.case === "ack" && isAwaitingAck) {
+      for await (const message of client.connect(outgoing, session === null ? {} : { headers: { authorization: `Bearer ${session}` } })) {
+        if (message.kind.case === "registered") {
+          trace.registeredAt = at();
+          session = message.kind.value.sessionToken;
+          const run = message.kind.value.run;
+          outgoing.push(hello(run !== undefined));
+          if (run) start(outgoing);
+        } else if (message.kind.case === "ack" && isAwaitingAck) {
           // Resumed after the run: the hello's ack says whether the output arrived; the result follows.
           isAwaitingAck = false;
           if (message.kind.value.seq < 1n) sendOutput(outgoing);
           else outgoing.push(create(AgentMessageSchema, { kind: { case: "result", value: { exitCode: 0, lastSeq: 1n, startedAtMs: now, finishedAtMs: now } } }));
-        } else if (message.kind.case === "run") {
-          trace.runAt = at();
-          ran = true;
-          now = BigInt(Date.now());
-          sendOutput(outgoing);
+        } else if (message.kind.case === "run" && !ran) {
+          start(outgoing);
         } else if (message.kind.case === "resultAck") {
           trace.resultAckAt = at();
           onSucceeded();

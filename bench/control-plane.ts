@@ -17,7 +17,8 @@
  *                          submit (SubmitJob call, client-seen), submit_to_claimed (submit sent -> the
  *                          provider asked to start: the insert, a pass, the claim), provisioning_write
  *                          (provider_resource_id recorded), handoff (token to the agent, IPC), register
- *                          (Register call), dispatch (stream opened -> RunJob), result_write (log chunk
+ *                          (the stream's Register answered, as the agent registers), dispatch (answer ->
+ *                          RunJob: 0 when the job came in the answer, as it does), result_write (log chunk
  *                          + result -> result acknowledged), result_to_destroyed (result sent -> the
  *                          provider asked to stop: a pass, the destroy)
  *   statements_per_job     database statements per job, total and by kind (Kysely's log hook),

@@ -1,5 +1,6 @@
 /**
- * The agent's time limits on the network, with the built agent (dist/agent.cjs) as workers run it:
+ * The agent's time limits on the network, with the built agent (dist/agent.cjs) as workers run it
+ * (and its Register with a control plane that takes it only as the unary call, an earlier release's):
  * - Register against a control plane that accepts connections and never answers (a bare TCP
  *   listener, an HTTP/2 server that never responds) fails by the register timeout, naming the URL;
  * - a stream whose connection goes silent (TCP half-open, through a proxy that stops forwarding
@@ -15,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
 import { serveWorkerService, startSilentProxy } from "./fixtures/agent-network.js";
 import { ROOT } from "./e2e/harness.js";
@@ -26,6 +28,9 @@ const PING_TIMEOUT_MS = 200;
 const BOOT_ALLOWANCE_MS = 4000;
 
 type ServerReply = MessageInitShape<typeof ServerMessageSchema>;
+
+/** The Register's answer of the reduced servers below (the job comes on the stream). */
+const REGISTERED = { sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 };
 
 interface RunningAgent {
   child: ChildProcess;
@@ -120,6 +125,44 @@ describe("the agent's Register", () => {
   }
 });
 
+describe("the agent's Register with a control plane of an earlier release", () => {
+  it("falls back to the unary Register when a stream without a session is refused for it, and finishes its attempt", async () => {
+    // As such a server does: every stream needs a session; Register is the unary call.
+    const calls: string[] = [];
+    const server = await serveWorkerService({
+      register: (req) => {
+        calls.push(`register ${req.otpToken}`);
+        return REGISTERED;
+      },
+      async *connect(requests, context): AsyncGenerator<ServerReply> {
+        const authorization = context.requestHeader.get("authorization");
+        calls.push(`connect ${authorization ?? "without a session"}`);
+        if (authorization !== "Bearer s") throw new ConnectError("missing session: send authorization: Bearer <session token>", Code.Unauthenticated);
+        for await (const message of requests) {
+          if (message.kind.case === "hello") {
+            yield { kind: { case: "ack", value: { seq: 0n } } };
+            yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
+          }
+          if (message.kind.case === "result") {
+            yield { kind: { case: "resultAck", value: {} } };
+            return;
+          }
+        }
+      },
+    });
+    const workDir = mkdtempSync(join(tmpdir(), "hodei-agent-limits-"));
+    const agent = startAgent(`http://127.0.0.1:${server.port}`, workDir);
+    try {
+      assert.equal(await agent.exitWithin(BOOT_ALLOWANCE_MS + 3000), 0, `the agent ends its attempt; its log:\n${agent.stderr()}`);
+      assert.deepEqual(calls, ["connect without a session", "register hodei_otp_time-limits", "connect Bearer s"]);
+    } finally {
+      await stopAgent(agent);
+      await server.close();
+      rmSync(workDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("the agent's stream", () => {
   it("is found dead within the keep-alive's bound when its connection goes silent, and reconnects on a new one", async () => {
     // The worker protocol, reduced: Register answers a session (the job comes on the stream); each
@@ -129,10 +172,11 @@ describe("the agent's stream", () => {
     let onHello: (streamNumber: number) => void = () => {};
     let streams = 0;
     const server = await serveWorkerService({
-      register: () => ({ sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 }),
+      register: () => REGISTERED,
       async *connect(requests): AsyncGenerator<ServerReply> {
         const streamNumber = ++streams;
         for await (const message of requests) {
+          if (message.kind.case === "register") yield { kind: { case: "registered", value: REGISTERED } };
           if (message.kind.case === "hello") {
             hellos.push(Date.now());
             onHello(streamNumber);
@@ -183,11 +227,12 @@ describe("the agent's stream", () => {
     let streams = 0;
     let secondStreamAt = 0;
     const server = await serveWorkerService({
-      register: () => ({ sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 }),
+      register: () => REGISTERED,
       async *connect(requests): AsyncGenerator<ServerReply> {
         const streamNumber = ++streams;
         if (streamNumber === 2) secondStreamAt = Date.now();
         for await (const message of requests) {
+          if (message.kind.case === "register") yield { kind: { case: "registered", value: REGISTERED } };
           if (streamNumber === 1) continue;
           if (message.kind.case === "hello") {
             yield { kind: { case: "ack", value: { seq: 0n } } };

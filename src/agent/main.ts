@@ -12,13 +12,15 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { hostname } from "node:os";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
   AgentMessageSchema,
   type AgentMessage,
+  type RegisterRequestSchema,
   type RegisterResponse,
   type RunJob,
+  type ServerMessage,
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
@@ -68,10 +70,20 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 /** After SIGTERM: time the job's tree gets before SIGKILL, and time to wait for the result's ack. */
 const TERMINATE_GRACE_MS = 1000;
 const TERMINATE_ACK_WAIT_MS = 2000;
+/** The stream an agent registered on, open for its hello: what connectOnce continues with. */
+interface OpenStream {
+  outgoing: AsyncQueue<AgentMessage>;
+  /** Its answers after `registered`. */
+  responses: AsyncIterator<ServerMessage>;
+  /** Aborts the stream (its open timer, dropConnection). */
+  opening: AbortController;
+}
+
 /**
- * One Register call gets at most this long (and never past the register timeout): the server answers
- * in milliseconds (one guarded UPDATE), so a call without an answer by then is taken as lost (a
- * server or a proxy that accepted the connection and went silent) and retried on a new connection.
+ * One Register attempt (the stream's first answer, or the unary call) gets at most this long (and
+ * never past the register timeout): the server answers in milliseconds (one guarded UPDATE), so an
+ * attempt without an answer by then is taken as lost (a server or a proxy that accepted the
+ * connection and went silent) and retried on a new connection.
  * A retry is safe: the server honours a repeat from the same instance key.
  */
 const REGISTER_ATTEMPT_MS = 10_000;
@@ -145,7 +157,15 @@ class Agent {
     process.chdir(assignment.workDir);
   }
 
-  async register(): Promise<RegisterResponse> {
+  /** Set when the control plane does not take a Register on the stream (a server of an earlier release): the unary call then. */
+  private isUnaryRegister = false;
+
+  /**
+   * Registers with the OTP token, retrying until the register timeout unless refused. The Register
+   * goes on the worker's stream (its first message, answered by the stream's first), which then
+   * carries the session: the stream is returned with the answer, and the job starts meanwhile.
+   */
+  async register(): Promise<{ session: RegisterResponse; stream?: OpenStream }> {
     const deadline = Date.now() + this.config.registerTimeoutMs;
     let delayMs = 50;
     let lastLogMs = 0;
@@ -156,21 +176,24 @@ class Agent {
       // the server never answers: the deadline is otherwise checked only after a call failed.
       const attemptMs = Math.max(1, Math.min(REGISTER_ATTEMPT_MS, deadline - Date.now()));
       try {
-        const response = await this.client.register(
-          {
-            otpToken: this.assignment!.otpToken,
-            hostname: hostname(),
-            agentVersion: AGENT_VERSION,
-            instanceKey: this.instanceKey,
-            runInAnswer: true,
-          },
-          { timeoutMs: attemptMs },
-        );
+        const request = {
+          otpToken: this.assignment!.otpToken,
+          hostname: hostname(),
+          agentVersion: AGENT_VERSION,
+          instanceKey: this.instanceKey,
+          runInAnswer: true,
+        };
+        const registered = this.isUnaryRegister ? { session: await this.client.register(request, { timeoutMs: attemptMs }) } : await this.registerOnStream(request, attemptMs);
         this.traceBoot();
-        return response;
+        return registered;
       } catch (err) {
         this.traceBoot();
         const error = ConnectError.from(err);
+        if (!this.isUnaryRegister && error.code === Code.Unauthenticated && error.rawMessage.startsWith("missing session")) {
+          // A control plane of an earlier release asks every stream for a session: register by the call.
+          this.isUnaryRegister = true;
+          continue;
+        }
         const isUnanswered = error.code === Code.DeadlineExceeded;
         // Waiting on the same connection cannot help a call that got no answer: the next dials anew.
         if (isUnanswered) this.dropConnection(error);
@@ -207,20 +230,50 @@ class Agent {
     log("boot phases (ms since the process started)", fields);
   }
 
+  /**
+   * Opens the worker's stream without a session and registers on it: its first message is the
+   * Register, the server's first is the answer. The stream stays open for the hello (connectOnce).
+   */
+  private async registerOnStream(request: MessageInitShape<typeof RegisterRequestSchema>, attemptMs: number): Promise<{ session: RegisterResponse; stream: OpenStream }> {
+    const outgoing = new AsyncQueue<AgentMessage>();
+    outgoing.push(create(AgentMessageSchema, { kind: { case: "register", value: request } }));
+    const opening = new AbortController();
+    const timer = setTimeout(() => opening.abort(new ConnectError(`no answer in ${attemptMs} ms`, Code.DeadlineExceeded)), attemptMs);
+    try {
+      const responses = this.client.connect(outgoing, { signal: opening.signal })[Symbol.asyncIterator]();
+      const first = await responses.next();
+      if (first.done || first.value.kind.case !== "registered") {
+        throw new ConnectError(`the control plane answered the stream's register with ${first.done ? "its end" : (first.value.kind.case ?? "an empty message")}`, Code.Internal);
+      }
+      return { session: first.value.kind.value, stream: { outgoing, responses, opening } };
+    } catch (err) {
+      outgoing.close();
+      opening.abort();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async run(): Promise<void> {
-    this.session = await this.register();
+    const registered = await this.register();
+    this.session = registered.session;
     log("registered", { workerId: this.session.workerId, jobId: this.session.jobId, attempt: this.session.attempt });
-    // The job came in the answer: it starts while the stream connects (its output waits for it;
-    // the hello then says started). Otherwise it comes on the stream.
+    // The job came in the answer: it starts now, and its hello says so (on the stream registered
+    // on; after a unary Register, on one that connects meanwhile: the output waits for it).
+    // Otherwise it comes on the stream.
     if (this.session.run) this.start(this.session.run);
     let lostSince: number | null = null;
     let delayMs = 100;
+    let opened = registered.stream;
     while (!this.finished) {
       try {
+        const stream = opened;
+        opened = undefined;
         await this.connectOnce(() => {
           lostSince = null;
           delayMs = 100;
-        });
+        }, stream);
       } catch (err) {
         const error = ConnectError.from(err);
         // Refused (session unknown, attempt ended) or told we broke the protocol: reconnecting cannot help.
@@ -242,8 +295,9 @@ class Agent {
     }
   }
 
-  private async connectOnce(onConnected: () => void): Promise<void> {
-    const outgoing = new AsyncQueue<AgentMessage>();
+  /** One stream: `opened` (the one registered on) or a new one with the session; returns when it ends. */
+  private async connectOnce(onConnected: () => void, opened?: OpenStream): Promise<void> {
+    const outgoing = opened?.outgoing ?? new AsyncQueue<AgentMessage>();
     this.outgoing = outgoing;
     this.resultSent = false;
     // Everything not yet acknowledged is resent on a new stream; the server ignores duplicates.
@@ -257,14 +311,16 @@ class Agent {
     // bound never opened (a dial or a TLS handshake that hangs, which no PING covers, or a server
     // that went silent): it is given up, on a new connection next time.
     const openLimitMs = this.config.pingIntervalMs + this.config.pingTimeoutMs;
-    const opening = new AbortController();
+    const opening = opened?.opening ?? new AbortController();
     const openTimer = setTimeout(() => {
       const error = new ConnectError(`no answer from the control plane in ${openLimitMs} ms`, Code.DeadlineExceeded);
       opening.abort(error);
       this.dropConnection(error);
     }, openLimitMs);
     try {
-      const responses = this.client.connect(outgoing, { headers: { authorization: `Bearer ${this.session!.sessionToken}` }, signal: opening.signal });
+      const responses: AsyncIterable<ServerMessage> = opened
+        ? { [Symbol.asyncIterator]: () => opened.responses }
+        : this.client.connect(outgoing, { headers: { authorization: `Bearer ${this.session!.sessionToken}` }, signal: opening.signal });
       let first = true;
       for await (const message of responses) {
         if (first) {

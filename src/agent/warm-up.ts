@@ -2,7 +2,7 @@
  * The agent's warm-up for its startup snapshot (scripts/agent-snapshot.cjs): runs, once, while the
  * snapshot is built, the code every worker runs on its way to a job's result short of the network
  * and the job's process: its configuration and assignment, the log buffer with redaction, and a
- * Ping, a Register and a Connect stream (every message of the worker protocol, both ways) through
+ * Ping, a Register and a Connect stream that registers (every message of the worker protocol, both ways) through
  * the real gRPC client over an HTTP/2 stand-in that answers in memory (AnsweringStream). V8 keeps the bytecode of
  * functions that ran in the snapshot, so workers need not compile them (measured: decision 0004).
  *
@@ -53,13 +53,14 @@ export async function warmUp(): Promise<void> {
 }
 
 /**
- * A Ping, a Register and a Connect stream through the gRPC client, answered in memory: every
+ * A Ping, a unary Register and a Connect stream registered on, through the gRPC client, answered in memory: every
  * message of the worker protocol both ways (hello, the log buffer's chunks, a heartbeat, the
  * result; ack, run, cancel, resultAck) is encoded and decoded as on a real connection.
  */
 async function callsInMemory(otpToken: string, logs: LogBuffer): Promise<void> {
   const authority = "http://warm-up.invalid";
   const serverMessages: MessageInitShape<typeof ServerMessageSchema>["kind"][] = [
+    { case: "registered", value: { sessionToken: "s", workerId: "w", jobId: "j", attempt: 1, heartbeatIntervalMs: 5000 } },
     { case: "ack", value: { seq: 0n } },
     { case: "run", value: { jobId: "j", attempt: 1, command: ["true"], env: { A: "1" }, secrets: { S: "v" }, logLimitBytes: 1n, heartbeatIntervalMs: 5000 } },
     { case: "cancel", value: { reason: "r", graceMs: 1 } },
@@ -78,11 +79,13 @@ async function callsInMemory(otpToken: string, logs: LogBuffer): Promise<void> {
   };
   const client = createClient(WorkerService, createGrpcTransport({ baseUrl: authority, sessionManager: sessions }));
   await client.ping({});
-  const session = await client.register({ otpToken, hostname: "h", agentVersion: "0", instanceKey: "k", runInAnswer: true });
+  // The unary Register too: an agent uses it with a control plane of an earlier release.
+  await client.register({ otpToken, hostname: "h", agentVersion: "0", instanceKey: "k", runInAnswer: true });
   const outgoing = new AsyncQueue<AgentMessage>();
   const send = (kind: MessageInitShape<typeof AgentMessageSchema>["kind"]) => outgoing.push(create(AgentMessageSchema, { kind }));
-  send({ case: "hello", value: { started: false, lastSeq: 0n } });
-  for await (const message of client.connect(outgoing, { headers: { authorization: `Bearer ${session.sessionToken}` } })) {
+  send({ case: "register", value: { otpToken, hostname: "h", agentVersion: "0", instanceKey: "k", runInAnswer: true } });
+  for await (const message of client.connect(outgoing, { signal: new AbortController().signal })) {
+    if (message.kind.case === "registered") send({ case: "hello", value: { started: false, lastSeq: 0n } });
     if (message.kind.case === "ack") logs.acknowledge(Number(message.kind.value.seq));
     if (message.kind.case === "run") {
       send({ case: "logs", value: { chunks: logs.chunksAfter(0).map(wireChunk) } });

@@ -71,11 +71,14 @@ export class AgentStream {
   /** What this stream's last log append left on the worker row: the result needs no read when it covers the result's lastSeq. */
   private stored: { logSeq: number; isTruncated: boolean } | undefined;
 
+  /** dispatchedJob: the job as the Register on this stream dispatched it (then the hello says started). */
   constructor(
     private worker: WorkerRow,
     private readonly deps: WorkerServiceDeps,
+    dispatchedJob?: JobRow,
   ) {
     this.lastMessageMs = deps.clock.nowMs();
+    this.job = dispatchedJob;
   }
 
   get jobId(): string {
@@ -114,6 +117,8 @@ export class AgentStream {
           case "result":
             await this.onResult(message.kind.value);
             break;
+          case "register":
+            throw new InvalidInputError("register: only as the first message of a stream opened without a session", "register");
         }
       }
     } catch (err) {

@@ -289,6 +289,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
     ...common,
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    registerWaitMs: config.edge.requestTimeoutMs,
     logLimitBytes: config.logLimitBytes,
     registerLimiter,
   });

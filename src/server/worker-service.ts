@@ -21,12 +21,12 @@
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { ConflictError, toError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
+import { ConflictError, InvalidInputError, toError, UnauthenticatedError, UnavailableError } from "../core/errors.js";
 import { isTerminal } from "../core/job-state.js";
 import { hashToken, mintSessionToken } from "../core/token.js";
-import { type AgentMessage, PingResponseSchema, RegisterResponseSchema, type ServerMessage, WorkerService } from "../gen/hodei/v1/worker_pb.js";
+import { type AgentMessage, PingResponseSchema, type RegisterResponse, RegisterResponseSchema, type ServerMessage, ServerMessageSchema, WorkerService } from "../gen/hodei/v1/worker_pb.js";
 import type { Notifier } from "../store/notifier.js";
-import type { OtpTokenRow, WorkerRow } from "../store/schema.js";
+import type { JobRow, OtpTokenRow, WorkerRow } from "../store/schema.js";
 import type { Store } from "../store/store.js";
 import { observeRegistered } from "../scheduler/metrics.js";
 import { AgentStream, dispatchJob } from "./agent-stream.js";
@@ -38,6 +38,11 @@ export interface WorkerServiceDeps extends ServiceDeps {
   heartbeatIntervalMs: number;
   /** A stream on which the agent sends nothing (not even a heartbeat) for longer is ended, ms. */
   heartbeatTimeoutMs: number;
+  /**
+   * A stream opened without a session whose register does not come within this long is ended, ms:
+   * a request with no credential yet, bounded as one (HODEI_REQUEST_TIMEOUT_MS).
+   */
+  registerWaitMs: number;
   logLimitBytes: number;
   /** Slows down refused Registers, per client address. */
   registerLimiter: RegisterLimiter;
@@ -56,6 +61,8 @@ const SESSION_CHECK_BATCH = 500;
  */
 export class SessionRegistry {
   private readonly streams = new Map<string, AgentStream>();
+  /** Streams opened without a session, until their hello (an agent registering on its stream). */
+  private readonly opening = new Set<OpeningStream>();
   private timer: NodeJS.Timeout | null = null;
   private checking: Promise<void> | null = null;
 
@@ -105,6 +112,15 @@ export class SessionRegistry {
     if (this.streams.get(stream.workerId) === stream) this.streams.delete(stream.workerId);
   }
 
+  /** A stream that registers: bounded by the silence rule (endSilent) and ended by closeAll until its hello. */
+  attachOpening(opening: OpeningStream): void {
+    this.opening.add(opening);
+  }
+
+  detachOpening(opening: OpeningStream): void {
+    this.opening.delete(opening);
+  }
+
   /** True if the worker is connected here and the cancel was queued to it (once per stream). */
   cancel(workerId: string, reason: string, graceMs: number): boolean {
     const stream = this.streams.get(workerId);
@@ -125,6 +141,7 @@ export class SessionRegistry {
   endSilent(): number {
     let ended = 0;
     for (const stream of this.streams.values()) if (stream.endIfSilent()) ended++;
+    for (const opening of this.opening) if (opening.endIfSilent()) ended++;
     return ended;
   }
 
@@ -140,7 +157,76 @@ export class SessionRegistry {
       else stream.end();
     }
     this.streams.clear();
+    for (const opening of this.opening) opening.endWith(new UnavailableError(reason ?? "the control plane is shutting down"));
+    this.opening.clear();
   }
+}
+
+/**
+ * A stream opened without a session, while its agent registers on it: it waits for the register
+ * (at most the register wait: no credential has been shown yet), then, after the answer, for the
+ * hello (at most the heartbeat timeout, as a session's silence). Both count present time; past
+ * either the stream ends (endIfSilent, by the registry's check).
+ */
+export class OpeningStream {
+  private readonly stop = new AbortController();
+  private sinceMs: number;
+  private waitingFor: "register" | "hello" = "register";
+
+  constructor(private readonly deps: Pick<WorkerServiceDeps, "clock" | "reconciler" | "heartbeatTimeoutMs" | "registerWaitMs">) {
+    this.sinceMs = deps.clock.nowMs();
+  }
+
+  /** The stream's next message, or null when the agent closed it; throws when the stream is ended (silence, shutdown). */
+  read(it: AsyncIterator<AgentMessage>, what: "register" | "hello"): Promise<AgentMessage | null> {
+    this.waitingFor = what;
+    this.sinceMs = this.deps.clock.nowMs();
+    const signal = this.stop.signal;
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(signal.reason as Error);
+      signal.addEventListener("abort", onAbort, { once: true });
+      it.next().then(
+        (result) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(result.done ? null : result.value);
+        },
+        (err: unknown) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(toError(err));
+        },
+      );
+    });
+  }
+
+  endIfSilent(): boolean {
+    const silentMs = this.deps.reconciler.liveness.presentMsSince(this.sinceMs);
+    const [limitMs, limitName] = this.waitingFor === "register" ? [this.deps.registerWaitMs, "register wait"] : [this.deps.heartbeatTimeoutMs, "heartbeat timeout"];
+    if (silentMs <= limitMs || this.stop.signal.aborted) return false;
+    this.endWith(new UnavailableError(`no ${this.waitingFor} from the agent for ${silentMs} ms (${limitName} ${limitMs} ms); stream closed`));
+    return true;
+  }
+
+  endWith(error: Error): void {
+    if (!this.stop.signal.aborted) this.stop.abort(error);
+  }
+}
+
+/** `first`, then the rest of `it`: a stream's messages after the ones read before its session. */
+function startingWith<T>(first: T, it: AsyncIterator<T>): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      let isFirstSent = false;
+      return {
+        next: () => {
+          if (isFirstSent) return it.next();
+          isFirstSent = true;
+          return Promise.resolve({ value: first, done: false });
+        },
+        return: (value?: unknown) => it.return?.(value) ?? Promise.resolve({ value: undefined, done: true }),
+      };
+    },
+  };
 }
 
 export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof WorkerService> {
@@ -151,6 +237,11 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
   type RegisterRequest = { otpToken: string; hostname: string; agentVersion: string; instanceKey: string; runInAnswer: boolean };
 
   async function register(req: RegisterRequest, ctx: HandlerContext) {
+    return (await registerChecked(req, ctx)).response;
+  }
+
+  /** The answer, and the job when it was dispatched in it (a stream registered on keeps it for the result). */
+  async function registerChecked(req: RegisterRequest, ctx: HandlerContext): Promise<{ response: RegisterResponse; job?: JobRow }> {
     try {
       return await registerWithToken(req);
     } catch (err) {
@@ -160,7 +251,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     }
   }
 
-  async function registerWithToken(req: RegisterRequest) {
+  async function registerWithToken(req: RegisterRequest): Promise<{ response: RegisterResponse; job?: JobRow }> {
     const hash = hashToken(req.otpToken);
     const instanceKeyHash = req.instanceKey ? hashToken(req.instanceKey) : null;
     const now = clock.nowMs();
@@ -191,14 +282,16 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     // The job in the answer, when the agent takes it there: otherwise (or when it is to stop, which
     // its stream then tells it) the job comes on the stream after its hello.
     const dispatch = req.runInAnswer && worker.provider_resource_id !== null ? await dispatchJob(deps, worker) : null;
-    return create(RegisterResponseSchema, {
+    const dispatched = dispatch && "run" in dispatch ? dispatch : undefined;
+    const response = create(RegisterResponseSchema, {
       sessionToken: session,
       workerId: worker.id,
       jobId: worker.job_id,
       attempt: worker.attempt,
       heartbeatIntervalMs: deps.heartbeatIntervalMs,
-      run: dispatch && "run" in dispatch ? dispatch.run : undefined,
+      run: dispatched?.run,
     });
+    return { response, job: dispatched?.job };
   }
 
   /** Now, in present time since sinceMs: wall time minus the control plane's own absences. */
@@ -239,9 +332,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     throw new UnavailableError("worker not recorded yet; retry shortly");
   }
 
-  async function authenticate(ctx: HandlerContext): Promise<WorkerRow> {
-    const header = ctx.requestHeader.get("authorization") ?? "";
-    const session = header.startsWith("Bearer ") ? header.slice(7) : "";
+  async function authenticate(session: string): Promise<WorkerRow> {
     if (!session) throw new UnauthenticatedError("missing session: send authorization: Bearer <session token>");
     const sessionHash = hashToken(session);
     // Records the first connection, which closes the window for a repeated Register.
@@ -252,11 +343,48 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     throw new ConflictError(`this worker's attempt has ended (worker ${known.state})`);
   }
 
+  /**
+   * A stream with a session (authorization: Bearer), or one on which the agent registers first:
+   * register -> registered, then its hello opens the session here as the header would have. Until
+   * that hello the session is not connected, so a Register whose answer was lost may be repeated.
+   */
   async function* connect(requests: AsyncIterable<AgentMessage>, ctx: HandlerContext): AsyncGenerator<ServerMessage> {
-    const worker = await authenticate(ctx);
-    const stream = new AgentStream(worker, deps);
+    const header = ctx.requestHeader.get("authorization");
+    let session = header?.startsWith("Bearer ") ? header.slice(7) : "";
+    let messages = requests;
+    let dispatchedJob: JobRow | undefined;
+    if (header === null) {
+      const it = requests[Symbol.asyncIterator]();
+      const opening = new OpeningStream(deps);
+      deps.sessions.attachOpening(opening);
+      const silence = setInterval(() => {
+        deps.reconciler.liveness.beat(); // after a freeze, see the absence before judging the agent
+        opening.endIfSilent();
+      }, silenceCheckMs);
+      silence.unref();
+      try {
+        const first = await opening.read(it, "register");
+        if (!first) return;
+        if (first.kind.case !== "register") {
+          throw new InvalidInputError(`a stream without a session starts with register (or send authorization: Bearer <session token>); its first message was ${first.kind.case ?? "empty"}`, "register");
+        }
+        const { response: answer, job } = await registerChecked(first.kind.value, ctx);
+        dispatchedJob = job;
+        yield create(ServerMessageSchema, { kind: { case: "registered", value: answer } });
+        const hello = await opening.read(it, "hello");
+        if (!hello) return;
+        if (hello.kind.case !== "hello") throw new InvalidInputError(`after registered the agent's next message is its hello; it sent ${hello.kind.case ?? "an empty message"}`, "hello");
+        session = answer.sessionToken;
+        messages = startingWith(hello, it);
+      } finally {
+        clearInterval(silence);
+        deps.sessions.detachOpening(opening);
+      }
+    }
+    const worker = await authenticate(session);
+    const stream = new AgentStream(worker, deps, dispatchedJob);
     deps.sessions.attach(stream);
-    const consuming = stream.consume(requests).finally(() => stream.out.close());
+    const consuming = stream.consume(messages).finally(() => stream.out.close());
     const silence = setInterval(() => {
       deps.reconciler.liveness.beat(); // after a freeze, see the absence before judging the agent
       stream.endIfSilent();

@@ -7,12 +7,23 @@
 //    apart by its instance key, until its stream first connects or its registration deadline
 //    passes; it then gets a fresh session and the earlier one stops working.
 //    An agent that sets run_in_answer gets its job in the answer (RegisterResponse.run): the job
-//    is dispatched by the Register itself, and the agent starts it while its stream connects (a
-//    round trip and a transaction fewer before the command runs). A repeated Register gets the
+//    is dispatched by the Register itself, and the agent starts it at once (a round trip and a
+//    transaction fewer before the command runs). A repeated Register gets the
 //    same job again. Without it (or when the server cannot dispatch then), the job comes on the
 //    stream, after the agent's hello.
+//    The agent registers on its Connect stream (see 2.): its first message is the Register, and
+//    the server's first is its answer (AgentMessage.register, ServerMessage.registered), which
+//    saves the agent a call and a stream opening before its job starts. The unary Register stays
+//    for agents that use it (an agent of an earlier release, during an upgrade); both take the
+//    same path on the server.
 // 2. Connect: a bidirectional stream authenticated by the session (header `authorization:
-//    Bearer <session>`). Downward: the job to run, cancel, log acknowledgements, result ack.
+//    Bearer <session>`), or opened without it by an agent that registers on it: its first message
+//    is then `register`, the server answers `registered` (or ends the stream with the Register's
+//    error), and the agent's next message is its hello, which opens the session on this stream as
+//    the header would have. Each of these two waits is a silence: past the heartbeat timeout the
+//    stream ends. Until that hello, a Register whose answer was lost may be repeated, on a new
+//    stream or by the unary call.
+//    Downward: the job to run, cancel, log acknowledgements, result ack.
 //    Upward: hello, sequence-numbered log batches, heartbeats, the result.
 //    The agent may reconnect with the same session (also after a control-plane restart) until
 //    the attempt ends; it then resends every log batch not yet acknowledged.
@@ -32,7 +43,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hodei/v1/worker.proto.
  */
 export const file_hodei_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChVob2RlaS92MS93b3JrZXIucHJvdG8SCGhvZGVpLnYxIg0KC1BpbmdSZXF1ZXN0IiYKDFBpbmdSZXNwb25zZRIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyJ6Cg9SZWdpc3RlclJlcXVlc3QSEQoJb3RwX3Rva2VuGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDWFnZW50X3ZlcnNpb24YAyABKAkSFAoMaW5zdGFuY2Vfa2V5GAQgASgJEhUKDXJ1bl9pbl9hbnN3ZXIYBSABKAgimwEKEFJlZ2lzdGVyUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKAUSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAUgASgFEh0KA3J1bhgGIAEoCzIQLmhvZGVpLnYxLlJ1bkpvYiKtAQoMQWdlbnRNZXNzYWdlEiAKBWhlbGxvGAEgASgLMg8uaG9kZWkudjEuSGVsbG9IABIiCgRsb2dzGAIgASgLMhIuaG9kZWkudjEuTG9nQmF0Y2hIABIoCgloZWFydGJlYXQYAyABKAsyEy5ob2RlaS52MS5IZWFydGJlYXRIABIlCgZyZXN1bHQYBCABKAsyEy5ob2RlaS52MS5Kb2JSZXN1bHRIAEIGCgRraW5kIioKBUhlbGxvEg8KB3N0YXJ0ZWQYASABKAgSEAoIbGFzdF9zZXEYAiABKAMiRgoITG9nQ2h1bmsSCwoDc2VxGAEgASgDEg4KBnN0cmVhbRgCIAEoCRIMCgRkYXRhGAMgASgMEg8KB3RpbWVfbXMYBCABKAMiLgoITG9nQmF0Y2gSIgoGY2h1bmtzGAEgAygLMhIuaG9kZWkudjEuTG9nQ2h1bmsiHAoJSGVhcnRiZWF0Eg8KB3RpbWVfbXMYASABKAMizwEKCUpvYlJlc3VsdBIRCglleGl0X2NvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhEKCXRpbWVkX291dBgDIAEoCBIQCghjYW5jZWxlZBgEIAEoCBINCgVlcnJvchgFIAEoCRIQCghsYXN0X3NlcRgGIAEoAxIVCg1kcm9wcGVkX2J5dGVzGAcgASgDEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAMSFgoOZmluaXNoZWRfYXRfbXMYCSABKAMSEwoLaW50ZXJydXB0ZWQYCiABKAgiqwEKDVNlcnZlck1lc3NhZ2USHwoDcnVuGAEgASgLMhAuaG9kZWkudjEuUnVuSm9iSAASJQoGY2FuY2VsGAIgASgLMhMuaG9kZWkudjEuQ2FuY2VsSm9iSAASHwoDYWNrGAMgASgLMhAuaG9kZWkudjEuTG9nQWNrSAASKQoKcmVzdWx0X2FjaxgEIAEoCzITLmhvZGVpLnYxLlJlc3VsdEFja0gAQgYKBGtpbmQikgMKBlJ1bkpvYhIOCgZqb2JfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIPCgdjb21tYW5kGAMgAygJEg4KBnNjcmlwdBgEIAEoCRImCgNlbnYYBSADKAsyGS5ob2RlaS52MS5SdW5Kb2IuRW52RW50cnkSFwoPdGltZW91dF9zZWNvbmRzGAYgASgFEhcKD2xvZ19saW1pdF9ieXRlcxgHIAEoAxIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYCCABKAUSEwoLd29ya2luZ19kaXIYCSABKAkSLgoHc2VjcmV0cxgKIAMoCzIdLmhvZGVpLnYxLlJ1bkpvYi5TZWNyZXRzRW50cnkSGQoRcmVzb3VyY2VzX2FwcGxpZWQYDCABKAkSEQoJbWVtb3J5X21iGA0gASgFGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoJQ2FuY2VsSm9iEg4KBnJlYXNvbhgBIAEoCRIQCghncmFjZV9tcxgCIAEoBSIVCgZMb2dBY2sSCwoDc2VxGAEgASgDIgsKCVJlc3VsdEFjazLJAQoNV29ya2VyU2VydmljZRI1CgRQaW5nEhUuaG9kZWkudjEuUGluZ1JlcXVlc3QaFi5ob2RlaS52MS5QaW5nUmVzcG9uc2USQQoIUmVnaXN0ZXISGS5ob2RlaS52MS5SZWdpc3RlclJlcXVlc3QaGi5ob2RlaS52MS5SZWdpc3RlclJlc3BvbnNlEj4KB0Nvbm5lY3QSFi5ob2RlaS52MS5BZ2VudE1lc3NhZ2UaFy5ob2RlaS52MS5TZXJ2ZXJNZXNzYWdlKAEwAWIGcHJvdG8z");
+  fileDesc("ChVob2RlaS92MS93b3JrZXIucHJvdG8SCGhvZGVpLnYxIg0KC1BpbmdSZXF1ZXN0IiYKDFBpbmdSZXNwb25zZRIWCg5zZXJ2ZXJfdGltZV9tcxgBIAEoAyJ6Cg9SZWdpc3RlclJlcXVlc3QSEQoJb3RwX3Rva2VuGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDWFnZW50X3ZlcnNpb24YAyABKAkSFAoMaW5zdGFuY2Vfa2V5GAQgASgJEhUKDXJ1bl9pbl9hbnN3ZXIYBSABKAgimwEKEFJlZ2lzdGVyUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKAUSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAUgASgFEh0KA3J1bhgGIAEoCzIQLmhvZGVpLnYxLlJ1bkpvYiLcAQoMQWdlbnRNZXNzYWdlEiAKBWhlbGxvGAEgASgLMg8uaG9kZWkudjEuSGVsbG9IABIiCgRsb2dzGAIgASgLMhIuaG9kZWkudjEuTG9nQmF0Y2hIABIoCgloZWFydGJlYXQYAyABKAsyEy5ob2RlaS52MS5IZWFydGJlYXRIABIlCgZyZXN1bHQYBCABKAsyEy5ob2RlaS52MS5Kb2JSZXN1bHRIABItCghyZWdpc3RlchgFIAEoCzIZLmhvZGVpLnYxLlJlZ2lzdGVyUmVxdWVzdEgAQgYKBGtpbmQiKgoFSGVsbG8SDwoHc3RhcnRlZBgBIAEoCBIQCghsYXN0X3NlcRgCIAEoAyJGCghMb2dDaHVuaxILCgNzZXEYASABKAMSDgoGc3RyZWFtGAIgASgJEgwKBGRhdGEYAyABKAwSDwoHdGltZV9tcxgEIAEoAyIuCghMb2dCYXRjaBIiCgZjaHVua3MYASADKAsyEi5ob2RlaS52MS5Mb2dDaHVuayIcCglIZWFydGJlYXQSDwoHdGltZV9tcxgBIAEoAyLPAQoJSm9iUmVzdWx0EhEKCWV4aXRfY29kZRgBIAEoBRIOCgZzaWduYWwYAiABKAkSEQoJdGltZWRfb3V0GAMgASgIEhAKCGNhbmNlbGVkGAQgASgIEg0KBWVycm9yGAUgASgJEhAKCGxhc3Rfc2VxGAYgASgDEhUKDWRyb3BwZWRfYnl0ZXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxITCgtpbnRlcnJ1cHRlZBgKIAEoCCLdAQoNU2VydmVyTWVzc2FnZRIfCgNydW4YASABKAsyEC5ob2RlaS52MS5SdW5Kb2JIABIlCgZjYW5jZWwYAiABKAsyEy5ob2RlaS52MS5DYW5jZWxKb2JIABIfCgNhY2sYAyABKAsyEC5ob2RlaS52MS5Mb2dBY2tIABIpCgpyZXN1bHRfYWNrGAQgASgLMhMuaG9kZWkudjEuUmVzdWx0QWNrSAASMAoKcmVnaXN0ZXJlZBgFIAEoCzIaLmhvZGVpLnYxLlJlZ2lzdGVyUmVzcG9uc2VIAEIGCgRraW5kIpIDCgZSdW5Kb2ISDgoGam9iX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDwoHY29tbWFuZBgDIAMoCRIOCgZzY3JpcHQYBCABKAkSJgoDZW52GAUgAygLMhkuaG9kZWkudjEuUnVuSm9iLkVudkVudHJ5EhcKD3RpbWVvdXRfc2Vjb25kcxgGIAEoBRIXCg9sb2dfbGltaXRfYnl0ZXMYByABKAMSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAggASgFEhMKC3dvcmtpbmdfZGlyGAkgASgJEi4KB3NlY3JldHMYCiADKAsyHS5ob2RlaS52MS5SdW5Kb2IuU2VjcmV0c0VudHJ5EhkKEXJlc291cmNlc19hcHBsaWVkGAwgASgJEhEKCW1lbW9yeV9tYhgNIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi0KCUNhbmNlbEpvYhIOCgZyZWFzb24YASABKAkSEAoIZ3JhY2VfbXMYAiABKAUiFQoGTG9nQWNrEgsKA3NlcRgBIAEoAyILCglSZXN1bHRBY2syyQEKDVdvcmtlclNlcnZpY2USNQoEUGluZxIVLmhvZGVpLnYxLlBpbmdSZXF1ZXN0GhYuaG9kZWkudjEuUGluZ1Jlc3BvbnNlEkEKCFJlZ2lzdGVyEhkuaG9kZWkudjEuUmVnaXN0ZXJSZXF1ZXN0GhouaG9kZWkudjEuUmVnaXN0ZXJSZXNwb25zZRI+CgdDb25uZWN0EhYuaG9kZWkudjEuQWdlbnRNZXNzYWdlGhcuaG9kZWkudjEuU2VydmVyTWVzc2FnZSgBMAFiBnByb3RvMw");
 
 /**
  * @generated from message hodei.v1.PingRequest
@@ -189,6 +200,14 @@ export type AgentMessage = Message<"hodei.v1.AgentMessage"> & {
      */
     value: JobResult;
     case: "result";
+  } | {
+    /**
+     * Only as the first message of a stream opened without a session (see 2. above).
+     *
+     * @generated from field: hodei.v1.RegisterRequest register = 5;
+     */
+    value: RegisterRequest;
+    case: "register";
   } | { case: undefined; value?: undefined };
 };
 
@@ -200,7 +219,7 @@ export const AgentMessageSchema: GenMessage<AgentMessage> = /*@__PURE__*/
   messageDesc(file_hodei_v1_worker, 4);
 
 /**
- * First message on every Connect stream.
+ * First message on every Connect stream (after register and its answer, on a stream that registers).
  *
  * @generated from message hodei.v1.Hello
  */
@@ -413,6 +432,14 @@ export type ServerMessage = Message<"hodei.v1.ServerMessage"> & {
      */
     value: ResultAck;
     case: "resultAck";
+  } | {
+    /**
+     * The answer to the stream's register, its first message; the hello comes next.
+     *
+     * @generated from field: hodei.v1.RegisterResponse registered = 5;
+     */
+    value: RegisterResponse;
+    case: "registered";
   } | { case: undefined; value?: undefined };
 };
 
