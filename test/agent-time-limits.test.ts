@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
+import type { AgentMessage, ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
 import { serveWorkerService, startSilentProxy } from "./fixtures/agent-network.js";
 import { ROOT } from "./e2e/harness.js";
 
@@ -31,6 +31,20 @@ type ServerReply = MessageInitShape<typeof ServerMessageSchema>;
 
 /** The Register's answer of the reduced servers below (the job comes on the stream). */
 const REGISTERED = { sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 };
+
+/** A session's stream that ends the attempt: the hello acknowledged and a cancel sent, then the result acknowledged. */
+async function* cancelAfterHello(requests: AsyncIterable<AgentMessage>): AsyncGenerator<ServerReply> {
+  for await (const message of requests) {
+    if (message.kind.case === "hello") {
+      yield { kind: { case: "ack", value: { seq: 0n } } };
+      yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
+    }
+    if (message.kind.case === "result") {
+      yield { kind: { case: "resultAck", value: {} } };
+      return;
+    }
+  }
+}
 
 interface RunningAgent {
   child: ChildProcess;
@@ -138,16 +152,7 @@ describe("the agent's Register with a control plane of an earlier release", () =
         const authorization = context.requestHeader.get("authorization");
         calls.push(`connect ${authorization ?? "without a session"}`);
         if (authorization !== "Bearer s") throw new ConnectError("missing session: send authorization: Bearer <session token>", Code.Unauthenticated);
-        for await (const message of requests) {
-          if (message.kind.case === "hello") {
-            yield { kind: { case: "ack", value: { seq: 0n } } };
-            yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
-          }
-          if (message.kind.case === "result") {
-            yield { kind: { case: "resultAck", value: {} } };
-            return;
-          }
-        }
+        yield* cancelAfterHello(requests);
       },
     });
     const workDir = mkdtempSync(join(tmpdir(), "hodei-agent-limits-"));
@@ -230,18 +235,13 @@ describe("the agent's stream", () => {
       register: () => REGISTERED,
       async *connect(requests): AsyncGenerator<ServerReply> {
         const streamNumber = ++streams;
-        if (streamNumber === 2) secondStreamAt = Date.now();
+        if (streamNumber === 2) {
+          secondStreamAt = Date.now();
+          yield* cancelAfterHello(requests);
+          return;
+        }
         for await (const message of requests) {
           if (message.kind.case === "register") yield { kind: { case: "registered", value: REGISTERED } };
-          if (streamNumber === 1) continue;
-          if (message.kind.case === "hello") {
-            yield { kind: { case: "ack", value: { seq: 0n } } };
-            yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
-          }
-          if (message.kind.case === "result") {
-            yield { kind: { case: "resultAck", value: {} } };
-            return;
-          }
         }
       },
     });

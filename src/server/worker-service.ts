@@ -233,6 +233,15 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
   const { store, clock, log } = deps;
   // Silence is checked this often on each stream (a comparison, no I/O).
   const silenceCheckMs = Math.max(250, Math.min(deps.heartbeatIntervalMs, deps.heartbeatTimeoutMs / 4));
+  /** Checks a stream's silence every silenceCheckMs until the timer is cleared. */
+  const watchSilence = (stream: { endIfSilent(): boolean }) => {
+    const timer = setInterval(() => {
+      deps.reconciler.liveness.beat(); // after a freeze, see the absence before judging the agent
+      stream.endIfSilent();
+    }, silenceCheckMs);
+    timer.unref();
+    return timer;
+  };
 
   type RegisterRequest = { otpToken: string; hostname: string; agentVersion: string; instanceKey: string; runInAnswer: boolean };
 
@@ -357,11 +366,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
       const it = requests[Symbol.asyncIterator]();
       const opening = new OpeningStream(deps);
       deps.sessions.attachOpening(opening);
-      const silence = setInterval(() => {
-        deps.reconciler.liveness.beat(); // after a freeze, see the absence before judging the agent
-        opening.endIfSilent();
-      }, silenceCheckMs);
-      silence.unref();
+      const silence = watchSilence(opening);
       try {
         const first = await opening.read(it, "register");
         if (!first) return;
@@ -385,11 +390,7 @@ export function createWorkerService(deps: WorkerServiceDeps): ServiceImpl<typeof
     const stream = new AgentStream(worker, deps, dispatchedJob);
     deps.sessions.attach(stream);
     const consuming = stream.consume(messages).finally(() => stream.out.close());
-    const silence = setInterval(() => {
-      deps.reconciler.liveness.beat(); // after a freeze, see the absence before judging the agent
-      stream.endIfSilent();
-    }, silenceCheckMs);
-    silence.unref();
+    const silence = watchSilence(stream);
     try {
       yield* stream.out;
       if (stream.failure) throw stream.failure;
