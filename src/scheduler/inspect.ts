@@ -10,7 +10,7 @@ import { toError } from "../core/errors.js";
 import type { WorkerStatus } from "../providers/provider.js";
 import type { WorkerRow } from "../store/schema.js";
 import { appendSystemLog, lastOutputOf, loseAttempt } from "./attempt-loss.js";
-import { eachWorker, isInMyCare, PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
+import { eachWorker, isInMyCare, isStartInFlight, PROVIDER_CALL_MS, type ReconcileContext } from "./context.js";
 
 export async function inspectWorkers(ctx: ReconcileContext, full: boolean, isLeader: boolean): Promise<void> {
   const suspects = new Set(ctx.suspects);
@@ -46,12 +46,17 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
     if (worker.pending_since_ms !== null) await ctx.store.attempts.clearPending(worker);
     return;
   }
+  // A start still on the row: this replica's own is judged once it returns (its start() learns
+  // of a failure first).
+  const isStartOnRow = worker.state === "waiting" && worker.start_owner !== null;
+  if (isStartOnRow && worker.start_owner === ctx.leadership.identity.replicaId && isStartInFlight(ctx, worker)) return;
   const what = `${worker.name} (${worker.resource_type} ${resourceId})`;
   const before = worker.state === "waiting" ? "before registering" : "before reporting a result";
   const happened = status.state === "exited" ? `the worker ${what} ${status.reason} ${before}` : `the worker ${what} disappeared ${before}`;
   // Not the job's doing: its provider was unavailable while the worker lived (and took it down), or
-  // the worker was started by an earlier run of the control plane and never registered (that run
-  // died while it started it: a local agent, say, never got its assignment).
+  // the worker was started by an earlier run of the control plane, or by another replica whose
+  // start never finished, and never registered (that run or replica died while it started it: a
+  // local agent, say, never got its assignment).
   const isProviderLoss = ctx.health.wasUnavailableSince(worker.provider, worker.created_at);
   const isRestartLoss = worker.state === "waiting" && worker.created_at < ctx.liveness.startedAtMs;
   const output = await lastOutputOf(ctx, worker);
@@ -59,14 +64,16 @@ async function inspectOne(ctx: ReconcileContext, worker: WorkerRow): Promise<voi
     ? `; ${worker.provider} was unavailable meanwhile, so the loss is the provider's, not the job's`
     : isRestartLoss
       ? "; the control plane restarted while the worker was starting, so the loss is not the job's"
-      : "";
+      : isStartOnRow
+        ? `; the control plane replica starting it (${worker.start_owner}) never finished the start, so the loss is not the job's`
+        : "";
   // A worker that never registered left nothing else to go by: its output joins the reason.
   const reason = `${happened}${because}${output && worker.state === "waiting" ? `; its last output: ${output}` : ""}`;
   // Re-read: the result may have been recorded while we looked.
   const fresh = await ctx.store.workers.get(worker.id);
   if (!fresh || fresh.state === "destroying" || fresh.state === "destroyed") return;
   if (output) await appendSystemLog(ctx, fresh, `[hodei] ${happened}\n[hodei] the worker's last output:\n${output}\n`);
-  const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss || isRestartLoss ? "disruption" : "infrastructure";
+  const kind = status.state === "exited" && status.permanent === true ? "permanent" : isProviderLoss || isRestartLoss || isStartOnRow ? "disruption" : "infrastructure";
   await loseAttempt(ctx, fresh, reason, "vanished", kind);
 }
 

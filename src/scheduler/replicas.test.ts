@@ -154,6 +154,58 @@ describe("replicas on one database", () => {
     assert.equal(job!.uncounted_attempts, 1);
   });
 
+  it("retries without counting the attempt a worker that vanished before registering while another replica's start of it never finished (that replica died mid-start)", async () => {
+    const provider = new FakeProvider("fake", () => clock.nowMs());
+    const leader = replica("b", provider);
+    await pass(leader);
+    const j = await submit();
+    // Replica "a" claimed the job, created the worker (its id recorded) and died before its start()
+    // returned: the agent never got its assignment and exited, so the resource is gone.
+    const now = clock.nowMs();
+    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
+      const id = newId();
+      return {
+        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: "a", startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
+        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
+      };
+    });
+    await store.attempts.recordProvisioned(claimed.worker.id, "gone-1", "container_id", clock.nowMs());
+    assert.equal((await store.workers.get(claimed.worker.id))?.start_owner, "a", "the start is still on the row");
+    tick(INTERVAL_MS, [leader]);
+    await pass(leader); // a full pass inspects it: gone
+    await pass(leader);
+    const job = await store.jobs.get(j.id);
+    assert.match(job!.reason, /disappeared before registering; the control plane replica starting it \(a\) never finished the start, so the loss is not the job's/);
+    assert.equal(job!.state, "queued", "retried");
+    assert.equal(job!.uncounted_attempts, 1, "the attempt not counted");
+  });
+
+  it("judges its own start's worker only once that start returned", async () => {
+    const provider = new FakeProvider("fake", () => clock.nowMs());
+    const leader = replica("b", provider);
+    await pass(leader);
+    const j = await submit();
+    const now = clock.nowMs();
+    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
+      const id = newId();
+      return {
+        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: "b", startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
+        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
+      };
+    });
+    await store.attempts.recordProvisioned(claimed.worker.id, "gone-2", "container_id", clock.nowMs());
+    tick(INTERVAL_MS, [leader]);
+    await pass(leader);
+    assert.equal((await store.workers.get(claimed.worker.id))?.state, "waiting", "its start is in flight here: not judged yet");
+    await store.attempts.endStart(claimed.worker.id, "b");
+    tick(INTERVAL_MS, [leader]);
+    await pass(leader);
+    await pass(leader);
+    const job = await store.jobs.get(j.id);
+    assert.match(job!.reason, /disappeared before registering/);
+    assert.doesNotMatch(job!.reason, /never finished the start/);
+  });
+
   describe("local (node-bound) workers", () => {
     function nodeBound(): FakeProvider {
       return Object.assign(new FakeProvider("local", () => clock.nowMs()), { isNodeBound: true });
