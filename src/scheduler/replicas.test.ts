@@ -82,6 +82,19 @@ describe("replicas on one database", () => {
     return row;
   }
 
+  /** Claims the job of provider "fake" as replica `owner` does, its start() then in flight (on the worker's row). */
+  async function claimStartedBy(owner: string) {
+    const now = clock.nowMs();
+    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
+      const id = newId();
+      return {
+        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: owner, startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
+        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
+      };
+    });
+    return claimed;
+  }
+
   async function liveWorkers(): Promise<number> {
     return (await store.workers.list(LIVE_WORKER_STATES, 1000)).length;
   }
@@ -129,14 +142,7 @@ describe("replicas on one database", () => {
     const j = await submit();
     // Replica "a" claims the job and its start() hangs (a slow pod create), or "a" dies mid-start:
     // the row says a start is in flight until its start deadline.
-    const now = clock.nowMs();
-    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
-      const id = newId();
-      return {
-        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: "a", startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
-        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
-      };
-    });
+    const claimed = await claimStartedBy("a");
     tick(REGISTRATION_MS + 1000, [leader]);
     await pass(leader);
     let worker = await store.workers.get(claimed.worker.id);
@@ -161,14 +167,7 @@ describe("replicas on one database", () => {
     const j = await submit();
     // Replica "a" claimed the job, created the worker (its id recorded) and died before its start()
     // returned: the agent never got its assignment and exited, so the resource is gone.
-    const now = clock.nowMs();
-    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
-      const id = newId();
-      return {
-        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: "a", startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
-        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
-      };
-    });
+    const claimed = await claimStartedBy("a");
     await store.attempts.recordProvisioned(claimed.worker.id, "gone-1", "container_id", clock.nowMs());
     assert.equal((await store.workers.get(claimed.worker.id))?.start_owner, "a", "the start is still on the row");
     tick(INTERVAL_MS, [leader]);
@@ -185,14 +184,7 @@ describe("replicas on one database", () => {
     const leader = replica("b", provider);
     await pass(leader);
     const j = await submit();
-    const now = clock.nowMs();
-    const [claimed] = await store.attempts.claimBatch({ provider: "fake", nowMs: now, limit: 1, maxWorkers: 4, nodeId: null }, (job) => {
-      const id = newId();
-      return {
-        worker: { id, name: workerName(id), jobId: job.id, attempt: job.attempts, provider: "fake", registrationDeadlineMs: now + REGISTRATION_MS, nodeId: "node-a", startOwner: "b", startDeadlineMs: now + REGISTRATION_MS + START_MARGIN_MS },
-        token: { id: newId(), tokenHash: hashToken("otp"), expiresAtMs: now + REGISTRATION_MS },
-      };
-    });
+    const claimed = await claimStartedBy("b");
     await store.attempts.recordProvisioned(claimed.worker.id, "gone-2", "container_id", clock.nowMs());
     tick(INTERVAL_MS, [leader]);
     await pass(leader);
