@@ -7,8 +7,9 @@
  * - responses compressed at fast levels, whichever compression a client asks for (compression.ts);
  * - strict JSON: unknown fields and invalid UTF-8 are refused, not ignored or replaced;
  * - unary decode failures answered InvalidArgument (unary-decode-errors.ts);
- * - enveloped bodies handed over one whole envelope per chunk (whole-envelopes.ts), which keeps
- *   connect-es's envelope decoder linear in the number of chunks a client sends;
+ * - enveloped bodies handed over in chunks of at least 16 KiB or to the end of an envelope
+ *   (envelope-chunks.ts), which keeps connect-es's envelope decoder linear in the number of chunks
+ *   a client sends without copying large ones;
  * - the client's address, which handlers read from their context values (client-address.ts).
  * Binary protobuf strings are already checked as UTF-8 by @bufbuild/protobuf 2.17 (proto3 fields
  * verify UTF-8), so nothing global needs configuring for them.
@@ -23,7 +24,7 @@ import type { Logger } from "pino";
 import { clientContextValues } from "./client-address.js";
 import { API_COMPRESSIONS } from "./compression.js";
 import { withUnaryDecodeErrors } from "./unary-decode-errors.js";
-import { isEnveloped, wholeEnvelopes } from "./whole-envelopes.js";
+import { envelopeChunks, isEnveloped } from "./envelope-chunks.js";
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -79,7 +80,7 @@ export function createRpcHandler(options: RpcHandlerOptions): (req: NodeRequest,
       res.end(JSON.stringify({ code: "invalid_argument", message: "the request's Host header is missing or not a host: send Host: HOST[:PORT]" }));
       return;
     }
-    if (isEnveloped(uReq.header.get("content-type"))) uReq.body = wholeEnvelopes(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes);
+    if (isEnveloped(uReq.header.get("content-type"))) uReq.body = envelopeChunks(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes);
     handler(uReq)
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {

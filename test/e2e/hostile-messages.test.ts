@@ -176,7 +176,7 @@ describe("hostile messages", () => {
 
   describe("chunking", () => {
     it("reassembles a message sent as 50,000 one-byte chunks without spending seconds of CPU on it", async () => {
-      // Before whole-envelopes.ts, connect-es's envelope decoder took 31 s of CPU on this.
+      // Before envelope-chunks.ts (then whole-envelopes.ts), connect-es's envelope decoder took 31 s of CPU on this.
       const message = Buffer.from(toBinary(ListJobsRequestSchema, create(ListJobsRequestSchema, { provider: "p".repeat(49_990), limit: 1 })));
       const pid = server.process.pid!;
       const cpuBefore = procCpuSeconds(pid);
