@@ -14,30 +14,14 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { AgentMessage, ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
-import { serveWorkerService } from "./fixtures/agent-network.js";
+import type { ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
+import { cancelAfterHello, REGISTERED, serveEarlierRelease, serveWorkerService } from "./fixtures/agent-network.js";
 import { ROOT } from "./e2e/harness.js";
 
 type ServerReply = MessageInitShape<typeof ServerMessageSchema>;
 
-const REGISTERED = { sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 };
 /** The agent's start, with room to spare on a busy machine. */
 const BOOT_ALLOWANCE_MS = 4000;
-
-/** After a stream's hello: acknowledge it and cancel the job, then acknowledge the result (the agent then exits 0). */
-async function* finishAttempt(requests: AsyncIterator<AgentMessage>): AsyncGenerator<ServerReply> {
-  for (let next = await requests.next(); !next.done; next = await requests.next()) {
-    const message = next.value;
-    if (message.kind.case === "hello") {
-      yield { kind: { case: "ack", value: { seq: 0n } } };
-      yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
-    }
-    if (message.kind.case === "result") {
-      yield { kind: { case: "resultAck", value: {} } };
-      return;
-    }
-  }
-}
 
 interface IdleAgent {
   child: ChildProcess;
@@ -99,7 +83,7 @@ describe("an idle agent's ready stream", () => {
         events.push(`stream ${n}: ${first.done ? "end" : first.value.kind.case}`);
         if (first.done || first.value.kind.case !== "register") return;
         yield { kind: { case: "registered", value: REGISTERED } };
-        yield* finishAttempt(it);
+        yield* cancelAfterHello({ [Symbol.asyncIterator]: () => it });
       },
     });
     const workDir = mkdtempSync(join(tmpdir(), "hodei-agent-ready-"));
@@ -119,18 +103,7 @@ describe("an idle agent's ready stream", () => {
 
   it("falls back to the unary Register when the control plane refuses streams without a session, and finishes its attempt", async () => {
     const calls: string[] = [];
-    const server = await serveWorkerService({
-      register: (req) => {
-        calls.push(`register ${req.otpToken}`);
-        return REGISTERED;
-      },
-      async *connect(requests, context): AsyncGenerator<ServerReply> {
-        const authorization = context.requestHeader.get("authorization");
-        calls.push(`connect ${authorization ?? "without a session"}`);
-        if (authorization !== "Bearer s") throw new ConnectError("missing session: send authorization: Bearer <session token>", Code.Unauthenticated);
-        yield* finishAttempt(requests[Symbol.asyncIterator]());
-      },
-    });
+    const server = await serveEarlierRelease(calls);
     const workDir = mkdtempSync(join(tmpdir(), "hodei-agent-ready-"));
     const agent = startIdleAgent(`http://127.0.0.1:${server.port}`, workDir);
     try {

@@ -16,9 +16,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import type { AgentMessage, ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
-import { serveWorkerService, startSilentProxy } from "./fixtures/agent-network.js";
+import type { ServerMessageSchema } from "../src/gen/hodei/v1/worker_pb.js";
+import { cancelAfterHello, REGISTERED, serveEarlierRelease, serveWorkerService, startSilentProxy } from "./fixtures/agent-network.js";
 import { ROOT } from "./e2e/harness.js";
 
 const REGISTER_TIMEOUT_MS = 1500;
@@ -29,22 +28,6 @@ const BOOT_ALLOWANCE_MS = 4000;
 
 type ServerReply = MessageInitShape<typeof ServerMessageSchema>;
 
-/** The Register's answer of the reduced servers below (the job comes on the stream). */
-const REGISTERED = { sessionToken: "s", workerId: "w1", jobId: "j1", attempt: 1, heartbeatIntervalMs: 100 };
-
-/** A session's stream that ends the attempt: the hello acknowledged and a cancel sent, then the result acknowledged. */
-async function* cancelAfterHello(requests: AsyncIterable<AgentMessage>): AsyncGenerator<ServerReply> {
-  for await (const message of requests) {
-    if (message.kind.case === "hello") {
-      yield { kind: { case: "ack", value: { seq: 0n } } };
-      yield { kind: { case: "cancel", value: { reason: "test over", graceMs: 100 } } };
-    }
-    if (message.kind.case === "result") {
-      yield { kind: { case: "resultAck", value: {} } };
-      return;
-    }
-  }
-}
 
 interface RunningAgent {
   child: ChildProcess;
@@ -143,18 +126,7 @@ describe("the agent's Register with a control plane of an earlier release", () =
   it("falls back to the unary Register when a stream without a session is refused for it, and finishes its attempt", async () => {
     // As such a server does: every stream needs a session; Register is the unary call.
     const calls: string[] = [];
-    const server = await serveWorkerService({
-      register: (req) => {
-        calls.push(`register ${req.otpToken}`);
-        return REGISTERED;
-      },
-      async *connect(requests, context): AsyncGenerator<ServerReply> {
-        const authorization = context.requestHeader.get("authorization");
-        calls.push(`connect ${authorization ?? "without a session"}`);
-        if (authorization !== "Bearer s") throw new ConnectError("missing session: send authorization: Bearer <session token>", Code.Unauthenticated);
-        yield* cancelAfterHello(requests);
-      },
-    });
+    const server = await serveEarlierRelease(calls);
     const workDir = mkdtempSync(join(tmpdir(), "hodei-agent-limits-"));
     const agent = startAgent(`http://127.0.0.1:${server.port}`, workDir);
     try {
