@@ -96,7 +96,9 @@ describe("DockerProvider warm pool", { skip: SKIP }, () => {
       assert.ok(idleIds.has(resourceId), "the worker is one of the idle containers");
       assert.equal(isRunningAtRecord, true, "its id is recorded (and the token bound to it) before the assignment is written");
       assert.match(nameAtRecord, /^\/hodei-warm-/, "recorded before the rename: the daemon's rename is not on the job's path");
-      assert.equal((await docker.getContainer(resourceId).inspect()).Name, `/${p.worker.name}`, "renamed to the worker's name once start() returns");
+      assert.match((await docker.getContainer(resourceId).inspect()).Name, /^\/hodei-warm-/, "not renamed yet when start() returns: the daemon's rename waits until after the job's start");
+      const renamed = await eventually(async () => (await docker.getContainer(resourceId).inspect()).Name, (name) => name === `/${p.worker.name}`);
+      assert.equal(renamed, `/${p.worker.name}`, "renamed to the worker's name a second later");
       const again = await provider.start(spec);
       assert.equal(again.resourceId, resourceId, "a repeated start returns the same container");
       assert.equal((await ourContainers()).filter((c) => idleIds.has(c.Id) && c.Id !== resourceId && isIdle(c)).length, 1, "and takes no other idle container");
@@ -120,6 +122,24 @@ describe("DockerProvider warm pool", { skip: SKIP }, () => {
       await protocol.close();
     }
     assert.deepEqual(await ourContainers(), [], "close() removed the pool");
+  });
+
+  it("does not rename a taken container that is gone before its rename, and logs nothing for it", async () => {
+    const { provider, warnings } = makeProvider(1, 2);
+    const protocol = await startWorkerProtocol();
+    try {
+      provider.startPool(protocol.url);
+      await eventually(ourContainers, (cs) => cs.filter(isIdle).length === 1);
+      const taken = await provider.start(workerSpec({ serverUrl: protocol.url }));
+      // Removed behind this provider's back (another replica's destroy), before the rename is due.
+      await docker.getContainer(taken.resourceId).remove({ force: true });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.deepEqual(warnings, [], "a container already gone is nothing to rename");
+    } finally {
+      await provider.close();
+      await protocol.close();
+    }
+    assert.deepEqual(await ourContainers(), []);
   });
 
   it("keeps to capacity: fills only spare room, gives way to a cold start, and jobs with limits start cold", async () => {

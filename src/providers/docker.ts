@@ -101,6 +101,14 @@ const WAIT_RENEW_MS = 60_000;
 /** How long a taken warm container is remembered for a repeated start of its worker, ms (a start's retries end well within it). */
 const TAKEN_KEPT_MS = 10 * 60_000;
 /**
+ * A taken warm container is renamed after its worker this long after its assignment was written,
+ * ms: the daemon's rename beside a warm job's registration and run slowed the job (measured, two
+ * interleaved rounds of bench/docker-warm.ts: to the result 55.3 and 53.1 ms with it, 51.7 and
+ * 41.1 without). Until then list() takes it for an idle container (running, warm-named: nobody's
+ * worker and no orphan); a short job's container is often gone by then, and is not renamed.
+ */
+const RENAME_DELAY_MS = 1000;
+/**
  * How long destroy waits for a container to stop by itself before it stops it. An agent whose
  * result was acknowledged exits at once, and the daemon sees it gone 25 to 45 ms later; a stop sent
  * meanwhile (SIGTERM to an agent already leaving) took about 40 ms more on its own.
@@ -278,23 +286,29 @@ export class DockerProvider implements WorkerProvider {
       await this.stop(warm.id, 0).catch(() => {});
       throw err;
     }
-    const renamed = this.docker
-      .getContainer(warm.id)
-      .rename({ name: spec.name, abortSignal: signal })
-      .then(
-        () => true,
-        (err: unknown) => {
-          this.log.warn({ err, containerId: warm.id, name: spec.name }, "could not rename a taken warm container to its worker's name; it stays the worker by its id");
-          return false;
-        },
-      );
     try {
       await deliverAssignment(warm.stdin, assignmentLine(spec), signal);
     } finally {
       warm.stdin.destroy();
-      await renamed;
     }
+    this.renameLater(warm.id, spec.name);
     return resource;
+  }
+
+  /** Names a taken warm container after its worker RENAME_DELAY_MS from now, off the job's path, unless it was stopped here before. */
+  private renameLater(id: string, name: string): void {
+    const timer = setTimeout(() => {
+      if (this.takenByName.get(name)?.id !== id) return; // stopped here already
+      this.docker
+        .getContainer(id)
+        .rename({ name })
+        .catch((err: unknown) => {
+          // Gone already (its job over, stopped by another replica): nothing to name.
+          if ((err as { statusCode?: number }).statusCode === 404) return;
+          this.log.warn({ err, containerId: id, name }, "could not rename a taken warm container to its worker's name; it stays the worker by its id");
+        });
+    }, RENAME_DELAY_MS);
+    timer.unref();
   }
 
   /**

@@ -68,7 +68,9 @@ describe("the Docker warm pool", { skip: SKIP }, () => {
     assert.ok(before.has(firstToken.providerResourceId), "the job's container existed before the job was submitted");
     const info = await docker.getContainer(firstToken.providerResourceId).inspect();
     assert.equal(info.State.Running, true);
-    assert.equal(info.Name, `/hodei-worker-${firstToken.workerId}`);
+    // Renamed after its worker a second after the job started, off the job's path.
+    const renamed = await eventually(async () => (await docker.getContainer(firstToken.providerResourceId).inspect()).Name === `/hodei-worker-${firstToken.workerId}`, 10_000);
+    assert.equal(renamed, true, "the taken container is named after its worker");
     for (const part of [info, info.Config.Env, info.Config.Cmd, info.Config.Entrypoint, info.Config.Labels, info.Args]) {
       assert.doesNotMatch(JSON.stringify(part ?? null), /hodei_otp_|OTP_TOKEN/, "no token in docker inspect");
     }
