@@ -93,7 +93,9 @@ describe("hodei server on PostgreSQL", { skip: SKIP }, () => {
       console.log(`# /readyz answered 503 ${Date.now() - startedMs} ms after the database stopped accepting connections`);
       const body = await (await fetch(`${server.url}/readyz`)).text();
       assert.equal(body, "database unavailable (the server's log says why)\n", "no host, address or user in the open probe's answer");
-      assert.ok(server.output.some((line) => line.includes("the database does not answer; /readyz is unready") && line.includes('"reason"')), "the reason is in the log");
+      // Logged before the probe answers, but read from the server's stdout, which may reach this process after the HTTP answer.
+      const isLogged = () => server.output.some((line) => line.includes("the database does not answer; /readyz is unready") && line.includes('"reason"'));
+      assert.ok(await eventually(isLogged, 10_000), "the reason is in the log");
     } finally {
       await postgres.query(`alter database "${name}" allow_connections true`);
     }
