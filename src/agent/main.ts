@@ -170,11 +170,9 @@ class Agent {
   private openReady(): void {
     this.readyTimer = null;
     if (this.assignment || this.isUnaryRegister) return;
-    const outgoing = new AsyncQueue<AgentMessage>();
-    const opening = new AbortController();
-    const responses = this.client.connect(outgoing, { signal: opening.signal })[Symbol.asyncIterator]();
     const openedAt = Date.now();
-    const ready: ReadyStream = { outgoing, responses, opening, first: responses.next(), isEnded: false };
+    const ready = this.openStream();
+    const { outgoing, opening } = ready;
     this.ready = ready;
     const onEnd = (result: unknown) => {
       ready.isEnded = true;
@@ -194,6 +192,14 @@ class Agent {
       this.readyTimer.unref();
     };
     ready.first.then(onEnd, onEnd);
+  }
+
+  /** A new stream without a session, its first answer asked for at once: the Register goes on it. */
+  private openStream(): ReadyStream {
+    const outgoing = new AsyncQueue<AgentMessage>();
+    const opening = new AbortController();
+    const responses = this.client.connect(outgoing, { signal: opening.signal })[Symbol.asyncIterator]();
+    return { outgoing, responses, opening, first: responses.next(), isEnded: false };
   }
 
   /** The stream opened ahead, if it is still open; it is then the Register's. */
@@ -294,14 +300,11 @@ class Agent {
    * Register, the server's first is the answer. The stream stays open for the hello (connectOnce).
    */
   private async registerOnStream(request: MessageInitShape<typeof RegisterRequestSchema>, attemptMs: number): Promise<{ session: RegisterResponse; stream: OpenStream }> {
-    const ready = this.takeReady();
-    const outgoing = ready?.outgoing ?? new AsyncQueue<AgentMessage>();
+    const { outgoing, responses, opening, first: answer } = this.takeReady() ?? this.openStream();
     outgoing.push(create(AgentMessageSchema, { kind: { case: "register", value: request } }));
-    const opening = ready?.opening ?? new AbortController();
     const timer = setTimeout(() => opening.abort(new ConnectError(`no answer in ${attemptMs} ms`, Code.DeadlineExceeded)), attemptMs);
     try {
-      const responses = ready?.responses ?? this.client.connect(outgoing, { signal: opening.signal })[Symbol.asyncIterator]();
-      const first = await (ready?.first ?? responses.next());
+      const first = await answer;
       if (first.done || first.value.kind.case !== "registered") {
         throw new ConnectError(`the control plane answered the stream's register with ${first.done ? "its end" : (first.value.kind.case ?? "an empty message")}`, Code.Internal);
       }
