@@ -13,7 +13,7 @@ import { type Kysely, sql } from "kysely";
 import { isTerminal, type JobState } from "../core/job-state.js";
 import { LIVE_WORKER_STATES, workerStatesLeadingTo, type ResourceType, type WorkerState } from "../core/worker-state.js";
 import type { DatabaseKind } from "./database.js";
-import { type JobPatch, JobQueries } from "./jobs.js";
+import { type JobPatch, JobQueries, QUEUED } from "./jobs.js";
 import { WorkerQueries } from "./workers.js";
 import { deleteSecretsOfJobs } from "./secrets.js";
 import { insertDeliveries } from "./webhooks.js";
@@ -103,7 +103,7 @@ export class AttemptQueries {
             db
               .selectFrom("jobs")
               .select("id")
-              .where("state", "=", "queued")
+              .where("state", "=", QUEUED)
               .where("not_before_ms", "<=", req.nowMs)
               .where("provider", "=", req.provider)
               // A job whose API key was revoked never starts (RevokeKey cancels such jobs; this also
@@ -133,7 +133,7 @@ export class AttemptQueries {
         .updateTable("jobs")
         .set((eb) => ({ state: "provisioning", attempts: eb("attempts", "+", 1), updated_at: req.nowMs }))
         .where("id", "in", (eb) => eb.selectFrom("picked").select("picked.id"))
-        .where("state", "=", "queued")
+        .where("state", "=", QUEUED)
         .returningAll()
         .execute();
       if (jobs.length === 0) return [];

@@ -2,7 +2,7 @@
  * Queries on the jobs table. Every state change is one statement guarded by the job state machine
  * (`where state in jobStatesLeadingTo(to)`): the loser of a race gets null and moves on.
  */
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { jobStatesLeadingTo, type JobState } from "../core/job-state.js";
 import { dueAtMs, type JobSpec } from "../core/job-spec.js";
 import { specHash } from "../core/spec-hash.js";
@@ -10,6 +10,13 @@ import type { DatabaseKind } from "./database.js";
 import { insertJobLabels, type LabelTerm, selectLabelledJobs } from "./job-labels.js";
 import { firstRow } from "./compiled.js";
 import type { Database, JobRow, JobsTable } from "./schema.js";
+
+/**
+ * `state = 'queued'` with the state written into the statement: the partial index jobs_queue holds
+ * queued jobs only, and SQLite can use it for a bound `state = ?` only by preparing the statement
+ * again at every binding (migration 0032).
+ */
+export const QUEUED = sql.lit<"queued">("queued");
 
 export interface JobListQuery {
   states?: JobState[];
@@ -276,7 +283,7 @@ export class JobQueries {
         eb.case().when("not_before_ms", "<=", nowMs).then(1).else(0).end().as("due"),
         eb.fn.countAll<number>().as("n"),
       ])
-      .where("state", "=", "queued")
+      .where("state", "=", QUEUED)
       .groupBy(["provider", "priority", "due"])
       .execute();
     return rows.map((r) => ({ provider: r.provider, priority: Number(r.priority), isDue: Number(r.due) === 1, count: Number(r.n) }));
@@ -307,7 +314,7 @@ export class JobQueries {
 
   /** Says why queued jobs of a provider wait (its reason until they start or end). */
   async noteWaiting(provider: string, reason: string): Promise<void> {
-    await this.db.updateTable("jobs").set({ reason }).where("state", "=", "queued").where("provider", "=", provider).where("reason", "!=", reason).execute();
+    await this.db.updateTable("jobs").set({ reason }).where("state", "=", QUEUED).where("provider", "=", provider).where("reason", "!=", reason).execute();
   }
 
   /**
@@ -319,7 +326,7 @@ export class JobQueries {
     return this.db
       .selectFrom("jobs")
       .selectAll()
-      .where("state", "=", state)
+      .where("state", "=", sql.lit(state))
       .where("queue_deadline_ms", "<=", nowMs)
       .$if(after !== null, (qb) => qb.where((eb) => eb(eb.refTuple("queue_deadline_ms", "id"), ">", eb.tuple(after!.deadlineMs, after!.id))))
       .orderBy("queue_deadline_ms")

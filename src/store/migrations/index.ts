@@ -36,6 +36,7 @@ import * as m0028 from "./0028_jobs_provider_created.js";
 import * as m0029 from "./0029_replica_process_key.js";
 import * as m0030 from "./0030_idempotency_key_scope.js";
 import * as m0031 from "./0031_job_secret_names_backfill.js";
+import * as m0032 from "./0032_partial_queue_indexes.js";
 
 type Step = { up(db: Kysely<any>, kind: DatabaseKind): Promise<void> };
 
@@ -71,6 +72,7 @@ const STEPS: Record<string, Step> = {
   "0029_replica_process_key": m0029,
   "0030_idempotency_key_scope": m0030,
   "0031_job_secret_names_backfill": m0031,
+  "0032_partial_queue_indexes": m0032,
 };
 
 /** The first step: applying it means the database was created by this run. */
