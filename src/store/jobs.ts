@@ -320,7 +320,9 @@ export class JobQueries {
   /**
    * Jobs in `state` whose queue deadline (wall time) is at or before nowMs, in deadline order after
    * the (deadlineMs, id) position: one range of jobs_queue_deadline. The caller judges each by
-   * present time (scheduler/queue-deadlines.ts).
+   * present time (scheduler/queue-deadlines.ts). The state is written into the statement: bound,
+   * SQLite would weigh it against jobs_queue's `state = 'queued'` and prepare the statement again
+   * each time the state it is given changes (every pass asks for both).
    */
   async listPastQueueDeadline(state: "queued" | "provisioning", nowMs: number, after: { deadlineMs: number; id: string } | null, limit: number): Promise<JobRow[]> {
     return this.db
