@@ -10,7 +10,7 @@ import { afterEach, before, beforeEach, describe, it } from "node:test";
 import { PermanentError } from "../core/errors.js";
 import { LocalProvider, type LocalProviderOptions, waitForExit } from "./local.js";
 import { LocalCgroups } from "./local-cgroup.js";
-import { findMarkedProcesses, isAlive, readStat } from "./process-table.js";
+import { findMarkedProcesses, isAlive } from "./process-table.js";
 import type { ProviderResource } from "./provider.js";
 import { describeProvider, eventually, type ProviderHarness, UNREACHABLE_SERVER_URL, workerSpec } from "./provider.contract.js";
 import { tempDir } from "../../test/fixtures/temp-dir.js";
@@ -300,11 +300,12 @@ describe("LocalProvider", () => {
       const idle = await idleAgents(1);
       assert.ok(idle.every((p) => p.pid !== Number(first.resourceId)), "the first worker's agent is not idle");
       assert.equal(idle.length, 1, "one idle agent waits");
-      // Killed from outside, and seen dead in /proc before this process's event loop handles its exit.
+      // Killed from outside, and seen dead in /proc (a zombie, or already reaped by the launcher)
+      // before this process's event loop handles the report of its exit.
       process.kill(idle[0].pid, "SIGKILL");
       const deadline = Date.now() + 5000;
-      while (readStat(idle[0].pid)?.state !== "Z" && Date.now() < deadline);
-      assert.equal(readStat(idle[0].pid)?.state, "Z", "the killed agent is a zombie, its exit not yet reaped");
+      while (isAlive(idle[0].pid) && Date.now() < deadline);
+      assert.equal(isAlive(idle[0].pid), false, "the killed agent is dead in /proc, its exit not yet handled here");
       const second = await start();
       assert.notEqual(second.resourceId, String(idle[0].pid), "a new agent takes the job, not the dead one");
       assert.equal(isAlive(Number(second.resourceId)), true);
@@ -312,6 +313,42 @@ describe("LocalProvider", () => {
       await provider.stop(second.resourceId, GRACE_MS);
       await provider.close();
       assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "released idle agents exit");
+    });
+
+    it("starts agents through its launcher, never by forking the control plane, and the launcher ends on close", async () => {
+      provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
+      assert.equal(provider.launcherPid, undefined, "no launcher before the first start");
+      const first = await start();
+      const launcherPid = provider.launcherPid;
+      assert.ok(launcherPid && launcherPid !== process.pid, "a launcher process runs");
+      const [idle] = await idleAgents(1);
+      for (const pid of [Number(first.resourceId), idle.pid]) assert.equal(parentOf(pid), launcherPid, `agent ${pid} is the launcher's child`);
+      assert.equal(parentOf(launcherPid), process.pid, "the launcher is this process's child");
+      await provider.stop(first.resourceId, GRACE_MS);
+      await provider.close();
+      assert.equal(await eventually(async () => isAlive(launcherPid), (alive) => !alive, 5000), false, "the launcher exited on close");
+      assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "its idle agent exited with it");
+    });
+
+    it("a launcher killed from outside: idle agents exit, a worker is followed by its markers and stopped, and the next start makes a new launcher", async () => {
+      provider = new LocalProvider(localOptions(workRoot, { warmWorkers: 1 }));
+      const first = await start();
+      await idleAgents(1);
+      const launcherPid = provider.launcherPid!;
+      process.kill(launcherPid, "SIGKILL");
+      // The idle agent's stdin closed with the launcher: it exits, and leaves the pool.
+      await idleAgents(0);
+      const health = await eventually(() => provider.health(), (h) => /launcher was lost/.test(h.detail) && / 0 warm/.test(h.detail), 5000);
+      assert.match(health.detail, /the launcher was lost \(the launcher exited \(SIGKILL\)\)/);
+      assert.deepEqual(await provider.inspect(first.resourceId), { state: "running" }, "the worker's agent runs on, found by its markers");
+      const second = await start();
+      assert.ok(provider.launcherPid && provider.launcherPid !== launcherPid, "a new launcher started");
+      assert.equal(parentOf(Number(second.resourceId)), provider.launcherPid);
+      await provider.stop(first.resourceId, GRACE_MS);
+      assert.deepEqual(await provider.inspect(first.resourceId), { state: "gone" }, "stopped without its launcher");
+      await provider.stop(second.resourceId, GRACE_MS);
+      await provider.close();
+      assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "nothing is left");
     });
 
     it("waiting for an agent's exit leaves no listener behind when it times out", async () => {
@@ -381,3 +418,12 @@ describe("LocalProvider", () => {
     });
   });
 });
+
+/** A process's parent pid, from /proc (undefined once it is gone). */
+function parentOf(pid: number): number | undefined {
+  try {
+    return Number(readFileSync(`/proc/${pid}/stat`, "latin1").split(") ")[1].split(" ")[1]);
+  } catch {
+    return undefined;
+  }
+}

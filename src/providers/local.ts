@@ -19,12 +19,13 @@
  * can be made, the job runs unlimited and its log and `jobs get` say so (resourcesApplied).
  */
 import { randomUUID } from "node:crypto";
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import type { EventEmitter } from "node:events";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PermanentError } from "../core/errors.js";
 import { LocalCgroups } from "./local-cgroup.js";
+import { AgentLauncher, type LaunchedAgent } from "./local-launcher.js";
 import { findMarkedProcesses, isAlive, type MarkedProcess, readStat } from "./process-table.js";
 import type { ProviderHealth, ProviderResource, WorkerProvider, WorkerSpec, WorkerStatus } from "./provider.js";
 
@@ -52,14 +53,12 @@ export interface LocalProviderOptions {
 }
 
 interface Agent {
-  child: ChildProcess;
+  /** Its process, started by the launcher (local-launcher.ts). */
+  child: LaunchedAgent;
   warmId: string;
   serverUrl: string;
   logPath: string;
   workerId?: string;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
-  /** The system refused to create the process (no pid): its reason arrives on the next tick. */
-  spawnError?: Error;
 }
 
 const POLL_MS = 20;
@@ -75,7 +74,10 @@ export class LocalProvider implements WorkerProvider {
   private readonly spawned = new Map<string, Agent>(); // assigned agents, by pid
   private readonly byName = new Map<string, string>(); // worker name -> pid
   private idle: Agent[] = [];
+  /** Agents being started for the pool. */
+  private filling = 0;
   private isClosed = false;
+  private readonly launcher: AgentLauncher;
   /** The last warm pool fill the system refused, for health(); empty once a fill succeeds. */
   private fillError = "";
   /** Called when an agent this process spawned exits, so the reconcile pass can look at once. */
@@ -86,6 +88,13 @@ export class LocalProvider implements WorkerProvider {
 
   constructor(private readonly options: LocalProviderOptions) {
     this.cgroups = options.cgroups ?? new LocalCgroups({ clusterId: options.clusterId });
+    // Runs on the control plane's own node (options.nodePath is the agents', and may be missing).
+    this.launcher = new AgentLauncher(process.execPath, (agents) => this.loseAgents(agents));
+  }
+
+  /** The launcher's pid while it runs (tests, and `hodei doctor`-like checks). */
+  get launcherPid(): number | undefined {
+    return this.launcher.pid;
   }
 
   async start(spec: WorkerSpec): Promise<ProviderResource> {
@@ -101,8 +110,7 @@ export class LocalProvider implements WorkerProvider {
     if (!existsSync(this.options.agentPath)) {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
     }
-    const agent = this.takeIdle(spec.serverUrl) ?? this.spawnAgent(spec.serverUrl);
-    if (agent.child.pid === undefined) throw await this.spawnFailure(agent);
+    const agent = this.takeIdle(spec.serverUrl) ?? (await this.spawnAgent(spec.serverUrl));
     const pid = agent.child.pid;
     const workDir = this.workDir(spec.workerId);
     try {
@@ -112,7 +120,7 @@ export class LocalProvider implements WorkerProvider {
     } catch (err) {
       // A full disk, say: this agent is in no map and has no pid file, so nothing would ever reap
       // it. Closing its stdin makes it exit (as an idle agent does).
-      agent.child.stdin?.end();
+      agent.child.input("");
       throw new Error(`local: prepare the work directory ${workDir}: ${(err as Error).message}`, { cause: err });
     }
     try {
@@ -128,9 +136,9 @@ export class LocalProvider implements WorkerProvider {
     const resource: ProviderResource = { resourceId: String(pid), resourceType: "process_id", workerId: spec.workerId, createdAtMs: Date.now(), resourcesApplied: applied };
     await spec.onCreated(resource);
     const assignment = { otpToken: spec.otpToken, workerId: spec.workerId, workerName: spec.name, jobId: spec.jobId, attempt: spec.attempt, workDir, ...(cgroup ? { cgroup } : {}) };
-    agent.child.stdin?.end(`${JSON.stringify(assignment)}\n`);
-    // Refill the pool once this worker is on its way: spawning blocks this process for a few ms,
-    // which would otherwise land on the new worker's registration.
+    agent.child.input(`${JSON.stringify(assignment)}\n`);
+    // Refill the pool once this worker is on its way: the launcher's fork would otherwise share
+    // the machine with the new worker's registration.
     setTimeout(() => this.fillPool(spec.serverUrl), REFILL_DELAY_MS).unref();
     return resource;
   }
@@ -138,12 +146,12 @@ export class LocalProvider implements WorkerProvider {
   async inspect(resourceId: string): Promise<WorkerStatus> {
     const pid = Number(resourceId);
     const agent = this.spawned.get(resourceId);
-    if (agent && !agent.exit && !isAlive(pid)) {
+    if (agent && !agent.child.exit && !isAlive(pid)) {
       // Dead but not yet reaped (a zombie): its exit status arrives in a moment.
       await waitForExit(agent, 1000);
     }
-    if (agent?.exit) {
-      const { code, signal } = agent.exit;
+    if (agent?.child.exit) {
+      const { code, signal } = agent.child.exit;
       return { state: "exited", exitCode: code, reason: signal ? `was killed by ${signal}` : `exited with code ${code}` };
     }
     if (agent && isAlive(pid)) return { state: "running" };
@@ -156,7 +164,7 @@ export class LocalProvider implements WorkerProvider {
     const pid = Number(resourceId);
     const agent = this.spawned.get(resourceId);
     // An agent that reported its result exits by itself within moments: let it, rather than signal it.
-    if (agent && !agent.exit) await waitForExit(agent, Math.min(graceMs, 100));
+    if (agent && !agent.child.exit) await waitForExit(agent, Math.min(graceMs, 100));
     let targets = this.processesOf(pid);
     const workerIds = new Set(targets.map((p) => p.workerId).filter(Boolean));
     if (agent?.workerId) workerIds.add(agent.workerId);
@@ -165,7 +173,7 @@ export class LocalProvider implements WorkerProvider {
     if (targets.length > 0) {
       this.signal(targets, "SIGTERM");
       const deadline = Date.now() + graceMs;
-      if (agent && !agent.exit) await waitForExit(agent, graceMs);
+      if (agent && !agent.child.exit) await waitForExit(agent, graceMs);
       targets = this.processesOf(pid);
       while (targets.length > 0 && Date.now() < deadline) {
         await sleep(POLL_MS);
@@ -222,15 +230,17 @@ export class LocalProvider implements WorkerProvider {
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
     const start = this.options.snapshotBlob ? `, from ${this.options.snapshotBlob}` : "";
-    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm${this.fillError ? ` (the last refill failed: ${this.fillError})` : ""}; ${this.cgroups.describe()}` };
+    const lost = this.launcher.lostReason ? `; the launcher was lost (${this.launcher.lostReason}), the next start makes a new one` : "";
+    return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm${this.fillError ? ` (the last refill failed: ${this.fillError})` : ""}${lost}; ${this.cgroups.describe()}` };
   }
 
   /** Releases idle agents (they exit); assigned agents keep running. */
   async close(): Promise<void> {
     this.isClosed = true;
     this.cgroups.removeEmptyBase();
-    for (const agent of this.idle) agent.child.stdin?.end();
+    for (const agent of this.idle) agent.child.input("");
     this.idle = [];
+    this.launcher.close();
   }
 
   /** The job's cgroup and how its limits apply; leftover cgroups of this cluster are swept first, once. */
@@ -248,59 +258,50 @@ export class LocalProvider implements WorkerProvider {
 
   private takeIdle(serverUrl: string): Agent | undefined {
     // Agents for another server URL are of no use: release them.
-    for (const agent of this.idle.filter((a) => a.serverUrl !== serverUrl)) agent.child.stdin?.end();
-    // An agent killed from outside is dead in /proc (a zombie) a moment before its exit event is
-    // handled: handing it a job then would lose that attempt. Its exit event removes it for good.
-    this.idle = this.idle.filter((a) => a.serverUrl === serverUrl && !a.exit && a.child.pid !== undefined && isAlive(a.child.pid));
+    for (const agent of this.idle.filter((a) => a.serverUrl !== serverUrl)) agent.child.input("");
+    // An agent killed from outside is dead in /proc a moment before its exit is reported and
+    // handled: handing it a job then would lose that attempt. Its exit removes it for good.
+    this.idle = this.idle.filter((a) => a.serverUrl === serverUrl && !a.child.exit && isAlive(a.child.pid));
     return this.idle.shift();
   }
 
   private fillPool(serverUrl: string): void {
     const wanted = this.options.warmWorkers ?? 0;
-    while (!this.isClosed && this.idle.length < wanted) {
-      let agent: Agent;
-      try {
-        agent = this.spawnAgent(serverUrl);
-      } catch (err) {
-        // A full disk for its log, or a refusal Node throws: a refill is never worth the process.
-        this.fillError = `local: could not start a warm agent: ${(err as Error).message}`;
-        return;
-      }
-      if (agent.child.pid === undefined) {
-        // The next start spawns its own agent, and fails with the reason if the system still refuses.
-        void this.spawnFailure(agent).then((err) => (this.fillError = err.message));
-        return;
-      }
-      this.fillError = "";
-      this.idle.push(agent);
-    }
+    while (!this.isClosed && this.idle.length + this.filling < wanted) void this.addIdleAgent(serverUrl);
   }
 
-  /** Why the system refused to create an agent's process; its pool log file is removed. */
-  private async spawnFailure(agent: Agent): Promise<Error> {
-    await new Promise((resolve) => setImmediate(resolve));
+  /** One more agent for the pool; never rejects (a refused one is named by health()). */
+  private async addIdleAgent(serverUrl: string): Promise<void> {
+    this.filling++;
     try {
-      rmSync(agent.logPath, { force: true });
-    } catch {
-      // Only a log file of the pool's directory.
+      const agent = await this.spawnAgent(serverUrl);
+      this.fillError = "";
+      if (this.isClosed || agent.child.exit) agent.child.input("");
+      else this.idle.push(agent);
+    } catch (err) {
+      // The next start spawns its own agent, and fails with the reason if the system still refuses.
+      this.fillError = (err as Error).message;
+    } finally {
+      this.filling--;
     }
-    const reason = agent.spawnError?.message ?? "no process id";
-    return new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}: ${reason}`, { cause: agent.spawnError });
   }
 
-  private spawnAgent(serverUrl: string): Agent {
+  /**
+   * Starts an idle agent through the launcher. The system's refusal to create the process (EAGAIN
+   * at the process limit, ENOENT, EACCES) rejects with its reason, and the pool's log file goes.
+   */
+  private async spawnAgent(serverUrl: string): Promise<Agent> {
     const warmId = randomUUID();
     const poolDir = join(this.options.workRoot, ".pool");
-    mkdirSync(poolDir, { recursive: true });
     const logPath = join(poolDir, `${warmId}.log`);
-    const logFd = openSync(logPath, "a");
-    let child: ChildProcess;
+    let child: LaunchedAgent;
     try {
-      const args = this.options.snapshotBlob ? ["--snapshot-blob", this.options.snapshotBlob] : [this.options.agentPath];
-      child = spawn(this.options.nodePath, args, {
+      mkdirSync(poolDir, { recursive: true });
+      child = await this.launcher.launch({
+        file: this.options.nodePath,
+        args: this.options.snapshotBlob ? ["--snapshot-blob", this.options.snapshotBlob] : [this.options.agentPath],
         cwd: this.options.workRoot,
-        detached: true,
-        stdio: ["pipe", logFd, logFd],
+        logPath,
         env: {
           ...this.options.baseEnv,
           ...this.options.agentEnv,
@@ -311,32 +312,36 @@ export class LocalProvider implements WorkerProvider {
           HODEI_SERVER_URL: serverUrl,
         },
       });
-    } finally {
-      closeSync(logFd);
+    } catch (err) {
+      removeQuietly(logPath);
+      throw new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}: ${(err as Error).message}`, { cause: err });
     }
     const agent: Agent = { child, warmId, serverUrl, logPath };
-    // The system's refusal to create the process (EAGAIN at the process limit, ENOENT, EACCES) is an
-    // 'error' event on the next tick, and then the child has no pid and no exit: unheard, that event
-    // would end the control plane. The caller reports it (spawnFailure).
-    child.once("error", (err) => (agent.spawnError = err));
-    if (child.pid === undefined) return agent;
-    child.stdin?.on("error", () => {}); // An agent that died while idle: its exit is handled below.
-    child.once("exit", (code, signal) => {
-      agent.exit = { code, signal };
+    const exited = () => {
       if (agent.workerId) {
         this.onWorkerChange(String(child.pid));
       } else {
         this.idle = this.idle.filter((a) => a !== agent);
-        try {
-          rmSync(logPath, { force: true });
-        } catch {
-          // A log file of the pool's directory; an error here must not end the control plane.
-        }
+        removeQuietly(logPath);
       }
-    });
-    child.unref();
-    (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    };
+    // Its exit may be reported before this continuation runs (a line read right after its pid).
+    if (child.exit) exited();
+    else child.once("exit", exited);
     return agent;
+  }
+
+  /**
+   * The launcher is gone (killed from outside): the agents it started live on, but their exits
+   * will not be reported. Idle ones exit (their stdin closed with it); a worker's agent is then
+   * followed by its markers, as after a restart of the control plane.
+   */
+  private loseAgents(agents: LaunchedAgent[]): void {
+    const lost = new Set(agents);
+    this.idle = this.idle.filter((a) => !lost.has(a.child));
+    for (const agent of agents) {
+      if (this.spawned.get(String(agent.pid))?.child === agent) this.spawned.delete(String(agent.pid));
+    }
   }
 
   // ---- helpers --------------------------------------------------------------------------------
@@ -380,8 +385,8 @@ export class LocalProvider implements WorkerProvider {
 }
 
 /** Resolves when the agent has exited, or after timeoutMs; leaves no listener on the child either way. */
-export function waitForExit(agent: Pick<Agent, "child" | "exit">, timeoutMs: number): Promise<void> {
-  if (agent.exit) return Promise.resolve();
+export function waitForExit(agent: { child: Pick<EventEmitter, "once" | "off"> & { exit?: unknown } }, timeoutMs: number): Promise<void> {
+  if (agent.child.exit) return Promise.resolve();
   return new Promise((resolve) => {
     const exited = () => {
       clearTimeout(timer);
@@ -394,6 +399,15 @@ export function waitForExit(agent: Pick<Agent, "child" | "exit">, timeoutMs: num
     }, timeoutMs);
     agent.child.once("exit", exited);
   });
+}
+
+/** Removes a log file of the pool's directory; a failure here must not end the control plane. */
+function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { force: true });
+  } catch {
+    // Only a log file.
+  }
 }
 
 function tail(text: string, lines: number): string {
