@@ -122,9 +122,15 @@ export class AgentLauncher {
   launch(request: LaunchRequest): Promise<LaunchedAgent> {
     const id = this.nextId++;
     const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject }));
-    writeLine(this.child ?? this.startLauncher(), { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
+    this.prepare();
+    writeLine(this.child!, { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
     this.holdLoop();
     return promise;
+  }
+
+  /** Starts the launcher now if none runs, so that the first launch does not wait for its boot. */
+  prepare(): void {
+    this.child ??= this.startLauncher();
   }
 
   /** Ends the launcher: it exits, and the agents it holds an open stdin of (the idle ones) with it. */
@@ -138,7 +144,6 @@ export class AgentLauncher {
   private startLauncher(): ChildProcess {
     // Nothing of the server's environment: each agent's environment comes with its request.
     const child = spawn(this.nodePath, ["-e", LAUNCHER_SOURCE], { env: {}, stdio: ["pipe", "pipe", "inherit"] });
-    this.child = child;
     // A failed spawn (no pid) ends with 'error' and no 'exit'; a launcher that ran ends with 'exit'.
     child.once("error", (err) => this.lose(child, `could not start the launcher (${this.nodePath}): ${err.message}`));
     child.once("exit", (code, signal) => this.lose(child, `the launcher exited (${signal ?? `code ${code}`})`));

@@ -176,6 +176,7 @@ export async function startServer(config: ServerConfig = parseServerConfig(), ho
       baseEnv: config.local.baseEnv,
       agentEnv,
     });
+    local.prepare();
     providers.set("local", { provider: local, maxWorkers: config.local.maxWorkers, workerServerUrl: "" });
     workerUrls.set("local", config.local.workerServerUrl);
   }
