@@ -7,7 +7,7 @@
  * the server writes afterwards faults and is copied: on a virtual machine, 12 µs a page. A refill
  * of the warm pool after every job made the job's own log ingest pay that (its SQLite writes took
  * 65 to 120 ms of CPU per 6.9 MB against 10 to 35 without a fork). The launcher is forked once,
- * on first use, and forks only itself afterwards.
+ * when the server starts (or on first use), and only it forks afterwards.
  *
  * It reads requests on stdin and answers on stdout, one JSON object per line:
  *   {op:"spawn", id, file, args, cwd, env, log}  -> {id, pid} | {id, error, code}
