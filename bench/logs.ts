@@ -10,6 +10,8 @@
  *   ingest_mb_per_s  bytes / seconds, in 10^6 bytes per second (target: at least 50); the median of
  *                    BENCH_LOG_RUNS (3) runs after BENCH_LOG_WARMUP (1) uncounted ones, whose figures
  *                    are printed apart (warmup_runs_mb_per_s: a fresh server's first large output)
+ *   cpu_ms           per run, CPU ms of the server (submit to the read-back's end) and of the workers
+ *                    reaped meanwhile (the job's agent, its boot included, and the command)
  *   checked          GetLogs read back every stdout byte: the same bytes as the command's own
  *                    output (count, lines and SHA-256), in order
  *   cli_run_seconds  what a user waits for: `hodei run -- <the command>` as a whole process (start
@@ -24,6 +26,7 @@ import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
 import { cliEnv, HODEI_BIN } from "../test/e2e/harness.js";
 import { ENDED } from "./job-timeline.js";
+import { cpuMs, workersCpuMs } from "./throughput.js";
 
 type Client = ReturnType<typeof createClient<typeof JobService>>;
 
@@ -90,16 +93,18 @@ function timeCliRun(server: { url: string; dataDir: string }, cmd: string[]): Pr
   });
 }
 
-export async function logsSection(client: Client, server?: { url: string; dataDir: string }, runs = Number(process.env.BENCH_LOG_RUNS ?? 3)): Promise<Record<string, unknown>> {
+export async function logsSection(client: Client, server?: { url: string; dataDir: string; process?: { pid?: number } }, runs = Number(process.env.BENCH_LOG_RUNS ?? 3)): Promise<Record<string, unknown>> {
   const cmd = command();
   const expected = execFileSync(cmd[0], cmd.slice(1), { maxBuffer: 1024 * 1024 * 1024 });
   const expectedSha = createHash("sha256").update(expected).digest("hex");
-  const results: { seconds: number; mbPerS: number; clientSeconds: number; phases: number[] }[] = [];
+  const results: { seconds: number; mbPerS: number; clientSeconds: number; phases: number[]; cpuMs?: { server: number; workers: number } }[] = [];
+  const serverPid = server?.process?.pid;
   let check: Awaited<ReturnType<typeof readBack>> | undefined;
   // The first large output a server ingests also compiles its ingest path (V8's JIT): like the other
   // sections' warm-up jobs, WARMUP runs go first and are reported apart, not counted.
   for (let i = 0; i < WARMUP + runs; i++) {
     const t0 = performance.now();
+    const cpu0 = serverPid ? { server: cpuMs(serverPid).self, workers: workersCpuMs(serverPid) } : undefined;
     const { job } = await client.submitJob({ command: cmd });
     const done = await waitFinal(client, job!.id);
     const clientSeconds = (performance.now() - t0) / 1000;
@@ -112,9 +117,11 @@ export async function logsSection(client: Client, server?: { url: string; dataDi
     }
     const started = timestampMs(done.timeline!.started!);
     const finished = timestampMs(done.timeline!.finished!);
+    // The server's CPU from the submit to the read-back's end, and the job's worker's whole life (reaped by then, or not yet).
+    const cpuMsOfRun = cpu0 && serverPid ? { server: cpuMs(serverPid).self - cpu0.server, workers: workersCpuMs(serverPid) - cpu0.workers } : undefined;
     // started -> first chunk cut by the agent, -> last chunk cut, -> result stored.
     const phases = [check.firstMs - started, check.lastMs - check.firstMs, finished - check.lastMs].map((ms) => Math.round(ms));
-    results.push({ seconds, mbPerS: expected.length / seconds / 1e6, clientSeconds, phases });
+    results.push({ seconds, mbPerS: expected.length / seconds / 1e6, clientSeconds, phases, cpuMs: cpuMsOfRun });
   }
   const warmups = results.splice(0, WARMUP);
   const best = results.reduce((a, b) => (b.mbPerS > a.mbPerS ? b : a));
@@ -143,6 +150,12 @@ export async function logsSection(client: Client, server?: { url: string; dataDi
     chunks: check?.entries ?? 0,
     // Per run, ms: dispatch -> the agent cut the first chunk, first -> last chunk cut, last chunk cut -> result stored.
     phases_ms: results.map((r) => ({ to_first_chunk: r.phases[0], output: r.phases[1], to_result: r.phases[2] })),
+    ...(serverPid && {
+      // Per run, ms of CPU (10 ms ticks): the server from the submit to the end of the read-back (its
+      // ingest, the result, the GetLogs of 6.9 MB and the polls), and the workers reaped meanwhile (the
+      // job's agent over its whole life, its boot included, and the command), 0 when not yet reaped.
+      cpu_ms: results.map((r) => r.cpuMs),
+    }),
     checked: "every stdout byte read back through GetLogs, in seq order: same count, lines and SHA-256 as the command's own output",
     ...(server && {
       cli_run_seconds: Math.round(cliMedian * 1000) / 1000,

@@ -13,7 +13,7 @@
  *               jobs_per_second / baseline_jobs_per_second (target: at least 0.5).
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { createClient } from "@connectrpc/connect";
 import type { Job, JobService } from "../src/gen/hodei/v1/api_pb.js";
@@ -36,6 +36,31 @@ export function cpuMs(pid: number | "self"): { self: number; children: number } 
   const f = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
   const tick = 10; // USER_HZ 100
   return { self: (Number(f[11]) + Number(f[12])) * tick, children: (Number(f[13]) + Number(f[14])) * tick };
+}
+
+/**
+ * CPU of a server's local workers (agents and their jobs), ms, counted once they are reaped: they are
+ * the children of the server's agent launcher (src/providers/local-launcher.ts), whose own exit
+ * comes only with the server's; what the server reaped itself is added (none, with a launcher).
+ */
+export function workersCpuMs(serverPid: number): number {
+  const launcher = childNamed(serverPid, "hodei-launcher");
+  return cpuMs(serverPid).children + (launcher ? cpuMs(launcher).children : 0);
+}
+
+/** The pid of a child of `parentPid` whose command name is `comm`, from /proc. */
+function childNamed(parentPid: number, comm: string): number | undefined {
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const raw = readFileSync(`/proc/${name}/stat`, "latin1");
+      const fields = raw.slice(raw.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === parentPid && raw.slice(raw.indexOf("(") + 1, raw.lastIndexOf(")")) === comm) return Number(name);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -95,8 +120,10 @@ export async function throughputSection(client: Client, jobs: number, agentEnv: 
   const before = await spawnBaseline(jobs, LOCAL_CONCURRENCY, agentEnv);
   const bench1 = cpuMs("self");
   const server0 = cpuMs(serverPid);
+  const workers0 = workersCpuMs(serverPid);
   const run = await throughputRun(client, jobs);
   const server1 = cpuMs(serverPid);
+  const workers1 = workersCpuMs(serverPid);
   const after = await spawnBaseline(jobs, LOCAL_CONCURRENCY, agentEnv);
   const baseline = (before.jobs_per_second + after.jobs_per_second) / 2;
   const jobsPerSecond = jobs / run.destroyed_seconds;
@@ -114,7 +141,7 @@ export async function throughputSection(client: Client, jobs: number, agentEnv: 
     // Where the CPU goes: the server's own, its workers' (agents and their jobs, counted once reaped), and one baseline spawn.
     cpu_ms_per_job: {
       server: round((server1.self - server0.self) / jobs),
-      workers: round((server1.children - server0.children) / jobs),
+      workers: round((workers1 - workers0) / jobs),
       baseline_spawn: round((bench1.children - bench0.children) / jobs),
     },
     target: "ratio at least 0.5: jobs/s within 2x of spawning and reaping the agent's Node process, 16 at once",
