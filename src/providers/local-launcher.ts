@@ -99,7 +99,7 @@ type Reply = { id: number; pid: number } | { id: number; error: string; code: st
 export class AgentLauncher {
   private child: ChildProcess | null = null;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (agent: LaunchedAgent) => void; reject: (err: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (agent: LaunchedAgent) => void; reject: (err: Error) => void; sentAtMs: number }>();
   private readonly agents = new Map<number, LaunchedAgent>();
   /** Why the last launcher ended before it was closed; "" while none did. */
   lostReason = "";
@@ -107,11 +107,20 @@ export class AgentLauncher {
   /**
    * @param nodePath  the node binary that runs the launcher itself
    * @param onLost    called with the agents whose exit will never be reported (their launcher is gone)
+   * @param nowMs     the clock that dates requests (oldestWaitMs)
    */
   constructor(
     private readonly nodePath: string,
     private readonly onLost: (agents: LaunchedAgent[]) => void,
+    private readonly nowMs: () => number = Date.now,
   ) {}
+
+  /** How long the oldest unanswered launch has waited, ms (0 when none waits): a stopped launcher answers none. */
+  oldestWaitMs(): number {
+    let oldest = Infinity;
+    for (const waiting of this.pending.values()) oldest = Math.min(oldest, waiting.sentAtMs);
+    return oldest === Infinity ? 0 : this.nowMs() - oldest;
+  }
 
   /** The launcher's pid, while one runs. */
   get pid(): number | undefined {
@@ -121,7 +130,7 @@ export class AgentLauncher {
   /** Starts an agent; rejects with the system's reason (ENOENT, EAGAIN, ...) when it cannot be created. */
   launch(request: LaunchRequest): Promise<LaunchedAgent> {
     const id = this.nextId++;
-    const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject, sentAtMs: this.nowMs() }));
     this.prepare();
     writeLine(this.child!, { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
     this.holdLoop();

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, before, beforeEach, describe, it } from "node:test";
 import { PermanentError } from "../core/errors.js";
-import { LocalProvider, type LocalProviderOptions, waitForExit } from "./local.js";
+import { LAUNCHER_STALL_MS, LocalProvider, type LocalProviderOptions, waitForExit } from "./local.js";
 import { LocalCgroups } from "./local-cgroup.js";
 import { findMarkedProcesses, isAlive } from "./process-table.js";
 import type { ProviderResource } from "./provider.js";
@@ -349,6 +349,35 @@ describe("LocalProvider", () => {
       await provider.stop(second.resourceId, GRACE_MS);
       await provider.close();
       assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "nothing is left");
+    });
+
+    it("a stopped launcher: a start gives up at its deadline and its late agent is released, health names the launcher, and once resumed the provider serves again", async () => {
+      let nowMs = 1_000_000;
+      provider = new LocalProvider(localOptions(workRoot, { nowMs: () => nowMs }));
+      provider.prepare();
+      const launcherPid = provider.launcherPid!;
+      process.kill(launcherPid, "SIGSTOP");
+      try {
+        const giveUp = new AbortController();
+        const starting = provider.start(workerSpec(), giveUp.signal);
+        nowMs += LAUNCHER_STALL_MS - 1;
+        assert.equal((await provider.health()).healthy, true, "a launch still within its time");
+        nowMs += 2;
+        const health = await provider.health();
+        assert.equal(health.healthy, false);
+        assert.match(health.detail, new RegExp(`the agent launcher \\(pid ${launcherPid}\\) has not answered a start for 5 s: is it stopped\\?`));
+        giveUp.abort(new Error("start: past its deadline"));
+        await assert.rejects(starting, /past its deadline/);
+      } finally {
+        process.kill(launcherPid, "SIGCONT");
+      }
+      // The launcher answers the start given up on (nothing waits: healthy again); that agent is
+      // released, and exits, and its log file goes with it.
+      assert.equal((await eventually(() => provider.health(), (h) => h.healthy, 5000)).healthy, true, "the launch was answered");
+      assert.deepEqual(await eventually(async () => findMarkedProcesses(CLUSTER_ID), (found) => found.length === 0, 5000), [], "the late agent exited");
+      assert.deepEqual(await eventually(async () => readdirSync(join(workRoot, ".pool")), (names) => names.length === 0, 5000), [], "its log file went with it");
+      const resource = await start();
+      assert.equal(isAlive(Number(resource.resourceId)), true, "the provider serves again");
     });
 
     it("waiting for an agent's exit leaves no listener behind when it times out", async () => {

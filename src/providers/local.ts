@@ -50,6 +50,8 @@ export interface LocalProviderOptions {
   warmWorkers?: number;
   /** Where jobs' cgroups are made; default: this machine's (local-cgroup.ts). */
   cgroups?: LocalCgroups;
+  /** The clock that tells a launcher that stopped answering (health); default Date.now. */
+  nowMs?: () => number;
 }
 
 interface Agent {
@@ -65,6 +67,12 @@ const POLL_MS = 20;
 /** Delay before a taken warm agent is replaced. */
 const REFILL_DELAY_MS = 150;
 const AGENT_PID_FILE = ".agent-pid";
+/**
+ * A launch unanswered this long makes the provider unhealthy: the launcher is stopped (SIGSTOP, a
+ * debugger) or starved. Its answer takes a fork and an exec, a few ms; while it stays unhealthy the
+ * provision step leaves jobs queued instead of starting workers that cannot start.
+ */
+export const LAUNCHER_STALL_MS = 5000;
 
 export class LocalProvider implements WorkerProvider {
   readonly name = "local";
@@ -89,7 +97,7 @@ export class LocalProvider implements WorkerProvider {
   constructor(private readonly options: LocalProviderOptions) {
     this.cgroups = options.cgroups ?? new LocalCgroups({ clusterId: options.clusterId });
     // Runs on the control plane's own node (options.nodePath is the agents', and may be missing).
-    this.launcher = new AgentLauncher(process.execPath, (agents) => this.loseAgents(agents));
+    this.launcher = new AgentLauncher(process.execPath, (agents) => this.loseAgents(agents), options.nowMs);
   }
 
   /**
@@ -105,7 +113,7 @@ export class LocalProvider implements WorkerProvider {
     return this.launcher.pid;
   }
 
-  async start(spec: WorkerSpec): Promise<ProviderResource> {
+  async start(spec: WorkerSpec, signal?: AbortSignal): Promise<ProviderResource> {
     if (Object.keys(spec.nodeSelector).length > 0 || spec.tolerations.length > 0) {
       throw new PermanentError("local: a node selector and tolerations place a job on Kubernetes nodes; the local provider runs every job on this machine: submit it to the kubernetes provider, or without them");
     }
@@ -118,7 +126,12 @@ export class LocalProvider implements WorkerProvider {
     if (!existsSync(this.options.agentPath)) {
       throw new PermanentError(`local: agent bundle not found at ${this.options.agentPath}; run "npm run build"`);
     }
-    const agent = this.takeIdle(spec.serverUrl) ?? (await this.spawnAgent(spec.serverUrl));
+    const agent = this.takeIdle(spec.serverUrl) ?? (await this.spawnAgent(spec.serverUrl, signal));
+    if (signal?.aborted) {
+      // Its caller has given up (the start's deadline): the agent goes, as an idle one would.
+      agent.child.input("");
+      throw signal.reason;
+    }
     const pid = agent.child.pid;
     const workDir = this.workDir(spec.workerId);
     try {
@@ -239,6 +252,10 @@ export class LocalProvider implements WorkerProvider {
 
   async health(): Promise<ProviderHealth> {
     if (!existsSync(this.options.agentPath)) return { healthy: false, detail: `agent bundle missing: ${this.options.agentPath}` };
+    const waitMs = this.launcher.oldestWaitMs();
+    if (waitMs > LAUNCHER_STALL_MS) {
+      return { healthy: false, detail: `the agent launcher (pid ${this.launcher.pid}) has not answered a start for ${Math.round(waitMs / 1000)} s: is it stopped?` };
+    }
     const start = this.options.snapshotBlob ? `, from ${this.options.snapshotBlob}` : "";
     const lost = this.launcher.lostReason ? `; the launcher was lost (${this.launcher.lostReason}), the next start makes a new one` : "";
     return { healthy: true, detail: `agent processes on this machine (${this.options.nodePath}${start}); ${this.idle.length} warm${this.fillError ? ` (the last refill failed: ${this.fillError})` : ""}${lost}; ${this.cgroups.describe()}` };
@@ -300,14 +317,15 @@ export class LocalProvider implements WorkerProvider {
    * Starts an idle agent through the launcher. The system's refusal to create the process (EAGAIN
    * at the process limit, ENOENT, EACCES) rejects with its reason, and the pool's log file goes.
    */
-  private async spawnAgent(serverUrl: string): Promise<Agent> {
+  private async spawnAgent(serverUrl: string, signal?: AbortSignal): Promise<Agent> {
     const warmId = randomUUID();
     const poolDir = join(this.options.workRoot, ".pool");
     const logPath = join(poolDir, `${warmId}.log`);
     let child: LaunchedAgent;
+    let launch: Promise<LaunchedAgent> | undefined;
     try {
       mkdirSync(poolDir, { recursive: true });
-      child = await this.launcher.launch({
+      launch = this.launcher.launch({
         file: this.options.nodePath,
         args: this.options.snapshotBlob ? ["--snapshot-blob", this.options.snapshotBlob] : [this.options.agentPath],
         cwd: this.options.workRoot,
@@ -322,7 +340,20 @@ export class LocalProvider implements WorkerProvider {
           HODEI_SERVER_URL: serverUrl,
         },
       });
+      child = await untilAborted(launch, signal);
     } catch (err) {
+      if (signal?.aborted && launch) {
+        // Given up on: an agent the launcher makes after all is released, and its log goes with it.
+        void launch.then(
+          (late) => {
+            late.input("");
+            if (late.exit) removeQuietly(logPath);
+            else late.once("exit", () => removeQuietly(logPath));
+          },
+          () => removeQuietly(logPath),
+        );
+        throw err;
+      }
       removeQuietly(logPath);
       throw new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}: ${(err as Error).message}`, { cause: err });
     }
@@ -408,6 +439,26 @@ export function waitForExit(agent: { child: Pick<EventEmitter, "once" | "off"> &
       resolve();
     }, timeoutMs);
     agent.child.once("exit", exited);
+  });
+}
+
+/** The launch, or the abort of the caller that waits for it, whichever comes first. */
+function untilAborted(launch: Promise<LaunchedAgent>, signal: AbortSignal | undefined): Promise<LaunchedAgent> {
+  if (!signal) return launch;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    launch.then(
+      (agent) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(agent);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
   });
 }
 
