@@ -67,6 +67,20 @@ describe("AgentLauncher", () => {
     assert.match(failing.lostReason, /the launcher exited \(code 1\)/);
   });
 
+  it("a launch right after close goes to a new launcher, untouched by the old one's exit", async () => {
+    const launcher = newLauncher();
+    const first = await launcher.launch(request(["exit 0"]));
+    const old = launcher.pid!;
+    launcher.close();
+    const next = await launcher.launch(request(["exit 0"]));
+    assert.notEqual(launcher.pid, old);
+    await until(() => !isAlive(old), "the closed launcher exited");
+    await until(() => next.exit !== undefined, "the new launcher reports its agent's exit");
+    assert.equal(next.isLost, false);
+    assert.equal(launcher.lostReason, "", "a closed launcher is not a lost one");
+    assert.ok(first.exit !== undefined || first.isLost, "the first agent's exit was reported, or it is known lost");
+  });
+
   it("a killed launcher: its running processes are handed over as lost (no exit will come), its idle ones see stdin close, and a new launcher serves the next start", async () => {
     const launcher = newLauncher();
     const waiting = await launcher.launch(request(["read line; exit 0"])); // exits when its stdin closes

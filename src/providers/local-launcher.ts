@@ -92,6 +92,11 @@ export class LaunchedAgent extends EventEmitter {
   input(data: string): void {
     if (!this.isLost) writeLine(this.launcher, { op: "input", pid: this.pid, data });
   }
+
+  /** Whether `launcher` started it. */
+  isFrom(launcher: ChildProcess): boolean {
+    return this.launcher === launcher;
+  }
 }
 
 type Reply = { id: number; pid: number } | { id: number; error: string; code: string } | { exit: number; code: number | null; signal: NodeJS.Signals | null };
@@ -99,9 +104,10 @@ type Reply = { id: number; pid: number } | { id: number; error: string; code: st
 export class AgentLauncher {
   private child: ChildProcess | null = null;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (agent: LaunchedAgent) => void; reject: (err: Error) => void; sentAtMs: number }>();
+  /** Launches waiting for their answer, each from the launcher it was sent to. */
+  private readonly pending = new Map<number, { resolve: (agent: LaunchedAgent) => void; reject: (err: Error) => void; sentAtMs: number; launcher: ChildProcess }>();
   private readonly agents = new Map<number, LaunchedAgent>();
-  /** Why the last launcher ended before it was closed; "" while none did. */
+  /** Why the last launcher ended before it was closed; "" while none did, or once a new one answered. */
   lostReason = "";
 
   /**
@@ -130,9 +136,10 @@ export class AgentLauncher {
   /** Starts an agent; rejects with the system's reason (ENOENT, EAGAIN, ...) when it cannot be created. */
   launch(request: LaunchRequest): Promise<LaunchedAgent> {
     const id = this.nextId++;
-    const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject, sentAtMs: this.nowMs() }));
     this.prepare();
-    writeLine(this.child!, { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
+    const launcher = this.child!;
+    const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject, sentAtMs: this.nowMs(), launcher }));
+    writeLine(launcher, { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
     this.holdLoop();
     return promise;
   }
@@ -148,7 +155,6 @@ export class AgentLauncher {
     this.child = null;
     child?.stdin?.end();
   }
-
 
   private startLauncher(): ChildProcess {
     // Nothing of the server's environment: each agent's environment comes with its request.
@@ -182,6 +188,7 @@ export class AgentLauncher {
     this.pending.delete(reply.id);
     this.holdLoop();
     if ("pid" in reply) {
+      if (child === this.child) this.lostReason = "";
       const agent = new LaunchedAgent(reply.pid, child);
       this.agents.set(reply.pid, agent);
       waiting.resolve(agent);
@@ -196,13 +203,17 @@ export class AgentLauncher {
       this.child = null;
       this.lostReason = reason;
     }
+    // Only what went through this launcher: after close(), a new one may already serve.
     for (const [id, waiting] of this.pending) {
+      if (waiting.launcher !== child) continue;
       this.pending.delete(id);
       waiting.reject(new Error(reason));
     }
-    const lost = [...this.agents.values()];
-    this.agents.clear();
-    for (const agent of lost) agent.isLost = true;
+    const lost = [...this.agents.values()].filter((agent) => agent.isFrom(child));
+    for (const agent of lost) {
+      this.agents.delete(agent.pid);
+      agent.isLost = true;
+    }
     if (lost.length > 0) this.onLost(lost);
   }
 

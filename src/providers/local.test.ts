@@ -343,6 +343,7 @@ describe("LocalProvider", () => {
       assert.deepEqual(await provider.inspect(first.resourceId), { state: "running" }, "the worker's agent runs on, found by its markers");
       const second = await start();
       assert.ok(provider.launcherPid && provider.launcherPid !== launcherPid, "a new launcher started");
+      assert.doesNotMatch((await provider.health()).detail, /launcher was lost/, "the new launcher answered: the loss is over");
       assert.equal(parentOf(Number(second.resourceId)), provider.launcherPid);
       await provider.stop(first.resourceId, GRACE_MS);
       assert.deepEqual(await provider.inspect(first.resourceId), { state: "gone" }, "stopped without its launcher");
