@@ -83,7 +83,6 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
     recorded = await ctx.store.attempts.recordProvisioned(worker.id, resourceId, resourceType, ctx.clock.nowMs(), resourcesApplied, isStartDone);
     isStartCleared = isStartDone && recorded !== null;
     ctx.trace.provisioned(job, recorded);
-    log.info({ providerResourceId: resourceId, resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
   };
   try {
     // A start that outlasts the registration deadline is as good as lost: abort it then.
@@ -104,6 +103,8 @@ async function startWorker(ctx: ReconcileContext, job: JobRow, worker: WorkerRow
       onCreated: (r) => record(r.resourceId, r.resourceType, r.resourcesApplied),
     }, signal), worker);
     if (recorded === undefined) await record(resource.resourceId, resource.resourceType, resource.resourcesApplied, true);
+    // Once start() has returned: a local worker then has its assignment (a test freezes the server on this line).
+    log.info({ providerResourceId: resource.resourceId, resourceType: resource.resourceType }, "worker created; provider_resource_id recorded on worker and OTP token");
     observeProvisioned(ctx.metrics, worker, recorded?.provisioned_at ?? ctx.clock.nowMs());
     if (!recorded) log.info("attempt ended while the worker started; it will be destroyed");
     isClean = recorded !== null;

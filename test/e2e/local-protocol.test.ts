@@ -117,8 +117,8 @@ describe("the worker protocol on the local provider", () => {
     try {
       // The job runs long enough for its agent's log to be read while its worker's directory exists.
       const id = (await runCli(first, ["run", "--detach", "--", "sleep 4; echo survived the restart"])).stdout.trim();
-      // The server logs this once the worker's process exists and right before it hands the agent
-      // its assignment (in the same turn of its event loop): freeze it then, before the agent has
+      // The server logs this once the worker's start has returned, its agent's assignment handed
+      // over (to the provider's launcher, which passes it on): freeze it then, before the agent has
       // booted and sent its Register.
       await eventually(() => first.output.some((line) => line.includes('"worker created;')), 15_000, 1);
       first.process.kill("SIGSTOP");
