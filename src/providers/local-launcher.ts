@@ -47,7 +47,10 @@ require("node:readline").createInterface({ input: process.stdin }).on("line", (l
     } finally {
       closeSync(fd);
     }
-    if (child.pid === undefined) return void child.once("error", (err) => refuse(m.id, err));
+    if (child.pid === undefined) {
+      child.once("error", (err) => refuse(m.id, err));
+      return;
+    }
     const pid = child.pid;
     child.on("error", () => {});
     child.stdin.on("error", () => {});

@@ -316,16 +316,27 @@ export class LocalProvider implements WorkerProvider {
   /**
    * Starts an idle agent through the launcher. The system's refusal to create the process (EAGAIN
    * at the process limit, ENOENT, EACCES) rejects with its reason, and the pool's log file goes.
+   * A caller that gives up (signal) gets its abort; an agent that comes after it is released, and
+   * its exit removes its log as any idle agent's does.
    */
   private async spawnAgent(serverUrl: string, signal?: AbortSignal): Promise<Agent> {
+    const launch = this.launchAgent(serverUrl);
+    try {
+      return await untilAborted(launch, signal);
+    } catch (err) {
+      if (signal?.aborted) void launch.then((late) => late.child.input(""), () => {});
+      throw err;
+    }
+  }
+
+  private async launchAgent(serverUrl: string): Promise<Agent> {
     const warmId = randomUUID();
     const poolDir = join(this.options.workRoot, ".pool");
     const logPath = join(poolDir, `${warmId}.log`);
     let child: LaunchedAgent;
-    let launch: Promise<LaunchedAgent> | undefined;
     try {
       mkdirSync(poolDir, { recursive: true });
-      launch = this.launcher.launch({
+      child = await this.launcher.launch({
         file: this.options.nodePath,
         args: this.options.snapshotBlob ? ["--snapshot-blob", this.options.snapshotBlob] : [this.options.agentPath],
         cwd: this.options.workRoot,
@@ -340,20 +351,7 @@ export class LocalProvider implements WorkerProvider {
           HODEI_SERVER_URL: serverUrl,
         },
       });
-      child = await untilAborted(launch, signal);
     } catch (err) {
-      if (signal?.aborted && launch) {
-        // Given up on: an agent the launcher makes after all is released, and its log goes with it.
-        void launch.then(
-          (late) => {
-            late.input("");
-            if (late.exit) removeQuietly(logPath);
-            else late.once("exit", () => removeQuietly(logPath));
-          },
-          () => removeQuietly(logPath),
-        );
-        throw err;
-      }
       removeQuietly(logPath);
       throw new Error(`local: could not start ${this.options.nodePath} ${this.options.agentPath}: ${(err as Error).message}`, { cause: err });
     }
@@ -443,7 +441,7 @@ export function waitForExit(agent: { child: Pick<EventEmitter, "once" | "off"> &
 }
 
 /** The launch, or the abort of the caller that waits for it, whichever comes first. */
-function untilAborted(launch: Promise<LaunchedAgent>, signal: AbortSignal | undefined): Promise<LaunchedAgent> {
+function untilAborted<T>(launch: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return launch;
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
