@@ -100,7 +100,10 @@ describe("LocalProvider", () => {
      */
     async function idleAgents(count: number) {
       const poolDir = join(workRoot, ".pool");
-      return eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => existsSync(join(poolDir, `${p.warmId}.log`))), (found) => found.length === count, 5000);
+      const found = await eventually(async () => findMarkedProcesses(CLUSTER_ID).filter((p) => existsSync(join(poolDir, `${p.warmId}.log`))), (found) => found.length === count, 5000);
+      // And the provider knows them: an agent's process exists a moment before the launcher's answer is handled.
+      await eventually(() => provider.health(), (h) => h.detail.includes(` ${count} warm`), 5000);
+      return found;
     }
 
     async function start(spec = workerSpec()): Promise<ProviderResource> {
