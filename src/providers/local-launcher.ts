@@ -143,7 +143,7 @@ export class AgentLauncher {
     const launcher = this.child!;
     const promise = new Promise<LaunchedAgent>((resolve, reject) => this.pending.set(id, { resolve, reject, sentAtMs: this.nowMs(), launcher }));
     writeLine(launcher, { op: "spawn", id, file: request.file, args: request.args, cwd: request.cwd, env: request.env, log: request.logPath });
-    this.holdLoop();
+    this.holdLoop(launcher);
     return promise;
   }
 
@@ -189,7 +189,7 @@ export class AgentLauncher {
     const waiting = this.pending.get(reply.id);
     if (!waiting) return;
     this.pending.delete(reply.id);
-    this.holdLoop();
+    this.holdLoop(child);
     if ("pid" in reply) {
       if (child === this.child) this.lostReason = "";
       const agent = new LaunchedAgent(reply.pid, child);
@@ -212,6 +212,7 @@ export class AgentLauncher {
       this.pending.delete(id);
       waiting.reject(new Error(reason));
     }
+    this.holdLoop(child);
     const lost = [...this.agents.values()].filter((agent) => agent.isFrom(child));
     for (const agent of lost) {
       this.agents.delete(agent.pid);
@@ -220,11 +221,21 @@ export class AgentLauncher {
     if (lost.length > 0) this.onLost(lost);
   }
 
-  /** Keeps this process alive while a launch waits for its answer, and only then. */
-  private holdLoop(): void {
-    const stdout = this.child?.stdout as (NodeJS.ReadableStream & { ref?: () => void; unref?: () => void }) | null | undefined;
-    if (this.pending.size > 0) stdout?.ref?.();
-    else stdout?.unref?.();
+  /**
+   * Keeps this process alive while a launch waits for `launcher`'s answer, and only then. The
+   * process handle is held, not only the pipe: a launcher that dies closes its stdout before its
+   * exit is reaped, and the exit is what fails the launch.
+   */
+  private holdLoop(launcher: ChildProcess): void {
+    const waiting = [...this.pending.values()].some((entry) => entry.launcher === launcher);
+    const stdout = launcher.stdout as (NodeJS.ReadableStream & { ref?: () => void; unref?: () => void }) | null;
+    if (waiting) {
+      launcher.ref();
+      stdout?.ref?.();
+    } else {
+      launcher.unref();
+      stdout?.unref?.();
+    }
   }
 }
 
