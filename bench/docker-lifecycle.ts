@@ -17,6 +17,7 @@
  * bench fails if one is left.
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import Dockerode from "dockerode";
 import { DEFAULT_WORKER_IMAGE } from "../src/core/worker-image.js";
 
@@ -29,7 +30,6 @@ const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
   return Math.round(sorted[Math.floor(sorted.length / 2)] * 10) / 10;
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const HODEI_OPTIONS = { AttachStdin: true, OpenStdin: true, StdinOnce: true, HostConfig: { NetworkMode: "host", Init: true } };
 
@@ -53,23 +53,28 @@ async function startAndTeardown(options: Partial<Dockerode.ContainerCreateOption
   await container.remove({ force: true, v: true });
 }
 
-const steps = { create: [] as number[], start: [] as number[], exit_to_not_running: [] as number[], remove_exited: [] as number[], remove_running_force: [] as number[] };
-const withHodeiOptions = { start: [] as number[], exit_to_not_running: [] as number[] };
+const newSteps = () => ({ create: [] as number[], start: [] as number[], exit_to_not_running: [] as number[], remove_exited: [] as number[], remove_running_force: [] as number[] });
+const newWithOptions = () => ({ start: [] as number[], exit_to_not_running: [] as number[] });
+
+/** One run of every step, its times added to steps and withOptions. */
+async function round(steps: ReturnType<typeof newSteps>, withOptions: ReturnType<typeof newWithOptions>): Promise<void> {
+  const exited = await create(["/bin/true"]);
+  await exited.start();
+  await exited.wait();
+  await timed(steps.remove_exited, () => exited.remove({ force: true, v: true }));
+  const running = await timed(steps.create, () => create(["sleep", "1000"]));
+  await running.start();
+  await timed(steps.remove_running_force, () => running.remove({ force: true, v: true }));
+  await startAndTeardown({}, steps.start, steps.exit_to_not_running);
+  await startAndTeardown(HODEI_OPTIONS, withOptions.start, withOptions.exit_to_not_running);
+}
+
+const steps = newSteps();
+const withHodeiOptions = newWithOptions();
 try {
   await docker.getImage(DEFAULT_WORKER_IMAGE).inspect();
-  for (let i = 0; i < RUNS + 2; i++) {
-    const s = i < 2 ? { create: [], start: [], exit_to_not_running: [], remove_exited: [], remove_running_force: [] } : steps; // two runs to warm the daemon
-    const h = i < 2 ? { start: [], exit_to_not_running: [] } : withHodeiOptions;
-    const exited = await create(["/bin/true"]);
-    await exited.start();
-    await exited.wait();
-    await timed(s.remove_exited, () => exited.remove({ force: true, v: true }));
-    const running = await timed(s.create, () => create(["sleep", "1000"]));
-    await running.start();
-    await timed(s.remove_running_force, () => running.remove({ force: true, v: true }));
-    await startAndTeardown({}, s.start, s.exit_to_not_running);
-    await startAndTeardown(HODEI_OPTIONS, h.start, h.exit_to_not_running);
-  }
+  for (let i = 0; i < 2; i++) await round(newSteps(), newWithOptions()); // to warm the daemon, not counted
+  for (let i = 0; i < RUNS; i++) await round(steps, withHodeiOptions);
   console.log(
     JSON.stringify(
       {

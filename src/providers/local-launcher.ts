@@ -212,7 +212,6 @@ export class AgentLauncher {
       this.pending.delete(id);
       waiting.reject(new Error(reason));
     }
-    this.holdLoop(child);
     const lost = [...this.agents.values()].filter((agent) => agent.isFrom(child));
     for (const agent of lost) {
       this.agents.delete(agent.pid);
@@ -227,7 +226,8 @@ export class AgentLauncher {
    * exit is reaped, and the exit is what fails the launch.
    */
   private holdLoop(launcher: ChildProcess): void {
-    const waiting = [...this.pending.values()].some((entry) => entry.launcher === launcher);
+    let waiting = false;
+    for (const entry of this.pending.values()) waiting ||= entry.launcher === launcher;
     const stdout = launcher.stdout as (NodeJS.ReadableStream & { ref?: () => void; unref?: () => void }) | null;
     if (waiting) {
       launcher.ref();
