@@ -7,7 +7,8 @@
 //   Docker and Kubernetes workers (src/providers/agent-runtime.ts);
 // - the CLI (dist/cli.cjs) as one minified CommonJS bundle with the client's dependencies inside
 //   it, since loading them file by file from node_modules costs more than running the command, and
-//   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses, and
+//   V8's code cache of it (dist/cli.cache, scripts/code-cache.mjs) that bin/load-cli.js uses, with
+//   the protobuf descriptors it holds decoded here (scripts/embedded-descriptors.mjs), and
 //   dist/cli-lazy.json, the property names of the built-in modules that bin/load-cli.js loads only
 //   when a command uses them, as this node has them; the
 //   server's dependencies stay in node_modules and what only some commands need (the server, the
@@ -34,6 +35,7 @@ import { pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { build as buildDashboard } from "vite";
 import { LAZY_FILE, lazyKeys } from "../bin/load-cli.js";
+import { collectDescriptors, embeddedDescriptors } from "./embedded-descriptors.mjs";
 
 /** Bundled into the CLI: what client commands load. Every other dependency stays external. */
 const CLI_BUNDLED = new Set(["commander", "picocolors", "cli-table3", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf"]);
@@ -138,6 +140,24 @@ async function writeLocalSnapshot() {
   await recordSnapshotNode(resolve("dist/agent.blob"), process.execPath);
 }
 
+/** The CLI bundle, with its protobuf descriptors decoded here (scripts/embedded-descriptors.mjs). */
+async function buildCli() {
+  const options = {
+    ...node,
+    entryPoints: ["src/cli/main.ts"],
+    outfile: "dist/cli.cjs",
+    format: "cjs",
+    external: cliExternal,
+    plugins: [lazyImports],
+    inject: OWN_HEADERS,
+    minify: true,
+    legalComments: "none",
+    sourcemap: true,
+  };
+  const descriptors = await collectDescriptors(build, options);
+  await build({ ...options, plugins: [lazyImports, embeddedDescriptors(descriptors)] });
+}
+
 rmSync("dist", { recursive: true, force: true });
 await Promise.all([
   build({
@@ -159,18 +179,7 @@ await Promise.all([
     copyFileSync("scripts/agent-loader.cjs", "dist/agent.cjs");
     copyFileSync("scripts/agent-snapshot.cjs", "dist/agent-snapshot.cjs");
   }),
-  build({
-    ...node,
-    entryPoints: ["src/cli/main.ts"],
-    outfile: "dist/cli.cjs",
-    format: "cjs",
-    external: cliExternal,
-    plugins: [lazyImports],
-    inject: OWN_HEADERS,
-    minify: true,
-    legalComments: "none",
-    sourcemap: true,
-  }).then(() => writeFileSync(LAZY_FILE, `${JSON.stringify(lazyKeys())}\n`)),
+  buildCli().then(() => writeFileSync(LAZY_FILE, `${JSON.stringify(lazyKeys())}\n`)),
   build({
     ...node,
     entryPoints: { main: "src/server/main.ts", config: "src/config.ts", "docker-image": "src/providers/docker-image.ts" },
