@@ -27,7 +27,7 @@ import { SecretOpenError } from "../core/secret-box.js";
 import { commandTraceparent } from "../core/trace-context.js";
 import { type AgentMessage, type JobResult, type LogChunk, type RunJob, RunJobSchema, type ServerMessage, ServerMessageSchema } from "../gen/hodei/v1/worker_pb.js";
 import { AsyncQueue } from "../core/async-queue.js";
-import type { LogBudget } from "../store/logs.js";
+import { AGENT_LOG_STATES, type LogBudget } from "../store/logs.js";
 import type { JobRow, WorkerRow } from "../store/schema.js";
 import { reclassifyDecodeError } from "./error-interceptor.js";
 import { observeDispatched, observeJobFinished, observeLogBytes } from "../scheduler/metrics.js";
@@ -69,7 +69,7 @@ export class AgentStream {
   /** The job as this stream sent it in RunJob (its fields that never change are read again at the result). */
   private job: JobRow | undefined;
   /** What this stream's last log append left on the worker row: the result needs no read when it covers the result's lastSeq. */
-  private stored: { logSeq: number; isTruncated: boolean } | undefined;
+  private stored: { logSeq: number; logBytes: number; isTruncated: boolean } | undefined;
 
   /** dispatchedJob: the job as the Register on this stream dispatched it (then the hello says started). */
   constructor(
@@ -207,16 +207,21 @@ export class AgentStream {
       systemAllowanceBytes: SYSTEM_ALLOWANCE_BYTES,
       marker: `\n[hodei] output truncated by the control plane: the log limit of ${this.deps.logLimitBytes} bytes was reached; further output is discarded\n`,
     };
+    // Where the log stands, as this stream last left it (else as the worker row it holds says): the
+    // append then needs no read of the row (a stale position costs it one more try, with the read).
+    const position = this.stored ?? { logSeq: Number(w.log_seq), logBytes: Number(w.log_bytes), isTruncated: w.log_truncated === 1 };
     const outcome = await this.deps.store.logs.append(
       w.id,
       chunks.map((c) => ({ seq: Number(c.seq), stream: c.stream, data: c.data, timeMs: Number(c.timeMs) })),
       budget,
+      AGENT_LOG_STATES,
+      { jobId: w.job_id, attempt: w.attempt, ...position },
     );
     if (outcome.kind === "ended") throw new ConflictError(`this worker's attempt has ended (worker ${outcome.state}): log chunks are no longer accepted`);
     if (outcome.kind === "gap") {
       throw new InvalidInputError(`logs: chunk seq ${outcome.seq} does not follow seq ${outcome.logSeq}; chunks are numbered 1, 2, 3, ... without gaps`, "seq");
     }
-    this.stored = { logSeq: outcome.logSeq, isTruncated: outcome.isTruncated };
+    this.stored = { logSeq: outcome.logSeq, logBytes: outcome.logBytes, isTruncated: outcome.isTruncated };
     observeLogBytes(this.deps.metrics, w.provider, outcome.storedBytes);
     if (outcome.truncatedNow) this.deps.log.warn({ jobId: w.job_id, workerId: w.id, limitBytes: this.deps.logLimitBytes }, "agent sent more than the log limit; the log was cut");
     this.sendAck(outcome.logSeq);

@@ -56,7 +56,8 @@ export type JobPatch = Partial<
 
 /**
  * Writes a new job (its row and label rows) inside the caller's transaction and returns it, or the
- * job that already holds its idempotency key (then nothing is written).
+ * job that already holds its idempotency key (then nothing is written). Without labels the row is
+ * its only write, and `tx` may be the database itself (SecretQueries.insertJob).
  */
 export async function insertJobRows(
   tx: Kysely<Database>,

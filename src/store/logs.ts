@@ -4,6 +4,8 @@
  * many bytes are stored (log_bytes); every append checks the numbering, inserts and moves log_seq
  * in one transaction whose update is guarded by the log_seq it started from and by the worker's
  * state, so two writers can never both extend one attempt's log and an ended attempt gets nothing.
+ * A writer that knows where the log stands (KnownLog: an agent's stream, from its last append)
+ * skips the read of the worker row; the guarded update checks what it knew.
  * Data is bytes, stored exactly as received.
  */
 import type { Kysely } from "kysely";
@@ -36,9 +38,10 @@ export type AppendOutcome =
   /**
    * logSeq: 1..logSeq are received (the acknowledgement); truncatedNow: this call wrote the marker;
    * isTruncated: the attempt's log is cut (now or before), as the worker row says after this call;
-   * storedBytes: bytes this call stored (0 for resends and chunks past the limit; the marker counts).
+   * storedBytes: bytes this call stored (0 for resends and chunks past the limit; the marker counts);
+   * logBytes: the attempt's stored bytes after this call (the worker row's log_bytes).
    */
-  | { kind: "stored"; logSeq: number; truncatedNow: boolean; isTruncated: boolean; storedBytes: number }
+  | { kind: "stored"; logSeq: number; truncatedNow: boolean; isTruncated: boolean; storedBytes: number; logBytes: number }
   /** The first new chunk does not follow logSeq; nothing was written. */
   | { kind: "gap"; logSeq: number; seq: number }
   /** The worker is not in one of the states allowed to log (its attempt ended); nothing was written. */
@@ -48,6 +51,19 @@ export type AppendOutcome =
 export interface LogPosition {
   attempt: number;
   seq: number;
+}
+
+/**
+ * Where a writer believes an attempt's log stands, from its own last append (or the worker row it
+ * read): given to append, it saves the read of the worker row when the chunks follow it. The
+ * append's guarded update checks it; a stale one only costs that append a second try, with the read.
+ */
+export interface KnownLog {
+  jobId: string;
+  attempt: number;
+  logSeq: number;
+  logBytes: number;
+  isTruncated: boolean;
 }
 
 /** Workers whose agent may send log chunks. */
@@ -68,10 +84,19 @@ export class LogQueries {
    * gaps. With a budget, data past the limit is not stored: the first chunk that does not fit is
    * replaced by the marker, and later ones only move log_seq (they are acknowledged, not stored).
    */
-  async append(workerId: string, chunks: LogChunkInput[], budget: LogBudget | null, states: readonly WorkerState[] = AGENT_LOG_STATES): Promise<AppendOutcome> {
+  async append(
+    workerId: string,
+    chunks: LogChunkInput[],
+    budget: LogBudget | null,
+    states: readonly WorkerState[] = AGENT_LOG_STATES,
+    known?: KnownLog,
+  ): Promise<AppendOutcome> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.db.transaction().execute((tx) => appendOnce(tx, workerId, chunks, budget, states));
+        // `known` serves the first try only, and only for chunks that continue it (resends, gaps
+        // and the rest are judged on the row as read).
+        const start = attempt === 1 && known && chunks[0]?.seq === known.logSeq + 1 ? known : undefined;
+        return await this.db.transaction().execute((tx) => appendOnce(tx, workerId, chunks, budget, states, start));
       } catch (err) {
         if (!(err instanceof LostRace) || attempt >= RACE_RETRIES) throw err;
       }
@@ -109,10 +134,14 @@ async function appendOnce(
   chunks: LogChunkInput[],
   budget: LogBudget | null,
   states: readonly WorkerState[],
+  known: KnownLog | undefined,
 ): Promise<AppendOutcome> {
-  const worker = await firstRow(tx, "logs.append:worker", [workerId], (p) =>
-    tx.selectFrom("workers").select(["job_id", "attempt", "state", "log_seq", "log_bytes", "log_truncated"]).where("id", "=", p(0)),
-  );
+  // Known: its state is checked by the guarded update below, which fails (LostRace) if it moved.
+  const worker = known
+    ? { job_id: known.jobId, attempt: known.attempt, state: states[0], log_seq: known.logSeq, log_bytes: known.logBytes, log_truncated: known.isTruncated ? 1 : 0 }
+    : await firstRow(tx, "logs.append:worker", [workerId], (p) =>
+        tx.selectFrom("workers").select(["job_id", "attempt", "state", "log_seq", "log_bytes", "log_truncated"]).where("id", "=", p(0)),
+      );
   if (!worker || !states.includes(worker.state)) return { kind: "ended", state: worker?.state ?? "missing" };
   const startSeq = Number(worker.log_seq);
   const startBytes = Number(worker.log_bytes);
@@ -137,7 +166,7 @@ async function appendOnce(
     rows.push({ seq, stream: chunk.stream, data, timeMs: chunk.timeMs });
     bytes += data.length;
   }
-  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false, isTruncated, storedBytes: 0 };
+  if (seq === startSeq) return { kind: "stored", logSeq: seq, truncatedNow: false, isTruncated, storedBytes: 0, logBytes: startBytes };
   if (rows.length > 0) {
     await tx
       .insertInto("job_logs")
@@ -157,7 +186,7 @@ async function appendOnce(
   if (truncatedNow) {
     await tx.updateTable("jobs").set({ logs_truncated: 1 }).where("id", "=", worker.job_id).where("attempts", "=", worker.attempt).execute();
   }
-  return { kind: "stored", logSeq: seq, truncatedNow, isTruncated, storedBytes: bytes - startBytes };
+  return { kind: "stored", logSeq: seq, truncatedNow, isTruncated, storedBytes: bytes - startBytes, logBytes: bytes };
 }
 
 /** Bytes an attempt may have stored before the marker; the marker always fits after them. */

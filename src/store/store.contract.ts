@@ -1006,15 +1006,16 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
 
       it("stores chunks 1, 2, 3 and ignores a resent seq, keeping the first copy", async () => {
         const { job: j, worker: w } = await registered();
-        assert.deepEqual(await store.logs.append(w.id, [chunk(1), chunk(2), chunk(3)], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 21 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(1), chunk(2), chunk(3)], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 21, logBytes: 21 });
         assert.deepEqual(await store.logs.append(w.id, [chunk(2, "resent\n"), chunk(3, "resent\n"), chunk(4)], null), {
           kind: "stored",
           logSeq: 4,
           truncatedNow: false,
           isTruncated: false,
           storedBytes: 7,
+          logBytes: 28,
         });
-        assert.deepEqual(await store.logs.append(w.id, [chunk(4, "again\n")], null), { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 0 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(4, "again\n")], null), { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 0, logBytes: 28 });
         const rows = await store.logs.read(j.id, all, 100);
         assert.deepEqual(texts(rows), ["line 1\n", "line 2\n", "line 3\n", "line 4\n"]);
         assert.equal(rows[0].stream, "stdout");
@@ -1066,8 +1067,8 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
         const { job: j, worker: w } = await registered();
         // limit 20 + allowance 10 = 30 bytes at most; 25 before the 5-byte marker
         const outcome = await store.logs.append(w.id, [chunk(1, "x".repeat(20)), chunk(2, "yyyyy"), chunk(3, "z"), chunk(4, "zz")], budget(20));
-        assert.deepEqual(outcome, { kind: "stored", logSeq: 4, truncatedNow: true, isTruncated: true, storedBytes: 30 });
-        assert.deepEqual(await store.logs.append(w.id, [chunk(5, "w".repeat(1000))], budget(20)), { kind: "stored", logSeq: 5, truncatedNow: false, isTruncated: true, storedBytes: 0 });
+        assert.deepEqual(outcome, { kind: "stored", logSeq: 4, truncatedNow: true, isTruncated: true, storedBytes: 30, logBytes: 30 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(5, "w".repeat(1000))], budget(20)), { kind: "stored", logSeq: 5, truncatedNow: false, isTruncated: true, storedBytes: 0, logBytes: 30 });
         const rows = await store.logs.read(j.id, all, 10);
         assert.deepEqual(
           rows.map((r) => [r.seq, r.stream, r.data.toString()]),
@@ -1087,7 +1088,7 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
       it("numbers the control plane's system line after the agent's chunks", async () => {
         const { job: j, worker: w } = await registered();
         await store.logs.append(w.id, [chunk(1), chunk(2)], null);
-        assert.deepEqual(await store.logs.appendSystemLine(w.id, "[hodei] lost\n", 5000), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 13 });
+        assert.deepEqual(await store.logs.appendSystemLine(w.id, "[hodei] lost\n", 5000), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 13, logBytes: 27 });
         const rows = await store.logs.read(j.id, all, 10);
         assert.deepEqual(
           rows.map((r) => [r.seq, r.stream, r.data.toString()]),
@@ -1097,7 +1098,51 @@ export function describeStore(name: string, makeStore: () => Promise<Store>): vo
             [3, "system", "[hodei] lost\n"],
           ],
         );
-        assert.deepEqual(await store.logs.append(w.id, [chunk(3, "late")], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 0 }, "the agent's late seq 3 is a duplicate now");
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3, "late")], null), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 0, logBytes: 27 }, "the agent's late seq 3 is a duplicate now");
+      });
+
+      it("appends after a known position without reading it, and a stale one costs only a second try: the same rows and outcome", async () => {
+        const { job: j, worker: w } = await registered();
+        const known = (logSeq: number, logBytes: number, isTruncated = false) => ({ jobId: j.id, attempt: w.attempt, logSeq, logBytes, isTruncated });
+        const first = await store.logs.append(w.id, [chunk(1), chunk(2)], null, undefined, known(0, 0));
+        assert.deepEqual(first, { kind: "stored", logSeq: 2, truncatedNow: false, isTruncated: false, storedBytes: 14, logBytes: 14 });
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3)], null, undefined, known(2, 14)), { kind: "stored", logSeq: 3, truncatedNow: false, isTruncated: false, storedBytes: 7, logBytes: 21 });
+        // A system line came between (log_seq 4): a writer that still believes 3 sends its seq 4,
+        // which the row shows stored already.
+        await store.logs.appendSystemLine(w.id, "[hodei] note\n", 5000);
+        const stale = await store.logs.append(w.id, [chunk(4, "late\n")], null, undefined, known(3, 21));
+        assert.deepEqual(stale, { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 0, logBytes: 34 });
+        assert.deepEqual(
+          (await store.logs.read(j.id, all, 10)).map((r) => [r.seq, r.data.toString()]),
+          [
+            [1, "line 1\n"],
+            [2, "line 2\n"],
+            [3, "line 3\n"],
+            [4, "[hodei] note\n"],
+          ],
+          "the stale try's row was rolled back with it",
+        );
+        const after = await worker(w.id);
+        assert.equal(after.log_seq, 4);
+        assert.equal(after.log_bytes, 34);
+      });
+
+      it("a known position does not let a writer log to an attempt that has ended, nor past the limit", async () => {
+        const { job: j, worker: w } = await registered();
+        const known = { jobId: j.id, attempt: w.attempt, logSeq: 0, logBytes: 0, isTruncated: false };
+        assert.deepEqual(await store.logs.append(w.id, [chunk(1, "x".repeat(20)), chunk(2, "yyyyyyyyyyy")], budget(20), undefined, known), {
+          kind: "stored",
+          logSeq: 2,
+          truncatedNow: true,
+          isTruncated: true,
+          storedBytes: 25,
+          logBytes: 25,
+        });
+        assert.equal((await job(j.id)).logs_truncated, 1);
+        await store.attempts.end(await worker(w.id), "failed", clock.nowMs(), {}, "lost");
+        assert.deepEqual(await store.logs.append(w.id, [chunk(3)], null, undefined, { ...known, logSeq: 2, logBytes: 25, isTruncated: true }), { kind: "ended", state: "destroying" });
+        assert.equal((await worker(w.id)).log_seq, 2);
+        assert.equal((await store.logs.read(j.id, all, 10)).length, 2);
       });
 
       it("reads one job's chunks ordered by (attempt, seq) after a position, a page at a time", async () => {

@@ -46,7 +46,7 @@ describe("migrations 0004-0006 on existing data", () => {
     assert.equal(w?.log_bytes, Buffer.byteLength("é1\ntwo\n3\n"));
     assert.equal(w?.stream_connected_at, 7, "counted as connected: no repeated Register");
     const next = await store.logs.append("w", [{ seq: 4, stream: "stdout", data: Buffer.from("4\n"), timeMs: 0 }], null);
-    assert.deepEqual(next, { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 2 }, "the agent's next chunk follows on");
+    assert.deepEqual(next, { kind: "stored", logSeq: 4, truncatedNow: false, isTruncated: false, storedBytes: 2, logBytes: Buffer.byteLength("é1\ntwo\n3\n4\n") }, "the agent's next chunk follows on");
     await store.close();
   });
 });
