@@ -3,7 +3,8 @@
  * file the generated code embeds (ours and protobuf's well-known types) gives the same
  * FileDescriptorProto and the same descriptors (messages, fields, enums, services) from the table's
  * literal as from protobuf-es's own decode; the comparison sees a field's presence (a literal that
- * lost a prototype would differ); and the built CLI never decodes a descriptor at start.
+ * lost a prototype would differ); a file the table lacks is decoded as before; and the built CLI
+ * never decodes a descriptor at start.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -17,7 +18,7 @@ import { build } from "esbuild";
 import { ROOT } from "./e2e/harness.js";
 import { tempDir } from "./fixtures/temp-dir.js";
 // @ts-expect-error: a plain JavaScript build script, without declarations
-import { collectDescriptors, PROTOBUF_ESM, tableSource } from "../scripts/embedded-descriptors.mjs";
+import { collectDescriptors, embeddedDescriptors, PROTOBUF_ESM, tableSource } from "../scripts/embedded-descriptors.mjs";
 
 type Recorded = [string, DescFile][];
 type Table = { EMBEDDED: Map<string, () => DescFile["proto"]>; fnv1a(text: string): number };
@@ -99,6 +100,21 @@ describe("descriptors decoded at build time", () => {
     const plain = altered.messageType[0].field.find((f) => !Object.hasOwn(f, "oneofIndex"))!;
     plain.oneofIndex = 0;
     assert.notDeepEqual(toBinary(FileDescriptorProtoSchema, altered), toBinary(FileDescriptorProtoSchema, api.proto));
+  });
+
+  it("a bundle whose table lacks a file decodes it as before, and counts it", async () => {
+    const dir = tempDir("hodei-descriptors-fallback-");
+    const outfile = join(dir, "bundle.cjs");
+    const entry = `import { create, toBinary, fromBinary } from "@bufbuild/protobuf"; import { JobSchema } from "./src/gen/hodei/v1/api_pb.ts";
+      const bytes = toBinary(JobSchema, create(JobSchema, { id: "j1", command: ["echo", "hi"], exitCode: 0 }));
+      const back = fromBinary(JobSchema, bytes);
+      module.exports = { id: back.id, command: back.command, exitCode: back.exitCode, decoded: globalThis.__hodeiDescriptorsDecoded };`;
+    await build({ stdin: { contents: entry, resolveDir: ROOT, loader: "ts" }, bundle: true, platform: "node", format: "cjs", outfile, logLevel: "warning", plugins: [embeddedDescriptors([])] });
+    const run = spawnSync(process.execPath, ["-e", `process.stdout.write(JSON.stringify(require(${JSON.stringify(outfile)})))`], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+    const result = JSON.parse(run.stdout) as { id: string; command: string[]; exitCode: number; decoded: number };
+    assert.deepEqual({ id: result.id, command: result.command, exitCode: result.exitCode }, { id: "j1", command: ["echo", "hi"], exitCode: 0 });
+    assert.ok(result.decoded >= 2, `api.proto and timestamp.proto decoded the old way (counted ${result.decoded})`);
   });
 
   it("the built CLI decodes no descriptor as it starts: every one it loads is in its table", () => {
