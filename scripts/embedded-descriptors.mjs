@@ -15,6 +15,7 @@
 // globalThis.__hodeiDescriptorsDecoded). test/embedded-descriptors.test.ts checks that
 // every file gives the same descriptors both ways.
 import { mkdtempSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -23,6 +24,15 @@ import { pathToFileURL } from "node:url";
 const require = createRequire(import.meta.url);
 /** protobuf-es's ESM build: the plugin imports its internal modules by path. */
 export const PROTOBUF_ESM = join(dirname(require.resolve("@bufbuild/protobuf")), "..", "esm");
+/** The module of protobuf-es's `fileDesc`, which both plugins here replace. */
+const FILE_DESC = join(PROTOBUF_ESM, "codegenv2", "file.js");
+
+/** Has esbuild load FILE_DESC as `make(its own source)`. */
+function replaceFileDesc(b, make) {
+  b.onLoad({ filter: /codegenv2[\\/]file\.js$/ }, async (args) =>
+    args.path === FILE_DESC ? { contents: make(await readFile(FILE_DESC, "utf8")), loader: "js", resolveDir: dirname(FILE_DESC) } : undefined,
+  );
+}
 
 /** FNV-1a (32 bits) of a string's UTF-16 code units: with the length, the table's key. */
 export function fnv1a(text) {
@@ -110,20 +120,16 @@ export function fileDesc(b64, imports) {
 export function embeddedDescriptors(files) {
   const TABLE = "hodei-embedded-descriptors:table";
   const DECODING = "hodei-embedded-descriptors:decoding";
-  const original = join(PROTOBUF_ESM, "codegenv2", "file.js");
   return {
     name: "embedded-descriptors",
     setup(b) {
       b.onResolve({ filter: /^hodei-embedded-descriptors:/ }, (args) => ({ path: args.path, namespace: "hodei-embedded" }));
-      b.onLoad({ filter: /.*/, namespace: "hodei-embedded" }, async (args) => {
-        if (args.path === TABLE) return { contents: tableSource(files), loader: "js", resolveDir: PROTOBUF_ESM };
-        const { readFile } = await import("node:fs/promises");
-        return { contents: await readFile(original, "utf8"), loader: "js", resolveDir: join(PROTOBUF_ESM, "codegenv2") };
-      });
-      b.onLoad({ filter: /codegenv2[\\/]file\.js$/ }, (args) => {
-        if (args.path !== original) return undefined;
-        return { contents: fileDescSource(TABLE, DECODING), loader: "js", resolveDir: join(PROTOBUF_ESM, "codegenv2") };
-      });
+      b.onLoad({ filter: /.*/, namespace: "hodei-embedded" }, async (args) =>
+        args.path === TABLE
+          ? { contents: tableSource(files), loader: "js", resolveDir: PROTOBUF_ESM }
+          : { contents: await readFile(FILE_DESC, "utf8"), loader: "js", resolveDir: dirname(FILE_DESC) },
+      );
+      replaceFileDesc(b, () => fileDescSource(TABLE, DECODING));
     },
   };
 }
@@ -137,25 +143,22 @@ export async function collectDescriptors(build, options) {
   const { metafile } = await build({ ...options, write: false, metafile: true, minify: false, sourcemap: false, logLevel: "silent" });
   // What the bundle holds (an input esbuild read but shook out has no bytes in the output).
   const inOutput = Object.values(metafile.outputs).flatMap((output) => Object.entries(output.inputs).filter(([, use]) => use.bytesInOutput > 0).map(([path]) => path));
-  const generated = inOutput.filter((path) => /_pb\.(js|ts)$/.test(path) && !path.endsWith("descriptor_pb.js"));
+  const generated = inOutput.filter((path) => /_pb\.(js|ts)$/.test(path));
   if (generated.length === 0) throw new Error("embedded descriptors: the bundle has no generated *_pb module");
-  const original = join(PROTOBUF_ESM, "codegenv2", "file.js");
   const recording = {
     name: "record-file-desc",
     setup(b) {
-      b.onLoad({ filter: /codegenv2[\\/]file\.js$/ }, async (args) => {
-        if (args.path !== original) return undefined;
-        const { readFile } = await import("node:fs/promises");
-        const source = (await readFile(original, "utf8")).replace("export function fileDesc(", "function decodeFileDesc(");
-        const contents = `${source}\nexport const RECORDED = [];\nexport function fileDesc(b64, imports) { const file = decodeFileDesc(b64, imports); RECORDED.push([b64, file]); return file; }\n`;
-        return { contents, loader: "js", resolveDir: dirname(original) };
-      });
+      replaceFileDesc(
+        b,
+        (source) =>
+          `${source.replace("export function fileDesc(", "function decodeFileDesc(")}\nexport const RECORDED = [];\nexport function fileDesc(b64, imports) { const file = decodeFileDesc(b64, imports); RECORDED.push([b64, file]); return file; }\n`,
+      );
     },
   };
   const dir = mkdtempSync(join(tmpdir(), "hodei-descriptors-"));
   try {
     // Namespace re-exports: a bare import of a module without side effects would be dropped.
-    const entry = `${generated.map((path, i) => `export * as m${i} from ${JSON.stringify(join(process.cwd(), path))};`).join("\n")}\nexport { RECORDED } from ${JSON.stringify(original)};\n`;
+    const entry = `${generated.map((path, i) => `export * as m${i} from ${JSON.stringify(join(process.cwd(), path))};`).join("\n")}\nexport { RECORDED } from ${JSON.stringify(FILE_DESC)};\n`;
     const outfile = join(dir, "descriptors.mjs");
     await build({ stdin: { contents: entry, resolveDir: process.cwd(), loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile, logLevel: "warning", plugins: [recording] });
     const { RECORDED } = await import(pathToFileURL(outfile).href);
