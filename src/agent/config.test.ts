@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseAssignment, readAgentConfig, takeAssignmentFromEnv } from "./config.js";
+import { execFileSync } from "node:child_process";
+import { constants, mkdtempSync, rmSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { MAX_ASSIGNMENT_BYTES, parseAssignment, readAgentConfig, readAssignmentFrom, readAssignmentLine, takeAssignmentFromEnv } from "./config.js";
 
 const TOKEN = "hodei_otp_secret-value";
 
@@ -40,6 +46,78 @@ describe("the agent's assignment", () => {
         (err: Error) => err.message.startsWith("assignment: not a JSON object") && !err.message.includes("hodei_otp_"),
       );
     }
+  });
+});
+
+/** A FIFO in a fresh directory: its path, and a cleanup. */
+function fifo(): { path: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "hodei-assign-"));
+  const path = join(dir, "stdin");
+  execFileSync("mkfifo", [path]);
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+const noFallback = (): NodeJS.ReadableStream => assert.fail("a blocking descriptor is read without the stream");
+
+describe("the assignment line, read from a descriptor (the agent's stdin)", () => {
+  it("is the first line, whole when it comes in pieces, and nothing after its end", async (t) => {
+    const { path, remove } = fifo();
+    t.after(remove);
+    const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
+    t.after(() => Promise.all([reader.close(), writer.close()]));
+    const line = readAssignmentFrom(reader.fd, noFallback);
+    await writer.write('{"otpToken":"hodei_otp_');
+    await new Promise((resolve) => setTimeout(resolve, 20)); // a read returns the first piece alone
+    await writer.write('x","workerId":"w1"}\n{"next":"line"}\n');
+    assert.equal(await line, '{"otpToken":"hodei_otp_x","workerId":"w1"}');
+  });
+
+  it("is what came before the end when no line end came, and null when nothing came (let go while idle)", async (t) => {
+    const { path, remove } = fifo();
+    t.after(remove);
+    for (const [written, expected] of [["no line end", "no line end"], ["", null]] as const) {
+      const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
+      const line = readAssignmentFrom(reader.fd, noFallback);
+      if (written) await writer.write(written);
+      await writer.close();
+      assert.equal(await line, expected);
+      await reader.close();
+    }
+  });
+
+  it("is refused past MAX_ASSIGNMENT_BYTES without a line end, from the descriptor and from a stream", async (t) => {
+    const { path, remove } = fifo();
+    t.after(remove);
+    const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
+    t.after(() => Promise.all([reader.close(), writer.close()]));
+    const line = readAssignmentFrom(reader.fd, noFallback);
+    const endless = writer.write(Buffer.alloc(MAX_ASSIGNMENT_BYTES + 1, "a")).catch(() => {});
+    await assert.rejects(line, /no line end within 65536 bytes/);
+    await reader.close();
+    await endless;
+    const stream = new PassThrough();
+    const fromStream = readAssignmentLine(stream);
+    stream.write(Buffer.alloc(MAX_ASSIGNMENT_BYTES + 1, "a"));
+    await assert.rejects(fromStream, /no line end within 65536 bytes/);
+  });
+
+  it("is read from the stream, after what the descriptor gave, when the descriptor does not block (EAGAIN)", async (t) => {
+    const { path, remove } = fifo();
+    t.after(remove);
+    const reader = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = await open(path, "w"); // with a writer, an empty FIFO answers EAGAIN rather than its end
+    t.after(() => Promise.all([reader.close(), writer.close()]));
+    await writer.write('{"otpToken":');
+    const stream = new PassThrough();
+    let usedStream = false;
+    const line = readAssignmentFrom(reader.fd, () => {
+      usedStream = true;
+      return stream;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    stream.end('"t"}\nrest');
+    assert.equal(await line, '{"otpToken":"t"}');
+    assert.equal(usedStream, true);
   });
 });
 

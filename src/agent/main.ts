@@ -31,7 +31,7 @@ import {
   jobMarkers,
   parseAssignment,
   readAgentConfig,
-  readAssignmentLine,
+  readAssignmentFrom,
   takeAssignmentFromEnv,
 } from "./config.js";
 import { JOB_OOM_SCORE_ADJ, OomWatch, oomCountFileFor } from "./job-cgroup.js";
@@ -144,6 +144,9 @@ class Agent {
   /** While idle: open the connection to the control plane, warm the call path and prepare the job's shell ahead of the assignment. */
   preconnect(): void {
     this.shell = prepareShell(this.config.baseEnv);
+    // The container's OOM count file does not change: found now (a read of /proc/self/cgroup and
+    // of each candidate), so that the job's start reads only its count.
+    this.ownOomFile = oomCountFileFor(undefined, this.config.markers.HODEI_PROVIDER);
     // Also the agent's first log line, which costs about 2 ms (stderr's first write, the clock's
     // time zone): paid now rather than on the job's path, where "registered" would be the first.
     log("idle: waiting for an assignment on stdin");
@@ -212,6 +215,8 @@ class Agent {
   }
 
   private keepWarm: NodeJS.Timeout | null = null;
+  /** The OOM count file of the agent's own cgroup (job-cgroup.ts), found while idle; "" when none. */
+  private ownOomFile: string | undefined;
   /** The job's shell, started while the agent waited for its assignment (command.ts); used once. */
   private shell: PreparedShell | undefined;
 
@@ -434,7 +439,7 @@ class Agent {
     log("job started", { jobId: run.jobId, attempt: run.attempt });
     // Resources: say how the limits apply (or that they do not), and watch for the OOM killer.
     if (run.resourcesApplied) this.logs.system(`[hodei] resources: ${run.resourcesApplied}\n`);
-    const oom = new OomWatch(oomCountFileFor(this.assignment!.cgroup?.oomCount, this.config.markers.HODEI_PROVIDER));
+    const oom = new OomWatch(this.assignment!.cgroup?.oomCount || (this.ownOomFile ?? oomCountFileFor(undefined, this.config.markers.HODEI_PROVIDER)));
     this.job = startCommand(
       {
         command: run.command,
@@ -635,14 +640,13 @@ async function main(): Promise<void> {
     let assignment = takeAssignmentFromEnv(process.env);
     if (!assignment) {
       agent.preconnect();
-      const line = await readAssignmentLine(process.stdin);
+      const line = await readAssignmentFrom(0, () => process.stdin);
       boot.assigned = performance.now();
       if (line === null) {
         // Released while idle (a warm local agent), or a container whose one delivery was cut off.
         log("stdin closed before an assignment arrived; exiting");
         process.exit(0);
       }
-      process.stdin.destroy();
       assignment = parseAssignment(line);
     }
     agent.assign(assignment);

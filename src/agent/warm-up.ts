@@ -7,7 +7,8 @@
  * functions that ran in the snapshot, so workers need not compile them (measured: decision 0004).
  *
  * It touches nothing outside the process: no file, socket, child process or timer that outlives
- * it, and it reads no environment (a snapshot must not hold the builder's). Everything it makes is
+ * it (a job's start only stats / and `sh` on PATH, as its checks do), and it reads no environment
+ * (a snapshot must not hold the builder's). Everything it makes is
  * dropped; the snapshot is taken once its promise has settled (Node drains the event loop first).
  */
 import type * as http2 from "node:http2";
@@ -24,7 +25,9 @@ import {
   ServerMessageSchema,
   WorkerService,
 } from "../gen/hodei/v1/worker_pb.js";
+import { shellArgv, shellScript } from "./command.js";
 import { jobMarkers, parseAssignment, readAgentConfig } from "./config.js";
+import { JOB_OOM_SCORE_ADJ, OomWatch, ownOomCountFile, wrapJobArgv } from "./job-cgroup.js";
 import { LogBuffer, wireChunk } from "./log-buffer.js";
 import { Redactor } from "./redact.js";
 import { createAgentTransport } from "./transport.js";
@@ -50,6 +53,23 @@ export async function warmUp(): Promise<void> {
   await callsInMemory(assignment.otpToken, logs);
   logs.unacknowledged();
   logs.isFullyAcknowledged();
+  startOfAJob();
+}
+
+/**
+ * A job's start short of its process: the script the prepared shell is given, with the checks a
+ * spawn would make (stats of / and of `sh` on PATH), the wrapper of a job with a cgroup, and the
+ * OOM watch's parsing of /proc/self/cgroup (of a text here, with no file behind it).
+ */
+function startOfAJob(): void {
+  const env = { PATH: "/usr/bin:/bin", JOB: "it's" };
+  const prepared = { child: undefined as never, env: { PATH: env.PATH, IDLE: "1" }, failed: false };
+  for (const command of [["true", "x"], ["true"]]) {
+    shellScript(prepared, shellArgv({ command, script: "", env, workDir: "/", timeoutSeconds: 0 }), env, "/");
+  }
+  wrapJobArgv({ procs: ["/warm-up/cgroup.procs"], oomScoreAdj: JOB_OOM_SCORE_ADJ }, ["true"]);
+  ownOomCountFile("12:memory:/warm-up\n0::/warm-up\n", "/nonexistent-hodei-warm-up");
+  new OomWatch("").wasKilled();
 }
 
 /**
