@@ -110,7 +110,8 @@ describe("the queue in the reconcile pass", () => {
   async function finish(jobId: string): Promise<void> {
     const worker = await agentStarts(jobId);
     assert.ok(await store.attempts.end(worker, "succeeded", clock.nowMs(), { exit_code: 0, finished_at: clock.nowMs() }, ""));
-    await pass(); // destroys it (and claims the next job)
+    await pass(); // destroys it (provision comes first in a pass: its slot is still taken then)
+    await pass(); // claims the next job (the destroy's own nudge, in a running reconciler)
   }
 
   describe("priority", () => {

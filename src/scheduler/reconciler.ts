@@ -6,12 +6,12 @@
  *
  * One pass (each step in its own module; `runSteps` below runs them in this order):
  *   0. leader lease      acquire or renew the lease (leadership.ts); "leader" below means it is held
- *   1. destroy           stop and remove every worker in `destroying`, retried until it succeeds
- *   2. queue deadlines   leader: jobs that never started within their queue timeout end timed_out
- *   3. schedules         leader: the due ticks of every schedule fire their jobs (schedules.ts); a
+ *   1. queue deadlines   leader: jobs that never started within their queue timeout end timed_out
+ *   2. schedules         leader: the due ticks of every schedule fire their jobs (schedules.ts); a
  *                        timer wakes the pass at the next tick
- *   4. provision         claim due queued jobs (highest priority first) while providers have
+ *   3. provision         claim due queued jobs (highest priority first) while providers have
  *                        capacity; start their workers
+ *   4. destroy           stop and remove every worker in `destroying`, retried until it succeeds
  *   5. deadlines         leader: registration deadline, heartbeat lapse, timeout backstop, workers of
  *                        ended jobs (nudged passes: at most every 250 ms)
  *   6. inspect           ask providers about live workers; an exited or missing one loses its attempt
@@ -218,11 +218,14 @@ export class Reconciler {
     await this.step("leader lease", async () => void (await leadership.ensure()));
     // Each leader step asks again: the lease is checked (and a freeze seen) right before acting.
     const lead = () => leadership.isLeader();
-    // Destroying first: a finished job's worker is what a user waits on.
-    await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
+    // Queue deadlines before provision: a job past its queue timeout ends, it is not claimed.
     if (lead()) await this.step("queue deadlines", () => expireQueueDeadlines(this.ctx));
     if (lead() && (full || now >= this.scheduleDueMs)) await this.step("schedules", async () => this.wakeForSchedules(await fireDueSchedules(this.ctx)));
+    // Provision before destroy: a submitted job's claim is what its user waits on (a finished
+    // job's result is already theirs: destroy runs after it, off their path). Its destroys start
+    // off the pass either way; a worker being destroyed still counts against capacity until gone.
     await this.step("provision", () => provision(this.ctx));
+    await this.step("destroy", () => destroyWorkers(this.ctx, lead()));
     if (lead() && (!options.isNudged || full || now - this.lastDeadlinesMs >= NUDGED_DEADLINES_EVERY_MS)) {
       this.lastDeadlinesMs = now;
       await this.step("deadlines", () => enforceDeadlines(this.ctx));

@@ -285,15 +285,14 @@ export function createJobService(deps: JobServiceDeps): ServiceImpl<typeof JobSe
         }
       };
       for (;;) {
-        yield* drain();
-        if (!req.follow) return;
-        // Finished when the job is final and no worker of it can still send output.
+        if (!req.follow) return yield* drain();
+        // Finished when the job is final and no worker of it can still send output. Checked before
+        // the read: once it holds, nothing more can be stored, so the read after it is the last.
         const job = await store.jobs.get(req.jobId);
         const workers = await store.workers.listOfJob(req.jobId);
         const isDone = job && isTerminal(job.state) && workers.every((w) => w.state === "destroying" || w.state === "destroyed");
+        yield* drain();
         if (isDone) {
-          // Whatever was stored between the last read and that check.
-          yield* drain();
           // The job as it ended, so that the client need not read it again (`hodei run` returns on it).
           if (req.endWithJob) yield create(LogEntrySchema, { cursor: cursorOf(position), job: await jobSeenBy(caller, job, workers) });
           return;
