@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { constants, mkdtempSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -118,6 +119,37 @@ describe("the assignment line, read from a descriptor (the agent's stdin)", () =
     stream.end('"t"}\nrest');
     assert.equal(await line, '{"otpToken":"t"}');
     assert.equal(usedStream, true);
+  });
+});
+
+describe("an idle agent's crash while its assignment is read", () => {
+  // A child reads a pipe that never sends, then throws: Node's exit would wait for the read for ever.
+  const child = (guarded: boolean) => {
+    const script = guarded
+      ? 'import { endOnCrashWhile, readAssignmentFrom } from "./src/agent/config.ts"; setTimeout(() => { throw new Error("a bug"); }, 50); await endOnCrashWhile(readAssignmentFrom(0, () => process.stdin), (m, f) => console.error(m, JSON.stringify(f)));'
+      : 'import { readAssignmentFrom } from "./src/agent/config.ts"; setTimeout(() => { throw new Error("a bug"); }, 50); await readAssignmentFrom(0, () => process.stdin);';
+    const proc = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["pipe", "ignore", "pipe"] });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr += d));
+    return { proc, stderr: () => stderr };
+  };
+
+  it("ends it by SIGKILL, saying why, rather than leaving it stuck in its exit", async (t) => {
+    const { proc, stderr } = child(true);
+    t.after(() => proc.kill("SIGKILL"));
+    const [code, signal] = (await once(proc, "exit")) as [number | null, string | null];
+    assert.deepEqual({ code, signal }, { code: null, signal: "SIGKILL" });
+    assert.match(stderr(), /agent failed while waiting for its assignment \{"error":"a bug"\}/);
+  });
+
+  it("(the hazard itself: without it, the same crash leaves the process alive)", async (t) => {
+    const { proc } = child(false);
+    t.after(() => proc.kill("SIGKILL"));
+    const exited = once(proc, "exit").then(() => true);
+    const exitedInTime = await Promise.race([exited, new Promise<false>((resolve) => setTimeout(() => resolve(false), 3000))]);
+    assert.equal(exitedInTime, false, "the unguarded process exited by itself: the guard would be needless");
+    proc.stdin.end(); // the read returns; the exit completes
+    assert.equal(await exited, true);
   });
 });
 

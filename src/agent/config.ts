@@ -185,6 +185,26 @@ export async function readAssignmentFrom(fd: number, fallback: () => NodeJS.Read
   }
 }
 
+/**
+ * Runs until `reading` (readAssignmentFrom) settles with a crash ending the process by SIGKILL.
+ * A read on libuv's thread pool that never returns would hold Node's exit for ever: libuv joins
+ * its threads as the process exits, and a thread blocked in read(2) on a silent stdin never comes
+ * back. An uncaught error of an idle agent (a bug) then ends it at once, as it did with the
+ * stream, so its provider sees it gone (and a warm pool replaces it).
+ */
+export async function endOnCrashWhile<T>(reading: Promise<T>, log: (message: string, fields: Record<string, unknown>) => void): Promise<T> {
+  const onCrash = (err: unknown) => {
+    log("agent failed while waiting for its assignment", { error: err instanceof Error ? err.message : String(err) });
+    process.kill(process.pid, "SIGKILL");
+  };
+  process.on("uncaughtException", onCrash);
+  try {
+    return await reading;
+  } finally {
+    process.off("uncaughtException", onCrash);
+  }
+}
+
 /** Reads the first line of a stream, after `start` (read before); null when it ends first. */
 export function readAssignmentLine(input: NodeJS.ReadableStream, start = ""): Promise<string | null> {
   return new Promise((resolve, reject) => {

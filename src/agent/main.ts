@@ -28,6 +28,7 @@ import { type CommandOutcome, type PreparedShell, prepareShell, type RunningComm
 import {
   type AgentConfig,
   type Assignment,
+  endOnCrashWhile,
   jobMarkers,
   parseAssignment,
   readAgentConfig,
@@ -640,7 +641,7 @@ async function main(): Promise<void> {
     let assignment = takeAssignmentFromEnv(process.env);
     if (!assignment) {
       agent.preconnect();
-      const line = await readAssignmentFrom(0, () => process.stdin);
+      const line = await endOnCrashWhile(readAssignmentFrom(0, () => process.stdin), log);
       boot.assigned = performance.now();
       if (line === null) {
         // Released while idle (a warm local agent), or a container whose one delivery was cut off.
