@@ -155,6 +155,22 @@ describe("docker worker image", { skip: SKIP }, () => {
     assert.equal(image.Config.WorkingDir, "/work");
   });
 
+  it("removes the image a rebuild replaced, but not one that still carries a tag of its own", async () => {
+    const build = (extra: Record<string, string>) => buildWorkerImage(docker, { tag: WORKER_TAG, runtimeDir, labels: { [TEST_LABEL]: RUN_ID, ...extra } });
+    const exists = (id: string) => docker.getImage(id).inspect().then(() => true, () => false);
+    const kept = await build({ "io.hodei.test-build": "kept" });
+    await docker.getImage(kept.id).tag({ repo: WORKER_TAG.split(":")[0], tag: `${RUN_ID}-mine` });
+    const replaced = await build({ "io.hodei.test-build": "replaced" });
+    assert.notEqual(replaced.id, kept.id);
+    assert.equal(await exists(kept.id), true, "an image a user tagged stays, with that tag");
+    assert.deepEqual((await docker.getImage(kept.id).inspect()).RepoTags, [`${WORKER_TAG}-mine`]);
+    const last = await build({ [TEST_LABEL + ".build"]: "last" });
+    assert.notEqual(last.id, replaced.id);
+    assert.equal(await exists(replaced.id), false, "an image with no tag left goes");
+    await docker.getImage(`${WORKER_TAG}-mine`).remove();
+    await build({}); // the image the next tests run, as the first test built it
+  });
+
   it("runs node through the runtime's loader, the agent, and busybox in the worker image", async () => {
     const node = await runContainer(WORKER_TAG, [...NODE_COMMAND, "-e", "console.log(process.versions.node)"]);
     assert.deepEqual(node, { exitCode: 0, stdout: `${process.versions.node}\n`, stderr: "" });

@@ -229,11 +229,14 @@ async function readProgress(stream: NodeJS.ReadableStream): Promise<void> {
 }
 
 /**
- * Removes the image a rebuild untagged, unless something still uses it: a container, or another
- * tag (Docker refuses both without force, which is what we want). Optional cleanup, so a refusal
- * is not an error.
+ * Removes the image a rebuild untagged, unless something still uses it: a container (Docker
+ * refuses that without force, which is what we want), or a tag left on it. Docker does not refuse
+ * the last tag: removing by id untags and deletes an image whose only tag is, say, one a user gave
+ * it (`docker tag hodei-worker:0.1.0 hodei-worker:mine`). Optional cleanup, so a refusal is not an error.
  */
 async function removeUnusedImage(docker: Dockerode, id: string, signal?: AbortSignal): Promise<void> {
+  const image = await findImage(docker, id, signal).catch(() => null);
+  if (!image || (image.RepoTags ?? []).some((t) => t !== "<none>:<none>")) return;
   await docker.getImage(id).remove({ abortSignal: signal }).catch(() => undefined);
 }
 
