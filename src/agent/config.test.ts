@@ -58,14 +58,20 @@ function fifo(): { path: string; remove: () => void } {
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/** Both ends of the FIFO at path, closed after the test. */
+async function openEnds(t: { after(fn: () => unknown): void }, path: string) {
+  const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
+  t.after(() => Promise.all([reader.close(), writer.close()]));
+  return { reader, writer };
+}
+
 const noFallback = (): NodeJS.ReadableStream => assert.fail("a blocking descriptor is read without the stream");
 
 describe("the assignment line, read from a descriptor (the agent's stdin)", () => {
   it("is the first line, whole when it comes in pieces, and nothing after its end", async (t) => {
     const { path, remove } = fifo();
     t.after(remove);
-    const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
-    t.after(() => Promise.all([reader.close(), writer.close()]));
+    const { reader, writer } = await openEnds(t, path);
     const line = readAssignmentFrom(reader.fd, noFallback);
     await writer.write('{"otpToken":"hodei_otp_');
     await new Promise((resolve) => setTimeout(resolve, 20)); // a read returns the first piece alone
@@ -89,8 +95,7 @@ describe("the assignment line, read from a descriptor (the agent's stdin)", () =
   it("is refused past MAX_ASSIGNMENT_BYTES without a line end, from the descriptor and from a stream", async (t) => {
     const { path, remove } = fifo();
     t.after(remove);
-    const [reader, writer] = await Promise.all([open(path, "r"), open(path, "w")]);
-    t.after(() => Promise.all([reader.close(), writer.close()]));
+    const { reader, writer } = await openEnds(t, path);
     const line = readAssignmentFrom(reader.fd, noFallback);
     const endless = writer.write(Buffer.alloc(MAX_ASSIGNMENT_BYTES + 1, "a")).catch(() => {});
     await assert.rejects(line, /no line end within 65536 bytes/);

@@ -178,8 +178,9 @@ export async function readAssignmentFrom(fd: number, fallback: () => NodeJS.Read
       return text.trim() ? text : null;
     }
     const newline = buffer.subarray(0, n).indexOf(10);
-    chunks.push(Buffer.from(buffer.subarray(0, newline >= 0 ? newline : n)));
-    total += newline >= 0 ? newline : n;
+    const end = newline >= 0 ? newline : n;
+    chunks.push(Buffer.from(buffer.subarray(0, end)));
+    total += end;
     if (total > MAX_ASSIGNMENT_BYTES) throw new Error(`assignment: no line end within ${MAX_ASSIGNMENT_BYTES} bytes`);
     if (newline >= 0) return Buffer.concat(chunks).toString();
   }
